@@ -1,0 +1,18 @@
+package registry
+
+import "errors"
+
+var (
+	// ErrStale means a record is not newer than the copy already held.
+	ErrStale = errors.New("registry: record is not newer than the stored copy")
+	// ErrBadSignature means a record's signature or signer does not verify.
+	ErrBadSignature = errors.New("registry: record signature does not verify")
+	// ErrWrongOwner means a record claims a cluster other than its signer's.
+	ErrWrongOwner = errors.New("registry: record is not signed by its cluster")
+	// ErrTooLarge means a record exceeds MaxRecordBytes.
+	ErrTooLarge = errors.New("registry: record too large")
+	// ErrInvalid means a record is malformed.
+	ErrInvalid = errors.New("registry: invalid record")
+	// ErrStoreClosed is returned by writes after Close.
+	ErrStoreClosed = errors.New("registry: store is closed")
+)

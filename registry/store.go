@@ -1,0 +1,224 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Store buckets.
+const (
+	BucketRecords = "records" // <cluster>\x00<key> -> SignedRecord
+	BucketMeta    = "meta"    // small named values: incarnation, CA, keys
+	BucketTokens  = "tokens"  // join tokens by id
+)
+
+// DefaultStoreTimeout bounds the wait for another process's file lock.
+const DefaultStoreTimeout = 2 * time.Second
+
+// Op is one write: a put, or a delete when Value is nil. With Prefix set,
+// every key starting with Key is deleted.
+type Op struct {
+	Bucket string
+	Key    string
+	Value  []byte
+	Prefix bool
+}
+
+// RecordKey is the records-bucket key of one record.
+func RecordKey(cluster, key string) string { return cluster + "\x00" + key }
+
+// Store is a bbolt file written by one goroutine: concurrent writes are
+// batched into one transaction, and every write returns once it is on disk.
+type Store struct {
+	path   string
+	db     *bolt.DB
+	writes chan *writeReq
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+	stopped   chan struct{} // closed when the writer has exited
+}
+
+type writeReq struct {
+	ops []Op
+	err chan error
+}
+
+// OpenStore opens or creates the store at path. A damaged file is reported
+// with its path, never a panic.
+func OpenStore(path string) (s *Store, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = damaged(path, fmt.Errorf("%v", r))
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultStoreTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("registry: store %s is locked by another process; stop it first", path)
+		}
+		return nil, damaged(path, err)
+	}
+	if err := check(db); err != nil {
+		db.Close()
+		return nil, damaged(path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{BucketRecords, BucketMeta, BucketTokens} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("registry: store %s: %w", path, err)
+	}
+	s = &Store{path: path, db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+func damaged(path string, err error) error {
+	return fmt.Errorf("registry: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", path, err)
+}
+
+func check(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	})
+}
+
+// Path returns the store's file name.
+func (s *Store) Path() string { return s.path }
+
+// Write applies ops in one transaction and returns once they are durable.
+func (s *Store) Write(ctx context.Context, ops ...Op) error {
+	req := &writeReq{ops: ops, err: make(chan error, 1)}
+	select {
+	case s.writes <- req:
+	case <-s.done:
+		return ErrStoreClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.err:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-req.err:
+			return err
+		default:
+			return ErrStoreClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writer() {
+	defer close(s.stopped)
+	for {
+		var batch []*writeReq
+		select {
+		case req := <-s.writes:
+			batch = append(batch, req)
+		case <-s.done:
+			return
+		}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case req := <-s.writes:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, req := range batch {
+				for _, op := range req.ops {
+					if err := apply(tx, op); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			err = fmt.Errorf("registry: write store %s: %w", s.path, err)
+		}
+		for _, req := range batch {
+			req.err <- err
+		}
+	}
+}
+
+func apply(tx *bolt.Tx, op Op) error {
+	b := tx.Bucket([]byte(op.Bucket))
+	if b == nil {
+		return fmt.Errorf("no bucket %q", op.Bucket)
+	}
+	key := []byte(op.Key)
+	switch {
+	case op.Prefix:
+		var keys [][]byte
+		c := b.Cursor()
+		for k, _ := c.Seek(key); k != nil && bytes.HasPrefix(k, key); k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	case op.Value == nil:
+		return b.Delete(key)
+	default:
+		return b.Put(key, op.Value)
+	}
+}
+
+// Get returns a copy of one value, or nil if it is absent.
+func (s *Store) Get(bucket, key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte(bucket)).Get([]byte(key)); v != nil {
+			out = bytes.Clone(v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ForEach calls fn with a copy of every key and value in bucket.
+func (s *Store) ForEach(bucket string, fn func(key string, value []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			return fn(string(k), bytes.Clone(v))
+		})
+	})
+}
+
+// Close stops the writer and closes the file. It is idempotent.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.done)
+		<-s.stopped
+		err = s.db.Close()
+	})
+	return err
+}
