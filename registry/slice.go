@@ -227,3 +227,51 @@ func (s *Set) Services(cluster string) []*Service {
 	sort.Slice(out, func(i, j int) bool { return out[i].GetHostname() < out[j].GetHostname() })
 	return out
 }
+
+// Newer returns the records that Apply would accept, without applying them.
+// Of several records for one key, only the newest is kept.
+func (s *Set) Newer(recs []Verified) []Verified {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	type ck struct{ cluster, key string }
+	best := make(map[ck]int)
+	var out []Verified
+	for _, v := range recs {
+		rec := v.Record
+		if sl := s.slices[rec.GetCluster()]; sl != nil {
+			inc := rec.GetVersion().GetIncarnation()
+			if inc < sl.Incarnation {
+				continue
+			}
+			if old := sl.Entries[rec.GetKey()]; inc == sl.Incarnation && old != nil && Compare(old.Version, rec.GetVersion()) >= 0 {
+				continue
+			}
+		}
+		k := ck{rec.GetCluster(), rec.GetKey()}
+		if i, ok := best[k]; ok {
+			if Compare(rec.GetVersion(), out[i].Record.GetVersion()) > 0 {
+				out[i] = v
+			}
+			continue
+		}
+		best[k] = len(out)
+		out = append(out, v)
+	}
+	return out
+}
+
+// Entries returns a copy of one cluster's entries by key (tombstones
+// included); the entries themselves are shared and must not be modified.
+func (s *Set) Entries(cluster string) map[string]*Entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sl := s.slices[cluster]
+	if sl == nil {
+		return nil
+	}
+	out := make(map[string]*Entry, len(sl.Entries))
+	for k, e := range sl.Entries {
+		out[k] = e
+	}
+	return out
+}

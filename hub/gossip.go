@@ -1,0 +1,411 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/federate/federate/registry"
+	"github.com/hashicorp/memberlist"
+)
+
+// maxDigestBytes keeps a digest well inside memberlist's 512-byte node meta
+// and one gossip packet.
+const maxDigestBytes = 400
+
+// maxStateBytes bounds the push/pull state a peer may send us.
+const maxStateBytes = 256 << 10
+
+// Digest is what a member gossips about itself: small enough for node meta,
+// and enough for a peer to notice it is behind and know where to fetch.
+type Digest struct {
+	// Name is the memberlist node name: the cluster name, or "hub-<name>".
+	Name    string `json:"n"`
+	Cluster string `json:"c,omitempty"` // empty for a hub
+	// Incarnation and Counter are the owner's slice version.
+	Incarnation    uint64 `json:"i,omitempty"`
+	Counter        uint64 `json:"v,omitempty"`
+	BundleSequence uint64 `json:"b,omitempty"`
+	// API is the member's federation API (Registry service) address.
+	API     string `json:"a,omitempty"`
+	Gateway string `json:"g,omitempty"`
+}
+
+// Version returns the digest's slice version.
+func (d Digest) Version() *registry.Version {
+	return &registry.Version{Incarnation: d.Incarnation, Counter: d.Counter}
+}
+
+func (d Digest) encode() []byte {
+	b, _ := json.Marshal(d)
+	return b
+}
+
+// DecodeDigest parses a gossiped digest.
+func DecodeDigest(b []byte) (Digest, error) {
+	var d Digest
+	if len(b) > maxDigestBytes {
+		return d, fmt.Errorf("hub: gossip digest of %d bytes exceeds %d", len(b), maxDigestBytes)
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return d, fmt.Errorf("hub: gossip digest: %w", err)
+	}
+	if d.Name == "" {
+		return d, fmt.Errorf("hub: gossip digest without a member name")
+	}
+	if d.Cluster != "" {
+		if err := registry.ValidClusterName(d.Cluster); err != nil {
+			return d, fmt.Errorf("hub: gossip digest: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// GossipConfig configures the gossip layer.
+type GossipConfig struct {
+	// Bind is the host:port to listen on (UDP and TCP); port 0 picks one.
+	Bind string
+	// Seeds are gossip addresses to join; joins are retried until one works
+	// and repeated while a seed is missing from the membership.
+	Seeds []string
+	// Key is the AES-256 gossip encryption key shared by the mesh.
+	Key []byte
+	// Label separates meshes that share addresses and keys.
+	Label string
+	// Profile is "wan" (the default) or "lan"; LAN detects failures faster.
+	Profile string
+	// RejoinInterval is how often missing seeds are joined again.
+	RejoinInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// DefaultRejoinInterval heals partitions memberlist does not heal itself.
+const DefaultRejoinInterval = 10 * time.Second
+
+// MemberState is one gossip member as memberlist sees it now.
+type MemberState struct {
+	Digest
+	// State is "alive"; dead and departed members are absent.
+	State string
+	Addr  string
+}
+
+// Gossip runs memberlist for one member and tracks the newest digest of
+// every cluster. Callbacks from memberlist never block: they hand copies to
+// the goroutine in Run.
+type Gossip struct {
+	cfg      GossipConfig
+	log      *slog.Logger
+	onDigest func(Digest)
+	inbox    chan []byte
+	queue    *memberlist.TransmitLimitedQueue
+
+	mu     sync.Mutex // guards the fields below
+	local   Digest
+	newest  map[string]Digest      // by member name
+	members map[string]MemberState // live members, by name, from memberlist events
+	ml     *memberlist.Memberlist
+	addr   string
+	ready  chan struct{}
+}
+
+// NewGossip returns a gossip layer; onDigest runs, serialized, for every
+// digest that is newer than any seen before for its member.
+func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = DefaultRejoinInterval
+	}
+	g := &Gossip{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gossip"),
+		onDigest: onDigest,
+		inbox:    make(chan []byte, 1024),
+		local:    local,
+		newest:   make(map[string]Digest),
+		members:  make(map[string]MemberState),
+		ready:    make(chan struct{}),
+	}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 3}
+	return g
+}
+
+func (g *Gossip) numNodes() int {
+	g.mu.Lock()
+	ml := g.ml
+	g.mu.Unlock()
+	if ml == nil {
+		return 1
+	}
+	return ml.NumMembers()
+}
+
+// Ready is closed once memberlist listens; Addr is valid from then on.
+func (g *Gossip) Ready() <-chan struct{} { return g.ready }
+
+// Addr returns the gossip address others should join.
+func (g *Gossip) Addr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addr
+}
+
+// Run starts memberlist and serves until ctx is done, then leaves the mesh.
+func (g *Gossip) Run(ctx context.Context) error {
+	conf, err := g.memberlistConfig()
+	if err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(conf)
+	if err != nil {
+		return fmt.Errorf("hub: start gossip on %s: %w", g.cfg.Bind, err)
+	}
+	g.mu.Lock()
+	g.ml = ml
+	g.addr = net.JoinHostPort(conf.AdvertiseAddr, strconv.Itoa(conf.AdvertisePort))
+	if conf.AdvertiseAddr == "" {
+		n := ml.LocalNode()
+		g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	}
+	g.mu.Unlock()
+	close(g.ready)
+	g.log.Info("gossip listening", "addr", g.Addr(), "name", conf.Name)
+	defer func() {
+		_ = ml.Leave(time.Second)
+		_ = ml.Shutdown()
+	}()
+
+	g.rejoin()
+	rejoin := time.NewTicker(g.cfg.RejoinInterval)
+	defer rejoin.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-g.inbox:
+			g.receive(b)
+		case <-rejoin.C:
+			g.rejoin()
+		}
+	}
+}
+
+func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
+	var conf *memberlist.Config
+	switch g.cfg.Profile {
+	case "", "wan":
+		conf = memberlist.DefaultWANConfig()
+	case "lan":
+		conf = memberlist.DefaultLANConfig()
+	default:
+		return nil, fmt.Errorf("hub: gossip profile %q: want wan or lan", g.cfg.Profile)
+	}
+	host, portStr, err := net.SplitHostPort(g.cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("hub: gossip bind address %q: %w", g.cfg.Bind, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("hub: gossip bind port %q: %w", portStr, err)
+	}
+	conf.Name = g.local.Name
+	conf.BindAddr, conf.BindPort = host, port
+	conf.AdvertisePort = port
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		conf.AdvertiseAddr = host
+	}
+	conf.SecretKey = g.cfg.Key
+	conf.Label = g.cfg.Label
+	conf.Delegate = (*gossipDelegate)(g)
+	conf.Events = (*gossipEvents)(g)
+	conf.Logger = log.New(io.Discard, "", 0)
+	conf.DeadNodeReclaimTime = 30 * time.Second
+	return conf, nil
+}
+
+// rejoin joins every seed that is not a member now.
+func (g *Gossip) rejoin() {
+	g.mu.Lock()
+	ml := g.ml
+	present := make(map[string]bool)
+	for _, m := range g.members {
+		present[m.Addr] = true
+	}
+	g.mu.Unlock()
+	var missing []string
+	for _, s := range g.cfg.Seeds {
+		if !present[s] && s != g.Addr() {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if n, err := ml.Join(missing); err != nil && n == 0 {
+		g.log.Debug("gossip join failed; will retry", "seeds", missing, "err", err)
+	}
+}
+
+// SetLocal replaces this member's digest and spreads it.
+func (g *Gossip) SetLocal(d Digest) {
+	g.mu.Lock()
+	g.local = d
+	ml := g.ml
+	g.mu.Unlock()
+	g.queue.QueueBroadcast(digestBroadcast(d.encode()))
+	if ml != nil {
+		if err := ml.UpdateNode(time.Second); err != nil {
+			g.log.Debug("gossip meta update", "err", err)
+		}
+	}
+}
+
+// Members returns the live members with their newest digests. memberlist's
+// own node list is not safe to read outside its locks, so membership is
+// tracked from its events.
+func (g *Gossip) Members() []MemberState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]MemberState, 0, len(g.members))
+	for name, m := range g.members {
+		if d, ok := g.newest[name]; ok {
+			m.Digest = d
+		}
+		m.Name = name
+		out = append(out, m)
+	}
+	return out
+}
+
+// receive merges one digest. A newer one is passed on to the application
+// and re-queued, since memberlist does not forward user broadcasts.
+func (g *Gossip) receive(b []byte) {
+	d, err := DecodeDigest(b)
+	if err != nil {
+		g.log.Debug("dropped gossip message", "err", err)
+		return
+	}
+	g.mu.Lock()
+	if d.Name == g.local.Name {
+		g.mu.Unlock()
+		return
+	}
+	old, seen := g.newest[d.Name]
+	newer := !seen || registry.Compare(d.Version(), old.Version()) > 0 ||
+		d.BundleSequence > old.BundleSequence || d.API != old.API || d.Gateway != old.Gateway
+	if newer {
+		g.newest[d.Name] = d
+	}
+	g.mu.Unlock()
+	if !newer {
+		return
+	}
+	g.queue.QueueBroadcast(digestBroadcast(b))
+	if g.onDigest != nil {
+		g.onDigest(d)
+	}
+}
+
+func (g *Gossip) deliver(b []byte) {
+	select {
+	case g.inbox <- b:
+	default: // full: push/pull and node meta catch up later
+	}
+}
+
+// digestBroadcast is a queued digest; a newer one of the same member
+// replaces it.
+type digestBroadcast []byte
+
+func (b digestBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	o, ok := other.(digestBroadcast)
+	if !ok {
+		return false
+	}
+	d1, err1 := DecodeDigest(b)
+	d2, err2 := DecodeDigest(o)
+	return err1 == nil && err2 == nil && d1.Name == d2.Name && registry.Compare(d1.Version(), d2.Version()) >= 0
+}
+func (b digestBroadcast) Message() []byte { return b }
+func (b digestBroadcast) Finished()       {}
+
+type gossipDelegate Gossip
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := d.local.encode()
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+
+func (d *gossipDelegate) NotifyMsg(b []byte) {
+	(*Gossip)(d).deliver(append([]byte(nil), b...))
+}
+
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+
+// LocalState sends every digest we know: anti-entropy for missed broadcasts.
+func (d *gossipDelegate) LocalState(bool) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	all := make([]Digest, 0, len(d.newest)+1)
+	all = append(all, d.local)
+	for _, dg := range d.newest {
+		all = append(all, dg)
+	}
+	b, _ := json.Marshal(all)
+	return b
+}
+
+func (d *gossipDelegate) MergeRemoteState(buf []byte, _ bool) {
+	if len(buf) > maxStateBytes {
+		return
+	}
+	var all []json.RawMessage
+	if json.Unmarshal(buf, &all) != nil {
+		return
+	}
+	for _, raw := range all {
+		(*Gossip)(d).deliver(append([]byte(nil), raw...))
+	}
+}
+
+// gossipEvents runs under memberlist's node lock: it copies what it needs.
+type gossipEvents Gossip
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.seen(n) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.seen(n) }
+
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	e.mu.Lock()
+	delete(e.members, n.Name)
+	e.mu.Unlock()
+}
+
+func (e *gossipEvents) seen(n *memberlist.Node) {
+	meta := append([]byte(nil), n.Meta...)
+	d, _ := DecodeDigest(meta)
+	st := MemberState{Digest: d, State: "alive", Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+	e.mu.Lock()
+	if n.Name != e.local.Name {
+		e.members[n.Name] = st
+	}
+	e.mu.Unlock()
+	if len(meta) > 0 {
+		(*Gossip)(e).deliver(meta)
+	}
+}

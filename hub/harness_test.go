@@ -1,0 +1,276 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+	"google.golang.org/grpc"
+)
+
+// testMesh runs a real hub and real members on loopback, each with its own
+// bbolt file, gossip and mTLS.
+type testMesh struct {
+	t      *testing.T
+	dir    string
+	timers Timers
+	log    *slog.Logger
+
+	hub     *Server
+	hubAddr string
+	hubStop func()
+
+	mu      sync.Mutex
+	members map[string]*testMember
+}
+
+type testMember struct {
+	name   string
+	dir    string
+	member *Member
+	store  *registry.Store
+	stop   func()
+}
+
+func newTestMesh(t *testing.T, timers Timers) *testMesh {
+	t.Helper()
+	level := slog.LevelWarn
+	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	tm := &testMesh{
+		t: t, dir: t.TempDir(), timers: timers,
+		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		members: make(map[string]*testMember),
+	}
+	t.Cleanup(func() {
+		tm.mu.Lock()
+		ms := make([]*testMember, 0, len(tm.members))
+		for _, m := range tm.members {
+			ms = append(ms, m)
+		}
+		tm.mu.Unlock()
+		for _, m := range ms {
+			if m.stop != nil {
+				m.stop()
+			}
+		}
+		if tm.hubStop != nil {
+			tm.hubStop()
+		}
+	})
+	tm.startHub()
+	return tm
+}
+
+func (tm *testMesh) startHub() {
+	tm.t.Helper()
+	listen := tm.hubAddr
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	srv, err := New(Config{
+		Mesh: "shop", Listen: listen, DataDir: filepath.Join(tm.dir, "hub"),
+		GossipProfile: "lan", Timers: tm.timers, Logger: tm.log.With("node", "hub"),
+	})
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	tm.hub = srv
+	tm.hubStop = runComponent(tm.t, srv.Run, srv.Ready())
+	tm.hubAddr = srv.Addr()
+}
+
+func (tm *testMesh) stopHub() {
+	tm.hubStop()
+	tm.hubStop = nil
+}
+
+// runComponent runs f until the returned stop is called; it fails the test
+// if f does not become ready or returns an error.
+func runComponent(t *testing.T, run func(context.Context) error, ready <-chan struct{}) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("component failed to start: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("component did not become ready within 20s")
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("component stopped with error: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("component did not stop within 20s")
+			}
+		})
+	}
+}
+
+func (tm *testMesh) adminConn() *grpc.ClientConn {
+	tm.t.Helper()
+	conn, err := Dial(tm.hubAddr, filepath.Join(tm.dir, "hub", AdminCredFile), filepath.Join(tm.dir, "hub", CAFile))
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	tm.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (tm *testMesh) adminClient() hubpb.HubClient { return hubpb.NewHubClient(tm.adminConn()) }
+
+func (tm *testMesh) adminRegistry() hubpb.RegistryClient { return hubpb.NewRegistryClient(tm.adminConn()) }
+
+func (tm *testMesh) token(cluster string, ttl time.Duration) string {
+	tm.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := tm.adminClient().CreateToken(ctx, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second)})
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	return resp.GetToken()
+}
+
+// join admits a cluster and saves its membership, without starting it.
+func (tm *testMesh) join(name string) {
+	tm.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := Join(ctx, tm.token(name, time.Hour))
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	if err := ms.Save(filepath.Join(tm.dir, name)); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+// addCluster joins and starts a member.
+func (tm *testMesh) addCluster(name string) *testMember {
+	tm.t.Helper()
+	tm.join(name)
+	return tm.startMember(name)
+}
+
+func (tm *testMesh) startMember(name string) *testMember {
+	tm.t.Helper()
+	dir := filepath.Join(tm.dir, name)
+	ms, err := LoadMembership(dir)
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	store, err := registry.OpenStore(filepath.Join(dir, "controlplane.db"))
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	seeds := append([]string(nil), ms.GossipSeeds...)
+	tm.mu.Lock()
+	for _, other := range tm.members {
+		if other.member != nil && other.stop != nil {
+			seeds = append(seeds, other.member.GossipAddr())
+		}
+	}
+	tm.mu.Unlock()
+	m, err := NewMember(MemberConfig{
+		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: store,
+		Gossip: GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
+		Timers: tm.timers, Logger: tm.log.With("node", name),
+	})
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	stop := runComponent(tm.t, m.Run, m.Ready())
+	tmem := &testMember{name: name, dir: dir, member: m, store: store}
+	tmem.stop = func() {
+		stop()
+		store.Close()
+	}
+	tm.mu.Lock()
+	tm.members[name] = tmem
+	tm.mu.Unlock()
+	return tmem
+}
+
+func (tm *testMesh) stopMember(name string) {
+	tm.mu.Lock()
+	m := tm.members[name]
+	tm.mu.Unlock()
+	m.stop()
+	m.stop = nil
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// coffeeService is a small exported service of one cluster.
+func coffeeService(cluster, name string, endpoints int, port uint32) *registry.Service {
+	s := &registry.Service{
+		Hostname: name + ".shop.svc.cluster.local", Namespace: "shop", Name: name,
+		Ports: []*registry.Port{{Name: "http", Number: 8080, Protocol: "HTTP"}},
+	}
+	for i := range endpoints {
+		s.Endpoints = append(s.Endpoints, &registry.Endpoint{
+			Address: fmt.Sprintf("10.%d.0.%d", len(cluster), i+1), Ports: map[string]uint32{"http": port},
+			Network: "net-" + cluster, Health: registrypb.Health_HEALTHY,
+			SpiffeId: "spiffe://" + cluster + ".shop/ns/shop/sa/" + name,
+		})
+	}
+	return s
+}
+
+func clusterInfo(cluster string) *registry.ClusterInfo {
+	return &registry.ClusterInfo{Network: "net-" + cluster, Locality: &registry.Locality{Region: "region-" + cluster}, TrustDomain: cluster + ".shop"}
+}
+
+func (m *testMember) update(t *testing.T, services ...*registry.Service) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.member.Update(ctx, clusterInfo(m.name), services); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freePort returns a loopback address nobody listens on now.
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -1,0 +1,146 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+)
+
+// Files 'federate join' writes into a cluster's data directory.
+const (
+	CredentialFile = "credential.pem"
+	MembershipFile = "federation.json"
+)
+
+// Membership is what a cluster keeps after joining.
+type Membership struct {
+	Mesh        string   `json:"mesh"`
+	Cluster     string   `json:"cluster"`
+	Hub         string   `json:"hub"`
+	GossipKey   []byte   `json:"gossipKey"`
+	GossipSeeds []string `json:"gossipSeeds"`
+
+	Credential *trust.Credential   `json:"-"`
+	CA         []*x509.Certificate `json:"-"`
+}
+
+// Join trades a token for a cluster credential. The hub must present a CA
+// matching the token's fingerprint; nothing else about it is trusted.
+func Join(ctx context.Context, token string) (*Membership, error) {
+	tok, err := ParseToken(token)
+	if err != nil {
+		return nil, err
+	}
+	key, err := trust.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := trust.NewCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	// The mesh name is learnt from the hub's certificate, checked against the pin.
+	var ca *x509.Certificate
+	tlsConf := trust.PinnedTLS(tok.CA, "/hub", func(c *x509.Certificate) { ca = c })
+	conn, err := grpc.NewClient(tok.Hub, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	if err != nil {
+		return nil, fmt.Errorf("hub: dial %s: %w", tok.Hub, err)
+	}
+	defer conn.Close()
+	resp, err := hubpb.NewHubClient(conn).Join(ctx, &hubpb.JoinRequest{Token: token, Csr: csr})
+	if err != nil {
+		if s, ok := status.FromError(err); ok {
+			return nil, fmt.Errorf("hub %s refused the join: %s", tok.Hub, s.Message())
+		}
+		return nil, err
+	}
+	certs, err := parseCerts(resp.GetCertificates())
+	if err != nil {
+		return nil, fmt.Errorf("hub: join response: %w", err)
+	}
+	if ca == nil || !ca.Equal(certs[len(certs)-1]) {
+		return nil, errors.New("hub: join response is not signed by the pinned CA")
+	}
+	cred, err := trust.NewCredential(certs, key)
+	if err != nil {
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(resp.GetMesh())
+	if err != nil || cred.ID() != ClusterID(td, tok.Cluster) {
+		return nil, fmt.Errorf("hub: join returned credential %s, want cluster %q", cred.ID(), tok.Cluster)
+	}
+	return &Membership{
+		Mesh: resp.GetMesh(), Cluster: resp.GetCluster(), Hub: tok.Hub,
+		GossipKey: resp.GetGossipKey(), GossipSeeds: resp.GetGossipSeeds(),
+		Credential: cred, CA: []*x509.Certificate{ca},
+	}, nil
+}
+
+// Save writes the membership into dir.
+func (m *Membership) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := m.Credential.Save(filepath.Join(dir, CredentialFile)); err != nil {
+		return err
+	}
+	if err := trust.WriteFileAtomic(filepath.Join(dir, CAFile), trust.EncodeCertificates(m.CA...), 0o644); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(m, "", "  ")
+	return trust.WriteFileAtomic(filepath.Join(dir, MembershipFile), data, 0o600)
+}
+
+// LoadMembership reads what Save wrote.
+func LoadMembership(dir string) (*Membership, error) {
+	data, err := os.ReadFile(filepath.Join(dir, MembershipFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("hub: %s has no %s: join the cluster first with 'federate join --token TOKEN --data-dir %s'", dir, MembershipFile, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := new(Membership)
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("hub: %s: %w", filepath.Join(dir, MembershipFile), err)
+	}
+	if err := registry.ValidClusterName(m.Cluster); err != nil {
+		return nil, fmt.Errorf("hub: %s: %w", filepath.Join(dir, MembershipFile), err)
+	}
+	if m.Credential, err = trust.LoadCredential(filepath.Join(dir, CredentialFile)); err != nil {
+		return nil, err
+	}
+	if m.CA, err = trust.LoadCertificates(filepath.Join(dir, CAFile)); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Dial opens an mTLS connection to a federation API (hub or control plane)
+// with a credential file, trusting the CA file.
+func Dial(addr, credentialPath, caPath string) (*grpc.ClientConn, error) {
+	cred, err := trust.LoadCredential(credentialPath)
+	if err != nil {
+		return nil, err
+	}
+	cas, err := trust.LoadCertificates(caPath)
+	if err != nil {
+		return nil, err
+	}
+	td := cred.ID().TrustDomain()
+	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), authorizeMember(td))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))
+}

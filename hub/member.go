@@ -1,0 +1,842 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	metaIncarnation = "incarnation"
+	// peerFetchDelay gives the hub stream a head start before a member
+	// fetches a newer version it heard of by gossip from a peer.
+	peerFetchDelay = 300 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	callTimeout    = 10 * time.Second
+)
+
+// MemberConfig configures the federation side of a control plane.
+type MemberConfig struct {
+	Mesh    string
+	Cluster string
+	// Hub is the hub's gRPC address.
+	Hub string
+	// CA holds the hub CA certificates that every credential chains to.
+	CA         []*x509.Certificate
+	Credential *trust.Credential
+	// CredentialPath, when set, is where a renewed credential is saved.
+	CredentialPath string
+	Store          *registry.Store
+	// Listen is the address of this member's Registry API (peer fetch and
+	// status); Advertise (default: the bound address) is what peers dial.
+	Listen    string
+	Advertise string
+	Gossip    GossipConfig
+	Timers    Timers
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// OnApply, if set, is called after remote records were applied.
+	OnApply func([]*registry.Record)
+}
+
+// Member is one cluster's part in the federation: it publishes the
+// cluster's slice, keeps every other slice current from the hub or from
+// peers, persists what it learned and serves it to peers.
+type Member struct {
+	hubpb.UnimplementedRegistryServer
+
+	cfg      MemberConfig
+	td       spiffeid.TrustDomain
+	log      *slog.Logger
+	set      *registry.Set
+	live     *liveness
+	verifier *registry.Verifier
+	gossip   *Gossip
+	signer   registry.Signer
+
+	publishNow chan struct{}
+	fetchNow   chan struct{}
+	ready      chan struct{}
+	listener   net.Listener
+
+	mu          sync.Mutex // guards the fields below
+	incarnation uint64
+	counter     uint64
+	acked       *registry.Version // newest own version the hub confirmed
+	hubSynced   bool
+	due         map[string]time.Time // cluster -> when to fetch from peers
+	changed     chan struct{}        // closed on the next change of the view
+	conns       map[string]*grpc.ClientConn
+}
+
+// NewMember validates cfg; it does no I/O.
+func NewMember(cfg MemberConfig) (*Member, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.Mesh)
+	if err != nil {
+		return nil, fmt.Errorf("hub: mesh name %q: %w", cfg.Mesh, err)
+	}
+	if err := registry.ValidClusterName(cfg.Cluster); err != nil {
+		return nil, err
+	}
+	if cfg.Credential == nil || cfg.Store == nil || len(cfg.CA) == 0 {
+		return nil, errors.New("hub: a member needs a credential, the hub CA and a store: run 'federate join' first")
+	}
+	if got := cfg.Credential.ID(); got != ClusterID(td, cfg.Cluster) {
+		return nil, fmt.Errorf("hub: credential is for %s, not cluster %q", got, cfg.Cluster)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	m := &Member{
+		cfg:        cfg,
+		td:         td,
+		log:        cfg.Logger.With("component", "member", "cluster", cfg.Cluster),
+		set:        registry.NewSet(true),
+		live:       newLiveness(cfg.Timers, cfg.Now()),
+		verifier:   registry.NewVerifier(cfg.Mesh, cfg.CA),
+		publishNow: make(chan struct{}, 1),
+		fetchNow:   make(chan struct{}, 1),
+		ready:      make(chan struct{}),
+		due:        make(map[string]time.Time),
+		changed:    make(chan struct{}),
+		conns:      make(map[string]*grpc.ClientConn),
+	}
+	return m, nil
+}
+
+// Ready is closed once the member serves its last-known state.
+func (m *Member) Ready() <-chan struct{} { return m.ready }
+
+// Addr returns the Registry API address.
+func (m *Member) Addr() string { return m.listener.Addr().String() }
+
+// GossipAddr returns this member's gossip address.
+func (m *Member) GossipAddr() string { return m.gossip.Addr() }
+
+// Run loads the stored state, serves it at once, and keeps it in sync until
+// ctx is done.
+func (m *Member) Run(ctx context.Context) error {
+	if err := m.load(ctx); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("hub: listen on %s: %w", m.cfg.Listen, err)
+	}
+	m.listener = lis
+	if m.cfg.Advertise == "" {
+		m.cfg.Advertise = lis.Addr().String()
+	}
+	bundle := trust.Bundle(m.td, m.cfg.CA...)
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundle))),
+		grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
+		serverKeepalive(), serverKeepalivePolicy(),
+	)
+	hubpb.RegisterRegistryServer(srv, m)
+	m.gossip = NewGossip(m.cfg.Gossip, m.digest(), m.onDigest)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	run := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(lis); err != nil {
+			errc <- err
+		}
+	}()
+	run(m.gossip.Run)
+	select {
+	case <-m.gossip.Ready():
+	case err := <-errc:
+		cancel()
+		srv.Stop()
+		wg.Wait()
+		return err
+	}
+	close(m.ready)
+	m.log.Info("member serving", "api", m.Addr(), "gossip", m.GossipAddr(), "clusters", len(m.set.Clusters()))
+	run(m.publishLoop)
+	run(m.subscribeLoop)
+	run(m.fetchLoop)
+	run(m.maintainLoop)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	gracefulStop(srv)
+	wg.Wait()
+	m.mu.Lock()
+	for _, c := range m.conns {
+		c.Close()
+	}
+	m.mu.Unlock()
+	return runErr
+}
+
+// load restores own and remote records, and the incarnation.
+func (m *Member) load(ctx context.Context) error {
+	var recs []registry.Verified
+	err := m.cfg.Store.ForEach(registry.BucketRecords, func(key string, value []byte) error {
+		sr := new(registrypb.SignedRecord)
+		if err := proto.Unmarshal(value, sr); err != nil {
+			return fmt.Errorf("record %q: %w", key, err)
+		}
+		rec := new(registrypb.Record)
+		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
+			return fmt.Errorf("record %q: %w", key, err)
+		}
+		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hub: load %s: %w", m.cfg.Store.Path(), err)
+	}
+	m.set.Apply(recs)
+	inc, err := m.cfg.Store.Get(registry.BucketMeta, metaIncarnation)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(inc) == 8 {
+		m.incarnation = binary.BigEndian.Uint64(inc)
+	} else {
+		// A new store is a new incarnation, so that our fresh records win
+		// over whatever an earlier life of this cluster published.
+		m.incarnation = uint64(m.cfg.Now().UnixNano())
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], m.incarnation)
+		if err := m.cfg.Store.Write(ctx, registry.Op{Bucket: registry.BucketMeta, Key: metaIncarnation, Value: b[:]}); err != nil {
+			return err
+		}
+	}
+	if v := m.set.Version(m.cfg.Cluster); v.GetIncarnation() == m.incarnation {
+		m.counter = v.GetCounter()
+	}
+	return nil
+}
+
+func (m *Member) digest() Digest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := Digest{Name: m.cfg.Cluster, Cluster: m.cfg.Cluster, Incarnation: m.incarnation, Counter: m.counter, API: m.cfg.Advertise}
+	if info := m.ownInfo(); info != nil {
+		d.BundleSequence = info.GetBundleSequence()
+		if gws := info.GetGateways(); len(gws) > 0 {
+			d.Gateway = net.JoinHostPort(gws[0].GetAddress(), fmt.Sprint(gws[0].GetPort()))
+		}
+	}
+	return d
+}
+
+func (m *Member) ownInfo() *registry.ClusterInfo {
+	for _, s := range m.set.Summaries() {
+		if s.Cluster == m.cfg.Cluster {
+			return s.Info
+		}
+	}
+	return nil
+}
+
+// Update replaces this cluster's exported state. Only what changed is
+// re-signed, stored and published.
+func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, services []*registry.Service) error {
+	info = proto.Clone(info).(*registry.ClusterInfo)
+	if info.ApiAddress == "" {
+		info.ApiAddress = m.cfg.Advertise
+	}
+	desired := map[string]proto.Message{registry.InfoKey: info}
+	for _, s := range services {
+		if _, dup := desired[s.GetHostname()]; dup || s.GetHostname() == "" {
+			return fmt.Errorf("hub: service hostname %q is empty or listed twice", s.GetHostname())
+		}
+		desired[s.GetHostname()] = s
+	}
+	n, err := m.updateLocal(ctx, desired)
+	if err != nil || n == 0 {
+		return err
+	}
+	if m.gossip != nil {
+		m.gossip.SetLocal(m.digest())
+	}
+	signal(m.publishNow)
+	return nil
+}
+
+// updateLocal signs, stores and applies the records that differ from
+// desired, and returns how many there were.
+func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Message) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	current := m.set.Entries(m.cfg.Cluster)
+	signer := registry.Signer{Cluster: m.cfg.Cluster, Key: m.cfg.Credential.Key(), Cert: m.cfg.Credential.Leaf().Raw}
+	now := m.cfg.Now().UnixNano()
+	var out []registry.Verified
+	sign := func(rec *registry.Record) error {
+		m.counter++
+		rec.Cluster = m.cfg.Cluster
+		rec.Version = &registry.Version{Incarnation: m.incarnation, Counter: m.counter}
+		rec.SignedAt = now
+		sr, err := signer.Sign(rec)
+		if err != nil {
+			return err
+		}
+		out = append(out, registry.Verified{Record: rec, Signed: sr})
+		return nil
+	}
+	keys := make([]string, 0, len(desired))
+	for k := range desired {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		want := desired[k]
+		cur := current[k]
+		if cur != nil && !cur.Deleted && cur.Version.GetIncarnation() == m.incarnation &&
+			(k == registry.InfoKey && proto.Equal(cur.Info, want) || k != registry.InfoKey && proto.Equal(cur.Service, want)) {
+			continue
+		}
+		rec := &registry.Record{Key: k}
+		if k == registry.InfoKey {
+			rec.Body = &registrypb.Record_Info{Info: want.(*registry.ClusterInfo)}
+		} else {
+			rec.Body = &registrypb.Record_Service{Service: want.(*registry.Service)}
+		}
+		if err := sign(rec); err != nil {
+			return 0, err
+		}
+	}
+	for k, cur := range current {
+		if _, ok := desired[k]; !ok && !cur.Deleted {
+			if err := sign(&registry.Record{Key: k, Deleted: true}); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if len(out) == 0 {
+		return 0, nil
+	}
+	if err := m.cfg.Store.Write(ctx, recordOps(m.set, out)...); err != nil {
+		return 0, err
+	}
+	m.set.Apply(out)
+	m.notifyLocked()
+	m.log.Debug("slice updated", "records", len(out), "version", fmt.Sprintf("%d.%d", m.incarnation, m.counter))
+	return len(out), nil
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Member) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next change of the view.
+func (m *Member) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+// publishLoop sends own records the hub has not confirmed.
+func (m *Member) publishLoop(ctx context.Context) error {
+	backoff := newBackoff()
+	for {
+		if err := m.publish(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.log.Warn("publish to hub failed; retrying", "hub", m.cfg.Hub, "err", err)
+			m.mu.Lock()
+			m.acked = nil // resend everything once the hub is back
+			m.mu.Unlock()
+			if !backoff.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		backoff.reset()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.publishNow:
+		}
+	}
+}
+
+func (m *Member) publish(ctx context.Context) error {
+	m.mu.Lock()
+	acked := m.acked
+	m.mu.Unlock()
+	known := map[string]*registry.Version{}
+	if acked != nil {
+		known[m.cfg.Cluster] = acked
+	}
+	var own []*registrypb.SignedRecord
+	for _, sr := range m.set.Since(known) {
+		if recordCluster(sr) == m.cfg.Cluster {
+			own = append(own, sr)
+		}
+	}
+	if len(own) == 0 {
+		return nil
+	}
+	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	if err != nil {
+		return err
+	}
+	client := hubpb.NewHubClient(conn)
+	var last *registry.Version
+	err = sendBatches(own, func(b []*registrypb.SignedRecord, _ bool) error {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		resp, err := client.Publish(cctx, &hubpb.PublishRequest{Records: b})
+		if err != nil {
+			return err
+		}
+		last = resp.GetVersion()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.acked = last
+	m.mu.Unlock()
+	return nil
+}
+
+// recordCluster reads the owner of a signed record without a full decode.
+func recordCluster(sr *registrypb.SignedRecord) string {
+	rec := new(registrypb.Record)
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(sr.GetRecord(), rec); err != nil {
+		return ""
+	}
+	return rec.GetCluster()
+}
+
+// subscribeLoop keeps a stream from the hub open, resuming from our
+// versions after every reconnect.
+func (m *Member) subscribeLoop(ctx context.Context) error {
+	backoff := newBackoff()
+	for {
+		err := m.subscribe(ctx, backoff)
+		m.mu.Lock()
+		m.hubSynced = false
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.log.Warn("hub stream ended; reconnecting", "hub", m.cfg.Hub, "err", err)
+		if !backoff.wait(ctx) {
+			return nil
+		}
+	}
+}
+
+func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
+	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	if err != nil {
+		return err
+	}
+	known := m.set.Versions()
+	delete(known, m.cfg.Cluster)
+	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		m.receive(ctx, resp.GetRecords(), "hub")
+		if resp.GetSynced() {
+			backoff.reset()
+			m.mu.Lock()
+			m.hubSynced = true
+			m.mu.Unlock()
+			signal(m.publishNow) // the hub may have lost what it had confirmed
+		}
+	}
+}
+
+// receive verifies, persists and applies records of other clusters.
+func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord, from string) {
+	var recs []registry.Verified
+	for _, sr := range signed {
+		rec, err := m.verifier.Verify(sr)
+		if err != nil {
+			m.log.Warn("dropped a record that does not verify", "from", from, "err", err)
+			continue
+		}
+		if rec.GetCluster() == m.cfg.Cluster {
+			continue // we are the authority on our own slice
+		}
+		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
+	}
+	if len(recs) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fresh := m.set.Newer(recs)
+	if len(fresh) == 0 {
+		return
+	}
+	if err := m.cfg.Store.Write(ctx, recordOps(m.set, fresh)...); err != nil {
+		m.log.Error("persist remote records", "err", err)
+		return
+	}
+	applied := m.set.Apply(fresh)
+	m.notifyLocked()
+	if m.cfg.OnApply != nil {
+		out := make([]*registry.Record, len(applied))
+		for i, v := range applied {
+			out[i] = v.Record
+		}
+		m.cfg.OnApply(out)
+	}
+}
+
+// onDigest runs on the gossip goroutine: schedule a peer fetch if the digest
+// is newer than what we hold.
+func (m *Member) onDigest(d Digest) {
+	if d.Cluster == "" || d.Cluster == m.cfg.Cluster || d.Incarnation == 0 {
+		return
+	}
+	if registry.Compare(d.Version(), m.set.Version(d.Cluster)) <= 0 {
+		return
+	}
+	m.mu.Lock()
+	if _, ok := m.due[d.Cluster]; !ok {
+		delay := peerFetchDelay
+		if !m.hubSynced {
+			delay = 0
+		}
+		m.due[d.Cluster] = m.cfg.Now().Add(delay)
+	}
+	m.mu.Unlock()
+	signal(m.fetchNow)
+}
+
+// fetchLoop fetches versions heard of by gossip that the hub did not bring.
+func (m *Member) fetchLoop(ctx context.Context) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-m.fetchNow:
+		}
+		now := m.cfg.Now()
+		m.mu.Lock()
+		var ready []string
+		for c, at := range m.due {
+			if !now.Before(at) {
+				ready = append(ready, c)
+				delete(m.due, c)
+			}
+		}
+		m.mu.Unlock()
+		for _, c := range ready {
+			if err := m.fetchFromPeers(ctx, c); err != nil {
+				m.log.Warn("peer fetch failed; will retry on next digest", "cluster", c, "err", err)
+			}
+		}
+	}
+}
+
+// fetchFromPeers asks the owner first, then any other member.
+func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
+	var want *registry.Version
+	var sources []MemberState
+	for _, ms := range m.gossip.Members() {
+		if ms.Cluster == cluster {
+			want = ms.Version()
+			sources = append([]MemberState{ms}, sources...)
+		} else if ms.API != "" && ms.Cluster != m.cfg.Cluster {
+			sources = append(sources, ms)
+		}
+	}
+	if registry.Compare(want, m.set.Version(cluster)) <= 0 {
+		return nil
+	}
+	known := m.set.Versions()
+	var lastErr error = errNoSource
+	for _, src := range sources {
+		if src.API == "" {
+			continue
+		}
+		id := HubID(m.td)
+		if src.Cluster != "" {
+			id = ClusterID(m.td, src.Cluster)
+		}
+		conn, err := m.conn(src.API, id)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}})
+		cancel()
+		if err != nil {
+			lastErr = fmt.Errorf("%s: %w", src.Name, err)
+			continue
+		}
+		m.receive(ctx, resp.GetRecords(), src.Name)
+		if registry.Compare(m.set.Version(cluster), want) >= 0 {
+			m.log.Info("caught up from a peer", "cluster", cluster, "peer", src.Name, "version", registry.FormatVersion(want))
+			return nil
+		}
+	}
+	return lastErr
+}
+
+// maintainLoop tracks liveness, expires slices and renews the credential.
+func (m *Member) maintainLoop(ctx context.Context) error {
+	interval := min(time.Second, m.live.timers.StaleAfter/4)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	states := make(map[string]string)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		now := m.cfg.Now()
+		m.live.observe(m.gossip.Members(), now)
+		changed := false
+		for _, c := range m.set.Clusters() {
+			if c == m.cfg.Cluster {
+				continue
+			}
+			if m.live.expired(c, now) {
+				m.expire(ctx, c)
+				changed = true
+				continue
+			}
+			st, _ := m.live.state(c, now)
+			if states[c] != st {
+				if states[c] != "" {
+					m.log.Info("cluster state changed", "peer", c, "from", states[c], "to", st)
+				}
+				changed = changed || Unhealthy(st) != Unhealthy(states[c])
+				states[c] = st
+			}
+		}
+		if changed {
+			m.mu.Lock()
+			m.notifyLocked()
+			m.mu.Unlock()
+		}
+		m.renewIfDue(ctx, now)
+	}
+}
+
+func (m *Member) expire(ctx context.Context, cluster string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.cfg.Store.Write(ctx, registry.Op{Bucket: registry.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
+		m.log.Error("expire cluster", "peer", cluster, "err", err)
+		return
+	}
+	m.set.Remove(cluster)
+	m.live.forget(cluster)
+	m.log.Warn("cluster expired: its slice is removed", "peer", cluster)
+}
+
+// renewIfDue renews the cluster credential after half its lifetime.
+func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
+	leaf := m.cfg.Credential.Leaf()
+	if now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+		return
+	}
+	key, err := trust.GenerateKey()
+	if err != nil {
+		return
+	}
+	csr, err := trust.NewCSR(key)
+	if err != nil {
+		return
+	}
+	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	resp, err := hubpb.NewHubClient(conn).Renew(cctx, &hubpb.RenewRequest{Csr: csr})
+	if err != nil {
+		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
+		return
+	}
+	certs, err := parseCerts(resp.GetCertificates())
+	if err != nil {
+		m.log.Error("renewed credential is malformed", "err", err)
+		return
+	}
+	if err := m.cfg.Credential.Set(certs, key); err != nil {
+		m.log.Error("renewed credential", "err", err)
+		return
+	}
+	if m.cfg.CredentialPath != "" {
+		if err := m.cfg.Credential.Save(m.cfg.CredentialPath); err != nil {
+			m.log.Error("save renewed credential", "path", m.cfg.CredentialPath, "err", err)
+		}
+	}
+	m.log.Info("cluster credential renewed", "expires", certs[0].NotAfter)
+}
+
+func parseCerts(ders [][]byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return out, nil
+}
+
+// conn returns a cached mTLS connection to addr that accepts only id.
+func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
+	key := addr + "|" + id.String()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.conns[key]; ok {
+		return c, nil
+	}
+	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
+	c, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		clientKeepalive(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("hub: dial %s: %w", addr, err)
+	}
+	m.conns[key] = c
+	return c, nil
+}
+
+// Fetch serves our records to peers.
+func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
+	if _, err := identify(ctx, m.td); err != nil {
+		return nil, err
+	}
+	return &hubpb.FetchResponse{Records: m.set.Since(req.GetKnown().GetVersions())}, nil
+}
+
+// Status reports every cluster as this member sees it.
+func (m *Member) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
+	if _, err := identify(ctx, m.td); err != nil {
+		return nil, err
+	}
+	return m.StatusNow(), nil
+}
+
+// StatusNow is Status without the call.
+func (m *Member) StatusNow() *hubpb.StatusResponse {
+	return buildStatus(m.cfg.Mesh, m.cfg.Cluster, m.set, m.live, m.gossip.Members(), m.cfg.Now())
+}
+
+// Services returns a cluster's services as this member would route to
+// them: endpoints of a stale or dead cluster are marked unhealthy.
+func (m *Member) Services(cluster string) []*registry.Service {
+	svcs := m.set.Services(cluster)
+	if cluster == m.cfg.Cluster {
+		return svcs
+	}
+	if st, _ := m.live.state(cluster, m.cfg.Now()); !Unhealthy(st) {
+		return svcs
+	}
+	out := make([]*registry.Service, len(svcs))
+	for i, s := range svcs {
+		c := proto.Clone(s).(*registry.Service)
+		for _, ep := range c.Endpoints {
+			ep.Health = registrypb.Health_UNHEALTHY
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// Clusters returns the names of every cluster with a slice.
+func (m *Member) Clusters() []string { return m.set.Clusters() }
+
+// Version returns the newest version held for a cluster.
+func (m *Member) Version(cluster string) *registry.Version { return m.set.Version(cluster) }
+
+// backoff is a jittered exponential retry delay.
+type backoff struct{ next time.Duration }
+
+func newBackoff() *backoff { return &backoff{next: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.next = 100 * time.Millisecond }
+
+// wait sleeps for the next delay; false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.next/2 + rand.N(b.next/2+1)
+	b.next = min(b.next*2, maxBackoff)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,56 @@
+package hub
+
+import (
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+)
+
+// buildStatus describes every slice in set as seen at now.
+func buildStatus(mesh, self string, set *registry.Set, live *liveness, members []MemberState, now time.Time) *hubpb.StatusResponse {
+	digests := make(map[string]Digest)
+	for _, m := range members {
+		if m.Cluster != "" {
+			digests[m.Cluster] = m.Digest
+		}
+	}
+	resp := &hubpb.StatusResponse{
+		Mesh:          mesh,
+		StaleAfterMs:  live.timers.StaleAfter.Milliseconds(),
+		DeadAfterMs:   live.timers.DeadAfter.Milliseconds(),
+		ExpireAfterMs: live.timers.ExpireAfter.Milliseconds(),
+	}
+	for _, sum := range set.Summaries() {
+		state, last := live.state(sum.Cluster, now)
+		if sum.Cluster == self {
+			state, last = StateAlive, now
+		}
+		cs := &hubpb.ClusterStatus{
+			Name:         sum.Cluster,
+			State:        state,
+			SliceVersion: sum.Version,
+			Services:     int32(sum.Services),
+			Endpoints:    int32(sum.Endpoints),
+			LastSeen:     last.UnixMilli(),
+			LagMs:        max(0, sum.Applied.Sub(sum.SignedAt).Milliseconds()),
+		}
+		if Unhealthy(state) {
+			cs.UnhealthyEndpoints = cs.Endpoints
+		}
+		if info := sum.Info; info != nil {
+			cs.Network = info.GetNetwork()
+			cs.Locality = registry.FormatLocality(info.GetLocality())
+			cs.TrustDomain = info.GetTrustDomain()
+			cs.BundleSequence = info.GetBundleSequence()
+			if gws := info.GetGateways(); len(gws) > 0 {
+				cs.Gateway = gws[0].GetAddress()
+			}
+		}
+		if d, ok := digests[sum.Cluster]; ok && d.Gateway != "" {
+			cs.Gateway = d.Gateway
+		}
+		resp.Clusters = append(resp.Clusters, cs)
+	}
+	return resp
+}

@@ -1,0 +1,106 @@
+package trust
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// Bundle returns an X.509 bundle source holding the CA certificates of td.
+func Bundle(td spiffeid.TrustDomain, cas ...*x509.Certificate) x509bundle.Source {
+	return x509bundle.FromX509Authorities(td, cas)
+}
+
+// ServerTLS returns an mTLS server configuration in which a client
+// certificate is optional: one that is given must verify against bundle,
+// and handlers authorize the caller's ID with PeerID. It lets one port
+// serve both members and clusters that are joining with a token.
+func ServerTLS(cred x509svid.Source, bundle x509bundle.Source) *tls.Config {
+	conf := tlsconfig.MTLSServerConfig(cred, bundle, tlsconfig.AuthorizeAny())
+	verify := conf.VerifyPeerCertificate
+	conf.ClientAuth = tls.RequestClientCert
+	conf.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return nil
+		}
+		return verify(raw, chains)
+	}
+	return conf
+}
+
+// ClientTLS returns an mTLS client configuration that presents cred and
+// accepts servers whose ID the authorizer allows.
+func ClientTLS(cred x509svid.Source, bundle x509bundle.Source, authorize tlsconfig.Authorizer) *tls.Config {
+	return tlsconfig.MTLSClientConfig(cred, bundle, authorize)
+}
+
+// ErrNoPeerID means a call carried no verified client certificate.
+var ErrNoPeerID = errors.New("trust: caller presented no client certificate")
+
+// PeerID returns the SPIFFE ID of a gRPC caller's verified certificate.
+func PeerID(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, ErrNoPeerID
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return spiffeid.ID{}, ErrNoPeerID
+	}
+	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("trust: caller certificate: %w", err)
+	}
+	return id, nil
+}
+
+// PinnedTLS returns a client configuration for the first contact with a
+// hub: the server's chain must end in a CA whose Fingerprint is pin, and its
+// leaf must carry an ID with serverPath in that CA's trust domain. It trusts
+// nothing else.
+func PinnedTLS(pin, serverPath string, onCA func(*x509.Certificate)) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified below against the pinned CA
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			var certs []*x509.Certificate
+			for _, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return err
+				}
+				certs = append(certs, c)
+			}
+			if len(certs) < 2 {
+				return fmt.Errorf("trust: hub sent no CA certificate to check against the token's fingerprint")
+			}
+			ca := certs[len(certs)-1]
+			if got := Fingerprint(ca); got != pin {
+				return fmt.Errorf("trust: hub CA fingerprint %s does not match the token's %s: the token is for another hub, or something is intercepting the connection", got, pin)
+			}
+			id, err := x509svid.IDFromCert(certs[0])
+			if err != nil {
+				return fmt.Errorf("trust: hub certificate: %w", err)
+			}
+			if _, _, err := x509svid.Verify(certs[:len(certs)-1], Bundle(id.TrustDomain(), ca)); err != nil {
+				return fmt.Errorf("trust: hub certificate does not verify against the pinned CA: %w", err)
+			}
+			if id.Path() != serverPath {
+				return fmt.Errorf("trust: hub presented %s, want path %s", id, serverPath)
+			}
+			if onCA != nil {
+				onCA(ca)
+			}
+			return nil
+		},
+	}
+}
