@@ -107,13 +107,13 @@ type Gossip struct {
 	inbox    chan []byte
 	queue    *memberlist.TransmitLimitedQueue
 
-	mu     sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below
 	local   Digest
 	newest  map[string]Digest      // by member name
 	members map[string]MemberState // live members, by name, from memberlist events
-	ml     *memberlist.Memberlist
-	addr   string
-	ready  chan struct{}
+	ml      *memberlist.Memberlist
+	addr    string
+	ready   chan struct{}
 }
 
 // NewGossip returns a gossip layer; onDigest runs, serialized, for every

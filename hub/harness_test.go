@@ -139,7 +139,9 @@ func (tm *testMesh) adminConn() *grpc.ClientConn {
 
 func (tm *testMesh) adminClient() hubpb.HubClient { return hubpb.NewHubClient(tm.adminConn()) }
 
-func (tm *testMesh) adminRegistry() hubpb.RegistryClient { return hubpb.NewRegistryClient(tm.adminConn()) }
+func (tm *testMesh) adminRegistry() hubpb.RegistryClient {
+	return hubpb.NewRegistryClient(tm.adminConn())
+}
 
 func (tm *testMesh) token(cluster string, ttl time.Duration) string {
 	tm.t.Helper()

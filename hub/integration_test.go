@@ -159,4 +159,3 @@ func TestIntegrationStoppedClusterGoesStaleThenDead(t *testing.T) {
 		return true
 	})
 }
-
