@@ -14,6 +14,7 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
 	"google.golang.org/grpc"
 )
 
@@ -37,7 +38,7 @@ type testMember struct {
 	name   string
 	dir    string
 	member *Member
-	store  *registry.Store
+	store  *store.Store
 	stop   func()
 }
 
@@ -182,7 +183,7 @@ func (tm *testMesh) startMember(name string) *testMember {
 	if err != nil {
 		tm.t.Fatal(err)
 	}
-	store, err := registry.OpenStore(filepath.Join(dir, "controlplane.db"))
+	store, err := store.Open(filepath.Join(dir, "controlplane.db"))
 	if err != nil {
 		tm.t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -44,7 +45,7 @@ type MemberConfig struct {
 	Credential *trust.Credential
 	// CredentialPath, when set, is where a renewed credential is saved.
 	CredentialPath string
-	Store          *registry.Store
+	Store          *store.Store
 	// Listen is the address of this member's Registry API (peer fetch and
 	// status); Advertise (default: the bound address) is what peers dial.
 	Listen    string
@@ -215,7 +216,7 @@ func (m *Member) Run(ctx context.Context) error {
 // load restores own and remote records, and the incarnation.
 func (m *Member) load(ctx context.Context) error {
 	var recs []registry.Verified
-	err := m.cfg.Store.ForEach(registry.BucketRecords, func(key string, value []byte) error {
+	err := m.cfg.Store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		if err := proto.Unmarshal(value, sr); err != nil {
 			return fmt.Errorf("record %q: %w", key, err)
@@ -231,7 +232,7 @@ func (m *Member) load(ctx context.Context) error {
 		return fmt.Errorf("hub: load %s: %w", m.cfg.Store.Path(), err)
 	}
 	m.set.Apply(recs)
-	inc, err := m.cfg.Store.Get(registry.BucketMeta, metaIncarnation)
+	inc, err := m.cfg.Store.Get(store.BucketMeta, metaIncarnation)
 	if err != nil {
 		return err
 	}
@@ -245,7 +246,7 @@ func (m *Member) load(ctx context.Context) error {
 		m.incarnation = uint64(m.cfg.Now().UnixNano())
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], m.incarnation)
-		if err := m.cfg.Store.Write(ctx, registry.Op{Bucket: registry.BucketMeta, Key: metaIncarnation, Value: b[:]}); err != nil {
+		if err := m.cfg.Store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaIncarnation, Value: b[:]}); err != nil {
 			return err
 		}
 	}
@@ -685,7 +686,7 @@ func (m *Member) maintainLoop(ctx context.Context) error {
 func (m *Member) expire(ctx context.Context, cluster string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.cfg.Store.Write(ctx, registry.Op{Bucket: registry.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
+	if err := m.cfg.Store.Write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
 		m.log.Error("expire cluster", "peer", cluster, "err", err)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
@@ -59,17 +60,17 @@ func verifyAll(v *registry.Verifier, signed []*registrypb.SignedRecord) ([]regis
 
 // recordOps returns the store writes for records that Set.Newer accepted: a
 // new incarnation first deletes everything its owner stored before.
-func recordOps(set *registry.Set, recs []registry.Verified) []registry.Op {
-	var ops []registry.Op
+func recordOps(set *registry.Set, recs []registry.Verified) []store.Op {
+	var ops []store.Op
 	reset := make(map[string]bool)
 	for _, v := range recs {
 		cluster := v.Record.GetCluster()
 		if !reset[cluster] && v.Record.GetVersion().GetIncarnation() > set.Version(cluster).GetIncarnation() {
 			reset[cluster] = true
-			ops = append(ops, registry.Op{Bucket: registry.BucketRecords, Key: cluster + "\x00", Prefix: true})
+			ops = append(ops, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true})
 		}
 		data, _ := proto.Marshal(v.Signed)
-		ops = append(ops, registry.Op{Bucket: registry.BucketRecords, Key: registry.RecordKey(cluster, v.Record.GetKey()), Value: data})
+		ops = append(ops, store.Op{Bucket: store.BucketRecords, Key: store.RecordKey(cluster, v.Record.GetKey()), Value: data})
 	}
 	return ops
 }

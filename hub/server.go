@@ -17,6 +17,7 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -77,7 +78,7 @@ type Server struct {
 	live *liveness
 
 	// Set in Run before serving.
-	store     *registry.Store
+	store     *store.Store
 	ca        *trust.CA
 	verifier  *registry.Verifier
 	gossip    *Gossip
@@ -145,7 +146,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("hub: data directory: %w", err)
 	}
-	store, err := registry.OpenStore(filepath.Join(s.cfg.DataDir, StoreFile))
+	store, err := store.Open(filepath.Join(s.cfg.DataDir, StoreFile))
 	if err != nil {
 		return err
 	}
@@ -250,7 +251,7 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 func (s *Server) removeCluster(ctx context.Context, cluster string) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	if err := s.store.Write(ctx, registry.Op{Bucket: registry.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
 		s.log.Error("expire cluster", "cluster", cluster, "err", err)
 		return
 	}
@@ -260,7 +261,7 @@ func (s *Server) removeCluster(ctx context.Context, cluster string) {
 }
 
 func (s *Server) loadIdentity(ctx context.Context) error {
-	data, err := s.store.Get(registry.BucketMeta, metaCA)
+	data, err := s.store.Get(store.BucketMeta, metaCA)
 	if err != nil {
 		return err
 	}
@@ -277,8 +278,8 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 			return err
 		}
 		err = s.store.Write(ctx,
-			registry.Op{Bucket: registry.BucketMeta, Key: metaCA, Value: data},
-			registry.Op{Bucket: registry.BucketMeta, Key: metaGossipKey, Value: key})
+			store.Op{Bucket: store.BucketMeta, Key: metaCA, Value: data},
+			store.Op{Bucket: store.BucketMeta, Key: metaGossipKey, Value: key})
 		if err != nil {
 			return err
 		}
@@ -287,7 +288,7 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 	if s.ca, err = trust.ParseCA(s.td, data); err != nil {
 		return fmt.Errorf("hub: CA in %s: %w", s.store.Path(), err)
 	}
-	if s.gossipKey, err = s.store.Get(registry.BucketMeta, metaGossipKey); err != nil || len(s.gossipKey) != 32 {
+	if s.gossipKey, err = s.store.Get(store.BucketMeta, metaGossipKey); err != nil || len(s.gossipKey) != 32 {
 		return fmt.Errorf("hub: gossip key in %s is missing or damaged", s.store.Path())
 	}
 	s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
@@ -296,7 +297,7 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 
 func (s *Server) loadRecords() error {
 	var recs []registry.Verified
-	err := s.store.ForEach(registry.BucketRecords, func(key string, value []byte) error {
+	err := s.store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		rec := new(registrypb.Record)
 		if err := proto.Unmarshal(value, sr); err != nil {
@@ -353,7 +354,7 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	}
 	s.tokenMu.Lock()
 	defer s.tokenMu.Unlock()
-	data, err := s.store.Get(registry.BucketTokens, tok.ID)
+	data, err := s.store.Get(store.BucketTokens, tok.ID)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read token: %v", err)
 	}
@@ -374,7 +375,7 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	}
 	rec.UsedAt = now
 	data, _ = json.Marshal(rec)
-	if err := s.store.Write(ctx, registry.Op{Bucket: registry.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "record token use: %v", err)
 	}
 	s.log.Info("cluster joined", "cluster", rec.Cluster, "id", id)
@@ -438,7 +439,7 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
-	if err := s.store.Write(ctx, registry.Op{Bucket: registry.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store token: %v", err)
 	}
 	s.log.Info("join token created", "cluster", tok.Cluster, "expires", tok.Expires)

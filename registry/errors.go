@@ -13,6 +13,4 @@ var (
 	ErrTooLarge = errors.New("registry: record too large")
 	// ErrInvalid means a record is malformed.
 	ErrInvalid = errors.New("registry: invalid record")
-	// ErrStoreClosed is returned by writes after Close.
-	ErrStoreClosed = errors.New("registry: store is closed")
 )

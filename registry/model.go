@@ -2,7 +2,9 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -55,19 +57,21 @@ func FormatVersion(v *Version) string {
 }
 
 // ParseLocality parses Istio's "region/zone/subzone" form. The empty string
-// is the empty locality; empty parts and whitespace are errors.
+// is the empty locality; empty parts and white space are errors.
 func ParseLocality(s string) (*Locality, error) {
 	if s == "" {
 		return &Locality{}, nil
 	}
+	const want = "use region, region/zone or region/zone/subzone"
+	if strings.ContainsFunc(s, unicode.IsSpace) {
+		return nil, fmt.Errorf("locality %q contains white space: %s", s, want)
+	}
 	parts := strings.Split(s, "/")
 	if len(parts) > 3 {
-		return nil, fmt.Errorf("registry: locality %q has %d parts; want region[/zone[/subzone]]", s, len(parts))
+		return nil, fmt.Errorf("locality %q has %d parts: %s", s, len(parts), want)
 	}
-	for _, p := range parts {
-		if p == "" || strings.TrimSpace(p) != p || strings.ContainsAny(p, " \t\n") {
-			return nil, fmt.Errorf("registry: locality %q has an empty or blank part; want region[/zone[/subzone]]", s)
-		}
+	if slices.Contains(parts, "") {
+		return nil, fmt.Errorf("locality %q has an empty part: %s", s, want)
 	}
 	l := &Locality{Region: parts[0]}
 	if len(parts) > 1 {

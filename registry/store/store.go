@@ -1,4 +1,6 @@
-package registry
+// Package store is the bbolt file in which the hub and control planes keep
+// records, tokens and their own identity across restarts.
+package store
 
 import (
 	"bytes"
@@ -11,6 +13,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("store: closed")
+
 // Store buckets.
 const (
 	BucketRecords = "records" // <cluster>\x00<key> -> SignedRecord
@@ -18,8 +23,8 @@ const (
 	BucketTokens  = "tokens"  // join tokens by id
 )
 
-// DefaultStoreTimeout bounds the wait for another process's file lock.
-const DefaultStoreTimeout = 2 * time.Second
+// DefaultTimeout bounds the wait for another process's file lock.
+const DefaultTimeout = 2 * time.Second
 
 // Op is one write: a put, or a delete when Value is nil. With Prefix set,
 // every key starting with Key is deleted.
@@ -50,18 +55,18 @@ type writeReq struct {
 	err chan error
 }
 
-// OpenStore opens or creates the store at path. A damaged file is reported
+// Open opens or creates the store at path. A damaged file is reported
 // with its path, never a panic.
-func OpenStore(path string) (s *Store, err error) {
+func Open(path string) (s *Store, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = damaged(path, fmt.Errorf("%v", r))
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultStoreTimeout, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("registry: store %s is locked by another process; stop it first", path)
+			return nil, fmt.Errorf("store: store %s is locked by another process; stop it first", path)
 		}
 		return nil, damaged(path, err)
 	}
@@ -79,7 +84,7 @@ func OpenStore(path string) (s *Store, err error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("registry: store %s: %w", path, err)
+		return nil, fmt.Errorf("store: store %s: %w", path, err)
 	}
 	s = &Store{path: path, db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
 	go s.writer()
@@ -87,7 +92,7 @@ func OpenStore(path string) (s *Store, err error) {
 }
 
 func damaged(path string, err error) error {
-	return fmt.Errorf("registry: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", path, err)
+	return fmt.Errorf("store: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", path, err)
 }
 
 func check(db *bolt.DB) error {
@@ -108,7 +113,7 @@ func (s *Store) Write(ctx context.Context, ops ...Op) error {
 	select {
 	case s.writes <- req:
 	case <-s.done:
-		return ErrStoreClosed
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -120,7 +125,7 @@ func (s *Store) Write(ctx context.Context, ops ...Op) error {
 		case err := <-req.err:
 			return err
 		default:
-			return ErrStoreClosed
+			return ErrClosed
 		}
 	case <-ctx.Done():
 		return ctx.Err()
@@ -157,7 +162,7 @@ func (s *Store) writer() {
 			return nil
 		})
 		if err != nil {
-			err = fmt.Errorf("registry: write store %s: %w", s.path, err)
+			err = fmt.Errorf("store: write store %s: %w", s.path, err)
 		}
 		for _, req := range batch {
 			req.err <- err

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/federate/federate/hub"
+	"google.golang.org/grpc"
+)
+
+// clientFlags choose the credential a CLI command presents.
+type clientFlags struct {
+	credential string
+	ca         string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.credential, "credential", os.Getenv("FEDERATE_CREDENTIAL"),
+		"credential file: the hub's "+hub.AdminCredFile+", or a cluster's "+hub.CredentialFile+" (default $FEDERATE_CREDENTIAL)")
+	fs.StringVar(&c.ca, "ca", "", "mesh CA file (default: "+hub.CAFile+" beside the credential)")
+}
+
+func (c *clientFlags) dial(addr string) (*grpc.ClientConn, error) {
+	if c.credential == "" {
+		return nil, fmt.Errorf("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
+	}
+	ca := c.ca
+	if ca == "" {
+		ca = filepath.Join(filepath.Dir(c.credential), hub.CAFile)
+	}
+	return hub.Dial(addr, c.credential, ca)
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/file"
+	"github.com/federate/federate/registry/store"
+)
+
+// ControlPlaneStoreFile is the control plane's bbolt file in its data directory.
+const ControlPlaneStoreFile = "controlplane.db"
+
+func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("controlplane", "controlplane --cluster NAME --network NET --locality R/Z[/S] --data-dir DIR --config-dir DIR [flags]",
+		"Runs a cluster's control plane: it publishes the services the cluster exports,\n"+
+			"learns every other cluster's, keeps them in DIR/"+ControlPlaneStoreFile+" and serves them at\n"+
+			"once after a restart. DIR must hold what 'federate join' wrote. Services come\n"+
+			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
+			"WorkloadEntry; only entries with 'export: true' leave the cluster).", stdout)
+	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
+	var timers timerFlags
+	var logs logFlags
+	fs.StringVar(&cluster, "cluster", "", "this cluster's name, as in its join token")
+	fs.StringVar(&network, "network", "", "this cluster's network; clusters on other networks are reached through gateways")
+	fs.StringVar(&localityStr, "locality", "", "this cluster's default locality, region/zone[/subzone]")
+	fs.StringVar(&dataDir, "data-dir", "", "data directory written by 'federate join'")
+	fs.StringVar(&configDir, "config-dir", "", "directory of service YAML files")
+	fs.StringVar(&listen, "listen", "0.0.0.0:15013", "address of this control plane's federation API (peer fetch, status)")
+	fs.StringVar(&advertise, "advertise", "", "address peers dial for the federation API (default: the listen address)")
+	fs.StringVar(&gossipBind, "gossip", "0.0.0.0:15014", "gossip address, UDP and TCP")
+	fs.StringVar(&gossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
+	fs.StringVar(&gateway, "gateway", "", "this cluster's east-west gateway address host:port, announced to the others")
+	timers.register(fs)
+	logs.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "cluster", "network", "data-dir", "config-dir"); err != nil {
+		return err
+	}
+	if err := timers.validate(); err != nil {
+		return err
+	}
+	locality, err := registry.ParseLocality(localityStr)
+	if err != nil {
+		return fmt.Errorf("--locality: %w", err)
+	}
+	gateways, err := parseGateway(gateway, network, locality)
+	if err != nil {
+		return err
+	}
+	log, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	ms, err := hub.LoadMembership(dataDir)
+	if err != nil {
+		return err
+	}
+	if ms.Cluster != cluster {
+		return fmt.Errorf("%s was joined as cluster %q, not %q", dataDir, ms.Cluster, cluster)
+	}
+	st, err := store.Open(filepath.Join(dataDir, ControlPlaneStoreFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	member, err := hub.NewMember(hub.MemberConfig{
+		Mesh: ms.Mesh, Cluster: cluster, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential,
+		CredentialPath: filepath.Join(dataDir, hub.CredentialFile), Store: st,
+		Listen: listen, Advertise: advertise,
+		Gossip: hub.GossipConfig{Bind: gossipBind, Seeds: ms.GossipSeeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
+		Timers: timers.Timers, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	info := &registry.ClusterInfo{Network: network, Locality: locality, TrustDomain: cluster + "." + ms.Mesh, Gateways: gateways}
+	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: info.TrustDomain, Logger: log})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- member.Run(ctx) }()
+	select {
+	case <-member.Ready():
+	case err := <-errc:
+		return err
+	}
+	go func() {
+		errc <- source.Run(ctx, func(services []*registry.Service) {
+			uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
+			defer ucancel()
+			if err := member.Update(uctx, info, services); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("publish local services", "err", err)
+			}
+		})
+	}()
+	log.Info("control plane running", "cluster", cluster, "api", member.Addr(), "gossip", member.GossipAddr())
+	var runErr error
+	for range 2 {
+		if err := <-errc; err != nil && runErr == nil {
+			runErr = err
+			cancel()
+		}
+		cancel()
+	}
+	return runErr
+}
+
+func parseGateway(addr, network string, locality *registry.Locality) ([]*registry.Gateway, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway %q: want host:port", addr)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("--gateway %q: bad port", addr)
+	}
+	return []*registry.Gateway{{Address: host, Port: uint32(port), Network: network, Locality: locality}}, nil
+}
+

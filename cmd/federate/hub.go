@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/federate/federate/hub"
+)
+
+func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("hub", "hub --listen ADDR --data-dir DIR --mesh NAME [flags]",
+		"Runs the federation hub: it admits clusters with join tokens, stores every\n"+
+			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
+			"creates the mesh CA and writes DIR/"+hub.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
+			"which 'federate token create' and 'federate status' use.", stdout)
+	var cfg hub.Config
+	var timers timerFlags
+	var logs logFlags
+	fs.StringVar(&cfg.Listen, "listen", "", "gRPC address to listen on, e.g. 0.0.0.0:15012")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "address clusters dial, written into join tokens (default: the listen address)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the store, CA and admin credential")
+	fs.StringVar(&cfg.Mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
+	fs.StringVar(&cfg.GossipBind, "gossip", "", "gossip address, UDP and TCP (default: the listen host, any port)")
+	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
+	fs.DurationVar(&cfg.CredentialTTL, "credential-ttl", hub.DefaultCredentialTTL, "lifetime of cluster credentials; members renew at half life")
+	timers.register(fs)
+	logs.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "listen", "data-dir", "mesh"); err != nil {
+		return err
+	}
+	if err := timers.validate(); err != nil {
+		return err
+	}
+	log, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Timers, cfg.Logger = timers.Timers, log
+	srv, err := hub.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/federate/federate/hub"
+)
+
+func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("join", "join --token TOKEN --data-dir DIR",
+		"Admits this cluster to the federation. It checks that the hub presents the CA\n"+
+			"named in the token, sends a certificate request (the key never leaves this\n"+
+			"machine) and writes the cluster credential, the mesh CA and the federation\n"+
+			"settings into DIR, where 'federate controlplane --data-dir DIR' finds them.", stdout)
+	var token, dir string
+	fs.StringVar(&token, "token", "", "join token from 'federate token create'")
+	fs.StringVar(&dir, "data-dir", "", "the control plane's data directory")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "token", "data-dir"); err != nil {
+		return err
+	}
+	tok, err := hub.ParseToken(token)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "Joining cluster %q to the hub at %s...\n", tok.Cluster, tok.Hub)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ms, err := hub.Join(ctx, token)
+	if err != nil {
+		return err
+	}
+	if err := ms.Save(dir); err != nil {
+		return fmt.Errorf("save membership in %s: %w", dir, err)
+	}
+	fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in %s, valid until %s.\n",
+		ms.Cluster, ms.Mesh, ms.Credential.ID(), filepath.Join(dir, hub.CredentialFile), ms.Credential.Expiry().UTC().Format(time.RFC3339))
+	return nil
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"google.golang.org/grpc/status"
+)
+
+func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := newFlags("status", "status [--hub ADDR | --server ADDR] [-o table|json]",
+		"Shows every cluster of the federation: its state (alive, suspect, stale or\n"+
+			"dead), slice version, services and endpoints, propagation lag, trust domain\n"+
+			"and bundle sequence, as the hub, or one control plane, sees it.", stdout)
+	var hubAddr, server, output string
+	var client clientFlags
+	fs.StringVar(&hubAddr, "hub", os.Getenv("FEDERATE_HUB"), "hub address (default $FEDERATE_HUB)")
+	fs.StringVar(&server, "server", "", "ask this control plane instead of the hub")
+	fs.StringVar(&output, "o", "table", "output format: table or json")
+	client.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	addr := hubAddr
+	if server != "" {
+		addr = server
+	}
+	if addr == "" {
+		return fmt.Errorf("pass --hub ADDR or --server ADDR (or set FEDERATE_HUB)")
+	}
+	if output != "table" && output != "json" {
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+	conn, err := client.dial(addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := hubpb.NewRegistryClient(conn).Status(ctx, &hubpb.StatusRequest{})
+	if err != nil {
+		return fmt.Errorf("status from %s: %s", addr, status.Convert(err).Message())
+	}
+	if output == "json" {
+		return writeStatusJSON(stdout, st)
+	}
+	writeStatusTable(stdout, st, time.Now())
+	return nil
+}
+
+// statusJSON is the stable shape of 'federate status -o json'.
+type statusJSON struct {
+	Mesh     string              `json:"mesh"`
+	Clusters []clusterStatusJSON `json:"clusters"`
+	Timers   map[string]string   `json:"timers"`
+}
+
+type clusterStatusJSON struct {
+	Name               string `json:"name"`
+	Network            string `json:"network"`
+	Locality           string `json:"locality"`
+	State              string `json:"state"`
+	SliceVersion       string `json:"sliceVersion"`
+	Services           int32  `json:"services"`
+	Endpoints          int32  `json:"endpoints"`
+	UnhealthyEndpoints int32  `json:"unhealthyEndpoints"`
+	LastSeen           string `json:"lastSeen"`
+	LagMs              int64  `json:"lagMs"`
+	TrustDomain        string `json:"trustDomain"`
+	BundleSequence     uint64 `json:"bundleSequence"`
+	Gateway            string `json:"gateway"`
+}
+
+func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
+	out := statusJSON{Mesh: st.GetMesh(), Clusters: []clusterStatusJSON{}, Timers: map[string]string{
+		"staleAfter":  (time.Duration(st.GetStaleAfterMs()) * time.Millisecond).String(),
+		"deadAfter":   (time.Duration(st.GetDeadAfterMs()) * time.Millisecond).String(),
+		"expireAfter": (time.Duration(st.GetExpireAfterMs()) * time.Millisecond).String(),
+	}}
+	for _, c := range st.GetClusters() {
+		out.Clusters = append(out.Clusters, clusterStatusJSON{
+			Name: c.GetName(), Network: c.GetNetwork(), Locality: c.GetLocality(), State: c.GetState(),
+			SliceVersion: registry.FormatVersion(c.GetSliceVersion()), Services: c.GetServices(), Endpoints: c.GetEndpoints(),
+			UnhealthyEndpoints: c.GetUnhealthyEndpoints(), LastSeen: time.UnixMilli(c.GetLastSeen()).UTC().Format(time.RFC3339Nano),
+			LagMs: c.GetLagMs(), TrustDomain: c.GetTrustDomain(), BundleSequence: c.GetBundleSequence(), Gateway: c.GetGateway(),
+		})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tSTATE\tNETWORK\tLOCALITY\tVERSION\tSERVICES\tENDPOINTS\tUNHEALTHY\tLAG\tLAST SEEN\tTRUST DOMAIN\tBUNDLE\tGATEWAY")
+	for _, c := range st.GetClusters() {
+		seen := now.Sub(time.UnixMilli(c.GetLastSeen())).Round(time.Second)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%dms\t%s ago\t%s\t%d\t%s\n",
+			c.GetName(), c.GetState(), dash(c.GetNetwork()), dash(c.GetLocality()), registry.FormatVersion(c.GetSliceVersion()),
+			c.GetServices(), c.GetEndpoints(), c.GetUnhealthyEndpoints(), c.GetLagMs(), seen, dash(c.GetTrustDomain()), c.GetBundleSequence(), dash(c.GetGateway()))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "mesh %s: %d clusters; stale after %s, dead after %s, expired after %s\n", st.GetMesh(), len(st.GetClusters()),
+		time.Duration(st.GetStaleAfterMs())*time.Millisecond, time.Duration(st.GetDeadAfterMs())*time.Millisecond, time.Duration(st.GetExpireAfterMs())*time.Millisecond)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/hub/hubpb"
+	"google.golang.org/grpc/status"
+)
+
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		fmt.Fprintln(stderr, "Usage: federate token create --hub ADDR --cluster NAME [--ttl 1h]")
+		return fmt.Errorf("want 'token create'")
+	}
+	fs := newFlags("token create", "token create --hub ADDR --cluster NAME [--ttl 1h]",
+		"Mints a one-time join token for one cluster. The token carries the hub's\n"+
+			"address and CA fingerprint; give it to 'federate join' on that cluster.\n"+
+			"It works once, for that cluster name only, until it expires.", stdout)
+	var hubAddr, cluster string
+	var ttl time.Duration
+	var client clientFlags
+	fs.StringVar(&hubAddr, "hub", "", "hub address")
+	fs.StringVar(&cluster, "cluster", "", "name of the cluster the token admits")
+	fs.DurationVar(&ttl, "ttl", hub.DefaultTokenTTL, "how long the token is valid")
+	client.register(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if err := required(fs, "hub", "cluster"); err != nil {
+		return err
+	}
+	if ttl < time.Second {
+		return fmt.Errorf("--ttl %s is too short", ttl)
+	}
+	conn, err := client.dial(hubAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := hubpb.NewHubClient(conn).CreateToken(ctx, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second)})
+	if err != nil {
+		return fmt.Errorf("create token at %s: %s", hubAddr, status.Convert(err).Message())
+	}
+	fmt.Fprintln(stdout, resp.GetToken())
+	fmt.Fprintf(stderr, "Token for cluster %q, valid until %s. Use it once: federate join --token <token> --data-dir DIR\n",
+		cluster, time.Unix(resp.GetExpiresAt(), 0).UTC().Format(time.RFC3339))
+	return nil
+}

@@ -1,0 +1,458 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"google.golang.org/grpc"
+)
+
+// Defaults for the lab.
+const (
+	DefaultDir      = ".lab"
+	DefaultClusters = 3
+	Mesh            = "shop"
+	StateFile       = "lab.json"
+	readyTimeout    = 60 * time.Second
+)
+
+// Options configure 'lab up'.
+type Options struct {
+	Dir      string
+	Clusters int
+	// Binary is the federate executable to start (default: this one).
+	Binary string
+	// Out receives progress lines.
+	Out io.Writer
+}
+
+// State is what lab.json records: every process and address the lab started.
+type State struct {
+	Mesh       string         `json:"mesh"`
+	Dir        string         `json:"dir"`
+	Credential string         `json:"credential"`
+	Hub        Process        `json:"hub"`
+	Clusters   []ClusterState `json:"clusters"`
+}
+
+// Process is one started process.
+type Process struct {
+	PID     int    `json:"pid"`
+	Addr    string `json:"addr"`
+	Gossip  string `json:"gossip"`
+	DataDir string `json:"dataDir"`
+	Log     string `json:"log"`
+}
+
+// ClusterState is one cluster's control plane.
+type ClusterState struct {
+	Process
+	Name      string `json:"name"`
+	Network   string `json:"network"`
+	Locality  string `json:"locality"`
+	ConfigDir string `json:"configDir"`
+}
+
+// Up starts the lab and returns once every cluster sees every other.
+func Up(ctx context.Context, opts Options) (*State, error) {
+	if opts.Clusters < 2 {
+		return nil, fmt.Errorf("lab: --clusters %d: a federation needs at least 2", opts.Clusters)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if old, err := Load(dir); err == nil && old.running() {
+		return nil, fmt.Errorf("lab: a lab is already running in %s; stop it with 'federate lab down --dir %s'", dir, opts.Dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	bin := opts.Binary
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	p := progress{out: opts.Out, total: 4}
+	st := &State{Mesh: Mesh, Dir: dir}
+	// Whatever fails below, leave no process behind.
+	ok := false
+	defer func() {
+		if !ok {
+			st.stop()
+		}
+	}()
+
+	p.step("starting the hub")
+	hubDir := filepath.Join(dir, "hub")
+	st.Hub = Process{Addr: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
+	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
+	if st.Hub.PID, err = start(bin, st.Hub.Log, "hub", "--listen", st.Hub.Addr, "--data-dir", hubDir, "--mesh", Mesh,
+		"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"); err != nil {
+		return nil, err
+	}
+	if err := st.save(); err != nil {
+		return nil, err
+	}
+	if err := waitFile(ctx, st.Credential, st.Hub); err != nil {
+		return nil, err
+	}
+	conn, err := hub.Dial(st.Hub.Addr, st.Credential, filepath.Join(hubDir, hub.CAFile))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := waitServing(ctx, conn, st.Hub); err != nil {
+		return nil, err
+	}
+	p.done("hub at " + st.Hub.Addr)
+
+	cs := clusters(opts.Clusters)
+	p.step(fmt.Sprintf("joining %d clusters with one-time tokens", len(cs)))
+	for i, c := range cs {
+		cdir := filepath.Join(dir, c.Name)
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tok, err := hubpb.NewHubClient(conn).CreateToken(tctx, &hubpb.CreateTokenRequest{Cluster: c.Name, TtlSeconds: 600})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("lab: token for %s: %w", c.Name, err)
+		}
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ms, err := hub.Join(jctx, tok.GetToken())
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("lab: join %s: %w", c.Name, err)
+		}
+		if err := ms.Save(cdir); err != nil {
+			return nil, err
+		}
+		cfg := filepath.Join(cdir, "config")
+		if err := os.MkdirAll(cfg, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(i, c)), 0o644); err != nil {
+			return nil, err
+		}
+		st.Clusters = append(st.Clusters, ClusterState{
+			Process: Process{Addr: freeAddr(), Gossip: freeAddr(), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
+			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
+		})
+	}
+	p.done(strings.Join(names(st.Clusters), ", "))
+
+	p.step("starting the control planes")
+	for i := range st.Clusters {
+		c := &st.Clusters[i]
+		c.PID, err = start(bin, c.Log, "controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
+			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
+			"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h")
+		if err != nil {
+			return nil, err
+		}
+		if err := st.save(); err != nil {
+			return nil, err
+		}
+	}
+	p.done(fmt.Sprintf("%d processes", len(st.Clusters)))
+
+	p.step("waiting until every cluster sees every other")
+	if err := st.waitConverged(ctx); err != nil {
+		return nil, err
+	}
+	p.done("converged")
+	ok = true
+	return st, nil
+}
+
+// Load reads the lab state from dir.
+func Load(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		return nil, err
+	}
+	st := new(State)
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("lab: %s: %w", filepath.Join(dir, StateFile), err)
+	}
+	return st, nil
+}
+
+// Down stops every process of the lab in dir and removes the directory.
+func Down(dir string, out io.Writer) error {
+	st, err := Load(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("lab: no lab in %s (no %s)", dir, StateFile)
+	}
+	if err != nil {
+		return err
+	}
+	n := st.stop()
+	fmt.Fprintf(out, "Stopped %d lab processes.\n", n)
+	if err := os.RemoveAll(st.Dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Removed %s.\n", st.Dir)
+	return nil
+}
+
+func (st *State) save() error {
+	data, _ := json.MarshalIndent(st, "", "  ")
+	return os.WriteFile(filepath.Join(st.Dir, StateFile), data, 0o644)
+}
+
+func (st *State) processes() []int {
+	pids := []int{st.Hub.PID}
+	for _, c := range st.Clusters {
+		pids = append(pids, c.PID)
+	}
+	return pids
+}
+
+func (st *State) running() bool {
+	for _, pid := range st.processes() {
+		if alive(pid) {
+			return true
+		}
+	}
+	return false
+}
+
+// stop terminates every process, politely first, and returns how many
+// were running.
+func (st *State) stop() int {
+	n := 0
+	for _, pid := range st.processes() {
+		if alive(pid) {
+			n++
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range st.processes() {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // polling another process's exit
+		}
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return n
+}
+
+// Status asks one cluster's control plane for its view.
+func (st *State) Status(ctx context.Context, cluster string) (*hubpb.StatusResponse, error) {
+	addr := st.Hub.Addr
+	for _, c := range st.Clusters {
+		if c.Name == cluster {
+			addr = c.Addr
+		}
+	}
+	conn, err := hub.Dial(addr, st.Credential, filepath.Join(st.Hub.DataDir, hub.CAFile))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return hubpb.NewRegistryClient(conn).Status(ctx, &hubpb.StatusRequest{})
+}
+
+// waitConverged waits until every control plane holds every cluster's
+// slice at the version its owner reports, and sees it alive.
+func (st *State) waitConverged(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var why string
+	for {
+		if why = st.convergence(ctx); why == "" {
+			return nil
+		}
+		for _, c := range st.Clusters {
+			if !alive(c.PID) {
+				return fmt.Errorf("lab: control plane %s exited; see %s:\n%s", c.Name, c.Log, tail(c.Log))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: clusters did not converge within %s: %s; logs are in %s", readyTimeout, why, st.Dir)
+		case <-tick.C:
+		}
+	}
+}
+
+// convergence returns "" when converged, or what is still missing.
+func (st *State) convergence(ctx context.Context) string {
+	views := make(map[string]*hubpb.StatusResponse)
+	own := make(map[string]*registry.Version)
+	for _, c := range st.Clusters {
+		v, err := st.Status(ctx, c.Name)
+		if err != nil {
+			return fmt.Sprintf("%s does not answer yet", c.Name)
+		}
+		views[c.Name] = v
+		for _, cs := range v.GetClusters() {
+			if cs.GetName() == c.Name {
+				own[c.Name] = cs.GetSliceVersion()
+			}
+		}
+		if own[c.Name].GetCounter() == 0 {
+			return fmt.Sprintf("%s has not published its services yet", c.Name)
+		}
+	}
+	for viewer, v := range views {
+		seen := make(map[string]bool)
+		for _, cs := range v.GetClusters() {
+			if registry.Compare(cs.GetSliceVersion(), own[cs.GetName()]) == 0 && cs.GetState() == hub.StateAlive {
+				seen[cs.GetName()] = true
+			}
+		}
+		for _, c := range st.Clusters {
+			if !seen[c.Name] {
+				return fmt.Sprintf("%s does not see %s's current slice alive yet", viewer, c.Name)
+			}
+		}
+	}
+	return ""
+}
+
+func names(cs []ClusterState) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// start runs the binary detached, in its own session, logging to logPath.
+func start(bin, logPath string, args ...string) (int, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("lab: start %s %s: %w", bin, args[0], err)
+	}
+	pid := cmd.Process.Pid
+	go cmd.Wait() // reap it if it exits while we run
+	return pid, nil
+}
+
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	// A zombie still answers signal 0; it is not running.
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// freeAddr returns a loopback address that nothing listens on now.
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFile(ctx context.Context, path string, p Process) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if !alive(p.PID) {
+			return fmt.Errorf("lab: process exited; see %s:\n%s", p.Log, tail(p.Log))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: %s did not appear; see %s", path, p.Log)
+		case <-tick.C:
+		}
+	}
+}
+
+func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		_, err := hubpb.NewRegistryClient(conn).Status(cctx, &hubpb.StatusRequest{})
+		ccancel()
+		if err == nil {
+			return nil
+		}
+		if !alive(p.PID) {
+			return fmt.Errorf("lab: process exited; see %s:\n%s", p.Log, tail(p.Log))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: %s does not answer: %w; see %s", p.Addr, err, p.Log)
+		case <-tick.C:
+		}
+	}
+}
+
+// tail returns the last lines of a log file.
+func tail(path string) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// progress prints numbered steps with their durations.
+type progress struct {
+	out   io.Writer
+	total int
+	n     int
+	start time.Time
+}
+
+func (p *progress) step(what string) {
+	p.n++
+	p.start = time.Now()
+	fmt.Fprintf(p.out, "[%d/%d] %s... ", p.n, p.total, what)
+}
+
+func (p *progress) done(detail string) {
+	fmt.Fprintf(p.out, "done (%s, %s)\n", detail, time.Since(p.start).Round(time.Millisecond))
+}

@@ -1,0 +1,15 @@
+// Package file is the registry source for clusters without Kubernetes: VMs,
+// bare-metal hosts and anything else whose services are written down rather
+// than discovered.
+//
+// It owns the file format and its rules. A directory holds YAML files
+// (*.yaml, *.yml) of Istio ServiceEntry and WorkloadEntry objects in their
+// Kubernetes form, several per file separated by "---". A ServiceEntry names
+// exactly one host and its ports; its endpoints are listed inline or come from
+// the WorkloadEntries its workloadSelector picks in the same namespace. Only
+// ServiceEntries marked "export: true" leave the cluster.
+//
+// Parse checks one file, Load turns a whole directory into the exported
+// registrypb.Service set (all of it or, on any error, none of it), and Source
+// polls the directory and reports each new set.
+package file

@@ -1,0 +1,24 @@
+package file
+
+import "fmt"
+
+// FileError is a problem in one file. Document and Line locate the document
+// when the problem is inside one, and are zero when it is not.
+type FileError struct {
+	// File is the file's name as given to Parse; Load gives the full path.
+	File string
+	// Document counts the file's non-empty documents from 1.
+	Document int
+	// Line is the line on which the document starts.
+	Line int
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	if e.Document == 0 {
+		return fmt.Sprintf("file: %s: %v", e.File, e.Err)
+	}
+	return fmt.Sprintf("file: %s: document %d (line %d): %v", e.File, e.Document, e.Line, e.Err)
+}
+
+func (e *FileError) Unwrap() error { return e.Err }

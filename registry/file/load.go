@@ -1,0 +1,263 @@
+package file
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+	networkingpb "istio.io/api/networking/v1alpha3"
+
+	"github.com/federate/federate/registry/registrypb"
+)
+
+// DefaultInterval is how often Run polls the directory when Config.Interval
+// is zero.
+const DefaultInterval = time.Second
+
+// Config describes a directory of service files and the cluster defaults
+// that its endpoints inherit.
+type Config struct {
+	// Dir is the directory of *.yaml and *.yml files. Subdirectories and
+	// names starting with "." are ignored; symbolic links are followed.
+	Dir string
+	// Network is the network of endpoints that name none.
+	Network string
+	// Locality is the locality of endpoints that name none.
+	Locality *registrypb.Locality
+	// TrustDomain is the trust domain of the endpoints' SPIFFE IDs, such as
+	// "east.shop".
+	TrustDomain string
+	// Interval is how often Run polls Dir; zero means DefaultInterval.
+	Interval time.Duration
+	// Logger receives Run's reports; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Load reads every file in cfg.Dir once and returns the exported services,
+// sorted by hostname with endpoints sorted by address then port. Any error
+// in any file fails the whole load: Load then returns no services. Errors in
+// files are *FileError.
+func Load(cfg Config) ([]*registrypb.Service, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("file: Config.Dir is empty: set the directory of service files")
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+	}
+	paths, err := listFiles(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var docs []*Document
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, &FileError{File: p, Err: pathCause(err)}
+		}
+		ds, err := Parse(p, data)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, ds...)
+	}
+	return build(cfg, td, docs)
+}
+
+// listFiles returns the YAML files of dir in name order.
+func listFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file: read service directory: %w", err)
+	}
+	var paths []string
+	for _, e := range entries {
+		name := e.Name()
+		ext := strings.ToLower(filepath.Ext(name))
+		if strings.HasPrefix(name, ".") || ext != ".yaml" && ext != ".yml" {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, &FileError{File: p, Err: pathCause(err)}
+		}
+		if info.Mode().IsRegular() {
+			paths = append(paths, p)
+		}
+	}
+	return paths, nil
+}
+
+// pathCause drops the path from a *fs.PathError, which FileError already
+// names.
+func pathCause(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// build checks the documents of all files against each other and converts
+// the exported ServiceEntries.
+func build(cfg Config, td spiffeid.TrustDomain, docs []*Document) ([]*registrypb.Service, error) {
+	objects := make(map[string]*Document) // by ref
+	hosts := make(map[string]*Document)
+	workloads := make(map[string][]*Document) // by namespace
+	for _, d := range docs {
+		if prev, ok := objects[d.ref()]; ok {
+			return nil, docError(d, fmt.Errorf("%s is already declared in %s document %d: give each object its own name",
+				d.ref(), prev.File, prev.Index))
+		}
+		objects[d.ref()] = d
+		if d.WorkloadEntry != nil {
+			workloads[d.Namespace] = append(workloads[d.Namespace], d)
+			continue
+		}
+		host := d.ServiceEntry.GetHosts()[0]
+		if prev, ok := hosts[host]; ok {
+			return nil, docError(d, fmt.Errorf("%s: host %q is already declared by %s in %s document %d: declare each host once",
+				d.ref(), host, prev.ref(), prev.File, prev.Index))
+		}
+		hosts[host] = d
+	}
+
+	var services []*registrypb.Service
+	for _, d := range docs {
+		if d.ServiceEntry == nil || !d.Export {
+			continue
+		}
+		svc, err := convert(cfg, td, d, workloads[d.Namespace])
+		if err != nil {
+			return nil, docError(d, fmt.Errorf("%s: %w", d.ref(), err))
+		}
+		services = append(services, svc)
+	}
+	slices.SortFunc(services, func(a, b *registrypb.Service) int {
+		return strings.Compare(a.GetHostname(), b.GetHostname())
+	})
+	return services, nil
+}
+
+func docError(d *Document, err error) error {
+	return &FileError{File: d.File, Document: d.Index, Line: d.Line, Err: err}
+}
+
+// convert turns an exported ServiceEntry and the WorkloadEntries of its
+// namespace into a service.
+func convert(cfg Config, td spiffeid.TrustDomain, d *Document, workloads []*Document) (*registrypb.Service, error) {
+	se := d.ServiceEntry
+	svc := &registrypb.Service{
+		Hostname:  se.GetHosts()[0],
+		Namespace: d.Namespace,
+		Name:      d.Name,
+	}
+	for _, p := range se.GetPorts() {
+		svc.Ports = append(svc.Ports, &registrypb.Port{
+			Name:     p.GetName(),
+			Number:   p.GetNumber(),
+			Protocol: p.GetProtocol(),
+		})
+	}
+	for i, w := range se.GetEndpoints() {
+		ep, err := endpoint(cfg, td, se.GetPorts(), w, maps.Clone(w.GetLabels()), d.Namespace)
+		if err != nil {
+			return nil, fmt.Errorf("spec.endpoints[%d]: %w", i, err)
+		}
+		svc.Endpoints = append(svc.Endpoints, ep)
+	}
+	if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
+		for _, w := range workloads {
+			// Metadata labels win over spec labels, as in Istio.
+			labels := maps.Clone(w.WorkloadEntry.GetLabels())
+			if labels == nil {
+				labels = make(map[string]string, len(w.Labels))
+			}
+			maps.Copy(labels, w.Labels)
+			if !selects(sel, labels) {
+				continue
+			}
+			ep, err := endpoint(cfg, td, se.GetPorts(), w.WorkloadEntry, labels, d.Namespace)
+			if err != nil {
+				return nil, fmt.Errorf("selected %s in %s document %d: %w", w.ref(), w.File, w.Index, err)
+			}
+			svc.Endpoints = append(svc.Endpoints, ep)
+		}
+	}
+	slices.SortStableFunc(svc.Endpoints, func(a, b *registrypb.Endpoint) int {
+		// Addresses were checked by Parse.
+		aa, _ := netip.ParseAddr(a.GetAddress())
+		ba, _ := netip.ParseAddr(b.GetAddress())
+		if c := aa.Compare(ba); c != 0 {
+			return c
+		}
+		for _, p := range svc.GetPorts() {
+			if c := cmp.Compare(a.GetPorts()[p.GetName()], b.GetPorts()[p.GetName()]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	return svc, nil
+}
+
+// selects reports whether every label of sel is in labels.
+func selects(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// endpoint converts a workload, inline or a WorkloadEntry, of a service with
+// the given ports in namespace ns.
+func endpoint(cfg Config, td spiffeid.TrustDomain, ports []*networkingpb.ServicePort, w *networkingpb.WorkloadEntry, labels map[string]string, ns string) (*registrypb.Endpoint, error) {
+	addr, err := parseAddress(w.GetAddress())
+	if err != nil {
+		return nil, err
+	}
+	loc, err := parseLocality(w.GetLocality())
+	if err != nil {
+		return nil, fmt.Errorf("locality: %w", err)
+	}
+	if loc == nil && cfg.Locality != nil {
+		loc = proto.CloneOf(cfg.Locality)
+	}
+	sa := w.GetServiceAccount()
+	if sa == "" {
+		sa = "default"
+	}
+	id, err := spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+	if err != nil {
+		return nil, fmt.Errorf("SPIFFE ID for service account %q: %w", sa, err)
+	}
+	ep := &registrypb.Endpoint{
+		Address:  addr.String(),
+		Ports:    make(map[string]uint32, len(ports)),
+		Locality: loc,
+		Network:  cmp.Or(w.GetNetwork(), cfg.Network),
+		Health:   registrypb.Health_HEALTHY,
+		SpiffeId: id.String(),
+		Weight:   max(w.GetWeight(), 1),
+	}
+	if len(labels) > 0 {
+		ep.Labels = labels
+	}
+	for _, p := range ports {
+		ep.Ports[p.GetName()] = cmp.Or(w.GetPorts()[p.GetName()], p.GetTargetPort(), p.GetNumber())
+	}
+	return ep, nil
+}

@@ -1,0 +1,108 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/federate/federate/registry/registrypb"
+)
+
+// Source watches a directory of service files by polling it.
+type Source struct {
+	cfg      Config
+	interval time.Duration
+	log      *slog.Logger
+}
+
+// New returns a Source for cfg. It does no I/O; Run reads the files.
+func New(cfg Config) *Source {
+	s := &Source{cfg: cfg, interval: cfg.Interval, log: cfg.Logger}
+	if s.interval <= 0 {
+		s.interval = DefaultInterval
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("dir", cfg.Dir)
+	return s
+}
+
+// Run loads the directory, calls onChange with the exported services, then
+// polls the directory every interval and calls onChange again whenever the
+// exported set changes. onChange runs on Run's goroutine and owns the slice
+// it is given.
+//
+// If the first load fails, Run returns its error, so that a broken
+// configuration is seen at start. A later failure is logged, naming the
+// file, and the last good set stays in force until the files load again. Run
+// returns nil when ctx is cancelled.
+func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	current, err := Load(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.log.Info("file registry: loaded services", "services", len(current))
+	onChange(clone(current))
+
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	var failing string // the last load error logged, until a load succeeds
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		next, err := Load(s.cfg)
+		if err != nil {
+			// Log each distinct failure once rather than on every poll.
+			if msg := err.Error(); msg != failing {
+				failing = msg
+				s.logFailure(err)
+			}
+			continue
+		}
+		if failing != "" {
+			failing = ""
+			s.log.Info("file registry: service files load again")
+		}
+		if equal(current, next) {
+			continue
+		}
+		current = next
+		s.log.Info("file registry: services changed", "services", len(current))
+		onChange(clone(current))
+	}
+}
+
+func (s *Source) logFailure(err error) {
+	attrs := []any{"error", err}
+	if fe, ok := errors.AsType[*FileError](err); ok {
+		attrs = append(attrs, "file", fe.File)
+		if fe.Document > 0 {
+			attrs = append(attrs, "document", fe.Document, "line", fe.Line)
+		}
+	}
+	s.log.Warn("file registry: cannot load service files; keeping the last good services", attrs...)
+}
+
+func equal(a, b []*registrypb.Service) bool {
+	return slices.EqualFunc(a, b, func(x, y *registrypb.Service) bool { return proto.Equal(x, y) })
+}
+
+// clone copies services so that a caller cannot change Run's copy.
+func clone(services []*registrypb.Service) []*registrypb.Service {
+	out := make([]*registrypb.Service, len(services))
+	for i, svc := range services {
+		out[i] = proto.CloneOf(svc)
+	}
+	return out
+}
