@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -266,14 +265,4 @@ func (m *testMember) update(t *testing.T, services ...*registry.Service) {
 	if err := m.member.Update(ctx, clusterInfo(m.name), services); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freePort returns a loopback address nobody listens on now.
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

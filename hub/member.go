@@ -71,7 +71,6 @@ type Member struct {
 	live     *liveness
 	verifier *registry.Verifier
 	gossip   *Gossip
-	signer   registry.Signer
 
 	publishNow chan struct{}
 	fetchNow   chan struct{}

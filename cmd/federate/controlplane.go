@@ -131,4 +131,3 @@ func parseGateway(addr, network string, locality *registry.Locality) ([]*registr
 	}
 	return []*registry.Gateway{{Address: host, Port: uint32(port), Network: network, Locality: locality}}, nil
 }
-

@@ -1,0 +1,47 @@
+// Package deptest enforces the dependency boundaries between packages.
+package deptest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/federate/federate"
+
+// deps lists the packages pkg imports, directly or not.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", pkg).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// Lower layers never import the layers built on them.
+func TestLowerLayersDoNotImportUpperLayers(t *testing.T) {
+	lower := []string{"locality", "trust", "registry", "registry/file"}
+	upper := []string{"hub", "eastwest", "agent", "cmd/"}
+	for _, l := range lower {
+		for _, d := range deps(t, module+"/"+l) {
+			for _, u := range upper {
+				if d == module+"/"+strings.TrimSuffix(u, "/") || strings.HasPrefix(d, module+"/"+u) {
+					t.Errorf("%s imports %s", l, d)
+				}
+			}
+		}
+	}
+}
+
+// The registry model and its file source do not link bbolt, so binaries
+// that must stay small (the gateway and the VM agent) can use them.
+func TestModelDoesNotLinkBbolt(t *testing.T) {
+	for _, pkg := range []string{"registry", "registry/file", "locality"} {
+		for _, d := range deps(t, module+"/"+pkg) {
+			if strings.HasPrefix(d, "go.etcd.io/bbolt") || strings.HasPrefix(d, "k8s.io/client-go") {
+				t.Errorf("%s links %s", pkg, d)
+			}
+		}
+	}
+}
