@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestHelpIsComplete(t *testing.T) {
+	cases := map[string][]string{
+		"hub":          {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl"},
+		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca"},
+		"join":         {"--token", "--data-dir"},
+		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after"},
+		"status":       {"--hub", "--server", "-o", "--credential"},
+		"lab up":       {"--dir", "--clusters"},
+	}
+	for cmd, flags := range cases {
+		t.Run(cmd, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			args := append(strings.Fields(cmd), "--help")
+			err := run(context.Background(), args, &out, &errOut)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("run %v: err = %v, want flag.ErrHelp", args, err)
+			}
+			help := out.String()
+			if !strings.Contains(help, "Usage: federate "+cmd) {
+				t.Errorf("help lacks the usage line:\n%s", help)
+			}
+			for _, f := range flags {
+				if name := strings.TrimLeft(f, "-"); !strings.Contains(help, "  -"+name+" ") && !strings.Contains(help, "  -"+name+"\n") {
+					t.Errorf("help does not document %s:\n%s", f, help)
+				}
+			}
+		})
+	}
+}
+
+func TestTopLevelUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(out.String(), c.name) {
+			t.Errorf("usage does not list %q", c.name)
+		}
+	}
+	if err := run(context.Background(), []string{"bogus"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("bogus command: err = %v", err)
+	}
+}
+
+func TestMissingFlagsAreNamed(t *testing.T) {
+	cases := map[string]string{
+		"hub":          "--listen is required",
+		"join":         "--token is required",
+		"controlplane": "--cluster is required",
+		"token create": "--hub is required",
+	}
+	for cmd, want := range cases {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), strings.Fields(cmd), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s without flags: err = %v, want %q", cmd, err, want)
+		}
+	}
+}
+
+func TestBadTimersAreRefused(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"hub", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--mesh", "m",
+		"--stale-after", "10s", "--dead-after", "5s"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--dead-after") {
+		t.Errorf("err = %v, want a message about --dead-after", err)
+	}
+}
