@@ -104,8 +104,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	hubDir := filepath.Join(dir, "hub")
 	st.Hub = Process{Addr: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
 	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
-	if st.Hub.PID, err = start(bin, st.Hub.Log, "hub", "--listen", st.Hub.Addr, "--data-dir", hubDir, "--mesh", Mesh,
-		"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"); err != nil {
+	if err := st.StartHub(bin); err != nil {
 		return nil, err
 	}
 	if err := st.save(); err != nil {
@@ -160,9 +159,9 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	p.step("starting the control planes")
 	for i := range st.Clusters {
 		c := &st.Clusters[i]
-		c.PID, err = start(bin, c.Log, "controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
-			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
-			"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h")
+		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
+			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip}, timerArgs...)
+		c.PID, err = start(bin, c.Log, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -179,6 +178,32 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	p.done("converged")
 	ok = true
 	return st, nil
+}
+
+// timerArgs are the lab's staleness timers: short, so that failures show.
+var timerArgs = []string{"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"}
+
+// StartHub starts the hub process on its recorded address and data directory
+// (again, after StopHub).
+func (st *State) StartHub(bin string) error {
+	args := append([]string{"hub", "--listen", st.Hub.Addr, "--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, timerArgs...)
+	pid, err := start(bin, st.Hub.Log, args...)
+	if err != nil {
+		return err
+	}
+	st.Hub.PID = pid
+	return st.save()
+}
+
+// KillHub stops the hub with SIGKILL, as a crash would.
+func (st *State) KillHub() error {
+	if err := syscall.Kill(st.Hub.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("lab: kill hub %d: %w", st.Hub.PID, err)
+	}
+	for alive(st.Hub.PID) {
+		time.Sleep(10 * time.Millisecond) // polling another process's exit
+	}
+	return nil
 }
 
 // Load reads the lab state from dir.

@@ -67,6 +67,45 @@ func TestIntegrationLab(t *testing.T) {
 			t.Errorf("%s sees %d clusters and %d services, want 3 and 4", c.Name, len(resp.GetClusters()), services)
 		}
 	}
+	// With the hub killed, a change in east still reaches west and central
+	// by gossip and peer fetch; the restarted hub resyncs from its file.
+	if err := saved.KillHub(); err != nil {
+		t.Fatal(err)
+	}
+	east := saved.Clusters[0]
+	cfg := filepath.Join(east.ConfigDir, "coffeeshop.yaml")
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: order-3, namespace: shop}\n" +
+		"spec: {address: 127.0.10.99, labels: {app: order}, ports: {http: 8080}, serviceAccount: order}\n"
+	if err := os.WriteFile(cfg, append(data, extra...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	endpointsSeenBy := func(viewer string) int32 {
+		resp, err := saved.Status(ctx, viewer)
+		if err != nil {
+			return -1
+		}
+		for _, cs := range resp.GetClusters() {
+			if cs.GetName() == "east" {
+				return cs.GetEndpoints()
+			}
+		}
+		return -1
+	}
+	waitUntil(t, 30*time.Second, "east's new endpoint at west and central without the hub", func() bool {
+		return endpointsSeenBy("west") == 3 && endpointsSeenBy("central") == 3
+	})
+	if err := saved.StartHub(bin); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "restarted hub holding all three slices and east's change", func() bool {
+		resp, err := saved.Status(ctx, "")
+		return err == nil && len(resp.GetClusters()) == 3 && endpointsSeenBy("") == 3
+	})
+
 	// A second 'up' in the same directory is refused while the lab runs.
 	if _, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second lab up: err = %v, want 'already running'", err)
@@ -83,5 +122,20 @@ func TestIntegrationLab(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("lab directory still exists after down: %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
 	}
 }
