@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -95,5 +94,3 @@ func sendBatches(recs []*registrypb.SignedRecord, send func(batch []*registrypb.
 		}
 	}
 }
-
-var errNoSource = errors.New("hub: no reachable source for the missing records")

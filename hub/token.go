@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -117,12 +116,3 @@ func (r *tokenRecord) check(t *Token, now time.Time) error {
 	}
 	return nil
 }
-
-var (
-	ErrTokenMalformed    = errors.New("hub: malformed join token")
-	ErrTokenUnknown      = errors.New("hub: join token is not one this hub issued")
-	ErrTokenWrongCluster = errors.New("hub: join token is for another cluster")
-	ErrTokenUsed         = errors.New("hub: join token was already used")
-	ErrTokenExpired      = errors.New("hub: join token expired")
-	ErrCAMismatch        = errors.New("hub: hub CA does not match the token's fingerprint")
-)
