@@ -69,7 +69,7 @@ type authorityState struct {
 // chain, and roots that only verify.
 type plugin struct {
 	signer *CA
-	chain  []*x509.Certificate // from the signer up, roots excluded
+	chain  []*x509.Certificate // the signer and its parents, roots excluded
 	roots  []*x509.Certificate
 }
 
@@ -171,7 +171,7 @@ func LoadPluginAuthority(td spiffeid.TrustDomain, dir string, now func() time.Ti
 	if _, err := caCerts[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("trust: plug-in CA %s does not chain to %s: %w", CACertFile, RootCertFile, err)
 	}
-	var up []*x509.Certificate
+	up := []*x509.Certificate{caCerts[0]}
 	for _, c := range chain {
 		if !c.Equal(caCerts[0]) && !isRoot(c, roots) {
 			up = append(up, c)
