@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -64,12 +65,12 @@ func Open(path string) (s *Store, err error) {
 			err = damaged(path, fmt.Errorf("%v", r))
 		}
 	}()
+	if err := checkLength(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("store: store %s is locked by another process; stop it first", path)
-		}
-		return nil, damaged(path, err)
+		return nil, openError(path, err)
 	}
 	if err := check(db); err != nil {
 		db.Close()
@@ -92,16 +93,51 @@ func Open(path string) (s *Store, err error) {
 	return s, nil
 }
 
+func openError(path string, err error) error {
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("store: store %s is locked by another process; stop it first", path)
+	}
+	return damaged(path, err)
+}
+
+// checkLength reports a file shorter than the pages its meta page counts.
+// It runs before the file is opened for writing, which reads the freelist:
+// pages past the end of a truncated file are mapped but unbacked, and
+// reading them faults (SIGBUS), which no recover catches. A read-only open
+// reads only the meta pages.
+func checkLength(path string) error {
+	info, err := os.Stat(path)
+	if err != nil || info.Size() == 0 {
+		return nil // a new file; bolt.Open reports other errors
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: DefaultTimeout, ReadOnly: true})
+	if err != nil {
+		return openError(path, err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		if need := tx.Size(); info.Size() < need {
+			return damaged(path, fmt.Errorf("the file is %d bytes but its pages need %d: it was truncated", info.Size(), need))
+		}
+		return nil
+	})
+}
+
 func damaged(path string, err error) error {
 	return fmt.Errorf("store: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", path, err)
 }
 
 func check(db *bolt.DB) error {
 	return db.View(func(tx *bolt.Tx) error {
+		// Read to the end: the checker goroutine blocks until its
+		// channel is drained.
+		var first error
 		for err := range tx.Check() {
-			return err
+			if first == nil {
+				first = err
+			}
 		}
-		return nil
+		return first
 	})
 }
 
