@@ -14,6 +14,7 @@ import (
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
@@ -61,10 +62,12 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	defer conn.Close()
 	resp, err := hubpb.NewHubClient(conn).Join(ctx, &hubpb.JoinRequest{Token: token, Csr: csr})
 	if err != nil {
-		if s, ok := status.FromError(err); ok {
-			return nil, fmt.Errorf("hub %s refused the join: %s", tok.Hub, s.Message())
+		s := status.Convert(err)
+		if s.Code() == codes.Unavailable {
+			// Includes a hub whose CA does not match the token's pin.
+			return nil, fmt.Errorf("cannot reach a trusted hub at %s: %s", tok.Hub, s.Message())
 		}
-		return nil, err
+		return nil, fmt.Errorf("hub %s refused the join: %s", tok.Hub, s.Message())
 	}
 	certs, err := parseCerts(resp.GetCertificates())
 	if err != nil {
