@@ -5,6 +5,8 @@ import (
 
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // buildStatus describes every slice in set as seen at now.
@@ -43,6 +45,8 @@ func buildStatus(mesh, self string, set *registry.Set, live *liveness, members [
 			cs.Locality = registry.FormatLocality(info.GetLocality())
 			cs.TrustDomain = info.GetTrustDomain()
 			cs.BundleSequence = info.GetBundleSequence()
+			cs.RotationPhase = info.GetRotationPhase()
+			cs.RootExpiry = rootExpiry(info)
 			if gws := info.GetGateways(); len(gws) > 0 {
 				cs.Gateway = gws[0].GetAddress()
 			}
@@ -53,4 +57,18 @@ func buildStatus(mesh, self string, set *registry.Set, live *liveness, members [
 		resp.Clusters = append(resp.Clusters, cs)
 	}
 	return resp
+}
+
+// rootExpiry returns the earliest root expiry in a cluster's bundle, in unix
+// seconds, or 0 if it has none.
+func rootExpiry(info *registry.ClusterInfo) int64 {
+	td, err := spiffeid.TrustDomainFromString(info.GetTrustDomain())
+	if err != nil || len(info.GetBundle()) == 0 {
+		return 0
+	}
+	b, err := trust.ParseBundle(td, info.GetBundle())
+	if err != nil {
+		return 0
+	}
+	return trust.Expiry(b).Unix()
 }

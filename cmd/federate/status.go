@@ -77,6 +77,8 @@ type clusterStatusJSON struct {
 	TrustDomain        string `json:"trustDomain"`
 	BundleSequence     uint64 `json:"bundleSequence"`
 	Gateway            string `json:"gateway"`
+	RootExpiry         string `json:"rootExpiry,omitempty"`
+	RotationPhase      string `json:"rotationPhase,omitempty"`
 }
 
 func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
@@ -91,6 +93,7 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 			SliceVersion: registry.FormatVersion(c.GetSliceVersion()), Services: c.GetServices(), Endpoints: c.GetEndpoints(),
 			UnhealthyEndpoints: c.GetUnhealthyEndpoints(), LastSeen: time.UnixMilli(c.GetLastSeen()).UTC().Format(time.RFC3339Nano),
 			LagMs: c.GetLagMs(), TrustDomain: c.GetTrustDomain(), BundleSequence: c.GetBundleSequence(), Gateway: c.GetGateway(),
+			RootExpiry: formatUnix(c.GetRootExpiry()), RotationPhase: c.GetRotationPhase(),
 		})
 	}
 	enc := json.NewEncoder(w)
@@ -100,16 +103,24 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 
 func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tSTATE\tNETWORK\tLOCALITY\tVERSION\tSERVICES\tENDPOINTS\tUNHEALTHY\tLAG\tLAST SEEN\tTRUST DOMAIN\tBUNDLE\tGATEWAY")
+	fmt.Fprintln(tw, "CLUSTER\tSTATE\tNETWORK\tLOCALITY\tVERSION\tSERVICES\tENDPOINTS\tUNHEALTHY\tLAG\tLAST SEEN\tTRUST DOMAIN\tBUNDLE\tROOT EXPIRY\tROTATION\tGATEWAY")
 	for _, c := range st.GetClusters() {
 		seen := now.Sub(time.UnixMilli(c.GetLastSeen())).Round(time.Second)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%dms\t%s ago\t%s\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%dms\t%s ago\t%s\t%d\t%s\t%s\t%s\n",
 			c.GetName(), c.GetState(), dash(c.GetNetwork()), dash(c.GetLocality()), registry.FormatVersion(c.GetSliceVersion()),
-			c.GetServices(), c.GetEndpoints(), c.GetUnhealthyEndpoints(), c.GetLagMs(), seen, dash(c.GetTrustDomain()), c.GetBundleSequence(), dash(c.GetGateway()))
+			c.GetServices(), c.GetEndpoints(), c.GetUnhealthyEndpoints(), c.GetLagMs(), seen, dash(c.GetTrustDomain()), c.GetBundleSequence(),
+			dash(formatUnix(c.GetRootExpiry())), dash(c.GetRotationPhase()), dash(c.GetGateway()))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "mesh %s: %d clusters; stale after %s, dead after %s, expired after %s\n", st.GetMesh(), len(st.GetClusters()),
 		time.Duration(st.GetStaleAfterMs())*time.Millisecond, time.Duration(st.GetDeadAfterMs())*time.Millisecond, time.Duration(st.GetExpireAfterMs())*time.Millisecond)
+}
+
+func formatUnix(sec int64) string {
+	if sec == 0 {
+		return ""
+	}
+	return time.Unix(sec, 0).UTC().Format("2006-01-02")
 }
 
 func dash(s string) string {

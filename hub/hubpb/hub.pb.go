@@ -540,9 +540,11 @@ type SubscribeResponse struct {
 	// Clusters removed from the federation since the caller's versions.
 	Removed []string `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
 	// True on the message that completes the initial catch-up.
-	Synced        bool `protobuf:"varint,3,opt,name=synced,proto3" json:"synced,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Synced bool `protobuf:"varint,3,opt,name=synced,proto3" json:"synced,omitempty"`
+	// Bundles of trust domains imported from outside the federation.
+	ExternalBundles []*ExternalBundle `protobuf:"bytes,4,rep,name=external_bundles,json=externalBundles,proto3" json:"external_bundles,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
@@ -596,6 +598,358 @@ func (x *SubscribeResponse) GetSynced() bool {
 	return false
 }
 
+func (x *SubscribeResponse) GetExternalBundles() []*ExternalBundle {
+	if x != nil {
+		return x.ExternalBundles
+	}
+	return nil
+}
+
+type ExternalBundle struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// SPIFFE bundle (JWKS).
+	Bundle        []byte `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExternalBundle) Reset() {
+	*x = ExternalBundle{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalBundle) ProtoMessage() {}
+
+func (x *ExternalBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalBundle.ProtoReflect.Descriptor instead.
+func (*ExternalBundle) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExternalBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *ExternalBundle) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type RemoveClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClusterRequest) Reset() {
+	*x = RemoveClusterRequest{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClusterRequest) ProtoMessage() {}
+
+func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
+func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RemoveClusterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+type RemoveClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClusterResponse) Reset() {
+	*x = RemoveClusterResponse{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClusterResponse) ProtoMessage() {}
+
+func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
+func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
+}
+
+type SignCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKCS#10 certificate request (DER).
+	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	// The SPIFFE ID asked for.
+	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	TtlSeconds    int64  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignCertificateRequest) Reset() {
+	*x = SignCertificateRequest{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCertificateRequest) ProtoMessage() {}
+
+func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
+func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SignCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *SignCertificateRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *SignCertificateRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type SignCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Certificate chain (DER), leaf first.
+	Certificates  [][]byte `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignCertificateResponse) Reset() {
+	*x = SignCertificateResponse{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCertificateResponse) ProtoMessage() {}
+
+func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
+func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SignCertificateResponse) GetCertificates() [][]byte {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+type RotateRootRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Wait for the rotation to finish instead of returning once signing switched.
+	Wait          bool `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootRequest) Reset() {
+	*x = RotateRootRequest{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootRequest) ProtoMessage() {}
+
+func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
+func (*RotateRootRequest) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RotateRootRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type RotateRootProgress struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Phase          string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	BundleSequence uint64                 `protobuf:"varint,2,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	Message        string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateRootProgress) Reset() {
+	*x = RotateRootProgress{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootProgress) ProtoMessage() {}
+
+func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootProgress.ProtoReflect.Descriptor instead.
+func (*RotateRootProgress) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RotateRootProgress) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RotateRootProgress) GetBundleSequence() uint64 {
+	if x != nil {
+		return x.BundleSequence
+	}
+	return 0
+}
+
+func (x *RotateRootProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Known         *VersionVector         `protobuf:"bytes,1,opt,name=known,proto3" json:"known,omitempty"`
@@ -605,7 +959,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +971,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +984,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchRequest) GetKnown() *VersionVector {
@@ -649,7 +1003,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1015,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1028,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchResponse) GetRecords() []*registrypb.SignedRecord {
@@ -692,7 +1046,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +1058,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +1071,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
 }
 
 type ClusterStatus struct {
@@ -735,13 +1089,16 @@ type ClusterStatus struct {
 	BundleSequence     uint64                 `protobuf:"varint,11,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
 	Gateway            string                 `protobuf:"bytes,12,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	UnhealthyEndpoints int32                  `protobuf:"varint,13,opt,name=unhealthy_endpoints,json=unhealthyEndpoints,proto3" json:"unhealthy_endpoints,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Earliest expiry (unix seconds) of the roots in the cluster's bundle.
+	RootExpiry    int64  `protobuf:"varint,14,opt,name=root_expiry,json=rootExpiry,proto3" json:"root_expiry,omitempty"`
+	RotationPhase string `protobuf:"bytes,15,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1110,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1123,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -860,6 +1217,20 @@ func (x *ClusterStatus) GetUnhealthyEndpoints() int32 {
 	return 0
 }
 
+func (x *ClusterStatus) GetRootExpiry() int64 {
+	if x != nil {
+		return x.RootExpiry
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetRotationPhase() string {
+	if x != nil {
+		return x.RotationPhase
+	}
+	return ""
+}
+
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Mesh          string                 `protobuf:"bytes,1,opt,name=mesh,proto3" json:"mesh,omitempty"`
@@ -867,13 +1238,15 @@ type StatusResponse struct {
 	StaleAfterMs  int64                  `protobuf:"varint,3,opt,name=stale_after_ms,json=staleAfterMs,proto3" json:"stale_after_ms,omitempty"`
 	DeadAfterMs   int64                  `protobuf:"varint,4,opt,name=dead_after_ms,json=deadAfterMs,proto3" json:"dead_after_ms,omitempty"`
 	ExpireAfterMs int64                  `protobuf:"varint,5,opt,name=expire_after_ms,json=expireAfterMs,proto3" json:"expire_after_ms,omitempty"`
+	// Trust domains imported from outside the federation.
+	External      []*ExternalTrustDomain `protobuf:"bytes,6,rep,name=external,proto3" json:"external,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +1258,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +1271,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetMesh() string {
@@ -934,6 +1307,89 @@ func (x *StatusResponse) GetExpireAfterMs() int64 {
 		return x.ExpireAfterMs
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetExternal() []*ExternalTrustDomain {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
+type ExternalTrustDomain struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain    string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Url            string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	BundleSequence uint64                 `protobuf:"varint,3,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	LastRefresh    int64                  `protobuf:"varint,4,opt,name=last_refresh,json=lastRefresh,proto3" json:"last_refresh,omitempty"`
+	Error          string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExternalTrustDomain) Reset() {
+	*x = ExternalTrustDomain{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalTrustDomain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalTrustDomain) ProtoMessage() {}
+
+func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalTrustDomain.ProtoReflect.Descriptor instead.
+func (*ExternalTrustDomain) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExternalTrustDomain) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *ExternalTrustDomain) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ExternalTrustDomain) GetBundleSequence() uint64 {
+	if x != nil {
+		return x.BundleSequence
+	}
+	return 0
+}
+
+func (x *ExternalTrustDomain) GetLastRefresh() int64 {
+	if x != nil {
+		return x.LastRefresh
+	}
+	return 0
+}
+
+func (x *ExternalTrustDomain) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 var File_hub_hubpb_hub_proto protoreflect.FileDescriptor
@@ -974,16 +1430,36 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
 	"\x05value\x18\x02 \x01(\v2\x1d.federate.registry.v1.VersionR\x05value:\x028\x01\"H\n" +
 	"\x10SubscribeRequest\x124\n" +
-	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\x83\x01\n" +
+	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xcf\x01\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x16\n" +
-	"\x06synced\x18\x03 \x01(\bR\x06synced\"D\n" +
+	"\x06synced\x18\x03 \x01(\bR\x06synced\x12J\n" +
+	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\"K\n" +
+	"\x0eExternalBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\fR\x06bundle\"0\n" +
+	"\x14RemoveClusterRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\x17\n" +
+	"\x15RemoveClusterResponse\"h\n" +
+	"\x16SignCertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"=\n" +
+	"\x17SignCertificateResponse\x12\"\n" +
+	"\fcertificates\x18\x01 \x03(\fR\fcertificates\"'\n" +
+	"\x11RotateRootRequest\x12\x12\n" +
+	"\x04wait\x18\x01 \x01(\bR\x04wait\"m\n" +
+	"\x12RotateRootProgress\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12'\n" +
+	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"D\n" +
 	"\fFetchRequest\x124\n" +
 	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"M\n" +
 	"\rFetchResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\"\x0f\n" +
-	"\rStatusRequest\"\xb8\x03\n" +
+	"\rStatusRequest\"\x80\x04\n" +
 	"\rClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x1a\n" +
@@ -998,19 +1474,34 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	" \x01(\tR\vtrustDomain\x12'\n" +
 	"\x0fbundle_sequence\x18\v \x01(\x04R\x0ebundleSequence\x12\x18\n" +
 	"\agateway\x18\f \x01(\tR\agateway\x12/\n" +
-	"\x13unhealthy_endpoints\x18\r \x01(\x05R\x12unhealthyEndpoints\"\xd2\x01\n" +
+	"\x13unhealthy_endpoints\x18\r \x01(\x05R\x12unhealthyEndpoints\x12\x1f\n" +
+	"\vroot_expiry\x18\x0e \x01(\x03R\n" +
+	"rootExpiry\x12%\n" +
+	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\"\x94\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12:\n" +
 	"\bclusters\x18\x02 \x03(\v2\x1e.federate.hub.v1.ClusterStatusR\bclusters\x12$\n" +
 	"\x0estale_after_ms\x18\x03 \x01(\x03R\fstaleAfterMs\x12\"\n" +
 	"\rdead_after_ms\x18\x04 \x01(\x03R\vdeadAfterMs\x12&\n" +
-	"\x0fexpire_after_ms\x18\x05 \x01(\x03R\rexpireAfterMs2\x90\x03\n" +
+	"\x0fexpire_after_ms\x18\x05 \x01(\x03R\rexpireAfterMs\x12@\n" +
+	"\bexternal\x18\x06 \x03(\v2$.federate.hub.v1.ExternalTrustDomainR\bexternal\"\xac\x01\n" +
+	"\x13ExternalTrustDomain\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12'\n" +
+	"\x0fbundle_sequence\x18\x03 \x01(\x04R\x0ebundleSequence\x12!\n" +
+	"\flast_refresh\x18\x04 \x01(\x03R\vlastRefresh\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error2\xf0\x03\n" +
 	"\x03Hub\x12C\n" +
 	"\x04Join\x12\x1c.federate.hub.v1.JoinRequest\x1a\x1d.federate.hub.v1.JoinResponse\x12F\n" +
 	"\x05Renew\x12\x1d.federate.hub.v1.RenewRequest\x1a\x1e.federate.hub.v1.RenewResponse\x12X\n" +
 	"\vCreateToken\x12#.federate.hub.v1.CreateTokenRequest\x1a$.federate.hub.v1.CreateTokenResponse\x12L\n" +
 	"\aPublish\x12\x1f.federate.hub.v1.PublishRequest\x1a .federate.hub.v1.PublishResponse\x12T\n" +
-	"\tSubscribe\x12!.federate.hub.v1.SubscribeRequest\x1a\".federate.hub.v1.SubscribeResponse0\x012\x9d\x01\n" +
+	"\tSubscribe\x12!.federate.hub.v1.SubscribeRequest\x1a\".federate.hub.v1.SubscribeResponse0\x01\x12^\n" +
+	"\rRemoveCluster\x12%.federate.hub.v1.RemoveClusterRequest\x1a&.federate.hub.v1.RemoveClusterResponse2\xcd\x01\n" +
+	"\fControlPlane\x12d\n" +
+	"\x0fSignCertificate\x12'.federate.hub.v1.SignCertificateRequest\x1a(.federate.hub.v1.SignCertificateResponse\x12W\n" +
+	"\n" +
+	"RotateRoot\x12\".federate.hub.v1.RotateRootRequest\x1a#.federate.hub.v1.RotateRootProgress0\x012\x9d\x01\n" +
 	"\bRegistry\x12F\n" +
 	"\x05Fetch\x12\x1d.federate.hub.v1.FetchRequest\x1a\x1e.federate.hub.v1.FetchResponse\x12I\n" +
 	"\x06Status\x12\x1e.federate.hub.v1.StatusRequest\x1a\x1f.federate.hub.v1.StatusResponseB(Z&github.com/federate/federate/hub/hubpbb\x06proto3"
@@ -1027,7 +1518,7 @@ func file_hub_hubpb_hub_proto_rawDescGZIP() []byte {
 	return file_hub_hubpb_hub_proto_rawDescData
 }
 
-var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*JoinRequest)(nil),             // 0: federate.hub.v1.JoinRequest
 	(*JoinResponse)(nil),            // 1: federate.hub.v1.JoinResponse
@@ -1040,45 +1531,61 @@ var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*VersionVector)(nil),           // 8: federate.hub.v1.VersionVector
 	(*SubscribeRequest)(nil),        // 9: federate.hub.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),       // 10: federate.hub.v1.SubscribeResponse
-	(*FetchRequest)(nil),            // 11: federate.hub.v1.FetchRequest
-	(*FetchResponse)(nil),           // 12: federate.hub.v1.FetchResponse
-	(*StatusRequest)(nil),           // 13: federate.hub.v1.StatusRequest
-	(*ClusterStatus)(nil),           // 14: federate.hub.v1.ClusterStatus
-	(*StatusResponse)(nil),          // 15: federate.hub.v1.StatusResponse
-	nil,                             // 16: federate.hub.v1.VersionVector.VersionsEntry
-	(*registrypb.SignedRecord)(nil), // 17: federate.registry.v1.SignedRecord
-	(*registrypb.Version)(nil),      // 18: federate.registry.v1.Version
+	(*ExternalBundle)(nil),          // 11: federate.hub.v1.ExternalBundle
+	(*RemoveClusterRequest)(nil),    // 12: federate.hub.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),   // 13: federate.hub.v1.RemoveClusterResponse
+	(*SignCertificateRequest)(nil),  // 14: federate.hub.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil), // 15: federate.hub.v1.SignCertificateResponse
+	(*RotateRootRequest)(nil),       // 16: federate.hub.v1.RotateRootRequest
+	(*RotateRootProgress)(nil),      // 17: federate.hub.v1.RotateRootProgress
+	(*FetchRequest)(nil),            // 18: federate.hub.v1.FetchRequest
+	(*FetchResponse)(nil),           // 19: federate.hub.v1.FetchResponse
+	(*StatusRequest)(nil),           // 20: federate.hub.v1.StatusRequest
+	(*ClusterStatus)(nil),           // 21: federate.hub.v1.ClusterStatus
+	(*StatusResponse)(nil),          // 22: federate.hub.v1.StatusResponse
+	(*ExternalTrustDomain)(nil),     // 23: federate.hub.v1.ExternalTrustDomain
+	nil,                             // 24: federate.hub.v1.VersionVector.VersionsEntry
+	(*registrypb.SignedRecord)(nil), // 25: federate.registry.v1.SignedRecord
+	(*registrypb.Version)(nil),      // 26: federate.registry.v1.Version
 }
 var file_hub_hubpb_hub_proto_depIdxs = []int32{
-	17, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
-	18, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
-	16, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
+	25, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
+	26, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
+	24, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
 	8,  // 3: federate.hub.v1.SubscribeRequest.known:type_name -> federate.hub.v1.VersionVector
-	17, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
-	8,  // 5: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	17, // 6: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	18, // 7: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
-	14, // 8: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	18, // 9: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 10: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 11: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 12: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 13: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 14: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	11, // 15: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	13, // 16: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 17: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 18: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 19: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 20: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 21: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	12, // 22: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	15, // 23: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	25, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
+	11, // 5: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
+	8,  // 6: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
+	25, // 7: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	26, // 8: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	21, // 9: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
+	23, // 10: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	26, // 11: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 12: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 13: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 14: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 15: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 16: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	12, // 17: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	14, // 18: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	16, // 19: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	18, // 20: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	20, // 21: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 22: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 23: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 24: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 25: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	10, // 26: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	13, // 27: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	15, // 28: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	17, // 29: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	19, // 30: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	22, // 31: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	22, // [22:32] is the sub-list for method output_type
+	12, // [12:22] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
@@ -1092,9 +1599,9 @@ func file_hub_hubpb_hub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hub_hubpb_hub_proto_rawDesc), len(file_hub_hubpb_hub_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hub_hubpb_hub_proto_goTypes,
 		DependencyIndexes: file_hub_hubpb_hub_proto_depIdxs,

@@ -21,11 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Hub_Join_FullMethodName        = "/federate.hub.v1.Hub/Join"
-	Hub_Renew_FullMethodName       = "/federate.hub.v1.Hub/Renew"
-	Hub_CreateToken_FullMethodName = "/federate.hub.v1.Hub/CreateToken"
-	Hub_Publish_FullMethodName     = "/federate.hub.v1.Hub/Publish"
-	Hub_Subscribe_FullMethodName   = "/federate.hub.v1.Hub/Subscribe"
+	Hub_Join_FullMethodName          = "/federate.hub.v1.Hub/Join"
+	Hub_Renew_FullMethodName         = "/federate.hub.v1.Hub/Renew"
+	Hub_CreateToken_FullMethodName   = "/federate.hub.v1.Hub/CreateToken"
+	Hub_Publish_FullMethodName       = "/federate.hub.v1.Hub/Publish"
+	Hub_Subscribe_FullMethodName     = "/federate.hub.v1.Hub/Subscribe"
+	Hub_RemoveCluster_FullMethodName = "/federate.hub.v1.Hub/RemoveCluster"
 )
 
 // HubClient is the client API for Hub service.
@@ -45,6 +46,9 @@ type HubClient interface {
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Subscribe streams every cluster's records newer than the given versions.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
+	// RemoveCluster withdraws a cluster's slice and bundle everywhere and
+	// refuses its credential from then on; admin only.
+	RemoveCluster(ctx context.Context, in *RemoveClusterRequest, opts ...grpc.CallOption) (*RemoveClusterResponse, error)
 }
 
 type hubClient struct {
@@ -114,6 +118,16 @@ func (c *hubClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Hub_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 
+func (c *hubClient) RemoveCluster(ctx context.Context, in *RemoveClusterRequest, opts ...grpc.CallOption) (*RemoveClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveClusterResponse)
+	err := c.cc.Invoke(ctx, Hub_RemoveCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HubServer is the server API for Hub service.
 // All implementations must embed UnimplementedHubServer
 // for forward compatibility.
@@ -131,6 +145,9 @@ type HubServer interface {
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Subscribe streams every cluster's records newer than the given versions.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
+	// RemoveCluster withdraws a cluster's slice and bundle everywhere and
+	// refuses its credential from then on; admin only.
+	RemoveCluster(context.Context, *RemoveClusterRequest) (*RemoveClusterResponse, error)
 	mustEmbedUnimplementedHubServer()
 }
 
@@ -155,6 +172,9 @@ func (UnimplementedHubServer) Publish(context.Context, *PublishRequest) (*Publis
 }
 func (UnimplementedHubServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedHubServer) RemoveCluster(context.Context, *RemoveClusterRequest) (*RemoveClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveCluster not implemented")
 }
 func (UnimplementedHubServer) mustEmbedUnimplementedHubServer() {}
 func (UnimplementedHubServer) testEmbeddedByValue()             {}
@@ -260,6 +280,24 @@ func _Hub_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Hub_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
 
+func _Hub_RemoveCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HubServer).RemoveCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Hub_RemoveCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HubServer).RemoveCluster(ctx, req.(*RemoveClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Hub_ServiceDesc is the grpc.ServiceDesc for Hub service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -283,11 +321,169 @@ var Hub_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Publish",
 			Handler:    _Hub_Publish_Handler,
 		},
+		{
+			MethodName: "RemoveCluster",
+			Handler:    _Hub_RemoveCluster_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Subscribe",
 			Handler:       _Hub_Subscribe_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "hub/hubpb/hub.proto",
+}
+
+const (
+	ControlPlane_SignCertificate_FullMethodName = "/federate.hub.v1.ControlPlane/SignCertificate"
+	ControlPlane_RotateRoot_FullMethodName      = "/federate.hub.v1.ControlPlane/RotateRoot"
+)
+
+// ControlPlaneClient is the client API for ControlPlane service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ControlPlane is served by each cluster's control plane to its gateways,
+// agents and operators.
+type ControlPlaneClient interface {
+	// SignCertificate issues an X.509-SVID from the cluster's CA.
+	SignCertificate(ctx context.Context, in *SignCertificateRequest, opts ...grpc.CallOption) (*SignCertificateResponse, error)
+	// RotateRoot starts a root rotation and streams its progress.
+	RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RotateRootProgress], error)
+}
+
+type controlPlaneClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewControlPlaneClient(cc grpc.ClientConnInterface) ControlPlaneClient {
+	return &controlPlaneClient{cc}
+}
+
+func (c *controlPlaneClient) SignCertificate(ctx context.Context, in *SignCertificateRequest, opts ...grpc.CallOption) (*SignCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignCertificateResponse)
+	err := c.cc.Invoke(ctx, ControlPlane_SignCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RotateRootProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlPlane_ServiceDesc.Streams[0], ControlPlane_RotateRoot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RotateRootRequest, RotateRootProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_RotateRootClient = grpc.ServerStreamingClient[RotateRootProgress]
+
+// ControlPlaneServer is the server API for ControlPlane service.
+// All implementations must embed UnimplementedControlPlaneServer
+// for forward compatibility.
+//
+// ControlPlane is served by each cluster's control plane to its gateways,
+// agents and operators.
+type ControlPlaneServer interface {
+	// SignCertificate issues an X.509-SVID from the cluster's CA.
+	SignCertificate(context.Context, *SignCertificateRequest) (*SignCertificateResponse, error)
+	// RotateRoot starts a root rotation and streams its progress.
+	RotateRoot(*RotateRootRequest, grpc.ServerStreamingServer[RotateRootProgress]) error
+	mustEmbedUnimplementedControlPlaneServer()
+}
+
+// UnimplementedControlPlaneServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedControlPlaneServer struct{}
+
+func (UnimplementedControlPlaneServer) SignCertificate(context.Context, *SignCertificateRequest) (*SignCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignCertificate not implemented")
+}
+func (UnimplementedControlPlaneServer) RotateRoot(*RotateRootRequest, grpc.ServerStreamingServer[RotateRootProgress]) error {
+	return status.Error(codes.Unimplemented, "method RotateRoot not implemented")
+}
+func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
+func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
+
+// UnsafeControlPlaneServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ControlPlaneServer will
+// result in compilation errors.
+type UnsafeControlPlaneServer interface {
+	mustEmbedUnimplementedControlPlaneServer()
+}
+
+func RegisterControlPlaneServer(s grpc.ServiceRegistrar, srv ControlPlaneServer) {
+	// If the following call panics, it indicates UnimplementedControlPlaneServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ControlPlane_ServiceDesc, srv)
+}
+
+func _ControlPlane_SignCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).SignCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlane_SignCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).SignCertificate(ctx, req.(*SignCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_RotateRoot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RotateRootRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlPlaneServer).RotateRoot(m, &grpc.GenericServerStream[RotateRootRequest, RotateRootProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_RotateRootServer = grpc.ServerStreamingServer[RotateRootProgress]
+
+// ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ControlPlane_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "federate.hub.v1.ControlPlane",
+	HandlerType: (*ControlPlaneServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "SignCertificate",
+			Handler:    _ControlPlane_SignCertificate_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RotateRoot",
+			Handler:       _ControlPlane_RotateRoot_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -503,7 +503,12 @@ type ClusterInfo struct {
 	TrustDomain    string                 `protobuf:"bytes,4,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	BundleSequence uint64                 `protobuf:"varint,5,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
 	// Address of the owner's federation API, for peer fetch.
-	ApiAddress    string `protobuf:"bytes,6,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	ApiAddress string `protobuf:"bytes,6,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// The SPIFFE bundle (JWKS) of trust_domain; its spiffe_sequence equals
+	// bundle_sequence.
+	Bundle []byte `protobuf:"bytes,7,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Root rotation phase of the owner's CA: stable, added or switched.
+	RotationPhase string `protobuf:"bytes,8,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -576,6 +581,20 @@ func (x *ClusterInfo) GetBundleSequence() uint64 {
 func (x *ClusterInfo) GetApiAddress() string {
 	if x != nil {
 		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *ClusterInfo) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *ClusterInfo) GetRotationPhase() string {
+	if x != nil {
+		return x.RotationPhase
 	}
 	return ""
 }
@@ -811,7 +830,7 @@ const file_registry_registrypb_registry_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x18\n" +
 	"\anetwork\x18\x03 \x01(\tR\anetwork\x12:\n" +
-	"\blocality\x18\x04 \x01(\v2\x1e.federate.registry.v1.LocalityR\blocality\"\x8b\x02\n" +
+	"\blocality\x18\x04 \x01(\v2\x1e.federate.registry.v1.LocalityR\blocality\"\xca\x02\n" +
 	"\vClusterInfo\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12:\n" +
 	"\blocality\x18\x02 \x01(\v2\x1e.federate.registry.v1.LocalityR\blocality\x129\n" +
@@ -819,7 +838,9 @@ const file_registry_registrypb_registry_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x04 \x01(\tR\vtrustDomain\x12'\n" +
 	"\x0fbundle_sequence\x18\x05 \x01(\x04R\x0ebundleSequence\x12\x1f\n" +
 	"\vapi_address\x18\x06 \x01(\tR\n" +
-	"apiAddress\"\xa0\x02\n" +
+	"apiAddress\x12\x16\n" +
+	"\x06bundle\x18\a \x01(\fR\x06bundle\x12%\n" +
+	"\x0erotation_phase\x18\b \x01(\tR\rrotationPhase\"\xa0\x02\n" +
 	"\x06Record\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x127\n" +
