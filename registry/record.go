@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -66,6 +68,9 @@ type Verifier struct {
 
 type signer struct {
 	cluster   string
+	// trustDomain is the only trust domain the cluster may publish a bundle
+	// for: the credential's DNS SAN, set by the hub at join.
+	trustDomain string
 	key       *ecdsa.PublicKey
 	notBefore time.Time
 	notAfter  time.Time
@@ -111,6 +116,11 @@ func (v *Verifier) Verify(sr *registrypb.SignedRecord) (*Record, error) {
 	if err := validateRecord(rec); err != nil {
 		return nil, err
 	}
+	if info := rec.GetInfo(); info != nil {
+		if err := checkInfo(sg, info); err != nil {
+			return nil, err
+		}
+	}
 	sr.Signer = sg.der
 	return rec, nil
 }
@@ -153,8 +163,16 @@ func (v *Verifier) parseSigner(der []byte) *signer {
 	if !ok {
 		return &signer{err: fmt.Errorf("%w: signer key is %T, want ECDSA", ErrBadSignature, cert.PublicKey)}
 	}
-	return &signer{cluster: cluster, key: key, notBefore: cert.NotBefore, notAfter: cert.NotAfter, der: der}
+	td := DefaultTrustDomain(cluster, v.mesh)
+	if len(cert.DNSNames) > 0 {
+		td = cert.DNSNames[0]
+	}
+	return &signer{cluster: cluster, trustDomain: td, key: key, notBefore: cert.NotBefore, notAfter: cert.NotAfter, der: der}
 }
+
+// DefaultTrustDomain is a cluster's own trust domain unless the hub assigns
+// another: <cluster>.<mesh>.
+func DefaultTrustDomain(cluster, mesh string) string { return cluster + "." + mesh }
 
 // ClusterFromCert returns the cluster named by a credential's SPIFFE ID,
 // spiffe://<mesh>/cluster/<name>.
@@ -189,6 +207,35 @@ func validateRecord(rec *Record) error {
 		return fmt.Errorf("%w: cluster info record of %q has no info", ErrInvalid, rec.GetCluster())
 	case rec.GetKey() != InfoKey && rec.GetService().GetHostname() != rec.GetKey():
 		return fmt.Errorf("%w: record %q of %q carries service %q", ErrInvalid, rec.GetKey(), rec.GetCluster(), rec.GetService().GetHostname())
+	}
+	return nil
+}
+
+// checkInfo enforces that a cluster describes only its own trust domain,
+// with a well-formed bundle whose sequence the info repeats.
+func checkInfo(sg *signer, info *ClusterInfo) error {
+	if info.GetTrustDomain() == "" {
+		if len(info.GetBundle()) > 0 {
+			return fmt.Errorf("%w: cluster %q published a bundle without its trust domain", ErrInvalid, sg.cluster)
+		}
+		return nil
+	}
+	if info.GetTrustDomain() != sg.trustDomain {
+		return fmt.Errorf("%w: cluster %q may publish only trust domain %q, not %q", ErrWrongOwner, sg.cluster, sg.trustDomain, info.GetTrustDomain())
+	}
+	if len(info.GetBundle()) == 0 {
+		return nil
+	}
+	td, err := spiffeid.TrustDomainFromString(info.GetTrustDomain())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	b, err := trust.ParseBundle(td, info.GetBundle())
+	if err != nil {
+		return fmt.Errorf("%w: cluster %q: %v", ErrInvalid, sg.cluster, err)
+	}
+	if seq, _ := b.SequenceNumber(); seq != info.GetBundleSequence() {
+		return fmt.Errorf("%w: cluster %q: bundle sequence %d, but the record says %d", ErrInvalid, sg.cluster, seq, info.GetBundleSequence())
 	}
 	return nil
 }

@@ -59,8 +59,9 @@ func NewCA(td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 	return &CA{TrustDomain: td, Cert: cert, Key: key}, nil
 }
 
-// Issue signs an X.509-SVID for id with the given public key.
-func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now time.Time) (*x509.Certificate, error) {
+// Issue signs an X.509-SVID for id with the given public key. DNS names,
+// if given, are added as DNS SANs.
+func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now time.Time, dnsNames ...string) (*x509.Certificate, error) {
 	if !id.MemberOf(ca.TrustDomain) {
 		return nil, fmt.Errorf("trust: %s is outside trust domain %s", id, ca.TrustDomain)
 	}
@@ -77,6 +78,7 @@ func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              dnsNames,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
@@ -87,7 +89,7 @@ func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now
 
 // IssueCSR checks a PKCS#10 request's signature and issues id for its key.
 // Names inside the request are ignored: the caller decides the identity.
-func (ca *CA) IssueCSR(csrDER []byte, id spiffeid.ID, ttl time.Duration, now time.Time) (*x509.Certificate, error) {
+func (ca *CA) IssueCSR(csrDER []byte, id spiffeid.ID, ttl time.Duration, now time.Time, dnsNames ...string) (*x509.Certificate, error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("trust: parse certificate request: %w", err)
@@ -98,7 +100,7 @@ func (ca *CA) IssueCSR(csrDER []byte, id spiffeid.ID, ttl time.Duration, now tim
 	if _, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok {
 		return nil, fmt.Errorf("trust: certificate request key is %T; use ECDSA P-256", csr.PublicKey)
 	}
-	return ca.Issue(id, csr.PublicKey, ttl, now)
+	return ca.Issue(id, csr.PublicKey, ttl, now, dnsNames...)
 }
 
 // MarshalPEM encodes the CA certificate and key.

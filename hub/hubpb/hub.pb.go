@@ -537,8 +537,8 @@ func (x *SubscribeRequest) GetKnown() *VersionVector {
 type SubscribeResponse struct {
 	state   protoimpl.MessageState     `protogen:"open.v1"`
 	Records []*registrypb.SignedRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
-	// Clusters removed from the federation since the caller's versions.
-	Removed []string `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Clusters removed from the federation.
+	Removals []*Removal `protobuf:"bytes,2,rep,name=removals,proto3" json:"removals,omitempty"`
 	// True on the message that completes the initial catch-up.
 	Synced bool `protobuf:"varint,3,opt,name=synced,proto3" json:"synced,omitempty"`
 	// Bundles of trust domains imported from outside the federation.
@@ -584,9 +584,9 @@ func (x *SubscribeResponse) GetRecords() []*registrypb.SignedRecord {
 	return nil
 }
 
-func (x *SubscribeResponse) GetRemoved() []string {
+func (x *SubscribeResponse) GetRemovals() []*Removal {
 	if x != nil {
-		return x.Removed
+		return x.Removals
 	}
 	return nil
 }
@@ -605,6 +605,61 @@ func (x *SubscribeResponse) GetExternalBundles() []*ExternalBundle {
 	return nil
 }
 
+// Removal records that a cluster was removed from the federation: records
+// and credentials it had before removed_at are refused from then on.
+type Removal struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Unix nanoseconds, by the hub's clock.
+	RemovedAt     int64 `protobuf:"varint,2,opt,name=removed_at,json=removedAt,proto3" json:"removed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Removal) Reset() {
+	*x = Removal{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Removal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Removal) ProtoMessage() {}
+
+func (x *Removal) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Removal.ProtoReflect.Descriptor instead.
+func (*Removal) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Removal) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Removal) GetRemovedAt() int64 {
+	if x != nil {
+		return x.RemovedAt
+	}
+	return 0
+}
+
 type ExternalBundle struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
@@ -616,7 +671,7 @@ type ExternalBundle struct {
 
 func (x *ExternalBundle) Reset() {
 	*x = ExternalBundle{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +683,7 @@ func (x *ExternalBundle) String() string {
 func (*ExternalBundle) ProtoMessage() {}
 
 func (x *ExternalBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +696,7 @@ func (x *ExternalBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBundle.ProtoReflect.Descriptor instead.
 func (*ExternalBundle) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExternalBundle) GetTrustDomain() string {
@@ -667,7 +722,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +734,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +747,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveClusterRequest) GetCluster() string {
@@ -710,7 +765,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +777,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +790,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
 }
 
 type SignCertificateRequest struct {
@@ -751,7 +806,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +818,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +831,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignCertificateRequest) GetCsr() []byte {
@@ -810,7 +865,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +877,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +890,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignCertificateResponse) GetCertificates() [][]byte {
@@ -855,7 +910,7 @@ type RotateRootRequest struct {
 
 func (x *RotateRootRequest) Reset() {
 	*x = RotateRootRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +922,7 @@ func (x *RotateRootRequest) String() string {
 func (*RotateRootRequest) ProtoMessage() {}
 
 func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +935,7 @@ func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
 func (*RotateRootRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateRootRequest) GetWait() bool {
@@ -901,7 +956,7 @@ type RotateRootProgress struct {
 
 func (x *RotateRootProgress) Reset() {
 	*x = RotateRootProgress{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +968,7 @@ func (x *RotateRootProgress) String() string {
 func (*RotateRootProgress) ProtoMessage() {}
 
 func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +981,7 @@ func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootProgress.ProtoReflect.Descriptor instead.
 func (*RotateRootProgress) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RotateRootProgress) GetPhase() string {
@@ -959,7 +1014,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1026,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1039,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchRequest) GetKnown() *VersionVector {
@@ -1003,7 +1058,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1070,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1083,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchResponse) GetRecords() []*registrypb.SignedRecord {
@@ -1046,7 +1101,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1113,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1126,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
 }
 
 type ClusterStatus struct {
@@ -1098,7 +1153,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1165,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1178,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -1246,7 +1301,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1313,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1326,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusResponse) GetMesh() string {
@@ -1329,7 +1384,7 @@ type ExternalTrustDomain struct {
 
 func (x *ExternalTrustDomain) Reset() {
 	*x = ExternalTrustDomain{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1396,7 @@ func (x *ExternalTrustDomain) String() string {
 func (*ExternalTrustDomain) ProtoMessage() {}
 
 func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1409,7 @@ func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalTrustDomain.ProtoReflect.Descriptor instead.
 func (*ExternalTrustDomain) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExternalTrustDomain) GetTrustDomain() string {
@@ -1430,12 +1485,16 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
 	"\x05value\x18\x02 \x01(\v2\x1d.federate.registry.v1.VersionR\x05value:\x028\x01\"H\n" +
 	"\x10SubscribeRequest\x124\n" +
-	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xcf\x01\n" +
+	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xeb\x01\n" +
 	"\x11SubscribeResponse\x12<\n" +
-	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x12\x18\n" +
-	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x16\n" +
+	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x124\n" +
+	"\bremovals\x18\x02 \x03(\v2\x18.federate.hub.v1.RemovalR\bremovals\x12\x16\n" +
 	"\x06synced\x18\x03 \x01(\bR\x06synced\x12J\n" +
-	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\"K\n" +
+	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\"B\n" +
+	"\aRemoval\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
+	"\n" +
+	"removed_at\x18\x02 \x01(\x03R\tremovedAt\"K\n" +
 	"\x0eExternalBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\fR\x06bundle\"0\n" +
@@ -1518,7 +1577,7 @@ func file_hub_hubpb_hub_proto_rawDescGZIP() []byte {
 	return file_hub_hubpb_hub_proto_rawDescData
 }
 
-var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*JoinRequest)(nil),             // 0: federate.hub.v1.JoinRequest
 	(*JoinResponse)(nil),            // 1: federate.hub.v1.JoinResponse
@@ -1531,61 +1590,63 @@ var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*VersionVector)(nil),           // 8: federate.hub.v1.VersionVector
 	(*SubscribeRequest)(nil),        // 9: federate.hub.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),       // 10: federate.hub.v1.SubscribeResponse
-	(*ExternalBundle)(nil),          // 11: federate.hub.v1.ExternalBundle
-	(*RemoveClusterRequest)(nil),    // 12: federate.hub.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),   // 13: federate.hub.v1.RemoveClusterResponse
-	(*SignCertificateRequest)(nil),  // 14: federate.hub.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil), // 15: federate.hub.v1.SignCertificateResponse
-	(*RotateRootRequest)(nil),       // 16: federate.hub.v1.RotateRootRequest
-	(*RotateRootProgress)(nil),      // 17: federate.hub.v1.RotateRootProgress
-	(*FetchRequest)(nil),            // 18: federate.hub.v1.FetchRequest
-	(*FetchResponse)(nil),           // 19: federate.hub.v1.FetchResponse
-	(*StatusRequest)(nil),           // 20: federate.hub.v1.StatusRequest
-	(*ClusterStatus)(nil),           // 21: federate.hub.v1.ClusterStatus
-	(*StatusResponse)(nil),          // 22: federate.hub.v1.StatusResponse
-	(*ExternalTrustDomain)(nil),     // 23: federate.hub.v1.ExternalTrustDomain
-	nil,                             // 24: federate.hub.v1.VersionVector.VersionsEntry
-	(*registrypb.SignedRecord)(nil), // 25: federate.registry.v1.SignedRecord
-	(*registrypb.Version)(nil),      // 26: federate.registry.v1.Version
+	(*Removal)(nil),                 // 11: federate.hub.v1.Removal
+	(*ExternalBundle)(nil),          // 12: federate.hub.v1.ExternalBundle
+	(*RemoveClusterRequest)(nil),    // 13: federate.hub.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),   // 14: federate.hub.v1.RemoveClusterResponse
+	(*SignCertificateRequest)(nil),  // 15: federate.hub.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil), // 16: federate.hub.v1.SignCertificateResponse
+	(*RotateRootRequest)(nil),       // 17: federate.hub.v1.RotateRootRequest
+	(*RotateRootProgress)(nil),      // 18: federate.hub.v1.RotateRootProgress
+	(*FetchRequest)(nil),            // 19: federate.hub.v1.FetchRequest
+	(*FetchResponse)(nil),           // 20: federate.hub.v1.FetchResponse
+	(*StatusRequest)(nil),           // 21: federate.hub.v1.StatusRequest
+	(*ClusterStatus)(nil),           // 22: federate.hub.v1.ClusterStatus
+	(*StatusResponse)(nil),          // 23: federate.hub.v1.StatusResponse
+	(*ExternalTrustDomain)(nil),     // 24: federate.hub.v1.ExternalTrustDomain
+	nil,                             // 25: federate.hub.v1.VersionVector.VersionsEntry
+	(*registrypb.SignedRecord)(nil), // 26: federate.registry.v1.SignedRecord
+	(*registrypb.Version)(nil),      // 27: federate.registry.v1.Version
 }
 var file_hub_hubpb_hub_proto_depIdxs = []int32{
-	25, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
-	26, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
-	24, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
+	26, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
+	27, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
+	25, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
 	8,  // 3: federate.hub.v1.SubscribeRequest.known:type_name -> federate.hub.v1.VersionVector
-	25, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
-	11, // 5: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
-	8,  // 6: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	25, // 7: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	26, // 8: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
-	21, // 9: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	23, // 10: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
-	26, // 11: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 12: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 13: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 14: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 15: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 16: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	12, // 17: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
-	14, // 18: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
-	16, // 19: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
-	18, // 20: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	20, // 21: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 22: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 23: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 24: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 25: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 26: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	13, // 27: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
-	15, // 28: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
-	17, // 29: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
-	19, // 30: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	22, // 31: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	22, // [22:32] is the sub-list for method output_type
-	12, // [12:22] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	26, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
+	11, // 5: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
+	12, // 6: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
+	8,  // 7: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
+	26, // 8: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	27, // 9: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	22, // 10: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
+	24, // 11: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	27, // 12: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 13: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 14: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 15: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 16: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 17: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	13, // 18: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	15, // 19: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	17, // 20: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	19, // 21: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	21, // 22: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 23: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 24: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 25: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 26: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	10, // 27: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	14, // 28: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	16, // 29: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	18, // 30: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	20, // 31: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	23, // 32: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	23, // [23:33] is the sub-list for method output_type
+	13, // [13:23] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
@@ -1599,7 +1660,7 @@ func file_hub_hubpb_hub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hub_hubpb_hub_proto_rawDesc), len(file_hub_hubpb_hub_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
