@@ -67,15 +67,15 @@ type Verifier struct {
 }
 
 type signer struct {
-	cluster   string
+	cluster string
 	// trustDomain is the only trust domain the cluster may publish a bundle
 	// for: the credential's DNS SAN, set by the hub at join.
 	trustDomain string
-	key       *ecdsa.PublicKey
-	notBefore time.Time
-	notAfter  time.Time
-	der       []byte // interned copy, shared by every record it signed
-	err       error
+	key         *ecdsa.PublicKey
+	notBefore   time.Time
+	notAfter    time.Time
+	der         []byte // interned copy, shared by every record it signed
+	err         error
 }
 
 // NewVerifier returns a verifier for the mesh's trust domain with the given
