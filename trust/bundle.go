@@ -63,18 +63,33 @@ func NewBundleSet(bundles ...*spiffebundle.Bundle) *BundleSet {
 // bundle is a no-op; an older one, or a different one with the same
 // sequence, is refused.
 func (s *BundleSet) Update(b *spiffebundle.Bundle) (changed bool, err error) {
-	seq, _ := b.SequenceNumber()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.bundles[b.TrustDomain()]; ok {
-		if old.Equal(b) {
-			return false, nil
-		}
-		if oldSeq, _ := old.SequenceNumber(); seq <= oldSeq {
-			return false, fmt.Errorf("%w: %s has sequence %d, got %d", ErrSequenceRegression, b.TrustDomain(), oldSeq, seq)
-		}
+	if changed, err = s.checkLocked(b); changed {
+		s.bundles[b.TrustDomain()] = b.Clone()
 	}
-	s.bundles[b.TrustDomain()] = b.Clone()
+	return changed, err
+}
+
+// Check reports what Update would do, without doing it.
+func (s *BundleSet) Check(b *spiffebundle.Bundle) (changes bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.checkLocked(b)
+}
+
+func (s *BundleSet) checkLocked(b *spiffebundle.Bundle) (bool, error) {
+	old, ok := s.bundles[b.TrustDomain()]
+	if !ok {
+		return true, nil
+	}
+	if old.Equal(b) {
+		return false, nil
+	}
+	seq, _ := b.SequenceNumber()
+	if oldSeq, _ := old.SequenceNumber(); seq <= oldSeq {
+		return false, fmt.Errorf("%w: %s has sequence %d, got %d", ErrSequenceRegression, b.TrustDomain(), oldSeq, seq)
+	}
 	return true, nil
 }
 

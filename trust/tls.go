@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -102,5 +103,45 @@ func PinnedTLS(pin, serverPath string, onCA func(*x509.Certificate)) *tls.Config
 			}
 			return nil
 		},
+	}
+}
+
+// MTLSServer returns a server configuration for workloads: the peer must
+// present an SVID that verifies against the bundle of its own trust domain
+// (so an unfederated domain is refused) and whose ID authorize accepts.
+// Every refusal is logged with the peer's claimed ID and the reason.
+func MTLSServer(svid x509svid.Source, bundles x509bundle.Source, authorize tlsconfig.Authorizer, log *slog.Logger) *tls.Config {
+	conf := tlsconfig.MTLSServerConfig(svid, bundles, authorize)
+	conf.VerifyPeerCertificate = logRefusals(conf.VerifyPeerCertificate, log, "client")
+	return conf
+}
+
+// MTLSClient is MTLSServer's counterpart for the dialing side.
+func MTLSClient(svid x509svid.Source, bundles x509bundle.Source, authorize tlsconfig.Authorizer, log *slog.Logger) *tls.Config {
+	conf := tlsconfig.MTLSClientConfig(svid, bundles, authorize)
+	conf.VerifyPeerCertificate = logRefusals(conf.VerifyPeerCertificate, log, "server")
+	return conf
+}
+
+type verifyFunc func(raw [][]byte, chains [][]*x509.Certificate) error
+
+func logRefusals(verify verifyFunc, log *slog.Logger, role string) verifyFunc {
+	if log == nil {
+		log = slog.Default()
+	}
+	return func(raw [][]byte, chains [][]*x509.Certificate) error {
+		err := verify(raw, chains)
+		if err != nil {
+			claimed := "none"
+			if len(raw) > 0 {
+				if c, perr := x509.ParseCertificate(raw[0]); perr == nil {
+					if id, ierr := x509svid.IDFromCert(c); ierr == nil {
+						claimed = id.String()
+					}
+				}
+			}
+			log.Warn("refused TLS "+role, "peer_id", claimed, "reason", err)
+		}
+		return err
 	}
 }

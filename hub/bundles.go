@@ -1,0 +1,250 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/federation"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// infoBundle decodes the bundle a ClusterInfo carries, or returns nil.
+func infoBundle(info *registry.ClusterInfo) (*spiffebundle.Bundle, error) {
+	if info == nil || len(info.GetBundle()) == 0 {
+		return nil, nil
+	}
+	td, err := spiffeid.TrustDomainFromString(info.GetTrustDomain())
+	if err != nil {
+		return nil, err
+	}
+	return trust.ParseBundle(td, info.GetBundle())
+}
+
+// checkBundles refuses records whose bundle would regress what set holds.
+func checkBundles(set *trust.BundleSet, recs []registry.Verified) error {
+	for _, v := range recs {
+		b, err := infoBundle(v.Record.GetInfo())
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			continue
+		}
+		if _, err := set.Check(b); err != nil {
+			return fmt.Errorf("cluster %q: %w", v.Record.GetCluster(), err)
+		}
+	}
+	return nil
+}
+
+// applyBundles stores the bundles of applied records; errors were ruled out
+// by checkBundles, or are logged for records already on disk.
+func applyBundles(set *trust.BundleSet, recs []registry.Verified, log *slog.Logger) (changed bool) {
+	for _, v := range recs {
+		b, err := infoBundle(v.Record.GetInfo())
+		if err != nil || b == nil {
+			continue
+		}
+		c, err := set.Update(b)
+		if err != nil {
+			log.Warn("bundle not applied", "cluster", v.Record.GetCluster(), "err", err)
+		}
+		changed = changed || c
+	}
+	return changed
+}
+
+// BundlePath is the path of a trust domain's bundle on the hub's bundle
+// endpoint: https://<bundle address>/<trust domain>.
+func BundlePath(td spiffeid.TrustDomain) string { return "/" + td.Name() }
+
+// bundleHandler serves each member's SPIFFE bundle at /<trust domain>.
+func bundleHandler(src spiffebundle.Source) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "only GET is served", http.StatusMethodNotAllowed)
+			return
+		}
+		td, err := spiffeid.TrustDomainFromString(strings.TrimPrefix(r.URL.Path, "/"))
+		if err != nil {
+			http.Error(w, "path must be /<trust domain>", http.StatusNotFound)
+			return
+		}
+		b, err := src.GetBundleForTrustDomain(td)
+		if err != nil {
+			http.Error(w, "trust domain is not a member of this federation", http.StatusNotFound)
+			return
+		}
+		data, err := b.Marshal()
+		if err != nil {
+			http.Error(w, "bundle cannot be encoded", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(data)
+	})
+}
+
+// serveBundles runs the https_spiffe bundle endpoint until ctx is done.
+func serveBundles(ctx context.Context, lis net.Listener, svid x509svid.Source, src spiffebundle.Source, log *slog.Logger) error {
+	conf := tlsconfig.TLSServerConfig(svid)
+	conf.MinVersion = tls.VersionTLS12
+	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(lis, conf)) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), stopGrace)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		log.Error("bundle endpoint stopped", "err", err)
+		return err
+	}
+}
+
+// Bundle endpoint profiles (SPIFFE Federation).
+const (
+	ProfileHTTPSSPIFFE = "https_spiffe"
+	ProfileHTTPSWeb    = "https_web"
+)
+
+// ExternalTrustDomain is a trust domain outside the federation whose bundle
+// the hub imports and relays, as SPIRE's FederationRelationship does.
+type ExternalTrustDomain struct {
+	TrustDomain spiffeid.TrustDomain
+	URL         string
+	Profile     string
+	// EndpointID is the SPIFFE ID the endpoint presents (https_spiffe).
+	EndpointID spiffeid.ID
+	// Bundle authenticates the first fetch of a self-serving https_spiffe
+	// endpoint; later fetches use the latest fetched bundle.
+	Bundle *spiffebundle.Bundle
+	// Roots for https_web; nil means the system roots.
+	Roots *x509.CertPool
+}
+
+// Validate checks the three parameters the SPIFFE Federation spec requires.
+func (e ExternalTrustDomain) Validate() error {
+	if e.TrustDomain.IsZero() || e.URL == "" {
+		return errors.New("hub: an external trust domain needs a trust domain and a bundle endpoint URL")
+	}
+	if !strings.HasPrefix(e.URL, "https://") {
+		return fmt.Errorf("hub: bundle endpoint %q must be an https URL", e.URL)
+	}
+	switch e.Profile {
+	case ProfileHTTPSWeb:
+	case ProfileHTTPSSPIFFE:
+		if e.EndpointID.IsZero() {
+			return fmt.Errorf("hub: %s profile for %s needs the endpoint's SPIFFE ID", e.Profile, e.TrustDomain)
+		}
+		if e.EndpointID.MemberOf(e.TrustDomain) && e.Bundle == nil {
+			return fmt.Errorf("hub: self-serving endpoint of %s needs an initial bundle", e.TrustDomain)
+		}
+	default:
+		return fmt.Errorf("hub: bundle endpoint profile %q: want %s or %s", e.Profile, ProfileHTTPSSPIFFE, ProfileHTTPSWeb)
+	}
+	return nil
+}
+
+// importer keeps one external trust domain's bundle current.
+type importer struct {
+	ext      ExternalTrustDomain
+	set      *trust.BundleSet // where the fetched bundle goes
+	auth     *trust.BundleSet // the endpoint's own trust domain, for https_spiffe
+	onUpdate func(*spiffebundle.Bundle)
+	log      *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	last    time.Time
+	lastErr error
+}
+
+// run watches the endpoint until ctx is done, polling on the refresh hint.
+func (im *importer) run(ctx context.Context) error {
+	var opts []federation.FetchOption
+	if im.ext.Profile == ProfileHTTPSSPIFFE {
+		opts = append(opts, federation.WithSPIFFEAuth(im.auth, im.ext.EndpointID))
+	} else if im.ext.Roots != nil {
+		opts = append(opts, federation.WithWebPKIRoots(im.ext.Roots))
+	}
+	err := federation.WatchBundle(ctx, im.ext.TrustDomain, im.ext.URL, im, opts...)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// NextRefresh polls at the hint, within sane bounds; the spec's default is
+// five minutes.
+func (im *importer) NextRefresh(hint time.Duration) time.Duration {
+	if hint <= 0 {
+		return trust.DefaultRefreshHint
+	}
+	return min(max(hint, time.Second), time.Hour)
+}
+
+func (im *importer) OnUpdate(b *spiffebundle.Bundle) {
+	if _, ok := b.SequenceNumber(); !ok {
+		b.SetSequenceNumber(uint64(time.Now().Unix())) // the latest fetched bundle wins
+	}
+	changed, err := im.set.Update(b)
+	if err == nil && im.ext.EndpointID.MemberOf(im.ext.TrustDomain) {
+		_, err = im.auth.Update(b) // self-serving: the next fetch uses the latest bundle
+	}
+	im.mu.Lock()
+	im.last, im.lastErr = time.Now(), err
+	im.mu.Unlock()
+	if err != nil {
+		im.log.Warn("external bundle refused", "trust_domain", im.ext.TrustDomain, "err", err)
+		return
+	}
+	if changed {
+		im.log.Info("external bundle imported", "trust_domain", im.ext.TrustDomain, "url", im.ext.URL)
+		im.onUpdate(b)
+	}
+}
+
+func (im *importer) OnError(err error) {
+	im.mu.Lock()
+	im.lastErr = err
+	im.mu.Unlock()
+	im.log.Warn("external bundle fetch failed; retrying at the next refresh", "trust_domain", im.ext.TrustDomain, "url", im.ext.URL, "err", err)
+}
+
+func (im *importer) status() *hubpb.ExternalTrustDomain {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	st := &hubpb.ExternalTrustDomain{TrustDomain: im.ext.TrustDomain.Name(), Url: im.ext.URL}
+	if seq, ok := im.set.Sequence(im.ext.TrustDomain); ok {
+		st.BundleSequence = seq
+	}
+	if !im.last.IsZero() {
+		st.LastRefresh = im.last.Unix()
+	}
+	if im.lastErr != nil {
+		st.Error = im.lastErr.Error()
+	}
+	return st
+}
