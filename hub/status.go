@@ -46,6 +46,7 @@ func buildStatus(mesh, self string, set *registry.Set, live *liveness, members [
 			cs.TrustDomain = info.GetTrustDomain()
 			cs.BundleSequence = info.GetBundleSequence()
 			cs.RotationPhase = info.GetRotationPhase()
+			cs.ApiAddress = info.GetApiAddress()
 			cs.RootExpiry = rootExpiry(info)
 			if gws := info.GetGateways(); len(gws) > 0 {
 				cs.Gateway = gws[0].GetAddress()

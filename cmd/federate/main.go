@@ -36,6 +36,8 @@ func commands() []command {
 		{"join", "admit this cluster to a federation with a one-time token", runJoin},
 		{"controlplane", "run a cluster's control plane", runControlPlane},
 		{"status", "show every cluster of the federation", runStatus},
+		{"trust", "rotate a cluster's root (trust rotate)", runTrust},
+		{"cluster", "remove a cluster from the federation (cluster remove)", runCluster},
 		{"lab", "run the embedded lab (lab up|down)", runLab},
 	}
 }

@@ -11,12 +11,14 @@ import (
 
 func TestHelpIsComplete(t *testing.T) {
 	cases := map[string][]string{
-		"hub":          {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl"},
-		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca"},
-		"join":         {"--token", "--data-dir"},
-		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after"},
-		"status":       {"--hub", "--server", "-o", "--credential"},
-		"lab up":       {"--dir", "--clusters"},
+		"hub":            {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl"},
+		"token create":   {"--hub", "--cluster", "--ttl", "--credential", "--ca"},
+		"join":           {"--token", "--data-dir"},
+		"controlplane":   {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after"},
+		"status":         {"--hub", "--server", "-o", "--credential"},
+		"lab up":         {"--dir", "--clusters"},
+		"trust rotate":   {"--cluster", "--hub", "--wait", "--credential"},
+		"cluster remove": {"--hub", "--credential"},
 	}
 	for cmd, flags := range cases {
 		t.Run(cmd, func(t *testing.T) {

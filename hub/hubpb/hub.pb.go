@@ -1147,6 +1147,8 @@ type ClusterStatus struct {
 	// Earliest expiry (unix seconds) of the roots in the cluster's bundle.
 	RootExpiry    int64  `protobuf:"varint,14,opt,name=root_expiry,json=rootExpiry,proto3" json:"root_expiry,omitempty"`
 	RotationPhase string `protobuf:"bytes,15,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
+	// The cluster control plane's federation API address.
+	ApiAddress    string `protobuf:"bytes,16,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1282,6 +1284,13 @@ func (x *ClusterStatus) GetRootExpiry() int64 {
 func (x *ClusterStatus) GetRotationPhase() string {
 	if x != nil {
 		return x.RotationPhase
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
 	}
 	return ""
 }
@@ -1518,7 +1527,7 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"M\n" +
 	"\rFetchResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\"\x0f\n" +
-	"\rStatusRequest\"\x80\x04\n" +
+	"\rStatusRequest\"\xa1\x04\n" +
 	"\rClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x1a\n" +
@@ -1536,7 +1545,9 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x13unhealthy_endpoints\x18\r \x01(\x05R\x12unhealthyEndpoints\x12\x1f\n" +
 	"\vroot_expiry\x18\x0e \x01(\x03R\n" +
 	"rootExpiry\x12%\n" +
-	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\"\x94\x02\n" +
+	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\x12\x1f\n" +
+	"\vapi_address\x18\x10 \x01(\tR\n" +
+	"apiAddress\"\x94\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12:\n" +
 	"\bclusters\x18\x02 \x03(\v2\x1e.federate.hub.v1.ClusterStatusR\bclusters\x12$\n" +
