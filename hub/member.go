@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 )
@@ -32,6 +33,10 @@ const (
 	peerFetchDelay = 300 * time.Millisecond
 	maxBackoff     = 5 * time.Second
 	callTimeout    = 10 * time.Second
+	// maxConnectBackoff bounds gRPC's wait between reconnect attempts (its
+	// default grows to 2 minutes), and so how long a member takes to
+	// notice that a restarted hub is back.
+	maxConnectBackoff = 500 * time.Millisecond
 )
 
 // MemberConfig configures the federation side of a control plane.
@@ -72,10 +77,11 @@ type Member struct {
 	verifier *registry.Verifier
 	gossip   *Gossip
 
-	publishNow chan struct{}
-	fetchNow   chan struct{}
-	ready      chan struct{}
-	listener   net.Listener
+	publishNow   chan struct{}
+	fetchNow     chan struct{}
+	advertiseNow chan struct{}
+	ready        chan struct{}
+	listener     net.Listener
 
 	mu          sync.Mutex // guards the fields below
 	incarnation uint64
@@ -112,18 +118,19 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	m := &Member{
-		cfg:        cfg,
-		td:         td,
-		log:        cfg.Logger.With("component", "member", "cluster", cfg.Cluster),
-		set:        registry.NewSet(true),
-		live:       newLiveness(cfg.Timers, cfg.Now()),
-		verifier:   registry.NewVerifier(cfg.Mesh, cfg.CA),
-		publishNow: make(chan struct{}, 1),
-		fetchNow:   make(chan struct{}, 1),
-		ready:      make(chan struct{}),
-		due:        make(map[string]time.Time),
-		changed:    make(chan struct{}),
-		conns:      make(map[string]*grpc.ClientConn),
+		cfg:          cfg,
+		td:           td,
+		log:          cfg.Logger.With("component", "member", "cluster", cfg.Cluster),
+		set:          registry.NewSet(true),
+		live:         newLiveness(cfg.Timers, cfg.Now()),
+		verifier:     registry.NewVerifier(cfg.Mesh, cfg.CA),
+		publishNow:   make(chan struct{}, 1),
+		fetchNow:     make(chan struct{}, 1),
+		advertiseNow: make(chan struct{}, 1),
+		ready:        make(chan struct{}),
+		due:          make(map[string]time.Time),
+		changed:      make(chan struct{}),
+		conns:        make(map[string]*grpc.ClientConn),
 	}
 	return m, nil
 }
@@ -192,6 +199,7 @@ func (m *Member) Run(ctx context.Context) error {
 	close(m.ready)
 	m.log.Info("member serving", "api", m.Addr(), "gossip", m.GossipAddr(), "clusters", len(m.set.Clusters()))
 	run(m.publishLoop)
+	run(m.advertiseLoop)
 	run(m.subscribeLoop)
 	run(m.fetchLoop)
 	run(m.maintainLoop)
@@ -215,6 +223,7 @@ func (m *Member) Run(ctx context.Context) error {
 // load restores own and remote records, and the incarnation.
 func (m *Member) load(ctx context.Context) error {
 	var recs []registry.Verified
+	signers := make(signerCache)
 	err := m.cfg.Store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		if err := proto.Unmarshal(value, sr); err != nil {
@@ -224,6 +233,7 @@ func (m *Member) load(ctx context.Context) error {
 		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
 			return fmt.Errorf("record %q: %w", key, err)
 		}
+		signers.intern(sr)
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 		return nil
 	})
@@ -295,10 +305,10 @@ func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, service
 	if err != nil || n == 0 {
 		return err
 	}
-	if m.gossip != nil {
-		m.gossip.SetLocal(m.digest())
-	}
+	// The hub is the fast path; the digest follows on its own goroutine,
+	// since spreading it waits for gossip rounds.
 	signal(m.publishNow)
+	signal(m.advertiseNow)
 	return nil
 }
 
@@ -383,6 +393,20 @@ func (m *Member) Changed() <-chan struct{} {
 	return m.changed
 }
 
+// advertiseLoop gossips our digest after every change. Gossip.SetLocal
+// blocks until memberlist has spread the update (up to a second), so it
+// never runs on the caller of Update.
+func (m *Member) advertiseLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.advertiseNow:
+		}
+		m.gossip.SetLocal(m.digest())
+	}
+}
+
 // publishLoop sends own records the hub has not confirmed.
 func (m *Member) publishLoop(ctx context.Context) error {
 	backoff := newBackoff()
@@ -413,16 +437,7 @@ func (m *Member) publish(ctx context.Context) error {
 	m.mu.Lock()
 	acked := m.acked
 	m.mu.Unlock()
-	known := map[string]*registry.Version{}
-	if acked != nil {
-		known[m.cfg.Cluster] = acked
-	}
-	var own []*registrypb.SignedRecord
-	for _, sr := range m.set.Since(known) {
-		if recordCluster(sr) == m.cfg.Cluster {
-			own = append(own, sr)
-		}
-	}
+	own := m.set.SliceSince(m.cfg.Cluster, acked)
 	if len(own) == 0 {
 		return nil
 	}
@@ -451,15 +466,6 @@ func (m *Member) publish(ctx context.Context) error {
 	return nil
 }
 
-// recordCluster reads the owner of a signed record without a full decode.
-func recordCluster(sr *registrypb.SignedRecord) string {
-	rec := new(registrypb.Record)
-	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(sr.GetRecord(), rec); err != nil {
-		return ""
-	}
-	return rec.GetCluster()
-}
-
 // subscribeLoop keeps a stream from the hub open, resuming from our
 // versions after every reconnect.
 func (m *Member) subscribeLoop(ctx context.Context) error {
@@ -486,7 +492,13 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 	}
 	known := m.set.Versions()
 	delete(known, m.cfg.Cluster)
-	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}})
+	// Wait for the hub instead of failing fast: the stream resumes as soon
+	// as a restarted hub accepts connections, not after our retry backoff.
+	waiting := time.AfterFunc(callTimeout, func() {
+		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
+	})
+	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true))
+	waiting.Stop()
 	if err != nil {
 		return err
 	}
@@ -763,6 +775,10 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxConnectBackoff},
+			MinConnectTimeout: callTimeout,
+		}),
 		clientKeepalive(),
 	)
 	if err != nil {

@@ -74,6 +74,19 @@ func recordOps(set *registry.Set, recs []registry.Verified) []store.Op {
 	return ops
 }
 
+// signerCache interns the signer certificates of records read from a
+// store, so that the records of one cluster share one copy, as they do when
+// Verifier.Verify took them in.
+type signerCache map[string][]byte
+
+func (c signerCache) intern(sr *registrypb.SignedRecord) {
+	if der, ok := c[string(sr.GetSigner())]; ok {
+		sr.Signer = der
+		return
+	}
+	c[string(sr.GetSigner())] = sr.GetSigner()
+}
+
 // sendBatches sends records in bounded messages; last is set on the final
 // one, which is sent even when there are no records.
 func sendBatches(recs []*registrypb.SignedRecord, send func(batch []*registrypb.SignedRecord, last bool) error) error {

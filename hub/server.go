@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -85,6 +86,7 @@ type Server struct {
 	gossipKey []byte
 	listener  net.Listener
 	ready     chan struct{}
+	stopping  chan struct{} // closed when Run begins to stop: ends the streams
 
 	pubMu   sync.Mutex // serializes verify-persist-apply of published records
 	tokenMu sync.Mutex // serializes token use
@@ -122,13 +124,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.CredentialTTL = DefaultCredentialTTL
 	}
 	return &Server{
-		cfg:   cfg,
-		td:    td,
-		log:   cfg.Logger.With("component", "hub"),
-		set:   registry.NewSet(false),
-		live:  newLiveness(cfg.Timers, cfg.Now()),
-		subs:  make(map[*subscriber]struct{}),
-		ready: make(chan struct{}),
+		cfg:      cfg,
+		td:       td,
+		log:      cfg.Logger.With("component", "hub"),
+		set:      registry.NewSet(false),
+		live:     newLiveness(cfg.Timers, cfg.Now()),
+		subs:     make(map[*subscriber]struct{}),
+		ready:    make(chan struct{}),
+		stopping: make(chan struct{}),
 	}, nil
 }
 
@@ -196,9 +199,11 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 3)
-	go func() { errc <- s.gossip.Run(ctx) }()
-	go func() { errc <- srv.Serve(lis) }()
-	go func() { errc <- s.maintain(ctx, cred) }()
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the store closes
+	wg.Go(func() { errc <- s.gossip.Run(ctx) })
+	wg.Go(func() { errc <- srv.Serve(lis) })
+	wg.Go(func() { errc <- s.maintain(ctx, cred) })
 	select {
 	case <-s.gossip.Ready():
 	case err := <-errc:
@@ -215,6 +220,10 @@ func (s *Server) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	cancel()
+	// Subscribe streams never end on their own: end them, so that the
+	// graceful stop does not wait out its grace period and members
+	// reconnect at once.
+	close(s.stopping)
 	gracefulStop(srv)
 	return runErr
 }
@@ -297,6 +306,7 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 
 func (s *Server) loadRecords() error {
 	var recs []registry.Verified
+	signers := make(signerCache)
 	err := s.store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		rec := new(registrypb.Record)
@@ -306,6 +316,7 @@ func (s *Server) loadRecords() error {
 		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
 			return fmt.Errorf("record %q: %w", key, err)
 		}
+		signers.intern(sr)
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 		return nil
 	})
@@ -470,7 +481,7 @@ func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store records: %v", err)
 	}
-	s.fanout(changed)
+	s.fanout(c.cluster, changed)
 	return &hubpb.PublishResponse{Version: s.set.Version(c.cluster)}, nil
 }
 
@@ -494,13 +505,18 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 	return out, nil
 }
 
-func (s *Server) fanout(recs []*registrypb.SignedRecord) {
+// fanout relays one cluster's records to every other subscriber: a member
+// drops its own records, after paying to verify them.
+func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
 	if len(recs) == 0 {
 		return
 	}
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	for sub := range s.subs {
+		if sub.cluster == cluster {
+			continue
+		}
 		select {
 		case sub.ch <- recs:
 		default:
@@ -525,7 +541,15 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		delete(s.subs, sub)
 		s.subMu.Unlock()
 	}()
-	backlog := s.set.Since(req.GetKnown().GetVersions())
+	// The backlog leaves out the caller's own slice, as fanout does.
+	known := maps.Clone(req.GetKnown().GetVersions())
+	if c.cluster != "" {
+		if known == nil {
+			known = make(map[string]*registry.Version)
+		}
+		known[c.cluster] = s.set.Version(c.cluster)
+	}
+	backlog := s.set.Since(known)
 	if err := sendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
 		return stream.Send(&hubpb.SubscribeResponse{Records: b, Synced: last})
 	}); err != nil {
@@ -536,6 +560,8 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the hub is stopping; reconnect to resume from your versions")
 		case <-sub.slow:
 			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions")
 		case recs := <-sub.ch:

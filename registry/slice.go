@@ -123,15 +123,29 @@ func (s *Set) Since(known map[string]*Version) []*registrypb.SignedRecord {
 	defer s.mu.RUnlock()
 	var out []*registrypb.SignedRecord
 	for name, sl := range s.slices {
-		have := known[name]
-		full := have == nil || have.GetIncarnation() != sl.Incarnation
-		for _, e := range sl.Entries {
-			if full && e.Deleted {
-				continue
-			}
-			if full || Compare(e.Version, have) > 0 {
-				out = append(out, e.Signed)
-			}
+		out = sl.appendSince(out, known[name])
+	}
+	return out
+}
+
+// SliceSince is Since for one cluster: its records newer than have.
+func (s *Set) SliceSince(cluster string, have *Version) []*registrypb.SignedRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if sl := s.slices[cluster]; sl != nil {
+		return sl.appendSince(nil, have)
+	}
+	return nil
+}
+
+func (sl *Slice) appendSince(out []*registrypb.SignedRecord, have *Version) []*registrypb.SignedRecord {
+	full := have == nil || have.GetIncarnation() != sl.Incarnation
+	for _, e := range sl.Entries {
+		if full && e.Deleted {
+			continue
+		}
+		if full || Compare(e.Version, have) > 0 {
+			out = append(out, e.Signed)
 		}
 	}
 	return out
