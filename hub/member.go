@@ -59,8 +59,21 @@ type MemberConfig struct {
 	Timers    Timers
 	Logger    *slog.Logger
 	Now       func() time.Time
-	// OnApply, if set, is called after remote records were applied.
+	// OnApply, if set, is called after remote records were applied. It
+	// must not call back into the Member.
 	OnApply func([]*registry.Record)
+
+	// TrustDomain is the cluster's own trust domain; the default is
+	// <cluster>.<mesh>. It must match what the hub put in the credential.
+	TrustDomain string
+	// PluginCADir, if set, holds Istio cacerts files for the cluster's CA;
+	// otherwise a root is generated on first start and kept in the store.
+	PluginCADir string
+	// MaxSVIDTTL caps workload SVID lifetimes, and so how long a root
+	// rotation keeps the old root (default trust.MaxSVIDTTL).
+	MaxSVIDTTL time.Duration
+	// BundleRefreshHint is published in the bundle (default 5 minutes).
+	BundleRefreshHint time.Duration
 }
 
 // Member is one cluster's part in the federation: it publishes the
@@ -68,6 +81,7 @@ type MemberConfig struct {
 // peers, persists what it learned and serves it to peers.
 type Member struct {
 	hubpb.UnimplementedRegistryServer
+	hubpb.UnimplementedControlPlaneServer
 
 	cfg      MemberConfig
 	td       spiffeid.TrustDomain
@@ -76,6 +90,14 @@ type Member struct {
 	live     *liveness
 	verifier *registry.Verifier
 	gossip   *Gossip
+	// bundles holds every federated trust domain's bundle: ours, the other
+	// members', and those the hub imports.
+	bundles   *trust.BundleSet
+	authority *trust.Authority // set by load
+
+	bundleMu   sync.Mutex // guards the encoded bundle cache
+	bundleJSON []byte
+	bundleSeq  uint64
 
 	publishNow   chan struct{}
 	fetchNow     chan struct{}
@@ -117,6 +139,12 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = registry.DefaultTrustDomain(cfg.Cluster, cfg.Mesh)
+	}
+	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
+		return nil, fmt.Errorf("hub: trust domain %q: %w", cfg.TrustDomain, err)
+	}
 	m := &Member{
 		cfg:          cfg,
 		td:           td,
@@ -124,6 +152,7 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 		set:          registry.NewSet(true),
 		live:         newLiveness(cfg.Timers, cfg.Now()),
 		verifier:     registry.NewVerifier(cfg.Mesh, cfg.CA),
+		bundles:      trust.NewBundleSet(),
 		publishNow:   make(chan struct{}, 1),
 		fetchNow:     make(chan struct{}, 1),
 		advertiseNow: make(chan struct{}, 1),
@@ -158,13 +187,16 @@ func (m *Member) Run(ctx context.Context) error {
 	if m.cfg.Advertise == "" {
 		m.cfg.Advertise = lis.Addr().String()
 	}
-	bundle := trust.Bundle(m.td, m.cfg.CA...)
+	// Mesh members present hub-issued credentials; gateways and agents
+	// present SVIDs of this cluster's own trust domain.
+	bundles := trust.UnionBundles{trust.Bundle(m.td, m.cfg.CA...), m.bundles}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundle))),
+		grpc.Creds(credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundles))),
 		grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
 		serverKeepalive(), serverKeepalivePolicy(),
 	)
 	hubpb.RegisterRegistryServer(srv, m)
+	hubpb.RegisterControlPlaneServer(srv, m)
 	m.gossip = NewGossip(m.cfg.Gossip, m.digest(), m.onDigest)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -241,6 +273,9 @@ func (m *Member) load(ctx context.Context) error {
 		return fmt.Errorf("hub: load %s: %w", m.cfg.Store.Path(), err)
 	}
 	m.set.Apply(recs)
+	if err := m.loadTrust(ctx, recs); err != nil {
+		return err
+	}
 	inc, err := m.cfg.Store.Get(store.BucketMeta, metaIncarnation)
 	if err != nil {
 		return err
@@ -290,10 +325,7 @@ func (m *Member) ownInfo() *registry.ClusterInfo {
 // Update replaces this cluster's exported state. Only what changed is
 // re-signed, stored and published.
 func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, services []*registry.Service) error {
-	info = proto.Clone(info).(*registry.ClusterInfo)
-	if info.ApiAddress == "" {
-		info.ApiAddress = m.cfg.Advertise
-	}
+	info = m.describe(info)
 	desired := map[string]proto.Message{registry.InfoKey: info}
 	for _, s := range services {
 		if _, dup := desired[s.GetHostname()]; dup || s.GetHostname() == "" {
@@ -301,7 +333,7 @@ func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, service
 		}
 		desired[s.GetHostname()] = s
 	}
-	n, err := m.updateLocal(ctx, desired)
+	n, err := m.updateLocal(ctx, desired, false)
 	if err != nil || n == 0 {
 		return err
 	}
@@ -313,8 +345,9 @@ func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, service
 }
 
 // updateLocal signs, stores and applies the records that differ from
-// desired, and returns how many there were.
-func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Message) (int, error) {
+// desired, and returns how many there were. Unless partial, keys missing
+// from desired are withdrawn.
+func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Message, partial bool) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	current := m.set.Entries(m.cfg.Cluster)
@@ -356,7 +389,7 @@ func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Messa
 		}
 	}
 	for k, cur := range current {
-		if _, ok := desired[k]; !ok && !cur.Deleted {
+		if _, ok := desired[k]; !ok && !cur.Deleted && !partial {
 			if err := sign(&registry.Record{Key: k, Deleted: true}); err != nil {
 				return 0, err
 			}
@@ -507,6 +540,8 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 		if err != nil {
 			return err
 		}
+		m.applyRemovals(ctx, resp.GetRemovals())
+		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
 		if resp.GetSynced() {
 			backoff.reset()
@@ -538,6 +573,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	fresh := m.set.Newer(recs)
+	fresh = m.acceptBundles(fresh, from)
 	if len(fresh) == 0 {
 		return
 	}
@@ -546,6 +582,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		return
 	}
 	applied := m.set.Apply(fresh)
+	applyBundles(m.bundles, applied, m.log)
 	m.notifyLocked()
 	if m.cfg.OnApply != nil {
 		out := make([]*registry.Record, len(applied))
@@ -691,19 +728,34 @@ func (m *Member) maintainLoop(ctx context.Context) error {
 			m.mu.Unlock()
 		}
 		m.renewIfDue(ctx, now)
+		m.advanceRotation(ctx)
 	}
 }
 
 func (m *Member) expire(ctx context.Context, cluster string) {
+	if m.dropCluster(ctx, cluster) {
+		m.log.Warn("cluster expired: its slice and bundle are removed", "peer", cluster)
+	}
+}
+
+// dropCluster forgets a cluster's slice and bundle, on disk and in memory.
+func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store.Op) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.cfg.Store.Write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
-		m.log.Error("expire cluster", "peer", cluster, "err", err)
-		return
+	ops := append([]store.Op{{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}}, extra...)
+	if err := m.cfg.Store.Write(ctx, ops...); err != nil {
+		m.log.Error("drop cluster", "peer", cluster, "err", err)
+		return false
 	}
-	m.set.Remove(cluster)
+	if e := m.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
+		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
+			m.bundles.Remove(td)
+		}
+	}
+	removed := m.set.Remove(cluster)
 	m.live.forget(cluster)
-	m.log.Warn("cluster expired: its slice is removed", "peer", cluster)
+	m.notifyLocked()
+	return removed
 }
 
 // renewIfDue renews the cluster credential after half its lifetime.

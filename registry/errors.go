@@ -11,6 +11,8 @@ var (
 	ErrWrongOwner = errors.New("registry: record is not signed by its cluster")
 	// ErrTooLarge means a record exceeds MaxRecordBytes.
 	ErrTooLarge = errors.New("registry: record too large")
+	// ErrRevoked means a record's signer belongs to a removed cluster.
+	ErrRevoked = errors.New("registry: signer was revoked")
 	// ErrInvalid means a record is malformed.
 	ErrInvalid = errors.New("registry: invalid record")
 )

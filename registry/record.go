@@ -62,8 +62,9 @@ type Verifier struct {
 	mesh  string
 	roots *x509.CertPool
 
-	mu      sync.Mutex // guards signers
+	mu      sync.Mutex // guards the fields below
 	signers map[[sha256.Size]byte]*signer
+	revoked map[string]time.Time // cluster -> removal time
 }
 
 type signer struct {
@@ -85,7 +86,7 @@ func NewVerifier(mesh string, roots []*x509.Certificate) *Verifier {
 	for _, c := range roots {
 		pool.AddCert(c)
 	}
-	return &Verifier{mesh: mesh, roots: pool, signers: make(map[[sha256.Size]byte]*signer)}
+	return &Verifier{mesh: mesh, roots: pool, signers: make(map[[sha256.Size]byte]*signer), revoked: make(map[string]time.Time)}
 }
 
 // Verify checks sr and returns its decoded record. On success sr.Signer is
@@ -97,6 +98,9 @@ func (v *Verifier) Verify(sr *registrypb.SignedRecord) (*Record, error) {
 	sg := v.signer(sr.GetSigner())
 	if sg.err != nil {
 		return nil, sg.err
+	}
+	if v.revokedSigner(sg) {
+		return nil, fmt.Errorf("%w: cluster %q was removed from the federation; its old credential is refused", ErrRevoked, sg.cluster)
 	}
 	digest := sha256.Sum256(sr.GetRecord())
 	if !ecdsa.VerifyASN1(sg.key, digest[:], sr.GetSignature()) {
@@ -123,6 +127,33 @@ func (v *Verifier) Verify(sr *registrypb.SignedRecord) (*Record, error) {
 	}
 	sr.Signer = sg.der
 	return rec, nil
+}
+
+// Revoke refuses, from now on, records of cluster signed by credentials
+// issued at or before at (a removal). It reports whether this changed
+// anything.
+func (v *Verifier) Revoke(cluster string, at time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if old, ok := v.revoked[cluster]; ok && !at.After(old) {
+		return false
+	}
+	v.revoked[cluster] = at
+	return true
+}
+
+// Revoked reports whether a stored record's signer has been revoked.
+func (v *Verifier) Revoked(sr *registrypb.SignedRecord) bool {
+	sg := v.signer(sr.GetSigner())
+	return sg.err == nil && v.revokedSigner(sg)
+}
+
+func (v *Verifier) revokedSigner(sg *signer) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	at, ok := v.revoked[sg.cluster]
+	// Credentials are backdated: their issuance is NotBefore + Backdate.
+	return ok && !sg.notBefore.Add(trust.Backdate).After(at)
 }
 
 func (v *Verifier) signer(der []byte) *signer {

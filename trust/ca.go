@@ -22,8 +22,9 @@ import (
 // DefaultCATTL is the lifetime of a generated root.
 const DefaultCATTL = 10 * 365 * 24 * time.Hour
 
-// backdate tolerates clocks that run a little behind the issuer's.
-const backdate = 5 * time.Minute
+// Backdate is how far before its issuance a certificate becomes valid, for
+// clocks that run a little behind the issuer's.
+const Backdate = 5 * time.Minute
 
 // CA issues X.509-SVIDs for one trust domain.
 type CA struct {
@@ -41,7 +42,7 @@ func NewCA(td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{Organization: []string{"federate"}, CommonName: td.Name() + " root"},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-Backdate),
 		NotAfter:              now.Add(DefaultCATTL),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -72,7 +73,7 @@ func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{Organization: []string{"federate"}},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-Backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

@@ -145,3 +145,29 @@ func logRefusals(verify verifyFunc, log *slog.Logger, role string) verifyFunc {
 		return err
 	}
 }
+
+// UnionBundles is an X.509 bundle source that asks each source in turn.
+type UnionBundles []x509bundle.Source
+
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (u UnionBundles) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	for _, s := range u {
+		if b, err := s.GetX509BundleForTrustDomain(td); err == nil {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFederated, td)
+}
+
+// PeerCertificate returns a gRPC caller's verified leaf certificate.
+func PeerCertificate(ctx context.Context) (*x509.Certificate, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, ErrNoPeerID
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil, ErrNoPeerID
+	}
+	return info.State.PeerCertificates[0], nil
+}
