@@ -15,8 +15,10 @@ import (
 
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -170,11 +172,14 @@ func (e ExternalTrustDomain) Validate() error {
 
 // importer keeps one external trust domain's bundle current.
 type importer struct {
-	ext      ExternalTrustDomain
-	set      *trust.BundleSet // where the fetched bundle goes
-	auth     *trust.BundleSet // the endpoint's own trust domain, for https_spiffe
-	onUpdate func(*spiffebundle.Bundle)
-	log      *slog.Logger
+	ext ExternalTrustDomain
+	set *trust.BundleSet // where the fetched bundle goes
+	// auth holds the endpoint's own trust domain's bundle for a
+	// self-serving https_spiffe endpoint; authSource serves otherwise.
+	auth       *trust.BundleSet
+	authSource x509bundle.Source
+	onUpdate   func(*spiffebundle.Bundle)
+	log        *slog.Logger
 
 	mu      sync.Mutex // guards the fields below
 	last    time.Time
@@ -185,7 +190,11 @@ type importer struct {
 func (im *importer) run(ctx context.Context) error {
 	var opts []federation.FetchOption
 	if im.ext.Profile == ProfileHTTPSSPIFFE {
-		opts = append(opts, federation.WithSPIFFEAuth(im.auth, im.ext.EndpointID))
+		var src x509bundle.Source = im.auth
+		if im.auth == nil {
+			src = im.authSource
+		}
+		opts = append(opts, federation.WithSPIFFEAuth(src, im.ext.EndpointID))
 	} else if im.ext.Roots != nil {
 		opts = append(opts, federation.WithWebPKIRoots(im.ext.Roots))
 	}
@@ -210,7 +219,7 @@ func (im *importer) OnUpdate(b *spiffebundle.Bundle) {
 		b.SetSequenceNumber(uint64(time.Now().Unix())) // the latest fetched bundle wins
 	}
 	changed, err := im.set.Update(b)
-	if err == nil && im.ext.EndpointID.MemberOf(im.ext.TrustDomain) {
+	if err == nil && im.auth != nil {
 		_, err = im.auth.Update(b) // self-serving: the next fetch uses the latest bundle
 	}
 	im.mu.Lock()
@@ -247,4 +256,8 @@ func (im *importer) status() *hubpb.ExternalTrustDomain {
 		st.Error = im.lastErr.Error()
 	}
 	return st
+}
+
+func infoBody(info *registry.ClusterInfo) *registrypb.Record_Info {
+	return &registrypb.Record_Info{Info: info}
 }

@@ -58,14 +58,23 @@ type caller struct {
 	hub     bool
 }
 
-func identify(ctx context.Context, td spiffeid.TrustDomain) (caller, error) {
-	id, err := trust.PeerID(ctx)
+// identify checks that the caller is a member of the mesh whose credential
+// was not revoked by a removal.
+func identify(ctx context.Context, td spiffeid.TrustDomain, v *registry.Verifier) (caller, error) {
+	cert, err := trust.PeerCertificate(ctx)
 	if err != nil {
 		return caller{}, status.Error(codes.Unauthenticated, "a mesh credential is required: join the cluster first ('federate join')")
+	}
+	id, err := trust.PeerID(ctx)
+	if err != nil {
+		return caller{}, status.Error(codes.Unauthenticated, err.Error())
 	}
 	c := caller{id: id, cluster: clusterOf(td, id), admin: id == AdminID(td), hub: id == HubID(td)}
 	if c.cluster == "" && !c.admin && !c.hub {
 		return caller{}, status.Errorf(codes.PermissionDenied, "%s is not a member of mesh %s", id, td.Name())
+	}
+	if c.cluster != "" && v.RevokedCredential(c.cluster, cert) {
+		return caller{}, status.Errorf(codes.PermissionDenied, "cluster %q was removed from the federation; join again with a new token", c.cluster)
 	}
 	return c, nil
 }

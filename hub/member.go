@@ -842,7 +842,7 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 
 // Fetch serves our records to peers.
 func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
-	if _, err := identify(ctx, m.td); err != nil {
+	if _, err := identify(ctx, m.td, m.verifier); err != nil {
 		return nil, err
 	}
 	return &hubpb.FetchResponse{Records: m.set.Since(req.GetKnown().GetVersions())}, nil
@@ -850,7 +850,7 @@ func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.Fet
 
 // Status reports every cluster as this member sees it.
 func (m *Member) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
-	if _, err := identify(ctx, m.td); err != nil {
+	if _, err := identify(ctx, m.td, m.verifier); err != nil {
 		return nil, err
 	}
 	return m.StatusNow(), nil

@@ -63,8 +63,13 @@ type Config struct {
 	Timers        Timers
 	// CredentialTTL is the lifetime of issued cluster credentials.
 	CredentialTTL time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// BundleListen, if set, serves every member's SPIFFE bundle over
+	// https_spiffe at https://<addr>/<trust domain>.
+	BundleListen string
+	// External trust domains whose bundles the hub imports and relays.
+	External []ExternalTrustDomain
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Server is the federation hub.
@@ -85,8 +90,14 @@ type Server struct {
 	gossip    *Gossip
 	gossipKey []byte
 	listener  net.Listener
+	bundleLis net.Listener
 	ready     chan struct{}
-	stopping  chan struct{} // closed when Run begins to stop: ends the streams
+	// bundles holds the members' bundles, external the imported ones.
+	bundles   *trust.BundleSet
+	external  *trust.BundleSet
+	importers []*importer
+	removed   map[string]time.Time // guarded by pubMu
+	stopping  chan struct{}        // closed when Run begins to stop: ends the streams
 
 	pubMu   sync.Mutex // serializes verify-persist-apply of published records
 	tokenMu sync.Mutex // serializes token use
@@ -97,7 +108,7 @@ type Server struct {
 
 type subscriber struct {
 	cluster string
-	ch      chan []*registrypb.SignedRecord
+	ch      chan *hubpb.SubscribeResponse
 	slow    chan struct{} // closed when ch overflowed
 	once    sync.Once
 }
@@ -132,6 +143,9 @@ func New(cfg Config) (*Server, error) {
 		subs:     make(map[*subscriber]struct{}),
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
+		bundles:  trust.NewBundleSet(),
+		external: trust.NewBundleSet(),
+		removed:  make(map[string]time.Time),
 	}, nil
 }
 
@@ -159,6 +173,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	if err := s.loadRecords(); err != nil {
+		return err
+	}
+	if err := s.loadTrustState(); err != nil {
 		return err
 	}
 	cred, err := s.issueOwn(HubID(s.td), hubCredentialTTL)
@@ -198,12 +215,23 @@ func (s *Server) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4+len(s.importers))
 	var wg sync.WaitGroup
 	defer wg.Wait() // before the store closes
 	wg.Go(func() { errc <- s.gossip.Run(ctx) })
 	wg.Go(func() { errc <- srv.Serve(lis) })
 	wg.Go(func() { errc <- s.maintain(ctx, cred) })
+	if s.cfg.BundleListen != "" {
+		if s.bundleLis, err = net.Listen("tcp", s.cfg.BundleListen); err != nil {
+			cancel()
+			srv.Stop()
+			return fmt.Errorf("hub: bundle endpoint on %s: %w", s.cfg.BundleListen, err)
+		}
+		wg.Go(func() { errc <- serveBundles(ctx, s.bundleLis, cred, s.bundles, s.log) })
+	}
+	for _, im := range s.importers {
+		wg.Go(func() { errc <- im.run(ctx) })
+	}
 	select {
 	case <-s.gossip.Ready():
 	case err := <-errc:
@@ -380,7 +408,12 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
 	id := ClusterID(s.td, rec.Cluster)
-	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, now)
+	td := rec.TrustDomain
+	if td == "" {
+		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
+	}
+	// The credential names the one trust domain the cluster may speak for.
+	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, now, td)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -412,14 +445,18 @@ func (s *Server) gossipSeeds() []string {
 
 // Renew issues a fresh credential to a cluster holding a valid one.
 func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.RenewResponse, error) {
-	c, err := identify(ctx, s.td)
+	c, err := s.identify(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if c.cluster == "" {
 		return nil, status.Error(codes.PermissionDenied, "only cluster credentials are renewed")
 	}
-	cert, err := s.ca.IssueCSR(req.GetCsr(), c.id, s.cfg.CredentialTTL, s.cfg.Now())
+	current, err := trust.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	cert, err := s.ca.IssueCSR(req.GetCsr(), c.id, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -428,7 +465,7 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 
 // CreateToken mints a join token for one cluster.
 func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest) (*hubpb.CreateTokenResponse, error) {
-	c, err := identify(ctx, s.td)
+	c, err := s.identify(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +486,12 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
+	if td := req.GetTrustDomain(); td != "" {
+		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "trust domain %q: %v", td, err)
+		}
+	}
+	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, TrustDomain: req.GetTrustDomain(), Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
 	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store token: %v", err)
 	}
@@ -459,7 +501,7 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 
 // Publish stores and relays records of the caller's own cluster.
 func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb.PublishResponse, error) {
-	c, err := identify(ctx, s.td)
+	c, err := s.identify(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -478,12 +520,22 @@ func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb
 		}
 	}
 	changed, err := s.commit(ctx, recs)
+	var refused *refusedError
+	if errors.As(err, &refused) {
+		s.log.Warn("publish refused", "cluster", c.cluster, "err", refused.err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v; nothing was stored", refused.err)
+	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store records: %v", err)
 	}
 	s.fanout(c.cluster, changed)
 	return &hubpb.PublishResponse{Version: s.set.Version(c.cluster)}, nil
 }
+
+// refusedError is a publish refused for its content, not for a failure.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
 
 // commit persists the records that are newer than what the hub holds, then
 // applies them. Nothing is applied that is not on disk.
@@ -494,10 +546,14 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 	if len(fresh) == 0 {
 		return nil, nil
 	}
+	if err := checkBundles(s.bundles, fresh); err != nil {
+		return nil, &refusedError{err}
+	}
 	if err := s.store.Write(ctx, recordOps(s.set, fresh)...); err != nil {
 		return nil, err
 	}
 	applied := s.set.Apply(fresh)
+	applyBundles(s.bundles, applied, s.log)
 	out := make([]*registrypb.SignedRecord, len(applied))
 	for i, v := range applied {
 		out[i] = v.Signed
@@ -511,14 +567,20 @@ func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
 	if len(recs) == 0 {
 		return
 	}
+	s.broadcast(&hubpb.SubscribeResponse{Records: recs}, cluster)
+}
+
+// broadcast queues an update for every subscriber but the one of cluster
+// skip; a subscriber whose queue is full is cut off and resumes later.
+func (s *Server) broadcast(u *hubpb.SubscribeResponse, skip string) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	for sub := range s.subs {
-		if sub.cluster == cluster {
+		if skip != "" && sub.cluster == skip {
 			continue
 		}
 		select {
-		case sub.ch <- recs:
+		case sub.ch <- u:
 		default:
 			sub.once.Do(func() { close(sub.slow) })
 		}
@@ -528,11 +590,11 @@ func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
 // Subscribe streams everything newer than the caller's versions, then every
 // change as it is committed.
 func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStreamingServer[hubpb.SubscribeResponse]) error {
-	c, err := identify(stream.Context(), s.td)
+	c, err := s.identify(stream.Context())
 	if err != nil {
 		return err
 	}
-	sub := &subscriber{cluster: c.cluster, ch: make(chan []*registrypb.SignedRecord, subscriberBuffer), slow: make(chan struct{})}
+	sub := &subscriber{cluster: c.cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
 	s.subMu.Lock()
 	s.subs[sub] = struct{}{}
 	s.subMu.Unlock()
@@ -550,8 +612,13 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		known[c.cluster] = s.set.Version(c.cluster)
 	}
 	backlog := s.set.Since(known)
+	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
 	if err := sendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
-		return stream.Send(&hubpb.SubscribeResponse{Records: b, Synced: last})
+		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
+		if first != nil {
+			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
+		}
+		return stream.Send(resp)
 	}); err != nil {
 		return err
 	}
@@ -564,8 +631,14 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 			return status.Error(codes.Unavailable, "the hub is stopping; reconnect to resume from your versions")
 		case <-sub.slow:
 			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions")
-		case recs := <-sub.ch:
-			if err := sendBatches(recs, func(b []*registrypb.SignedRecord, _ bool) error {
+		case u := <-sub.ch:
+			if len(u.GetRecords()) == 0 {
+				if err := stream.Send(u); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := sendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
 				return stream.Send(&hubpb.SubscribeResponse{Records: b})
 			}); err != nil {
 				return err
@@ -576,16 +649,24 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 
 // Fetch returns every record newer than the caller's versions.
 func (s *Server) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
-	if _, err := identify(ctx, s.td); err != nil {
+	if _, err := s.identify(ctx); err != nil {
 		return nil, err
 	}
 	return &hubpb.FetchResponse{Records: s.set.Since(req.GetKnown().GetVersions())}, nil
 }
 
+func (s *Server) identify(ctx context.Context) (caller, error) {
+	return identify(ctx, s.td, s.verifier)
+}
+
 // Status reports every cluster as the hub sees it.
 func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
-	if _, err := identify(ctx, s.td); err != nil {
+	if _, err := s.identify(ctx); err != nil {
 		return nil, err
 	}
-	return buildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now()), nil
+	resp := buildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
+	for _, im := range s.importers {
+		resp.External = append(resp.External, im.status())
+	}
+	return resp, nil
 }

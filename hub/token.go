@@ -89,10 +89,11 @@ func ParseToken(s string) (*Token, error) {
 
 // tokenRecord is what the hub stores per token: never the secret itself.
 type tokenRecord struct {
-	Cluster    string    `json:"cluster"`
-	Expires    time.Time `json:"expires"`
-	SecretHash []byte    `json:"secretHash"`
-	UsedAt     time.Time `json:"usedAt,omitzero"`
+	Cluster     string    `json:"cluster"`
+	TrustDomain string    `json:"trustDomain,omitempty"`
+	Expires     time.Time `json:"expires"`
+	SecretHash  []byte    `json:"secretHash"`
+	UsedAt      time.Time `json:"usedAt,omitzero"`
 }
 
 func hashSecret(secret []byte) []byte {

@@ -20,12 +20,13 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"Mints a one-time join token for one cluster. The token carries the hub's\n"+
 			"address and CA fingerprint; give it to 'federate join' on that cluster.\n"+
 			"It works once, for that cluster name only, until it expires.", stdout)
-	var hubAddr, cluster string
+	var hubAddr, cluster, trustDomain string
 	var ttl time.Duration
 	var client clientFlags
 	fs.StringVar(&hubAddr, "hub", "", "hub address")
 	fs.StringVar(&cluster, "cluster", "", "name of the cluster the token admits")
 	fs.DurationVar(&ttl, "ttl", hub.DefaultTokenTTL, "how long the token is valid")
+	fs.StringVar(&trustDomain, "trust-domain", "", "the trust domain the cluster may speak for (default <cluster>.<mesh>; clusters sharing a plug-in root use one)")
 	client.register(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -43,7 +44,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := hubpb.NewHubClient(conn).CreateToken(ctx, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second)})
+	resp, err := hubpb.NewHubClient(conn).CreateToken(ctx, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second), TrustDomain: trustDomain})
 	if err != nil {
 		return fmt.Errorf("create token at %s: %s", hubAddr, status.Convert(err).Message())
 	}

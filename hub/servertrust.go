@@ -1,0 +1,164 @@
+package hub
+
+import (
+	"context"
+	"encoding/binary"
+	"strings"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/store"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const metaExternalPrefix = "external/"
+
+// BundleAddr returns the bundle endpoint's address, if it serves one.
+func (s *Server) BundleAddr() string {
+	if s.bundleLis == nil {
+		return ""
+	}
+	return s.bundleLis.Addr().String()
+}
+
+// Bundles returns the members' bundles as the hub holds them.
+func (s *Server) Bundles() *trust.BundleSet { return s.bundles }
+
+// loadTrustState restores removals and imported bundles, and prepares an
+// importer per external trust domain.
+func (s *Server) loadTrustState() error {
+	var recs []registry.Verified
+	for _, c := range s.set.Clusters() {
+		for _, e := range s.set.Entries(c) {
+			if e.Info != nil {
+				recs = append(recs, registry.Verified{Record: &registry.Record{Cluster: c, Body: infoBody(e.Info)}})
+			}
+		}
+	}
+	applyBundles(s.bundles, recs, s.log)
+	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
+		if cluster, ok := strings.CutPrefix(key, metaRemovedPrefix); ok && len(value) == 8 {
+			at := time.Unix(0, int64(binary.BigEndian.Uint64(value)))
+			s.removed[cluster] = at
+			s.verifier.Revoke(cluster, at)
+		}
+		if name, ok := strings.CutPrefix(key, metaExternalPrefix); ok {
+			if td, err := spiffeid.TrustDomainFromString(name); err == nil {
+				if b, err := trust.ParseBundle(td, value); err == nil {
+					_, _ = s.external.Update(b)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	meshBundle := trust.Bundle(s.td, s.ca.Cert)
+	for _, ext := range s.cfg.External {
+		if err := ext.Validate(); err != nil {
+			return err
+		}
+		im := &importer{ext: ext, set: s.external, log: s.log.With("trust_domain", ext.TrustDomain)}
+		if ext.EndpointID.MemberOf(ext.TrustDomain) {
+			im.auth = trust.NewBundleSet()
+			if held, err := s.external.GetBundleForTrustDomain(ext.TrustDomain); err == nil {
+				_, _ = im.auth.Update(held) // the latest fetched bundle, per the spec
+			} else {
+				_, _ = im.auth.Update(ext.Bundle)
+			}
+		} else {
+			im.authSource = trust.UnionBundles{meshBundle, s.bundles, s.external}
+		}
+		im.onUpdate = s.externalUpdated
+		s.importers = append(s.importers, im)
+	}
+	return nil
+}
+
+// externalUpdated persists an imported bundle and relays it.
+func (s *Server) externalUpdated(b *spiffebundle.Bundle) {
+	data, err := b.Marshal()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaExternalPrefix + b.TrustDomain().Name(), Value: data}); err != nil {
+		s.log.Error("store external bundle", "trust_domain", b.TrustDomain(), "err", err)
+	}
+	s.broadcast(&hubpb.SubscribeResponse{ExternalBundles: []*hubpb.ExternalBundle{{TrustDomain: b.TrustDomain().Name(), Bundle: data}}}, "")
+}
+
+func (s *Server) externalBundles() []*hubpb.ExternalBundle {
+	var out []*hubpb.ExternalBundle
+	for _, td := range s.external.TrustDomains() {
+		b, err := s.external.GetBundleForTrustDomain(td)
+		if err != nil {
+			continue
+		}
+		if data, err := b.Marshal(); err == nil {
+			out = append(out, &hubpb.ExternalBundle{TrustDomain: td.Name(), Bundle: data})
+		}
+	}
+	return out
+}
+
+func (s *Server) removals() []*hubpb.Removal {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	out := make([]*hubpb.Removal, 0, len(s.removed))
+	for c, at := range s.removed {
+		out = append(out, &hubpb.Removal{Cluster: c, RemovedAt: at.UnixNano()})
+	}
+	return out
+}
+
+// RemoveCluster withdraws a cluster's slice and bundle everywhere and
+// refuses its credential from now on.
+func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequest) (*hubpb.RemoveClusterResponse, error) {
+	c, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.admin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove clusters; use the hub's %s", c.id, AdminCredFile)
+	}
+	cluster := req.GetCluster()
+	if err := registry.ValidClusterName(cluster); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.pubMu.Lock()
+	if s.set.Version(cluster) == nil {
+		s.pubMu.Unlock()
+		return nil, status.Errorf(codes.NotFound, "no cluster %q in the federation", cluster)
+	}
+	at := s.cfg.Now()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
+	err = s.store.Write(ctx,
+		store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
+		store.Op{Bucket: store.BucketMeta, Key: metaRemovedPrefix + cluster, Value: b[:]})
+	if err != nil {
+		s.pubMu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
+	}
+	if e := s.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
+		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
+			s.bundles.Remove(td)
+		}
+	}
+	s.set.Remove(cluster)
+	s.live.forget(cluster)
+	s.removed[cluster] = at
+	s.verifier.Revoke(cluster, at)
+	s.pubMu.Unlock()
+	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.id)
+	s.broadcast(&hubpb.SubscribeResponse{Removals: []*hubpb.Removal{{Cluster: cluster, RemovedAt: at.UnixNano()}}}, "")
+	return &hubpb.RemoveClusterResponse{}, nil
+}
