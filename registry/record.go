@@ -149,11 +149,21 @@ func (v *Verifier) Revoked(sr *registrypb.SignedRecord) bool {
 }
 
 func (v *Verifier) revokedSigner(sg *signer) bool {
+	return v.revokedAt(sg.cluster, sg.notBefore)
+}
+
+// RevokedCredential reports whether a cluster credential was issued before
+// its cluster's removal.
+func (v *Verifier) RevokedCredential(cluster string, cert *x509.Certificate) bool {
+	return v.revokedAt(cluster, cert.NotBefore)
+}
+
+func (v *Verifier) revokedAt(cluster string, notBefore time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	at, ok := v.revoked[sg.cluster]
+	at, ok := v.revoked[cluster]
 	// Credentials are backdated: their issuance is NotBefore + Backdate.
-	return ok && !sg.notBefore.Add(trust.Backdate).After(at)
+	return ok && !notBefore.Add(trust.Backdate).After(at)
 }
 
 func (v *Verifier) signer(der []byte) *signer {
