@@ -14,6 +14,7 @@ import (
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 	"github.com/federate/federate/registry/store"
+	"github.com/federate/federate/trust"
 )
 
 // ControlPlaneStoreFile is the control plane's bbolt file in its data directory.
@@ -27,6 +28,8 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
 			"WorkloadEntry; only entries with 'export: true' leave the cluster).", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
+	var trustDomain, cacerts string
+	var maxSVIDTTL, refreshHint time.Duration
 	var timers timerFlags
 	var logs logFlags
 	fs.StringVar(&cluster, "cluster", "", "this cluster's name, as in its join token")
@@ -39,6 +42,10 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&gossipBind, "gossip", "0.0.0.0:15014", "gossip address, UDP and TCP")
 	fs.StringVar(&gossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
 	fs.StringVar(&gateway, "gateway", "", "this cluster's east-west gateway address host:port, announced to the others")
+	fs.StringVar(&trustDomain, "trust-domain", "", "this cluster's SPIFFE trust domain (default <cluster>.<mesh>; must match its join token)")
+	fs.StringVar(&cacerts, "cacerts", "", "directory of Istio plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a generated root kept in the store")
+	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
+	fs.DurationVar(&refreshHint, "bundle-refresh-hint", trust.DefaultRefreshHint, "refresh hint published in this cluster's SPIFFE bundle")
 	timers.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -80,12 +87,16 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		Listen: listen, Advertise: advertise,
 		Gossip: hub.GossipConfig{Bind: gossipBind, Seeds: ms.GossipSeeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
 		Timers: timers.Timers, Logger: log,
+		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefreshHint: refreshHint,
 	})
 	if err != nil {
 		return err
 	}
-	info := &registry.ClusterInfo{Network: network, Locality: locality, TrustDomain: cluster + "." + ms.Mesh, Gateways: gateways}
-	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: info.TrustDomain, Logger: log})
+	if trustDomain == "" {
+		trustDomain = registry.DefaultTrustDomain(cluster, ms.Mesh)
+	}
+	info := &registry.ClusterInfo{Network: network, Locality: locality, Gateways: gateways}
+	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

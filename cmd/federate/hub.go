@@ -23,6 +23,11 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.GossipBind, "gossip", "", "gossip address, UDP and TCP (default: the listen host, any port)")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
 	fs.DurationVar(&cfg.CredentialTTL, "credential-ttl", hub.DefaultCredentialTTL, "lifetime of cluster credentials; members renew at half life")
+	fs.StringVar(&cfg.BundleListen, "bundle-listen", "", "serve every member's SPIFFE bundle (https_spiffe, hub ID spiffe://<mesh>/hub) at https://ADDR/<trust domain>")
+	var external externalFlag
+	fs.Var(&external, "import-trust-domain", "import an external trust domain's bundle and relay it to every member;\n"+
+		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE]\n"+
+		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web); repeatable")
 	timers.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -38,7 +43,7 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	cfg.Timers, cfg.Logger = timers.Timers, log
+	cfg.Timers, cfg.Logger, cfg.External = timers.Timers, log, external
 	srv, err := hub.New(cfg)
 	if err != nil {
 		return err

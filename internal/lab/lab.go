@@ -52,6 +52,8 @@ type State struct {
 type Process struct {
 	PID     int    `json:"pid"`
 	Addr    string `json:"addr"`
+	// Bundles is the hub's SPIFFE bundle endpoint.
+	Bundles string `json:"bundles,omitempty"`
 	Gossip  string `json:"gossip"`
 	DataDir string `json:"dataDir"`
 	Log     string `json:"log"`
@@ -102,7 +104,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 
 	p.step("starting the hub")
 	hubDir := filepath.Join(dir, "hub")
-	st.Hub = Process{Addr: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
+	st.Hub = Process{Addr: freeAddr(), Bundles: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
 	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
 	if err := st.StartHub(bin); err != nil {
 		return nil, err
@@ -186,7 +188,7 @@ var timerArgs = []string{"--gossip-profile", "lan", "--stale-after", "5s", "--de
 // StartHub starts the hub process on its recorded address and data directory
 // (again, after StopHub).
 func (st *State) StartHub(bin string) error {
-	args := append([]string{"hub", "--listen", st.Hub.Addr, "--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, timerArgs...)
+	args := append([]string{"hub", "--listen", st.Hub.Addr, "--bundle-listen", st.Hub.Bundles, "--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, timerArgs...)
 	pid, err := start(bin, st.Hub.Log, args...)
 	if err != nil {
 		return err
