@@ -28,6 +28,8 @@ type testMesh struct {
 	hub     *Server
 	hubAddr string
 	hubStop func()
+	// configureHub, if set, adjusts the hub's Config before each start.
+	configureHub func(*Config)
 
 	mu      sync.Mutex
 	members map[string]*testMember
@@ -43,14 +45,21 @@ type testMember struct {
 
 func newTestMesh(t *testing.T, timers Timers) *testMesh {
 	t.Helper()
+	return newTestMeshWith(t, timers, nil)
+}
+
+// newTestMeshWith is newTestMesh with a hook to adjust the hub's Config.
+func newTestMeshWith(t *testing.T, timers Timers, configureHub func(*Config)) *testMesh {
+	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
 	tm := &testMesh{
 		t: t, dir: t.TempDir(), timers: timers,
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		members: make(map[string]*testMember),
+		log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		members:      make(map[string]*testMember),
+		configureHub: configureHub,
 	}
 	t.Cleanup(func() {
 		tm.mu.Lock()
@@ -78,10 +87,14 @@ func (tm *testMesh) startHub() {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	srv, err := New(Config{
+	cfg := Config{
 		Mesh: "shop", Listen: listen, DataDir: filepath.Join(tm.dir, "hub"),
 		GossipProfile: "lan", Timers: tm.timers, Logger: tm.log.With("node", "hub"),
-	})
+	}
+	if tm.configureHub != nil {
+		tm.configureHub(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		tm.t.Fatal(err)
 	}
@@ -196,8 +209,9 @@ func (tm *testMesh) startMember(name string) *testMember {
 	tm.mu.Unlock()
 	m, err := NewMember(MemberConfig{
 		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: store,
-		Gossip: GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
-		Timers: tm.timers, Logger: tm.log.With("node", name),
+		CredentialPath: filepath.Join(dir, CredentialFile),
+		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
+		Timers:         tm.timers, Logger: tm.log.With("node", name),
 	})
 	if err != nil {
 		tm.t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 )
@@ -33,10 +32,6 @@ const (
 	peerFetchDelay = 300 * time.Millisecond
 	maxBackoff     = 5 * time.Second
 	callTimeout    = 10 * time.Second
-	// maxConnectBackoff bounds gRPC's wait between reconnect attempts (its
-	// default grows to 2 minutes), and so how long a member takes to
-	// notice that a restarted hub is back.
-	maxConnectBackoff = 500 * time.Millisecond
 )
 
 // MemberConfig configures the federation side of a control plane.
@@ -761,7 +756,7 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 // renewIfDue renews the cluster credential after half its lifetime.
 func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	leaf := m.cfg.Credential.Leaf()
-	if now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+	if now.Before(trust.RenewAt(leaf)) {
 		return
 	}
 	key, err := trust.GenerateKey()
@@ -827,10 +822,6 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxConnectBackoff},
-			MinConnectTimeout: callTimeout,
-		}),
 		clientKeepalive(),
 	)
 	if err != nil {

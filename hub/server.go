@@ -273,7 +273,7 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 				s.removeCluster(ctx, c)
 			}
 		}
-		if leaf := cred.Leaf(); now.After(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+		if now.After(trust.RenewAt(cred.Leaf())) {
 			fresh, err := s.issueOwn(HubID(s.td), hubCredentialTTL)
 			if err != nil {
 				s.log.Error("renew hub credential", "err", err)

@@ -191,3 +191,13 @@ func parsePEM(data []byte) ([]*x509.Certificate, crypto.Signer, error) {
 	}
 	return certs, key, nil
 }
+
+// RenewAt returns when a certificate should be renewed: half way through
+// its lifetime, counted from issuance (NotBefore is backdated by Backdate).
+func RenewAt(cert *x509.Certificate) time.Time {
+	issued := cert.NotBefore.Add(Backdate)
+	if !issued.Before(cert.NotAfter) {
+		issued = cert.NotBefore
+	}
+	return issued.Add(cert.NotAfter.Sub(issued) / 2)
+}
