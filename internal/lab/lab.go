@@ -50,8 +50,8 @@ type State struct {
 
 // Process is one started process.
 type Process struct {
-	PID     int    `json:"pid"`
-	Addr    string `json:"addr"`
+	PID  int    `json:"pid"`
+	Addr string `json:"addr"`
 	// Bundles is the hub's SPIFFE bundle endpoint.
 	Bundles string `json:"bundles,omitempty"`
 	Gossip  string `json:"gossip"`
