@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -41,7 +42,10 @@ func (m *Member) SignCertificate(ctx context.Context, req *hubpb.SignCertificate
 		m.log.Warn("refused a certificate request", "caller", caller, "requested", want)
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not request certificates from %s", caller, own)
 	}
-	chain, err := m.authority.IssueCSR(req.GetCsr(), want, time.Duration(req.GetTtlSeconds())*time.Second)
+	// Bound the seconds before converting: a Duration overflows past 292
+	// years, and a huge TTL must be capped by the CA, not wrap around.
+	ttl := time.Duration(min(req.GetTtlSeconds(), math.MaxInt64/int64(time.Second))) * time.Second
+	chain, err := m.authority.IssueCSR(req.GetCsr(), want, ttl)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
