@@ -2,13 +2,15 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,7 +120,15 @@ type Gossip struct {
 
 // NewGossip returns a gossip layer; onDigest runs, serialized, for every
 // digest that is newer than any seen before for its member.
+//
+// The member's node name is local.Name with a suffix unique to this start:
+// memberlist ignores a node that comes back under a dead node's name at
+// the same address, so a restarted hub or control plane joins as a new
+// node, and the dead one is reaped.
 func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
+	var suffix [3]byte
+	_, _ = rand.Read(suffix[:])
+	local.Name += "-" + hex.EncodeToString(suffix[:])
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -227,7 +237,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	conf.Label = g.cfg.Label
 	conf.Delegate = (*gossipDelegate)(g)
 	conf.Events = (*gossipEvents)(g)
-	conf.Logger = log.New(io.Discard, "", 0)
+	conf.Logger = log.New(debugWriter{g.log}, "", 0)
 	conf.DeadNodeReclaimTime = 30 * time.Second
 	return conf, nil
 }
@@ -255,9 +265,10 @@ func (g *Gossip) rejoin() {
 	}
 }
 
-// SetLocal replaces this member's digest and spreads it.
+// SetLocal replaces this member's digest and spreads it; its name is kept.
 func (g *Gossip) SetLocal(d Digest) {
 	g.mu.Lock()
+	d.Name = g.local.Name
 	g.local = d
 	ml := g.ml
 	g.mu.Unlock()
@@ -408,4 +419,12 @@ func (e *gossipEvents) seen(n *memberlist.Node) {
 	if len(meta) > 0 {
 		(*Gossip)(e).deliver(meta)
 	}
+}
+
+// debugWriter passes memberlist's own log lines to slog at debug level.
+type debugWriter struct{ log *slog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -25,9 +26,10 @@ type testMesh struct {
 	timers Timers
 	log    *slog.Logger
 
-	hub     *Server
-	hubAddr string
-	hubStop func()
+	hub       *Server
+	hubAddr   string
+	hubGossip string // pinned, so that members find a restarted hub
+	hubStop   func()
 	// configureHub, if set, adjusts the hub's Config before each start.
 	configureHub func(*Config)
 
@@ -87,8 +89,11 @@ func (tm *testMesh) startHub() {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
+	if tm.hubGossip == "" {
+		tm.hubGossip = freeUDPTCP(tm.t)
+	}
 	cfg := Config{
-		Mesh: "shop", Listen: listen, DataDir: filepath.Join(tm.dir, "hub"),
+		Mesh: "shop", Listen: listen, GossipBind: tm.hubGossip, DataDir: filepath.Join(tm.dir, "hub"),
 		GossipProfile: "lan", Timers: tm.timers, Logger: tm.log.With("node", "hub"),
 	}
 	if tm.configureHub != nil {
@@ -279,4 +284,15 @@ func (m *testMember) update(t *testing.T, services ...*registry.Service) {
 	if err := m.member.Update(ctx, clusterInfo(m.name), services); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// freeUDPTCP returns a loopback address whose port is free for TCP now.
+func freeUDPTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

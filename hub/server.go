@@ -436,7 +436,7 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 func (s *Server) gossipSeeds() []string {
 	seeds := []string{s.gossip.Addr()}
 	for _, m := range s.gossip.Members() {
-		if m.Name != "hub" && len(seeds) < 8 {
+		if m.Cluster != "" && len(seeds) < 8 {
 			seeds = append(seeds, m.Addr)
 		}
 	}

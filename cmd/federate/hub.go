@@ -20,7 +20,7 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.Advertise, "advertise", "", "address clusters dial, written into join tokens (default: the listen address)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the store, CA and admin credential")
 	fs.StringVar(&cfg.Mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
-	fs.StringVar(&cfg.GossipBind, "gossip", "", "gossip address, UDP and TCP (default: the listen host, any port)")
+	fs.StringVar(&cfg.GossipBind, "gossip", "0.0.0.0:15015", "gossip address, UDP and TCP; keep it fixed across restarts, since members rejoin it")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
 	fs.DurationVar(&cfg.CredentialTTL, "credential-ttl", hub.DefaultCredentialTTL, "lifetime of cluster credentials; members renew at half life")
 	fs.StringVar(&cfg.BundleListen, "bundle-listen", "", "serve every member's SPIFFE bundle (https_spiffe, hub ID spiffe://<mesh>/hub) at https://ADDR/<trust domain>")

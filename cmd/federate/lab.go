@@ -22,10 +22,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
 			"every address and process; 'status' prints the hub's view; 'down' stops the\n"+
 			"processes and removes DIR.", stdout)
-	var dir string
+	var dir, logLevel string
 	var n int
 	fs.StringVar(&dir, "dir", lab.DefaultDir, "lab directory")
 	fs.IntVar(&n, "clusters", lab.DefaultClusters, "number of clusters (up only)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level of the lab's processes (up only): debug, info, warn or error")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -41,7 +42,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	start := time.Now()
 	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, n)
-	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout})
+	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel})
 	if err != nil {
 		return err
 	}

@@ -37,11 +37,14 @@ type Options struct {
 	Binary string
 	// Out receives progress lines.
 	Out io.Writer
+	// LogLevel is passed to every process (default info).
+	LogLevel string
 }
 
 // State is what lab.json records: every process and address the lab started.
 type State struct {
 	Mesh       string         `json:"mesh"`
+	LogLevel   string         `json:"logLevel,omitempty"`
 	Dir        string         `json:"dir"`
 	Credential string         `json:"credential"`
 	Hub        Process        `json:"hub"`
@@ -93,7 +96,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 	}
 	p := progress{out: opts.Out, total: 4}
-	st := &State{Mesh: Mesh, Dir: dir}
+	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel}
 	// Whatever fails below, leave no process behind.
 	ok := false
 	defer func() {
@@ -104,7 +107,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 
 	p.step("starting the hub")
 	hubDir := filepath.Join(dir, "hub")
-	st.Hub = Process{Addr: freeAddr(), Bundles: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
+	st.Hub = Process{Addr: freeAddr(), Gossip: freeAddr(), Bundles: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
 	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
 	if err := st.StartHub(bin); err != nil {
 		return nil, err
@@ -162,7 +165,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	for i := range st.Clusters {
 		c := &st.Clusters[i]
 		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
-			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip}, timerArgs...)
+			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip}, st.commonArgs()...)
 		c.PID, err = start(bin, c.Log, args...)
 		if err != nil {
 			return nil, err
@@ -185,10 +188,19 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 // timerArgs are the lab's staleness timers: short, so that failures show.
 var timerArgs = []string{"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"}
 
+func (st *State) commonArgs() []string {
+	args := append([]string(nil), timerArgs...)
+	if st.LogLevel != "" {
+		args = append(args, "--log-level", st.LogLevel)
+	}
+	return args
+}
+
 // StartHub starts the hub process on its recorded address and data directory
 // (again, after StopHub).
 func (st *State) StartHub(bin string) error {
-	args := append([]string{"hub", "--listen", st.Hub.Addr, "--bundle-listen", st.Hub.Bundles, "--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, timerArgs...)
+	args := append([]string{"hub", "--listen", st.Hub.Addr, "--gossip", st.Hub.Gossip, "--bundle-listen", st.Hub.Bundles,
+		"--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, st.commonArgs()...)
 	pid, err := start(bin, st.Hub.Log, args...)
 	if err != nil {
 		return err

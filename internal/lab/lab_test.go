@@ -105,6 +105,19 @@ func TestIntegrationLab(t *testing.T) {
 		resp, err := saved.Status(ctx, "")
 		return err == nil && len(resp.GetClusters()) == 3 && endpointsSeenBy("") == 3
 	})
+	// Members find the restarted hub's gossip again: it sees them alive.
+	waitUntil(t, 30*time.Second, "restarted hub seeing every cluster alive", func() bool {
+		resp, err := saved.Status(ctx, "")
+		if err != nil {
+			return false
+		}
+		for _, cs := range resp.GetClusters() {
+			if cs.GetState() != "alive" {
+				return false
+			}
+		}
+		return len(resp.GetClusters()) == 3
+	})
 
 	// A second 'up' in the same directory is refused while the lab runs.
 	if _, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out}); err == nil || !strings.Contains(err.Error(), "already running") {
