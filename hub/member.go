@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 )
@@ -32,6 +33,10 @@ const (
 	peerFetchDelay = 300 * time.Millisecond
 	maxBackoff     = 5 * time.Second
 	callTimeout    = 10 * time.Second
+	// maxConnectBackoff bounds gRPC's wait between reconnect attempts,
+	// which by default grows to two minutes: it bounds how long members
+	// take to find a hub that was down for a while.
+	maxConnectBackoff = 500 * time.Millisecond
 )
 
 // MemberConfig configures the federation side of a control plane.
@@ -822,6 +827,10 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxConnectBackoff},
+			MinConnectTimeout: callTimeout,
+		}),
 		clientKeepalive(),
 	)
 	if err != nil {
