@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -234,4 +236,34 @@ func waitUntilTime(t *testing.T, at time.Time) {
 	timer := time.NewTimer(time.Until(at))
 	defer timer.Stop()
 	<-timer.C
+}
+
+// A hub restored from an older copy of its file gets back what members had
+// published since: each member republishes what the hub lacks.
+func TestIntegrationHubRestoredFromOlderFile(t *testing.T) {
+	tm := startCoffeeShop(t)
+	file := filepath.Join(tm.dir, "hub", StoreFile)
+	tm.stopHub()
+	backup, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.startHub()
+	east := tm.members["east"]
+	east.update(t, coffeeService("east", "order", 6, 18080))
+	want := east.member.Version("east")
+	eventually(t, 10*time.Second, "hub has east's change", func() bool {
+		return registry.Compare(tm.hub.set.Version("east"), want) == 0
+	})
+	tm.stopHub()
+	if err := os.WriteFile(file, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tm.startHub()
+	if registry.Compare(tm.hub.set.Version("east"), want) >= 0 {
+		t.Fatal("the restored file already has east's change; the test proves nothing")
+	}
+	eventually(t, 15*time.Second, "east republished to the restored hub", func() bool {
+		return registry.Compare(tm.hub.set.Version("east"), want) == 0
+	})
 }

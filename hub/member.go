@@ -382,7 +382,8 @@ func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Messa
 		if k == registry.InfoKey {
 			rec.Body = &registrypb.Record_Info{Info: want.(*registry.ClusterInfo)}
 		} else {
-			rec.Body = &registrypb.Record_Service{Service: want.(*registry.Service)}
+			// A copy: the caller may change its services in place later.
+			rec.Body = &registrypb.Record_Service{Service: proto.Clone(want).(*registry.Service)}
 		}
 		if err := sign(rec); err != nil {
 			return 0, err
@@ -547,8 +548,11 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 			backoff.reset()
 			m.mu.Lock()
 			m.hubSynced = true
+			// The hub says what it holds of our slice: a hub restored from
+			// an older file gets everything newer.
+			m.acked = resp.GetYourVersion()
 			m.mu.Unlock()
-			signal(m.publishNow) // the hub may have lost what it had confirmed
+			signal(m.publishNow)
 		}
 	}
 }
@@ -581,8 +585,9 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		m.log.Error("persist remote records", "err", err)
 		return
 	}
+	// Bundles first: whoever sees the new record version also sees its bundle.
+	applyBundles(m.bundles, fresh, m.log)
 	applied := m.set.Apply(fresh)
-	applyBundles(m.bundles, applied, m.log)
 	m.notifyLocked()
 	if m.cfg.OnApply != nil {
 		out := make([]*registry.Record, len(applied))

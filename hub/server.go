@@ -615,6 +615,9 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
 	if err := sendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
 		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
+		if last && c.cluster != "" {
+			resp.YourVersion = s.set.Version(c.cluster)
+		}
 		if first != nil {
 			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
 		}

@@ -553,8 +553,11 @@ type SubscribeResponse struct {
 	Synced bool `protobuf:"varint,3,opt,name=synced,proto3" json:"synced,omitempty"`
 	// Bundles of trust domains imported from outside the federation.
 	ExternalBundles []*ExternalBundle `protobuf:"bytes,4,rep,name=external_bundles,json=externalBundles,proto3" json:"external_bundles,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// On the synced message: the newest version of the caller's own slice
+	// that the hub holds, so that the caller republishes what is newer.
+	YourVersion   *registrypb.Version `protobuf:"bytes,5,opt,name=your_version,json=yourVersion,proto3" json:"your_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
@@ -611,6 +614,13 @@ func (x *SubscribeResponse) GetSynced() bool {
 func (x *SubscribeResponse) GetExternalBundles() []*ExternalBundle {
 	if x != nil {
 		return x.ExternalBundles
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetYourVersion() *registrypb.Version {
+	if x != nil {
+		return x.YourVersion
 	}
 	return nil
 }
@@ -1505,12 +1515,13 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
 	"\x05value\x18\x02 \x01(\v2\x1d.federate.registry.v1.VersionR\x05value:\x028\x01\"H\n" +
 	"\x10SubscribeRequest\x124\n" +
-	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xeb\x01\n" +
+	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xad\x02\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x124\n" +
 	"\bremovals\x18\x02 \x03(\v2\x18.federate.hub.v1.RemovalR\bremovals\x12\x16\n" +
 	"\x06synced\x18\x03 \x01(\bR\x06synced\x12J\n" +
-	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\"B\n" +
+	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\x12@\n" +
+	"\fyour_version\x18\x05 \x01(\v2\x1d.federate.registry.v1.VersionR\vyourVersion\"B\n" +
 	"\aRemoval\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
 	"\n" +
@@ -1638,37 +1649,38 @@ var file_hub_hubpb_hub_proto_depIdxs = []int32{
 	26, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
 	11, // 5: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
 	12, // 6: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
-	8,  // 7: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	26, // 8: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	27, // 9: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
-	22, // 10: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	24, // 11: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
-	27, // 12: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 13: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 14: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 15: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 16: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 17: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	13, // 18: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
-	15, // 19: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
-	17, // 20: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
-	19, // 21: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	21, // 22: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 23: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 24: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 25: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 26: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 27: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	14, // 28: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
-	16, // 29: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
-	18, // 30: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
-	20, // 31: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	23, // 32: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	27, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
+	8,  // 8: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
+	26, // 9: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	27, // 10: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	22, // 11: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
+	24, // 12: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	27, // 13: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 14: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 15: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 16: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 17: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 18: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	13, // 19: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	15, // 20: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	17, // 21: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	19, // 22: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	21, // 23: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 24: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 25: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 26: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 27: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	10, // 28: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	14, // 29: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	16, // 30: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	18, // 31: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	20, // 32: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	23, // 33: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
