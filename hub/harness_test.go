@@ -195,12 +195,18 @@ func (tm *testMesh) addCluster(name string) *testMember {
 
 func (tm *testMesh) startMember(name string) *testMember {
 	tm.t.Helper()
+	return tm.startMemberWith(name, nil)
+}
+
+// startMemberWith is startMember with a hook to adjust the member's config.
+func (tm *testMesh) startMemberWith(name string, configure func(*MemberConfig)) *testMember {
+	tm.t.Helper()
 	dir := filepath.Join(tm.dir, name)
 	ms, err := LoadMembership(dir)
 	if err != nil {
 		tm.t.Fatal(err)
 	}
-	store, err := store.Open(filepath.Join(dir, "controlplane.db"))
+	st, err := store.Open(filepath.Join(dir, "controlplane.db"))
 	if err != nil {
 		tm.t.Fatal(err)
 	}
@@ -212,20 +218,25 @@ func (tm *testMesh) startMember(name string) *testMember {
 		}
 	}
 	tm.mu.Unlock()
-	m, err := NewMember(MemberConfig{
-		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: store,
+	cfg := MemberConfig{
+		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: st,
 		CredentialPath: filepath.Join(dir, CredentialFile),
 		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
 		Timers:         tm.timers, Logger: tm.log.With("node", name),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	m, err := NewMember(cfg)
 	if err != nil {
+		st.Close()
 		tm.t.Fatal(err)
 	}
 	stop := runComponent(tm.t, m.Run, m.Ready())
-	tmem := &testMember{name: name, dir: dir, member: m, store: store}
+	tmem := &testMember{name: name, dir: dir, member: m, store: st}
 	tmem.stop = func() {
 		stop()
-		store.Close()
+		st.Close()
 	}
 	tm.mu.Lock()
 	tm.members[name] = tmem

@@ -45,50 +45,6 @@ var (
 	centralTD = spiffeid.RequireTrustDomainFromString("central.shop")
 )
 
-// startMemberWith is startMember with a hook to adjust the member's config.
-func (tm *testMesh) startMemberWith(name string, configure func(*MemberConfig)) *testMember {
-	tm.t.Helper()
-	dir := filepath.Join(tm.dir, name)
-	ms, err := LoadMembership(dir)
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(dir, "controlplane.db"))
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	seeds := append([]string(nil), ms.GossipSeeds...)
-	tm.mu.Lock()
-	for _, other := range tm.members {
-		if other.member != nil && other.stop != nil {
-			seeds = append(seeds, other.member.GossipAddr())
-		}
-	}
-	tm.mu.Unlock()
-	cfg := MemberConfig{
-		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: st,
-		Gossip: GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
-		Timers: tm.timers, Logger: tm.log.With("node", name),
-	}
-	if configure != nil {
-		configure(&cfg)
-	}
-	m, err := NewMember(cfg)
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	stop := runComponent(tm.t, m.Run, m.Ready())
-	tmem := &testMember{name: name, dir: dir, member: m, store: st}
-	tmem.stop = func() {
-		stop()
-		st.Close()
-	}
-	tm.mu.Lock()
-	tm.members[name] = tmem
-	tm.mu.Unlock()
-	return tmem
-}
-
 // federate starts the named clusters, publishes each one's ClusterInfo (and
 // so its bundle) and waits until every member holds every bundle at the
 // owner's sequence.
