@@ -103,11 +103,12 @@ type MemberState struct {
 // every cluster. Callbacks from memberlist never block: they hand copies to
 // the goroutine in Run.
 type Gossip struct {
-	cfg      GossipConfig
-	log      *slog.Logger
-	onDigest func(Digest)
-	inbox    chan []byte
-	queue    *memberlist.TransmitLimitedQueue
+	cfg       GossipConfig
+	log       *slog.Logger
+	onDigest  func(Digest)
+	inbox     chan []byte
+	rejoinNow chan struct{}
+	queue     *memberlist.TransmitLimitedQueue
 
 	mu      sync.Mutex // guards the fields below
 	local   Digest
@@ -136,14 +137,15 @@ func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
 		cfg.RejoinInterval = DefaultRejoinInterval
 	}
 	g := &Gossip{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "gossip"),
-		onDigest: onDigest,
-		inbox:    make(chan []byte, 1024),
-		local:    local,
-		newest:   make(map[string]Digest),
-		members:  make(map[string]MemberState),
-		ready:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "gossip"),
+		onDigest:  onDigest,
+		inbox:     make(chan []byte, 1024),
+		rejoinNow: make(chan struct{}, 1),
+		local:     local,
+		newest:    make(map[string]Digest),
+		members:   make(map[string]MemberState),
+		ready:     make(chan struct{}),
 	}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 3}
 	return g
@@ -194,7 +196,7 @@ func (g *Gossip) Run(ctx context.Context) error {
 		_ = ml.Shutdown()
 	}()
 
-	g.rejoin()
+	g.rejoin(false)
 	rejoin := time.NewTicker(g.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	for {
@@ -204,7 +206,9 @@ func (g *Gossip) Run(ctx context.Context) error {
 		case b := <-g.inbox:
 			g.receive(b)
 		case <-rejoin.C:
-			g.rejoin()
+			g.rejoin(false)
+		case <-g.rejoinNow:
+			g.rejoin(true)
 		}
 	}
 }
@@ -242,8 +246,13 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	return conf, nil
 }
 
-// rejoin joins every seed that is not a member now.
-func (g *Gossip) rejoin() {
+// RejoinNow joins every seed again soon, members or not: a seed that
+// restarted under a new node name is found without waiting for its old
+// node to be declared dead.
+func (g *Gossip) RejoinNow() { signal(g.rejoinNow) }
+
+// rejoin joins every seed that is not a member now, or all of them.
+func (g *Gossip) rejoin(all bool) {
 	g.mu.Lock()
 	ml := g.ml
 	present := make(map[string]bool)
@@ -253,7 +262,7 @@ func (g *Gossip) rejoin() {
 	g.mu.Unlock()
 	var missing []string
 	for _, s := range g.cfg.Seeds {
-		if !present[s] && s != g.Addr() {
+		if (all || !present[s]) && s != g.Addr() {
 			missing = append(missing, s)
 		}
 	}

@@ -553,6 +553,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 			m.acked = resp.GetYourVersion()
 			m.mu.Unlock()
 			signal(m.publishNow)
+			m.gossip.RejoinNow() // the hub may have restarted as a new gossip node
 		}
 	}
 }
