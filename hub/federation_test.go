@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -263,4 +266,66 @@ func TestIntegrationHubRestoredFromOlderFile(t *testing.T) {
 	eventually(t, 15*time.Second, "east republished to the restored hub", func() bool {
 		return registry.Compare(tm.hub.set.Version("east"), want) == 0
 	})
+}
+
+// A gateway's SVID renews itself at half life over the CSR API, presenting
+// the SVID it holds: no token and no cluster credential after the first.
+func TestIntegrationWorkloadRenewsWithItsOwnSVID(t *testing.T) {
+	tm := newTestMesh(t, testTimers)
+	east := tm.addCluster("east")
+	east.update(t)
+	meshTD := spiffeid.RequireTrustDomainFromString("shop")
+	eastTD := spiffeid.RequireTrustDomainFromString("east.shop")
+	id := spiffeid.RequireFromPath(eastTD, "/ns/istio-system/sa/eastwest-gateway")
+	cas, err := trust.LoadCertificates(filepath.Join(tm.dir, "east", CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := east.member.Authority().IssueCredential(id, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := cred.Leaf()
+	// The connection presents the workload's current SVID on every handshake.
+	tlsConf := trust.ClientTLS(cred, trust.UnionBundles{trust.Bundle(meshTD, cas...), east.member.Bundles()}, tlsconfig.AuthorizeID(ClusterID(meshTD, "east")))
+	conn, err := grpc.NewClient(east.member.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	renewed := make(chan struct{}, 8)
+	r := &trust.Renewer{
+		Credential: cred,
+		Sign: func(ctx context.Context, csr []byte) ([]*x509.Certificate, error) {
+			resp, err := hubpb.NewControlPlaneClient(conn).SignCertificate(ctx, &hubpb.SignCertificateRequest{Csr: csr, SpiffeId: id.String(), TtlSeconds: 2})
+			if err != nil {
+				return nil, err
+			}
+			return parseCerts(resp.GetCertificates())
+		},
+		OnRenew: func(*trust.Credential) { renewed <- struct{}{} },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	// Two renewals: the second is authorized by the first renewed SVID.
+	for range 2 {
+		select {
+		case <-renewed:
+		case <-ctx.Done():
+			t.Fatal("no renewal within 20s")
+		}
+	}
+	if cred.Leaf().SerialNumber.Cmp(first.SerialNumber) == 0 || !time.Now().Before(cred.Expiry()) {
+		t.Fatal("the workload credential was not renewed")
+	}
+	waitUntilTime(t, first.NotAfter.Add(time.Second))
+	if !time.Now().Before(cred.Expiry()) {
+		t.Fatal("the workload holds no valid SVID after the first one expired")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
