@@ -1,0 +1,251 @@
+package xds
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsinspectorpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxypb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+)
+
+// Gateway defaults.
+const (
+	// ListenerName names the passthrough listener.
+	ListenerName = "eastwest_passthrough"
+	// DefaultPort is Istio's east-west gateway port.
+	DefaultPort    = 15443
+	connectTimeout = time.Second
+)
+
+// Subset is a named subset of a service's endpoints (a DestinationRule
+// subset): the endpoints whose labels include Labels.
+type Subset struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Input is everything a gateway's configuration depends on.
+type Input struct {
+	// Version labels the snapshot; equal inputs should get equal versions.
+	Version string
+	// Network is the gateway's network: only endpoints on it are routed to.
+	Network string
+	// Port is the listener port (default DefaultPort).
+	Port uint32
+	// Services are the exported services of the gateway's cluster.
+	Services []*registry.Service
+	// Subsets by service hostname.
+	Subsets map[string][]Subset
+}
+
+// ClusterName is Istio's SNI for a service port and subset,
+// outbound_.<port>_.<subset>_.<host>, used as the cluster name too.
+func ClusterName(port uint32, subset, host string) string {
+	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_." + subset + "_." + host
+}
+
+// Build renders the gateway's snapshot. Every resource is validated, and
+// the snapshot is checked for consistency, before it is returned.
+func Build(in Input) (*cachev3.Snapshot, error) {
+	port := in.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	var (
+		chains    []*listenerpb.FilterChain
+		clusters  []types.Resource
+		endpoints []types.Resource
+	)
+	services := append([]*registry.Service(nil), in.Services...)
+	sort.Slice(services, func(i, j int) bool { return services[i].GetHostname() < services[j].GetHostname() })
+	for _, svc := range services {
+		ports := append([]*registry.Port(nil), svc.GetPorts()...)
+		sort.Slice(ports, func(i, j int) bool { return ports[i].GetNumber() < ports[j].GetNumber() })
+		subsets := append([]Subset{{}}, in.Subsets[svc.GetHostname()]...)
+		for _, p := range ports {
+			for _, sub := range subsets {
+				name := ClusterName(p.GetNumber(), sub.Name, svc.GetHostname())
+				chain, err := filterChain(name)
+				if err != nil {
+					return nil, err
+				}
+				chains = append(chains, chain)
+				clusters = append(clusters, cluster(name))
+				endpoints = append(endpoints, assignment(name, in.Network, svc, p, sub))
+			}
+		}
+	}
+	lis, err := listener(port, chains)
+	if err != nil {
+		return nil, err
+	}
+	resources := map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: {lis},
+		resourcev3.ClusterType:  clusters,
+		resourcev3.EndpointType: endpoints,
+	}
+	for typ, list := range resources {
+		for _, r := range list {
+			v, ok := r.(interface{ ValidateAll() error })
+			if !ok {
+				continue
+			}
+			if err := v.ValidateAll(); err != nil {
+				return nil, fmt.Errorf("xds: invalid %s %q: %w", typ, cachev3.GetResourceName(r), err)
+			}
+		}
+	}
+	snap, err := cachev3.NewSnapshot(in.Version, resources)
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+func listener(port uint32, chains []*listenerpb.FilterChain) (*listenerpb.Listener, error) {
+	inspector, err := anypb.New(&tlsinspectorpb.TlsInspector{})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerpb.Listener{
+		Name: ListenerName,
+		Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
+			Address: "0.0.0.0", PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: port},
+		}}},
+		ListenerFilters: []*listenerpb.ListenerFilter{{
+			Name:       "envoy.filters.listener.tls_inspector",
+			ConfigType: &listenerpb.ListenerFilter_TypedConfig{TypedConfig: inspector},
+		}},
+		// No default chain: an SNI that matches no chain is refused.
+		FilterChains: chains,
+	}, nil
+}
+
+func filterChain(name string) (*listenerpb.FilterChain, error) {
+	proxy, err := anypb.New(&tcpproxypb.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpproxypb.TcpProxy_Cluster{Cluster: name},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerpb.FilterChain{
+		Name:             name,
+		FilterChainMatch: &listenerpb.FilterChainMatch{ServerNames: []string{name}},
+		Filters: []*listenerpb.Filter{{
+			Name:       "envoy.filters.network.tcp_proxy",
+			ConfigType: &listenerpb.Filter_TypedConfig{TypedConfig: proxy},
+		}},
+	}, nil
+}
+
+func cluster(name string) *clusterpb.Cluster {
+	return &clusterpb.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterpb.Cluster_Type{Type: clusterpb.Cluster_EDS},
+		EdsClusterConfig: &clusterpb.Cluster_EdsClusterConfig{
+			EdsConfig: &corepb.ConfigSource{
+				ResourceApiVersion:    corepb.ApiVersion_V3,
+				ConfigSourceSpecifier: &corepb.ConfigSource_Ads{Ads: &corepb.AggregatedConfigSource{}},
+			},
+		},
+		ConnectTimeout: durationpb.New(connectTimeout),
+		LbPolicy:       clusterpb.Cluster_ROUND_ROBIN,
+		// Eject an endpoint that refuses connections; the gateway retries
+		// the connect on another.
+		OutlierDetection: &clusterpb.OutlierDetection{
+			SplitExternalLocalOriginErrors:         true,
+			ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(3),
+			EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+			BaseEjectionTime:                       durationpb.New(10 * time.Second),
+		},
+	}
+}
+
+// assignment lists the service's endpoints on the gateway's network that
+// belong to the subset, grouped by locality.
+func assignment(name, network string, svc *registry.Service, port *registry.Port, sub Subset) *endpointpb.ClusterLoadAssignment {
+	byLocality := make(map[string]*endpointpb.LocalityLbEndpoints)
+	var order []string
+	for _, ep := range svc.GetEndpoints() {
+		if ep.GetNetwork() != network || !matches(ep.GetLabels(), sub.Labels) {
+			continue
+		}
+		target := ep.GetPorts()[port.GetName()]
+		if target == 0 {
+			target = port.GetNumber()
+		}
+		loc := registry.FormatLocality(ep.GetLocality())
+		group := byLocality[loc]
+		if group == nil {
+			group = &endpointpb.LocalityLbEndpoints{
+				Locality: &corepb.Locality{Region: ep.GetLocality().GetRegion(), Zone: ep.GetLocality().GetZone(), SubZone: ep.GetLocality().GetSubzone()},
+			}
+			byLocality[loc] = group
+			order = append(order, loc)
+		}
+		weight := ep.GetWeight()
+		if weight == 0 {
+			weight = 1
+		}
+		group.LbEndpoints = append(group.LbEndpoints, &endpointpb.LbEndpoint{
+			HostIdentifier: &endpointpb.LbEndpoint_Endpoint{Endpoint: &endpointpb.Endpoint{
+				Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
+					Address: ep.GetAddress(), PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: target},
+				}}},
+			}},
+			HealthStatus:        health(ep.GetHealth()),
+			LoadBalancingWeight: wrapperspb.UInt32(weight),
+		})
+	}
+	sort.Strings(order)
+	cla := &endpointpb.ClusterLoadAssignment{ClusterName: name}
+	for _, loc := range order {
+		group := byLocality[loc]
+		var total uint32
+		for _, e := range group.LbEndpoints {
+			total += e.GetLoadBalancingWeight().GetValue()
+		}
+		// Explicit locality weights: gRPC ignores localities without one.
+		group.LoadBalancingWeight = wrapperspb.UInt32(total)
+		cla.Endpoints = append(cla.Endpoints, group)
+	}
+	return cla
+}
+
+func matches(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func health(h registrypb.Health) corepb.HealthStatus {
+	switch h {
+	case registrypb.Health_HEALTHY:
+		return corepb.HealthStatus_HEALTHY
+	case registrypb.Health_UNHEALTHY:
+		return corepb.HealthStatus_UNHEALTHY
+	}
+	return corepb.HealthStatus_UNKNOWN
+}
