@@ -74,6 +74,10 @@ type MemberConfig struct {
 	MaxSVIDTTL time.Duration
 	// BundleRefreshHint is published in the bundle (default 5 minutes).
 	BundleRefreshHint time.Duration
+	// RegisterServices, if set, adds more services (xDS for the gateways)
+	// to the member's gRPC server, which gateways and agents reach with
+	// SVIDs of the cluster's trust domain.
+	RegisterServices func(*grpc.Server)
 }
 
 // Member is one cluster's part in the federation: it publishes the
@@ -197,6 +201,9 @@ func (m *Member) Run(ctx context.Context) error {
 	)
 	hubpb.RegisterRegistryServer(srv, m)
 	hubpb.RegisterControlPlaneServer(srv, m)
+	if m.cfg.RegisterServices != nil {
+		m.cfg.RegisterServices(srv)
+	}
 	m.gossip = NewGossip(m.cfg.Gossip, m.digest(), m.onDigest)
 
 	ctx, cancel := context.WithCancel(ctx)

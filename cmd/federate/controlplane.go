@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/federate/federate/eastwest/xds"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
@@ -81,6 +82,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	defer st.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gatewayConfig := xds.NewServer(ctx, log)
 	member, err := hub.NewMember(hub.MemberConfig{
 		Mesh: ms.Mesh, Cluster: cluster, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential,
 		CredentialPath: filepath.Join(dataDir, hub.CredentialFile), Store: st,
@@ -88,6 +92,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		Gossip: hub.GossipConfig{Bind: gossipBind, Seeds: ms.GossipSeeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
 		Timers: timers.Timers, Logger: log,
 		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefreshHint: refreshHint,
+		RegisterServices: gatewayConfig.Register,
 	})
 	if err != nil {
 		return err
@@ -98,8 +103,6 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	info := &registry.ClusterInfo{Network: network, Locality: locality, Gateways: gateways}
 	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log})
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- member.Run(ctx) }()
 	select {
@@ -113,6 +116,17 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			defer ucancel()
 			if err := member.Update(uctx, info, services); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("publish local services", "err", err)
+				return
+			}
+			// The gateways route to this cluster's exported services.
+			snap, err := xds.Build(xds.Input{
+				Version: registry.FormatVersion(member.Version(cluster)), Network: network, Services: member.Services(cluster),
+			})
+			if err == nil {
+				err = gatewayConfig.Update(uctx, snap)
+			}
+			if err != nil {
+				log.Error("gateway configuration", "err", err)
 			}
 		})
 	}()

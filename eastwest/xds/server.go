@@ -33,7 +33,7 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 	}
 	s := &Server{
 		log:    log.With("component", "xds"),
-		cache:  cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil),
+		cache:  cachev3.NewSnapshotCache(true, gatewayGroup{}, nil),
 		nodes:  make(map[int64]string),
 		nacked: make(map[string]int),
 	}
@@ -53,13 +53,22 @@ func (s *Server) Register(g *grpc.Server) {
 	discoverypb.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
 }
 
-// Update replaces a node's snapshot; it must have come from Build.
-func (s *Server) Update(ctx context.Context, node string, snap *cachev3.Snapshot) error {
-	if err := s.cache.SetSnapshot(ctx, node, snap); err != nil {
-		return fmt.Errorf("xds: set snapshot of %s: %w", node, err)
+// group is the one snapshot every gateway of the cluster gets.
+const group = "eastwest-gateways"
+
+// gatewayGroup serves every node the same snapshot: all gateways of a
+// cluster are alike.
+type gatewayGroup struct{}
+
+func (gatewayGroup) ID(*corepb.Node) string { return group }
+
+// Update replaces the gateways' snapshot; it must have come from Build.
+func (s *Server) Update(ctx context.Context, snap *cachev3.Snapshot) error {
+	if err := s.cache.SetSnapshot(ctx, group, snap); err != nil {
+		return fmt.Errorf("xds: set snapshot: %w", err)
 	}
 	s.mu.Lock()
-	delete(s.nacked, node)
+	clear(s.nacked)
 	s.mu.Unlock()
 	return nil
 }
@@ -89,7 +98,7 @@ func (s *Server) onRequest(stream int64, req *discoverypb.DiscoveryRequest) erro
 	}
 	s.nacked[node]++
 	s.mu.Unlock()
-	snap, err := s.cache.GetSnapshot(node)
+	snap, err := s.cache.GetSnapshot(group)
 	rejected := ""
 	if err == nil {
 		rejected = snap.GetVersion(req.GetTypeUrl())

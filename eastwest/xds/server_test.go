@@ -34,7 +34,7 @@ func TestNACKIsNotResent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Update(ctx, "gw", snap); err != nil {
+	if err := srv.Update(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -93,7 +93,7 @@ func TestNACKIsNotResent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Update(ctx, "gw", snap2); err != nil {
+	if err := srv.Update(ctx, snap2); err != nil {
 		t.Fatal(err)
 	}
 	if r := next(5 * time.Second); r == nil || r.GetVersionInfo() != "2" {
