@@ -16,6 +16,7 @@ import (
 	"github.com/federate/federate/registry/file"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // ControlPlaneStoreFile is the control plane's bbolt file in its data directory.
@@ -29,7 +30,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
 			"WorkloadEntry; only entries with 'export: true' leave the cluster).", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
-	var trustDomain, cacerts string
+	var trustDomain, cacerts, gatewayCred string
 	var maxSVIDTTL, refreshHint time.Duration
 	var timers timerFlags
 	var logs logFlags
@@ -47,6 +48,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&cacerts, "cacerts", "", "directory of Istio plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a generated root kept in the store")
 	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
 	fs.DurationVar(&refreshHint, "bundle-refresh-hint", trust.DefaultRefreshHint, "refresh hint published in this cluster's SPIFFE bundle")
+	fs.StringVar(&gatewayCred, "gateway-credential", "", "where to write the east-west gateway's first SVID if none is valid there (default DIR/"+GatewayCredentialFile+"); the gateway renews it itself")
 	timers.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -130,6 +132,12 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			}
 		})
 	}()
+	if gatewayCred == "" {
+		gatewayCred = filepath.Join(dataDir, GatewayCredentialFile)
+	}
+	if err := bootstrapGateway(member, gatewayCred, maxSVIDTTL); err != nil {
+		return err
+	}
 	log.Info("control plane running", "cluster", cluster, "api", member.Addr(), "gossip", member.GossipAddr())
 	var runErr error
 	for range 2 {
@@ -155,4 +163,28 @@ func parseGateway(addr, network string, locality *registry.Locality) ([]*registr
 		return nil, fmt.Errorf("--gateway %q: bad port", addr)
 	}
 	return []*registry.Gateway{{Address: host, Port: uint32(port), Network: network, Locality: locality}}, nil
+}
+
+// GatewayCredentialFile is the east-west gateway's SVID in the control
+// plane's data directory.
+const GatewayCredentialFile = "gateway.pem"
+
+// GatewayPath is the gateway's SPIFFE ID path, as in Istio.
+const GatewayPath = "/ns/istio-system/sa/eastwest-gateway"
+
+// bootstrapGateway writes a first SVID for the gateway unless a valid one
+// is there; from then on the gateway renews it with the SVID itself.
+func bootstrapGateway(member *hub.Member, path string, ttl time.Duration) error {
+	if c, err := trust.LoadCredential(path); err == nil && time.Now().Before(trust.RenewAt(c.Leaf())) {
+		return nil
+	}
+	td := member.Authority().TrustDomain()
+	cred, err := member.Authority().IssueCredential(spiffeid.RequireFromPath(td, GatewayPath), ttl)
+	if err != nil {
+		return err
+	}
+	if err := cred.Save(path); err != nil {
+		return fmt.Errorf("write gateway credential: %w", err)
+	}
+	return nil
 }
