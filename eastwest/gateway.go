@@ -1,0 +1,196 @@
+package eastwest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for Config.
+const (
+	DefaultListen          = ":15443"
+	DefaultHelloTimeout    = 10 * time.Second
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultConnectAttempts = 3
+	DefaultDrainTimeout    = 30 * time.Second
+
+	DefaultConsecutiveFailures = 5
+	DefaultEjectionTime        = 30 * time.Second
+)
+
+// Config configures a Gateway. Zero fields take the defaults above.
+type Config struct {
+	// Router decides where each server name goes. Required.
+	Router Router
+	// Listen is the address Run listens on.
+	Listen string
+	// HelloTimeout bounds the time from accept until the whole ClientHello
+	// has arrived; a slower client is cut off.
+	HelloTimeout time.Duration
+	// ConnectTimeout bounds each connect to an upstream endpoint.
+	ConnectTimeout time.Duration
+	// ConnectAttempts is how many endpoints one connection tries before it
+	// is refused.
+	ConnectAttempts int
+	// DrainTimeout is how long established connections may go on after
+	// the gateway stops accepting; then they are closed.
+	DrainTimeout time.Duration
+	// Outlier configures passive ejection of endpoints that fail to connect.
+	Outlier OutlierConfig
+	Logger  *slog.Logger
+	// Now is the clock for outlier ejection; deadlines use the system clock.
+	Now func() time.Time
+}
+
+// OutlierConfig configures passive outlier ejection.
+type OutlierConfig struct {
+	// ConsecutiveFailures is how many connects in a row must fail to eject
+	// an endpoint.
+	ConsecutiveFailures int
+	// EjectionTime is how long an ejected endpoint is skipped, unless every
+	// endpoint of a route is ejected: then they are all tried.
+	EjectionTime time.Duration
+}
+
+// Gateway is the east-west gateway's data plane: it accepts TLS
+// connections, reads the ClientHello without consuming it, routes by SNI
+// and relays the bytes untouched to an upstream, using splice(2) on Linux.
+// It never terminates TLS and refuses any name its Router does not route.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	dialer   net.Dialer
+	outliers *outliers
+	stats    counters
+}
+
+// New checks cfg and returns a gateway; it does no I/O.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Router == nil {
+		return nil, ErrNoRouter
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.ConnectAttempts <= 0 {
+		cfg.ConnectAttempts = DefaultConnectAttempts
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Outlier.ConsecutiveFailures <= 0 {
+		cfg.Outlier.ConsecutiveFailures = DefaultConsecutiveFailures
+	}
+	if cfg.Outlier.EjectionTime <= 0 {
+		cfg.Outlier.EjectionTime = DefaultEjectionTime
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "eastwest-gateway"),
+		dialer:   net.Dialer{Timeout: cfg.ConnectTimeout},
+		outliers: newOutliers(cfg.Outlier, cfg.Now),
+	}, nil
+}
+
+// Stats returns a snapshot of the gateway's counters.
+func (g *Gateway) Stats() Stats { return g.stats.snapshot() }
+
+// Run listens on Config.Listen and serves until ctx is done.
+func (g *Gateway) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("eastwest: listen on %s: %w", g.cfg.Listen, err)
+	}
+	return g.Serve(ctx, lis.(*net.TCPListener))
+}
+
+// Serve accepts connections on lis until ctx is done, then drains: it
+// closes lis, lets established connections finish for up to
+// Config.DrainTimeout, closes the rest and returns once every goroutine it
+// started has stopped. It returns nil when ctx ended it, and the accept
+// error otherwise. Serve owns lis.
+func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
+	// Connections outlive ctx by the drain; closing is how they end early.
+	connCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeConns()
+	stopListening := context.AfterFunc(ctx, func() { lis.Close() })
+	defer stopListening()
+
+	var wg sync.WaitGroup
+	err := g.accept(ctx, lis, func(c *net.TCPConn) {
+		wg.Go(func() { g.serveConn(connCtx, c) })
+	})
+	lis.Close()
+
+	drained := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(drained)
+	}()
+	drain := time.NewTimer(g.cfg.DrainTimeout)
+	defer drain.Stop()
+	select {
+	case <-drained:
+	case <-drain.C:
+		g.log.Info("drain timeout: closing connections", "active", g.stats.active.Load())
+		closeConns()
+		<-drained
+	}
+	return err
+}
+
+// accept hands each accepted connection to handle until lis fails or ctx
+// is done; it backs off on errors that running out of resources causes.
+func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(*net.TCPConn)) error {
+	var backoff time.Duration
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	defer wait.Stop()
+	for {
+		c, err := lis.AcceptTCP()
+		if err == nil {
+			backoff = 0
+			g.stats.accepted.Add(1)
+			g.stats.active.Add(1)
+			handle(c)
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !resourceExhausted(err) {
+			return fmt.Errorf("eastwest: accept: %w", err)
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		g.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
+		wait.Reset(backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wait.C:
+		}
+	}
+}
+
+func resourceExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package eastwest
+
+const raceEnabled = false

@@ -1,0 +1,196 @@
+package eastwest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/federate/federate/eastwest/sni"
+)
+
+// helloBuffers hold ClientHellos while they arrive; a connection returns
+// its buffer once the hello is forwarded, so idle connections hold none.
+var helloBuffers = sync.Pool{New: func() any {
+	b := make([]byte, sni.MaxHelloSize)
+	return &b
+}}
+
+// serveConn routes one client connection and relays it until both sides
+// are done, or until ctx ends it.
+func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn) {
+	defer g.stats.active.Add(-1)
+	defer client.Close()
+	// Closing the client ends every phase: the hello read, the relay.
+	stop := context.AfterFunc(ctx, func() { client.Close() })
+	defer stop()
+
+	upstream, ok := g.connect(ctx, client)
+	if !ok {
+		return
+	}
+	defer upstream.Close()
+	g.relay(client, upstream)
+}
+
+// connect reads the ClientHello, routes it and connects to an upstream
+// that has received the hello. It counts and logs a refusal and returns
+// false; the caller closes the client.
+func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPConn, bool) {
+	bufp := helloBuffers.Get().(*[]byte)
+	defer helloBuffers.Put(bufp)
+
+	n, hello, err := g.readHello(client, *bufp)
+	if err != nil {
+		g.refuse(client, refusalFor(err), "", err)
+		return nil, false
+	}
+	if hello.ServerName == "" {
+		g.refuse(client, RefusedNoSNI, "", nil)
+		return nil, false
+	}
+	route, err := g.cfg.Router.Route(hello.ServerName)
+	if err != nil {
+		reason := RefusedRouteError
+		if errors.Is(err, ErrNoRoute) {
+			reason = RefusedUnknownSNI
+		}
+		g.refuse(client, reason, hello.ServerName, err)
+		return nil, false
+	}
+	upstream, err := g.dial(ctx, route.Endpoints)
+	if err != nil {
+		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
+		return nil, false
+	}
+	// A few kilobytes fit the socket buffer of a fresh connection; the
+	// deadline only guards against an upstream that accepts and stalls.
+	upstream.SetWriteDeadline(time.Now().Add(g.cfg.ConnectTimeout))
+	if _, err := upstream.Write((*bufp)[:n]); err != nil {
+		upstream.Close()
+		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
+		return nil, false
+	}
+	upstream.SetWriteDeadline(time.Time{})
+	g.stats.bytesToUpstream.Add(uint64(n))
+	g.stats.relayed.Add(1)
+	return upstream, true
+}
+
+// readHello reads into buf until it holds a whole ClientHello, within
+// HelloTimeout of now. It returns the bytes read, which may go past the
+// hello, and are all to be forwarded.
+func (g *Gateway) readHello(c *net.TCPConn, buf []byte) (int, sni.ClientHello, error) {
+	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
+		return 0, sni.ClientHello{}, err
+	}
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		if m > 0 {
+			hello, perr := sni.ParseClientHello(buf[:n])
+			if perr == nil {
+				return n, hello, c.SetReadDeadline(time.Time{})
+			}
+			if !errors.Is(perr, sni.ErrIncomplete) {
+				return n, hello, perr
+			}
+			// The parser says ErrTooLarge before buf fills up.
+		}
+		if err != nil {
+			return n, sni.ClientHello{}, err
+		}
+	}
+}
+
+// refusalFor classifies an error from readHello.
+func refusalFor(err error) Refusal {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return RefusedHelloTimeout
+	case errors.Is(err, sni.ErrTooLarge):
+		return RefusedHelloTooLarge
+	case errors.Is(err, sni.ErrNotTLS), errors.Is(err, sni.ErrSSLv2), errors.Is(err, sni.ErrRecordType):
+		return RefusedNotTLS
+	case errors.Is(err, sni.ErrNotClientHello), errors.Is(err, sni.ErrBadLength), errors.Is(err, sni.ErrTruncated),
+		errors.Is(err, sni.ErrDuplicateExtension), errors.Is(err, sni.ErrBadServerName):
+		return RefusedBadHello
+	default: // EOF, reset, closed by the drain
+		return RefusedHelloIncomplete
+	}
+}
+
+// refuse counts a refusal; the caller closes the connection.
+func (g *Gateway) refuse(c *net.TCPConn, r Refusal, serverName string, err error) {
+	g.stats.refused[r].Add(1)
+	g.log.Debug("refused", "reason", r, "client", c.RemoteAddr(), "sni", serverName, "err", err)
+}
+
+// dial connects to the first endpoint that accepts, trying at most
+// ConnectAttempts of them and skipping ejected ones, unless all are.
+func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, error) {
+	skipEjected := false
+	for _, addr := range endpoints {
+		if !g.outliers.ejected(addr) {
+			skipEjected = true
+			break
+		}
+	}
+	attempts := 0
+	err := errNoEndpoints
+	for _, addr := range endpoints {
+		if attempts == g.cfg.ConnectAttempts {
+			break
+		}
+		if skipEjected && g.outliers.ejected(addr) {
+			continue
+		}
+		attempts++
+		c, derr := g.dialer.DialContext(ctx, "tcp", addr)
+		if derr == nil {
+			g.outliers.succeeded(addr)
+			return c.(*net.TCPConn), nil
+		}
+		if ctx.Err() != nil {
+			return nil, derr // the drain ended it, not the endpoint
+		}
+		err = derr
+		g.stats.connectFailures.Add(1)
+		if g.outliers.failed(addr) {
+			g.stats.ejections.Add(1)
+			g.log.Info("endpoint ejected", "endpoint", addr, "for", g.cfg.Outlier.EjectionTime, "err", derr)
+		}
+	}
+	return nil, err
+}
+
+// relay copies both ways between the raw TCP connections, so that
+// io.Copy splices on Linux. When one side stops sending, the other side's
+// write half is closed and the other direction goes on; an error in either
+// direction ends both.
+func (g *Gateway) relay(client, upstream *net.TCPConn) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(upstream, client, &g.stats.bytesToUpstream)
+	}()
+	pipe(client, upstream, &g.stats.bytesToClient)
+	<-done
+}
+
+// pipe copies src to dst; io.Copy sees both as *net.TCPConn and splices.
+func pipe(dst, src *net.TCPConn, bytes *atomic.Uint64) {
+	n, err := io.Copy(dst, src)
+	bytes.Add(uint64(n))
+	if err != nil {
+		dst.Close()
+		src.Close()
+		return
+	}
+	dst.CloseWrite()
+}

@@ -1,0 +1,19 @@
+package eastwest
+
+// Router maps the server name of a connection to where it may go. The
+// xDS-driven routing table implements it; it must be safe for concurrent
+// use and must not block, as every connection asks it once.
+type Router interface {
+	// Route returns the route for serverName (lower case, as the client
+	// sent it in SNI). It returns an error wrapping ErrNoRoute when the
+	// name is unknown or names a service that is not exported.
+	Route(serverName string) (Route, error)
+}
+
+// Route is where connections for one server name go.
+type Route struct {
+	// Endpoints are upstream "host:port" addresses. The gateway tries them
+	// in this order, skipping ejected ones, so the Router owns balancing
+	// and locality preference.
+	Endpoints []string
+}

@@ -1,0 +1,94 @@
+package eastwest
+
+import "sync/atomic"
+
+// Refusal is why the gateway closed a connection without relaying it.
+type Refusal uint8
+
+// The reasons the gateway refuses a connection.
+const (
+	// RefusedNotTLS: the first bytes are not a TLS handshake record (plain
+	// text, an SSLv2 hello, another record type).
+	RefusedNotTLS Refusal = iota
+	// RefusedBadHello: a malformed ClientHello.
+	RefusedBadHello
+	// RefusedHelloTooLarge: the hello was not complete within sni.MaxHelloSize bytes.
+	RefusedHelloTooLarge
+	// RefusedHelloTimeout: the hello was not complete within Config.HelloTimeout.
+	RefusedHelloTimeout
+	// RefusedHelloIncomplete: the client closed or reset the connection mid-hello.
+	RefusedHelloIncomplete
+	// RefusedNoSNI: the hello names no server.
+	RefusedNoSNI
+	// RefusedUnknownSNI: the Router does not route the name; never an open relay.
+	RefusedUnknownSNI
+	// RefusedRouteError: the Router failed for another reason.
+	RefusedRouteError
+	// RefusedNoUpstream: the route has no endpoint or none accepted the connection.
+	RefusedNoUpstream
+
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{
+	RefusedNotTLS:          "not_tls",
+	RefusedBadHello:        "bad_hello",
+	RefusedHelloTooLarge:   "hello_too_large",
+	RefusedHelloTimeout:    "hello_timeout",
+	RefusedHelloIncomplete: "hello_incomplete",
+	RefusedNoSNI:           "no_sni",
+	RefusedUnknownSNI:      "unknown_sni",
+	RefusedRouteError:      "route_error",
+	RefusedNoUpstream:      "no_upstream",
+}
+
+// String returns the reason as a metric label, e.g. "unknown_sni".
+func (r Refusal) String() string {
+	if r < numRefusals {
+		return refusalNames[r]
+	}
+	return "unknown"
+}
+
+// Stats is a snapshot of the gateway's counters. Byte counts include the
+// peeked ClientHello and are added when each direction of a connection
+// ends.
+type Stats struct {
+	Accepted        uint64 // connections accepted
+	Active          int64  // connections open now, in any phase
+	Relayed         uint64 // connections connected to an upstream
+	BytesToUpstream uint64
+	BytesToClient   uint64
+	ConnectFailures uint64 // upstream connect attempts that failed
+	Ejections       uint64 // endpoints ejected for consecutive connect failures
+	Refused         map[Refusal]uint64
+}
+
+// counters are the gateway's live counters.
+type counters struct {
+	accepted        atomic.Uint64
+	active          atomic.Int64
+	relayed         atomic.Uint64
+	bytesToUpstream atomic.Uint64
+	bytesToClient   atomic.Uint64
+	connectFailures atomic.Uint64
+	ejections       atomic.Uint64
+	refused         [numRefusals]atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Accepted:        c.accepted.Load(),
+		Active:          c.active.Load(),
+		Relayed:         c.relayed.Load(),
+		BytesToUpstream: c.bytesToUpstream.Load(),
+		BytesToClient:   c.bytesToClient.Load(),
+		ConnectFailures: c.connectFailures.Load(),
+		Ejections:       c.ejections.Load(),
+		Refused:         make(map[Refusal]uint64, numRefusals),
+	}
+	for r := range numRefusals {
+		s.Refused[r] = c.refused[r].Load()
+	}
+	return s
+}
