@@ -3,7 +3,6 @@ package xds
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
 	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -56,7 +56,7 @@ type Input struct {
 // ClusterName is Istio's SNI for a service port and subset,
 // outbound_.<port>_.<subset>_.<host>, used as the cluster name too.
 func ClusterName(port uint32, subset, host string) string {
-	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_." + subset + "_." + host
+	return sni.Istio{Port: uint16(port), Subset: subset, Host: host}.String()
 }
 
 // Build renders the gateway's snapshot. Every resource is validated, and

@@ -1,0 +1,198 @@
+// Command eastwest-gateway is a cluster's east-west gateway: it routes
+// cross-cluster TLS by SNI without terminating it, as its control plane
+// configures it over xDS.
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/federate/federate/eastwest"
+	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "eastwest-gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eastwest-gateway", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprint(stdout, "Usage: eastwest-gateway --control-plane ADDR --credential FILE [flags]\n\n"+
+			"Routes cross-cluster TLS by SNI (outbound_.<port>_.<subset>_.<host>) to this\n"+
+			"cluster's exported services, without terminating it. Its configuration comes\n"+
+			"from the control plane over xDS; its SVID (written by the control plane into\n"+
+			"its data directory as gateway.pem) is renewed with the SVID itself.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var controlPlane, credPath, caPath, listen, health, nodeID, level string
+	fs.StringVar(&controlPlane, "control-plane", "", "the control plane's federation API address")
+	fs.StringVar(&credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back")
+	fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
+	fs.StringVar(&listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
+	fs.StringVar(&health, "health", "0.0.0.0:15021", "health and stats address: /healthz/ready, /stats")
+	fs.StringVar(&nodeID, "node-id", "", "xDS node ID (default: the host name)")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if controlPlane == "" || credPath == "" {
+		fs.Usage()
+		return errors.New("--control-plane and --credential are required")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	if nodeID == "" {
+		nodeID, _ = os.Hostname()
+	}
+	if caPath == "" {
+		caPath = filepath.Join(filepath.Dir(credPath), "ca.pem")
+	}
+	cred, err := trust.LoadCredential(credPath)
+	if err != nil {
+		return err
+	}
+	cas, err := trust.LoadCertificates(caPath)
+	if err != nil {
+		return err
+	}
+	mesh, err := meshOf(cas[0])
+	if err != nil {
+		return fmt.Errorf("%s: %w", caPath, err)
+	}
+	tlsConf := trust.ClientTLS(cred, trust.Bundle(mesh, cas...), func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if id.MemberOf(mesh) && strings.HasPrefix(id.Path(), "/cluster/") {
+			return nil
+		}
+		return fmt.Errorf("%s is not a control plane of mesh %s", id, mesh)
+	})
+	conn, err := grpc.NewClient(controlPlane, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	routes := &xds.Routes{}
+	client := xds.NewClient(xds.ClientConfig{Conn: conn, NodeID: nodeID, Logger: log, OnUpdate: func(t *xds.Table) {
+		routes.Set(t)
+		log.Info("routing table updated", "version", t.Version, "routes", len(t.Routes))
+	}})
+	gw, err := eastwest.New(eastwest.Config{Router: routes, Listen: listen, Logger: log})
+	if err != nil {
+		return err
+	}
+	renewer := &trust.Renewer{
+		Credential: cred, Logger: log,
+		Sign: func(ctx context.Context, csr []byte) ([]*x509.Certificate, error) {
+			resp, err := hubpb.NewControlPlaneClient(conn).SignCertificate(ctx, &hubpb.SignCertificateRequest{Csr: csr, SpiffeId: cred.ID().String()})
+			if err != nil {
+				return nil, err
+			}
+			return parseChain(resp.GetCertificates())
+		},
+		OnRenew: func(c *trust.Credential) {
+			if err := c.Save(credPath); err != nil {
+				log.Error("save renewed credential", "path", credPath, "err", err)
+			}
+		},
+	}
+	healthLis, err := net.Listen("tcp", health)
+	if err != nil {
+		return fmt.Errorf("health listener: %w", err)
+	}
+	httpSrv := &http.Server{Handler: healthHandler(routes, gw), ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	go func() { errc <- client.Run(ctx) }()
+	go func() { errc <- renewer.Run(ctx) }()
+	go func() { errc <- gw.Run(ctx) }()
+	go func() {
+		if err := httpSrv.Serve(healthLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	log.Info("gateway starting", "listen", listen, "health", healthLis.Addr().String(), "control_plane", controlPlane, "id", cred.ID())
+	var first error
+	for i := range 4 {
+		err := <-errc
+		if err != nil && first == nil {
+			first = err
+		}
+		if i == 0 {
+			cancel()
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = httpSrv.Shutdown(sctx)
+			scancel()
+		}
+	}
+	return first
+}
+
+func healthHandler(routes *xds.Routes, gw *eastwest.Gateway) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !routes.Ready() {
+			http.Error(w, "no configuration from the control plane yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(gw.Stats())
+	})
+	return mux
+}
+
+// meshOf reads the mesh trust domain from the mesh CA certificate.
+func meshOf(ca *x509.Certificate) (spiffeid.TrustDomain, error) {
+	if len(ca.URIs) != 1 {
+		return spiffeid.TrustDomain{}, errors.New("the mesh CA certificate carries no SPIFFE trust domain")
+	}
+	return spiffeid.TrustDomainFromURI(ca.URIs[0])
+}
+
+func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
