@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
@@ -49,7 +51,7 @@ func buildStatus(mesh, self string, set *registry.Set, live *liveness, members [
 			cs.ApiAddress = info.GetApiAddress()
 			cs.RootExpiry = rootExpiry(info)
 			if gws := info.GetGateways(); len(gws) > 0 {
-				cs.Gateway = gws[0].GetAddress()
+				cs.Gateway = net.JoinHostPort(gws[0].GetAddress(), strconv.FormatUint(uint64(gws[0].GetPort()), 10))
 			}
 		}
 		if d, ok := digests[sum.Cluster]; ok && d.Gateway != "" {

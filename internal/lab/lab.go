@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +34,10 @@ const (
 type Options struct {
 	Dir      string
 	Clusters int
-	// Binary is the federate executable to start (default: this one).
-	Binary string
+	// Binary is the federate executable to start (default: this one);
+	// GatewayBinary the eastwest-gateway (default: beside Binary).
+	Binary        string
+	GatewayBinary string
 	// Out receives progress lines.
 	Out io.Writer
 	// LogLevel is passed to every process (default info).
@@ -69,6 +72,17 @@ type ClusterState struct {
 	Network   string `json:"network"`
 	Locality  string `json:"locality"`
 	ConfigDir string `json:"configDir"`
+	// Gateway is the cluster's east-west gateway process; its Addr is the
+	// TLS passthrough port and Health its health and stats address.
+	Gateway GatewayState `json:"gateway"`
+}
+
+// GatewayState is one east-west gateway process.
+type GatewayState struct {
+	PID    int    `json:"pid"`
+	Addr   string `json:"addr"`
+	Health string `json:"health"`
+	Log    string `json:"log"`
 }
 
 // Up starts the lab and returns once every cluster sees every other.
@@ -95,7 +109,14 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 			return nil, err
 		}
 	}
-	p := progress{out: opts.Out, total: 4}
+	gwBin := opts.GatewayBinary
+	if gwBin == "" {
+		gwBin = filepath.Join(filepath.Dir(bin), "eastwest-gateway")
+	}
+	if _, err := os.Stat(gwBin); err != nil {
+		return nil, fmt.Errorf("lab: the gateway binary: %w; build it with 'make build'", err)
+	}
+	p := progress{out: opts.Out, total: 5}
 	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel}
 	// Whatever fails below, leave no process behind.
 	ok := false
@@ -157,6 +178,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		st.Clusters = append(st.Clusters, ClusterState{
 			Process: Process{Addr: freeAddr(), Gossip: freeAddr(), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
 			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
+			Gateway: GatewayState{Addr: freeAddr(), Health: freeAddr(), Log: filepath.Join(dir, c.Name+"-gateway.log")},
 		})
 	}
 	p.done(strings.Join(names(st.Clusters), ", "))
@@ -165,7 +187,8 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	for i := range st.Clusters {
 		c := &st.Clusters[i]
 		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
-			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip}, st.commonArgs()...)
+			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
+			"--gateway", c.Gateway.Addr}, st.commonArgs()...)
 		c.PID, err = start(bin, c.Log, args...)
 		if err != nil {
 			return nil, err
@@ -181,6 +204,28 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	p.done("converged")
+
+	p.step("starting the east-west gateways")
+	for i := range st.Clusters {
+		c := &st.Clusters[i]
+		args := []string{"--control-plane", c.Addr, "--credential", filepath.Join(c.DataDir, "gateway.pem"),
+			"--listen", c.Gateway.Addr, "--health", c.Gateway.Health, "--node-id", c.Name + "-gateway"}
+		if st.LogLevel != "" {
+			args = append(args, "--log-level", st.LogLevel)
+		}
+		if c.Gateway.PID, err = start(gwBin, c.Gateway.Log, args...); err != nil {
+			return nil, err
+		}
+		if err := st.save(); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range st.Clusters {
+		if err := waitReady(ctx, "http://"+c.Gateway.Health+"/healthz/ready", c.Gateway); err != nil {
+			return nil, err
+		}
+	}
+	p.done("ready")
 	ok = true
 	return st, nil
 }
@@ -259,7 +304,7 @@ func (st *State) save() error {
 func (st *State) processes() []int {
 	pids := []int{st.Hub.PID}
 	for _, c := range st.Clusters {
-		pids = append(pids, c.PID)
+		pids = append(pids, c.PID, c.Gateway.PID)
 	}
 	return pids
 }
@@ -494,4 +539,29 @@ func (p *progress) step(what string) {
 
 func (p *progress) done(detail string) {
 	fmt.Fprintf(p.out, "done (%s, %s)\n", detail, time.Since(p.start).Round(time.Millisecond))
+}
+
+// waitReady polls a health URL until it answers 200.
+func waitReady(ctx context.Context, url string, g GatewayState) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if !alive(g.PID) {
+			return fmt.Errorf("lab: gateway exited; see %s:\n%s", g.Log, tail(g.Log))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: gateway at %s not ready; see %s", url, g.Log)
+		case <-tick.C:
+		}
+	}
 }

@@ -20,7 +20,7 @@ func TestIntegrationLab(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "federate")
-	build := exec.Command("go", "build", "-o", bin, "github.com/federate/federate/cmd/federate")
+	build := exec.Command("go", "build", "-o", tmp+"/", "github.com/federate/federate/cmd/federate", "github.com/federate/federate/cmd/eastwest-gateway")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -33,7 +33,7 @@ func TestIntegrationLab(t *testing.T) {
 		t.Fatalf("lab up: %v\n%s", err, out.String())
 	}
 	t.Cleanup(func() { st.stop() })
-	if !strings.Contains(out.String(), "[4/4] waiting until every cluster sees every other... done") {
+	if !strings.Contains(out.String(), "[5/5] starting the east-west gateways... done") {
 		t.Errorf("progress output missing the last step:\n%s", out.String())
 	}
 
@@ -61,6 +61,13 @@ func TestIntegrationLab(t *testing.T) {
 			services += int(cs.GetServices())
 			if cs.GetState() != "alive" {
 				t.Errorf("%s sees %s %s", c.Name, cs.GetName(), cs.GetState())
+			}
+		}
+		for _, cs := range resp.GetClusters() {
+			for _, want := range saved.Clusters {
+				if want.Name == cs.GetName() && cs.GetGateway() != want.Gateway.Addr {
+					t.Errorf("%s sees %s's gateway at %q, want %q", c.Name, cs.GetName(), cs.GetGateway(), want.Gateway.Addr)
+				}
 			}
 		}
 		if len(resp.GetClusters()) != 3 || services != 4 {
