@@ -361,26 +361,18 @@ func (st *State) Status(ctx context.Context, cluster string) (*hubpb.StatusRespo
 // waitConverged waits until every control plane holds every cluster's
 // slice at the version its owner reports, and sees it alive.
 func (st *State) waitConverged(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	var why string
-	for {
-		if why = st.convergence(ctx); why == "" {
-			return nil
-		}
+	exited := func() error {
 		for _, c := range st.Clusters {
 			if !alive(c.PID) {
-				return fmt.Errorf("lab: control plane %s exited; see %s:\n%s", c.Name, c.Log, tail(c.Log))
+				return exitError("control plane "+c.Name, c.Log)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: clusters did not converge within %s: %s; logs are in %s", readyTimeout, why, st.Dir)
-		case <-tick.C:
-		}
+		return nil
 	}
+	if err := poll(ctx, 200*time.Millisecond, st.convergence, exited); err != nil {
+		return fmt.Errorf("%w; logs are in %s", err, st.Dir)
+	}
+	return nil
 }
 
 // convergence returns "" when converged, or what is still missing.
@@ -471,46 +463,75 @@ func freeAddr() string {
 }
 
 func waitFile(ctx context.Context, path string, p Process) error {
+	return poll(ctx, 50*time.Millisecond, func(context.Context) string {
+		if _, err := os.Stat(path); err != nil {
+			return path + " has not appeared (see " + p.Log + ")"
+		}
+		return ""
+	}, processExited("process", p.PID, p.Log))
+}
+
+func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
+	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) string {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if _, err := hubpb.NewRegistryClient(conn).Status(cctx, &hubpb.StatusRequest{}); err != nil {
+			return fmt.Sprintf("%s does not answer: %v (see %s)", p.Addr, err, p.Log)
+		}
+		return ""
+	}, processExited("process", p.PID, p.Log))
+}
+
+// waitReady polls a gateway's health URL until it answers 200.
+func waitReady(ctx context.Context, url string, g GatewayState) error {
+	client := &http.Client{Timeout: time.Second}
+	return poll(ctx, 50*time.Millisecond, func(context.Context) string {
+		resp, err := client.Get(url)
+		if err != nil {
+			return fmt.Sprintf("gateway at %s: %v (see %s)", url, err, g.Log)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Sprintf("gateway at %s is not ready (see %s)", url, g.Log)
+		}
+		return ""
+	}, processExited("gateway", g.PID, g.Log))
+}
+
+// poll calls check every interval until it returns "" (done), exited
+// returns an error, or readyTimeout passes; check says what it waits for.
+func poll(ctx context.Context, every time.Duration, check func(context.Context) string, exited func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		if _, err := os.Stat(path); err == nil {
+		why := check(ctx)
+		if why == "" {
 			return nil
 		}
-		if !alive(p.PID) {
-			return fmt.Errorf("lab: process exited; see %s:\n%s", p.Log, tail(p.Log))
+		if err := exited(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab: %s did not appear; see %s", path, p.Log)
+			return fmt.Errorf("lab: not ready after %s: %s", readyTimeout, why)
 		case <-tick.C:
 		}
 	}
 }
 
-func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		_, err := hubpb.NewRegistryClient(conn).Status(cctx, &hubpb.StatusRequest{})
-		ccancel()
-		if err == nil {
-			return nil
+func processExited(what string, pid int, log string) func() error {
+	return func() error {
+		if !alive(pid) {
+			return exitError(what, log)
 		}
-		if !alive(p.PID) {
-			return fmt.Errorf("lab: process exited; see %s:\n%s", p.Log, tail(p.Log))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: %s does not answer: %w; see %s", p.Addr, err, p.Log)
-		case <-tick.C:
-		}
+		return nil
 	}
+}
+
+func exitError(what, log string) error {
+	return fmt.Errorf("lab: %s exited; see %s:\n%s", what, log, tail(log))
 }
 
 // tail returns the last lines of a log file.
@@ -539,29 +560,4 @@ func (p *progress) step(what string) {
 
 func (p *progress) done(detail string) {
 	fmt.Fprintf(p.out, "done (%s, %s)\n", detail, time.Since(p.start).Round(time.Millisecond))
-}
-
-// waitReady polls a health URL until it answers 200.
-func waitReady(ctx context.Context, url string, g GatewayState) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		if resp, err := client.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if !alive(g.PID) {
-			return fmt.Errorf("lab: gateway exited; see %s:\n%s", g.Log, tail(g.Log))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: gateway at %s not ready; see %s", url, g.Log)
-		case <-tick.C:
-		}
-	}
 }
