@@ -65,9 +65,12 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 race:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: control-plane benchmarks; results go into docs/benchmarks.md
+## bench: control-plane benchmarks (docs/benchmarks.md), then the gateway
+## against direct, HAProxy and nginx (docs/benchmarks-gateway.md; installs
+## haproxy and nginx from Debian when missing)
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./hub/
+	sh scripts/bench-gateway.sh
 
 ## generate: regenerate protobuf code
 generate: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc

@@ -1,0 +1,81 @@
+// Command gwbench runs the east-west gateway with a static, one-name router.
+// BenchmarkGatewayVsPeers (eastwest/bench_test.go) starts it as a child
+// process so that its CPU time can be read from /proc/<pid>/stat the same
+// way as HAProxy's and nginx's. It stops on SIGINT/SIGTERM, when its
+// standard input closes, or after -lifetime, whichever comes first.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/federate/federate/eastwest"
+)
+
+type staticRouter struct {
+	name  string
+	route eastwest.Route
+}
+
+func (r staticRouter) Route(serverName string) (eastwest.Route, error) {
+	if serverName == r.name {
+		return r.route, nil
+	}
+	return eastwest.Route{}, fmt.Errorf("%q: %w", serverName, eastwest.ErrNoRoute)
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:15443", "loopback address to listen on")
+	name := flag.String("name", "svc-a.cluster-b.test", "the one server name routed")
+	upstream := flag.String("upstream", "127.0.0.1:9443", "where that name goes")
+	lifetime := flag.Duration("lifetime", 10*time.Minute, "stop after this long in any case")
+	watchStdin := flag.Bool("stdin", true, "stop when standard input closes")
+	flag.Parse()
+	if err := run(*listen, *name, *upstream, *lifetime, *watchStdin); err != nil {
+		fmt.Fprintln(os.Stderr, "gwbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, name, upstream string, lifetime time.Duration, watchStdin bool) error {
+	addr, err := net.ResolveTCPAddr("tcp", listen)
+	if err != nil {
+		return err
+	}
+	if !addr.IP.IsLoopback() {
+		return fmt.Errorf("-listen %s: only loopback addresses are allowed", listen)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, lifetime)
+	defer cancel()
+	if watchStdin {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			cancel()
+		}()
+	}
+	gw, err := eastwest.New(eastwest.Config{
+		Router:       staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
+		Listen:       listen,
+		DrainTimeout: time.Second,
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.ListenTCP("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready", lis.Addr())
+	return gw.Serve(ctx, lis)
+}
