@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -762,12 +761,4 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 // freeAddr returns a loopback address nobody listens on now.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(tb testing.TB) string { return freeUDPTCP(tb) }

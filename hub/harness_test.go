@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -85,10 +87,10 @@ func newTestMeshWith(t *testing.T, timers Timers, configureHub func(*Config)) *t
 
 func (tm *testMesh) startHub() {
 	tm.t.Helper()
-	listen := tm.hubAddr
-	if listen == "" {
-		listen = "127.0.0.1:0"
+	if tm.hubAddr == "" {
+		tm.hubAddr = freeUDPTCP(tm.t)
 	}
+	listen := tm.hubAddr
 	if tm.hubGossip == "" {
 		tm.hubGossip = freeUDPTCP(tm.t)
 	}
@@ -297,13 +299,24 @@ func (m *testMember) update(t *testing.T, services ...*registry.Service) {
 	}
 }
 
-// freeUDPTCP returns a loopback address whose port is free for TCP now.
-func freeUDPTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freeUDPTCP returns a loopback address free for TCP and UDP now, from
+// below the kernel's ephemeral port range, so that no outgoing connection
+// takes it while a stopped hub is away.
+func freeUDPTCP(tb testing.TB) string {
+	tb.Helper()
+	for range 1000 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			u.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	tb.Fatal("no free port below the ephemeral range")
+	return ""
 }
