@@ -25,6 +25,9 @@ import (
 	"github.com/federate/federate/eastwest/xds"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/trust"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -56,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back")
 	fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
 	fs.StringVar(&listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
-	fs.StringVar(&health, "health", "0.0.0.0:15021", "health and stats address: /healthz/ready, /stats")
+	fs.StringVar(&health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /stats, /metrics (Prometheus)")
 	fs.StringVar(&nodeID, "node-id", "", "xDS node ID (default: the host name)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -170,6 +173,9 @@ func healthHandler(routes *xds.Routes, gw *eastwest.Gateway) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gw.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(gw.Stats())
