@@ -259,7 +259,7 @@ func (bm *benchMesh) startHub() {
 		bm.tb.Fatal(err)
 	}
 	bm.hub = srv
-	bm.hubStop = startComponent(bm.tb, srv.Run, srv.Ready())
+	bm.hubStop = runComponent(bm.tb, srv.Run, srv.Ready())
 }
 
 // stop stops every member, then the hub.
@@ -324,7 +324,7 @@ func (bm *benchMesh) addMember(name string) {
 		st.Close()
 		bm.tb.Fatal(err)
 	}
-	stop := startComponent(bm.tb, m.Run, m.Ready())
+	stop := runComponent(bm.tb, m.Run, m.Ready())
 	bm.members = append(bm.members, &benchMember{name: name, member: m, stop: func() {
 		stop()
 		st.Close()
@@ -429,41 +429,6 @@ func (bm *benchMesh) waitFor(timeout time.Duration, what string, cond func() boo
 			bm.tb.Fatalf("timed out after %s waiting for %s", timeout, what)
 		case <-tick.C:
 		}
-	}
-}
-
-// startComponent runs a component until the returned stop is called.
-func startComponent(tb testing.TB, run func(context.Context) error, ready <-chan struct{}) (stop func()) {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		tb.Fatalf("component failed to start: %v", err)
-	case <-timeout.C:
-		cancel()
-		tb.Fatal("component did not become ready within 30s")
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			cancel()
-			t := time.NewTimer(30 * time.Second)
-			defer t.Stop()
-			select {
-			case err := <-done:
-				if err != nil {
-					tb.Errorf("component stopped with error: %v", err)
-				}
-			case <-t.C:
-				tb.Error("component did not stop within 30s")
-			}
-		})
 	}
 }
 

@@ -301,7 +301,7 @@ func TestIntegrationWorkloadRenewsWithItsOwnSVID(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			return parseCerts(resp.GetCertificates())
+			return trust.ParseCertificates(resp.GetCertificates())
 		},
 		OnRenew: func(*trust.Credential) { renewed <- struct{}{} },
 	}

@@ -117,31 +117,35 @@ func (tm *testMesh) stopHub() {
 
 // runComponent runs f until the returned stop is called; it fails the test
 // if f does not become ready or returns an error.
-func runComponent(t *testing.T, run func(context.Context) error, ready <-chan struct{}) (stop func()) {
-	t.Helper()
+func runComponent(tb testing.TB, run func(context.Context) error, ready <-chan struct{}) (stop func()) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
 	select {
 	case <-ready:
 	case err := <-done:
 		cancel()
-		t.Fatalf("component failed to start: %v", err)
-	case <-time.After(20 * time.Second):
+		tb.Fatalf("component failed to start: %v", err)
+	case <-timeout.C:
 		cancel()
-		t.Fatal("component did not become ready within 20s")
+		tb.Fatal("component did not become ready within 30s")
 	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			cancel()
+			t := time.NewTimer(30 * time.Second)
+			defer t.Stop()
 			select {
 			case err := <-done:
 				if err != nil {
-					t.Errorf("component stopped with error: %v", err)
+					tb.Errorf("component stopped with error: %v", err)
 				}
-			case <-time.After(20 * time.Second):
-				t.Error("component did not stop within 20s")
+			case <-t.C:
+				tb.Error("component did not stop within 30s")
 			}
 		})
 	}

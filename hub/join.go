@@ -69,7 +69,7 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 		}
 		return nil, fmt.Errorf("hub %s refused the join: %s", tok.Hub, s.Message())
 	}
-	certs, err := parseCerts(resp.GetCertificates())
+	certs, err := trust.ParseCertificates(resp.GetCertificates())
 	if err != nil {
 		return nil, fmt.Errorf("hub: join response: %w", err)
 	}

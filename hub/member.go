@@ -796,7 +796,7 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
 		return
 	}
-	certs, err := parseCerts(resp.GetCertificates())
+	certs, err := trust.ParseCertificates(resp.GetCertificates())
 	if err != nil {
 		m.log.Error("renewed credential is malformed", "err", err)
 		return
@@ -811,21 +811,6 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 		}
 	}
 	m.log.Info("cluster credential renewed", "expires", certs[0].NotAfter)
-}
-
-func parseCerts(ders [][]byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for _, d := range ders {
-		c, err := x509.ParseCertificate(d)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate")
-	}
-	return out, nil
 }
 
 // conn returns a cached mTLS connection to addr that accepts only id.

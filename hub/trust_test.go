@@ -364,7 +364,7 @@ func TestTrustSignCertificateAPI(t *testing.T) {
 	// lifetime, and a chain to east's bundle as east and west hold it.
 	issued := func(t *testing.T, resp *hubpb.SignCertificateResponse, id string, life time.Duration) {
 		t.Helper()
-		certs, err := parseCerts(resp.GetCertificates())
+		certs, err := trust.ParseCertificates(resp.GetCertificates())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -591,7 +591,7 @@ func FuzzSignCertificateRequest(f *testing.F) {
 		if !c.allowed {
 			t.Fatalf("%s was issued %q", c.name, id)
 		}
-		certs, err := parseCerts(resp.GetCertificates())
+		certs, err := trust.ParseCertificates(resp.GetCertificates())
 		if err != nil {
 			t.Fatalf("issued certificates do not parse: %v", err)
 		}

@@ -201,3 +201,20 @@ func RenewAt(cert *x509.Certificate) time.Time {
 	}
 	return issued.Add(cert.NotAfter.Sub(issued) / 2)
 }
+
+// ParseCertificates decodes a DER chain, leaf first, as the federation API
+// carries it.
+func ParseCertificates(ders [][]byte) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, 0, len(ders))
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, fmt.Errorf("trust: certificate %d of the chain: %w", len(out), err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("trust: empty certificate chain")
+	}
+	return out, nil
+}

@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return nil, err
 			}
-			return parseChain(resp.GetCertificates())
+			return trust.ParseCertificates(resp.GetCertificates())
 		},
 		OnRenew: func(c *trust.Credential) {
 			if err := c.Save(credPath); err != nil {
@@ -189,16 +189,4 @@ func meshOf(ca *x509.Certificate) (spiffeid.TrustDomain, error) {
 		return spiffeid.TrustDomain{}, errors.New("the mesh CA certificate carries no SPIFFE trust domain")
 	}
 	return spiffeid.TrustDomainFromURI(ca.URIs[0])
-}
-
-func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for _, d := range ders {
-		c, err := x509.ParseCertificate(d)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
