@@ -25,3 +25,6 @@ var (
 	ErrNotIstio     = errors.New("sni: not an Istio outbound name: want outbound_.<port>_.<subset>_.<fqdn>")
 	ErrBadIstioName = errors.New("sni: invalid Istio outbound name")
 )
+
+// ErrNotInternal is returned by ParseInternal.
+var ErrNotInternal = errors.New("sni: not a federation internal name")
