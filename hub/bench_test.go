@@ -309,7 +309,7 @@ func (bm *benchMesh) addMember(name string) {
 		if len(seeds) == 4 {
 			break
 		}
-		seeds = append(seeds, other.member.GossipAddr())
+		seeds = append(seeds, other.member.GossipSeed())
 	}
 	var onApply func([]*registry.Record)
 	if bm.onApply != nil {
@@ -317,7 +317,7 @@ func (bm *benchMesh) addMember(name string) {
 	}
 	m, err := NewMember(MemberConfig{
 		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: st,
-		Gossip: GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: bm.log.With("node", name)},
+		Gossip: GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: bm.log.With("node", name)},
 		Timers: benchTimers, Logger: bm.log.With("node", name), OnApply: onApply,
 	})
 	if err != nil {
@@ -726,4 +726,3 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 // freeAddr returns a loopback address nobody listens on now.
-func freeAddr(tb testing.TB) string { return freeUDPTCP(tb) }

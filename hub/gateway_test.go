@@ -76,32 +76,11 @@ func TestIntegrationGatewayFollowsControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The gateway, as cmd/eastwest-gateway wires it.
-	gwCred, err := east.member.Authority().IssueCredential(spiffeid.RequireFromPath(backendID.TrustDomain(), "/ns/istio-system/sa/eastwest-gateway"), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cas, _ := trust.LoadCertificates(filepath.Join(tm.dir, "east", CAFile))
-	meshTD := spiffeid.RequireTrustDomainFromString("shop")
-	conn, err := grpc.NewClient(east.member.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(
-		trust.ClientTLS(gwCred, trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(ClusterID(meshTD, "east"))))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	routes := &xds.Routes{}
-	go xds.NewClient(xds.ClientConfig{Conn: conn, NodeID: "east-gw", OnUpdate: routes.Set, Logger: tm.log}).Run(ctx)
-	gw, err := eastwest.New(eastwest.Config{Router: routes, Logger: tm.log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(ctx, lis) }()
-	eventually(t, 10*time.Second, "the gateway's routing table", routes.Ready)
+	gw, done := tm.startGateway(ctx, east, lis)
 
 	// A client in another cluster, trusting east's bundle, dials by SNI.
 	dial := func(sni string) (string, error) {
@@ -137,4 +116,35 @@ func TestIntegrationGatewayFollowsControlPlane(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startGateway runs an east-west gateway on lis for member m, configured
+// over ADS by m as cmd/eastwest-gateway wires it. done reports Serve's
+// result once ctx ends.
+func (tm *testMesh) startGateway(ctx context.Context, m *testMember, lis *net.TCPListener) (*eastwest.Gateway, <-chan error) {
+	t := tm.t
+	t.Helper()
+	td := m.member.Authority().TrustDomain()
+	gwCred, err := m.member.Authority().IssueCredential(spiffeid.RequireFromPath(td, "/ns/istio-system/sa/eastwest-gateway"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, _ := trust.LoadCertificates(filepath.Join(m.dir, CAFile))
+	meshTD := spiffeid.RequireTrustDomainFromString("shop")
+	conn, err := grpc.NewClient(m.member.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(
+		trust.ClientTLS(gwCred, trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(ClusterID(meshTD, m.name))))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	routes := &xds.Routes{}
+	go xds.NewClient(xds.ClientConfig{Conn: conn, NodeID: m.name + "-gw", OnUpdate: routes.Set, Logger: tm.log}).Run(ctx)
+	gw, err := eastwest.New(eastwest.Config{Router: routes, Logger: tm.log.With("node", m.name+"-gw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- gw.Serve(ctx, lis) }()
+	eventually(t, 10*time.Second, "the gateway's routing table", routes.Ready)
+	return gw, done
 }

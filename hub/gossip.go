@@ -3,8 +3,10 @@ package hub
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/registry"
+	"github.com/federate/federate/trust"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -72,13 +75,21 @@ func DecodeDigest(b []byte) (Digest, error) {
 
 // GossipConfig configures the gossip layer.
 type GossipConfig struct {
-	// Bind is the host:port to listen on (UDP and TCP); port 0 picks one.
+	// Bind is the TCP host:port to listen on; port 0 picks one.
 	Bind string
-	// Seeds are gossip addresses to join; joins are retried until one works
-	// and repeated while a seed is missing from the membership.
+	// Advertise is the address other members dial, an IP host and a port.
+	// A cluster behind an east-west gateway advertises the gateway, which
+	// routes gossip to Bind; empty means the bound address.
+	Advertise string
+	// Seeds are gossip addresses to join, each "host:port" or
+	// "node/host:port" (the node name selects the cluster behind a
+	// gateway); joins are retried until one works and repeated while a
+	// seed is missing from the membership.
 	Seeds []string
-	// Key is the AES-256 gossip encryption key shared by the mesh.
-	Key []byte
+	// Credential and CA authenticate members to each other over mTLS; the
+	// hub and Member fill them in from their own.
+	Credential *trust.Credential
+	CA         []*x509.Certificate
 	// Label separates meshes that share addresses and keys.
 	Label string
 	// Profile is "wan" (the default) or "lan"; LAN detects failures faster.
@@ -115,7 +126,8 @@ type Gossip struct {
 	newest  map[string]Digest      // by member name
 	members map[string]MemberState // live members, by name, from memberlist events
 	ml      *memberlist.Memberlist
-	addr    string
+	addr    string // advertised
+	listen  string
 	ready   chan struct{}
 }
 
@@ -171,26 +183,42 @@ func (g *Gossip) Addr() string {
 	return g.addr
 }
 
+// Seed returns "node/addr", how other members join this one: the node
+// name lets them reach it through its cluster's gateway.
+func (g *Gossip) Seed() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.local.Name + "/" + g.addr
+}
+
+// ListenAddr returns the address gossip listens on: where a gateway that
+// is advertised in its place sends gossip connections.
+func (g *Gossip) ListenAddr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.listen
+}
+
 // Run starts memberlist and serves until ctx is done, then leaves the mesh.
 func (g *Gossip) Run(ctx context.Context) error {
 	conf, err := g.memberlistConfig()
 	if err != nil {
 		return err
 	}
+	transport := conf.Transport.(*tlsTransport)
 	ml, err := memberlist.Create(conf)
 	if err != nil {
+		transport.Shutdown()
 		return fmt.Errorf("hub: start gossip on %s: %w", g.cfg.Bind, err)
 	}
 	g.mu.Lock()
 	g.ml = ml
-	g.addr = net.JoinHostPort(conf.AdvertiseAddr, strconv.Itoa(conf.AdvertisePort))
-	if conf.AdvertiseAddr == "" {
-		n := ml.LocalNode()
-		g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	}
+	n := ml.LocalNode()
+	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	g.listen = transport.Addr().String()
 	g.mu.Unlock()
 	close(g.ready)
-	g.log.Info("gossip listening", "addr", g.Addr(), "name", conf.Name)
+	g.log.Info("gossip listening", "listen", g.listen, "advertise", g.Addr(), "name", conf.Name)
 	defer func() {
 		_ = ml.Leave(time.Second)
 		_ = ml.Shutdown()
@@ -223,21 +251,19 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	default:
 		return nil, fmt.Errorf("hub: gossip profile %q: want wan or lan", g.cfg.Profile)
 	}
-	host, portStr, err := net.SplitHostPort(g.cfg.Bind)
-	if err != nil {
-		return nil, fmt.Errorf("hub: gossip bind address %q: %w", g.cfg.Bind, err)
+	if g.cfg.Credential == nil {
+		return nil, errors.New("hub: gossip needs the member's credential")
 	}
-	port, err := strconv.Atoi(portStr)
+	td := g.cfg.Credential.ID().TrustDomain()
+	bundle := trust.Bundle(td, g.cfg.CA...)
+	transport, err := newTLSTransport(g.cfg.Bind, g.cfg.Advertise,
+		trust.MTLSServer(g.cfg.Credential, bundle, authorizeGossip(td), g.log),
+		trust.MTLSClient(g.cfg.Credential, bundle, authorizeGossip(td), g.log), g.log)
 	if err != nil {
-		return nil, fmt.Errorf("hub: gossip bind port %q: %w", portStr, err)
+		return nil, err
 	}
+	conf.Transport = transport
 	conf.Name = g.local.Name
-	conf.BindAddr, conf.BindPort = host, port
-	conf.AdvertisePort = port
-	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-		conf.AdvertiseAddr = host
-	}
-	conf.SecretKey = g.cfg.Key
 	conf.Label = g.cfg.Label
 	conf.Delegate = (*gossipDelegate)(g)
 	conf.Events = (*gossipEvents)(g)
@@ -262,7 +288,8 @@ func (g *Gossip) rejoin(all bool) {
 	g.mu.Unlock()
 	var missing []string
 	for _, s := range g.cfg.Seeds {
-		if (all || !present[s]) && s != g.Addr() {
+		addr := s[strings.IndexByte(s, '/')+1:]
+		if (all || !present[addr]) && addr != g.Addr() {
 			missing = append(missing, s)
 		}
 	}

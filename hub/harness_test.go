@@ -88,11 +88,11 @@ func newTestMeshWith(t *testing.T, timers Timers, configureHub func(*Config)) *t
 func (tm *testMesh) startHub() {
 	tm.t.Helper()
 	if tm.hubAddr == "" {
-		tm.hubAddr = freeUDPTCP(tm.t)
+		tm.hubAddr = freeAddr(tm.t)
 	}
 	listen := tm.hubAddr
 	if tm.hubGossip == "" {
-		tm.hubGossip = freeUDPTCP(tm.t)
+		tm.hubGossip = freeAddr(tm.t)
 	}
 	cfg := Config{
 		Mesh: "shop", Listen: listen, GossipBind: tm.hubGossip, DataDir: filepath.Join(tm.dir, "hub"),
@@ -220,14 +220,14 @@ func (tm *testMesh) startMemberWith(name string, configure func(*MemberConfig)) 
 	tm.mu.Lock()
 	for _, other := range tm.members {
 		if other.member != nil && other.stop != nil {
-			seeds = append(seeds, other.member.GossipAddr())
+			seeds = append(seeds, other.member.GossipSeed())
 		}
 	}
 	tm.mu.Unlock()
 	cfg := MemberConfig{
 		Mesh: ms.Mesh, Cluster: name, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential, Store: st,
 		CredentialPath: filepath.Join(dir, CredentialFile),
-		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
+		Gossip:         GossipConfig{Bind: "127.0.0.1:0", Seeds: seeds, Label: ms.Mesh, Profile: "lan", RejoinInterval: time.Second, Logger: tm.log.With("node", name)},
 		Timers:         tm.timers, Logger: tm.log.With("node", name),
 	}
 	if configure != nil {
@@ -303,21 +303,15 @@ func (m *testMember) update(t *testing.T, services ...*registry.Service) {
 	}
 }
 
-// freeUDPTCP returns a loopback address free for TCP and UDP now, from
+// freeAddr returns a loopback TCP address free now, from
 // below the kernel's ephemeral port range, so that no outgoing connection
 // takes it while a stopped hub is away.
-func freeUDPTCP(tb testing.TB) string {
+func freeAddr(tb testing.TB) string {
 	tb.Helper()
 	for range 1000 {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
 			return addr
 		}
 	}

@@ -78,3 +78,13 @@ func identify(ctx context.Context, td spiffeid.TrustDomain, v *registry.Verifier
 	}
 	return c, nil
 }
+
+// authorizeGossip accepts gossip peers: the hub and the mesh's clusters.
+func authorizeGossip(td spiffeid.TrustDomain) tlsconfig.Authorizer {
+	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if id == HubID(td) || clusterOf(td, id) != "" {
+			return nil
+		}
+		return fmt.Errorf("hub: %s may not gossip in mesh %s", id, td.Name())
+	}
+}

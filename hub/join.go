@@ -30,7 +30,6 @@ type Membership struct {
 	Mesh        string   `json:"mesh"`
 	Cluster     string   `json:"cluster"`
 	Hub         string   `json:"hub"`
-	GossipKey   []byte   `json:"gossipKey"`
 	GossipSeeds []string `json:"gossipSeeds"`
 
 	Credential *trust.Credential   `json:"-"`
@@ -86,8 +85,8 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	}
 	return &Membership{
 		Mesh: resp.GetMesh(), Cluster: resp.GetCluster(), Hub: tok.Hub,
-		GossipKey: resp.GetGossipKey(), GossipSeeds: resp.GetGossipSeeds(),
-		Credential: cred, CA: []*x509.Certificate{ca},
+		GossipSeeds: resp.GetGossipSeeds(),
+		Credential:  cred, CA: []*x509.Certificate{ca},
 	}, nil
 }
 

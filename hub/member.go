@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
@@ -52,7 +53,9 @@ type MemberConfig struct {
 	CredentialPath string
 	Store          *store.Store
 	// Listen is the address of this member's Registry API (peer fetch and
-	// status); Advertise (default: the bound address) is what peers dial.
+	// status); Advertise (default: the bound address) is what peers dial:
+	// the cluster's gateway when there is one, which routes the internal
+	// name controlplane.<cluster>.federate.internal to Listen.
 	Listen    string
 	Advertise string
 	Gossip    GossipConfig
@@ -174,8 +177,14 @@ func (m *Member) Ready() <-chan struct{} { return m.ready }
 // Addr returns the Registry API address.
 func (m *Member) Addr() string { return m.listener.Addr().String() }
 
-// GossipAddr returns this member's gossip address.
+// GossipAddr returns this member's advertised gossip address.
 func (m *Member) GossipAddr() string { return m.gossip.Addr() }
+
+// GossipSeed returns how other members join this one's gossip.
+func (m *Member) GossipSeed() string { return m.gossip.Seed() }
+
+// GossipListenAddr returns the address gossip listens on.
+func (m *Member) GossipListenAddr() string { return m.gossip.ListenAddr() }
 
 // Run loads the stored state, serves it at once, and keeps it in sync until
 // ctx is done.
@@ -204,7 +213,9 @@ func (m *Member) Run(ctx context.Context) error {
 	if m.cfg.RegisterServices != nil {
 		m.cfg.RegisterServices(srv)
 	}
-	m.gossip = NewGossip(m.cfg.Gossip, m.digest(), m.onDigest)
+	gossip := m.cfg.Gossip
+	gossip.Credential, gossip.CA = m.cfg.Credential, m.cfg.CA
+	m.gossip = NewGossip(gossip, m.digest(), m.onDigest)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -822,6 +833,11 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
+	if cluster := clusterOf(m.td, id); cluster != "" {
+		// A peer behind its gateway is reached by this name; a peer
+		// reached directly ignores it.
+		tlsConf.ServerName = sni.Internal(sni.ControlPlane, cluster)
+	}
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),

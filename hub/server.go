@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -46,7 +45,6 @@ const (
 	AdminCredFile = "admin.pem"
 	CAFile        = "ca.pem"
 	metaCA        = "ca"
-	metaGossipKey = "gossip-key"
 )
 
 // Config configures a hub.
@@ -58,9 +56,12 @@ type Config struct {
 	Advertise string
 	DataDir   string
 	// GossipBind is the gossip address; the default is Listen's host, port 0.
-	GossipBind    string
-	GossipProfile string
-	Timers        Timers
+	GossipBind string
+	// GossipAdvertise is the gossip address members dial; the default is
+	// GossipBind, or Advertise's host with GossipBind's port.
+	GossipAdvertise string
+	GossipProfile   string
+	Timers          Timers
 	// CredentialTTL is the lifetime of issued cluster credentials.
 	CredentialTTL time.Duration
 	// BundleListen, if set, serves every member's SPIFFE bundle over
@@ -88,7 +89,6 @@ type Server struct {
 	ca        *trust.CA
 	verifier  *registry.Verifier
 	gossip    *Gossip
-	gossipKey []byte
 	listener  net.Listener
 	bundleLis net.Listener
 	ready     chan struct{}
@@ -200,7 +200,9 @@ func (s *Server) Run(ctx context.Context) error {
 		gossipBind = net.JoinHostPort(host, "0")
 	}
 	s.gossip = NewGossip(GossipConfig{
-		Bind: gossipBind, Key: s.gossipKey, Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
+		Bind: gossipBind, Advertise: gossipAdvertise(gossipBind, s.cfg.GossipAdvertise, s.cfg.Advertise),
+		Credential: cred, CA: []*x509.Certificate{s.ca.Cert},
+		Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
 	}, Digest{Name: "hub", API: s.cfg.Advertise}, nil)
 
 	srv := grpc.NewServer(
@@ -310,23 +312,13 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 		if data, err = ca.MarshalPEM(); err != nil {
 			return err
 		}
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
-		}
-		err = s.store.Write(ctx,
-			store.Op{Bucket: store.BucketMeta, Key: metaCA, Value: data},
-			store.Op{Bucket: store.BucketMeta, Key: metaGossipKey, Value: key})
-		if err != nil {
+		if err := s.store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaCA, Value: data}); err != nil {
 			return err
 		}
 		s.log.Info("created hub CA", "fingerprint", trust.Fingerprint(ca.Cert))
 	}
 	if s.ca, err = trust.ParseCA(s.td, data); err != nil {
 		return fmt.Errorf("hub: CA in %s: %w", s.store.Path(), err)
-	}
-	if s.gossipKey, err = s.store.Get(store.BucketMeta, metaGossipKey); err != nil || len(s.gossipKey) != 32 {
-		return fmt.Errorf("hub: gossip key in %s is missing or damaged", s.store.Path())
 	}
 	s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
 	return nil
@@ -428,7 +420,6 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		Cluster:      rec.Cluster,
 		Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw},
 		Ca:           s.ca.Cert.Raw,
-		GossipKey:    s.gossipKey,
 		GossipSeeds:  s.gossipSeeds(),
 	}, nil
 }
@@ -437,7 +428,8 @@ func (s *Server) gossipSeeds() []string {
 	seeds := []string{s.gossip.Addr()}
 	for _, m := range s.gossip.Members() {
 		if m.Cluster != "" && len(seeds) < 8 {
-			seeds = append(seeds, m.Addr)
+			// The node name selects the cluster behind a gateway.
+			seeds = append(seeds, m.Name+"/"+m.Addr)
 		}
 	}
 	return seeds
@@ -672,4 +664,26 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 		resp.External = append(resp.External, im.status())
 	}
 	return resp, nil
+}
+
+// gossipAdvertise picks the hub's advertised gossip address: the one
+// given, else the bind address if it names an IP, else the API's
+// advertised host with the bind port.
+func gossipAdvertise(bind, advertise, api string) string {
+	if advertise != "" {
+		return advertise
+	}
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return bind
+	}
+	if apiHost, _, err := net.SplitHostPort(api); err == nil {
+		if ip := net.ParseIP(apiHost); ip != nil && !ip.IsUnspecified() {
+			return net.JoinHostPort(apiHost, port)
+		}
+	}
+	return ""
 }

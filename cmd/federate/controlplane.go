@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/eastwest/xds"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/registry"
@@ -30,7 +31,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
 			"WorkloadEntry; only entries with 'export: true' leave the cluster).", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
-	var trustDomain, cacerts, gatewayCred string
+	var trustDomain, cacerts, gatewayCred, internalHost string
 	var maxSVIDTTL, refreshHint time.Duration
 	var timers timerFlags
 	var logs logFlags
@@ -40,10 +41,11 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&dataDir, "data-dir", "", "data directory written by 'federate join'")
 	fs.StringVar(&configDir, "config-dir", "", "directory of service YAML files")
 	fs.StringVar(&listen, "listen", "0.0.0.0:15013", "address of this control plane's federation API (peer fetch, status)")
-	fs.StringVar(&advertise, "advertise", "", "address peers dial for the federation API (default: the listen address)")
-	fs.StringVar(&gossipBind, "gossip", "0.0.0.0:15014", "gossip address, UDP and TCP")
+	fs.StringVar(&advertise, "advertise", "", "address peers dial for the federation API and gossip (default: --gateway, else the listen address)")
+	fs.StringVar(&gossipBind, "gossip", "0.0.0.0:15014", "gossip address (mTLS over TCP)")
 	fs.StringVar(&gossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
-	fs.StringVar(&gateway, "gateway", "", "this cluster's east-west gateway address host:port, announced to the others")
+	fs.StringVar(&gateway, "gateway", "", "this cluster's east-west gateway address host:port, announced to the others; peers reach this control plane's API and gossip through it")
+	fs.StringVar(&internalHost, "internal-host", "", "host the gateway dials to reach this control plane (default: the listen host, or 127.0.0.1 when that is 0.0.0.0)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "this cluster's SPIFFE trust domain (default <cluster>.<mesh>; must match its join token)")
 	fs.StringVar(&cacerts, "cacerts", "", "directory of Istio plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a generated root kept in the store")
 	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
@@ -87,11 +89,17 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	gatewayConfig := xds.NewServer(ctx, log)
+	// Behind a gateway, peers reach the API and gossip at the gateway's
+	// address, by internal server names.
+	apiAdvertise, gossipAdvertise := advertise, advertise
+	if advertise == "" {
+		apiAdvertise, gossipAdvertise = gateway, gateway
+	}
 	member, err := hub.NewMember(hub.MemberConfig{
 		Mesh: ms.Mesh, Cluster: cluster, Hub: ms.Hub, CA: ms.CA, Credential: ms.Credential,
 		CredentialPath: filepath.Join(dataDir, hub.CredentialFile), Store: st,
-		Listen: listen, Advertise: advertise,
-		Gossip: hub.GossipConfig{Bind: gossipBind, Seeds: ms.GossipSeeds, Key: ms.GossipKey, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
+		Listen: listen, Advertise: apiAdvertise,
+		Gossip: hub.GossipConfig{Bind: gossipBind, Advertise: gossipAdvertise, Seeds: ms.GossipSeeds, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
 		Timers: timers.Timers, Logger: log,
 		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefreshHint: refreshHint,
 		RegisterServices: gatewayConfig.Register,
@@ -123,6 +131,10 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			// The gateways route to this cluster's exported services.
 			snap, err := xds.Build(xds.Input{
 				Version: registry.FormatVersion(member.Version(cluster)), Network: network, Services: member.Services(cluster),
+				Cluster: cluster, Internal: map[sni.Component]string{
+					sni.ControlPlane: internalAddr(member.Addr(), internalHost),
+					sni.Gossip:       internalAddr(member.GossipListenAddr(), internalHost),
+				},
 			})
 			if err == nil {
 				err = gatewayConfig.Update(uctx, snap)
@@ -148,6 +160,21 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		cancel()
 	}
 	return runErr
+}
+
+// internalAddr is where the gateway reaches a local listener at addr.
+func internalAddr(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" {
+		host = h
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func parseGateway(addr, network string, locality *registry.Locality) ([]*registry.Gateway, error) {

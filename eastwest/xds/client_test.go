@@ -72,7 +72,7 @@ func TestClientFollowsServer(t *testing.T) {
 	if err := srv.Update(ctx, snap2); err != nil {
 		t.Fatal(err)
 	}
-	for tb = next(); len(tb.Routes) != 1; tb = next() {
+	for tb = next(); len(tb.Routes) != 3; tb = next() { // inventory and the two internal names
 	}
 	if _, ok := tb.Lookup(v2); ok {
 		t.Error("the withdrawn payment route is still there")
@@ -95,7 +95,7 @@ func TestClientFollowsServer(t *testing.T) {
 	if err := srv.Update(ctx, snap3); err != nil {
 		t.Fatal(err)
 	}
-	for tb = next(); len(tb.Routes) != 7; tb = next() {
+	for tb = next(); len(tb.Routes) != 9; tb = next() {
 		if len(tb.Routes) == 0 {
 			t.Fatal("an empty table was published")
 		}

@@ -69,7 +69,7 @@ func TestNACKIsNotResent(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := next(5 * time.Second)
-	if first == nil || first.GetVersionInfo() != "1" || len(first.GetResources()) != 7 {
+	if first == nil || first.GetVersionInfo() != "1" || len(first.GetResources()) != len(snap.GetResources(resourcev3.ClusterType)) {
 		t.Fatalf("first response: %v", first)
 	}
 	// NACK: the last accepted version (none), the nonce, and an error.

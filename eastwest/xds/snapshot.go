@@ -2,7 +2,9 @@ package xds
 
 import (
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -51,6 +53,11 @@ type Input struct {
 	Services []*registry.Service
 	// Subsets by service hostname.
 	Subsets map[string][]Subset
+	// Cluster is the gateway's cluster. The internal names of its
+	// components (sni.Internal) route to the addresses in Internal, so that
+	// peers and VM agents reach the control plane through the gateway.
+	Cluster  string
+	Internal map[sni.Component]string
 }
 
 // ClusterName is Istio's SNI for a service port and subset,
@@ -89,6 +96,25 @@ func Build(in Input) (*cachev3.Snapshot, error) {
 				endpoints = append(endpoints, assignment(name, in.Network, svc, p, sub))
 			}
 		}
+	}
+	components := make([]sni.Component, 0, len(in.Internal))
+	for c := range in.Internal {
+		components = append(components, c)
+	}
+	sort.Slice(components, func(i, j int) bool { return components[i] < components[j] })
+	for _, c := range components {
+		name := sni.Internal(c, in.Cluster)
+		cla, err := internalAssignment(name, in.Internal[c])
+		if err != nil {
+			return nil, err
+		}
+		chain, err := filterChain(name)
+		if err != nil {
+			return nil, err
+		}
+		chains = append(chains, chain)
+		clusters = append(clusters, cluster(name))
+		endpoints = append(endpoints, cla)
 	}
 	lis, err := listener(port, chains)
 	if err != nil {
@@ -248,4 +274,27 @@ func health(h registrypb.Health) corepb.HealthStatus {
 		return corepb.HealthStatus_UNHEALTHY
 	}
 	return corepb.HealthStatus_UNKNOWN
+}
+
+// internalAssignment is the one local endpoint behind an internal name.
+func internalAssignment(name, addr string) (*endpointpb.ClusterLoadAssignment, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	port, perr := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || perr != nil || host == "" || port == 0 {
+		return nil, fmt.Errorf("xds: address %q of %s: want host:port", addr, name)
+	}
+	return &endpointpb.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints: []*endpointpb.LocalityLbEndpoints{{
+			LoadBalancingWeight: wrapperspb.UInt32(1),
+			LbEndpoints: []*endpointpb.LbEndpoint{{
+				HostIdentifier: &endpointpb.LbEndpoint_Endpoint{Endpoint: &endpointpb.Endpoint{
+					Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
+						Address: host, PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: uint32(port)},
+					}}},
+				}},
+				LoadBalancingWeight: wrapperspb.UInt32(1),
+			}},
+		}},
+	}, nil
 }

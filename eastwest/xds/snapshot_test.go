@@ -7,6 +7,7 @@ import (
 	"sort"
 	"testing"
 
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,6 +17,7 @@ import (
 
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 )
@@ -35,6 +37,8 @@ func labInput(t *testing.T) Input {
 			{Name: "v1", Labels: map[string]string{"version": "v1"}},
 			{Name: "v2", Labels: map[string]string{"version": "v2"}},
 		}},
+		Cluster:  "central",
+		Internal: map[sni.Component]string{sni.ControlPlane: "127.0.0.1:15013", sni.Gossip: "127.0.0.1:15014"},
 	}
 }
 
@@ -112,8 +116,36 @@ func TestOnlyOwnNetworkAndSubsets(t *testing.T) {
 			t.Errorf("%s: %d endpoints, want %d", name, got, want)
 		}
 	}
-	if n := len(snap.GetResources(resourcev3.ClusterType)); n != 7 {
-		t.Errorf("%d clusters, want 7 (payment 2 ports x 3 subsets, inventory 1)", n)
+	if n := len(snap.GetResources(resourcev3.ClusterType)); n != 9 {
+		t.Errorf("%d clusters, want 9 (payment 2 ports x 3 subsets, inventory 1, control plane, gossip)", n)
+	}
+}
+
+// TestInternalNames: the gateway's own cluster's internal names reach the
+// local control plane and gossip listener; no other cluster's do.
+func TestInternalNames(t *testing.T) {
+	snap, err := Build(labInput(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := tableOf(t, snap)
+	for name, want := range map[string]string{
+		"controlplane.central.federate.internal": "127.0.0.1:15013",
+		"gossip.central.federate.internal":       "127.0.0.1:15014",
+	} {
+		if got, ok := table.Lookup(name); !ok || len(got) != 1 || got[0] != want {
+			t.Errorf("%s routes to %v, want [%s]", name, got, want)
+		}
+	}
+	for _, name := range []string{"gossip.east.federate.internal", "controlplane.west.federate.internal"} {
+		if got, ok := table.Lookup(name); ok {
+			t.Errorf("%s routes to %v; another cluster's internal name must be refused", name, got)
+		}
+	}
+	in := labInput(t)
+	in.Internal[sni.Gossip] = "no-port"
+	if _, err := Build(in); err == nil {
+		t.Error("Build accepted an internal address without a port")
 	}
 }
 
@@ -125,4 +157,24 @@ func TestEmptyRegistryIsValid(t *testing.T) {
 	if n := len(snap.GetResources(resourcev3.ListenerType)); n != 1 {
 		t.Errorf("%d listeners, want 1", n)
 	}
+}
+
+// tableOf is the routing table a gateway's client makes of snap.
+func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
+	t.Helper()
+	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, endpoints: map[string][]string{}}
+	for _, typ := range []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType} {
+		resp := &discoverypb.DiscoveryResponse{TypeUrl: typ}
+		for _, r := range snap.GetResources(typ) {
+			a, err := anypb.New(r.(proto.Message))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Resources = append(resp.Resources, a)
+		}
+		if err := st.apply(resp); err != nil {
+			t.Fatalf("apply %s: %v", typ, err)
+		}
+	}
+	return st.table()
 }

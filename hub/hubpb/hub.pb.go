@@ -85,8 +85,6 @@ type JoinResponse struct {
 	Certificates [][]byte `protobuf:"bytes,3,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	// The hub CA certificate (DER).
 	Ca []byte `protobuf:"bytes,4,opt,name=ca,proto3" json:"ca,omitempty"`
-	// Shared key for gossip encryption (AES-256).
-	GossipKey []byte `protobuf:"bytes,5,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
 	// Gossip addresses to join.
 	GossipSeeds   []string `protobuf:"bytes,6,rep,name=gossip_seeds,json=gossipSeeds,proto3" json:"gossip_seeds,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -147,13 +145,6 @@ func (x *JoinResponse) GetCertificates() [][]byte {
 func (x *JoinResponse) GetCa() []byte {
 	if x != nil {
 		return x.Ca
-	}
-	return nil
-}
-
-func (x *JoinResponse) GetGossipKey() []byte {
-	if x != nil {
-		return x.GossipKey
 	}
 	return nil
 }
@@ -1483,15 +1474,14 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x13hub/hubpb/hub.proto\x12\x0ffederate.hub.v1\x1a\"registry/registrypb/registry.proto\"5\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
-	"\x03csr\x18\x02 \x01(\fR\x03csr\"\xb2\x01\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"\xa5\x01\n" +
 	"\fJoinResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\"\n" +
 	"\fcertificates\x18\x03 \x03(\fR\fcertificates\x12\x0e\n" +
-	"\x02ca\x18\x04 \x01(\fR\x02ca\x12\x1d\n" +
-	"\n" +
-	"gossip_key\x18\x05 \x01(\fR\tgossipKey\x12!\n" +
-	"\fgossip_seeds\x18\x06 \x03(\tR\vgossipSeeds\" \n" +
+	"\x02ca\x18\x04 \x01(\fR\x02ca\x12!\n" +
+	"\fgossip_seeds\x18\x06 \x03(\tR\vgossipSeedsJ\x04\b\x05\x10\x06R\n" +
+	"gossip_key\" \n" +
 	"\fRenewRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"3\n" +
 	"\rRenewResponse\x12\"\n" +

@@ -201,15 +201,13 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	}
 	p.done(fmt.Sprintf("%d processes", len(st.Clusters)))
 
-	p.step("waiting until every cluster sees every other")
-	if err := st.waitConverged(ctx); err != nil {
-		return nil, err
-	}
-	p.done("converged")
-
 	p.step("starting the east-west gateways")
 	for i := range st.Clusters {
 		c := &st.Clusters[i]
+		// The control plane writes the gateway's first SVID once it serves.
+		if err := waitFile(ctx, filepath.Join(c.DataDir, "gateway.pem"), c.Process); err != nil {
+			return nil, err
+		}
 		args := []string{"--control-plane", c.Addr, "--credential", filepath.Join(c.DataDir, "gateway.pem"),
 			"--listen", c.Gateway.Addr, "--health", c.Gateway.Health, "--node-id", c.Name + "-gateway"}
 		if st.LogLevel != "" {
@@ -228,6 +226,12 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 	}
 	p.done("ready")
+
+	p.step("waiting until every cluster sees every other")
+	if err := st.waitConverged(ctx); err != nil {
+		return nil, err
+	}
+	p.done("converged")
 	ok = true
 	return st, nil
 }

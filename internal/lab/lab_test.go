@@ -33,7 +33,7 @@ func TestIntegrationLab(t *testing.T) {
 		t.Fatalf("lab up: %v\n%s", err, out.String())
 	}
 	t.Cleanup(func() { st.stop() })
-	if !strings.Contains(out.String(), "[5/5] starting the east-west gateways... done") {
+	if !strings.Contains(out.String(), "[5/5] waiting until every cluster sees every other... done") {
 		t.Errorf("progress output missing the last step:\n%s", out.String())
 	}
 
