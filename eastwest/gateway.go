@@ -136,7 +136,7 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 
 	var wg sync.WaitGroup
 	err := g.accept(ctx, lis, func(c *net.TCPConn) {
-		wg.Go(func() { g.serveConn(connCtx, c) })
+		wg.Go(func() { g.serveConn(connCtx, c, &wg) })
 	})
 	lis.Close()
 

@@ -3,7 +3,6 @@ package eastwest
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -20,21 +19,55 @@ var helloBuffers = sync.Pool{New: func() any {
 	return &b
 }}
 
-// serveConn routes one client connection and relays it until both sides
-// are done, or until ctx ends it.
-func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn) {
-	defer g.stats.active.Add(-1)
-	defer client.Close()
-	// Closing the client ends every phase: the hello read, the relay.
-	stop := context.AfterFunc(ctx, func() { client.Close() })
-	defer stop()
+// relayed is one client connection and, once connected, its upstream.
+type relayed struct {
+	client   *net.TCPConn
+	upstream atomic.Pointer[net.TCPConn]
+	left     atomic.Int32 // directions still copying
+	stop     func() bool  // unregisters the drain's close
+}
 
+func (r *relayed) close() {
+	r.client.Close()
+	if u := r.upstream.Load(); u != nil {
+		u.Close()
+	}
+}
+
+// serveConn routes one client connection and starts its relay; wg counts
+// the relay's goroutines.
+func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
+	r := &relayed{client: client}
+	// Closing ends every phase: the hello read, the relay.
+	r.stop = context.AfterFunc(ctx, r.close)
 	upstream, ok := g.connect(ctx, client)
 	if !ok {
+		r.stop()
+		client.Close()
+		g.stats.active.Add(-1)
 		return
 	}
-	defer upstream.Close()
-	g.relay(client, upstream)
+	r.upstream.Store(upstream)
+	// Each direction gets a fresh goroutine: their stacks stay small while
+	// the connection idles, where this one's grew reading the hello.
+	r.left.Store(2)
+	wg.Add(2)
+	go g.copyHalf(r, upstream, client, &g.stats.bytesToUpstream, wg)
+	go g.copyHalf(r, client, upstream, &g.stats.bytesToClient, wg)
+}
+
+// copyHalf relays one direction. When src ends, dst's write half is
+// closed and the other direction goes on; an error ends both.
+func (g *Gateway) copyHalf(r *relayed, dst, src *net.TCPConn, bytes *atomic.Uint64, wg *sync.WaitGroup) {
+	defer wg.Done()
+	if err := copyConn(dst, src, bytes); err != nil {
+		r.close()
+	}
+	if r.left.Add(-1) == 0 {
+		r.stop()
+		r.close()
+		g.stats.active.Add(-1)
+	}
 }
 
 // connect reads the ClientHello, routes it and connects to an upstream
@@ -167,30 +200,4 @@ func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, e
 		}
 	}
 	return nil, err
-}
-
-// relay copies both ways between the raw TCP connections, so that
-// io.Copy splices on Linux. When one side stops sending, the other side's
-// write half is closed and the other direction goes on; an error in either
-// direction ends both.
-func (g *Gateway) relay(client, upstream *net.TCPConn) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pipe(upstream, client, &g.stats.bytesToUpstream)
-	}()
-	pipe(client, upstream, &g.stats.bytesToClient)
-	<-done
-}
-
-// pipe copies src to dst; io.Copy sees both as *net.TCPConn and splices.
-func pipe(dst, src *net.TCPConn, bytes *atomic.Uint64) {
-	n, err := io.Copy(dst, src)
-	bytes.Add(uint64(n))
-	if err != nil {
-		dst.Close()
-		src.Close()
-		return
-	}
-	dst.CloseWrite()
 }
