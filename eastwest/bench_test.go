@@ -54,11 +54,7 @@ func BenchmarkGatewayVsPeers(b *testing.B) {
 	cert, pool := tlstest.Certificate(b, benchName)
 	backend := startBackend(b, cert)
 
-	gwBin := filepath.Join(dir, "gwbench")
-	build := exec.Command(goTool, "build", "-o", gwBin, "./internal/bench/cmd/gwbench")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the gateway: %v\n%s", err, out)
-	}
+	gwBin := buildGateway(b, goTool)
 
 	gwAddr, hpAddr, ngAddr := freeAddr(b), freeAddr(b), freeAddr(b)
 	hpCfg := filepath.Join(dir, "haproxy.cfg")
@@ -519,10 +515,10 @@ func latency(addr string, cfg *tls.Config) (p50, p99 float64, err error) {
 
 // --- processes ---
 
-func freeAddr(b *testing.B) string {
+func freeAddr(tb testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().String()
@@ -536,7 +532,7 @@ func writeFile(b *testing.B, name, content string) {
 
 // startProcess starts a proxy, waits until addr accepts connections and
 // stops the proxy when the benchmark ends. It returns the proxy's pid.
-func startProcess(b *testing.B, name, addr string, env []string, bin string, args ...string) int {
+func startProcess(b testing.TB, name, addr string, env []string, bin string, args ...string) int {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe() // the gateway stops when this closes
@@ -624,3 +620,15 @@ func procCPU(b *testing.B, pid int) float64 {
 
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
 const clockTicks = 100
+
+// buildGateway builds the gateway child process, without the race
+// detector whatever the test binary has.
+func buildGateway(tb testing.TB, goTool string) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "gwbench")
+	build := exec.Command(goTool, "build", "-o", bin, "./internal/bench/cmd/gwbench")
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("build the gateway: %v\n%s", err, out)
+	}
+	return bin
+}

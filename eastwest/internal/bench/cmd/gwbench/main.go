@@ -1,4 +1,5 @@
-// Command gwbench runs the east-west gateway with a static, one-name router.
+// Command gwbench runs the east-west gateway with a static, one-name router,
+// or with -echo a TCP echo backend.
 // BenchmarkGatewayVsPeers (eastwest/bench_test.go) starts it as a child
 // process so that its CPU time can be read from /proc/<pid>/stat the same
 // way as HAProxy's and nginx's. It stops on SIGINT/SIGTERM, when its
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,14 +40,15 @@ func main() {
 	upstream := flag.String("upstream", "127.0.0.1:9443", "where that name goes")
 	lifetime := flag.Duration("lifetime", 10*time.Minute, "stop after this long in any case")
 	watchStdin := flag.Bool("stdin", true, "stop when standard input closes")
+	echo := flag.Bool("echo", false, "serve a plain TCP echo backend on -listen instead of the gateway")
 	flag.Parse()
-	if err := run(*listen, *name, *upstream, *lifetime, *watchStdin); err != nil {
+	if err := run(*listen, *name, *upstream, *lifetime, *watchStdin, *echo); err != nil {
 		fmt.Fprintln(os.Stderr, "gwbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, name, upstream string, lifetime time.Duration, watchStdin bool) error {
+func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo bool) error {
 	addr, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
 		return err
@@ -63,6 +66,9 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin bool)
 			cancel()
 		}()
 	}
+	if echo {
+		return serveEcho(ctx, addr)
+	}
 	gw, err := eastwest.New(eastwest.Config{
 		Router:       staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
 		Listen:       listen,
@@ -78,4 +84,32 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin bool)
 	}
 	fmt.Println("ready", lis.Addr())
 	return gw.Serve(ctx, lis)
+}
+
+// serveEcho echoes every connection's bytes back until ctx ends: a backend
+// that holds many idle connections outside the test's process.
+func serveEcho(ctx context.Context, addr *net.TCPAddr) error {
+	lis, err := net.ListenTCP("tcp", addr)
+	if err != nil {
+		return err
+	}
+	var conns sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { lis.Close() })
+	defer stop()
+	fmt.Println("ready", lis.Addr())
+	for {
+		c, err := lis.AcceptTCP()
+		if err != nil {
+			break
+		}
+		end := context.AfterFunc(ctx, func() { c.Close() })
+		conns.Go(func() {
+			defer end()
+			defer c.Close()
+			// Plain reads and writes: splice would hold a pipe per connection.
+			_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
+		})
+	}
+	conns.Wait()
+	return nil
 }
