@@ -7,18 +7,25 @@ STATICCHECK_VERSION        := v0.8.2
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 PROTOC_VERSION             := 3.21
-PROTOS                     := registry/registrypb/registry.proto hub/hubpb/hub.proto
+PROTOS                     := registry/registrypb/registry.proto hub/hubpb/hub.proto agent/agentpb/agent.proto
 LAB_DIR                    ?= .lab
+VERSION                    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0)
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean
+.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean
 
 all: build
 
 ## build: compile the binaries into bin/
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+## packages: the VM agent's dist/federate-agent_<version>_amd64.deb and .rpm
+## (nfpm), version from 'git describe'
+packages:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/federate-agent ./cmd/federate-agent
+	$(GO) run ./deploy/packages/cmd/mkpkg --binary bin/federate-agent --version "$(VERSION)" --out dist
 
 ## lab: build, then start the embedded lab (stop it with 'make lab-down')
 lab: build

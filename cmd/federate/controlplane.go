@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
@@ -18,6 +19,7 @@ import (
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 )
 
 // ControlPlaneStoreFile is the control plane's bbolt file in its data directory.
@@ -33,6 +35,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
 	var trustDomain, cacerts, gatewayCred, internalHost string
 	var maxSVIDTTL, refreshHint time.Duration
+	var vmGrace, vmSVIDTTL time.Duration
 	var timers timerFlags
 	var logs logFlags
 	fs.StringVar(&cluster, "cluster", "", "this cluster's name, as in its join token")
@@ -51,6 +54,8 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
 	fs.DurationVar(&refreshHint, "bundle-refresh-hint", trust.DefaultRefreshHint, "refresh hint published in this cluster's SPIFFE bundle")
 	fs.StringVar(&gatewayCred, "gateway-credential", "", "where to write the east-west gateway's first SVID if none is valid there (default DIR/"+GatewayCredentialFile+"); the gateway renews it itself")
+	fs.DurationVar(&vmGrace, "vm-grace", hub.DefaultWorkloadGrace, "how long a disconnected VM's WorkloadEntry stays, unhealthy, before it is removed")
+	fs.DurationVar(&vmSVIDTTL, "vm-svid-ttl", hub.DefaultWorkloadSVIDTTL, "lifetime of VM agents' SVIDs; agents renew at half life")
 	timers.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -89,6 +94,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	gatewayConfig := xds.NewServer(ctx, log)
+	var workloads *hub.Workloads // VM agents; set once the member exists
 	// Behind a gateway, peers reach the API and gossip at the gateway's
 	// address, by internal server names.
 	apiAdvertise, gossipAdvertise := advertise, advertise
@@ -102,7 +108,10 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		Gossip: hub.GossipConfig{Bind: gossipBind, Advertise: gossipAdvertise, Seeds: ms.GossipSeeds, Label: ms.Mesh, Profile: gossipProfile, Logger: log},
 		Timers: timers.Timers, Logger: log,
 		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefreshHint: refreshHint,
-		RegisterServices: gatewayConfig.Register,
+		RegisterServices: func(s *grpc.Server) {
+			gatewayConfig.Register(s)
+			workloads.Register(s)
+		},
 	})
 	if err != nil {
 		return err
@@ -112,38 +121,47 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	info := &registry.ClusterInfo{Network: network, Locality: locality, Gateways: gateways}
 	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log})
+	workloads, err = hub.NewWorkloads(hub.WorkloadsConfig{Member: member, Store: st, ConfigDir: configDir, Grace: vmGrace, SVIDTTL: vmSVIDTTL, Logger: log})
+	if err != nil {
+		return err
+	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- member.Run(ctx) }()
 	select {
 	case <-member.Ready():
 	case err := <-errc:
 		return err
 	}
-	go func() {
-		errc <- source.Run(ctx, func(services []*registry.Service) {
-			uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
-			defer ucancel()
-			if err := member.Update(uctx, info, services); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("publish local services", "err", err)
-				return
-			}
-			// The gateways route to this cluster's exported services.
-			snap, err := xds.Build(xds.Input{
-				Version: registry.FormatVersion(member.Version(cluster)), Network: network, Services: member.Services(cluster),
-				Cluster: cluster, Internal: map[sni.Component]string{
-					sni.ControlPlane: internalAddr(member.Addr(), internalHost),
-					sni.Gossip:       internalAddr(member.GossipListenAddr(), internalHost),
-				},
-			})
-			if err == nil {
-				err = gatewayConfig.Update(uctx, snap)
-			}
-			if err != nil {
-				log.Error("gateway configuration", "err", err)
-			}
+	// The file source and the VM agents' entries both change the slice.
+	var publishMu sync.Mutex
+	publish := func(services []*registry.Service) {
+		publishMu.Lock()
+		defer publishMu.Unlock()
+		services = workloads.Merge(services)
+		uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
+		defer ucancel()
+		if err := member.Update(uctx, info, services); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("publish local services", "err", err)
+			return
+		}
+		// The gateways route to this cluster's exported services.
+		snap, err := xds.Build(xds.Input{
+			Version: registry.FormatVersion(member.Version(cluster)), Network: network, Services: member.Services(cluster),
+			Cluster: cluster, Internal: map[sni.Component]string{
+				sni.ControlPlane: internalAddr(member.Addr(), internalHost),
+				sni.Gossip:       internalAddr(member.GossipListenAddr(), internalHost),
+			},
 		})
-	}()
+		if err == nil {
+			err = gatewayConfig.Update(uctx, snap)
+		}
+		if err != nil {
+			log.Error("gateway configuration", "err", err)
+		}
+	}
+	go func() { errc <- source.Run(ctx, publish) }()
+	go func() { errc <- workloads.Run(ctx, publish) }()
 	if gatewayCred == "" {
 		gatewayCred = filepath.Join(dataDir, GatewayCredentialFile)
 	}
@@ -152,7 +170,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	log.Info("control plane running", "cluster", cluster, "api", member.Addr(), "gossip", member.GossipAddr())
 	var runErr error
-	for range 2 {
+	for range 3 {
 		if err := <-errc; err != nil && runErr == nil {
 			runErr = err
 			cancel()

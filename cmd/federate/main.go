@@ -38,6 +38,7 @@ func commands() []command {
 		{"status", "show every cluster of the federation", runStatus},
 		{"trust", "rotate a cluster's root (trust rotate)", runTrust},
 		{"cluster", "remove a cluster from the federation (cluster remove)", runCluster},
+		{"vm", "onboard VMs of an Istio WorkloadGroup (vm configure)", runVM},
 		{"lab", "run the embedded lab (lab up|down)", runLab},
 	}
 }

@@ -37,11 +37,21 @@ func TestLowerLayersDoNotImportUpperLayers(t *testing.T) {
 // The registry model, its file source and the gateway binary link neither
 // bbolt nor client-go: the gateway (and the VM agent) stay small.
 func TestModelDoesNotLinkBbolt(t *testing.T) {
-	for _, pkg := range []string{"registry", "registry/file", "locality", "eastwest/...", "cmd/eastwest-gateway"} {
+	for _, pkg := range []string{"registry", "registry/file", "locality", "eastwest/...", "cmd/eastwest-gateway", "agent/...", "cmd/federate-agent"} {
 		for _, d := range deps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d, "go.etcd.io/bbolt") || strings.HasPrefix(d, "k8s.io/client-go") {
 				t.Errorf("%s links %s", pkg, d)
 			}
+		}
+	}
+}
+
+// The VM agent talks to its control plane only through agentpb: it links
+// neither the hub package (and its store) nor the gateway's data plane.
+func TestAgentDoesNotLinkHub(t *testing.T) {
+	for _, d := range deps(t, module+"/cmd/federate-agent") {
+		if d == module+"/hub" || d == module+"/hub/hubpb" || d == module+"/eastwest" || d == module+"/eastwest/xds" {
+			t.Errorf("cmd/federate-agent links %s", d)
 		}
 	}
 }

@@ -1,0 +1,383 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"sigs.k8s.io/yaml"
+
+	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/trust"
+)
+
+// DefaultInboundListen is where the sidecar accepts mTLS, as Istio's
+// inbound capture port.
+const DefaultInboundListen = "0.0.0.0:15006"
+
+// SidecarConfig is sidecar.yaml: the inbound listener and the services
+// the VM imports, like Consul's upstreams.
+type SidecarConfig struct {
+	Inbound struct {
+		Listen string `json:"listen"`
+	} `json:"inbound"`
+	Outbound []Outbound `json:"outbound"`
+}
+
+// Outbound is one imported service: the application connects to Listen in
+// plaintext and the sidecar originates mTLS to the service's Port.
+type Outbound struct {
+	Host   string `json:"host"`
+	Port   uint32 `json:"port"`
+	Listen string `json:"listen"`
+}
+
+// LoadSidecarConfig reads sidecar.yaml; a missing file means defaults.
+func LoadSidecarConfig(path string) (*SidecarConfig, error) {
+	c := new(SidecarConfig)
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, &FileError{Path: path, Err: err}
+	}
+	if err == nil {
+		if err := yaml.UnmarshalStrict(data, c); err != nil {
+			return nil, &FileError{Path: path, Err: fmt.Errorf("%v: it holds inbound.listen and outbound[].host, port and listen", err)}
+		}
+	}
+	if c.Inbound.Listen == "" {
+		c.Inbound.Listen = DefaultInboundListen
+	}
+	seen := make(map[string]bool)
+	for i := range c.Outbound {
+		o := &c.Outbound[i]
+		if err := (sni.Istio{Port: uint16(o.Port), Host: o.Host}).Validate(); err != nil || o.Port > 65535 {
+			return nil, &FileError{Path: path, Err: fmt.Errorf("outbound[%d]: host %q port %d: want a service's hostname and port", i, o.Host, o.Port)}
+		}
+		if o.Listen == "" {
+			o.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(o.Port)))
+		}
+		if seen[o.Listen] {
+			return nil, &FileError{Path: path, Err: fmt.Errorf("outbound[%d]: listen address %s is used twice", i, o.Listen)}
+		}
+		seen[o.Listen] = true
+	}
+	return c, nil
+}
+
+// Bundles is the set of federated trust domains' roots, replaced whenever
+// the control plane sends a new one.
+type Bundles struct {
+	mu  sync.RWMutex // guards set
+	set *x509bundle.Set
+}
+
+// NewBundles starts with the roots of one trust domain.
+func NewBundles(td spiffeid.TrustDomain, roots []*x509.Certificate) *Bundles {
+	return &Bundles{set: x509bundle.NewSet(x509bundle.FromX509Authorities(td, roots))}
+}
+
+// Set replaces the bundles with the control plane's.
+func (b *Bundles) Set(bundles []*agentpb.TrustBundle) error {
+	var list []*x509bundle.Bundle
+	for _, tb := range bundles {
+		td, err := spiffeid.TrustDomainFromString(tb.GetTrustDomain())
+		if err != nil {
+			return err
+		}
+		roots, err := trust.ParseCertificates(tb.GetRoots())
+		if err != nil {
+			return err
+		}
+		list = append(list, x509bundle.FromX509Authorities(td, roots))
+	}
+	b.mu.Lock()
+	b.set = x509bundle.NewSet(list...)
+	b.mu.Unlock()
+	return nil
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (b *Bundles) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.set.GetX509BundleForTrustDomain(td)
+}
+
+// Sidecar is the VM's proxy: an inbound mTLS listener that forwards to the
+// application, and a loopback listener per imported service.
+type Sidecar struct {
+	cfg       *SidecarConfig
+	cred      *trust.Credential
+	bundles   *Bundles
+	policies  Policies
+	log       *slog.Logger
+	inbound   net.Listener
+	outbounds []net.Listener
+	// AppHost is where the application listens (default 127.0.0.1).
+	appHost string
+
+	mu        sync.Mutex        // guards the fields below
+	ports     map[uint32]uint32 // service port -> application port
+	upstreams map[string]*agentpb.Upstream
+	pickers   map[string]Picker
+	locality  *registrypb.Locality
+}
+
+// NewSidecar binds the sidecar's listeners, so that a busy port fails at
+// start; Run serves them.
+func NewSidecar(cfg *SidecarConfig, cred *trust.Credential, bundles *Bundles, policies Policies, log *slog.Logger) (*Sidecar, error) {
+	s := &Sidecar{
+		cfg: cfg, cred: cred, bundles: bundles, policies: policies, log: log, appHost: "127.0.0.1",
+		ports: make(map[uint32]uint32), upstreams: make(map[string]*agentpb.Upstream), pickers: make(map[string]Picker),
+	}
+	var err error
+	if s.inbound, err = net.Listen("tcp", cfg.Inbound.Listen); err != nil {
+		return nil, fmt.Errorf("agent: inbound listener: %w", err)
+	}
+	for _, o := range cfg.Outbound {
+		l, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("agent: outbound listener for %s: %w", o.Host, err)
+		}
+		s.outbounds = append(s.outbounds, l)
+	}
+	return s, nil
+}
+
+func (s *Sidecar) close() {
+	s.inbound.Close()
+	for _, l := range s.outbounds {
+		l.Close()
+	}
+}
+
+// InboundPort is the port of the inbound listener.
+func (s *Sidecar) InboundPort() uint32 { return uint32(s.inbound.Addr().(*net.TCPAddr).Port) }
+
+// Imports are the hostnames of the imported services.
+func (s *Sidecar) Imports() []string {
+	var out []string
+	for _, o := range s.cfg.Outbound {
+		out = append(out, o.Host)
+	}
+	return out
+}
+
+// Update applies the control plane's configuration.
+func (s *Sidecar) Update(c *agentpb.AgentConfig) {
+	if err := s.bundles.Set(c.GetBundles()); err != nil {
+		s.log.Error("bad trust bundle from the control plane; keeping the last", "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.locality = c.GetLocality()
+	clear(s.ports)
+	for _, in := range c.GetInbound() {
+		s.ports[in.GetPort()] = in.GetTargetPort()
+	}
+	clear(s.upstreams)
+	for _, u := range c.GetUpstreams() {
+		s.upstreams[u.GetHostname()] = u
+		if s.pickers[u.GetHostname()] == nil {
+			s.pickers[u.GetHostname()] = newPicker()
+		}
+	}
+}
+
+// Run serves until ctx is done.
+func (s *Sidecar) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	serve := func(l net.Listener, handle func(context.Context, net.Conn)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer c.Close()
+					handle(ctx, c)
+				}()
+			}
+		}()
+	}
+	serve(s.inbound, s.handleInbound)
+	for i, l := range s.outbounds {
+		o := s.cfg.Outbound[i]
+		serve(l, func(ctx context.Context, c net.Conn) { s.handleOutbound(ctx, c, o) })
+	}
+	<-ctx.Done()
+	s.close()
+	wg.Wait()
+	return nil
+}
+
+// handleInbound terminates mTLS, authorizes the caller and forwards to the
+// application port that the SNI's service port maps to.
+func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
+	// Any caller whose SVID verifies against a federated bundle completes
+	// the handshake; policies decide once the port is known.
+	conf := trust.MTLSServer(s.cred, s.bundles, tlsconfig.AuthorizeAny(), s.log)
+	tc := tls.Server(c, conf)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		s.log.Debug("inbound handshake failed", "remote", c.RemoteAddr(), "err", err)
+		return
+	}
+	st := tc.ConnectionState()
+	caller, err := spiffeIDOf(st.PeerCertificates)
+	if err != nil {
+		return
+	}
+	port, target, err := s.inboundTarget(st.ServerName)
+	if err != nil {
+		s.log.Warn("inbound refused", "caller", caller, "sni", st.ServerName, "reason", err)
+		return
+	}
+	if err := s.policies.Allow(caller, port); err != nil {
+		s.log.Warn("inbound refused", "caller", caller, "port", port, "reason", err)
+		return
+	}
+	app, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(s.appHost, strconv.Itoa(int(target))))
+	if err != nil {
+		s.log.Warn("inbound: the application does not accept", "port", target, "err", err)
+		return
+	}
+	defer app.Close()
+	pipe(ctx, tc, app)
+}
+
+// inboundTarget maps the SNI to the service port and application port. An
+// SNI that names no port (a plain TLS client) works when the workload
+// serves a single port.
+func (s *Sidecar) inboundTarget(serverName string) (uint32, uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, err := sni.ParseIstio(serverName); err == nil {
+		if t, ok := s.ports[uint32(n.Port)]; ok {
+			return uint32(n.Port), t, nil
+		}
+		return 0, 0, fmt.Errorf("no service of this workload has port %d", n.Port)
+	}
+	targets := make(map[uint32]uint32)
+	for p, t := range s.ports {
+		targets[t] = p
+	}
+	if len(targets) == 1 {
+		for t, p := range targets {
+			return p, t, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("server name %q names no service port, and the workload serves %d ports", serverName, len(targets))
+}
+
+// handleOutbound originates mTLS with Istio's SNI to the imported service.
+func (s *Sidecar) handleOutbound(ctx context.Context, c net.Conn, o Outbound) {
+	s.mu.Lock()
+	up := s.upstreams[o.Host]
+	picker := s.pickers[o.Host]
+	loc := s.locality
+	s.mu.Unlock()
+	if up == nil {
+		s.log.Warn("outbound: no endpoints known yet", "host", o.Host)
+		return
+	}
+	name := sni.Istio{Port: uint16(o.Port), Host: o.Host}.String()
+	var lastErr error
+	for _, t := range picker.Order(up.GetTargets(), loc) {
+		dport, ok := t.GetPorts()[o.Port]
+		if !ok {
+			continue
+		}
+		conf := trust.MTLSClient(s.cred, s.bundles, authorizeTarget(t), s.log)
+		conf.ServerName = name
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: conf}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		server, err := d.DialContext(dctx, "tcp", net.JoinHostPort(t.GetAddress(), strconv.Itoa(int(dport))))
+		cancel()
+		if err != nil {
+			lastErr = err
+			s.log.Debug("outbound connect failed; trying the next target", "host", o.Host, "target", t.GetAddress(), "err", err)
+			continue
+		}
+		defer server.Close()
+		pipe(ctx, c, server)
+		return
+	}
+	s.log.Warn("outbound: no target accepted", "host", o.Host, "port", o.Port, "err", lastErr)
+}
+
+// authorizeTarget accepts the SPIFFE IDs the target's endpoints carry, or
+// any federated ID when they carry none.
+func authorizeTarget(t *agentpb.Target) tlsconfig.Authorizer {
+	if len(t.GetSpiffeIds()) == 0 {
+		return tlsconfig.AuthorizeAny()
+	}
+	var ids []spiffeid.ID
+	for _, s := range t.GetSpiffeIds() {
+		if id, err := spiffeid.FromString(s); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return tlsconfig.AuthorizeOneOf(ids...)
+}
+
+func spiffeIDOf(certs []*x509.Certificate) (spiffeid.ID, error) {
+	if len(certs) == 0 {
+		return spiffeid.ID{}, errors.New("no certificate")
+	}
+	if len(certs[0].URIs) != 1 {
+		return spiffeid.ID{}, errors.New("no SPIFFE ID")
+	}
+	return spiffeid.FromURI(certs[0].URIs[0])
+}
+
+// pipe copies both ways until both directions are done, half-closing
+// each side when the other finishes writing.
+func pipe(ctx context.Context, a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	for n := 0; n < 2; {
+		select {
+		case <-done:
+			n++
+		case <-ctx.Done():
+			a.Close()
+			b.Close()
+			for ; n < 2; n++ {
+				<-done
+			}
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/federate/federate/agent"
+	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/hub"
+)
+
+func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "configure" {
+		fmt.Fprintln(stderr, "Usage: federate vm configure -f workloadgroup.yaml --cluster NAME -o DIR [flags]")
+		return errors.New("want 'vm configure'")
+	}
+	fs := newFlags("vm configure", "vm configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR) [flags]",
+		"Onboards VMs of an Istio WorkloadGroup into a cluster: the cluster's control\n"+
+			"plane records the group and mints a short-lived one-time token bound to it,\n"+
+			"and DIR receives the files to copy to each VM's /etc/federate:\n"+
+			"  cluster.env    the VM's identity and the control plane's address\n"+
+			"  mesh.yaml      proxy configuration with the group's readiness probe\n"+
+			"  root-cert.pem  the roots that verify the control plane\n"+
+			"  istio-token    the one-time token (mode 0600; one VM uses it once)\n"+
+			"  hosts          maps the control plane's name to the cluster's gateway\n"+
+			"The group's spec.template.serviceAccount is required: VMs get its SPIFFE ID.\n"+
+			"Run it again for a new token when a VM has used the last one.", stdout)
+	var groupFile, cluster, outDir, hubAddr, cpAddr, gateway, internalIP string
+	var ttl time.Duration
+	var client clientFlags
+	fs.StringVar(&groupFile, "f", "", "the WorkloadGroup YAML file (networking.istio.io)")
+	fs.StringVar(&cluster, "cluster", "", "the cluster the VMs join")
+	fs.StringVar(&outDir, "o", "", "directory to write the bootstrap files into")
+	fs.StringVar(&hubAddr, "hub", os.Getenv("FEDERATE_HUB"), "hub address, to find the cluster's control plane (default $FEDERATE_HUB)")
+	fs.StringVar(&cpAddr, "control-plane", "", "the cluster's control plane address, instead of asking the hub")
+	fs.StringVar(&gateway, "gateway", "", "IP:port at which VMs reach the cluster's east-west gateway (default: the gateway the cluster announces)")
+	fs.StringVar(&internalIP, "internal-ip", "", "the VM's IP address, written as ISTIO_SVC_IP (default: the agent finds it)")
+	fs.DurationVar(&ttl, "token-ttl", hub.DefaultWorkloadTokenTTL, "how long the token is valid; the VM needs it only for its first start")
+	client.register(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if err := required(fs, "f", "cluster", "o"); err != nil {
+		return err
+	}
+	if hubAddr == "" && cpAddr == "" {
+		return errors.New("--hub or --control-plane is required (see 'federate vm configure --help')")
+	}
+	if internalIP != "" {
+		if _, err := netip.ParseAddr(internalIP); err != nil {
+			return fmt.Errorf("--internal-ip %q is not an IP address", internalIP)
+		}
+	}
+	ns, name, spec, err := readWorkloadGroup(groupFile)
+	if err != nil {
+		return err
+	}
+	wg, err := hub.ParseWorkloadGroupSpec(ns, name, spec)
+	if err != nil {
+		return fmt.Errorf("%s: %w", groupFile, err)
+	}
+	if cpAddr == "" {
+		if cpAddr, err = controlPlaneAddr(ctx, &client, hubAddr, cluster); err != nil {
+			return err
+		}
+	}
+	conn, err := client.dial(cpAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := agentpb.NewWorkloadsClient(conn).CreateBootstrap(cctx, &agentpb.CreateBootstrapRequest{
+		Namespace: ns, Name: name, SpecJson: spec, TtlSeconds: int64(ttl / time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("control plane of %s: %s", cluster, status.Convert(err).Message())
+	}
+	if gateway == "" {
+		gateway = resp.GetGateway()
+	}
+	if gateway == "" {
+		return fmt.Errorf("cluster %s announces no east-west gateway (controlplane --gateway): pass --gateway IP:PORT", cluster)
+	}
+	gwAddr, err := netip.ParseAddrPort(gateway)
+	if err != nil {
+		return fmt.Errorf("gateway %q: want IP:PORT, since the hosts file maps a name to an IP address", gateway)
+	}
+
+	cpName := sni.Internal(sni.ControlPlane, cluster)
+	labels := maps.Clone(wg.GetTemplate().GetLabels())
+	if labels == nil {
+		labels = make(map[string]string)
+	}
+	maps.Copy(labels, wg.GetMetadata().GetLabels())
+	labelsJSON, _ := json.Marshal(labels)
+	network := wg.GetTemplate().GetNetwork()
+	if network == "" {
+		network = resp.GetNetwork()
+	}
+	var ports []string
+	for _, p := range slices.Sorted(maps.Values(wg.GetTemplate().GetPorts())) {
+		ports = append(ports, strconv.Itoa(int(p)))
+	}
+	meta := map[string]string{
+		"CANONICAL_SERVICE":              name,
+		"ISTIO_META_AUTO_REGISTER_GROUP": name,
+		"ISTIO_META_CLUSTER_ID":          cluster,
+		"ISTIO_META_MESH_ID":             resp.GetMesh(),
+		"ISTIO_META_NETWORK":             network,
+		"ISTIO_META_WORKLOAD_NAME":       name,
+		"ISTIO_METAJSON_LABELS":          string(labelsJSON),
+		"POD_NAMESPACE":                  ns,
+		"SERVICE_ACCOUNT":                wg.GetTemplate().GetServiceAccount(),
+		"TRUST_DOMAIN":                   resp.GetTrustDomain(),
+	}
+	env := maps.Clone(meta)
+	maps.Copy(env, map[string]string{
+		agent.EnvControlPlane:   net.JoinHostPort(cpName, strconv.Itoa(int(gwAddr.Port()))),
+		agent.EnvControlPlaneID: resp.GetControlPlaneId(),
+		"ISTIO_NAMESPACE":       ns,
+		"ISTIO_SERVICE":         name + "." + ns,
+		"ISTIO_INBOUND_PORTS":   strings.Join(ports, ","),
+	})
+	if internalIP != "" {
+		env[agent.EnvAddress] = internalIP
+	}
+	mesh := map[string]any{"discoveryAddress": env[agent.EnvControlPlane], "proxyMetadata": meta}
+	if p := wg.GetProbe(); p != nil {
+		pj, err := protojson.Marshal(p)
+		if err != nil {
+			return err
+		}
+		mesh["readinessProbe"] = json.RawMessage(pj)
+	}
+	meshJSON, err := json.Marshal(map[string]any{"defaultConfig": mesh})
+	if err != nil {
+		return err
+	}
+	meshYAML, err := yaml.JSONToYAML(meshJSON)
+	if err != nil {
+		return err
+	}
+	var envText strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		fmt.Fprintf(&envText, "%s=%s\n", k, shellQuote(env[k]))
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{agent.ClusterEnvFile, []byte(envText.String()), 0o644},
+		{agent.MeshFile, meshYAML, 0o644},
+		{agent.RootCertFile, resp.GetRootCerts(), 0o644},
+		{agent.TokenFile, []byte(resp.GetToken() + "\n"), 0o600},
+		{agent.HostsFile, []byte(gwAddr.Addr().String() + " " + cpName + "\n"), 0o644},
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(outDir, f.name), f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	expires := time.Unix(resp.GetExpires(), 0).UTC()
+	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
+	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
+	return nil
+}
+
+// readWorkloadGroup reads a WorkloadGroup document and returns its
+// namespace, name and spec as JSON.
+func readWorkloadGroup(path string) (ns, name string, spec []byte, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("-f: %w", err)
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%s: invalid YAML: %v", path, err)
+	}
+	var doc struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+		Spec json.RawMessage `json:"spec"`
+	}
+	if err := json.Unmarshal(js, &doc); err != nil {
+		return "", "", nil, fmt.Errorf("%s: want one WorkloadGroup document", path)
+	}
+	if doc.Kind != "WorkloadGroup" || !strings.HasPrefix(doc.APIVersion, "networking.istio.io/") {
+		return "", "", nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a networking.istio.io WorkloadGroup", path, doc.Kind, doc.APIVersion)
+	}
+	if doc.Metadata.Name == "" {
+		return "", "", nil, fmt.Errorf("%s: metadata.name is missing", path)
+	}
+	if doc.Metadata.Namespace == "" {
+		doc.Metadata.Namespace = "default"
+	}
+	if len(doc.Spec) == 0 || string(doc.Spec) == "null" {
+		return "", "", nil, fmt.Errorf("%s: spec is missing: it holds the template with the serviceAccount", path)
+	}
+	return doc.Metadata.Namespace, doc.Metadata.Name, doc.Spec, nil
+}
+
+// shellQuote quotes a value for a KEY='value' line.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
