@@ -84,6 +84,9 @@ func BenchmarkGatewayVsPeers(b *testing.B) {
 		}
 	}
 
+	for _, p := range paths {
+		p.measureIdle(b, client)
+	}
 	b.ResetTimer()
 	for range b.N {
 		for round := range benchRounds {
@@ -110,6 +113,7 @@ const (
 	bulkTotal    = 1 << 30 // bytes read per bulk sample, over bulkConns connections
 	connDuration = 2 * time.Second
 	connWorkers  = 4
+	idleBench    = 1000 // idle connections held per proxy
 	latRate      = 1000 // round trips per second
 	latDuration  = 2 * time.Second
 	latSize      = 64
@@ -155,6 +159,9 @@ type path struct {
 
 	mbps, cpuPerGB, connRate, p50, p99 []float64
 
+	// per idle connection, measured once
+	idleKiB, idleFDs float64
+
 	// medians, filled by summarize
 	MBps, CPUPerGB, ConnRate, P50, P99 float64
 }
@@ -185,6 +192,35 @@ func (p *path) measure(b *testing.B, cfg *tls.Config) {
 	}
 	p.p50 = append(p.p50, p50)
 	p.p99 = append(p.p99, p99)
+}
+
+// measureIdle opens idleBench TLS connections through the proxy, leaves
+// them idle and reads what they cost the proxy process from /proc.
+func (p *path) measureIdle(b *testing.B, cfg *tls.Config) {
+	if p.pid == 0 {
+		return
+	}
+	before := sampleProc(b, p.pid)
+	var conns []*tls.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range idleBench {
+		c, err := dial(p.addr, cfg)
+		if err != nil {
+			b.Fatalf("%s: idle connection %d: %v", p.name, len(conns)+1, err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte{cmdEcho}); err != nil {
+			b.Fatalf("%s: idle connection %d: %v", p.name, len(conns), err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	held := sampleProc(b, p.pid)
+	p.idleKiB = float64(held.rssKiB-before.rssKiB) / idleBench
+	p.idleFDs = float64(held.fds-before.fds) / idleBench
 }
 
 func (p *path) summarize() {
@@ -247,6 +283,8 @@ func report(b *testing.B, paths []*path) {
 		{"gw/haproxy_cpu_per_GB", gw.CPUPerGB / hp.CPUPerGB, "<= 0.6", gw.CPUPerGB <= 0.6*hp.CPUPerGB},
 		{"gw/haproxy_conn_rate", gw.ConnRate / hp.ConnRate, ">= 1.0", gw.ConnRate >= hp.ConnRate},
 		{"gw/haproxy_added_p99", added(gw, 99) / added(hp, 99), "<= 1.0", added(gw, 99) <= added(hp, 99)},
+		{"gw_KiB_per_idle_conn", gw.idleKiB, "<= 8", gw.idleKiB <= 8},
+		{"gw_fds_per_idle_conn", gw.idleFDs, "<= 4", gw.idleFDs <= 4},
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nmedian (min–max) of %d rounds; bulk %d MiB over %d connections; conn rate %d workers × %s; latency %d B at %d/s × %s on one keep-alive connection\n\n",
@@ -257,6 +295,11 @@ func report(b *testing.B, paths []*path) {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %.1f | %.1f |\n", p.name,
 			spread(p.mbps, "%.0f"), spread(p.cpuPerGB, "%.2f"), spread(p.connRate, "%.0f"),
 			spread(p.p50, "%.1f"), spread(p.p99, "%.1f"), added(p, 50), added(p, 99))
+	}
+	fmt.Fprintf(&sb, "\n%d idle TLS connections held by each proxy (differences in its RSS and open files):\n\n", idleBench)
+	sb.WriteString("| proxy | KiB per idle connection | fds per idle connection |\n| --- | --- | --- |\n")
+	for _, p := range []*path{gw, hp, ng} {
+		fmt.Fprintf(&sb, "| %s | %.1f | %.2f |\n", p.name, p.idleKiB, p.idleFDs)
 	}
 	sb.WriteString("\n| ratio | value | target | met |\n| --- | --- | --- | --- |\n")
 	for _, r := range ratios {
