@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
@@ -133,6 +134,17 @@ func LoadMembership(dir string) (*Membership, error) {
 // Dial opens an mTLS connection to a federation API (hub or control plane)
 // with a credential file, trusting the CA file.
 func Dial(addr, credentialPath, caPath string) (*grpc.ClientConn, error) {
+	return dial(addr, "", credentialPath, caPath)
+}
+
+// DialControlPlane opens an mTLS connection to cluster's control plane at
+// addr: its own listener, or its gateway, which routes the connection by
+// the internal name controlplane.<cluster>.federate.internal.
+func DialControlPlane(addr, cluster, credentialPath, caPath string) (*grpc.ClientConn, error) {
+	return dial(addr, sni.Internal(sni.ControlPlane, cluster), credentialPath, caPath)
+}
+
+func dial(addr, serverName, credentialPath, caPath string) (*grpc.ClientConn, error) {
 	cred, err := trust.LoadCredential(credentialPath)
 	if err != nil {
 		return nil, err
@@ -143,6 +155,7 @@ func Dial(addr, credentialPath, caPath string) (*grpc.ClientConn, error) {
 	}
 	td := cred.ID().TrustDomain()
 	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), authorizeMember(td))
+	tlsConf.ServerName = serverName
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))
 }

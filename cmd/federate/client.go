@@ -23,12 +23,30 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 }
 
 func (c *clientFlags) dial(addr string) (*grpc.ClientConn, error) {
-	if c.credential == "" {
-		return nil, fmt.Errorf("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
+	cred, ca, err := c.files()
+	if err != nil {
+		return nil, err
 	}
-	ca := c.ca
+	return hub.Dial(addr, cred, ca)
+}
+
+// dialControlPlane connects to cluster's control plane, directly or
+// through its gateway.
+func (c *clientFlags) dialControlPlane(addr, cluster string) (*grpc.ClientConn, error) {
+	cred, ca, err := c.files()
+	if err != nil {
+		return nil, err
+	}
+	return hub.DialControlPlane(addr, cluster, cred, ca)
+}
+
+func (c *clientFlags) files() (credential, ca string, err error) {
+	if c.credential == "" {
+		return "", "", fmt.Errorf("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
+	}
+	ca = c.ca
 	if ca == "" {
 		ca = filepath.Join(filepath.Dir(c.credential), hub.CAFile)
 	}
-	return hub.Dial(addr, c.credential, ca)
+	return c.credential, ca, nil
 }

@@ -11,6 +11,9 @@ import (
 )
 
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "app" {
+		return runLabApp(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
 		fmt.Fprintln(stderr, "Usage: federate lab up|down|status [--dir DIR] [--clusters N]")
 		return fmt.Errorf("want 'lab up', 'lab down' or 'lab status'")
@@ -63,4 +66,25 @@ func printLabStatus(ctx context.Context, st *lab.State, w io.Writer) error {
 	}
 	writeStatusTable(w, resp, time.Now())
 	return nil
+}
+
+// runLabApp runs one of the lab's coffee-shop apps; 'lab up' starts them.
+func runLabApp(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("lab app", "lab app --listen ADDR --service NAME --cluster NAME --instance NAME",
+		"Runs one coffee-shop app of the embedded lab: an HTTP server that answers\n"+
+			"every request with the service, cluster and instance that served it.\n"+
+			"'federate lab up' starts one per instance, behind its federate-agent.", stdout)
+	var listen string
+	var r lab.Reply
+	fs.StringVar(&listen, "listen", "", "address to serve on")
+	fs.StringVar(&r.Service, "service", "", "the service this app is an instance of")
+	fs.StringVar(&r.Cluster, "cluster", "", "the cluster it runs in")
+	fs.StringVar(&r.Instance, "instance", "", "its instance name")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "listen", "service", "cluster", "instance"); err != nil {
+		return err
+	}
+	return lab.ServeApp(ctx, listen, r)
 }

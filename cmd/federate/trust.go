@@ -41,7 +41,7 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, err := client.dial(addr)
+	conn, err := client.dialControlPlane(addr, cluster)
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	conn, err := client.dial(cpAddr)
+	conn, err := client.dialControlPlane(cpAddr, cluster)
 	if err != nil {
 		return err
 	}

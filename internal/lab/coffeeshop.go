@@ -26,13 +26,18 @@ func clusters(n int) []cluster {
 	return out[:n]
 }
 
-// coffeeShop returns the exported services of the i-th cluster as YAML in
-// the file source's Istio form: order in east, payment in west and central,
-// inventory in central; further clusters run payment.
-func coffeeShop(i int, c cluster) string {
+// coffeeShop returns the services cluster c exports, as YAML in the file
+// source's Istio form: one ServiceEntry per service placed there, whose
+// endpoints are the instances' sidecars once their agents register.
+func coffeeShop(c cluster) string {
 	var b strings.Builder
 	b.WriteString("# The coffee shop's services in cluster " + c.Name + ".\n")
-	svc := func(name string, port, endpoints int) {
+	seen := map[string]bool{}
+	for _, name := range placement(c) {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
 		fmt.Fprintf(&b, `---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -45,32 +50,7 @@ spec:
   ports: [{number: %[2]d, name: http, protocol: HTTP}]
   workloadSelector:
     labels: {app: %[1]s}
-`, name, port)
-		for e := range endpoints {
-			fmt.Fprintf(&b, `---
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: %[1]s-%[2]d
-  namespace: shop
-spec:
-  address: 127.0.%[3]d.%[4]d
-  labels: {app: %[1]s, version: v1}
-  ports: {http: %[5]d}
-  serviceAccount: %[1]s
-`, name, e+1, 10+i, 10+e, port+100*i)
-		}
-	}
-	switch c.Name {
-	case "east":
-		svc("order", 8080, 2)
-	case "west":
-		svc("payment", 8081, 2)
-	case "central":
-		svc("inventory", 8082, 1)
-		svc("payment", 8081, 1)
-	default:
-		svc("payment", 8081, 1)
+`, name, portOf(name))
 	}
 	return b.String()
 }

@@ -40,6 +40,8 @@ type Options struct {
 	// GatewayBinary the eastwest-gateway (default: beside Binary).
 	Binary        string
 	GatewayBinary string
+	// AgentBinary is the federate-agent (default: beside Binary).
+	AgentBinary string
 	// Out receives progress lines.
 	Out io.Writer
 	// LogLevel is passed to every process (default info).
@@ -54,6 +56,8 @@ type State struct {
 	Credential string         `json:"credential"`
 	Hub        Process        `json:"hub"`
 	Clusters   []ClusterState `json:"clusters"`
+	// Workloads are the coffee shop's instances, each behind its sidecar.
+	Workloads []WorkloadState `json:"workloads"`
 }
 
 // Process is one started process.
@@ -118,7 +122,14 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if _, err := os.Stat(gwBin); err != nil {
 		return nil, fmt.Errorf("lab: the gateway binary: %w; build it with 'make build'", err)
 	}
-	p := progress{out: opts.Out, total: 5}
+	agentBin := opts.AgentBinary
+	if agentBin == "" {
+		agentBin = filepath.Join(filepath.Dir(bin), "federate-agent")
+	}
+	if _, err := os.Stat(agentBin); err != nil {
+		return nil, fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
+	}
+	p := progress{out: opts.Out, total: 6}
 	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel}
 	// Whatever fails below, leave no process behind.
 	ok := false
@@ -153,7 +164,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 
 	cs := clusters(opts.Clusters)
 	p.step(fmt.Sprintf("joining %d clusters with one-time tokens", len(cs)))
-	for i, c := range cs {
+	for _, c := range cs {
 		cdir := filepath.Join(dir, c.Name)
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		tok, err := hubpb.NewHubClient(conn).CreateToken(tctx, &hubpb.CreateTokenRequest{Cluster: c.Name, TtlSeconds: 600})
@@ -174,7 +185,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		if err := os.MkdirAll(cfg, 0o755); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(i, c)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(c)), 0o644); err != nil {
 			return nil, err
 		}
 		st.Clusters = append(st.Clusters, ClusterState{
@@ -232,6 +243,21 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	p.done("converged")
+
+	st.planWorkloads()
+	p.step(fmt.Sprintf("starting the coffee shop: %d apps, each onboarded with its sidecar", len(st.Workloads)))
+	for i := range st.Workloads {
+		if err := st.startWorkload(ctx, bin, agentBin, &st.Workloads[i]); err != nil {
+			return nil, err
+		}
+		if err := st.save(); err != nil {
+			return nil, err
+		}
+	}
+	if err := st.waitWorkloads(ctx); err != nil {
+		return nil, err
+	}
+	p.done("every cluster sees every instance healthy")
 	ok = true
 	return st, nil
 }
@@ -311,6 +337,9 @@ func (st *State) processes() []int {
 	pids := []int{st.Hub.PID}
 	for _, c := range st.Clusters {
 		pids = append(pids, c.PID, c.Gateway.PID)
+	}
+	for _, w := range st.Workloads {
+		pids = append(pids, w.AgentPID, w.AppPID)
 	}
 	return pids
 }

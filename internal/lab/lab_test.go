@@ -20,7 +20,7 @@ func TestIntegrationLab(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "federate")
-	build := exec.Command("go", "build", "-o", tmp+"/", "github.com/federate/federate/cmd/federate", "github.com/federate/federate/cmd/eastwest-gateway")
+	build := exec.Command("go", "build", "-o", tmp+"/", "github.com/federate/federate/cmd/federate", "github.com/federate/federate/cmd/eastwest-gateway", "github.com/federate/federate/cmd/federate-agent")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -33,7 +33,7 @@ func TestIntegrationLab(t *testing.T) {
 		t.Fatalf("lab up: %v\n%s", err, out.String())
 	}
 	t.Cleanup(func() { st.stop() })
-	if !strings.Contains(out.String(), "[5/5] waiting until every cluster sees every other... done") {
+	if !strings.Contains(out.String(), "[6/6] starting the coffee shop") {
 		t.Errorf("progress output missing the last step:\n%s", out.String())
 	}
 
@@ -70,10 +70,25 @@ func TestIntegrationLab(t *testing.T) {
 				}
 			}
 		}
-		if len(resp.GetClusters()) != 3 || services != 4 {
-			t.Errorf("%s sees %d clusters and %d services, want 3 and 4", c.Name, len(resp.GetClusters()), services)
+		if len(resp.GetClusters()) != 3 || services != 6 {
+			t.Errorf("%s sees %d clusters and %d services, want 3 and 6", c.Name, len(resp.GetClusters()), services)
 		}
 	}
+	// Calls cross clusters through sidecars and gateways: order in east
+	// reaches inventory and the barista VM in central, and payment in west
+	// reaches the barista.
+	order, payment := saved.workload(t, "east", "order-1"), saved.workload(t, "west", "payment-1")
+	for _, call := range []struct {
+		from    WorkloadState
+		service string
+		cluster string
+	}{{order, "inventory", "central"}, {order, "barista", "central"}, {payment, "barista", "central"}} {
+		r, err := Call(ctx, call.from.Outbound[call.service], call.service)
+		if err != nil || r.Cluster != call.cluster {
+			t.Errorf("%s calling %s: %+v, %v; want an answer from %s", call.from.Name, call.service, r, err, call.cluster)
+		}
+	}
+
 	// With the hub killed, a change in east still reaches west and central
 	// by gossip and peer fetch; the restarted hub resyncs from its file.
 	if err := saved.KillHub(); err != nil {
@@ -103,14 +118,14 @@ func TestIntegrationLab(t *testing.T) {
 		return -1
 	}
 	waitUntil(t, 30*time.Second, "east's new endpoint at west and central without the hub", func() bool {
-		return endpointsSeenBy("west") == 3 && endpointsSeenBy("central") == 3
+		return endpointsSeenBy("west") == 4 && endpointsSeenBy("central") == 4
 	})
 	if err := saved.StartHub(bin); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 30*time.Second, "restarted hub holding all three slices and east's change", func() bool {
 		resp, err := saved.Status(ctx, "")
-		return err == nil && len(resp.GetClusters()) == 3 && endpointsSeenBy("") == 3
+		return err == nil && len(resp.GetClusters()) == 3 && endpointsSeenBy("") == 4
 	})
 	// Members find the restarted hub's gossip again: it sees them alive.
 	waitUntil(t, 30*time.Second, "restarted hub seeing every cluster alive", func() bool {
@@ -158,4 +173,15 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		case <-tick.C:
 		}
 	}
+}
+
+func (st *State) workload(t *testing.T, cluster, name string) WorkloadState {
+	t.Helper()
+	for _, w := range st.Workloads {
+		if w.Cluster == cluster && w.Name == name {
+			return w
+		}
+	}
+	t.Fatalf("no workload %s in %s", name, cluster)
+	return WorkloadState{}
 }

@@ -1,0 +1,172 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// shopService is one of the coffee shop's services.
+type shopService struct {
+	Name string
+	Port uint32
+}
+
+var shopServices = []shopService{{"order", 8080}, {"payment", 8081}, {"inventory", 8082}, {"barista", 8083}}
+
+func portOf(service string) uint32 {
+	for _, s := range shopServices {
+		if s.Name == service {
+			return s.Port
+		}
+	}
+	return 0
+}
+
+// placement lists the service of each workload in cluster c: order in
+// east, payment in every cluster, inventory in central, and barista on a
+// VM in central.
+func placement(c cluster) []string {
+	switch c.Name {
+	case "east":
+		return []string{"order", "payment", "payment"}
+	case "west":
+		return []string{"payment", "payment"}
+	case "central":
+		return []string{"inventory", "payment", "barista"}
+	}
+	return []string{"payment"}
+}
+
+// WorkloadState is one coffee-shop instance: an app on loopback behind a
+// federate-agent sidecar, which onboarded it as a VM of its WorkloadGroup.
+type WorkloadState struct {
+	// Name is the WorkloadGroup, e.g. payment-2; its entry is <name>-<address>.
+	Name    string `json:"name"`
+	Service string `json:"service"`
+	Cluster string `json:"cluster"`
+	// Address is the instance's own IP: its sidecar's inbound listener and
+	// outbound listeners are there.
+	Address  string `json:"address"`
+	App      string `json:"app"`
+	AppPID   int    `json:"appPid"`
+	AgentPID int    `json:"agentPid"`
+	Dir      string `json:"dir"`
+	// Outbound maps each imported service to its sidecar listener.
+	Outbound map[string]string `json:"outbound"`
+}
+
+// workloads plans every cluster's instances: addresses, groups, imports.
+func (st *State) planWorkloads() {
+	for i, c := range st.Clusters {
+		count := map[string]int{}
+		for j, svc := range placement(cluster{Name: c.Name}) {
+			count[svc]++
+			w := WorkloadState{
+				Name: fmt.Sprintf("%s-%d", svc, count[svc]), Service: svc, Cluster: c.Name,
+				Address:  fmt.Sprintf("127.0.%d.%d", 10+i, 10+j),
+				App:      freeAddr(),
+				Outbound: map[string]string{},
+			}
+			w.Dir = filepath.Join(st.Dir, "workloads", c.Name, w.Name)
+			for _, s := range shopServices {
+				if s.Name != svc {
+					w.Outbound[s.Name] = net.JoinHostPort(w.Address, strconv.Itoa(int(s.Port)))
+				}
+			}
+			st.Workloads = append(st.Workloads, w)
+		}
+	}
+}
+
+// startWorkload onboards one instance with 'federate vm configure' and
+// starts its app and its agent.
+func (st *State) startWorkload(ctx context.Context, bin, agentBin string, w *WorkloadState) error {
+	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+		return err
+	}
+	_, appPort, _ := net.SplitHostPort(w.App)
+	group := fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: %[1]s, namespace: shop}
+spec:
+  metadata:
+    labels: {app: %[2]s, version: v1}
+  template:
+    serviceAccount: %[2]s
+    ports: {http: %[3]s}
+  probe:
+    periodSeconds: 1
+    tcpSocket: {port: %[3]s}
+`, w.Name, w.Service, appPort)
+	groupFile := filepath.Join(w.Dir, "workloadgroup.yaml")
+	if err := os.WriteFile(groupFile, []byte(group), 0o644); err != nil {
+		return err
+	}
+	config := filepath.Join(w.Dir, "config")
+	out, err := exec.CommandContext(ctx, bin, "vm", "configure", "-f", groupFile, "--cluster", w.Cluster, "-o", config,
+		"--hub", st.Hub.Addr, "--credential", st.Credential, "--internal-ip", w.Address).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("lab: vm configure %s in %s: %v\n%s", w.Name, w.Cluster, err, out)
+	}
+	var sidecar strings.Builder
+	fmt.Fprintf(&sidecar, "inbound:\n  listen: %s\noutbound:\n", net.JoinHostPort(w.Address, "15006"))
+	for _, s := range slices.Sorted(maps.Keys(w.Outbound)) {
+		fmt.Fprintf(&sidecar, "- {host: %s.shop.svc.cluster.local, port: %d, listen: %q}\n", s, portOf(s), w.Outbound[s])
+	}
+	if err := os.WriteFile(filepath.Join(config, "sidecar.yaml"), []byte(sidecar.String()), 0o644); err != nil {
+		return err
+	}
+	if w.AppPID, err = start(bin, filepath.Join(w.Dir, "app.log"), "lab", "app",
+		"--listen", w.App, "--service", w.Service, "--cluster", w.Cluster, "--instance", w.Name); err != nil {
+		return err
+	}
+	args := []string{"--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--address", w.Address}
+	if st.LogLevel != "" {
+		args = append(args, "--log-level", st.LogLevel)
+	}
+	if w.AgentPID, err = start(agentBin, filepath.Join(w.Dir, "agent.log"), args...); err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitWorkloads waits until every cluster sees every instance healthy
+// and every instance can call every other service.
+func (st *State) waitWorkloads(ctx context.Context) error {
+	want := map[string]int32{}
+	for _, w := range st.Workloads {
+		want[w.Cluster]++
+	}
+	return poll(ctx, 200*time.Millisecond, func(ctx context.Context) string {
+		for _, c := range st.Clusters {
+			resp, err := st.Status(ctx, c.Name)
+			if err != nil {
+				return c.Name + ": " + err.Error()
+			}
+			for _, cs := range resp.GetClusters() {
+				if n := cs.GetEndpoints() - cs.GetUnhealthyEndpoints(); n != want[cs.GetName()] {
+					return fmt.Sprintf("%s sees %d of %s's %d workloads healthy (agent logs in %s)",
+						c.Name, n, cs.GetName(), want[cs.GetName()], filepath.Join(st.Dir, "workloads", cs.GetName()))
+				}
+			}
+		}
+		// Every sidecar has learned where every service is.
+		for _, w := range st.Workloads {
+			for _, svc := range slices.Sorted(maps.Keys(w.Outbound)) {
+				if _, err := Call(ctx, w.Outbound[svc], svc); err != nil {
+					return fmt.Sprintf("%s in %s cannot call %s yet: %v", w.Name, w.Cluster, svc, err)
+				}
+			}
+		}
+		return ""
+	}, func() error { return nil })
+}
