@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/federate/federate/internal/lab"
@@ -14,16 +15,18 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) > 0 && args[0] == "app" {
 		return runLabApp(ctx, args[1:], stdout)
 	}
-	if len(args) == 0 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
-		fmt.Fprintln(stderr, "Usage: federate lab up|down|status [--dir DIR] [--clusters N]")
-		return fmt.Errorf("want 'lab up', 'lab down' or 'lab status'")
+	if len(args) == 0 || !slices.Contains([]string{"up", "verify", "down", "status"}, args[0]) {
+		fmt.Fprintln(stderr, "Usage: federate lab up|verify|down|status [--dir DIR] [--clusters N]")
+		return fmt.Errorf("want 'lab up', 'lab verify', 'lab down' or 'lab status'")
 	}
 	verb := args[0]
 	fs := newFlags("lab "+verb, "lab "+verb+" [--dir DIR] [--clusters N]",
 		"The embedded lab runs a hub and N clusters' control planes as local processes on\n"+
 			"loopback, joins them with one-time tokens and loads the coffee-shop services.\n"+
 			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
-			"every address and process; 'status' prints the hub's view; 'down' stops the\n"+
+			"every address and process; 'verify' plays the scenario (local-first routing,\n"+
+			"failover, a dead gateway, a hub outage, a root rotation, a VM joining) and\n"+
+			"prints a row per step; 'status' prints the hub's view; 'down' stops the\n"+
 			"processes and removes DIR.", stdout)
 	var dir, logLevel string
 	var n int
@@ -34,6 +37,25 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	switch verb {
+	case "verify":
+		st, err := lab.Load(dir)
+		if err != nil || !st.Running() {
+			return fmt.Errorf("no running lab in %s: start one with 'federate lab up --dir %s'", dir, dir)
+		}
+		fmt.Fprintf(stdout, "Playing the coffee-shop scenario on the lab in %s:\n", dir)
+		results, err := lab.Verify(ctx, st, stdout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout)
+		lab.WriteTable(stdout, results)
+		for _, r := range results {
+			if !r.OK {
+				return fmt.Errorf("step %q failed: see the table above and the logs in %s", r.Step, dir)
+			}
+		}
+		fmt.Fprintln(stdout, "\nEvery step passed.")
+		return nil
 	case "down":
 		return lab.Down(dir, stdout)
 	case "status":

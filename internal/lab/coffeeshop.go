@@ -38,7 +38,14 @@ func coffeeShop(c cluster) string {
 			continue
 		}
 		seen[name] = true
-		fmt.Fprintf(&b, `---
+		b.WriteString(coffeeShopService(name))
+	}
+	return b.String()
+}
+
+// coffeeShopService is the exported ServiceEntry of one coffee-shop service.
+func coffeeShopService(name string) string {
+	return fmt.Sprintf(`---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -51,6 +58,4 @@ spec:
   workloadSelector:
     labels: {app: %[1]s}
 `, name, portOf(name))
-	}
-	return b.String()
 }

@@ -58,6 +58,10 @@ type State struct {
 	Clusters   []ClusterState `json:"clusters"`
 	// Workloads are the coffee shop's instances, each behind its sidecar.
 	Workloads []WorkloadState `json:"workloads"`
+	// The executables the lab runs, for restarting what verify stops.
+	Binary        string `json:"binary"`
+	GatewayBinary string `json:"gatewayBinary"`
+	AgentBinary   string `json:"agentBinary"`
 }
 
 // Process is one started process.
@@ -100,7 +104,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if old, err := Load(dir); err == nil && old.running() {
+	if old, err := Load(dir); err == nil && old.Running() {
 		return nil, fmt.Errorf("lab: a lab is already running in %s; stop it with 'federate lab down --dir %s'", dir, opts.Dir)
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -130,7 +134,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
 	}
 	p := progress{out: opts.Out, total: 6}
-	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel}
+	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin}
 	// Whatever fails below, leave no process behind.
 	ok := false
 	defer func() {
@@ -219,15 +223,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		if err := waitFile(ctx, filepath.Join(c.DataDir, "gateway.pem"), c.Process); err != nil {
 			return nil, err
 		}
-		args := []string{"--control-plane", c.Addr, "--credential", filepath.Join(c.DataDir, "gateway.pem"),
-			"--listen", c.Gateway.Addr, "--health", c.Gateway.Health, "--node-id", c.Name + "-gateway"}
-		if st.LogLevel != "" {
-			args = append(args, "--log-level", st.LogLevel)
-		}
-		if c.Gateway.PID, err = start(gwBin, c.Gateway.Log, args...); err != nil {
-			return nil, err
-		}
-		if err := st.save(); err != nil {
+		if err := st.startGateway(c); err != nil {
 			return nil, err
 		}
 	}
@@ -247,7 +243,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	st.planWorkloads()
 	p.step(fmt.Sprintf("starting the coffee shop: %d apps, each onboarded with its sidecar", len(st.Workloads)))
 	for i := range st.Workloads {
-		if err := st.startWorkload(ctx, bin, agentBin, &st.Workloads[i]); err != nil {
+		if err := st.startWorkload(ctx, &st.Workloads[i]); err != nil {
 			return nil, err
 		}
 		if err := st.save(); err != nil {
@@ -283,6 +279,21 @@ func (st *State) StartHub(bin string) error {
 		return err
 	}
 	st.Hub.PID = pid
+	return st.save()
+}
+
+// startGateway starts cluster c's gateway on its recorded addresses.
+func (st *State) startGateway(c *ClusterState) error {
+	args := []string{"--control-plane", c.Addr, "--credential", filepath.Join(c.DataDir, "gateway.pem"),
+		"--listen", c.Gateway.Addr, "--health", c.Gateway.Health, "--node-id", c.Name + "-gateway"}
+	if st.LogLevel != "" {
+		args = append(args, "--log-level", st.LogLevel)
+	}
+	pid, err := start(st.GatewayBinary, c.Gateway.Log, args...)
+	if err != nil {
+		return err
+	}
+	c.Gateway.PID = pid
 	return st.save()
 }
 
@@ -344,7 +355,8 @@ func (st *State) processes() []int {
 	return pids
 }
 
-func (st *State) running() bool {
+// Running reports whether any of the lab's processes runs.
+func (st *State) Running() bool {
 	for _, pid := range st.processes() {
 		if alive(pid) {
 			return true

@@ -89,7 +89,7 @@ func (st *State) planWorkloads() {
 
 // startWorkload onboards one instance with 'federate vm configure' and
 // starts its app and its agent.
-func (st *State) startWorkload(ctx context.Context, bin, agentBin string, w *WorkloadState) error {
+func (st *State) startWorkload(ctx context.Context, w *WorkloadState) error {
 	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ spec:
 		return err
 	}
 	config := filepath.Join(w.Dir, "config")
-	out, err := exec.CommandContext(ctx, bin, "vm", "configure", "-f", groupFile, "--cluster", w.Cluster, "-o", config,
+	out, err := exec.CommandContext(ctx, st.Binary, "vm", "configure", "-f", groupFile, "--cluster", w.Cluster, "-o", config,
 		"--hub", st.Hub.Addr, "--credential", st.Credential, "--internal-ip", w.Address).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("lab: vm configure %s in %s: %v\n%s", w.Name, w.Cluster, err, out)
@@ -125,18 +125,23 @@ spec:
 	if err := os.WriteFile(filepath.Join(config, "sidecar.yaml"), []byte(sidecar.String()), 0o644); err != nil {
 		return err
 	}
-	if w.AppPID, err = start(bin, filepath.Join(w.Dir, "app.log"), "lab", "app",
-		"--listen", w.App, "--service", w.Service, "--cluster", w.Cluster, "--instance", w.Name); err != nil {
+	if err := st.startApp(w); err != nil {
 		return err
 	}
 	args := []string{"--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--address", w.Address}
 	if st.LogLevel != "" {
 		args = append(args, "--log-level", st.LogLevel)
 	}
-	if w.AgentPID, err = start(agentBin, filepath.Join(w.Dir, "agent.log"), args...); err != nil {
-		return err
-	}
-	return nil
+	w.AgentPID, err = start(st.AgentBinary, filepath.Join(w.Dir, "agent.log"), args...)
+	return err
+}
+
+// startApp starts w's app on its recorded address.
+func (st *State) startApp(w *WorkloadState) error {
+	pid, err := start(st.Binary, filepath.Join(w.Dir, "app.log"), "lab", "app",
+		"--listen", w.App, "--service", w.Service, "--cluster", w.Cluster, "--instance", w.Name)
+	w.AppPID = pid
+	return err
 }
 
 // waitWorkloads waits until every cluster sees every instance healthy

@@ -1,0 +1,449 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+// StepResult is one row of 'federate lab verify'.
+type StepResult struct {
+	Step     string        `json:"step"`
+	Expected string        `json:"expected"`
+	Happened string        `json:"happened"`
+	Took     time.Duration `json:"took"`
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	OK       bool          `json:"ok"`
+}
+
+// Verify plays the coffee-shop scenario against a running lab, one step
+// after another, and returns a row per step. It restarts what it stops, so
+// the lab keeps running afterwards.
+func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, error) {
+	v := &verifier{st: st, progress: progress}
+	order, err := st.find("east", "order-1")
+	if err != nil {
+		return nil, err
+	}
+	steps := []func(context.Context, WorkloadState) StepResult{
+		v.localFirst, v.instancesFail, v.gatewayDies, v.failBack,
+		v.hubDown, v.hubBack, v.rotation, v.vmJoins,
+	}
+	var results []StepResult
+	for _, step := range steps {
+		if ctx.Err() != nil {
+			return results, ctx.Err()
+		}
+		r := step(ctx, order)
+		fmt.Fprintf(progress, "  %-4s %s: %s (%s, %d of %d requests failed)\n", mark(r.OK), r.Step, r.Happened, r.Took.Round(time.Millisecond), r.Failed, r.Requests)
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func mark(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "FAIL"
+}
+
+// WriteTable prints the results as a table.
+func WriteTable(w io.Writer, results []StepResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tEXPECTED\tHAPPENED\tTOOK\tFAILED\tRESULT")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.Step, r.Expected, r.Happened, r.Took.Round(time.Millisecond), r.Failed, r.Requests, mark(r.OK))
+	}
+	tw.Flush()
+}
+
+type verifier struct {
+	st       *State
+	progress io.Writer
+	failedTo string // the cluster payment failed over to
+}
+
+// load calls service through from's sidecar every interval until stopped,
+// recording who answered.
+type load struct {
+	mu      sync.Mutex
+	answers []answer
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+type answer struct {
+	at      time.Time
+	cluster string
+	err     error
+}
+
+const loadInterval = 20 * time.Millisecond
+
+func startLoad(ctx context.Context, from WorkloadState, service string) *load {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &load{stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(loadInterval)
+		defer tick.Stop()
+		for {
+			r, err := Call(ctx, from.Outbound[service], service)
+			if ctx.Err() != nil {
+				return
+			}
+			l.mu.Lock()
+			l.answers = append(l.answers, answer{at: time.Now(), cluster: r.Cluster, err: err})
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return l
+}
+
+func (l *load) end() {
+	l.stop()
+	<-l.done
+}
+
+// since returns the answers after t.
+func (l *load) since(t time.Time) []answer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(l.answers, t, func(a answer, t time.Time) int { return a.at.Compare(t) })
+	return slices.Clone(l.answers[i:])
+}
+
+// settled waits until the last n answers after t all satisfy ok, and
+// returns when the first of them arrived.
+func (l *load) settled(ctx context.Context, t time.Time, n int, timeout time.Duration, ok func(answer) bool) (time.Time, bool) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		as := l.since(t)
+		run := 0
+		for i := len(as) - 1; i >= 0 && ok(as[i]); i-- {
+			run++
+			if run == n {
+				return as[i].at, true
+			}
+		}
+		time.Sleep(loadInterval)
+	}
+	return time.Time{}, false
+}
+
+func count(as []answer) (total, failed int, by map[string]int) {
+	by = map[string]int{}
+	for _, a := range as {
+		if a.err != nil {
+			failed++
+			continue
+		}
+		by[a.cluster]++
+	}
+	return len(as), failed, by
+}
+
+func describe(by map[string]int) string {
+	var parts []string
+	for _, c := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, fmt.Sprintf("%d from %s", by[c], c))
+	}
+	if len(parts) == 0 {
+		return "no answer"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func from(c string) func(answer) bool {
+	return func(a answer) bool { return a.err == nil && a.cluster == c }
+}
+
+func notFrom(c string) func(answer) bool {
+	return func(a answer) bool { return a.err == nil && a.cluster != c }
+}
+
+// localFirst: order in east calls payment, which east runs too.
+func (v *verifier) localFirst(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "local-first routing", Expected: "order in east is served by payment in east"}
+	l := startLoad(ctx, order, "payment")
+	start := time.Now()
+	time.Sleep(2 * time.Second)
+	l.end()
+	r.Took = time.Since(start)
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	r.Happened = describe(by)
+	r.OK = failed == 0 && by["east"] == total && total > 0
+	return r
+}
+
+// instancesFail: east's payment instances stop; payment fails over.
+func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "payment in east stops", Expected: "calls fail over to another region within 10 s"}
+	l := startLoad(ctx, order, "payment")
+	defer l.end()
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	for _, w := range v.st.Workloads {
+		if w.Cluster == "east" && w.Service == "payment" {
+			_ = syscall.Kill(w.AppPID, syscall.SIGKILL)
+		}
+	}
+	moved, ok := l.settled(ctx, start, 10, 15*time.Second, notFrom("east"))
+	r.Took = time.Since(start)
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	if !ok {
+		r.Happened = "still " + describe(by)
+		return r
+	}
+	last := l.since(moved)
+	v.failedTo = last[len(last)-1].cluster
+	r.Took = moved.Sub(start)
+	r.Happened = fmt.Sprintf("moved to %s after %s; %s", v.failedTo, r.Took.Round(time.Millisecond), describe(by))
+	r.OK = true
+	return r
+}
+
+// gatewayDies: the gateway of the cluster now serving payment dies.
+func (v *verifier) gatewayDies(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "a cluster's gateway dies", Expected: "payment moves to the remaining cluster within 3 s"}
+	c := v.st.cluster(v.failedTo)
+	if c == nil {
+		r.Happened = "skipped: payment did not fail over"
+		return r
+	}
+	l := startLoad(ctx, order, "payment")
+	defer l.end()
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	_ = syscall.Kill(c.Gateway.PID, syscall.SIGKILL)
+	moved, ok := l.settled(ctx, start, 10, 15*time.Second, func(a answer) bool { return a.err == nil && a.cluster != c.Name && a.cluster != "east" })
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	r.Took = time.Since(start)
+	if !ok {
+		r.Happened = "still " + describe(by)
+		return r
+	}
+	r.Took = moved.Sub(start)
+	r.Happened = fmt.Sprintf("%s's gateway killed; moved after %s; %s", c.Name, r.Took.Round(time.Millisecond), describe(by))
+	r.OK = r.Took <= 3*time.Second
+	return r
+}
+
+// failBack restarts what the last steps stopped.
+func (v *verifier) failBack(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "east's payment and the gateway return", Expected: "payment is served from east again"}
+	start := time.Now()
+	if c := v.st.cluster(v.failedTo); c != nil && !alive(c.Gateway.PID) {
+		if err := v.st.startGateway(c); err != nil {
+			r.Happened = err.Error()
+			return r
+		}
+	}
+	for i := range v.st.Workloads {
+		w := &v.st.Workloads[i]
+		if w.Cluster == "east" && w.Service == "payment" && !alive(w.AppPID) {
+			if err := v.st.startApp(w); err != nil {
+				r.Happened = err.Error()
+				return r
+			}
+		}
+	}
+	_ = v.st.save()
+	l := startLoad(ctx, order, "payment")
+	defer l.end()
+	back, ok := l.settled(ctx, start, 10, 20*time.Second, from("east"))
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	r.Took = time.Since(start)
+	if ok {
+		r.Took = back.Sub(start)
+	}
+	r.Happened = describe(by)
+	r.OK = ok
+	return r
+}
+
+// menuExport is a service west exports while the hub is down.
+const menuExport = `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: menu, namespace: shop}
+export: true
+spec:
+  hosts: [menu.shop.svc.cluster.local]
+  ports: [{number: 8084, name: http, protocol: HTTP}]
+  workloadSelector:
+    labels: {app: menu}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: menu-1, namespace: shop}
+spec: {address: 127.0.11.99, labels: {app: menu}, ports: {http: 8084}, serviceAccount: menu}
+`
+
+// hubDown: with the hub killed, a new export reaches every cluster.
+func (v *verifier) hubDown(ctx context.Context, _ WorkloadState) StepResult {
+	r := StepResult{Step: "the hub is down; west exports menu", Expected: "every cluster sees menu within 10 s, by gossip"}
+	west := v.st.cluster("west")
+	if err := v.st.KillHub(); err != nil {
+		r.Happened = err.Error()
+		return r
+	}
+	before := v.servicesOf(ctx, "west", "west")
+	start := time.Now()
+	if err := os.WriteFile(filepath.Join(west.ConfigDir, "menu.yaml"), []byte(menuExport), 0o644); err != nil {
+		r.Happened = err.Error()
+		return r
+	}
+	ok := v.until(ctx, 10*time.Second, func() bool {
+		for _, c := range v.st.Clusters {
+			if v.servicesOf(ctx, c.Name, "west") != before+1 {
+				return false
+			}
+		}
+		return true
+	})
+	r.Took = time.Since(start)
+	r.OK = ok
+	r.Happened = fmt.Sprintf("seen by east, west and central after %s", r.Took.Round(time.Millisecond))
+	if !ok {
+		r.Happened = "not everywhere after 10 s"
+	}
+	return r
+}
+
+// hubBack: the restarted hub resyncs from its file and the members.
+func (v *verifier) hubBack(ctx context.Context, _ WorkloadState) StepResult {
+	r := StepResult{Step: "the hub comes back", Expected: "it holds every slice, menu included, within 10 s"}
+	start := time.Now()
+	if err := v.st.StartHub(v.st.Binary); err != nil {
+		r.Happened = err.Error()
+		return r
+	}
+	want := v.servicesOf(ctx, "west", "west")
+	ok := v.until(ctx, 10*time.Second, func() bool { return v.servicesOf(ctx, "", "west") == want })
+	r.Took = time.Since(start)
+	r.OK = ok
+	r.Happened = fmt.Sprintf("resynced after %s", r.Took.Round(time.Millisecond))
+	if !ok {
+		r.Happened = "not resynced after 10 s"
+	}
+	return r
+}
+
+// rotation: central's root rotates while order calls inventory there.
+func (v *verifier) rotation(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "central's trust root rotates", Expected: "no failed request to inventory in central"}
+	l := startLoad(ctx, order, "inventory")
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, v.st.Binary, "trust", "rotate", "--cluster", "central",
+		"--hub", v.st.Hub.Addr, "--credential", v.st.Credential).CombinedOutput()
+	time.Sleep(time.Second) // traffic after the switch
+	l.end()
+	r.Took = time.Since(start)
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	if err != nil {
+		r.Happened = fmt.Sprintf("trust rotate: %v: %s", err, strings.TrimSpace(string(out)))
+		return r
+	}
+	r.Happened = "switched to a new root; " + describe(by)
+	r.OK = failed == 0 && by["central"] == total
+	return r
+}
+
+// vmJoins: a second barista VM joins west and is called from east.
+func (v *verifier) vmJoins(ctx context.Context, order WorkloadState) StepResult {
+	r := StepResult{Step: "a VM joins west", Expected: "barista-2 in west is called from east within 10 s"}
+	start := time.Now()
+	w := WorkloadState{Name: "barista-2", Service: "barista", Cluster: "west", Address: "127.0.11.20", App: freeAddr(), Outbound: map[string]string{}}
+	w.Dir = filepath.Join(v.st.Dir, "workloads", w.Cluster, w.Name)
+	if _, err := v.st.find(w.Cluster, w.Name); err == nil {
+		r.Happened = "barista-2 is already there: run verify on a fresh lab"
+		return r
+	}
+	// West exports barista, whose endpoints are the VMs that register.
+	se := coffeeShopService("barista")
+	if err := os.WriteFile(filepath.Join(v.st.cluster("west").ConfigDir, "barista.yaml"), []byte(se), 0o644); err != nil {
+		r.Happened = err.Error()
+		return r
+	}
+	if err := v.st.startWorkload(ctx, &w); err != nil {
+		r.Happened = err.Error()
+		return r
+	}
+	v.st.Workloads = append(v.st.Workloads, w)
+	_ = v.st.save()
+	l := startLoad(ctx, order, "barista")
+	defer l.end()
+	_, ok := l.settled(ctx, start, 1, 10*time.Second, from("west"))
+	r.Took = time.Since(start)
+	total, failed, by := count(l.since(start))
+	r.Requests, r.Failed = total, failed
+	r.Happened = describe(by)
+	r.OK = ok
+	return r
+}
+
+func (v *verifier) servicesOf(ctx context.Context, viewer, cluster string) int32 {
+	resp, err := v.st.Status(ctx, viewer)
+	if err != nil {
+		return -1
+	}
+	for _, c := range resp.GetClusters() {
+		if c.GetName() == cluster {
+			return c.GetServices()
+		}
+	}
+	return -1
+}
+
+func (v *verifier) until(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+func (st *State) cluster(name string) *ClusterState {
+	for i := range st.Clusters {
+		if st.Clusters[i].Name == name {
+			return &st.Clusters[i]
+		}
+	}
+	return nil
+}
+
+func (st *State) find(cluster, name string) (WorkloadState, error) {
+	for _, w := range st.Workloads {
+		if w.Cluster == cluster && w.Name == name {
+			return w, nil
+		}
+	}
+	return WorkloadState{}, fmt.Errorf("lab: no workload %s in %s", name, cluster)
+}
