@@ -20,7 +20,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("want 'lab up', 'lab verify', 'lab down' or 'lab status'")
 	}
 	verb := args[0]
-	fs := newFlags("lab "+verb, "lab "+verb+" [--dir DIR] [--clusters N]",
+	fs := newFlags("lab "+verb, "lab "+verb+" [--dir DIR] [--clusters N] [--isolate]",
 		"The embedded lab runs a hub and N clusters' control planes as local processes on\n"+
 			"loopback, joins them with one-time tokens and loads the coffee-shop services.\n"+
 			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
@@ -30,9 +30,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"processes and removes DIR.", stdout)
 	var dir, logLevel string
 	var n int
+	var isolate bool
 	fs.StringVar(&dir, "dir", lab.DefaultDir, "lab directory")
 	fs.IntVar(&n, "clusters", lab.DefaultClusters, "number of clusters (up only)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level of the lab's processes (up only): debug, info, warn or error")
+	fs.BoolVar(&isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (up only; needs root and iproute2)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -67,7 +69,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	start := time.Now()
 	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, n)
-	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel})
+	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel, Isolate: isolate})
 	if err != nil {
 		return err
 	}

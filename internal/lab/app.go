@@ -47,17 +47,19 @@ func ServeApp(ctx context.Context, listen string, r Reply) error {
 	return nil
 }
 
-// Call asks service through the sidecar listener at outbound (plain HTTP
-// on loopback; the sidecar originates mTLS) and returns who answered.
-func Call(ctx context.Context, outbound, service string) (Reply, error) {
+// Call asks service through from's sidecar (plain HTTP to its outbound
+// listener; the sidecar originates mTLS) and returns who answered. Every
+// call opens a new connection, so it picks its endpoint again, as a new
+// request from an application would.
+func (st *State) Call(ctx context.Context, from WorkloadState, service string) (Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+outbound+"/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+from.Outbound[service]+"/", nil)
 	if err != nil {
 		return Reply{}, err
 	}
 	req.Host = service + ".shop.svc.cluster.local"
-	resp, err := callClient.Do(req)
+	resp, err := st.httpClient(from.Cluster).Do(req)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -75,7 +77,3 @@ func Call(ctx context.Context, outbound, service string) (Reply, error) {
 	}
 	return r, nil
 }
-
-// callClient opens a new connection per call, so that every call picks
-// its endpoint again, as a new request from an application would.
-var callClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}

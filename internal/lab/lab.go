@@ -46,6 +46,8 @@ type Options struct {
 	Out io.Writer
 	// LogLevel is passed to every process (default info).
 	LogLevel string
+	// Isolate runs each cluster in its own network namespace (root only).
+	Isolate bool
 }
 
 // State is what lab.json records: every process and address the lab started.
@@ -58,6 +60,8 @@ type State struct {
 	Clusters   []ClusterState `json:"clusters"`
 	// Workloads are the coffee shop's instances, each behind its sidecar.
 	Workloads []WorkloadState `json:"workloads"`
+	// Isolate: each cluster has its own network namespace.
+	Isolate bool `json:"isolate,omitempty"`
 	// The executables the lab runs, for restarting what verify stops.
 	Binary        string `json:"binary"`
 	GatewayBinary string `json:"gatewayBinary"`
@@ -135,17 +139,29 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	}
 	p := progress{out: opts.Out, total: 6}
 	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin}
-	// Whatever fails below, leave no process behind.
+	cs := clusters(opts.Clusters)
+	// Whatever fails below, leave no process or namespace behind.
 	ok := false
 	defer func() {
 		if !ok {
-			st.stop()
+			st.shutdown()
 		}
 	}()
+	hubHost := "127.0.0.1"
+	if opts.Isolate {
+		for _, c := range cs {
+			st.Clusters = append(st.Clusters, ClusterState{Name: c.Name}) // for the teardown
+		}
+		if err := setupNetwork(names(st.Clusters)); err != nil {
+			return nil, err
+		}
+		st.Isolate = true
+		hubHost = hubIP
+	}
 
 	p.step("starting the hub")
 	hubDir := filepath.Join(dir, "hub")
-	st.Hub = Process{Addr: freeAddr(), Gossip: freeAddr(), Bundles: freeAddr(), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
+	st.Hub = Process{Addr: freeAddr(hubHost), Gossip: freeAddr(hubHost), Bundles: freeAddr(hubHost), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
 	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
 	if err := st.StartHub(bin); err != nil {
 		return nil, err
@@ -166,9 +182,9 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	}
 	p.done("hub at " + st.Hub.Addr)
 
-	cs := clusters(opts.Clusters)
+	st.Clusters = nil
 	p.step(fmt.Sprintf("joining %d clusters with one-time tokens", len(cs)))
-	for _, c := range cs {
+	for i, c := range cs {
 		cdir := filepath.Join(dir, c.Name)
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		tok, err := hubpb.NewHubClient(conn).CreateToken(tctx, &hubpb.CreateTokenRequest{Cluster: c.Name, TtlSeconds: 600})
@@ -192,10 +208,16 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(c)), 0o644); err != nil {
 			return nil, err
 		}
+		gateway := freeAddr("127.0.0.1")
+		if st.Isolate {
+			// Private addresses are free in a new namespace; only the
+			// gateway listens on the shared network.
+			gateway = net.JoinHostPort(sharedIP(i), GatewayPort)
+		}
 		st.Clusters = append(st.Clusters, ClusterState{
-			Process: Process{Addr: freeAddr(), Gossip: freeAddr(), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
+			Process: Process{Addr: freeAddr("127.0.0.1"), Gossip: freeAddr("127.0.0.1"), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
 			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
-			Gateway: GatewayState{Addr: freeAddr(), Health: freeAddr(), Log: filepath.Join(dir, c.Name+"-gateway.log")},
+			Gateway: GatewayState{Addr: gateway, Health: freeAddr("127.0.0.1"), Log: filepath.Join(dir, c.Name+"-gateway.log")},
 		})
 	}
 	p.done(strings.Join(names(st.Clusters), ", "))
@@ -206,7 +228,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
 			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
 			"--gateway", c.Gateway.Addr}, st.commonArgs()...)
-		c.PID, err = start(bin, c.Log, args...)
+		c.PID, err = st.startIn(c.Name, bin, c.Log, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -228,7 +250,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 	}
 	for _, c := range st.Clusters {
-		if err := waitReady(ctx, "http://"+c.Gateway.Health+"/healthz/ready", c.Gateway); err != nil {
+		if err := waitReady(ctx, st.httpClient(c.Name), "http://"+c.Gateway.Health+"/healthz/ready", c.Gateway); err != nil {
 			return nil, err
 		}
 	}
@@ -289,7 +311,7 @@ func (st *State) startGateway(c *ClusterState) error {
 	if st.LogLevel != "" {
 		args = append(args, "--log-level", st.LogLevel)
 	}
-	pid, err := start(st.GatewayBinary, c.Gateway.Log, args...)
+	pid, err := st.startIn(c.Name, st.GatewayBinary, c.Gateway.Log, args...)
 	if err != nil {
 		return err
 	}
@@ -330,8 +352,11 @@ func Down(dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n := st.stop()
+	n := st.shutdown()
 	fmt.Fprintf(out, "Stopped %d lab processes.\n", n)
+	if st.Isolate {
+		fmt.Fprintf(out, "Removed the network namespaces and %s.\n", bridgeName)
+	}
 	if err := os.RemoveAll(st.Dir); err != nil {
 		return err
 	}
@@ -365,6 +390,15 @@ func (st *State) Running() bool {
 	return false
 }
 
+// shutdown stops every process and removes the lab's namespaces.
+func (st *State) shutdown() int {
+	n := st.stop()
+	if st.Isolate {
+		teardownNetwork(names(st.Clusters))
+	}
+	return n
+}
+
 // stop terminates every process, politely first, and returns how many
 // were running.
 func (st *State) stop() int {
@@ -389,13 +423,18 @@ func (st *State) stop() int {
 
 // Status asks one cluster's control plane for its view.
 func (st *State) Status(ctx context.Context, cluster string) (*hubpb.StatusResponse, error) {
-	addr := st.Hub.Addr
-	for _, c := range st.Clusters {
-		if c.Name == cluster {
-			addr = c.Addr
+	ca := filepath.Join(st.Hub.DataDir, hub.CAFile)
+	dial := func() (*grpc.ClientConn, error) { return hub.Dial(st.Hub.Addr, st.Credential, ca) }
+	if c := st.cluster(cluster); c != nil {
+		dial = func() (*grpc.ClientConn, error) { return hub.Dial(c.Addr, st.Credential, ca) }
+		if st.Isolate {
+			// Its own address is private to its namespace: ask through its gateway.
+			dial = func() (*grpc.ClientConn, error) {
+				return hub.DialControlPlane(c.Gateway.Addr, c.Name, st.Credential, ca)
+			}
 		}
 	}
-	conn, err := hub.Dial(addr, st.Credential, filepath.Join(st.Hub.DataDir, hub.CAFile))
+	conn, err := dial()
 	if err != nil {
 		return nil, err
 	}
@@ -503,23 +542,15 @@ func alive(pid int) bool {
 // from below the kernel's ephemeral range (32768 and up by default), so the
 // many outgoing connections of the lab's processes never take one before
 // the process it was chosen for starts.
-func freeAddr() string {
+func freeAddr(host string) string {
 	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
+		addr := net.JoinHostPort(host, strconv.Itoa(20000+rand.IntN(12000)))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
 		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
 	}
-	return "127.0.0.1:0"
+	return net.JoinHostPort(host, "0")
 }
 
 func waitFile(ctx context.Context, path string, p Process) error {
@@ -543,10 +574,12 @@ func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
 }
 
 // waitReady polls a gateway's health URL until it answers 200.
-func waitReady(ctx context.Context, url string, g GatewayState) error {
-	client := &http.Client{Timeout: time.Second}
-	return poll(ctx, 50*time.Millisecond, func(context.Context) string {
-		resp, err := client.Get(url)
+func waitReady(ctx context.Context, client *http.Client, url string, g GatewayState) error {
+	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) string {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Sprintf("gateway at %s: %v (see %s)", url, err, g.Log)
 		}

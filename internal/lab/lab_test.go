@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,13 @@ import (
 // TestIntegrationLab builds the real binary, brings the lab up as separate
 // processes, checks that every cluster sees every other, and that down
 // leaves no process or directory behind.
-func TestIntegrationLab(t *testing.T) {
+func TestIntegrationLab(t *testing.T) { testLab(t, false) }
+
+// TestIntegrationLabIsolated runs the same with every cluster in its own
+// network namespace, where only gateways and the hub are reachable.
+func TestIntegrationLabIsolated(t *testing.T) { testLab(t, true) }
+
+func testLab(t *testing.T, isolate bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
@@ -28,11 +35,11 @@ func TestIntegrationLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	st, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out})
+	st, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out, Isolate: isolate})
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out.String())
 	}
-	t.Cleanup(func() { st.stop() })
+	t.Cleanup(func() { st.shutdown() })
 	if !strings.Contains(out.String(), "[6/6] starting the coffee shop") {
 		t.Errorf("progress output missing the last step:\n%s", out.String())
 	}
@@ -77,13 +84,20 @@ func TestIntegrationLab(t *testing.T) {
 	// Calls cross clusters through sidecars and gateways: order in east
 	// reaches inventory and the barista VM in central, and payment in west
 	// reaches the barista.
-	order, payment := saved.workload(t, "east", "order-1"), saved.workload(t, "west", "payment-1")
+	order, err := saved.find("east", "order-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payment, err := saved.find("west", "payment-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, call := range []struct {
 		from    WorkloadState
 		service string
 		cluster string
 	}{{order, "inventory", "central"}, {order, "barista", "central"}, {payment, "barista", "central"}} {
-		r, err := Call(ctx, call.from.Outbound[call.service], call.service)
+		r, err := saved.Call(ctx, call.from, call.service)
 		if err != nil || r.Cluster != call.cluster {
 			t.Errorf("%s calling %s: %+v, %v; want an answer from %s", call.from.Name, call.service, r, err, call.cluster)
 		}
@@ -121,6 +135,16 @@ func TestIntegrationLab(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("lab directory still exists after down: %v", err)
 	}
+	if isolate {
+		for _, c := range saved.Clusters {
+			if _, err := os.Stat("/var/run/netns/" + netnsName(c.Name)); !os.IsNotExist(err) {
+				t.Errorf("network namespace %s still exists after down", netnsName(c.Name))
+			}
+		}
+		if _, err := net.InterfaceByName(bridgeName); err == nil {
+			t.Errorf("%s still exists after down", bridgeName)
+		}
+	}
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -136,15 +160,4 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		case <-tick.C:
 		}
 	}
-}
-
-func (st *State) workload(t *testing.T, cluster, name string) WorkloadState {
-	t.Helper()
-	for _, w := range st.Workloads {
-		if w.Cluster == cluster && w.Name == name {
-			return w
-		}
-	}
-	t.Fatalf("no workload %s in %s", name, cluster)
-	return WorkloadState{}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +38,7 @@ func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, e
 		return nil, err
 	}
 	steps := []func(context.Context, WorkloadState) StepResult{
-		v.localFirst, v.instancesFail, v.gatewayDies, v.failBack,
+		v.isolation, v.localFirst, v.instancesFail, v.gatewayDies, v.failBack,
 		v.hubDown, v.hubBack, v.rotation, v.vmJoins,
 	}
 	var results []StepResult
@@ -92,7 +93,7 @@ type answer struct {
 
 const loadInterval = 20 * time.Millisecond
 
-func startLoad(ctx context.Context, from WorkloadState, service string) *load {
+func startLoad(ctx context.Context, st *State, from WorkloadState, service string) *load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &load{stop: cancel, done: make(chan struct{})}
 	go func() {
@@ -100,7 +101,7 @@ func startLoad(ctx context.Context, from WorkloadState, service string) *load {
 		tick := time.NewTicker(loadInterval)
 		defer tick.Stop()
 		for {
-			r, err := Call(ctx, from.Outbound[service], service)
+			r, err := st.Call(ctx, from, service)
 			if ctx.Err() != nil {
 				return
 			}
@@ -179,10 +180,60 @@ func notFrom(c string) func(answer) bool {
 	return func(a answer) bool { return a.err == nil && a.cluster != c }
 }
 
+// isolation: from east's network only other clusters' gateways (and the
+// hub) can be reached, never a control plane or a workload directly.
+func (v *verifier) isolation(ctx context.Context, _ WorkloadState) StepResult {
+	r := StepResult{Step: "networks are isolated", Expected: "from east, west's gateway answers; its control plane and workloads do not"}
+	if !v.st.Isolate {
+		r.Expected = "(with --isolate only)"
+		r.Happened = "one shared network: not checked"
+		r.OK = true
+		return r
+	}
+	start := time.Now()
+	west := v.st.cluster("west")
+	dial := v.st.dialer("east")
+	reach := func(addr string) bool {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		c, err := dial(dctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	gatewayIP, _, _ := net.SplitHostPort(west.Gateway.Addr)
+	_, cpPort, _ := net.SplitHostPort(west.Addr)
+	var direct []string
+	direct = append(direct, net.JoinHostPort(gatewayIP, cpPort)) // the control plane's port on west's address
+	for _, w := range v.st.Workloads {
+		if w.Cluster == "west" {
+			direct = append(direct, net.JoinHostPort(w.Address, "15006"), net.JoinHostPort(gatewayIP, "15006"))
+		}
+	}
+	r.Requests = 1 + len(direct)
+	if !reach(west.Gateway.Addr) {
+		r.Failed++
+	}
+	var leaked []string
+	for _, addr := range direct {
+		if reach(addr) {
+			leaked = append(leaked, addr)
+		}
+	}
+	r.Took = time.Since(start)
+	r.Happened = fmt.Sprintf("gateway %s reachable: %v; %d direct addresses refused", west.Gateway.Addr, r.Failed == 0, len(direct)-len(leaked))
+	if len(leaked) > 0 {
+		r.Happened += "; reachable: " + strings.Join(leaked, ", ")
+	}
+	r.OK = r.Failed == 0 && len(leaked) == 0
+	return r
+}
+
 // localFirst: order in east calls payment, which east runs too.
 func (v *verifier) localFirst(ctx context.Context, order WorkloadState) StepResult {
 	r := StepResult{Step: "local-first routing", Expected: "order in east is served by payment in east"}
-	l := startLoad(ctx, order, "payment")
+	l := startLoad(ctx, v.st, order, "payment")
 	start := time.Now()
 	time.Sleep(2 * time.Second)
 	l.end()
@@ -197,7 +248,7 @@ func (v *verifier) localFirst(ctx context.Context, order WorkloadState) StepResu
 // instancesFail: east's payment instances stop; payment fails over.
 func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepResult {
 	r := StepResult{Step: "payment in east stops", Expected: "calls fail over to another region within 10 s"}
-	l := startLoad(ctx, order, "payment")
+	l := startLoad(ctx, v.st, order, "payment")
 	defer l.end()
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
@@ -230,7 +281,7 @@ func (v *verifier) gatewayDies(ctx context.Context, order WorkloadState) StepRes
 		r.Happened = "skipped: payment did not fail over"
 		return r
 	}
-	l := startLoad(ctx, order, "payment")
+	l := startLoad(ctx, v.st, order, "payment")
 	defer l.end()
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
@@ -269,7 +320,7 @@ func (v *verifier) failBack(ctx context.Context, order WorkloadState) StepResult
 		}
 	}
 	_ = v.st.save()
-	l := startLoad(ctx, order, "payment")
+	l := startLoad(ctx, v.st, order, "payment")
 	defer l.end()
 	back, ok := l.settled(ctx, start, 10, 20*time.Second, from("east"))
 	total, failed, by := count(l.since(start))
@@ -354,7 +405,7 @@ func (v *verifier) hubBack(ctx context.Context, _ WorkloadState) StepResult {
 // rotation: central's root rotates while order calls inventory there.
 func (v *verifier) rotation(ctx context.Context, order WorkloadState) StepResult {
 	r := StepResult{Step: "central's trust root rotates", Expected: "no failed request to inventory in central"}
-	l := startLoad(ctx, order, "inventory")
+	l := startLoad(ctx, v.st, order, "inventory")
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, v.st.Binary, "trust", "rotate", "--cluster", "central",
@@ -377,7 +428,7 @@ func (v *verifier) rotation(ctx context.Context, order WorkloadState) StepResult
 func (v *verifier) vmJoins(ctx context.Context, order WorkloadState) StepResult {
 	r := StepResult{Step: "a VM joins west", Expected: "barista-2 in west is called from east within 10 s"}
 	start := time.Now()
-	w := WorkloadState{Name: "barista-2", Service: "barista", Cluster: "west", Address: "127.0.11.20", App: freeAddr(), Outbound: map[string]string{}}
+	w := WorkloadState{Name: "barista-2", Service: "barista", Cluster: "west", Address: "127.0.11.20", App: freeAddr("127.0.0.1"), Outbound: map[string]string{}}
 	w.Dir = filepath.Join(v.st.Dir, "workloads", w.Cluster, w.Name)
 	if _, err := v.st.find(w.Cluster, w.Name); err == nil {
 		r.Happened = "barista-2 is already there: run verify on a fresh lab"
@@ -395,7 +446,7 @@ func (v *verifier) vmJoins(ctx context.Context, order WorkloadState) StepResult 
 	}
 	v.st.Workloads = append(v.st.Workloads, w)
 	_ = v.st.save()
-	l := startLoad(ctx, order, "barista")
+	l := startLoad(ctx, v.st, order, "barista")
 	defer l.end()
 	_, ok := l.settled(ctx, start, 1, 10*time.Second, from("west"))
 	r.Took = time.Since(start)

@@ -73,7 +73,7 @@ func (st *State) planWorkloads() {
 			w := WorkloadState{
 				Name: fmt.Sprintf("%s-%d", svc, count[svc]), Service: svc, Cluster: c.Name,
 				Address:  fmt.Sprintf("127.0.%d.%d", 10+i, 10+j),
-				App:      freeAddr(),
+				App:      freeAddr("127.0.0.1"),
 				Outbound: map[string]string{},
 			}
 			w.Dir = filepath.Join(st.Dir, "workloads", c.Name, w.Name)
@@ -132,13 +132,13 @@ spec:
 	if st.LogLevel != "" {
 		args = append(args, "--log-level", st.LogLevel)
 	}
-	w.AgentPID, err = start(st.AgentBinary, filepath.Join(w.Dir, "agent.log"), args...)
+	w.AgentPID, err = st.startIn(w.Cluster, st.AgentBinary, filepath.Join(w.Dir, "agent.log"), args...)
 	return err
 }
 
 // startApp starts w's app on its recorded address.
 func (st *State) startApp(w *WorkloadState) error {
-	pid, err := start(st.Binary, filepath.Join(w.Dir, "app.log"), "lab", "app",
+	pid, err := st.startIn(w.Cluster, st.Binary, filepath.Join(w.Dir, "app.log"), "lab", "app",
 		"--listen", w.App, "--service", w.Service, "--cluster", w.Cluster, "--instance", w.Name)
 	w.AppPID = pid
 	return err
@@ -167,7 +167,7 @@ func (st *State) waitWorkloads(ctx context.Context) error {
 		// Every sidecar has learned where every service is.
 		for _, w := range st.Workloads {
 			for _, svc := range slices.Sorted(maps.Keys(w.Outbound)) {
-				if _, err := Call(ctx, w.Outbound[svc], svc); err != nil {
+				if _, err := st.Call(ctx, w, svc); err != nil {
 					return fmt.Sprintf("%s in %s cannot call %s yet: %v", w.Name, w.Cluster, svc, err)
 				}
 			}

@@ -1,0 +1,142 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// With --isolate each cluster runs in its own network namespace, joined to
+// a shared network by a veth pair on one bridge. The hub listens on the
+// bridge and each gateway on its namespace's shared address; everything
+// else (control planes, apps, sidecars) listens on its namespace's own
+// loopback, which no other cluster can reach. So cross-cluster traffic can
+// only flow through the gateways.
+const (
+	bridgeName = "fedlab0"
+	sharedNet  = "10.77.0."
+	hubIP      = sharedNet + "1"
+	// GatewayPort is where the gateways listen with --isolate, each on its
+	// own address.
+	GatewayPort = "15443"
+)
+
+func netnsName(cluster string) string { return "fedlab-" + cluster }
+
+// sharedIP is cluster i's address on the shared network.
+func sharedIP(i int) string { return fmt.Sprintf("%s%d", sharedNet, 10+i) }
+
+// setupNetwork creates the bridge and a namespace per cluster. It undoes
+// what it did if a step fails.
+func setupNetwork(names []string) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("lab: --isolate creates network namespaces and needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("lab: --isolate needs the ip command (iproute2)")
+	}
+	if _, err := net.InterfaceByName(bridgeName); err == nil {
+		return fmt.Errorf("lab: %s exists: another isolated lab runs; stop it with 'federate lab down' first", bridgeName)
+	}
+	defer func() {
+		if err != nil {
+			teardownNetwork(names)
+		}
+	}()
+	cmds := [][]string{
+		{"link", "add", bridgeName, "type", "bridge"},
+		{"addr", "add", hubIP + "/24", "dev", bridgeName},
+		{"link", "set", bridgeName, "up"},
+	}
+	for i, name := range names {
+		ns, host, peer := netnsName(name), fmt.Sprintf("fl%dh", i), fmt.Sprintf("fl%dn", i)
+		cmds = append(cmds,
+			[]string{"netns", "add", ns},
+			[]string{"link", "add", host, "type", "veth", "peer", "name", peer},
+			[]string{"link", "set", host, "master", bridgeName, "up"},
+			[]string{"link", "set", peer, "netns", ns},
+			[]string{"-n", ns, "link", "set", "lo", "up"},
+			[]string{"-n", ns, "link", "set", peer, "name", "eth0"},
+			[]string{"-n", ns, "addr", "add", sharedIP(i) + "/24", "dev", "eth0"},
+			[]string{"-n", ns, "link", "set", "eth0", "up"},
+		)
+	}
+	for _, args := range cmds {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("lab: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// teardownNetwork removes the namespaces (and their veths) and the bridge.
+func teardownNetwork(names []string) {
+	for _, name := range names {
+		_ = exec.Command("ip", "netns", "del", netnsName(name)).Run()
+	}
+	_ = exec.Command("ip", "link", "del", bridgeName).Run()
+}
+
+// startIn starts a process in cluster's namespace, or here without one.
+func (st *State) startIn(cluster, bin, logPath string, args ...string) (int, error) {
+	if !st.Isolate || cluster == "" {
+		return start(bin, logPath, args...)
+	}
+	// ip netns exec enters the namespace and execs bin: the PID is bin's.
+	return start("ip", logPath, append([]string{"netns", "exec", netnsName(cluster), bin}, args...)...)
+}
+
+// dialer connects from inside cluster's namespace, or from here without one.
+func (st *State) dialer(cluster string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if !st.Isolate || cluster == "" {
+		var d net.Dialer
+		return d.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialInNetns(ctx, netnsName(cluster), network, addr)
+	}
+}
+
+// dialInNetns creates the socket on a thread that entered the namespace; a
+// socket stays in the namespace it was made in, whichever thread uses it.
+// The thread is never unlocked, so it ends with its goroutine rather than
+// going back to the scheduler in another namespace.
+func dialInNetns(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			ch <- result{err: fmt.Errorf("lab: network namespace %s: %w", ns, err)}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("lab: enter network namespace %s: %w", ns, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// httpClient makes requests from inside cluster's namespace, a new
+// connection each time.
+func (st *State) httpClient(cluster string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: st.dialer(cluster)}}
+}
