@@ -102,9 +102,12 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Now = time.Now
 	}
 	return &Gateway{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "eastwest-gateway"),
-		dialer:   net.Dialer{Timeout: cfg.ConnectTimeout},
+		cfg: cfg,
+		log: cfg.Logger.With("component", "eastwest-gateway"),
+		// No TCP keepalive on relayed connections, as HAProxy and Envoy
+		// by default: its setsockopt calls would cost every connection,
+		// and the endpoints run their own.
+		dialer:   net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1},
 		outliers: newOutliers(cfg.Outlier, cfg.Now),
 	}, nil
 }
@@ -114,12 +117,22 @@ func (g *Gateway) Stats() Stats { return g.stats.snapshot() }
 
 // Run listens on Config.Listen and serves until ctx is done.
 func (g *Gateway) Run(ctx context.Context) error {
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", g.cfg.Listen)
+	lis, err := Listen(ctx, g.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("eastwest: listen on %s: %w", g.cfg.Listen, err)
+		return err
 	}
-	return g.Serve(ctx, lis.(*net.TCPListener))
+	return g.Serve(ctx, lis)
+}
+
+// Listen opens a gateway listener on addr: accepted connections get no
+// TCP keepalive, like the gateway's upstream connections.
+func Listen(ctx context.Context, addr string) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("eastwest: listen on %s: %w", addr, err)
+	}
+	return lis.(*net.TCPListener), nil
 }
 
 // Serve accepts connections on lis until ctx is done, then drains: it

@@ -78,7 +78,7 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 	if err != nil {
 		return err
 	}
-	lis, err := net.ListenTCP("tcp", addr)
+	lis, err := eastwest.Listen(ctx, addr.String())
 	if err != nil {
 		return err
 	}
