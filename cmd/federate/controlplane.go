@@ -16,6 +16,7 @@ import (
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
+	"github.com/federate/federate/registry/kube"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,7 +27,7 @@ import (
 const ControlPlaneStoreFile = "controlplane.db"
 
 func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("controlplane", "controlplane --cluster NAME --network NET --locality R/Z[/S] --data-dir DIR --config-dir DIR [flags]",
+	fs := newFlags("controlplane", "controlplane --cluster NAME --network NET --locality R/Z[/S] --data-dir DIR (--config-dir DIR | --kubeconfig F | --in-cluster) [flags]",
 		"Runs a cluster's control plane: it publishes the services the cluster exports,\n"+
 			"learns every other cluster's, keeps them in DIR/"+ControlPlaneStoreFile+" and serves them at\n"+
 			"once after a restart. DIR must hold what 'federate join' wrote. Services come\n"+
@@ -38,6 +39,8 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	var vmGrace, vmSVIDTTL time.Duration
 	var timers timerFlags
 	var logs logFlags
+	var kf kubeFlags
+	kf.register(fs, true)
 	fs.StringVar(&cluster, "cluster", "", "this cluster's name, as in its join token")
 	fs.StringVar(&network, "network", "", "this cluster's network; clusters on other networks are reached through gateways")
 	fs.StringVar(&localityStr, "locality", "", "this cluster's default locality, region/zone[/subzone]")
@@ -61,11 +64,19 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := required(fs, "cluster", "network", "data-dir", "config-dir"); err != nil {
+	if err := required(fs, "cluster", "network", "data-dir"); err != nil {
 		return err
+	}
+	if !kf.enabled() && configDir == "" {
+		return errors.New("missing --config-dir (or --kubeconfig / --in-cluster for a Kubernetes cluster)")
 	}
 	if err := timers.validate(); err != nil {
 		return err
+	}
+	if kf.enabled() {
+		if err := kf.prepare(ctx, dataDir, &gateway, stderr); err != nil {
+			return err
+		}
 	}
 	locality, err := registry.ParseLocality(localityStr)
 	if err != nil {
@@ -120,7 +131,15 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		trustDomain = registry.DefaultTrustDomain(cluster, ms.Mesh)
 	}
 	info := &registry.ClusterInfo{Network: network, Locality: locality, Gateways: gateways}
-	source := file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log})
+	var source interface {
+		Run(context.Context, func([]*registry.Service)) error
+	} = file.New(file.Config{Dir: configDir, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log})
+	if kf.enabled() {
+		cfg := kube.Config{Cluster: cluster, Network: network, Locality: locality, TrustDomain: trustDomain, Logger: log}
+		if source, err = kf.newSource(cfg, member, filepath.Join(dataDir, hub.CredentialFile)); err != nil {
+			return err
+		}
+	}
 	workloads, err = hub.NewWorkloads(hub.WorkloadsConfig{Member: member, Store: st, ConfigDir: configDir, Grace: vmGrace, SVIDTTL: vmSVIDTTL, Logger: log})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -11,7 +12,7 @@ import (
 )
 
 func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("join", "join --token TOKEN --data-dir DIR",
+	fs := newFlags("join", "join --token TOKEN (--data-dir DIR | --kubeconfig F | --in-cluster)",
 		"Admits this cluster to the federation. It checks that the hub presents the CA\n"+
 			"named in the token, sends a certificate request (the key never leaves this\n"+
 			"machine) and writes the cluster credential, the mesh CA and the federation\n"+
@@ -19,11 +20,21 @@ func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var token, dir string
 	fs.StringVar(&token, "token", "", "join token from 'federate token create'")
 	fs.StringVar(&dir, "data-dir", "", "the control plane's data directory")
+	var kf kubeFlags
+	kf.register(fs, false)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := required(fs, "token", "data-dir"); err != nil {
+	if err := required(fs, "token"); err != nil {
 		return err
+	}
+	if (dir == "") == !kf.enabled() {
+		return errors.New("give exactly one of --data-dir, --kubeconfig or --in-cluster: where to keep the membership")
+	}
+	if kf.enabled() {
+		if err := kf.connect(); err != nil {
+			return err
+		}
 	}
 	tok, err := hub.ParseToken(token)
 	if err != nil {
@@ -35,6 +46,14 @@ func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ms, err := hub.Join(ctx, token)
 	if err != nil {
 		return err
+	}
+	if kf.enabled() {
+		if err := kf.saveMembership(ctx, ms); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in Secret %s, valid until %s.\n",
+			ms.Cluster, ms.Mesh, ms.Credential.ID(), kf.secretRef(), ms.Credential.Expiry().UTC().Format(time.RFC3339))
+		return nil
 	}
 	if err := ms.Save(dir); err != nil {
 		return fmt.Errorf("save membership in %s: %w", dir, err)

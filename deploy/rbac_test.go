@@ -1,0 +1,203 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	networkingpb "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
+
+	"github.com/federate/federate/internal/kubetest"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/kube"
+)
+
+// syncBuffer is a log sink the source writes from its own goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// The control plane's ServiceAccount, bound by deploy/controlplane's RBAC,
+// can do everything registry/kube does, and is refused what it must not do.
+func TestIntegrationControlPlaneRBAC(t *testing.T) {
+	c := kubetest.Start(t, "rbac")[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c.InstallCRDs(t)
+	if err := kubetest.Apply(ctx, c.Config, render(t, "controlplane"), false); err != nil {
+		t.Fatal(err)
+	}
+	hostIP := kubetest.HostIP(t)
+	token := c.ServiceAccountToken(t, "federate-system", "federate-controlplane")
+	asSA := c.ConfigWithToken(token)
+
+	// The user's objects, created by an administrator.
+	c.EnsureNamespace(t, "shop", nil)
+	admin := c.Client
+	mustCreate := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := admin.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "order", Namespace: "shop"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}, Selector: map[string]string{"app": "order"}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	mcsAdmin, err := mcsclient.NewForConfig(c.Config)
+	mustCreate(err)
+	_, err = mcsAdmin.MulticlusterV1beta1().ServiceExports("shop").Create(ctx, &mcsv1beta1.ServiceExport{
+		ObjectMeta: metav1.ObjectMeta{Name: "order", Namespace: "shop"},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	istioAdmin, err := istioclient.NewForConfig(c.Config)
+	mustCreate(err)
+	_, err = istioAdmin.NetworkingV1().WorkloadGroups("shop").Create(ctx, &networkingv1.WorkloadGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: "order-vm", Namespace: "shop"},
+		Spec:       networkingpb.WorkloadGroup{Template: &networkingpb.WorkloadEntry{ServiceAccount: "order"}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = admin.CoreV1().Secrets("federate-system").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "federate-membership", Namespace: "federate-system"},
+		Data:       map[string][]byte{"credential.pem": []byte("x")},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = admin.CoreV1().Secrets("federate-system").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "someone-elses", Namespace: "federate-system"},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+
+	// What it needs: the whole source, run as the ServiceAccount.
+	var logs syncBuffer
+	src, err := kube.New(kube.Config{
+		Cluster: "rbac", Kube: asSA, Network: "net-rbac", TrustDomain: "rbac.shop", Retry: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	mustCreate(err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	published := make(chan []*registry.Service, 16)
+	go func() {
+		done <- src.Run(runCtx, func(s []*registry.Service) {
+			select {
+			case published <- s:
+			default:
+			}
+		})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("source as the ServiceAccount: %v", err)
+		}
+	}()
+	select {
+	case <-src.Synced():
+	case err := <-done:
+		t.Fatalf("source as the ServiceAccount: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the source did not sync as the ServiceAccount")
+	}
+	src.SetRemote([]kube.RemoteCluster{{
+		Name: "west", Network: "net-west",
+		Gateways: []*registry.Gateway{{Address: hostIP, Port: 15443}},
+		Services: []*registry.Service{{Hostname: "menu.shop.svc.cluster.local", Namespace: "shop", Name: "menu", Ports: []*registry.Port{{Name: "http", Number: 80}}}},
+	}})
+	if _, err := src.RegisterWorkload(ctx, kube.Workload{Namespace: "shop", Group: "order-vm", Address: "10.1.2.3"}); err != nil {
+		t.Fatalf("register a VM as the ServiceAccount: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		exp, err := mcsAdmin.MulticlusterV1beta1().ServiceExports("shop").Get(ctx, "order", metav1.GetOptions{})
+		_, ierr := mcsAdmin.MulticlusterV1beta1().ServiceImports("shop").Get(ctx, "menu", metav1.GetOptions{})
+		_, serr := admin.DiscoveryV1().EndpointSlices("shop").Get(ctx, kube.ImportSliceName("menu", "west"), metav1.GetOptions{})
+		if err == nil && meta.IsStatusConditionTrue(exp.Status.Conditions, string(mcsv1beta1.ServiceExportConditionValid)) && ierr == nil && serr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("as the ServiceAccount: export status %v, import %v, slice %v; logs:\n%s", exp.Status.Conditions, ierr, serr, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), "forbidden") {
+		t.Errorf("the source was refused something it needs:\n%s", logs.String())
+	}
+	sa, err := kubernetes.NewForConfig(asSA)
+	mustCreate(err)
+	sec, err := sa.CoreV1().Secrets("federate-system").Get(ctx, "federate-membership", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("read the membership Secret: %v", err)
+	}
+	sec.Data["credential.pem"] = []byte("renewed")
+	if _, err := sa.CoreV1().Secrets("federate-system").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("save a renewed credential: %v", err)
+	}
+
+	// And no more.
+	mcsSA, err := mcsclient.NewForConfig(asSA)
+	mustCreate(err)
+	istioSA, err := istioclient.NewForConfig(asSA)
+	mustCreate(err)
+	denied := map[string]error{}
+	_, denied["read another Secret"] = sa.CoreV1().Secrets("federate-system").Get(ctx, "someone-elses", metav1.GetOptions{})
+	_, denied["list Secrets"] = sa.CoreV1().Secrets("federate-system").List(ctx, metav1.ListOptions{})
+	_, denied["read Secrets elsewhere"] = sa.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	_, denied["create a Secret"] = sa.CoreV1().Secrets("federate-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "new"}}, metav1.CreateOptions{})
+	denied["delete the membership Secret"] = sa.CoreV1().Secrets("federate-system").Delete(ctx, "federate-membership", metav1.DeleteOptions{})
+	_, denied["create a Service"] = sa.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "evil"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 1}}},
+	}, metav1.CreateOptions{})
+	denied["delete a Service"] = sa.CoreV1().Services("shop").Delete(ctx, "order", metav1.DeleteOptions{})
+	denied["delete a Namespace"] = sa.CoreV1().Namespaces().Delete(ctx, "shop", metav1.DeleteOptions{})
+	_, denied["list Pods"] = sa.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
+	_, denied["list ConfigMaps"] = sa.CoreV1().ConfigMaps("federate-system").List(ctx, metav1.ListOptions{})
+	denied["delete a ServiceExport"] = mcsSA.MulticlusterV1beta1().ServiceExports("shop").Delete(ctx, "order", metav1.DeleteOptions{})
+	_, denied["create a ServiceExport"] = mcsSA.MulticlusterV1beta1().ServiceExports("shop").Create(ctx, &mcsv1beta1.ServiceExport{
+		ObjectMeta: metav1.ObjectMeta{Name: "sneaky"},
+	}, metav1.CreateOptions{})
+	if exp, err := mcsSA.MulticlusterV1beta1().ServiceExports("shop").Get(ctx, "order", metav1.GetOptions{}); err == nil {
+		exp.Labels = map[string]string{"changed": "true"}
+		_, denied["change a ServiceExport's spec"] = mcsSA.MulticlusterV1beta1().ServiceExports("shop").Update(ctx, exp, metav1.UpdateOptions{})
+	}
+	_, denied["grant itself a role"] = sa.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "escalate"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "federate-controlplane", Namespace: "federate-system"}},
+	}, metav1.CreateOptions{})
+	_, denied["update a WorkloadGroup"] = istioSA.NetworkingV1().WorkloadGroups("shop").Update(ctx, &networkingv1.WorkloadGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: "order-vm", Namespace: "shop"},
+	}, metav1.UpdateOptions{})
+	for what, err := range denied {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("the control plane's ServiceAccount can %s (got %v, want Forbidden)", what, err)
+		}
+	}
+}

@@ -1,0 +1,13 @@
+// Package kube is the Kubernetes source of the registry. It watches
+// Services, EndpointSlices, Namespaces, Nodes, MCS ServiceExports and Istio
+// WorkloadGroups, WorkloadEntries and DestinationRules with client-go
+// informers, and turns every exported Service into a registry.Service.
+//
+// It also writes back what users look for in their cluster: a ServiceImport
+// (with EndpointSlices that point at the exporting clusters' gateways) for
+// every service the federation exports, the Valid, Ready and Conflict
+// conditions of each ServiceExport, and the WorkloadEntries of VMs that
+// registered themselves.
+//
+// The gateway and agent binaries must not import it: it links client-go.
+package kube

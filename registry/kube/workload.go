@@ -1,0 +1,119 @@
+package kube
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	networkingpb "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// AutoRegistrationGroupAnnotation names, on an auto-registered
+// WorkloadEntry, the WorkloadGroup it came from, as Istio does.
+const AutoRegistrationGroupAnnotation = "istio.io/autoRegistrationGroup"
+
+// Workload is a VM that registers itself with its cluster.
+type Workload struct {
+	// Namespace and Group name its WorkloadGroup.
+	Namespace string
+	Group     string
+	// Address is the VM's IP address.
+	Address string
+	// Locality and Network override the group's template when set.
+	Locality string
+	Network  string
+}
+
+// WorkloadEntryName is Istio's name for an auto-registered WorkloadEntry:
+// <group>-<ip>, with the colons of an IPv6 address as dashes.
+func WorkloadEntryName(group string, addr netip.Addr) string {
+	return group + "-" + strings.ReplaceAll(addr.String(), ":", "-")
+}
+
+// RegisterWorkload creates or refreshes the WorkloadEntry of a VM from its
+// WorkloadGroup's template, owned by the group so that deleting the group
+// removes it. The source then serves the VM as an endpoint of every
+// Service whose selector matches the template's labels.
+func (s *Source) RegisterWorkload(ctx context.Context, w Workload) (*networkingv1.WorkloadEntry, error) {
+	addr, err := netip.ParseAddr(w.Address)
+	if err != nil {
+		return nil, fmt.Errorf("kube: VM address %q is not an IP address", w.Address)
+	}
+	group, err := s.istio.NetworkingV1().WorkloadGroups(w.Namespace).Get(ctx, w.Group, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w %s/%s: create it first (the VM's cluster.env names it)", ErrNoWorkloadGroup, w.Namespace, w.Group)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: WorkloadGroup %s/%s: %w", w.Namespace, w.Group, err)
+	}
+	spec := proto.CloneOf(group.Spec.GetTemplate())
+	if spec == nil {
+		spec = &networkingpb.WorkloadEntry{}
+	}
+	spec.Address = addr.String()
+	spec.Network = cmp.Or(w.Network, spec.GetNetwork())
+	spec.Locality = cmp.Or(w.Locality, spec.GetLocality())
+	lbls := maps.Clone(group.Spec.GetMetadata().GetLabels())
+	if lbls == nil {
+		lbls = map[string]string{}
+	}
+	annotations := maps.Clone(group.Spec.GetMetadata().GetAnnotations())
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AutoRegistrationGroupAnnotation] = group.Name
+	controller := true
+	want := &networkingv1.WorkloadEntry{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: WorkloadEntryName(group.Name, addr), Namespace: w.Namespace,
+			Labels: lbls, Annotations: annotations,
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "networking.istio.io/v1", Kind: "WorkloadGroup", Name: group.Name, UID: group.UID, Controller: &controller,
+			}},
+		},
+	}
+	proto.Merge(&want.Spec, spec)
+	client := s.istio.NetworkingV1().WorkloadEntries(w.Namespace)
+	cur, err := client.Get(ctx, want.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		out, err := client.Create(ctx, want, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("kube: create WorkloadEntry %s/%s: %w", w.Namespace, want.Name, err)
+		}
+		s.log.Info("kube registry: registered a VM", "workloadEntry", w.Namespace+"/"+want.Name)
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: WorkloadEntry %s/%s: %w", w.Namespace, want.Name, err)
+	}
+	cur.Labels, cur.Annotations, cur.OwnerReferences = want.Labels, want.Annotations, want.OwnerReferences
+	proto.Reset(&cur.Spec)
+	proto.Merge(&cur.Spec, spec)
+	out, err := client.Update(ctx, cur, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("kube: update WorkloadEntry %s/%s: %w", w.Namespace, want.Name, err)
+	}
+	return out, nil
+}
+
+// UnregisterWorkload deletes a VM's auto-registered WorkloadEntry; a
+// missing one is not an error.
+func (s *Source) UnregisterWorkload(ctx context.Context, w Workload) error {
+	addr, err := netip.ParseAddr(w.Address)
+	if err != nil {
+		return fmt.Errorf("kube: VM address %q is not an IP address", w.Address)
+	}
+	name := WorkloadEntryName(w.Group, addr)
+	err = s.istio.NetworkingV1().WorkloadEntries(w.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("kube: delete WorkloadEntry %s/%s: %w", w.Namespace, name, err)
+	}
+	return nil
+}
