@@ -1,5 +1,0 @@
-//go:build race
-
-package eastwest
-
-const raceEnabled = true
