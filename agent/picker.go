@@ -1,54 +1,115 @@
 package agent
 
 import (
+	"cmp"
+	"iter"
 	"slices"
-	"sync/atomic"
+	"strconv"
 
 	"github.com/federate/federate/agent/agentpb"
-	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/locality"
 )
 
-// Picker orders an upstream's targets for one connection: the first is
-// tried first, the rest are fallbacks on connect failure.
-type Picker interface {
-	Order(targets []*agentpb.Target, local *registrypb.Locality) []*agentpb.Target
+// Picker chooses the target of one imported service port for each
+// connection, with the priorities and weights the control plane computed
+// (locality.Assign) and the same spill-over and weight math as the
+// gateway's and Envoy's (locality.Picker). It is immutable.
+type Picker struct {
+	port    uint32
+	targets []*agentpb.Target // those serving port, indexed by the endpoints' targetIndex label
+	base    locality.Priorities
+	first   *locality.Picker
 }
 
-// newPicker returns the sidecar's picker. It prefers healthy targets, then
-// the closest locality (same zone, then same region), and rotates among
-// equals so that connections spread.
-func newPicker() Picker { return &localityRoundRobin{} }
-
-type localityRoundRobin struct{ next atomic.Uint64 }
-
-func (p *localityRoundRobin) Order(targets []*agentpb.Target, local *registrypb.Locality) []*agentpb.Target {
-	var healthy []*agentpb.Target
-	for _, t := range targets {
-		if t.GetHealth() != registrypb.Health_UNHEALTHY && t.GetWeight() > 0 {
-			healthy = append(healthy, t)
+// NewPicker prepares the picker for service port port of up.
+func NewPicker(up *agentpb.Upstream, port uint32) *Picker {
+	p := &Picker{port: port}
+	for _, t := range up.GetTargets() {
+		if _, ok := t.GetPorts()[port]; ok && t.GetAddress() != "" {
+			p.targets = append(p.targets, t)
 		}
 	}
-	if len(healthy) == 0 {
-		return nil
+	b := up.GetBalance()[port]
+	p.base = locality.Priorities{
+		LocalityWeighted: b.GetLocalityWeighted(),
+		PanicThreshold:   b.GetPanicThreshold(),
+		Overprovisioning: cmp.Or(b.GetOverprovisioning(), locality.DefaultOverprovisioning),
 	}
-	rank := func(t *agentpb.Target) int {
-		l := t.GetLocality()
-		switch {
-		case local.GetRegion() == "" || l.GetRegion() != local.GetRegion():
-			return 2
-		case l.GetZone() != local.GetZone():
-			return 1
-		}
-		return 0
-	}
-	slices.SortStableFunc(healthy, func(a, b *agentpb.Target) int { return rank(a) - rank(b) })
-	best := 1
-	for best < len(healthy) && rank(healthy[best]) == rank(healthy[0]) {
-		best++
-	}
-	n := int(p.next.Add(1) % uint64(best))
-	out := make([]*agentpb.Target, 0, len(healthy))
-	out = append(out, healthy[n:best]...)
-	out = append(out, healthy[:n]...)
-	return append(out, healthy[best:]...)
+	p.base.Groups = groups(p.targets, port, nil)
+	p.first = locality.NewPicker(p.base)
+	return p
 }
+
+// groups rebuilds locality.Priorities' groups from the targets, leaving out
+// those in skip. Priorities are renumbered from 0 without gaps, so that a
+// malformed configuration cannot index past the levels.
+func groups(targets []*agentpb.Target, port uint32, skip map[int]bool) []locality.Group {
+	type key struct {
+		priority uint32
+		locality locality.Locality
+	}
+	index := make(map[key]int)
+	var out []locality.Group
+	for i, t := range targets {
+		if skip[i] {
+			continue
+		}
+		k := key{t.GetPriority(), locality.FromProto(t.GetLocality())}
+		g, ok := index[k]
+		if !ok {
+			g = len(out)
+			index[k] = g
+			out = append(out, locality.Group{Locality: k.locality, Priority: k.priority, Weight: max(t.GetLocalityWeight(), 1)})
+		}
+		out[g].Endpoints = append(out[g].Endpoints, locality.Endpoint{
+			Address:  t.GetAddress(),
+			Port:     t.GetPorts()[port],
+			Locality: k.locality,
+			Cluster:  t.GetCluster(),
+			Health:   t.GetHealth(),
+			Weight:   t.GetWeight(),
+			Labels:   map[string]string{targetIndex: strconv.Itoa(i)},
+		})
+	}
+	slices.SortStableFunc(out, func(a, b locality.Group) int { return cmp.Compare(a.Priority, b.Priority) })
+	var next, prev uint32
+	for i := range out {
+		if i > 0 && out[i].Priority != prev {
+			next++
+		}
+		prev = out[i].Priority
+		out[i].Priority = next
+	}
+	return out
+}
+
+// targetIndex labels an endpoint with its target's index, so a pick maps
+// back to the target even when two targets share an address.
+const targetIndex = "federate.target"
+
+// Tries yields the targets to try for one connection: a pick, and after
+// each failed one a new pick among the targets not yet tried, as if the
+// failed one had been ejected. It stops when no target may take traffic.
+func (p *Picker) Tries() iter.Seq[*agentpb.Target] {
+	return func(yield func(*agentpb.Target) bool) {
+		pk := p.first
+		tried := make(map[int]bool)
+		for len(tried) < len(p.targets) {
+			e, ok := pk.Pick()
+			if !ok {
+				return
+			}
+			i, _ := strconv.Atoi(e.Labels[targetIndex])
+			if !yield(p.targets[i]) {
+				return
+			}
+			tried[i] = true
+			next := p.base
+			next.Groups = groups(p.targets, p.port, tried)
+			pk = locality.NewPicker(next)
+		}
+	}
+}
+
+// Shares is the fraction of first picks each target address:port gets.
+func (p *Picker) Shares() map[string]float64 { return p.first.Shares() }

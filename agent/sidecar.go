@@ -21,7 +21,6 @@ import (
 
 	"github.com/federate/federate/agent/agentpb"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
 )
 
@@ -130,11 +129,15 @@ type Sidecar struct {
 	// AppHost is where the application listens (default 127.0.0.1).
 	appHost string
 
-	mu        sync.Mutex        // guards the fields below
-	ports     map[uint32]uint32 // service port -> application port
-	upstreams map[string]*agentpb.Upstream
-	pickers   map[string]Picker
-	locality  *registrypb.Locality
+	mu      sync.Mutex        // guards the fields below
+	ports   map[uint32]uint32 // service port -> application port
+	pickers map[outboundKey]*Picker
+}
+
+// outboundKey is an imported service port.
+type outboundKey struct {
+	host string
+	port uint32
 }
 
 // NewSidecar binds the sidecar's listeners, so that a busy port fails at
@@ -142,7 +145,7 @@ type Sidecar struct {
 func NewSidecar(cfg *SidecarConfig, cred *trust.Credential, bundles *Bundles, policies Policies, log *slog.Logger) (*Sidecar, error) {
 	s := &Sidecar{
 		cfg: cfg, cred: cred, bundles: bundles, policies: policies, log: log, appHost: "127.0.0.1",
-		ports: make(map[uint32]uint32), upstreams: make(map[string]*agentpb.Upstream), pickers: make(map[string]Picker),
+		ports: make(map[uint32]uint32), pickers: make(map[outboundKey]*Picker),
 	}
 	var err error
 	if s.inbound, err = net.Listen("tcp", cfg.Inbound.Listen); err != nil {
@@ -183,20 +186,24 @@ func (s *Sidecar) Update(c *agentpb.AgentConfig) {
 	if err := s.bundles.Set(c.GetBundles()); err != nil {
 		s.log.Error("bad trust bundle from the control plane; keeping the last", "err", err)
 	}
+	upstreams := make(map[string]*agentpb.Upstream)
+	for _, u := range c.GetUpstreams() {
+		upstreams[u.GetHostname()] = u
+	}
+	// Pickers are built here, once per configuration, not per connection.
+	pickers := make(map[outboundKey]*Picker)
+	for _, o := range s.cfg.Outbound {
+		if u := upstreams[o.Host]; u != nil {
+			pickers[outboundKey{o.Host, o.Port}] = NewPicker(u, o.Port)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.locality = c.GetLocality()
 	clear(s.ports)
 	for _, in := range c.GetInbound() {
 		s.ports[in.GetPort()] = in.GetTargetPort()
 	}
-	clear(s.upstreams)
-	for _, u := range c.GetUpstreams() {
-		s.upstreams[u.GetHostname()] = u
-		if s.pickers[u.GetHostname()] == nil {
-			s.pickers[u.GetHostname()] = newPicker()
-		}
-	}
+	s.pickers = pickers
 }
 
 // Run serves until ctx is done.
@@ -234,37 +241,45 @@ func (s *Sidecar) Run(ctx context.Context) error {
 // handleInbound terminates mTLS, authorizes the caller and forwards to the
 // application port that the SNI's service port maps to.
 func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	// Any caller whose SVID verifies against a federated bundle completes
 	// the handshake; policies decide once the port is known.
 	conf := trust.MTLSServer(s.cred, s.bundles, tlsconfig.AuthorizeAny(), s.log)
+	var app net.Conn
+	var port, target uint32
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		var err error
+		if port, target, err = s.inboundTarget(hello.ServerName); err != nil {
+			s.log.Warn("inbound refused", "sni", hello.ServerName, "reason", err)
+			return nil, err
+		}
+		// Reach the application before the handshake completes: a caller
+		// whose handshake fails tries its next endpoint, so a stopped
+		// application costs it no request.
+		if app, err = (&net.Dialer{Timeout: time.Second}).DialContext(hctx, "tcp", net.JoinHostPort(s.appHost, strconv.Itoa(int(target)))); err != nil {
+			s.log.Warn("inbound: the application does not accept", "port", target, "err", err)
+			return nil, err
+		}
+		return nil, nil
+	}
 	tc := tls.Server(c, conf)
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := tc.HandshakeContext(hctx)
-	cancel()
+	if app != nil {
+		defer app.Close()
+	}
 	if err != nil {
 		s.log.Debug("inbound handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
-	st := tc.ConnectionState()
-	caller, err := spiffeIDOf(st.PeerCertificates)
+	caller, err := spiffeIDOf(tc.ConnectionState().PeerCertificates)
 	if err != nil {
-		return
-	}
-	port, target, err := s.inboundTarget(st.ServerName)
-	if err != nil {
-		s.log.Warn("inbound refused", "caller", caller, "sni", st.ServerName, "reason", err)
 		return
 	}
 	if err := s.policies.Allow(caller, port); err != nil {
 		s.log.Warn("inbound refused", "caller", caller, "port", port, "reason", err)
 		return
 	}
-	app, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(s.appHost, strconv.Itoa(int(target))))
-	if err != nil {
-		s.log.Warn("inbound: the application does not accept", "port", target, "err", err)
-		return
-	}
-	defer app.Close()
 	pipe(ctx, tc, app)
 }
 
@@ -295,21 +310,16 @@ func (s *Sidecar) inboundTarget(serverName string) (uint32, uint32, error) {
 // handleOutbound originates mTLS with Istio's SNI to the imported service.
 func (s *Sidecar) handleOutbound(ctx context.Context, c net.Conn, o Outbound) {
 	s.mu.Lock()
-	up := s.upstreams[o.Host]
-	picker := s.pickers[o.Host]
-	loc := s.locality
+	picker := s.pickers[outboundKey{o.Host, o.Port}]
 	s.mu.Unlock()
-	if up == nil {
+	if picker == nil {
 		s.log.Warn("outbound: no endpoints known yet", "host", o.Host)
 		return
 	}
 	name := sni.Istio{Port: uint16(o.Port), Host: o.Host}.String()
 	var lastErr error
-	for _, t := range picker.Order(up.GetTargets(), loc) {
-		dport, ok := t.GetPorts()[o.Port]
-		if !ok {
-			continue
-		}
+	for t := range picker.Tries() {
+		dport := t.GetPorts()[o.Port]
 		conf := trust.MTLSClient(s.cred, s.bundles, authorizeTarget(t), s.log)
 		conf.ServerName = name
 		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: conf}
@@ -323,6 +333,10 @@ func (s *Sidecar) handleOutbound(ctx context.Context, c net.Conn, o Outbound) {
 		}
 		defer server.Close()
 		pipe(ctx, c, server)
+		return
+	}
+	if lastErr == nil {
+		s.log.Warn("outbound: no target may take traffic (none known, or all unhealthy)", "host", o.Host, "port", o.Port)
 		return
 	}
 	s.log.Warn("outbound: no target accepted", "host", o.Host, "port", o.Port, "err", lastErr)

@@ -185,6 +185,23 @@ func TestSidecarInboundAuthorizesFederatedCallers(t *testing.T) {
 	}
 }
 
+// With the application stopped, the inbound handshake fails, so that a
+// caller's sidecar moves on to its next endpoint before sending a byte.
+func TestSidecarInboundRefusesHandshakeWithoutApplication(t *testing.T) {
+	f := startSidecar(t, nil)
+	f.sidecar.Update(&agentpb.AgentConfig{
+		Bundles: []*agentpb.TrustBundle{f.central.bundle(), f.east.bundle()},
+		Inbound: []*agentpb.Inbound{{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: deadPort(t)}},
+	})
+	conf := tlsconfig.MTLSClientConfig(f.east.cred(t, "/ns/shop/sa/order"), trust.UnionBundles{trust.Bundle(f.central.td, f.central.auth.Bundle().X509Authorities()...)}, tlsconfig.AuthorizeAny())
+	conf.ServerName = sni.Istio{Port: 8083, Host: "barista.shop.svc.cluster.local"}.String()
+	c, err := tls.Dial("tcp", f.sidecar.inbound.Addr().String(), conf)
+	if err == nil {
+		c.Close()
+		t.Fatal("the handshake succeeded with the application down")
+	}
+}
+
 func TestSidecarOutboundOriginatesMTLS(t *testing.T) {
 	f := startSidecar(t, nil)
 	c, err := net.Dial("tcp", f.outbound)

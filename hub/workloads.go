@@ -30,6 +30,7 @@ import (
 	networkingpb "istio.io/api/networking/v1alpha3"
 
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 	"github.com/federate/federate/registry/registrypb"
@@ -70,8 +71,11 @@ type WorkloadsConfig struct {
 	Grace time.Duration
 	// SVIDTTL is the lifetime of the SVIDs agents get (default DefaultWorkloadSVIDTTL).
 	SVIDTTL time.Duration
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Policy returns the locality policy agents apply to an imported
+	// service port (from its DestinationRule); nil means AgentPolicy.
+	Policy func(host string, port uint32) locality.Policy
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Workloads serves VM agents: it trades bootstrap tokens for SVIDs, keeps
@@ -776,12 +780,12 @@ func (w *Workloads) agentConfig(key string, imports []string) *agentpb.AgentConf
 	m := w.cfg.Member
 	w.mu.Lock()
 	e := w.entries[key]
-	network, locality := e.network, proto.CloneOf(e.locality)
+	network, entryLocality := e.network, proto.CloneOf(e.locality)
 	labels, appPorts, ns := maps.Clone(e.labels), maps.Clone(e.appPorts), e.namespace
 	services := w.services
 	w.mu.Unlock()
 
-	cfg := &agentpb.AgentConfig{Entry: key, Network: network, Locality: locality}
+	cfg := &agentpb.AgentConfig{Entry: key, Network: network, Locality: entryLocality}
 	own := m.authority.TrustDomain()
 	cfg.Bundles = append(cfg.Bundles, &agentpb.TrustBundle{TrustDomain: own.String(), Roots: ders(m.authority.Bundle().X509Authorities())})
 	for _, td := range m.bundles.TrustDomains() {
@@ -811,8 +815,10 @@ func (w *Workloads) agentConfig(key string, imports []string) *agentpb.AgentConf
 	for _, s := range m.set.Summaries() {
 		infos[s.Cluster] = s.Info
 	}
+	client := locality.Client{Locality: locality.FromProto(entryLocality), Network: network, Cluster: m.cfg.Cluster, Labels: labels}
 	for _, host := range slices.Sorted(slices.Values(imports)) {
-		up := &agentpb.Upstream{Hostname: host}
+		up := &agentpb.Upstream{Hostname: host, Balance: make(map[uint32]*agentpb.Balance)}
+		var sources []locality.Source
 		for _, cluster := range slices.Sorted(slices.Values(m.Clusters())) {
 			for _, svc := range m.Services(cluster) {
 				if svc.GetHostname() != host {
@@ -821,60 +827,85 @@ func (w *Workloads) agentConfig(key string, imports []string) *agentpb.AgentConf
 				if len(up.Ports) == 0 {
 					up.Ports = svc.GetPorts()
 				}
-				up.Targets = append(up.Targets, targets(cluster, svc, infos[cluster], network)...)
+				sources = append(sources, locality.Source{Cluster: cluster, Info: infos[cluster], Service: svc})
 			}
+		}
+		for _, p := range up.Ports {
+			up.Targets = append(up.Targets, w.targets(client, p, sources, up)...)
 		}
 		cfg.Upstreams = append(cfg.Upstreams, up)
 	}
 	return cfg
 }
 
-// targets returns where an agent on network reaches svc of cluster:
-// endpoints on its network directly, the others through their cluster's
-// gateway (split horizon), weighted by the healthy endpoints behind it.
-func targets(cluster string, svc *registry.Service, info *registry.ClusterInfo, network string) []*agentpb.Target {
+// targets returns where an agent reaches service port p (Istio's
+// split-horizon EDS): endpoints on its network directly, the others
+// through their cluster's gateway, weighted by the endpoints behind it;
+// each with the priority and locality weight that the locality policy
+// gives it for this client, which the agent's picker applies. The port's
+// remaining balancing settings go into up.Balance.
+func (w *Workloads) targets(client locality.Client, p *registry.Port, sources []locality.Source, up *agentpb.Upstream) []*agentpb.Target {
+	// The SPIFFE IDs a target may present: an endpoint's own, or for a
+	// gateway those of every endpoint on its network.
+	direct := make(map[string]string)
+	byNetwork := make(map[string][]string)
+	for _, src := range sources {
+		for _, ep := range src.Service.GetEndpoints() {
+			id := ep.GetSpiffeId()
+			if id == "" {
+				continue
+			}
+			net := cmp.Or(ep.GetNetwork(), src.Info.GetNetwork())
+			direct[ep.GetAddress()+"\x00"+net] = id
+			if !slices.Contains(byNetwork[net], id) {
+				byNetwork[net] = append(byNetwork[net], id)
+			}
+		}
+	}
+	endpoints, warnings := locality.SplitHorizon(client.Network, p, sources)
+	for _, wn := range warnings {
+		w.log.Debug("agent upstream", "host", up.GetHostname(), "port", p.GetNumber(), "warning", wn.String())
+	}
+	prios := locality.Assign(w.policy(up.GetHostname(), p.GetNumber()), client, endpoints)
+	up.Balance[p.GetNumber()] = &agentpb.Balance{
+		LocalityWeighted: prios.LocalityWeighted, PanicThreshold: prios.PanicThreshold, Overprovisioning: prios.Overprovisioning,
+	}
 	var out []*agentpb.Target
-	var gw *agentpb.Target
-	for _, ep := range svc.GetEndpoints() {
-		if ep.GetNetwork() == network || ep.GetNetwork() == "" {
+	for _, g := range prios.Groups {
+		for _, e := range g.Endpoints {
 			t := &agentpb.Target{
-				Cluster: cluster, Address: ep.GetAddress(), Ports: make(map[uint32]uint32),
-				Locality: ep.GetLocality(), Health: ep.GetHealth(), Weight: max(ep.GetWeight(), 1),
+				Cluster: e.Cluster, Address: e.Address, Ports: map[uint32]uint32{p.GetNumber(): e.Port},
+				Gateway:  e.Network != "" && e.Network != client.Network,
+				Locality: e.Locality.Proto(), Health: e.Health, Weight: max(e.Weight, 1),
+				Priority: g.Priority, LocalityWeight: g.Weight,
 			}
-			if ep.GetSpiffeId() != "" {
-				t.SpiffeIds = []string{ep.GetSpiffeId()}
-			}
-			for _, p := range svc.GetPorts() {
-				t.Ports[p.GetNumber()] = cmp.Or(ep.GetPorts()[p.GetName()], p.GetNumber())
+			if t.Gateway {
+				t.SpiffeIds = slices.Clone(byNetwork[e.Network])
+			} else if id := direct[e.Address+"\x00"+e.Network]; id != "" {
+				t.SpiffeIds = []string{id}
 			}
 			out = append(out, t)
-			continue
 		}
-		gws := info.GetGateways()
-		if len(gws) == 0 {
-			continue // unreachable from another network without a gateway
-		}
-		if gw == nil {
-			gw = &agentpb.Target{
-				Cluster: cluster, Address: gws[0].GetAddress(), Ports: make(map[uint32]uint32), Gateway: true,
-				Locality: cmp.Or(gws[0].GetLocality(), info.GetLocality()), Health: registrypb.Health_UNHEALTHY,
-			}
-			for _, p := range svc.GetPorts() {
-				gw.Ports[p.GetNumber()] = gws[0].GetPort()
-			}
-		}
-		if ep.GetSpiffeId() != "" && !slices.Contains(gw.SpiffeIds, ep.GetSpiffeId()) {
-			gw.SpiffeIds = append(gw.SpiffeIds, ep.GetSpiffeId())
-		}
-		if ep.GetHealth() != registrypb.Health_UNHEALTHY {
-			gw.Health = registrypb.Health_HEALTHY
-			gw.Weight += max(ep.GetWeight(), 1)
-		}
-	}
-	if gw != nil {
-		out = append(out, gw)
 	}
 	return out
+}
+
+// policy is the locality policy of an imported service port for agents.
+func (w *Workloads) policy(host string, port uint32) locality.Policy {
+	if w.cfg.Policy != nil {
+		return w.cfg.Policy(host, port)
+	}
+	return AgentPolicy()
+}
+
+// AgentPolicy is the policy of a service without a DestinationRule, as
+// agents apply it: the mesh default with outlier detection on, since the
+// sidecar moves to another target whenever a connect fails; so agents
+// prefer their own locality while it is healthy, like the gateways.
+func AgentPolicy() locality.Policy {
+	p := locality.DefaultPolicy()
+	p.OutlierDetection = true
+	return p
 }
 
 // selects reports whether every label of sel is in labels.

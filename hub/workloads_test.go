@@ -1,21 +1,37 @@
 package hub
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
+	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/eastwest"
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 	"github.com/federate/federate/registry/registrypb"
@@ -95,20 +111,96 @@ spec:
     labels: {app: barista}
 `
 
-// vmCluster is a control plane with VM workloads, wired as
-// 'federate controlplane' wires them.
+// vmCluster is a control plane with VM workloads and its east-west
+// gateway, wired as 'federate controlplane' wires them.
 type vmCluster struct {
 	tm        *testMember
 	workloads *Workloads
+	gateway   *clusterGateway
 	configDir string
+}
+
+// clusterGateway is a cluster's real east-west gateway, configured over
+// ADS by its control plane: the cluster's own services, and its internal
+// names routed to the control plane's API and gossip listeners.
+type clusterGateway struct {
+	gw     *eastwest.Gateway
+	lis    *net.TCPListener
+	config *xds.Server
+}
+
+// newClusterGateway binds the gateway's port, so that the cluster can
+// announce it before the gateway runs; register config on the member.
+func newClusterGateway(t *testing.T, ctx context.Context, tm *testMesh) *clusterGateway {
+	t.Helper()
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &clusterGateway{lis: lis, config: xds.NewServer(ctx, tm.log)}
+}
+
+func (g *clusterGateway) addr() string { return g.lis.Addr().String() }
+
+// announce is the gateway as the cluster's ClusterInfo lists it.
+func (g *clusterGateway) announce(network string) *registry.Gateway {
+	return &registry.Gateway{Address: "127.0.0.1", Port: uint32(g.lis.Addr().(*net.TCPAddr).Port), Network: network}
+}
+
+// start rebuilds the gateway's configuration on every change of m's view
+// and runs the gateway, until ctx is done or the test ends.
+func (g *clusterGateway) start(t *testing.T, ctx context.Context, tm *testMesh, m *testMember, network string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	build := func(version int) {
+		snap, err := xds.Build(xds.Input{
+			Version: strconv.Itoa(version), Network: network, Services: m.member.Services(m.name), Cluster: m.name,
+			Internal: map[sni.Component]string{sni.ControlPlane: m.member.Addr(), sni.Gossip: m.member.GossipListenAddr()},
+		})
+		if err == nil {
+			err = g.config.Update(ctx, snap)
+		}
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("%s's gateway configuration: %v", m.name, err)
+		}
+	}
+	changed := m.member.Changed()
+	build(1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for v := 2; ; v++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			changed = m.member.Changed()
+			build(v)
+		}
+	}()
+	var served <-chan error
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if served != nil {
+			<-served
+		}
+	})
+	g.gw, served = tm.startGateway(ctx, m, g.lis)
 }
 
 func startVMCluster(t *testing.T, tm *testMesh, name string, grace, svidTTL time.Duration) *vmCluster {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	tm.join(name)
 	late := &lateWorkloads{ready: make(chan struct{})}
+	gateway := newClusterGateway(t, ctx, tm)
 	m := tm.startMemberWith(name, func(c *MemberConfig) {
-		c.RegisterServices = func(s *grpc.Server) { agentpb.RegisterWorkloadsServer(s, late) }
+		c.RegisterServices = func(s *grpc.Server) {
+			agentpb.RegisterWorkloadsServer(s, late)
+			gateway.config.Register(s)
+		}
 	})
 	configDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(configDir, "barista.yaml"), []byte(baristaConfig), 0o644); err != nil {
@@ -120,7 +212,11 @@ func startVMCluster(t *testing.T, tm *testMesh, name string, grace, svidTTL time
 	}
 	late.w = w
 	close(late.ready)
-	info := &registry.ClusterInfo{Network: "net-" + name, Locality: &registry.Locality{Region: "eu-central", Zone: "a"}}
+	network := "net-" + name
+	info := &registry.ClusterInfo{
+		Network: network, Locality: &registry.Locality{Region: "eu-central", Zone: "a"},
+		Gateways: []*registry.Gateway{gateway.announce(network)},
+	}
 	var mu sync.Mutex
 	publish := func(services []*registry.Service) {
 		mu.Lock()
@@ -130,13 +226,13 @@ func startVMCluster(t *testing.T, tm *testMesh, name string, grace, svidTTL time
 		}
 	}
 	source := file.New(file.Config{Dir: configDir, Network: info.Network, Locality: info.Locality, TrustDomain: name + ".shop", Interval: 100 * time.Millisecond, Logger: tm.log})
-	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = source.Run(ctx, publish) }()
 	go func() { defer wg.Done(); _ = w.Run(ctx, publish) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &vmCluster{tm: m, workloads: w, configDir: configDir}
+	gateway.start(t, ctx, tm, m, network)
+	return &vmCluster{tm: m, workloads: w, gateway: gateway, configDir: configDir}
 }
 
 // configure runs 'federate vm configure' against the cluster.
@@ -147,7 +243,7 @@ func (c *vmCluster) configure(t *testing.T, tm *testMesh, federate, group, outDi
 		t.Fatal(err)
 	}
 	cmd := exec.Command(federate, "vm", "configure", "-f", wg, "--cluster", c.tm.name, "-o", outDir,
-		"--control-plane", c.tm.member.Addr(), "--gateway", c.tm.member.Addr(), "--internal-ip", "127.0.0.1",
+		"--control-plane", c.tm.member.Addr(), "--gateway", c.gateway.addr(), "--internal-ip", "127.0.0.1",
 		"--token-ttl", ttl.String(), "--credential", filepath.Join(tm.dir, "hub", AdminCredFile))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -237,7 +333,9 @@ func baristaEndpoint(observer *Member, owner string) *registry.Endpoint {
 	return nil
 }
 
-func baristaGroup(probePort int) string {
+// baristaGroup is the WorkloadGroup of VMs whose application listens on
+// port, which the probe checks.
+func baristaGroup(port int) string {
 	return `apiVersion: networking.istio.io/v1
 kind: WorkloadGroup
 metadata: {name: barista, namespace: shop}
@@ -246,11 +344,11 @@ spec:
     labels: {app: barista}
   template:
     serviceAccount: barista
-    ports: {http: 18083}
+    ports: {http: ` + strconv.Itoa(port) + `}
   probe:
     periodSeconds: 1
     failureThreshold: 1
-    tcpSocket: {port: ` + strconv.Itoa(probePort) + `}
+    tcpSocket: {port: ` + strconv.Itoa(port) + `}
 `
 }
 
@@ -291,23 +389,67 @@ func TestIntegrationVMAgentRegistersAndWithdraws(t *testing.T) {
 			t.Errorf("vm configure did not write %s: %v", f, err)
 		}
 	}
+	// The agent knows the control plane only by its internal name, which
+	// the hosts file maps to the gateway: no file holds its real address.
+	cpPort := central.tm.member.Addr()[strings.LastIndex(central.tm.member.Addr(), ":"):]
+	for _, f := range []string{"cluster.env", "mesh.yaml", "hosts"} {
+		data, _ := os.ReadFile(filepath.Join(dir, f))
+		if strings.Contains(string(data), cpPort) {
+			t.Errorf("%s names the control plane's own port %s:\n%s", f, cpPort, data)
+		}
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "cluster.env"))
+	gwPort := central.gateway.addr()[strings.LastIndex(central.gateway.addr(), ":"):]
+	if want := "CA_ADDR='controlplane.central.federate.internal" + gwPort + "'"; !strings.Contains(string(env), want) {
+		t.Errorf("cluster.env lacks %s:\n%s", want, env)
+	}
+	if hosts, _ := os.ReadFile(filepath.Join(dir, "hosts")); string(hosts) != "127.0.0.1 controlplane.central.federate.internal\n" {
+		t.Errorf("hosts = %q, want the control plane's name at the gateway's IP", hosts)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "sidecar.yaml"), []byte("inbound: {listen: 127.0.0.1:0}\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if n := central.gateway.gw.Stats().Relayed; n != 0 {
+		t.Fatalf("the gateway relayed %d connections before the agent started", n)
 	}
 	state := t.TempDir()
 	agent := startAgent(t, agentBin, dir, state)
 
-	eventually(t, 15*time.Second, "the entry is healthy in central", func() bool {
-		ep := baristaEndpoint(central.tm.member, "central")
-		return ep != nil && ep.GetHealth() == registrypb.Health_HEALTHY
+	// From the moment the control plane registers the entry, every
+	// cluster's registry must list it within 1s; polled finely to measure.
+	var registered, inCentral, inEast time.Time
+	poll := time.NewTicker(2 * time.Millisecond)
+	deadline := time.After(15 * time.Second)
+	for inCentral.IsZero() || inEast.IsZero() {
+		select {
+		case <-deadline:
+			t.Fatalf("the entry did not appear everywhere: registered %v, central %v, east %v", registered, inCentral, inEast)
+		case <-poll.C:
+		}
+		now := time.Now()
+		if registered.IsZero() && len(central.workloads.Entries()) == 1 {
+			registered = now
+		}
+		if inCentral.IsZero() && baristaEndpoint(central.tm.member, "central") != nil {
+			inCentral = now
+		}
+		if inEast.IsZero() && baristaEndpoint(east.member, "central") != nil {
+			inEast = now
+		}
+	}
+	poll.Stop()
+	if d := inEast.Sub(registered); d > time.Second {
+		t.Errorf("east listed the entry %s after it registered, want within 1s", d)
+	}
+	t.Logf("through the gateway: the entry was in central's registry %s and east's %s after it registered",
+		inCentral.Sub(registered), inEast.Sub(registered))
+	eventually(t, 15*time.Second, "the entry is healthy in central and east", func() bool {
+		a, b := baristaEndpoint(central.tm.member, "central"), baristaEndpoint(east.member, "central")
+		return a.GetHealth() == registrypb.Health_HEALTHY && b.GetHealth() == registrypb.Health_HEALTHY
 	})
-	registered := time.Now()
-	eventually(t, 5*time.Second, "east sees the entry", func() bool {
-		ep := baristaEndpoint(east.member, "central")
-		return ep != nil && ep.GetHealth() == registrypb.Health_HEALTHY
-	})
-	if d := time.Since(registered); d > time.Second {
-		t.Errorf("east saw the entry %s after central, want within 1s", d)
+	// The token trade and the registration stream both crossed the gateway.
+	if st := central.gateway.gw.Stats(); st.Relayed < 2 || st.Refused[eastwest.RefusedUnknownSNI] > 0 {
+		t.Errorf("gateway stats %+v: want at least 2 relayed connections (bootstrap and registration), none refused", st)
 	}
 	entries := central.workloads.Entries()
 	if len(entries) != 1 || entries[0].Name != "barista-127.0.0.1" || entries[0].Annotations[AutoRegistrationAnnotation] != "barista" {
@@ -332,6 +474,8 @@ func TestIntegrationVMAgentRegistersAndWithdraws(t *testing.T) {
 	})
 	if d := time.Since(stopped); d < grace {
 		t.Errorf("the entry was removed %s after the agent stopped, before the %s grace period", d, grace)
+	} else {
+		t.Logf("the entry was removed everywhere %s after the agent stopped (grace %s)", d, grace)
 	}
 
 	// A restart uses the saved SVID; the token is not needed again.
@@ -463,4 +607,267 @@ func TestIntegrationVMAgentRenewsPastTokenExpiry(t *testing.T) {
 	agent.stop()
 	startAgent(t, agentBin, dir, state)
 	eventually(t, 15*time.Second, "the agent restarts after the token expired", connected)
+}
+
+// echoServer answers each connection on l with prefix and the first line
+// it reads; seen, if set, is called with the connection once the line is
+// read.
+func echoServer(t *testing.T, l net.Listener, prefix string, seen func(net.Conn)) {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
+				}
+				if seen != nil {
+					seen(c)
+				}
+				_, _ = io.WriteString(c, prefix+line)
+			}()
+		}
+	}()
+}
+
+// say sends msg as a line on c and returns the answer line.
+func say(c net.Conn, msg string) (string, error) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg+"\n"); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// Acceptance 2 through gateways, with central and east on different
+// networks: the VM's application in central calls payment in east over
+// its sidecar's outbound listener, through east's gateway, and payment
+// sees the VM's SPIFFE ID; a workload of east calls the VM's application
+// through central's gateway and the sidecar's inbound listener; a caller
+// of a trust domain outside the federation is refused.
+func TestIntegrationVMAcrossClustersThroughGateways(t *testing.T) {
+	federate, agentBin := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tm := newTestMesh(t, testTimers)
+	central := startVMCluster(t, tm, "central", 2*time.Second, time.Minute)
+	baristaID := spiffeid.RequireFromString("spiffe://central.shop/ns/shop/sa/barista")
+
+	// east, with payment behind its gateway: a TLS server that accepts
+	// only the VM's identity.
+	tm.join("east")
+	eastGW := newClusterGateway(t, ctx, tm)
+	east := tm.startMemberWith("east", func(c *MemberConfig) { c.RegisterServices = eastGW.config.Register })
+	paymentID := spiffeid.RequireFromString("spiffe://east.shop/ns/shop/sa/payment")
+	paymentCred, err := east.member.Authority().IssueCredential(paymentID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payment, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.MTLSServerConfig(paymentCred, east.member.Bundles(), tlsconfig.AuthorizeID(baristaID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers := make(chan string, 16)
+	echoServer(t, payment, "payment: ", func(c net.Conn) {
+		if id, err := x509svid.IDFromCert(c.(*tls.Conn).ConnectionState().PeerCertificates[0]); err == nil {
+			callers <- id.String()
+		}
+	})
+	eastInfo := &registry.ClusterInfo{
+		Network: "net-east", Locality: &registry.Locality{Region: "us-east", Zone: "b"}, TrustDomain: "east.shop",
+		Gateways: []*registry.Gateway{eastGW.announce("net-east")},
+	}
+	paymentSvc := &registry.Service{
+		Hostname: "payment.shop.svc.cluster.local", Namespace: "shop", Name: "payment",
+		Ports: []*registry.Port{{Name: "http", Number: 8081, Protocol: "TCP"}},
+		Endpoints: []*registry.Endpoint{{
+			Address: "127.0.0.1", Ports: map[string]uint32{"http": uint32(payment.Addr().(*net.TCPAddr).Port)},
+			Network: "net-east", Health: registrypb.Health_HEALTHY, SpiffeId: paymentID.String(),
+			Locality: eastInfo.Locality,
+		}},
+	}
+	if err := east.member.Update(ctx, eastInfo, []*registry.Service{paymentSvc}); err != nil {
+		t.Fatal(err)
+	}
+	eastGW.start(t, ctx, tm, east, "net-east")
+
+	// The VM: its application, and a sidecar importing payment.
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64 // lines the application answered; probes send none
+	echoServer(t, app, "barista: ", func(net.Conn) { requests.Add(1) })
+	dir := t.TempDir()
+	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
+		t.Fatalf("vm configure: %v\n%s", err, out)
+	}
+	outbound := freeAddr(t)
+	sidecar := "inbound: {listen: 127.0.0.1:0}\noutbound:\n- {host: payment.shop.svc.cluster.local, port: 8081, listen: '" + outbound + "'}\n"
+	if err := os.WriteFile(filepath.Join(dir, "sidecar.yaml"), []byte(sidecar), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, agentBin, dir, t.TempDir())
+	eventually(t, 15*time.Second, "east sees the VM healthy", func() bool {
+		ep := baristaEndpoint(east.member, "central")
+		return ep != nil && ep.GetHealth() == registrypb.Health_HEALTHY
+	})
+	// VM -> payment, through east's gateway.
+	var answer string
+	eventually(t, 10*time.Second, "the VM's call to payment", func() bool {
+		c, err := net.Dial("tcp", outbound)
+		if err != nil {
+			return false
+		}
+		answer, err = say(c, "one latte")
+		return err == nil
+	})
+	if answer != "payment: one latte\n" {
+		t.Errorf("payment answered %q", answer)
+	}
+	select {
+	case id := <-callers:
+		if id != baristaID.String() {
+			t.Errorf("payment saw caller %s, want %s", id, baristaID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("payment saw no caller identity")
+	}
+	if n := eastGW.gw.Stats().Relayed; n == 0 {
+		t.Error("east's gateway relayed nothing: the VM reached payment directly")
+	}
+
+	// east's order -> the VM's application, through central's gateway.
+	orderCred, err := east.member.Authority().IssueCredential(spiffeid.RequireFromString("spiffe://east.shop/ns/shop/sa/order"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baristaSNI := xds.ClusterName(8083, "", "barista.shop.svc.cluster.local")
+	callVM := func(cred *trust.Credential, bundles x509bundle.Source) (string, error) {
+		conf := tlsconfig.MTLSClientConfig(cred, bundles, tlsconfig.AuthorizeID(baristaID))
+		conf.ServerName = baristaSNI
+		c, err := tls.Dial("tcp", central.gateway.addr(), conf)
+		if err != nil {
+			return "", err
+		}
+		return say(c, "one espresso")
+	}
+	relayedBefore := central.gateway.gw.Stats().Relayed
+	eventually(t, 10*time.Second, "east's call to the VM", func() bool {
+		answer, err = callVM(orderCred, east.member.Bundles())
+		return err == nil
+	})
+	if answer != "barista: one espresso\n" {
+		t.Errorf("the VM answered %q", answer)
+	}
+	if central.gateway.gw.Stats().Relayed <= relayedBefore {
+		t.Error("central's gateway relayed nothing for east's call")
+	}
+	served := requests.Load()
+
+	// A caller from an unfederated trust domain, who even trusts central's
+	// roots, is refused at the sidecar and never reaches the application.
+	evilTD := spiffeid.RequireTrustDomainFromString("evil.example")
+	evil, err := trust.NewAuthority(evilTD, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilCred, err := evil.IssueCredential(spiffeid.RequireFromPath(evilTD, "/ns/shop/sa/order"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := callVM(evilCred, central.tm.member.Bundles()); err == nil || strings.Contains(got, "barista") {
+		t.Errorf("an unfederated caller got %q, %v; want refused", got, err)
+	}
+	if n := requests.Load(); n != served {
+		t.Errorf("the application answered %d requests after the refused call, want %d", n, served)
+	}
+}
+
+// An agent's targets come from the shared locality code: split horizon
+// replaces east's endpoints by east's gateway, weighted by the endpoints
+// behind it, and the agent policy (outlier detection on) orders them by
+// locality; the agent's picker then sends everything to priority 0 while
+// it is healthy. A DestinationRule's policy replaces the default.
+func TestAgentTargetsFollowLocalityPolicy(t *testing.T) {
+	payment := func(cluster, network string, loc *registry.Locality, addrs ...string) *registry.Service {
+		s := &registry.Service{Hostname: "payment.shop.svc.cluster.local", Namespace: "shop", Ports: []*registry.Port{{Name: "http", Number: 8081}}}
+		for _, a := range addrs {
+			s.Endpoints = append(s.Endpoints, &registry.Endpoint{
+				Address: a, Ports: map[string]uint32{"http": 9081}, Network: network, Locality: loc,
+				Health: registrypb.Health_HEALTHY, SpiffeId: "spiffe://" + cluster + ".shop/ns/shop/sa/payment",
+			})
+		}
+		return s
+	}
+	zoneA := &registry.Locality{Region: "eu-central", Zone: "a"}
+	zoneB := &registry.Locality{Region: "eu-central", Zone: "b"}
+	usEast := &registry.Locality{Region: "us-east", Zone: "b"}
+	local := payment("central", "net-central", zoneA, "10.0.0.1")
+	local.Endpoints = append(local.Endpoints, payment("central", "net-central", zoneB, "10.0.0.2").Endpoints...)
+	sources := []locality.Source{
+		{Cluster: "central", Info: &registry.ClusterInfo{Network: "net-central", Locality: zoneA}, Service: local},
+		{Cluster: "east", Info: &registry.ClusterInfo{Network: "net-east", Locality: usEast, Gateways: []*registry.Gateway{{Address: "192.0.2.7", Port: 15443}}},
+			Service: payment("east", "net-east", usEast, "10.1.0.1", "10.1.0.2")},
+	}
+	client := locality.Client{Locality: locality.FromProto(zoneA), Network: "net-central", Cluster: "central"}
+	w := &Workloads{log: slog.New(slog.DiscardHandler)}
+
+	up := &agentpb.Upstream{Hostname: "payment.shop.svc.cluster.local", Balance: map[uint32]*agentpb.Balance{}}
+	got := map[string]*agentpb.Target{}
+	for _, tg := range w.targets(client, sources[0].Service.GetPorts()[0], sources, up) {
+		got[tg.GetAddress()] = tg
+	}
+	want := map[string]struct {
+		priority, weight, port uint32
+		gateway                bool
+		ids                    []string
+	}{
+		"10.0.0.1":  {0, 1, 9081, false, []string{"spiffe://central.shop/ns/shop/sa/payment"}},
+		"10.0.0.2":  {1, 1, 9081, false, []string{"spiffe://central.shop/ns/shop/sa/payment"}},
+		"192.0.2.7": {2, 2, 15443, true, []string{"spiffe://east.shop/ns/shop/sa/payment"}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("targets %v, want %d", got, len(want))
+	}
+	for addr, w := range want {
+		g := got[addr]
+		if g.GetPriority() != w.priority || g.GetWeight() != w.weight || g.GetPorts()[8081] != w.port || g.GetGateway() != w.gateway || !slices.Equal(g.GetSpiffeIds(), w.ids) {
+			t.Errorf("target %s = %v, want priority %d weight %d port %d gateway %v ids %v", addr, g, w.priority, w.weight, w.port, w.gateway, w.ids)
+		}
+	}
+	if b := up.GetBalance()[8081]; b.GetPanicThreshold() != locality.DefaultPanicThreshold || b.GetOverprovisioning() != locality.DefaultOverprovisioning {
+		t.Errorf("balance %v, want the default panic threshold and overprovisioning", b)
+	}
+	up.Targets = slices.Collect(maps.Values(got))
+	if shares := agent.NewPicker(up, 8081).Shares(); shares["10.0.0.1:9081"] != 1 {
+		t.Errorf("the agent's picker shares %v, want all on the same-zone endpoint", shares)
+	}
+
+	// Without outlier detection (Istio's default DestinationRule), no
+	// failover: one priority for all.
+	w.cfg.Policy = func(string, uint32) locality.Policy { return locality.DefaultPolicy() }
+	up.Targets = w.targets(client, sources[0].Service.GetPorts()[0], sources, up)
+	for _, tg := range up.Targets {
+		if tg.GetPriority() != 0 {
+			t.Errorf("target %s has priority %d under a policy without failover", tg.GetAddress(), tg.GetPriority())
+		}
+	}
+	if shares := agent.NewPicker(up, 8081).Shares(); shares["192.0.2.7:15443"] < 0.49 || shares["192.0.2.7:15443"] > 0.51 {
+		t.Errorf("the agent's picker shares %v, want half through east's gateway (2 of 4 endpoints)", shares)
+	}
 }

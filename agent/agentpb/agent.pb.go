@@ -813,10 +813,14 @@ func (x *Inbound) GetTargetPort() uint32 {
 
 // Upstream is an imported service and where to send its connections.
 type Upstream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Ports         []*registrypb.Port     `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
-	Targets       []*Target              `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Ports    []*registrypb.Port     `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	// One target per address and service port, with its priority and
+	// locality weight from the control plane's locality policy.
+	Targets []*Target `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	// How to balance over the targets of a service port, by port number.
+	Balance       map[uint32]*Balance `protobuf:"bytes,4,rep,name=balance,proto3" json:"balance,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +876,77 @@ func (x *Upstream) GetTargets() []*Target {
 	return nil
 }
 
+func (x *Upstream) GetBalance() map[uint32]*Balance {
+	if x != nil {
+		return x.Balance
+	}
+	return nil
+}
+
+// Balance is the rest of locality.Priorities for one service port.
+type Balance struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Honour the targets' locality weights (distribute).
+	LocalityWeighted bool `protobuf:"varint,1,opt,name=locality_weighted,json=localityWeighted,proto3" json:"locality_weighted,omitempty"`
+	// Percent; 0 disables panic mode.
+	PanicThreshold uint32 `protobuf:"varint,2,opt,name=panic_threshold,json=panicThreshold,proto3" json:"panic_threshold,omitempty"`
+	// Envoy's overprovisioning factor in percent (0 means 140).
+	Overprovisioning uint32 `protobuf:"varint,3,opt,name=overprovisioning,proto3" json:"overprovisioning,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Balance) Reset() {
+	*x = Balance{}
+	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Balance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Balance) ProtoMessage() {}
+
+func (x *Balance) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Balance.ProtoReflect.Descriptor instead.
+func (*Balance) Descriptor() ([]byte, []int) {
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Balance) GetLocalityWeighted() bool {
+	if x != nil {
+		return x.LocalityWeighted
+	}
+	return false
+}
+
+func (x *Balance) GetPanicThreshold() uint32 {
+	if x != nil {
+		return x.PanicThreshold
+	}
+	return 0
+}
+
+func (x *Balance) GetOverprovisioning() uint32 {
+	if x != nil {
+		return x.Overprovisioning
+	}
+	return 0
+}
+
 // Target is one endpoint on the agent's network, or a remote cluster's
 // gateway standing for its endpoints.
 type Target struct {
@@ -884,15 +959,18 @@ type Target struct {
 	Locality *registrypb.Locality `protobuf:"bytes,5,opt,name=locality,proto3" json:"locality,omitempty"`
 	Health   registrypb.Health    `protobuf:"varint,6,opt,name=health,proto3,enum=federate.registry.v1.Health" json:"health,omitempty"`
 	// SPIFFE IDs the server may present.
-	SpiffeIds     []string `protobuf:"bytes,7,rep,name=spiffe_ids,json=spiffeIds,proto3" json:"spiffe_ids,omitempty"`
-	Weight        uint32   `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpiffeIds []string `protobuf:"bytes,7,rep,name=spiffe_ids,json=spiffeIds,proto3" json:"spiffe_ids,omitempty"`
+	Weight    uint32   `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"`
+	// The target's priority (0 is tried first) and its locality's weight.
+	Priority       uint32 `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
+	LocalityWeight uint32 `protobuf:"varint,10,opt,name=locality_weight,json=localityWeight,proto3" json:"locality_weight,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +982,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +995,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Target) GetCluster() string {
@@ -972,6 +1050,20 @@ func (x *Target) GetSpiffeIds() []string {
 func (x *Target) GetWeight() uint32 {
 	if x != nil {
 		return x.Weight
+	}
+	return 0
+}
+
+func (x *Target) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Target) GetLocalityWeight() uint32 {
+	if x != nil {
+		return x.LocalityWeight
 	}
 	return 0
 }
@@ -1034,11 +1126,19 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
-	"targetPort\"\x8d\x01\n" +
+	"targetPort\"\xa9\x02\n" +
 	"\bUpstream\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x120\n" +
 	"\x05ports\x18\x02 \x03(\v2\x1a.federate.registry.v1.PortR\x05ports\x123\n" +
-	"\atargets\x18\x03 \x03(\v2\x19.federate.agent.v1.TargetR\atargets\"\xf5\x02\n" +
+	"\atargets\x18\x03 \x03(\v2\x19.federate.agent.v1.TargetR\atargets\x12B\n" +
+	"\abalance\x18\x04 \x03(\v2(.federate.agent.v1.Upstream.BalanceEntryR\abalance\x1aV\n" +
+	"\fBalanceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.federate.agent.v1.BalanceR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\aBalance\x12+\n" +
+	"\x11locality_weighted\x18\x01 \x01(\bR\x10localityWeighted\x12'\n" +
+	"\x0fpanic_threshold\x18\x02 \x01(\rR\x0epanicThreshold\x12*\n" +
+	"\x10overprovisioning\x18\x03 \x01(\rR\x10overprovisioning\"\xba\x03\n" +
 	"\x06Target\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12:\n" +
@@ -1048,7 +1148,10 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\x06health\x18\x06 \x01(\x0e2\x1c.federate.registry.v1.HealthR\x06health\x12\x1d\n" +
 	"\n" +
 	"spiffe_ids\x18\a \x03(\tR\tspiffeIds\x12\x16\n" +
-	"\x06weight\x18\b \x01(\rR\x06weight\x1a8\n" +
+	"\x06weight\x18\b \x01(\rR\x06weight\x12\x1a\n" +
+	"\bpriority\x18\t \x01(\rR\bpriority\x12'\n" +
+	"\x0flocality_weight\x18\n" +
+	" \x01(\rR\x0elocalityWeight\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
@@ -1071,7 +1174,7 @@ func file_agent_agentpb_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentpb_agent_proto_rawDescData
 }
 
-var file_agent_agentpb_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_agentpb_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_agentpb_agent_proto_goTypes = []any{
 	(*CreateBootstrapRequest)(nil),  // 0: federate.agent.v1.CreateBootstrapRequest
 	(*CreateBootstrapResponse)(nil), // 1: federate.agent.v1.CreateBootstrapResponse
@@ -1086,37 +1189,41 @@ var file_agent_agentpb_agent_proto_goTypes = []any{
 	(*TrustBundle)(nil),             // 10: federate.agent.v1.TrustBundle
 	(*Inbound)(nil),                 // 11: federate.agent.v1.Inbound
 	(*Upstream)(nil),                // 12: federate.agent.v1.Upstream
-	(*Target)(nil),                  // 13: federate.agent.v1.Target
-	nil,                             // 14: federate.agent.v1.Target.PortsEntry
-	(*registrypb.Locality)(nil),     // 15: federate.registry.v1.Locality
-	(*registrypb.Port)(nil),         // 16: federate.registry.v1.Port
-	(registrypb.Health)(0),          // 17: federate.registry.v1.Health
+	(*Balance)(nil),                 // 13: federate.agent.v1.Balance
+	(*Target)(nil),                  // 14: federate.agent.v1.Target
+	nil,                             // 15: federate.agent.v1.Upstream.BalanceEntry
+	nil,                             // 16: federate.agent.v1.Target.PortsEntry
+	(*registrypb.Locality)(nil),     // 17: federate.registry.v1.Locality
+	(*registrypb.Port)(nil),         // 18: federate.registry.v1.Port
+	(registrypb.Health)(0),          // 19: federate.registry.v1.Health
 }
 var file_agent_agentpb_agent_proto_depIdxs = []int32{
 	7,  // 0: federate.agent.v1.AgentMessage.register:type_name -> federate.agent.v1.Register
 	8,  // 1: federate.agent.v1.AgentMessage.health:type_name -> federate.agent.v1.Health
-	15, // 2: federate.agent.v1.AgentConfig.locality:type_name -> federate.registry.v1.Locality
+	17, // 2: federate.agent.v1.AgentConfig.locality:type_name -> federate.registry.v1.Locality
 	10, // 3: federate.agent.v1.AgentConfig.bundles:type_name -> federate.agent.v1.TrustBundle
 	11, // 4: federate.agent.v1.AgentConfig.inbound:type_name -> federate.agent.v1.Inbound
 	12, // 5: federate.agent.v1.AgentConfig.upstreams:type_name -> federate.agent.v1.Upstream
-	16, // 6: federate.agent.v1.Upstream.ports:type_name -> federate.registry.v1.Port
-	13, // 7: federate.agent.v1.Upstream.targets:type_name -> federate.agent.v1.Target
-	14, // 8: federate.agent.v1.Target.ports:type_name -> federate.agent.v1.Target.PortsEntry
-	15, // 9: federate.agent.v1.Target.locality:type_name -> federate.registry.v1.Locality
-	17, // 10: federate.agent.v1.Target.health:type_name -> federate.registry.v1.Health
-	0,  // 11: federate.agent.v1.Workloads.CreateBootstrap:input_type -> federate.agent.v1.CreateBootstrapRequest
-	2,  // 12: federate.agent.v1.Workloads.Bootstrap:input_type -> federate.agent.v1.BootstrapRequest
-	4,  // 13: federate.agent.v1.Workloads.Renew:input_type -> federate.agent.v1.RenewRequest
-	6,  // 14: federate.agent.v1.Workloads.Connect:input_type -> federate.agent.v1.AgentMessage
-	1,  // 15: federate.agent.v1.Workloads.CreateBootstrap:output_type -> federate.agent.v1.CreateBootstrapResponse
-	3,  // 16: federate.agent.v1.Workloads.Bootstrap:output_type -> federate.agent.v1.BootstrapResponse
-	5,  // 17: federate.agent.v1.Workloads.Renew:output_type -> federate.agent.v1.RenewResponse
-	9,  // 18: federate.agent.v1.Workloads.Connect:output_type -> federate.agent.v1.AgentConfig
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	18, // 6: federate.agent.v1.Upstream.ports:type_name -> federate.registry.v1.Port
+	14, // 7: federate.agent.v1.Upstream.targets:type_name -> federate.agent.v1.Target
+	15, // 8: federate.agent.v1.Upstream.balance:type_name -> federate.agent.v1.Upstream.BalanceEntry
+	16, // 9: federate.agent.v1.Target.ports:type_name -> federate.agent.v1.Target.PortsEntry
+	17, // 10: federate.agent.v1.Target.locality:type_name -> federate.registry.v1.Locality
+	19, // 11: federate.agent.v1.Target.health:type_name -> federate.registry.v1.Health
+	13, // 12: federate.agent.v1.Upstream.BalanceEntry.value:type_name -> federate.agent.v1.Balance
+	0,  // 13: federate.agent.v1.Workloads.CreateBootstrap:input_type -> federate.agent.v1.CreateBootstrapRequest
+	2,  // 14: federate.agent.v1.Workloads.Bootstrap:input_type -> federate.agent.v1.BootstrapRequest
+	4,  // 15: federate.agent.v1.Workloads.Renew:input_type -> federate.agent.v1.RenewRequest
+	6,  // 16: federate.agent.v1.Workloads.Connect:input_type -> federate.agent.v1.AgentMessage
+	1,  // 17: federate.agent.v1.Workloads.CreateBootstrap:output_type -> federate.agent.v1.CreateBootstrapResponse
+	3,  // 18: federate.agent.v1.Workloads.Bootstrap:output_type -> federate.agent.v1.BootstrapResponse
+	5,  // 19: federate.agent.v1.Workloads.Renew:output_type -> federate.agent.v1.RenewResponse
+	9,  // 20: federate.agent.v1.Workloads.Connect:output_type -> federate.agent.v1.AgentConfig
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentpb_agent_proto_init() }
@@ -1134,7 +1241,7 @@ func file_agent_agentpb_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentpb_agent_proto_rawDesc), len(file_agent_agentpb_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -105,6 +105,7 @@ spec:
     ports: {http: %[3]s}
   probe:
     periodSeconds: 1
+    failureThreshold: 1
     tcpSocket: {port: %[3]s}
 `, w.Name, w.Service, appPort)
 	groupFile := filepath.Join(w.Dir, "workloadgroup.yaml")
