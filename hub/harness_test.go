@@ -23,7 +23,7 @@ import (
 // testMesh runs a real hub and real members on loopback, each with its own
 // bbolt file, gossip and mTLS.
 type testMesh struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	timers Timers
 	log    *slog.Logger
@@ -47,13 +47,13 @@ type testMember struct {
 	stop   func()
 }
 
-func newTestMesh(t *testing.T, timers Timers) *testMesh {
+func newTestMesh(t testing.TB, timers Timers) *testMesh {
 	t.Helper()
 	return newTestMeshWith(t, timers, nil)
 }
 
 // newTestMeshWith is newTestMesh with a hook to adjust the hub's Config.
-func newTestMeshWith(t *testing.T, timers Timers, configureHub func(*Config)) *testMesh {
+func newTestMeshWith(t testing.TB, timers Timers, configureHub func(*Config)) *testMesh {
 	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
@@ -259,7 +259,7 @@ func (tm *testMesh) stopMember(name string) {
 }
 
 // eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()

@@ -81,6 +81,8 @@ type MemberConfig struct {
 	// to the member's gRPC server, which gateways and agents reach with
 	// SVIDs of the cluster's trust domain.
 	RegisterServices func(*grpc.Server)
+	// PolicyWarnings, if set, adds the routing's warnings to status.
+	PolicyWarnings func() []*hubpb.PolicyWarning
 }
 
 // Member is one cluster's part in the federation: it publishes the
@@ -872,7 +874,11 @@ func (m *Member) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 
 // StatusNow is Status without the call.
 func (m *Member) StatusNow() *hubpb.StatusResponse {
-	return buildStatus(m.cfg.Mesh, m.cfg.Cluster, m.set, m.live, m.gossip.Members(), m.cfg.Now())
+	st := buildStatus(m.cfg.Mesh, m.cfg.Cluster, m.set, m.live, m.gossip.Members(), m.cfg.Now())
+	if m.cfg.PolicyWarnings != nil {
+		st.PolicyWarnings = m.cfg.PolicyWarnings()
+	}
+	return st
 }
 
 // Services returns a cluster's services as this member would route to

@@ -39,8 +39,14 @@ func FuzzParseDestinationRules(f *testing.F) {
 		{Address: "10.0.0.4", Port: 80},
 	}
 	client := Client{Locality: Locality{"r1", "z1", ""}, Network: "n1", Labels: map[string]string{"version": "v1"}}
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\nspec: {}\n---\n" + dr("failover: [{from: r1, to: r2}]", outlier)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rules, err := ParseDestinationRules(data)
+		// A stream a config directory may hold: other kinds are skipped,
+		// and whatever is a DestinationRule obeys the same invariants.
+		rules, err := ParseDestinationRulesIn(data)
+		if strict, serr := ParseDestinationRules(data); serr == nil && (err != nil || len(strict) != len(rules)) {
+			t.Fatalf("a stream of DestinationRules only: %d rules strictly, %d (%v) skipping other kinds", len(strict), len(rules), err)
+		}
 		if err != nil {
 			return
 		}

@@ -187,9 +187,20 @@ var apiVersions = []string{"networking.istio.io/v1", "networking.istio.io/v1beta
 // an error naming it (wrapping ErrInvalidRule); surprises Istio accepts
 // become Rule.Warnings.
 func ParseDestinationRules(data []byte) ([]*Rule, error) {
+	return parseRules(data, false)
+}
+
+// ParseDestinationRulesIn is ParseDestinationRules for a stream that may
+// hold other kinds too (a config directory's ServiceEntries): documents
+// of another kind are skipped.
+func ParseDestinationRulesIn(data []byte) ([]*Rule, error) {
+	return parseRules(data, true)
+}
+
+func parseRules(data []byte, skipOthers bool) ([]*Rule, error) {
 	var rules []*Rule
 	for i, doc := range splitYAML(data) {
-		r, err := parseRule(doc)
+		r, err := parseRule(doc, skipOthers)
 		if err != nil {
 			return nil, fmt.Errorf("%w: document %d: %w", ErrInvalidRule, i+1, err)
 		}
@@ -236,7 +247,7 @@ type object struct {
 	Spec json.RawMessage `json:"spec"`
 }
 
-func parseRule(doc []byte) (*Rule, error) {
+func parseRule(doc []byte, skipOthers bool) (*Rule, error) {
 	js, err := yaml.YAMLToJSON(doc)
 	if err != nil {
 		return nil, fmt.Errorf("invalid YAML: %v", err)
@@ -247,6 +258,9 @@ func parseRule(doc []byte) (*Rule, error) {
 	var obj object
 	if err := json.Unmarshal(js, &obj); err != nil {
 		return nil, errors.New("not a Kubernetes object: expected apiVersion, kind, metadata and spec")
+	}
+	if obj.Kind != "DestinationRule" && skipOthers && obj.Kind != "" {
+		return nil, nil
 	}
 	if obj.Kind != "DestinationRule" {
 		return nil, fmt.Errorf("kind %q is not DestinationRule", obj.Kind)

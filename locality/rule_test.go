@@ -256,3 +256,34 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// A config directory mixes kinds: only DestinationRules are read, and a
+// broken one still fails with its name.
+func TestParseDestinationRulesInSkipsOtherKinds(t *testing.T) {
+	mixed := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: order, namespace: shop}
+spec: {hosts: [order.shop.svc.cluster.local]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: order, namespace: shop}
+spec: {host: order.shop.svc.cluster.local}
+`
+	rules, err := ParseDestinationRulesIn([]byte(mixed))
+	if err != nil || len(rules) != 1 || rules[0].Ref() != "shop/order" {
+		t.Fatalf("rules %v, err %v; want shop/order only", rules, err)
+	}
+	if _, err := ParseDestinationRules([]byte(mixed)); err == nil {
+		t.Fatal("ParseDestinationRules accepted a ServiceEntry")
+	}
+	broken := mixed + `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bad, namespace: shop}
+spec: {host: x, trafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: "r/*", to: {"r/a/*": 60}}]}}}}
+`
+	if _, err := ParseDestinationRulesIn([]byte(broken)); err == nil || !strings.Contains(err.Error(), "shop/bad") || !strings.Contains(err.Error(), "sum to 60") {
+		t.Fatalf("err %v, want shop/bad's weights named", err)
+	}
+}

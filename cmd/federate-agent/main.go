@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/federate/federate/agent"
@@ -48,11 +49,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	cfg := agent.Config{}
-	var level string
+	var level, metricsListen string
 	fs.StringVar(&cfg.ConfigDir, "config-dir", "/etc/federate", "directory of the bootstrap files and sidecar.yaml")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/federate-agent", "directory where the agent keeps its SVID (svid.pem)")
 	fs.StringVar(&cfg.Address, "address", "", "this VM's IP address (default: ISTIO_SVC_IP in cluster.env, else the address that reaches the control plane)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics and /healthz (200 once registered), e.g. 127.0.0.1:15020 (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,5 +70,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--state-dir: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	return agent.New(cfg).Run(ctx)
+	var registered atomic.Bool
+	cfg.Ready = func() { registered.Store(true) }
+	a := agent.New(cfg)
+	stopMetrics, err := serveMetrics(metricsListen, a.Collector(registered.Load), registered.Load, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	return a.Run(ctx)
 }

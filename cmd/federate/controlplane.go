@@ -14,6 +14,7 @@ import (
 	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/eastwest/xds"
 	"github.com/federate/federate/hub"
+	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 	"github.com/federate/federate/registry/kube"
@@ -32,13 +33,17 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"learns every other cluster's, keeps them in DIR/"+ControlPlaneStoreFile+" and serves them at\n"+
 			"once after a restart. DIR must hold what 'federate join' wrote. Services come\n"+
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
-			"WorkloadEntry; only entries with 'export: true' leave the cluster).", stdout)
+			"WorkloadEntry; only entries with 'export: true' leave the cluster).\n\n"+
+			"Example:\n"+
+			"  federate controlplane --cluster east --network net-east --locality us-east/us-east-1a \\\n"+
+			"      --data-dir /var/lib/federate --config-dir /etc/federate/services --gateway 198.51.100.1:15443", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
 	var trustDomain, cacerts, gatewayCred, internalHost string
 	var maxSVIDTTL, refreshHint time.Duration
 	var vmGrace, vmSVIDTTL time.Duration
 	var timers timerFlags
 	var logs logFlags
+	var metrics metricsFlags
 	var kf kubeFlags
 	kf.register(fs, true)
 	fs.StringVar(&cluster, "cluster", "", "this cluster's name, as in its join token")
@@ -61,6 +66,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&vmSVIDTTL, "vm-svid-ttl", hub.DefaultWorkloadSVIDTTL, "lifetime of VM agents' SVIDs; agents renew at half life")
 	timers.register(fs)
 	logs.register(fs)
+	metrics.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -106,6 +112,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	defer cancel()
 	gatewayConfig := xds.NewServer(ctx, log)
 	var workloads *hub.Workloads // VM agents; set once the member exists
+	var routing *hub.Routing     // the gateways' and clients' xDS; set before the member runs
 	// Behind a gateway, peers reach the API and gossip at the gateway's
 	// address, by internal server names.
 	apiAdvertise, gossipAdvertise := advertise, advertise
@@ -123,6 +130,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			gatewayConfig.Register(s)
 			workloads.Register(s)
 		},
+		PolicyWarnings: func() []*hubpb.PolicyWarning { return routing.PolicyWarnings() },
 	})
 	if err != nil {
 		return err
@@ -144,8 +152,26 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	// DestinationRules come from the config directory too.
+	routing, err = hub.NewRouting(hub.RoutingConfig{
+		Member: member, Server: gatewayConfig, Network: network, ConfigDir: configDir, Logger: log,
+		Internal: func() map[sni.Component]string {
+			return map[sni.Component]string{
+				sni.ControlPlane: internalAddr(member.Addr(), internalHost),
+				sni.Gossip:       internalAddr(member.GossipListenAddr(), internalHost),
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
 
-	errc := make(chan error, 3)
+	stopMetrics, err := metrics.start(member.Ready(), member.Collector(), log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	errc := make(chan error, 4)
 	go func() { errc <- member.Run(ctx) }()
 	select {
 	case <-member.Ready():
@@ -160,27 +186,14 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		services = workloads.Merge(services)
 		uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
 		defer ucancel()
+		// Routing rebuilds the gateways' configuration on the change.
 		if err := member.Update(uctx, info, services); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("publish local services", "err", err)
-			return
-		}
-		// The gateways route to this cluster's exported services.
-		snap, err := xds.Build(xds.Input{
-			Version: registry.FormatVersion(member.Version(cluster)), Network: network, Services: member.Services(cluster),
-			Cluster: cluster, Internal: map[sni.Component]string{
-				sni.ControlPlane: internalAddr(member.Addr(), internalHost),
-				sni.Gossip:       internalAddr(member.GossipListenAddr(), internalHost),
-			},
-		})
-		if err == nil {
-			err = gatewayConfig.Update(uctx, snap)
-		}
-		if err != nil {
-			log.Error("gateway configuration", "err", err)
 		}
 	}
 	go func() { errc <- source.Run(ctx, publish) }()
 	go func() { errc <- workloads.Run(ctx, publish) }()
+	go func() { errc <- routing.Run(ctx) }()
 	if gatewayCred == "" {
 		gatewayCred = filepath.Join(dataDir, GatewayCredentialFile)
 	}
@@ -189,7 +202,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	log.Info("control plane running", "cluster", cluster, "api", member.Addr(), "gossip", member.GossipAddr())
 	var runErr error
-	for range 3 {
+	for range 4 {
 		if err := <-errc; err != nil && runErr == nil {
 			runErr = err
 			cancel()

@@ -12,10 +12,14 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"Runs the federation hub: it admits clusters with join tokens, stores every\n"+
 			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
 			"creates the mesh CA and writes DIR/"+hub.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
-			"which 'federate token create' and 'federate status' use.", stdout)
+			"which 'federate token create' and 'federate status' use.\n\n"+
+			"Example:\n"+
+			"  federate hub --mesh shop --data-dir /var/lib/federate-hub --listen 0.0.0.0:15012 \\\n"+
+			"      --advertise 203.0.113.10:15012 --metrics-listen 0.0.0.0:15020", stdout)
 	var cfg hub.Config
 	var timers timerFlags
 	var logs logFlags
+	var metrics metricsFlags
 	fs.StringVar(&cfg.Listen, "listen", "", "gRPC address to listen on, e.g. 0.0.0.0:15012")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "address clusters dial, written into join tokens (default: the listen address)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the store, CA and admin credential")
@@ -31,6 +35,7 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web); repeatable")
 	timers.register(fs)
 	logs.register(fs)
+	metrics.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,5 +54,10 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := metrics.start(srv.Ready(), srv.Collector(), log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	return srv.Run(ctx)
 }

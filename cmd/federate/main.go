@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -39,7 +40,7 @@ func commands() []command {
 		{"trust", "rotate a cluster's root (trust rotate)", runTrust},
 		{"cluster", "remove a cluster from the federation (cluster remove)", runCluster},
 		{"vm", "onboard VMs of an Istio WorkloadGroup (vm configure)", runVM},
-		{"lab", "run the embedded lab (lab up|down)", runLab},
+		{"lab", "run the embedded lab (lab up|verify|status|down)", runLab},
 	}
 }
 
@@ -53,6 +54,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if subs, ok := subcommands[c.name]; ok && len(args) == 2 && isHelp(args[1]) {
+				subcommandUsage(stdout, c, subs)
+				return flag.ErrHelp
+			}
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
@@ -71,6 +76,28 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'federate <command> --help' for a command's flags.")
+}
+
+// subcommands are the usage lines of the commands that take a subcommand,
+// for 'federate <command> --help'.
+var subcommands = map[string][]string{
+	"token":   {"token create --hub ADDR --cluster NAME [--ttl 1h]"},
+	"trust":   {"trust rotate --cluster NAME --hub ADDR [--wait]"},
+	"cluster": {"cluster remove NAME --hub ADDR"},
+	"vm":      {"vm configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR)"},
+	"lab":     {"lab up [--dir DIR] [--clusters N] [--isolate]", "lab verify [--dir DIR]", "lab status [--dir DIR]", "lab down [--dir DIR]"},
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
+
+func subcommandUsage(w io.Writer, c command, subs []string) {
+	fmt.Fprintln(w, "Usage:")
+	for _, s := range subs {
+		fmt.Fprintln(w, "  federate "+s)
+	}
+	fmt.Fprintf(w, "\n%s.\n\nRun 'federate %s <subcommand> --help' for its flags.\n", strings.ToUpper(c.summary[:1])+c.summary[1:], c.name)
 }
 
 // newFlags returns a flag set whose --help prints a usage line and every flag.

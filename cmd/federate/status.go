@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -61,6 +62,16 @@ type statusJSON struct {
 	Mesh     string              `json:"mesh"`
 	Clusters []clusterStatusJSON `json:"clusters"`
 	Timers   map[string]string   `json:"timers"`
+	// Warnings about locality policies and failure domains (from a
+	// control plane only).
+	PolicyWarnings []policyWarningJSON `json:"policyWarnings,omitempty"`
+}
+
+type policyWarningJSON struct {
+	Rule    string `json:"rule,omitempty"`
+	Host    string `json:"host,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
 }
 
 type clusterStatusJSON struct {
@@ -96,6 +107,9 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 			RootExpiry: formatUnix(c.GetRootExpiry()), RotationPhase: c.GetRotationPhase(),
 		})
 	}
+	for _, pw := range st.GetPolicyWarnings() {
+		out.PolicyWarnings = append(out.PolicyWarnings, policyWarningJSON{Rule: pw.GetRule(), Host: pw.GetHost(), Field: pw.GetField(), Message: pw.GetMessage()})
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
@@ -114,6 +128,28 @@ func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 	tw.Flush()
 	fmt.Fprintf(w, "mesh %s: %d clusters; stale after %s, dead after %s, expired after %s\n", st.GetMesh(), len(st.GetClusters()),
 		time.Duration(st.GetStaleAfterMs())*time.Millisecond, time.Duration(st.GetDeadAfterMs())*time.Millisecond, time.Duration(st.GetExpireAfterMs())*time.Millisecond)
+	for _, pw := range st.GetPolicyWarnings() {
+		fmt.Fprintf(w, "warning: %s\n", policyWarning(pw))
+	}
+}
+
+// policyWarning reads "DestinationRule ns/name (host): field: message".
+func policyWarning(pw *hubpb.PolicyWarning) string {
+	var b strings.Builder
+	if pw.GetRule() != "" {
+		b.WriteString("DestinationRule " + pw.GetRule() + " ")
+	}
+	if pw.GetHost() != "" {
+		b.WriteString("(" + pw.GetHost() + ") ")
+	}
+	s := strings.TrimSuffix(b.String(), " ")
+	if s != "" {
+		s += ": "
+	}
+	if pw.GetField() != "" {
+		s += pw.GetField() + ": "
+	}
+	return s + pw.GetMessage()
 }
 
 func formatUnix(sec int64) string {

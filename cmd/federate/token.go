@@ -19,7 +19,10 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("token create", "token create --hub ADDR --cluster NAME [--ttl 1h]",
 		"Mints a one-time join token for one cluster. The token carries the hub's\n"+
 			"address and CA fingerprint; give it to 'federate join' on that cluster.\n"+
-			"It works once, for that cluster name only, until it expires.", stdout)
+			"It works once, for that cluster name only, until it expires.\n\n"+
+			"Example:\n"+
+			"  federate token create --hub 203.0.113.10:15012 --cluster east \\\n"+
+			"      --credential /var/lib/federate-hub/admin.pem", stdout)
 	var hubAddr, cluster, trustDomain string
 	var ttl time.Duration
 	var client clientFlags

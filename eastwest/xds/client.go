@@ -1,16 +1,20 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
 
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -21,13 +25,18 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/federate/federate/locality"
 )
 
 // Table is what a gateway routes by: for each SNI it accepts, the
-// addresses of the healthy (or not yet probed) endpoints behind it.
+// addresses of the healthy (or not yet probed) endpoints behind it, best
+// priority first, and a picker that spreads connections over them by
+// priority load and weights, as Envoy would.
 type Table struct {
 	Version string
 	Routes  map[string][]string
+	Pickers map[string]*locality.Picker
 }
 
 // Lookup returns the upstream addresses for an SNI; false means the SNI is
@@ -88,12 +97,13 @@ func (c *Client) Run(ctx context.Context) error {
 
 // state is one stream's view of the three resource types.
 type state struct {
-	chains    map[string]string   // SNI -> cluster
-	clusters  []string            // cluster names, sorted
-	endpoints map[string][]string // cluster -> addresses
-	versions  map[string]string   // type -> accepted version
-	nonces    map[string]string   // type -> last nonce
-	got       map[string]bool
+	chains   map[string]string                            // SNI -> cluster
+	clusters []string                                     // cluster names, sorted
+	cds      map[string]*clusterpb.Cluster                // by name
+	cla      map[string]*endpointpb.ClusterLoadAssignment // by cluster name
+	versions map[string]string                            // type -> accepted version
+	nonces   map[string]string                            // type -> last nonce
+	got      map[string]bool
 }
 
 func (c *Client) stream(ctx context.Context) error {
@@ -104,7 +114,7 @@ func (c *Client) stream(ctx context.Context) error {
 		return err
 	}
 	node := &corepb.Node{Id: c.cfg.NodeID}
-	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, endpoints: map[string][]string{}}
+	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
 		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
 			return err
@@ -184,23 +194,27 @@ func (st *state) apply(resp *discoverypb.DiscoveryResponse) error {
 		st.chains = chains
 	case resourcev3.ClusterType:
 		var names []string
+		cds := map[string]*clusterpb.Cluster{}
 		for _, m := range msgs {
-			names = append(names, m.(interface{ GetName() string }).GetName())
+			c, ok := m.(*clusterpb.Cluster)
+			if !ok {
+				return fmt.Errorf("unexpected %T in CDS", m)
+			}
+			names = append(names, c.GetName())
+			cds[c.GetName()] = c
 		}
 		sort.Strings(names)
-		st.clusters = names
+		st.clusters, st.cds = names, cds
 	case resourcev3.EndpointType:
-		eps := map[string][]string{}
+		clas := map[string]*endpointpb.ClusterLoadAssignment{}
 		for _, m := range msgs {
 			cla, ok := m.(*endpointpb.ClusterLoadAssignment)
 			if !ok {
 				return fmt.Errorf("unexpected %T in EDS", m)
 			}
-			eps[cla.GetClusterName()] = usable(cla)
+			clas[cla.GetClusterName()] = cla
 		}
-		for k, v := range eps {
-			st.endpoints[k] = v
-		}
+		maps.Copy(st.cla, clas)
 	default:
 		return fmt.Errorf("unexpected type %s", resp.GetTypeUrl())
 	}
@@ -224,10 +238,12 @@ func tcpProxyCluster(fc *listenerpb.FilterChain) (string, error) {
 	return "", fmt.Errorf("filter chain %q has no tcp_proxy", fc.GetName())
 }
 
-// usable lists the endpoints that may receive connections.
+// usable lists the endpoints that may receive connections, by priority.
 func usable(cla *endpointpb.ClusterLoadAssignment) []string {
+	groups := slices.Clone(cla.GetEndpoints())
+	slices.SortStableFunc(groups, func(a, b *endpointpb.LocalityLbEndpoints) int { return cmp.Compare(a.GetPriority(), b.GetPriority()) })
 	var out []string
-	for _, loc := range cla.GetEndpoints() {
+	for _, loc := range groups {
 		for _, ep := range loc.GetLbEndpoints() {
 			switch ep.GetHealthStatus() {
 			case corepb.HealthStatus_HEALTHY, corepb.HealthStatus_UNKNOWN:
@@ -242,9 +258,20 @@ func usable(cla *endpointpb.ClusterLoadAssignment) []string {
 }
 
 func (st *state) table() *Table {
-	t := &Table{Version: st.versions[resourcev3.ListenerType] + "/" + st.versions[resourcev3.EndpointType], Routes: map[string][]string{}}
+	t := &Table{
+		Version: st.versions[resourcev3.ListenerType] + "/" + st.versions[resourcev3.EndpointType],
+		Routes:  map[string][]string{}, Pickers: map[string]*locality.Picker{},
+	}
+	pickers := map[string]*locality.Picker{}
 	for sni, cluster := range st.chains {
-		t.Routes[sni] = st.endpoints[cluster]
+		cla := st.cla[cluster]
+		t.Routes[sni] = usable(cla)
+		pk, ok := pickers[cluster]
+		if !ok {
+			pk = locality.NewPicker(PrioritiesFrom(st.cds[cluster], cla))
+			pickers[cluster] = pk
+		}
+		t.Pickers[sni] = pk
 	}
 	return t
 }

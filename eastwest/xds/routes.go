@@ -8,11 +8,12 @@ import (
 )
 
 // Routes is a gateway's live routing table, fed by the ADS client; it is
-// the gateway's eastwest.Router. Connections spread over a route's
-// endpoints round robin.
+// the gateway's eastwest.Router. Each connection goes first to an endpoint
+// picked by locality.Picker (priority load, locality and endpoint
+// weights, health), then to the others, best priority first, for the
+// gateway's connect retry.
 type Routes struct {
 	table atomic.Pointer[Table]
-	next  atomic.Uint64
 }
 
 // Set installs a new table; connections in flight keep their upstream.
@@ -27,12 +28,19 @@ func (r *Routes) Route(name string) (eastwest.Route, error) {
 	if !ok {
 		return eastwest.Route{}, fmt.Errorf("%w: %q is not exported by this cluster", eastwest.ErrNoRoute, name)
 	}
-	if len(addrs) < 2 {
+	var first string
+	if pk := r.table.Load().Pickers[name]; pk != nil {
+		first, ok = pk.PickAddr()
+	}
+	if !ok || len(addrs) == 0 || addrs[0] == first && len(addrs) == 1 {
 		return eastwest.Route{Endpoints: addrs}, nil
 	}
-	start := int(r.next.Add(1) % uint64(len(addrs)))
-	out := make([]string, 0, len(addrs))
-	out = append(out, addrs[start:]...)
-	out = append(out, addrs[:start]...)
+	out := make([]string, 0, len(addrs)+1)
+	out = append(out, first)
+	for _, a := range addrs {
+		if a != first {
+			out = append(out, a)
+		}
+	}
 	return eastwest.Route{Endpoints: out}, nil
 }

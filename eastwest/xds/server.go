@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strings"
 	"sync"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -13,7 +15,7 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Server serves gateway snapshots over ADS. A NACK is logged and never
+// Server serves gateway snapshots, and the clients' snapshot, over ADS. A NACK is logged and never
 // answered with the same resources again: the rejected version stays
 // rejected until the next snapshot.
 type Server struct {
@@ -33,7 +35,7 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 	}
 	s := &Server{
 		log:    log.With("component", "xds"),
-		cache:  cachev3.NewSnapshotCache(true, gatewayGroup{}, nil),
+		cache:  cachev3.NewSnapshotCache(true, nodeGroups{}, nil),
 		nodes:  make(map[int64]string),
 		nacked: make(map[string]int),
 	}
@@ -53,22 +55,46 @@ func (s *Server) Register(g *grpc.Server) {
 	discoverypb.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
 }
 
-// group is the one snapshot every gateway of the cluster gets.
-const group = "eastwest-gateways"
+// The two node groups: every gateway of a cluster gets one snapshot, and
+// every client of the cluster another.
+const (
+	group       = "eastwest-gateways"
+	clientGroup = "clients"
+)
 
-// gatewayGroup serves every node the same snapshot: all gateways of a
-// cluster are alike.
-type gatewayGroup struct{}
+// ClientNodePrefix starts the node ID of a client (Istio's node type for
+// sidecars and proxyless gRPC); any other node is a gateway.
+const ClientNodePrefix = "sidecar~"
 
-func (gatewayGroup) ID(*corepb.Node) string { return group }
+// nodeGroups sorts nodes into the two groups.
+type nodeGroups struct{}
+
+func (nodeGroups) ID(n *corepb.Node) string { return groupOf(n.GetId()) }
+
+func groupOf(node string) string {
+	if strings.HasPrefix(node, ClientNodePrefix) {
+		return clientGroup
+	}
+	return group
+}
 
 // Update replaces the gateways' snapshot; it must have come from Build.
 func (s *Server) Update(ctx context.Context, snap *cachev3.Snapshot) error {
+	return s.set(ctx, group, snap)
+}
+
+// UpdateClients replaces the clients' snapshot; it must have come from
+// BuildClients.
+func (s *Server) UpdateClients(ctx context.Context, snap *cachev3.Snapshot) error {
+	return s.set(ctx, clientGroup, snap)
+}
+
+func (s *Server) set(ctx context.Context, group string, snap *cachev3.Snapshot) error {
 	if err := s.cache.SetSnapshot(ctx, group, snap); err != nil {
 		return fmt.Errorf("xds: set snapshot: %w", err)
 	}
 	s.mu.Lock()
-	clear(s.nacked)
+	maps.DeleteFunc(s.nacked, func(node string, _ int) bool { return groupOf(node) == group })
 	s.mu.Unlock()
 	return nil
 }
@@ -98,7 +124,7 @@ func (s *Server) onRequest(stream int64, req *discoverypb.DiscoveryRequest) erro
 	}
 	s.nacked[node]++
 	s.mu.Unlock()
-	snap, err := s.cache.GetSnapshot(group)
+	snap, err := s.cache.GetSnapshot(groupOf(node))
 	rejected := ""
 	if err == nil {
 		rejected = snap.GetVersion(req.GetTypeUrl())

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
-	"github.com/federate/federate/registry/registrypb"
 )
 
 // Gateway defaults.
@@ -58,6 +58,23 @@ type Input struct {
 	// peers and VM agents reach the control plane through the gateway.
 	Cluster  string
 	Internal map[sni.Component]string
+	// Locality is the gateway's own: endpoints closer to it get a better
+	// priority, as for any client.
+	Locality locality.Locality
+	// Policy returns the locality policy of a (host, subset, port), from
+	// its DestinationRule; nil means GatewayPolicy for all.
+	Policy func(host, subset string, port uint32) locality.Policy
+}
+
+// GatewayPolicy is the policy of a service without a DestinationRule, as
+// the gateway applies it: the mesh default, with outlier detection on,
+// since every gateway cluster ejects endpoints that refuse connections.
+// So the gateway prefers endpoints in its own locality while they are
+// healthy.
+func GatewayPolicy() locality.Policy {
+	p := locality.DefaultPolicy()
+	p.OutlierDetection = true
+	return p
 }
 
 // ClusterName is Istio's SNI for a service port and subset,
@@ -91,9 +108,20 @@ func Build(in Input) (*cachev3.Snapshot, error) {
 				if err != nil {
 					return nil, err
 				}
+				policy := GatewayPolicy()
+				if in.Policy != nil {
+					policy = in.Policy(svc.GetHostname(), sub.Name, p.GetNumber())
+				}
+				c := cluster(name)
+				ApplyLocalityPolicy(c, policy)
+				client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
+				cla, err := LoadAssignment(name, locality.Assign(policy, client, ownEndpoints(in.Network, in.Cluster, svc, p, sub)))
+				if err != nil {
+					return nil, err
+				}
 				chains = append(chains, chain)
-				clusters = append(clusters, cluster(name))
-				endpoints = append(endpoints, assignment(name, in.Network, svc, p, sub))
+				clusters = append(clusters, c)
+				endpoints = append(endpoints, cla)
 			}
 		}
 	}
@@ -206,11 +234,10 @@ func cluster(name string) *clusterpb.Cluster {
 	}
 }
 
-// assignment lists the service's endpoints on the gateway's network that
-// belong to the subset, grouped by locality.
-func assignment(name, network string, svc *registry.Service, port *registry.Port, sub Subset) *endpointpb.ClusterLoadAssignment {
-	byLocality := make(map[string]*endpointpb.LocalityLbEndpoints)
-	var order []string
+// ownEndpoints lists the service's endpoints on the gateway's network
+// that belong to the subset.
+func ownEndpoints(network, cluster string, svc *registry.Service, port *registry.Port, sub Subset) []locality.Endpoint {
+	var out []locality.Endpoint
 	for _, ep := range svc.GetEndpoints() {
 		if ep.GetNetwork() != network || !matches(ep.GetLabels(), sub.Labels) {
 			continue
@@ -219,42 +246,12 @@ func assignment(name, network string, svc *registry.Service, port *registry.Port
 		if target == 0 {
 			target = port.GetNumber()
 		}
-		loc := registry.FormatLocality(ep.GetLocality())
-		group := byLocality[loc]
-		if group == nil {
-			group = &endpointpb.LocalityLbEndpoints{
-				Locality: &corepb.Locality{Region: ep.GetLocality().GetRegion(), Zone: ep.GetLocality().GetZone(), SubZone: ep.GetLocality().GetSubzone()},
-			}
-			byLocality[loc] = group
-			order = append(order, loc)
-		}
-		weight := ep.GetWeight()
-		if weight == 0 {
-			weight = 1
-		}
-		group.LbEndpoints = append(group.LbEndpoints, &endpointpb.LbEndpoint{
-			HostIdentifier: &endpointpb.LbEndpoint_Endpoint{Endpoint: &endpointpb.Endpoint{
-				Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
-					Address: ep.GetAddress(), PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: target},
-				}}},
-			}},
-			HealthStatus:        health(ep.GetHealth()),
-			LoadBalancingWeight: wrapperspb.UInt32(weight),
+		out = append(out, locality.Endpoint{
+			Address: ep.GetAddress(), Port: target, Locality: locality.FromProto(ep.GetLocality()),
+			Network: network, Cluster: cluster, Labels: ep.GetLabels(), Health: ep.GetHealth(), Weight: ep.GetWeight(),
 		})
 	}
-	sort.Strings(order)
-	cla := &endpointpb.ClusterLoadAssignment{ClusterName: name}
-	for _, loc := range order {
-		group := byLocality[loc]
-		var total uint32
-		for _, e := range group.LbEndpoints {
-			total += e.GetLoadBalancingWeight().GetValue()
-		}
-		// Explicit locality weights: gRPC ignores localities without one.
-		group.LoadBalancingWeight = wrapperspb.UInt32(total)
-		cla.Endpoints = append(cla.Endpoints, group)
-	}
-	return cla
+	return out
 }
 
 func matches(labels, selector map[string]string) bool {
@@ -264,16 +261,6 @@ func matches(labels, selector map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func health(h registrypb.Health) corepb.HealthStatus {
-	switch h {
-	case registrypb.Health_HEALTHY:
-		return corepb.HealthStatus_HEALTHY
-	case registrypb.Health_UNHEALTHY:
-		return corepb.HealthStatus_UNHEALTHY
-	}
-	return corepb.HealthStatus_UNKNOWN
 }
 
 // internalAssignment is the one local endpoint behind an internal name.

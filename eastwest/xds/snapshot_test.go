@@ -18,6 +18,7 @@ import (
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 )
@@ -26,8 +27,8 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 func labInput(t *testing.T) Input {
 	t.Helper()
-	locality, _ := registry.ParseLocality("eu-central/eu-central-1a")
-	services, err := file.Load(file.Config{Dir: "testdata", Network: "net-central", Locality: locality, TrustDomain: "central.shop"})
+	loc, _ := registry.ParseLocality("eu-central/eu-central-1a")
+	services, err := file.Load(file.Config{Dir: "testdata", Network: "net-central", Locality: loc, TrustDomain: "central.shop"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +40,7 @@ func labInput(t *testing.T) Input {
 		}},
 		Cluster:  "central",
 		Internal: map[sni.Component]string{sni.ControlPlane: "127.0.0.1:15013", sni.Gossip: "127.0.0.1:15014"},
+		Locality: locality.FromProto(loc),
 	}
 }
 
@@ -162,7 +164,7 @@ func TestEmptyRegistryIsValid(t *testing.T) {
 // tableOf is the routing table a gateway's client makes of snap.
 func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
 	t.Helper()
-	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, endpoints: map[string][]string{}}
+	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
 	for _, typ := range []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType} {
 		resp := &discoverypb.DiscoveryResponse{TypeUrl: typ}
 		for _, r := range snap.GetResources(typ) {

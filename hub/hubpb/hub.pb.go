@@ -1314,9 +1314,12 @@ type StatusResponse struct {
 	DeadAfterMs   int64                  `protobuf:"varint,4,opt,name=dead_after_ms,json=deadAfterMs,proto3" json:"dead_after_ms,omitempty"`
 	ExpireAfterMs int64                  `protobuf:"varint,5,opt,name=expire_after_ms,json=expireAfterMs,proto3" json:"expire_after_ms,omitempty"`
 	// Trust domains imported from outside the federation.
-	External      []*ExternalTrustDomain `protobuf:"bytes,6,rep,name=external,proto3" json:"external,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	External []*ExternalTrustDomain `protobuf:"bytes,6,rep,name=external,proto3" json:"external,omitempty"`
+	// Surprises in this control plane's locality policies (DestinationRules)
+	// and in the endpoints they apply to. Only a control plane sets them.
+	PolicyWarnings []*PolicyWarning `protobuf:"bytes,7,rep,name=policy_warnings,json=policyWarnings,proto3" json:"policy_warnings,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1391,6 +1394,84 @@ func (x *StatusResponse) GetExternal() []*ExternalTrustDomain {
 	return nil
 }
 
+func (x *StatusResponse) GetPolicyWarnings() []*PolicyWarning {
+	if x != nil {
+		return x.PolicyWarnings
+	}
+	return nil
+}
+
+type PolicyWarning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The DestinationRule as namespace/name; empty for a service without one.
+	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The service host the warning is about, if any.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// Where in the rule's spec, if anywhere.
+	Field         string `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyWarning) Reset() {
+	*x = PolicyWarning{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyWarning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyWarning) ProtoMessage() {}
+
+func (x *PolicyWarning) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyWarning.ProtoReflect.Descriptor instead.
+func (*PolicyWarning) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PolicyWarning) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *PolicyWarning) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *PolicyWarning) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *PolicyWarning) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ExternalTrustDomain struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TrustDomain    string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
@@ -1404,7 +1485,7 @@ type ExternalTrustDomain struct {
 
 func (x *ExternalTrustDomain) Reset() {
 	*x = ExternalTrustDomain{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1497,7 @@ func (x *ExternalTrustDomain) String() string {
 func (*ExternalTrustDomain) ProtoMessage() {}
 
 func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1510,7 @@ func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalTrustDomain.ProtoReflect.Descriptor instead.
 func (*ExternalTrustDomain) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExternalTrustDomain) GetTrustDomain() string {
@@ -1559,14 +1640,20 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"rootExpiry\x12%\n" +
 	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\x12\x1f\n" +
 	"\vapi_address\x18\x10 \x01(\tR\n" +
-	"apiAddress\"\x94\x02\n" +
+	"apiAddress\"\xdd\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12:\n" +
 	"\bclusters\x18\x02 \x03(\v2\x1e.federate.hub.v1.ClusterStatusR\bclusters\x12$\n" +
 	"\x0estale_after_ms\x18\x03 \x01(\x03R\fstaleAfterMs\x12\"\n" +
 	"\rdead_after_ms\x18\x04 \x01(\x03R\vdeadAfterMs\x12&\n" +
 	"\x0fexpire_after_ms\x18\x05 \x01(\x03R\rexpireAfterMs\x12@\n" +
-	"\bexternal\x18\x06 \x03(\v2$.federate.hub.v1.ExternalTrustDomainR\bexternal\"\xac\x01\n" +
+	"\bexternal\x18\x06 \x03(\v2$.federate.hub.v1.ExternalTrustDomainR\bexternal\x12G\n" +
+	"\x0fpolicy_warnings\x18\a \x03(\v2\x1e.federate.hub.v1.PolicyWarningR\x0epolicyWarnings\"g\n" +
+	"\rPolicyWarning\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xac\x01\n" +
 	"\x13ExternalTrustDomain\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12'\n" +
@@ -1600,7 +1687,7 @@ func file_hub_hubpb_hub_proto_rawDescGZIP() []byte {
 	return file_hub_hubpb_hub_proto_rawDescData
 }
 
-var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*JoinRequest)(nil),             // 0: federate.hub.v1.JoinRequest
 	(*JoinResponse)(nil),            // 1: federate.hub.v1.JoinResponse
@@ -1626,51 +1713,53 @@ var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*StatusRequest)(nil),           // 21: federate.hub.v1.StatusRequest
 	(*ClusterStatus)(nil),           // 22: federate.hub.v1.ClusterStatus
 	(*StatusResponse)(nil),          // 23: federate.hub.v1.StatusResponse
-	(*ExternalTrustDomain)(nil),     // 24: federate.hub.v1.ExternalTrustDomain
-	nil,                             // 25: federate.hub.v1.VersionVector.VersionsEntry
-	(*registrypb.SignedRecord)(nil), // 26: federate.registry.v1.SignedRecord
-	(*registrypb.Version)(nil),      // 27: federate.registry.v1.Version
+	(*PolicyWarning)(nil),           // 24: federate.hub.v1.PolicyWarning
+	(*ExternalTrustDomain)(nil),     // 25: federate.hub.v1.ExternalTrustDomain
+	nil,                             // 26: federate.hub.v1.VersionVector.VersionsEntry
+	(*registrypb.SignedRecord)(nil), // 27: federate.registry.v1.SignedRecord
+	(*registrypb.Version)(nil),      // 28: federate.registry.v1.Version
 }
 var file_hub_hubpb_hub_proto_depIdxs = []int32{
-	26, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
-	27, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
-	25, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
+	27, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
+	28, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
+	26, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
 	8,  // 3: federate.hub.v1.SubscribeRequest.known:type_name -> federate.hub.v1.VersionVector
-	26, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
+	27, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
 	11, // 5: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
 	12, // 6: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
-	27, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
+	28, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
 	8,  // 8: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	26, // 9: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	27, // 10: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	27, // 9: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	28, // 10: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
 	22, // 11: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	24, // 12: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
-	27, // 13: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 14: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 15: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 16: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 17: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 18: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	13, // 19: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
-	15, // 20: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
-	17, // 21: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
-	19, // 22: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	21, // 23: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 24: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 25: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 26: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 27: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 28: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	14, // 29: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
-	16, // 30: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
-	18, // 31: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
-	20, // 32: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	23, // 33: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	24, // [24:34] is the sub-list for method output_type
-	14, // [14:24] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	25, // 12: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	24, // 13: federate.hub.v1.StatusResponse.policy_warnings:type_name -> federate.hub.v1.PolicyWarning
+	28, // 14: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 15: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 16: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 17: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 18: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 19: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	13, // 20: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	15, // 21: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	17, // 22: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	19, // 23: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	21, // 24: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 25: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 26: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 27: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 28: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	10, // 29: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	14, // 30: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	16, // 31: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	18, // 32: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	20, // 33: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	23, // 34: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	25, // [25:35] is the sub-list for method output_type
+	15, // [15:25] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
@@ -1684,7 +1773,7 @@ func file_hub_hubpb_hub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hub_hubpb_hub_proto_rawDesc), len(file_hub_hubpb_hub_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

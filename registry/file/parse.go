@@ -25,6 +25,9 @@ import (
 const (
 	kindServiceEntry  = "ServiceEntry"
 	kindWorkloadEntry = "WorkloadEntry"
+	// kindDestinationRule documents share the directory; the control
+	// plane reads them as locality policies.
+	kindDestinationRule = "DestinationRule"
 
 	// defaultNamespace is the namespace of an object that names none.
 	defaultNamespace = "default"
@@ -181,6 +184,9 @@ func parseDocument(text []byte, first int) (*Document, error) {
 	var apiVersion, kind string
 	if err := decodeField(top, "kind", &kind); err != nil {
 		return nil, err
+	}
+	if kind == kindDestinationRule {
+		return nil, nil
 	}
 	if kind != kindServiceEntry && kind != kindWorkloadEntry {
 		if kind == "" {

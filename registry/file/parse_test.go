@@ -61,6 +61,16 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "DestinationRules are left to the control plane",
+			data: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: vm}\nspec: {host: vm.example.internal}\n" +
+				"--- {apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n",
+			want: []*Document{{
+				File: "vm.yaml", Index: 2, Line: 5,
+				Name: "vm-2", Namespace: "default",
+				WorkloadEntry: &networkingpb.WorkloadEntry{Address: "::1"},
+			}},
+		},
+		{
 			name:    "error names the file and document",
 			data:    "---\n# first\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\n",
 			wantErr: `file: vm.yaml: document 1 (line 4): unknown kind "Gateway"`,

@@ -1,0 +1,94 @@
+package xds
+
+import (
+	"testing"
+
+	"github.com/federate/federate/locality"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+)
+
+// The gateway's routes follow the locality priorities of its snapshot:
+// the endpoint in the gateway's own zone takes every connection while it
+// is healthy, the other zone's is the connect-retry fallback, and when
+// the own zone is unhealthy the other zone takes over.
+func TestRoutesFollowPriorities(t *testing.T) {
+	svc := func(health registrypb.Health) *registry.Service {
+		return &registry.Service{
+			Hostname: "order.shop.svc.cluster.local",
+			Ports:    []*registry.Port{{Name: "http", Number: 8080}},
+			Endpoints: []*registry.Endpoint{
+				{Address: "10.0.0.1", Ports: map[string]uint32{"http": 80}, Network: "n", Health: health,
+					Locality: &registry.Locality{Region: "r", Zone: "a"}},
+				{Address: "10.0.0.2", Ports: map[string]uint32{"http": 80}, Network: "n", Health: registrypb.Health_HEALTHY,
+					Locality: &registry.Locality{Region: "r", Zone: "b"}},
+			},
+		}
+	}
+	name := ClusterName(8080, "", "order.shop.svc.cluster.local")
+	routes := &Routes{}
+	build := func(health registrypb.Health) {
+		snap, err := Build(Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
+			Services: []*registry.Service{svc(health)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes.Set(tableOf(t, snap))
+	}
+
+	build(registrypb.Health_HEALTHY)
+	for range 100 {
+		r, err := routes.Route(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Endpoints) != 2 || r.Endpoints[0] != "10.0.0.1:80" || r.Endpoints[1] != "10.0.0.2:80" {
+			t.Fatalf("route %v, want the own zone first and the other zone as fallback", r.Endpoints)
+		}
+	}
+
+	build(registrypb.Health_UNHEALTHY)
+	for range 100 {
+		r, err := routes.Route(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Endpoints) != 1 || r.Endpoints[0] != "10.0.0.2:80" {
+			t.Fatalf("route %v with the own zone unhealthy, want only the other zone", r.Endpoints)
+		}
+	}
+}
+
+// A DestinationRule's distribute weights reach the gateway's picks.
+func TestRoutesFollowDistribute(t *testing.T) {
+	rules, err := locality.ParseDestinationRules([]byte(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: order, namespace: shop}
+spec:
+  host: order.shop.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {localityLbSetting: {distribute: [{from: "r/a/*", to: {"r/a/*": 80, "r/b/*": 20}}]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &registry.Service{
+		Hostname: "order.shop.svc.cluster.local",
+		Ports:    []*registry.Port{{Name: "http", Number: 8080}},
+		Endpoints: []*registry.Endpoint{
+			{Address: "10.0.0.1", Ports: map[string]uint32{"http": 80}, Network: "n", Locality: &registry.Locality{Region: "r", Zone: "a"}},
+			{Address: "10.0.0.2", Ports: map[string]uint32{"http": 80}, Network: "n", Locality: &registry.Locality{Region: "r", Zone: "b"}},
+		},
+	}
+	snap, err := Build(Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
+		Services: []*registry.Service{svc},
+		Policy:   func(string, string, uint32) locality.Policy { return rules[0].Policy("", 8080) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := tableOf(t, snap)
+	shares := table.Pickers[ClusterName(8080, "", svc.Hostname)].Shares()
+	if a, b := shares["10.0.0.1:80"], shares["10.0.0.2:80"]; a < 0.79 || a > 0.81 || b < 0.19 || b > 0.21 {
+		t.Fatalf("shares %v, want 80/20 as distributed", shares)
+	}
+}

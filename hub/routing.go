@@ -1,0 +1,427 @@
+package hub
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/locality"
+)
+
+// DefaultRulesInterval is how often the config directory is read for
+// changed DestinationRules.
+const DefaultRulesInterval = 2 * time.Second
+
+// coalesceDelay gathers a burst of registry changes into one build; a
+// gateway's change of state is built at once.
+const coalesceDelay = 50 * time.Millisecond
+
+// RoutingConfig configures what a control plane tells its gateways and
+// its clients.
+type RoutingConfig struct {
+	// Member is the control plane's view of the federation; it must be
+	// serving (Ready) before Run.
+	Member *Member
+	// Server serves the snapshots (gateways and clients are told apart by
+	// node ID, see xds.ClientNodePrefix).
+	Server *xds.Server
+	// Network and Locality are the cluster's, its gateways' and its
+	// clients'; by default those the member publishes in its ClusterInfo.
+	Network  string
+	Locality locality.Locality
+	// Internal returns the gateway's internal names and the local
+	// addresses they route to; it is called at every build.
+	Internal func() map[sni.Component]string
+	// ConfigDir holds DestinationRule YAML, among other kinds; empty
+	// means no rules.
+	ConfigDir     string
+	RulesInterval time.Duration
+	Probe         ProbeConfig
+	Logger        *slog.Logger
+}
+
+// Routing keeps the gateways' and the clients' xDS current: a pure build
+// from the registry view, the DestinationRules and the failure domains
+// (gossip liveness and active probes of every remote gateway), redone on
+// every change of any of them.
+type Routing struct {
+	cfg    RoutingConfig
+	log    *slog.Logger
+	prober *gatewayProber
+
+	mu       sync.Mutex // guards the fields below
+	warnings []*hubpb.PolicyWarning
+	clients  *xds.Clients // the last clients' configuration served
+	built    uint64       // snapshots built; the version of the next
+}
+
+// NewRouting checks cfg; it does no I/O.
+func NewRouting(cfg RoutingConfig) (*Routing, error) {
+	if cfg.Member == nil || cfg.Server == nil {
+		return nil, errors.New("hub: routing needs a member and an xDS server")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RulesInterval <= 0 {
+		cfg.RulesInterval = DefaultRulesInterval
+	}
+	log := cfg.Logger.With("component", "routing")
+	return &Routing{cfg: cfg, log: log, prober: newGatewayProber(cfg.Probe, log)}, nil
+}
+
+// PolicyWarnings returns what status shows about locality policies and
+// failure domains.
+func (r *Routing) PolicyWarnings() []*hubpb.PolicyWarning {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.warnings
+}
+
+// Clients returns the clients' configuration last served, or nil.
+func (r *Routing) Clients() *xds.Clients {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clients
+}
+
+// Run rebuilds the configuration on every change until ctx is done.
+func (r *Routing) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	probed := make(chan error, 1)
+	go func() { probed <- r.prober.Run(ctx) }()
+	defer func() { cancel(); <-probed }()
+
+	tick := time.NewTicker(r.cfg.RulesInterval)
+	defer tick.Stop()
+	coalesce := time.NewTimer(coalesceDelay)
+	defer coalesce.Stop()
+	var rules ruleSet
+	var lastFiles []byte
+	lastErr := "none read yet"
+	changed := func(files []byte, err error) bool {
+		return errString(err) != lastErr || !bytes.Equal(files, lastFiles)
+	}
+	for {
+		// Take the change channels before reading, so no change is missed.
+		memberChanged, probeChanged := r.cfg.Member.Changed(), r.prober.changes()
+		if files, err := r.readRules(); changed(files, err) {
+			rules = r.loadRules(files, err, rules)
+			lastFiles, lastErr = files, errString(err)
+		}
+		if err := r.build(ctx, rules); err != nil {
+			r.log.Error("routing configuration not updated", "err", err)
+		}
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-memberChanged:
+				coalesce.Reset(coalesceDelay)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-coalesce.C:
+				}
+				waiting = false
+			case <-probeChanged:
+				waiting = false
+			case <-tick.C:
+				files, err := r.readRules()
+				waiting = !changed(files, err)
+			}
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ruleSet is the loaded DestinationRules.
+type ruleSet struct {
+	rules   []*locality.Rule // sorted by namespace/name
+	loadErr string           // why the last read failed; the rules are the last good ones
+}
+
+// readRules returns the concatenated YAML files of the config directory,
+// each preceded by its name, in name order.
+func (r *Routing) readRules() ([]byte, error) {
+	if r.cfg.ConfigDir == "" {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(r.cfg.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if strings.HasPrefix(e.Name(), ".") || ext != ".yaml" && ext != ".yml" || e.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(r.cfg.ConfigDir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&out, "\x00%s\x00", e.Name())
+		out.Write(data)
+	}
+	return out.Bytes(), nil
+}
+
+// loadRules parses what readRules returned; on any error the previous
+// rules stay in force and status says why.
+func (r *Routing) loadRules(files []byte, readErr error, prev ruleSet) ruleSet {
+	if readErr != nil {
+		prev.loadErr = fmt.Sprintf("reading %s: %v", r.cfg.ConfigDir, readErr)
+		return prev
+	}
+	var rules []*locality.Rule
+	parts := bytes.Split(files, []byte{0})
+	for i := 1; i+1 < len(parts); i += 2 {
+		name, data := string(parts[i]), parts[i+1]
+		rs, err := locality.ParseDestinationRulesIn(data)
+		if err != nil {
+			prev.loadErr = fmt.Sprintf("%s: %v; the DestinationRules loaded before stay in force", name, err)
+			r.log.Warn("DestinationRules not loaded", "file", name, "err", err)
+			return prev
+		}
+		rules = append(rules, rs...)
+	}
+	slices.SortStableFunc(rules, func(a, b *locality.Rule) int { return cmp.Compare(a.Ref(), b.Ref()) })
+	if len(rules) > 0 || len(prev.rules) > 0 {
+		r.log.Info("DestinationRules loaded", "rules", len(rules))
+	}
+	return ruleSet{rules: rules}
+}
+
+// ruleHost is the FQDN a rule's host names: a short name is in the rule's
+// namespace, as in Istio.
+func ruleHost(rule *locality.Rule) string {
+	if strings.Contains(rule.Host, ".") || rule.Host == "*" {
+		return rule.Host
+	}
+	return rule.Host + "." + rule.Namespace + ".svc.cluster.local"
+}
+
+// ruleFor returns the rule for a service host: an exact host wins over a
+// wildcard, a longer wildcard over a shorter, then the first by name.
+func (rs ruleSet) ruleFor(host string) *locality.Rule {
+	var best *locality.Rule
+	bestLen := -1
+	for _, rule := range rs.rules {
+		h := ruleHost(rule)
+		n := -1
+		switch {
+		case h == host:
+			n = len(h) + 1
+		case h == "*":
+			n = 0
+		case strings.HasPrefix(h, "*.") && strings.HasSuffix(host, h[1:]):
+			n = len(h)
+		}
+		if n > bestLen {
+			best, bestLen = rule, n
+		}
+	}
+	return best
+}
+
+// build renders and serves both snapshots and the warnings.
+func (r *Routing) build(ctx context.Context, rules ruleSet) error {
+	m := r.cfg.Member
+	self := m.cfg.Cluster
+	network, loc := r.cfg.Network, r.cfg.Locality
+	if info := m.ownInfo(); info != nil {
+		network = cmp.Or(network, info.GetNetwork())
+		if loc.IsZero() {
+			loc = locality.FromProto(info.GetLocality())
+		}
+	}
+	var internal map[sni.Component]string
+	if r.cfg.Internal != nil {
+		internal = r.cfg.Internal()
+	}
+	var views []xds.ClusterView
+	var gateways []string
+	gatewayOf := make(map[string]string) // gateway address -> cluster
+	for _, sum := range m.set.Summaries() {
+		views = append(views, xds.ClusterView{Name: sum.Cluster, Info: sum.Info, Services: m.Services(sum.Cluster)})
+		if sum.Cluster == self {
+			continue
+		}
+		for _, gw := range sum.Info.GetGateways() {
+			addr := net.JoinHostPort(gw.GetAddress(), strconv.FormatUint(uint64(cmp.Or(gw.GetPort(), locality.DefaultGatewayPort)), 10))
+			gateways = append(gateways, addr)
+			gatewayOf[addr] = sum.Cluster
+		}
+	}
+	r.prober.setTargets(gateways)
+
+	subsets := make(map[string][]xds.Subset)
+	hosts := make(map[string]*locality.Rule)
+	for _, v := range views {
+		for _, svc := range v.Services {
+			h := svc.GetHostname()
+			if _, ok := hosts[h]; ok {
+				continue
+			}
+			rule := rules.ruleFor(h)
+			hosts[h] = rule
+			if rule == nil {
+				continue
+			}
+			for _, s := range rule.Spec.GetSubsets() {
+				subsets[h] = append(subsets[h], xds.Subset{Name: s.GetName(), Labels: s.GetLabels()})
+			}
+		}
+	}
+	clientPolicy := func(host, subset string, port uint32) locality.Policy {
+		if rule := hosts[host]; rule != nil {
+			return rule.Policy(subset, port)
+		}
+		return locality.DefaultPolicy()
+	}
+	// The gateway's clusters always eject failing endpoints, so failover
+	// applies there even when the rule has no outlierDetection.
+	gatewayPolicy := func(host, subset string, port uint32) locality.Policy {
+		if rule := hosts[host]; rule != nil {
+			p := rule.Policy(subset, port)
+			p.OutlierDetection = true
+			return p
+		}
+		return xds.GatewayPolicy()
+	}
+
+	r.mu.Lock()
+	r.built++
+	version := strconv.FormatUint(r.built, 10)
+	r.mu.Unlock()
+	gw, err := xds.Build(xds.Input{
+		Version: version, Network: network, Services: m.Services(self), Subsets: subsets,
+		Cluster: self, Internal: internal, Locality: loc, Policy: gatewayPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	clients, err := xds.BuildClients(xds.ClientsInput{
+		Version: version, Cluster: self, Network: network, Locality: loc,
+		Views: views, Subsets: subsets, Policy: clientPolicy,
+		ClusterDown: func(c string) bool { st, _ := m.live.state(c, m.cfg.Now()); return Unhealthy(st) },
+		GatewayDown: r.prober.isDown,
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.cfg.Server.Update(ctx, gw); err != nil {
+		return err
+	}
+	if err := r.cfg.Server.UpdateClients(ctx, clients.Snapshot); err != nil {
+		return err
+	}
+	r.setWarnings(rules, hosts, clients, gatewayOf)
+	r.mu.Lock()
+	r.clients = clients
+	r.mu.Unlock()
+	return nil
+}
+
+// setWarnings collects what status shows: rules that failed to load,
+// surprises in the rules (static and against the endpoints clients see),
+// endpoints clients cannot use, and gateways that are down.
+func (r *Routing) setWarnings(rules ruleSet, hosts map[string]*locality.Rule, clients *xds.Clients, gatewayOf map[string]string) {
+	var out []*hubpb.PolicyWarning
+	seen := make(map[string]bool)
+	add := func(w *hubpb.PolicyWarning) {
+		key := w.GetRule() + "\x00" + w.GetHost() + "\x00" + w.GetField() + "\x00" + w.GetMessage()
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, w)
+		}
+	}
+	if rules.loadErr != "" {
+		add(&hubpb.PolicyWarning{Message: "DestinationRules not loaded: " + rules.loadErr})
+	}
+	used := make(map[*locality.Rule][]string)
+	for h, rule := range hosts {
+		if rule != nil {
+			used[rule] = append(used[rule], h)
+		}
+	}
+	for _, rule := range rules.rules {
+		for _, w := range rule.Warnings {
+			add(&hubpb.PolicyWarning{Rule: rule.Ref(), Field: w.Field, Message: w.Message})
+		}
+		served := used[rule]
+		if len(served) == 0 {
+			add(&hubpb.PolicyWarning{Rule: rule.Ref(), Field: "spec.host", Message: fmt.Sprintf(
+				"host %q matches no service of the federation (or a more specific rule wins), so this rule applies nowhere", rule.Host)})
+			continue
+		}
+		slices.Sort(served)
+		for _, h := range served {
+			for _, w := range rule.Check(clientEndpoints(clients, h)) {
+				add(&hubpb.PolicyWarning{Rule: rule.Ref(), Host: h, Field: w.Field, Message: w.Message})
+			}
+		}
+	}
+	for _, cw := range clients.Warnings {
+		ref := ""
+		if rule := hosts[cw.Host]; rule != nil {
+			ref = rule.Ref()
+		}
+		field := cw.Warning.Field
+		if cw.Subset != "" {
+			field = strings.TrimSuffix("subset "+cw.Subset+": "+field, ": ")
+		}
+		add(&hubpb.PolicyWarning{Rule: ref, Host: cw.Host, Field: field, Message: cw.Warning.Message})
+	}
+	for _, addr := range r.prober.downList() {
+		add(&hubpb.PolicyWarning{Message: fmt.Sprintf(
+			"gateway %s of cluster %s misses its probes: clients treat the endpoints behind it as unhealthy", addr, gatewayOf[addr])})
+	}
+	r.mu.Lock()
+	r.warnings = out
+	r.mu.Unlock()
+}
+
+// clientEndpoints lists the endpoints clients see for host (every port,
+// without subsets), once each.
+func clientEndpoints(clients *xds.Clients, host string) []locality.Endpoint {
+	var out []locality.Endpoint
+	seen := make(map[string]bool)
+	for name, prio := range clients.Priorities {
+		s, err := sni.ParseIstio(name)
+		if err != nil || s.Host != host || s.Subset != "" {
+			continue
+		}
+		for _, g := range prio.Groups {
+			for _, e := range g.Endpoints {
+				if hp := e.HostPort(); !seen[hp] {
+					seen[hp] = true
+					out = append(out, e)
+				}
+			}
+		}
+	}
+	return out
+}
