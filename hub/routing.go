@@ -65,8 +65,9 @@ type Routing struct {
 
 	mu       sync.Mutex // guards the fields below
 	warnings []*hubpb.PolicyWarning
-	clients  *xds.Clients // the last clients' configuration served
-	built    uint64       // snapshots built; the version of the next
+	clients  *xds.Clients              // the last clients' configuration served
+	rules    map[string]*locality.Rule // by host, as last built
+	built    uint64                    // snapshots built; the version of the next
 }
 
 // NewRouting checks cfg; it does no I/O.
@@ -90,6 +91,21 @@ func (r *Routing) PolicyWarnings() []*hubpb.PolicyWarning {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.warnings
+}
+
+// AgentPolicy is the locality policy VM agents apply to host's port: its
+// DestinationRule's, with outlier detection on since a sidecar moves to
+// another target whenever a connect fails; AgentPolicy without a rule.
+func (r *Routing) AgentPolicy(host string, port uint32) locality.Policy {
+	r.mu.Lock()
+	rule := r.rules[host]
+	r.mu.Unlock()
+	if rule == nil {
+		return AgentPolicy()
+	}
+	p := rule.Policy("", port)
+	p.OutlierDetection = true
+	return p
 }
 
 // Clients returns the clients' configuration last served, or nil.
@@ -340,7 +356,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	}
 	r.setWarnings(rules, hosts, clients, gatewayOf)
 	r.mu.Lock()
-	r.clients = clients
+	r.clients, r.rules = clients, hosts
 	r.mu.Unlock()
 	return nil
 }

@@ -148,10 +148,6 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			return err
 		}
 	}
-	workloads, err = hub.NewWorkloads(hub.WorkloadsConfig{Member: member, Store: st, ConfigDir: configDir, Grace: vmGrace, SVIDTTL: vmSVIDTTL, Logger: log})
-	if err != nil {
-		return err
-	}
 	// DestinationRules come from the config directory too.
 	routing, err = hub.NewRouting(hub.RoutingConfig{
 		Member: member, Server: gatewayConfig, Network: network, ConfigDir: configDir, Logger: log,
@@ -162,6 +158,11 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			}
 		},
 	})
+	if err != nil {
+		return err
+	}
+	workloads, err = hub.NewWorkloads(hub.WorkloadsConfig{Member: member, Store: st, ConfigDir: configDir, Grace: vmGrace, SVIDTTL: vmSVIDTTL, Logger: log,
+		Policy: routing.AgentPolicy})
 	if err != nil {
 		return err
 	}
@@ -178,12 +179,22 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	case err := <-errc:
 		return err
 	}
+	// On Kubernetes, connected VMs get WorkloadEntries in the cluster's API.
+	vmEntries := make(chan []hub.EntryStatus, 1)
+	if ks, ok := source.(*kubeSource); ok {
+		go ks.mirrorWorkloads(ctx, vmEntries)
+	}
 	// The file source and the VM agents' entries both change the slice.
 	var publishMu sync.Mutex
 	publish := func(services []*registry.Service) {
 		publishMu.Lock()
 		defer publishMu.Unlock()
 		services = workloads.Merge(services)
+		select { // the newest set replaces one not yet mirrored
+		case <-vmEntries:
+		default:
+		}
+		vmEntries <- connected(workloads.Entries())
 		uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
 		defer ucancel()
 		// Routing rebuilds the gateways' configuration on the change.
@@ -210,6 +221,17 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		cancel()
 	}
 	return runErr
+}
+
+// connected keeps the entries whose agents are connected now.
+func connected(entries []hub.EntryStatus) []hub.EntryStatus {
+	var out []hub.EntryStatus
+	for _, e := range entries {
+		if e.Connected {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // internalAddr is where the gateway reaches a local listener at addr.

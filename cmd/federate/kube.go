@@ -378,3 +378,42 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 		s.log.Info("saved the renewed cluster credential", "secret", s.flags.secretRef())
 	}
 }
+
+// mirrorWorkloads keeps a WorkloadEntry in the cluster's API for every
+// connected VM agent, as Istio's auto-registration does, and deletes the
+// entries of agents that left. Changes arrive on entries; the latest set
+// wins. Failures are logged and retried on the next change.
+func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []hub.EntryStatus) {
+	mirrored := map[kube.Workload]bool{}
+	for {
+		var want []hub.EntryStatus
+		select {
+		case <-ctx.Done():
+			return
+		case want = <-entries:
+		}
+		keep := map[kube.Workload]bool{}
+		for _, e := range want {
+			w := kube.Workload{Namespace: e.Namespace, Group: e.Group, Address: e.Address}
+			keep[w] = true
+			if mirrored[w] {
+				continue
+			}
+			if _, err := s.source.RegisterWorkload(ctx, w); err != nil {
+				s.log.Warn("write the VM's WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
+				continue
+			}
+			mirrored[w] = true
+		}
+		for w := range mirrored {
+			if keep[w] {
+				continue
+			}
+			if err := s.source.UnregisterWorkload(ctx, w); err != nil {
+				s.log.Warn("delete the VM's WorkloadEntry", "group", w.Namespace+"/"+w.Group, "address", w.Address, "err", err)
+				continue
+			}
+			delete(mirrored, w)
+		}
+	}
+}

@@ -33,6 +33,7 @@ func coffeeShop(c cluster) string {
 	var b strings.Builder
 	b.WriteString("# The coffee shop's services in cluster " + c.Name + ".\n")
 	seen := map[string]bool{}
+	b.WriteString(paymentPolicy)
 	for _, name := range placement(c) {
 		if seen[name] {
 			continue
@@ -42,6 +43,25 @@ func coffeeShop(c cluster) string {
 	}
 	return b.String()
 }
+
+// paymentPolicy is the coffee shop's locality policy, the same in every
+// cluster: payment stays in its caller's locality while it is healthy,
+// and east and west fail over to each other before going to Europe.
+const paymentPolicy = `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: payment, namespace: shop}
+spec:
+  host: payment.shop.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        enabled: true
+        failover:
+        - {from: us-east, to: us-west}
+        - {from: us-west, to: us-east}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s}
+`
 
 // coffeeShopService is the exported ServiceEntry of one coffee-shop service.
 func coffeeShopService(name string) string {

@@ -247,7 +247,7 @@ func (v *verifier) localFirst(ctx context.Context, order WorkloadState) StepResu
 
 // instancesFail: east's payment instances stop; payment fails over.
 func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepResult {
-	r := StepResult{Step: "payment in east stops", Expected: "calls fail over to another region within 10 s"}
+	r := StepResult{Step: "payment in east stops", Expected: "calls fail over to us-west, as payment's DestinationRule says"}
 	l := startLoad(ctx, v.st, order, "payment")
 	defer l.end()
 	time.Sleep(500 * time.Millisecond)
@@ -269,13 +269,13 @@ func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepR
 	v.failedTo = last[len(last)-1].cluster
 	r.Took = moved.Sub(start)
 	r.Happened = fmt.Sprintf("moved to %s after %s; %s", v.failedTo, r.Took.Round(time.Millisecond), describe(by))
-	r.OK = true
+	r.OK = v.failedTo == "west" && by["central"] == 0
 	return r
 }
 
 // gatewayDies: the gateway of the cluster now serving payment dies.
 func (v *verifier) gatewayDies(ctx context.Context, order WorkloadState) StepResult {
-	r := StepResult{Step: "a cluster's gateway dies", Expected: "payment moves to the remaining cluster within 3 s"}
+	r := StepResult{Step: "west's gateway dies", Expected: "payment moves to central within 3 s"}
 	c := v.st.cluster(v.failedTo)
 	if c == nil {
 		r.Happened = "skipped: payment did not fail over"

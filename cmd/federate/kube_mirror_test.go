@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	networkingpb "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/internal/kubetest"
+	"github.com/federate/federate/registry/kube"
+)
+
+// Connected VM agents get WorkloadEntries in the cluster's API, and lose
+// them when they leave.
+func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
+	c := kubetest.Start(t, "east")[0]
+	c.InstallCRDs(t)
+	c.EnsureNamespace(t, "shop", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	istio, err := istioclient.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = istio.NetworkingV1().WorkloadGroups("shop").Create(ctx, &networkingv1.WorkloadGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: "barista", Namespace: "shop"},
+		Spec: networkingpb.WorkloadGroup{
+			Metadata: &networkingpb.WorkloadGroup_ObjectMeta{Labels: map[string]string{"app": "barista"}},
+			Template: &networkingpb.WorkloadEntry{ServiceAccount: "barista"},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := kube.New(kube.Config{Cluster: "east", Kube: c.Config, Network: "net-east", TrustDomain: "east.shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := &kubeSource{source: src, cluster: "east", log: slog.New(slog.DiscardHandler)}
+	entries := make(chan []hub.EntryStatus, 1)
+	go ks.mirrorWorkloads(ctx, entries)
+
+	entry := func() error {
+		_, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
+		return err
+	}
+	entries <- []hub.EntryStatus{{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}}
+	waitFor(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
+	entries <- nil
+	waitFor(t, 20*time.Second, "the WorkloadEntry gone after the agent left", func() error {
+		if err := entry(); !apierrors.IsNotFound(err) {
+			return errors.New("the WorkloadEntry is still there")
+		}
+		return nil
+	})
+}
