@@ -374,13 +374,7 @@ func (v *verifier) hubDown(ctx context.Context, _ WorkloadState) StepResult {
 		}
 		return true
 	})
-	r.Took = time.Since(start)
-	r.OK = ok
-	r.Happened = fmt.Sprintf("seen by east, west and central after %s", r.Took.Round(time.Millisecond))
-	if !ok {
-		r.Happened = "not everywhere after 10 s"
-	}
-	return r
+	return r.finish(start, ok, "seen by east, west and central after %s", "not everywhere after 10 s")
 }
 
 // hubBack: the restarted hub resyncs from its file and the members.
@@ -393,11 +387,16 @@ func (v *verifier) hubBack(ctx context.Context, _ WorkloadState) StepResult {
 	}
 	want := v.servicesOf(ctx, "west", "west")
 	ok := v.until(ctx, 10*time.Second, func() bool { return v.servicesOf(ctx, "", "west") == want })
-	r.Took = time.Since(start)
-	r.OK = ok
-	r.Happened = fmt.Sprintf("resynced after %s", r.Took.Round(time.Millisecond))
+	return r.finish(start, ok, "resynced after %s", "not resynced after 10 s")
+}
+
+// finish records how a step that waited for a condition ended: done says
+// after how long (a %s), failed what did not happen.
+func (r StepResult) finish(start time.Time, ok bool, done, failed string) StepResult {
+	r.Took, r.OK = time.Since(start), ok
+	r.Happened = fmt.Sprintf(done, r.Took.Round(time.Millisecond))
 	if !ok {
-		r.Happened = "not resynced after 10 s"
+		r.Happened = failed
 	}
 	return r
 }
