@@ -97,6 +97,9 @@ func TestGatewayRefuses(t *testing.T) {
 			write(hello[:len(hello)/2])(t, c)
 			c.CloseWrite()
 		}},
+		{name: "closed without a byte", want: RefusedNoData, send: func(t *testing.T, c *net.TCPConn) {
+			c.CloseWrite()
+		}},
 		{name: "no endpoint accepts", want: RefusedNoUpstream, route: &Route{Endpoints: []string{closedPort(t)}}, send: write(hello)},
 		{name: "no endpoints", want: RefusedNoUpstream, route: &Route{}, send: write(hello)},
 	}

@@ -3,6 +3,7 @@ package eastwest
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -79,7 +80,7 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 
 	n, hello, err := g.readHello(client, *bufp)
 	if err != nil {
-		g.refuse(client, refusalFor(err), "", err)
+		g.refuse(client, refusalFor(err, n), "", err)
 		return nil, false
 	}
 	if hello.ServerName == "" {
@@ -141,9 +142,11 @@ func (g *Gateway) readHello(c *net.TCPConn, buf []byte) (int, sni.ClientHello, e
 	}
 }
 
-// refusalFor classifies an error from readHello.
-func refusalFor(err error) Refusal {
+// refusalFor classifies an error from readHello after n bytes.
+func refusalFor(err error, n int) Refusal {
 	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return RefusedNoData
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return RefusedHelloTimeout
 	case errors.Is(err, sni.ErrTooLarge):

@@ -18,6 +18,9 @@ const (
 	RefusedHelloTimeout
 	// RefusedHelloIncomplete: the client closed or reset the connection mid-hello.
 	RefusedHelloIncomplete
+	// RefusedNoData: the client closed without sending a byte, as TCP
+	// health checks (the control planes' gateway probes) do.
+	RefusedNoData
 	// RefusedNoSNI: the hello names no server.
 	RefusedNoSNI
 	// RefusedUnknownSNI: the Router does not route the name; never an open relay.
@@ -36,6 +39,7 @@ var refusalNames = [numRefusals]string{
 	RefusedHelloTooLarge:   "hello_too_large",
 	RefusedHelloTimeout:    "hello_timeout",
 	RefusedHelloIncomplete: "hello_incomplete",
+	RefusedNoData:          "no_data",
 	RefusedNoSNI:           "no_sni",
 	RefusedUnknownSNI:      "unknown_sni",
 	RefusedRouteError:      "route_error",
