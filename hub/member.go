@@ -440,6 +440,13 @@ func (m *Member) notifyLocked() {
 	m.changed = make(chan struct{})
 }
 
+// touch wakes everything waiting on Changed without changing the view.
+func (m *Member) touch() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notifyLocked()
+}
+
 // Changed returns a channel that is closed at the next change of the view.
 func (m *Member) Changed() <-chan struct{} {
 	m.mu.Lock()

@@ -136,12 +136,19 @@ func (r *Routing) Run(ctx context.Context) error {
 	for {
 		// Take the change channels before reading, so no change is missed.
 		memberChanged, probeChanged := r.cfg.Member.Changed(), r.prober.changes()
+		reloaded := false
 		if files, err := r.readRules(); changed(files, err) {
 			rules = r.loadRules(files, err, rules)
 			lastFiles, lastErr = files, errString(err)
+			reloaded = true
 		}
 		if err := r.build(ctx, rules); err != nil {
 			r.log.Error("routing configuration not updated", "err", err)
+		}
+		if reloaded {
+			// VM agents' targets follow the rules too: wake what waits
+			// on the view, as a change of it would.
+			r.cfg.Member.touch()
 		}
 		for waiting := true; waiting; {
 			select {

@@ -135,3 +135,50 @@ spec: {host: order, trafficPolicy: {loadBalancer: {localityLbSetting: {distribut
 		}
 	}
 }
+
+// A DestinationRule written after the start changes the policy VM agents
+// get, and wakes their sessions through the member's Changed channel.
+func TestAgentPolicyFollowsRuleChanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tm := newTestMesh(t, testTimers)
+	tm.join("west")
+	server := xds.NewServer(ctx, tm.log)
+	m := tm.startMemberWith("west", func(c *MemberConfig) { c.RegisterServices = server.Register })
+	m.update(t, coffeeService("west", "payment", 1, 18081))
+	dir := t.TempDir()
+	routing, err := NewRouting(RoutingConfig{Member: m.member, Server: server, ConfigDir: dir, RulesInterval: 50 * time.Millisecond, Logger: tm.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- routing.Run(rctx) }()
+	defer func() {
+		rcancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	host := coffeeService("west", "payment", 1, 18081).GetHostname()
+	eventually(t, 10*time.Second, "routing built", func() bool { return routing.Clients() != nil })
+	if p := routing.AgentPolicy(host, 8080); len(p.Failover) != 0 {
+		t.Fatalf("failover before any rule: %+v", p.Failover)
+	}
+	woken := m.member.Changed()
+	rule := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: payment, namespace: shop}\n" +
+		"spec:\n  host: " + host + "\n  trafficPolicy:\n    loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}\n" +
+		"    outlierDetection: {consecutive5xxErrors: 1}\n"
+	if err := os.WriteFile(filepath.Join(dir, "payment.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rule change did not wake the member's watchers")
+	}
+	eventually(t, 10*time.Second, "the agents' policy with the rule's failover", func() bool {
+		p := routing.AgentPolicy(host, 8080)
+		return len(p.Failover) == 1 && p.OutlierDetection
+	})
+}
