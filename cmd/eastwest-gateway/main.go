@@ -51,7 +51,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"Routes cross-cluster TLS by SNI (outbound_.<port>_.<subset>_.<host>) to this\n"+
 			"cluster's exported services, without terminating it. Its configuration comes\n"+
 			"from the control plane over xDS; its SVID (written by the control plane into\n"+
-			"its data directory as gateway.pem) is renewed with the SVID itself.\n\nFlags:\n")
+			"its data directory as gateway.pem) is renewed with the SVID itself. It also\n"+
+			"routes its own cluster's internal names, controlplane.<cluster>.federate.internal\n"+
+			"and gossip.<cluster>.federate.internal, to the control plane, so that other\n"+
+			"clusters and VM agents need to reach only this port. Any other name is refused.\n\n"+
+			"Example:\n"+
+			"  eastwest-gateway --control-plane 127.0.0.1:15013 --credential /var/lib/federate/gateway.pem\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var controlPlane, credPath, caPath, listen, health, nodeID, level string
