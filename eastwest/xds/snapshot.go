@@ -211,27 +211,18 @@ func filterChain(name string) (*listenerpb.FilterChain, error) {
 	}, nil
 }
 
+// cluster is the gateway's EDS cluster: a client's, plus ejection of an
+// endpoint that refuses connections, since the gateway retries the connect
+// on another.
 func cluster(name string) *clusterpb.Cluster {
-	return &clusterpb.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterpb.Cluster_Type{Type: clusterpb.Cluster_EDS},
-		EdsClusterConfig: &clusterpb.Cluster_EdsClusterConfig{
-			EdsConfig: &corepb.ConfigSource{
-				ResourceApiVersion:    corepb.ApiVersion_V3,
-				ConfigSourceSpecifier: &corepb.ConfigSource_Ads{Ads: &corepb.AggregatedConfigSource{}},
-			},
-		},
-		ConnectTimeout: durationpb.New(connectTimeout),
-		LbPolicy:       clusterpb.Cluster_ROUND_ROBIN,
-		// Eject an endpoint that refuses connections; the gateway retries
-		// the connect on another.
-		OutlierDetection: &clusterpb.OutlierDetection{
-			SplitExternalLocalOriginErrors:         true,
-			ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(3),
-			EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
-			BaseEjectionTime:                       durationpb.New(10 * time.Second),
-		},
+	c := clientCluster(name)
+	c.OutlierDetection = &clusterpb.OutlierDetection{
+		SplitExternalLocalOriginErrors:         true,
+		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(3),
+		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+		BaseEjectionTime:                       durationpb.New(10 * time.Second),
 	}
+	return c
 }
 
 // ownEndpoints lists the service's endpoints on the gateway's network
