@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/eastwest"
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/locality"
 )

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"

@@ -30,7 +30,7 @@ import (
 	"github.com/federate/federate/agent/agentpb"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/eastwest"
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/eastwest/xdsclient"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/trust"
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,8 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer conn.Close()
 
-	routes := &xds.Routes{}
-	client := xds.NewClient(xds.ClientConfig{Conn: conn, NodeID: nodeID, Logger: log, OnUpdate: func(t *xds.Table) {
+	routes := &xdsclient.Routes{}
+	client := xdsclient.NewClient(xdsclient.ClientConfig{Conn: conn, NodeID: nodeID, Logger: log, OnUpdate: func(t *xdsclient.Table) {
 		routes.Set(t)
 		log.Info("routing table updated", "version", t.Version, "routes", len(t.Routes))
 	}})
@@ -169,7 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return first
 }
 
-func healthHandler(routes *xds.Routes, gw *eastwest.Gateway) http.Handler {
+func healthHandler(routes *xdsclient.Routes, gw *eastwest.Gateway) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !routes.Ready() {

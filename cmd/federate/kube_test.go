@@ -32,7 +32,7 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/federate/federate/eastwest"
-	"github.com/federate/federate/eastwest/xds"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/kubetest"
 	"github.com/federate/federate/trust"

@@ -50,8 +50,23 @@ func TestModelDoesNotLinkBbolt(t *testing.T) {
 // neither the hub package (and its store) nor the gateway's data plane.
 func TestAgentDoesNotLinkHub(t *testing.T) {
 	for _, d := range deps(t, module+"/cmd/federate-agent") {
-		if d == module+"/hub" || d == module+"/hub/hubpb" || d == module+"/eastwest" || d == module+"/eastwest/xds" {
+		if d == module+"/hub" || d == module+"/hub/hubpb" || d == module+"/eastwest" || d == module+"/controlplane/xds" || d == module+"/eastwest/xdsclient" {
 			t.Errorf("cmd/federate-agent links %s", d)
+		}
+	}
+}
+
+// The gateway links the xDS client half only, never the control plane's
+// snapshot builders and server; the control plane links no data path.
+func TestXDSHalvesStayApart(t *testing.T) {
+	for _, d := range deps(t, module+"/cmd/eastwest-gateway") {
+		if strings.HasPrefix(d, module+"/controlplane") || strings.HasPrefix(d, "github.com/envoyproxy/go-control-plane/pkg/cache") || strings.HasPrefix(d, "github.com/envoyproxy/go-control-plane/pkg/server") {
+			t.Errorf("cmd/eastwest-gateway links %s", d)
+		}
+	}
+	for _, d := range deps(t, module+"/controlplane/...") {
+		if d == module+"/eastwest" || d == module+"/eastwest/xdsclient" {
+			t.Errorf("the control plane links the gateway's %s", d)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/eastwest/xdsclient"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -118,11 +120,11 @@ func TestClientsSnapshotServesProxylessGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gconn.Close()
-	tables := make(chan *Table, 16)
+	tables := make(chan *xdsclient.Table, 16)
 	gctx, gcancel := context.WithCancel(ctx)
 	gdone := make(chan error, 1)
 	go func() {
-		gdone <- NewClient(ClientConfig{Conn: gconn, NodeID: "gw-1", OnUpdate: func(tb *Table) { tables <- tb }}).Run(gctx)
+		gdone <- xdsclient.NewClient(xdsclient.ClientConfig{Conn: gconn, NodeID: "gw-1", OnUpdate: func(tb *xdsclient.Table) { tables <- tb }}).Run(gctx)
 	}()
 	defer func() { gcancel(); <-gdone }()
 	select {

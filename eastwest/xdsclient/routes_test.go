@@ -1,8 +1,15 @@
-package xds
+package xdsclient
 
 import (
 	"testing"
 
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
@@ -25,10 +32,10 @@ func TestRoutesFollowPriorities(t *testing.T) {
 			},
 		}
 	}
-	name := ClusterName(8080, "", "order.shop.svc.cluster.local")
+	name := xds.ClusterName(8080, "", "order.shop.svc.cluster.local")
 	routes := &Routes{}
 	build := func(health registrypb.Health) {
-		snap, err := Build(Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
+		snap, err := xds.Build(xds.Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
 			Services: []*registry.Service{svc(health)}})
 		if err != nil {
 			t.Fatal(err)
@@ -80,15 +87,37 @@ spec:
 			{Address: "10.0.0.2", Ports: map[string]uint32{"http": 80}, Network: "n", Locality: &registry.Locality{Region: "r", Zone: "b"}},
 		},
 	}
-	snap, err := Build(Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
+	snap, err := xds.Build(xds.Input{Version: "1", Network: "n", Cluster: "c", Locality: locality.Locality{Region: "r", Zone: "a"},
 		Services: []*registry.Service{svc},
 		Policy:   func(string, string, uint32) locality.Policy { return rules[0].Policy("", 8080) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	table := tableOf(t, snap)
-	shares := table.Pickers[ClusterName(8080, "", svc.Hostname)].Shares()
+	shares := table.Pickers[xds.ClusterName(8080, "", svc.Hostname)].Shares()
 	if a, b := shares["10.0.0.1:80"], shares["10.0.0.2:80"]; a < 0.79 || a > 0.81 || b < 0.19 || b > 0.21 {
 		t.Fatalf("shares %v, want 80/20 as distributed", shares)
 	}
+}
+
+// tableOf is the routing table a gateway's client makes of snap.
+func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
+	t.Helper()
+	var resps []*discoverypb.DiscoveryResponse
+	for _, typ := range []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType} {
+		resp := &discoverypb.DiscoveryResponse{TypeUrl: typ}
+		for _, r := range snap.GetResources(typ) {
+			a, err := anypb.New(r.(proto.Message))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Resources = append(resp.Resources, a)
+		}
+		resps = append(resps, resp)
+	}
+	table, err := Decode(resps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table
 }

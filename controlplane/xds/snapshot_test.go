@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/federate/federate/eastwest/xdsclient"
+
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
@@ -162,9 +164,9 @@ func TestEmptyRegistryIsValid(t *testing.T) {
 }
 
 // tableOf is the routing table a gateway's client makes of snap.
-func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
+func tableOf(t *testing.T, snap *cachev3.Snapshot) *xdsclient.Table {
 	t.Helper()
-	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
+	var resps []*discoverypb.DiscoveryResponse
 	for _, typ := range []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType} {
 		resp := &discoverypb.DiscoveryResponse{TypeUrl: typ}
 		for _, r := range snap.GetResources(typ) {
@@ -174,9 +176,11 @@ func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
 			}
 			resp.Resources = append(resp.Resources, a)
 		}
-		if err := st.apply(resp); err != nil {
-			t.Fatalf("apply %s: %v", typ, err)
-		}
+		resps = append(resps, resp)
 	}
-	return st.table()
+	table, err := xdsclient.Decode(resps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table
 }

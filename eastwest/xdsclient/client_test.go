@@ -1,10 +1,17 @@
-package xds
+package xdsclient
 
 import (
 	"context"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/locality"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/file"
+
+	"github.com/federate/federate/controlplane/xds"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,7 +23,7 @@ import (
 func TestClientFollowsServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv := NewServer(ctx, nil)
+	srv := xds.NewServer(ctx, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +34,7 @@ func TestClientFollowsServer(t *testing.T) {
 	go g.Serve(lis)
 
 	in := labInput(t)
-	snap, err := Build(in)
+	snap, err := xds.Build(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,14 +60,14 @@ func TestClientFollowsServer(t *testing.T) {
 		}
 	}
 	tb := next()
-	v2 := ClusterName(8081, "v2", "payment.shop.svc.cluster.local")
+	v2 := xds.ClusterName(8081, "v2", "payment.shop.svc.cluster.local")
 	if got, ok := tb.Lookup(v2); !ok || len(got) != 1 || got[0] != "127.0.12.12:8281" {
 		t.Fatalf("route %s: %v %v", v2, got, ok)
 	}
 	if _, ok := tb.Lookup("outbound_.8081_._.unknown.shop.svc.cluster.local"); ok {
 		t.Error("an unknown SNI has a route")
 	}
-	grpcRoute := ClusterName(9090, "", "payment.shop.svc.cluster.local")
+	grpcRoute := xds.ClusterName(9090, "", "payment.shop.svc.cluster.local")
 	if got, _ := tb.Lookup(grpcRoute); len(got) != 2 {
 		t.Errorf("route %s: %v, want both payment endpoints on the gateway's network", grpcRoute, got)
 	}
@@ -68,7 +75,7 @@ func TestClientFollowsServer(t *testing.T) {
 	// A withdrawn service disappears from the table.
 	in.Version = "2"
 	in.Services = in.Services[:1] // inventory only
-	snap2, _ := Build(in)
+	snap2, _ := xds.Build(in)
 	if err := srv.Update(ctx, snap2); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +98,7 @@ func TestClientFollowsServer(t *testing.T) {
 	defer g2.Stop()
 	in.Version = "3"
 	in.Services = labInput(t).Services
-	snap3, _ := Build(in)
+	snap3, _ := xds.Build(in)
 	if err := srv.Update(ctx, snap3); err != nil {
 		t.Fatal(err)
 	}
@@ -103,5 +110,25 @@ func TestClientFollowsServer(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// labInput is the control plane's golden input: the lab's central cluster.
+func labInput(t *testing.T) xds.Input {
+	t.Helper()
+	loc, _ := registry.ParseLocality("eu-central/eu-central-1a")
+	services, err := file.Load(file.Config{Dir: "../../controlplane/xds/testdata", Network: "net-central", Locality: loc, TrustDomain: "central.shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return xds.Input{
+		Version: "1", Network: "net-central", Services: services,
+		Subsets: map[string][]xds.Subset{"payment.shop.svc.cluster.local": {
+			{Name: "v1", Labels: map[string]string{"version": "v1"}},
+			{Name: "v2", Labels: map[string]string{"version": "v2"}},
+		}},
+		Cluster:  "central",
+		Internal: map[sni.Component]string{sni.ControlPlane: "127.0.0.1:15013", sni.Gossip: "127.0.0.1:15014"},
+		Locality: locality.FromProto(loc),
 	}
 }

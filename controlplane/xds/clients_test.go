@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/federate/federate/eastwest/xdsclient"
+
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -62,7 +64,7 @@ func TestBuildClientsSplitHorizonAndFailureDomains(t *testing.T) {
 			t.Fatalf("no listener %s:9090 for proxyless gRPC", orderHost)
 		}
 		cla := out.Snapshot.GetResources(resourcev3.EndpointType)[name].(*endpointpb.ClusterLoadAssignment)
-		return locality.NewPicker(PrioritiesFrom(nil, cla)).Shares()
+		return locality.NewPicker(xdsclient.PrioritiesFrom(nil, cla)).Shares()
 	}
 
 	out, err := BuildClients(in)

@@ -1,4 +1,4 @@
-package xds
+package xdsclient
 
 import (
 	"cmp"
@@ -274,4 +274,16 @@ func (st *state) table() *Table {
 		t.Pickers[sni] = pk
 	}
 	return t
+}
+
+// Decode is the table a gateway makes of these responses, in order: what
+// it would route after receiving them.
+func Decode(responses ...*discoverypb.DiscoveryResponse) (*Table, error) {
+	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
+	for _, resp := range responses {
+		if err := st.apply(resp); err != nil {
+			return nil, fmt.Errorf("xdsclient: apply %s: %w", resp.GetTypeUrl(), err)
+		}
+	}
+	return st.table(), nil
 }

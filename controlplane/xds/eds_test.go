@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/federate/federate/eastwest/xdsclient"
+
 	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -158,7 +160,7 @@ func TestPrioritiesRoundTrip(t *testing.T) {
 	}
 	c := &clusterpb.Cluster{Name: "c"}
 	ApplyLocalityPolicy(c, policy)
-	got := PrioritiesFrom(c, cla)
+	got := xdsclient.PrioritiesFrom(c, cla)
 	wantShares, gotShares := locality.NewPicker(want).Shares(), locality.NewPicker(got).Shares()
 	if diff := cmp.Diff(wantShares, gotShares); diff != "" {
 		t.Errorf("shares after the round trip (-want +got):\n%s", diff)
