@@ -130,8 +130,10 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	p := progress{out: opts.Out, total: 6}
 	defer func() {
 		if err != nil {
+			p.failed()
 			err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
 		}
 	}()
@@ -155,7 +157,6 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if _, err := os.Stat(agentBin); err != nil {
 		return nil, fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
 	}
-	p := progress{out: opts.Out, total: 6}
 	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin,
 		Loopback: fmt.Sprintf("127.%d.%d", 1+rand.IntN(254), rand.IntN(256))}
 	cs := clusters(opts.Clusters)
@@ -719,14 +720,25 @@ type progress struct {
 	total int
 	n     int
 	start time.Time
+	open  bool // a step is printed without its end
 }
 
 func (p *progress) step(what string) {
 	p.n++
 	p.start = time.Now()
+	p.open = true
 	fmt.Fprintf(p.out, "[%d/%d] %s... ", p.n, p.total, what)
 }
 
 func (p *progress) done(detail string) {
+	p.open = false
 	fmt.Fprintf(p.out, "done (%s, %s)\n", detail, time.Since(p.start).Round(time.Millisecond))
+}
+
+// failed ends the step in progress, if any, before the error is printed.
+func (p *progress) failed() {
+	if p.open {
+		p.open = false
+		fmt.Fprintf(p.out, "failed after %s\n", time.Since(p.start).Round(time.Millisecond))
+	}
 }
