@@ -47,7 +47,11 @@ func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, e
 			return results, ctx.Err()
 		}
 		r := step(ctx, order)
-		fmt.Fprintf(progress, "  %-4s %s: %s (%s, %d of %d requests failed)\n", mark(r.OK), r.Step, r.Happened, r.Took.Round(time.Millisecond), r.Failed, r.Requests)
+		took := r.Took.Round(time.Millisecond).String()
+		if r.Requests > 0 {
+			took += fmt.Sprintf(", %d of %d requests failed", r.Failed, r.Requests)
+		}
+		fmt.Fprintf(progress, "  %-4s %s: %s (%s)\n", mark(r.OK), r.Step, r.Happened, took)
 		results = append(results, r)
 	}
 	return results, nil
