@@ -132,10 +132,15 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	}
 	p := progress{out: opts.Out, total: 6}
 	defer func() {
-		if err != nil {
-			p.failed()
-			err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
+		if err == nil {
+			return
 		}
+		p.failed()
+		if _, serr := os.Stat(filepath.Join(dir, StateFile)); serr != nil {
+			_ = os.RemoveAll(dir) // nothing started: it holds nothing to look at
+			return
+		}
+		err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
 	}()
 	bin := opts.Binary
 	if bin == "" {
