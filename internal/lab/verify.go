@@ -32,6 +32,9 @@ type StepResult struct {
 // after another, and returns a row per step. It restarts what it stops, so
 // the lab keeps running afterwards.
 func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, error) {
+	if st.Loopback == "" {
+		return nil, fmt.Errorf("lab: the lab in %s was started by an older federate, which recorded no loopback range: start it again", st.Dir)
+	}
 	v := &verifier{st: st, progress: progress}
 	order, err := st.find("east", "order-1")
 	if err != nil {
