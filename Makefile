@@ -39,7 +39,9 @@ packages:
 lab: build
 	bin/federate lab up --dir $(LAB_DIR)
 
+## lab-down: stop the lab and remove $(LAB_DIR); without a lab, says so and succeeds
 lab-down:
+	@test -x bin/federate || $(MAKE) --no-print-directory build
 	bin/federate lab down --dir $(LAB_DIR)
 
 ## test: every check and every test (what CI runs)

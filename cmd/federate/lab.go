@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/federate/federate/internal/lab"
@@ -38,38 +40,42 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
+	self := invokedAs()
+	cmd := func(args ...string) string { return lab.Command(self, args...) }
 	switch verb {
 	case "verify":
 		st, err := lab.Load(dir)
 		if err != nil || !st.Running() {
-			return fmt.Errorf("no running lab in %s: start one with 'federate lab up --dir %s'", dir, dir)
+			return fmt.Errorf("no running lab in %s: start one with '%s'", dir, cmd("lab", "up", "--dir", dir))
 		}
 		fmt.Fprintf(stdout, "Playing the coffee-shop scenario on the lab in %s:\n", dir)
+		start := time.Now()
 		results, err := lab.Verify(ctx, st, stdout)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout)
 		lab.WriteTable(stdout, results)
+		fmt.Fprintln(stdout, "\n"+lab.Summary(results, time.Since(start)))
 		for _, r := range results {
 			if !r.OK {
 				return fmt.Errorf("step %q failed: see the table above and the logs in %s", r.Step, dir)
 			}
 		}
-		fmt.Fprintln(stdout, "\nEvery step passed.")
+		fmt.Fprintln(stdout, "Every step passed.")
 		return nil
 	case "down":
 		return lab.Down(dir, stdout)
 	case "status":
 		st, err := lab.Load(dir)
 		if err != nil {
-			return fmt.Errorf("no lab in %s: start one with 'federate lab up --dir %s'", dir, dir)
+			return fmt.Errorf("no lab in %s: start one with '%s'", dir, cmd("lab", "up", "--dir", dir))
 		}
 		return printLabStatus(ctx, st, stdout)
 	}
 	start := time.Now()
 	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, n)
-	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel, Isolate: isolate})
+	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel, Isolate: isolate, Command: self})
 	if err != nil {
 		return err
 	}
@@ -78,9 +84,24 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintf(stdout, "\nAddresses and processes: %s\n", filepath.Join(dir, lab.StateFile))
-	fmt.Fprintf(stdout, "Status again: federate status --hub %s --credential %s\n", st.Hub.Addr, st.Credential)
-	fmt.Fprintf(stdout, "Stop the lab: federate lab down --dir %s\n", dir)
+	fmt.Fprintf(stdout, "Status again:      %s\n", cmd("lab", "status", "--dir", dir))
+	fmt.Fprintf(stdout, "                   (or: %s)\n", cmd("status", "--hub", st.Hub.Addr, "--credential", st.Credential))
+	fmt.Fprintf(stdout, "Play the scenario: %s\n", cmd("lab", "verify", "--dir", dir))
+	fmt.Fprintf(stdout, "Stop the lab:      %s\n", cmd("lab", "down", "--dir", dir))
 	return nil
+}
+
+// invokedAs is how the user ran this binary, for commands that messages
+// suggest: the path they typed (bin/federate) when it has a slash, else
+// the bare name, which their PATH finds.
+func invokedAs() string {
+	switch {
+	case os.Args[0] == "":
+		return "federate"
+	case strings.Contains(os.Args[0], "/"):
+		return os.Args[0]
+	}
+	return filepath.Base(os.Args[0])
 }
 
 func printLabStatus(ctx context.Context, st *lab.State, w io.Writer) error {

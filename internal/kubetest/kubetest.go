@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -55,8 +54,8 @@ type Cluster struct {
 	addr string
 	dir  string
 
-	mu  sync.Mutex // guards cmd
-	cmd *exec.Cmd
+	mu   sync.Mutex // guards proc
+	proc *process
 }
 
 // Env is an etcd and the apiservers that share it.
@@ -150,6 +149,7 @@ func cmpOr(a, b string) string {
 
 func (e *Env) startEtcd() {
 	t := e.t
+	t.Helper()
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatal("etcd is not installed: apt-get install -y etcd-server (or run .ci/run, which installs it)")
@@ -163,21 +163,26 @@ func (e *Env) startEtcd() {
 		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
 		"--initial-cluster", "kubetest=http://"+peer,
 		"--unsafe-no-fsync", "--log-level", "warn")
-	if err := startLogged(cmd, logPath); err != nil {
+	p, err := startProcess(cmd, logPath)
+	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
-	t.Cleanup(func() { stopProcess(cmd) })
+	t.Cleanup(p.stop)
+	hc := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(e.etcdURL + "/health")
+		resp, err := hc.Get(e.etcdURL + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
 		}
+		if exited, status := p.exited(); exited {
+			t.Fatalf("etcd exited before it was healthy (%s); its log ends:\n%s", status, tail(logPath))
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcd did not become healthy within 30s; its log:\n%s", tail(logPath))
+			t.Fatalf("etcd did not become healthy within 30s; its log ends:\n%s", tail(logPath))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -186,10 +191,17 @@ func (e *Env) startEtcd() {
 // launch starts the apiserver process without waiting for it.
 func (c *Cluster) launch() {
 	e := c.env
+	e.t.Helper()
 	host, port, _ := net.SplitHostPort(c.addr)
 	cmd := exec.Command(e.bin,
 		"--etcd-servers", e.etcdURL, "--etcd-prefix", "/"+c.Name,
 		"--bind-address", host, "--secure-port", port,
+		// Without an advertise address the apiserver looks for the
+		// default route's interface, and exits where there is none. The
+		// API refuses loopback addresses in Endpoints, so nothing
+		// publishes the kubernetes Service's endpoints: nothing here
+		// reaches the apiserver through it.
+		"--advertise-address", host, "--endpoint-reconciler-type", "none",
 		"--tls-cert-file", filepath.Join(e.dir, "serving.crt"), "--tls-private-key-file", filepath.Join(e.dir, "serving.key"),
 		"--cert-dir", filepath.Join(c.dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc."+c.Name,
@@ -199,11 +211,12 @@ func (c *Cluster) launch() {
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--enable-priority-and-fairness=false",
 		"--v", "1")
-	if err := startLogged(cmd, c.logPath()); err != nil {
+	p, err := startProcess(cmd, c.logPath())
+	if err != nil {
 		e.t.Fatalf("start kube-apiserver for %s: %v", c.Name, err)
 	}
 	c.mu.Lock()
-	c.cmd = cmd
+	c.proc = p
 	c.mu.Unlock()
 }
 
@@ -214,10 +227,24 @@ func (c *Cluster) waitReady() {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
+	c.mu.Lock()
+	p := c.proc
+	c.mu.Unlock()
+	// The process's exit ends the wait at once, not at the timeout.
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		body, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err == nil && string(body) == "ok" {
 			return
+		}
+		if exited, status := p.exited(); exited {
+			t.Fatalf("kube-apiserver %s exited before it was ready (%s); its log ends:\n%s", c.Name, status, tail(c.logPath()))
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("kube-apiserver %s not ready within %s (%v); its log ends:\n%s", c.Name, readyTimeout, err, tail(c.logPath()))
@@ -229,11 +256,11 @@ func (c *Cluster) waitReady() {
 // Stop stops the apiserver; the cluster's objects stay in etcd.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
-	cmd := c.cmd
-	c.cmd = nil
+	p := c.proc
+	c.proc = nil
 	c.mu.Unlock()
-	if cmd != nil {
-		stopProcess(cmd)
+	if p != nil {
+		p.stop()
 	}
 }
 
@@ -339,73 +366,5 @@ func FreeAddr(t testing.TB) string {
 		return addr
 	}
 	t.Fatal("no free loopback port between 20000 and 32000")
-	return ""
-}
-
-func startLogged(cmd *exec.Cmd, logPath string) error {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group, so that a test killed by a signal does not
-	// take the terminal's group with it, and we can stop children too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
-	f.Close()
-	return err
-}
-
-// stopProcess asks the process to stop, kills it after stopTimeout, and
-// waits for it.
-func stopProcess(cmd *exec.Cmd) {
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
-
-func tail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
-}
-
-// HostIP returns an IPv4 address of this machine that is not loopback:
-// the API refuses loopback addresses in EndpointSlices, so tests point
-// them at processes listening on this one.
-func HostIP(t testing.TB) string {
-	t.Helper()
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, iface := range ifaces {
-		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := iface.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLinkLocalUnicast() {
-				return ipn.IP.String()
-			}
-		}
-	}
-	t.Fatal("this machine has no IPv4 address besides loopback: EndpointSlices cannot point at local processes")
 	return ""
 }

@@ -2,6 +2,8 @@ package kubetest
 
 import (
 	"context"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -47,4 +49,34 @@ func TestIntegrationHarness(t *testing.T) {
 		t.Fatalf("a ServiceAccount without roles listed ConfigMaps: %v", err)
 	}
 	two.InstallCRDs(t)
+}
+
+// HostIP is an address that EndpointSlices accept and that local
+// processes can listen on, even in a network namespace with only
+// loopback (where the test must run as root).
+func TestHostIP(t *testing.T) {
+	ip := HostIP(t)
+	t.Logf("HostIP: %s", ip)
+	if a := net.ParseIP(ip); a == nil || a.To4() == nil || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() {
+		t.Fatalf("HostIP = %q", ip)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			_, _ = c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	c, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if b, err := io.ReadAll(c); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v", b, err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,9 @@ type Options struct {
 	LogLevel string
 	// Isolate runs each cluster in its own network namespace (root only).
 	Isolate bool
+	// Command is how the user runs federate, for the commands that
+	// messages suggest (default "federate").
+	Command string
 }
 
 // State is what lab.json records: every process and address the lab started.
@@ -62,10 +66,19 @@ type State struct {
 	Workloads []WorkloadState `json:"workloads"`
 	// Isolate: each cluster has its own network namespace.
 	Isolate bool `json:"isolate,omitempty"`
+	// Loopback is the lab's own /24 of 127.0.0.0/8, chosen at random so
+	// that labs in other directories use other addresses, e.g.
+	// "127.83.201": the hub, control planes and gateways listen on its .1
+	// (without --isolate), the workloads on .10 and up.
+	Loopback string `json:"loopback"`
 	// The executables the lab runs, for restarting what verify stops.
 	Binary        string `json:"binary"`
 	GatewayBinary string `json:"gatewayBinary"`
 	AgentBinary   string `json:"agentBinary"`
+
+	// taken holds the addresses this run has handed out, so that none is
+	// handed out twice before its process binds it.
+	taken map[string]bool
 }
 
 // Process is one started process.
@@ -100,7 +113,7 @@ type GatewayState struct {
 }
 
 // Up starts the lab and returns once every cluster sees every other.
-func Up(ctx context.Context, opts Options) (*State, error) {
+func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if opts.Clusters < 2 {
 		return nil, fmt.Errorf("lab: --clusters %d: a federation needs at least 2", opts.Clusters)
 	}
@@ -109,7 +122,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	if old, err := Load(dir); err == nil && old.Running() {
-		return nil, fmt.Errorf("lab: a lab is already running in %s; stop it with 'federate lab down --dir %s'", dir, opts.Dir)
+		return nil, fmt.Errorf("lab: a lab is already running in %s; stop it with '%s'", dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
@@ -117,6 +130,18 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	p := progress{out: opts.Out, total: 6}
+	defer func() {
+		if err == nil {
+			return
+		}
+		p.failed()
+		if _, serr := os.Stat(filepath.Join(dir, StateFile)); serr != nil {
+			_ = os.RemoveAll(dir) // nothing started: it holds nothing to look at
+			return
+		}
+		err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
+	}()
 	bin := opts.Binary
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
@@ -137,8 +162,8 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if _, err := os.Stat(agentBin); err != nil {
 		return nil, fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
 	}
-	p := progress{out: opts.Out, total: 6}
-	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin}
+	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin,
+		Loopback: fmt.Sprintf("127.%d.%d", 1+rand.IntN(254), rand.IntN(256))}
 	cs := clusters(opts.Clusters)
 	// Whatever fails below, leave no process or namespace behind.
 	ok := false
@@ -147,12 +172,12 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 			st.shutdown()
 		}
 	}()
-	hubHost := "127.0.0.1"
+	hubHost := st.ip(1)
 	if opts.Isolate {
 		for _, c := range cs {
 			st.Clusters = append(st.Clusters, ClusterState{Name: c.Name}) // for the teardown
 		}
-		if err := setupNetwork(names(st.Clusters)); err != nil {
+		if err := setupNetwork(dir, opts.Command, names(st.Clusters)); err != nil {
 			return nil, err
 		}
 		st.Isolate = true
@@ -161,7 +186,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 
 	p.step("starting the hub")
 	hubDir := filepath.Join(dir, "hub")
-	st.Hub = Process{Addr: freeAddr(hubHost), Gossip: freeAddr(hubHost), Bundles: freeAddr(hubHost), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
+	st.Hub = Process{Addr: st.freeAddr(hubHost), Gossip: st.freeAddr(hubHost), Bundles: st.freeAddr(hubHost), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
 	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
 	if err := st.StartHub(bin); err != nil {
 		return nil, err
@@ -169,7 +194,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	if err := st.save(); err != nil {
 		return nil, err
 	}
-	if err := waitFile(ctx, st.Credential, st.Hub); err != nil {
+	if err := waitFile(ctx, st.Credential, "the hub", st.Hub); err != nil {
 		return nil, err
 	}
 	conn, err := hub.Dial(st.Hub.Addr, st.Credential, filepath.Join(hubDir, hub.CAFile))
@@ -177,7 +202,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	if err := waitServing(ctx, conn, st.Hub); err != nil {
+	if err := waitServing(ctx, conn, "the hub", st.Hub); err != nil {
 		return nil, err
 	}
 	p.done("hub at " + st.Hub.Addr)
@@ -208,16 +233,16 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(c)), 0o644); err != nil {
 			return nil, err
 		}
-		gateway := freeAddr("127.0.0.1")
+		gateway := st.freeAddr(st.ip(1))
 		if st.Isolate {
 			// Private addresses are free in a new namespace; only the
 			// gateway listens on the shared network.
 			gateway = net.JoinHostPort(sharedIP(i), GatewayPort)
 		}
 		st.Clusters = append(st.Clusters, ClusterState{
-			Process: Process{Addr: freeAddr("127.0.0.1"), Gossip: freeAddr("127.0.0.1"), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
+			Process: Process{Addr: st.freeAddr(st.ip(1)), Gossip: st.freeAddr(st.ip(1)), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
 			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
-			Gateway: GatewayState{Addr: gateway, Health: freeAddr("127.0.0.1"), Log: filepath.Join(dir, c.Name+"-gateway.log")},
+			Gateway: GatewayState{Addr: gateway, Health: st.freeAddr(st.ip(1)), Log: filepath.Join(dir, c.Name+"-gateway.log")},
 		})
 	}
 	p.done(strings.Join(names(st.Clusters), ", "))
@@ -242,7 +267,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	for i := range st.Clusters {
 		c := &st.Clusters[i]
 		// The control plane writes the gateway's first SVID once it serves.
-		if err := waitFile(ctx, filepath.Join(c.DataDir, "gateway.pem"), c.Process); err != nil {
+		if err := waitFile(ctx, filepath.Join(c.DataDir, "gateway.pem"), c.Name+"'s control plane", c.Process); err != nil {
 			return nil, err
 		}
 		if err := st.startGateway(c); err != nil {
@@ -250,7 +275,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		}
 	}
 	for _, c := range st.Clusters {
-		if err := waitReady(ctx, st.httpClient(c.Name), "http://"+c.Gateway.Health+"/healthz/ready", c.Gateway); err != nil {
+		if err := waitReady(ctx, st.httpClient(c.Name), "http://"+c.Gateway.Health+"/healthz/ready", c.Name+"'s gateway", c.Gateway); err != nil {
 			return nil, err
 		}
 	}
@@ -347,7 +372,8 @@ func Load(dir string) (*State, error) {
 func Down(dir string, out io.Writer) error {
 	st, err := Load(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("lab: no lab in %s (no %s)", dir, StateFile)
+		fmt.Fprintf(out, "No lab in %s (no %s): nothing to stop.\n", dir, StateFile)
+		return nil
 	}
 	if err != nil {
 		return err
@@ -450,7 +476,7 @@ func (st *State) waitConverged(ctx context.Context) error {
 	exited := func() error {
 		for _, c := range st.Clusters {
 			if !alive(c.PID) {
-				return exitError("control plane "+c.Name, c.Log)
+				return exitError(c.Name+"'s control plane", c.Log)
 			}
 		}
 		return nil
@@ -538,31 +564,54 @@ func alive(pid int) bool {
 	return len(fields) > 0 && fields[0] != "Z"
 }
 
-// freeAddr returns a loopback address free for TCP and UDP now. Ports come
-// from below the kernel's ephemeral range (32768 and up by default), so the
-// many outgoing connections of the lab's processes never take one before
-// the process it was chosen for starts.
-func freeAddr(host string) string {
+// ip returns the address n of the lab's own loopback /24.
+func (st *State) ip(n int) string { return fmt.Sprintf("%s.%d", st.Loopback, n) }
+
+// freeAddr returns an address on host whose port is free for TCP and UDP
+// now and that this lab has not handed out yet. Ports come from below the
+// kernel's ephemeral range (32768 and up by default), so the many outgoing
+// connections of the lab's processes never take one before the process it
+// was chosen for starts.
+func (st *State) freeAddr(host string) string {
+	if st.taken == nil {
+		st.taken = make(map[string]bool)
+	}
 	for range 1000 {
 		addr := net.JoinHostPort(host, strconv.Itoa(20000+rand.IntN(12000)))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
+		if st.taken[addr] || !free(addr) {
+			continue
 		}
+		st.taken[addr] = true
+		return addr
 	}
 	return net.JoinHostPort(host, "0")
 }
 
-func waitFile(ctx context.Context, path string, p Process) error {
+// free reports whether addr can be bound for TCP and UDP now.
+func free(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	p, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	p.Close()
+	return true
+}
+
+func waitFile(ctx context.Context, path, what string, p Process) error {
 	return poll(ctx, 50*time.Millisecond, func(context.Context) string {
 		if _, err := os.Stat(path); err != nil {
 			return path + " has not appeared (see " + p.Log + ")"
 		}
 		return ""
-	}, processExited("process", p.PID, p.Log))
+	}, processExited(what, p.PID, p.Log))
 }
 
-func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
+func waitServing(ctx context.Context, conn *grpc.ClientConn, what string, p Process) error {
 	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) string {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
@@ -570,11 +619,11 @@ func waitServing(ctx context.Context, conn *grpc.ClientConn, p Process) error {
 			return fmt.Sprintf("%s does not answer: %v (see %s)", p.Addr, err, p.Log)
 		}
 		return ""
-	}, processExited("process", p.PID, p.Log))
+	}, processExited(what, p.PID, p.Log))
 }
 
 // waitReady polls a gateway's health URL until it answers 200.
-func waitReady(ctx context.Context, client *http.Client, url string, g GatewayState) error {
+func waitReady(ctx context.Context, client *http.Client, url, what string, g GatewayState) error {
 	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) string {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
@@ -588,7 +637,7 @@ func waitReady(ctx context.Context, client *http.Client, url string, g GatewaySt
 			return fmt.Sprintf("gateway at %s is not ready (see %s)", url, g.Log)
 		}
 		return ""
-	}, processExited("gateway", g.PID, g.Log))
+	}, processExited(what, g.PID, g.Log))
 }
 
 // poll calls check every interval until it returns "" (done), exited
@@ -623,8 +672,41 @@ func processExited(what string, pid int, log string) func() error {
 	}
 }
 
+// addrInUse finds the address in Go's error for a listener whose address
+// is taken, as the lab's processes log it.
+var addrInUse = regexp.MustCompile(`listen (?:tcp|udp)[46]? (\S+): bind: address already in use`)
+
+// exitError says that a process exited and shows the end of its log; when
+// it exited because an address it was given is taken, it says which.
 func exitError(what, log string) error {
-	return fmt.Errorf("lab: %s exited; see %s:\n%s", what, log, tail(log))
+	t := tail(log)
+	if m := addrInUse.FindStringSubmatch(t); m != nil {
+		return fmt.Errorf("lab: %s exited: address %s is already in use (something else bound it after the lab chose it; start the lab again); see %s", what, m[1], log)
+	}
+	return fmt.Errorf("lab: %s exited; see %s:\n%s", what, log, t)
+}
+
+// Command returns a command line that runs as printed: federate as the
+// user invoked it (default "federate"), then args, quoted for a shell where
+// needed.
+func Command(federate string, args ...string) string {
+	if federate == "" {
+		federate = "federate"
+	}
+	words := []string{shellQuote(federate)}
+	for _, a := range args {
+		words = append(words, shellQuote(a))
+	}
+	return strings.Join(words, " ")
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // tail returns the last lines of a log file.
@@ -643,14 +725,25 @@ type progress struct {
 	total int
 	n     int
 	start time.Time
+	open  bool // a step is printed without its end
 }
 
 func (p *progress) step(what string) {
 	p.n++
 	p.start = time.Now()
+	p.open = true
 	fmt.Fprintf(p.out, "[%d/%d] %s... ", p.n, p.total, what)
 }
 
 func (p *progress) done(detail string) {
+	p.open = false
 	fmt.Fprintf(p.out, "done (%s, %s)\n", detail, time.Since(p.start).Round(time.Millisecond))
+}
+
+// failed ends the step in progress, if any, before the error is printed.
+func (p *progress) failed() {
+	if p.open {
+		p.open = false
+		fmt.Fprintf(p.out, "failed after %s\n", time.Since(p.start).Round(time.Millisecond))
+	}
 }

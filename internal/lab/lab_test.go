@@ -3,25 +3,28 @@ package lab
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// TestIntegrationLab builds the real binary, brings the lab up as separate
-// processes, checks that every cluster sees every other, and that down
-// leaves no process or directory behind.
-func TestIntegrationLab(t *testing.T) { testLab(t, false) }
+// TestIntegrationLab builds the real binaries and brings two labs up at
+// the same time, in two directories, as separate processes: each cluster
+// sees every other, both pass every step of 'lab verify' at the same time,
+// and down leaves no process or directory behind.
+func TestIntegrationLab(t *testing.T) { testLab(t, 2, false) }
 
-// TestIntegrationLabIsolated runs the same with every cluster in its own
+// TestIntegrationLabIsolated runs one lab with every cluster in its own
 // network namespace, where only gateways and the hub are reachable.
-func TestIntegrationLabIsolated(t *testing.T) { testLab(t, true) }
+func TestIntegrationLabIsolated(t *testing.T) { testLab(t, 1, true) }
 
-func testLab(t *testing.T, isolate bool) {
+func testLab(t *testing.T, labs int, isolate bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
@@ -31,19 +34,103 @@ func testLab(t *testing.T, isolate bool) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	dir := filepath.Join(tmp, "lab")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	st, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out, Isolate: isolate})
-	if err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out.String())
+
+	// Every lab comes up at the same time.
+	dirs := make([]string, labs)
+	states := make([]*State, labs)
+	outs := make([]bytes.Buffer, labs)
+	errs := make([]error, labs)
+	var wg sync.WaitGroup
+	for i := range labs {
+		dirs[i] = filepath.Join(tmp, fmt.Sprintf("lab%d", i+1))
+		wg.Go(func() {
+			states[i], errs[i] = Up(ctx, Options{Dir: dirs[i], Clusters: 3, Binary: bin, Out: &outs[i], Isolate: isolate})
+		})
 	}
-	t.Cleanup(func() { st.shutdown() })
-	if !strings.Contains(out.String(), "[6/6] starting the coffee shop") {
-		t.Errorf("progress output missing the last step:\n%s", out.String())
+	wg.Wait()
+	for i := range labs {
+		if st := states[i]; st != nil {
+			t.Cleanup(func() { st.shutdown() })
+		}
+	}
+	for i := range labs {
+		if errs[i] != nil {
+			t.Fatalf("lab up in %s: %v\n%s", dirs[i], errs[i], outs[i].String())
+		}
+	}
+	saved := make([]*State, labs)
+	for i := range labs {
+		saved[i] = checkLab(ctx, t, dirs[i], outs[i].String())
+	}
+	if labs > 1 && saved[0].Loopback == saved[1].Loopback {
+		t.Errorf("both labs use %s.0/24", saved[0].Loopback)
 	}
 
+	// The scenario of 'federate lab verify' passes every step, in every
+	// lab at the same time.
+	results := make([][]StepResult, labs)
+	for i := range labs {
+		wg.Go(func() {
+			var progress bytes.Buffer
+			start := time.Now()
+			results[i], errs[i] = Verify(ctx, saved[i], &progress)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%w\n%s", errs[i], progress.String())
+			}
+			var table bytes.Buffer
+			WriteTable(&table, results[i])
+			t.Logf("lab verify in %s:\n%s\n%s", dirs[i], table.String(), Summary(results[i], time.Since(start)))
+		})
+	}
+	wg.Wait()
+	for i := range labs {
+		if errs[i] != nil {
+			t.Fatalf("verify in %s: %v", dirs[i], errs[i])
+		}
+		for _, r := range results[i] {
+			if !r.OK {
+				t.Errorf("%s: step %q failed: %s", dirs[i], r.Step, r.Happened)
+			}
+		}
+	}
+
+	dir := dirs[0]
+	// A second 'up' in the same directory is refused while the lab runs.
+	var out bytes.Buffer
+	if _, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out}); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("second lab up: err = %v, want 'already running'", err)
+	}
+
+	if !isolate {
+		// A process whose address is taken exits, and the error says which
+		// address and where its log is.
+		log := filepath.Join(tmp, "taken.log")
+		pid, err := start(bin, log, "lab", "app", "--listen", saved[0].Hub.Addr, "--service", "s", "--cluster", "c", "--instance", "i")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for alive(pid) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := exitError("the app", log); !strings.Contains(err.Error(), saved[0].Hub.Addr+" is already in use") || !strings.Contains(err.Error(), log) {
+			t.Errorf("exit error = %q, want the taken address %s and the log %s", err, saved[0].Hub.Addr, log)
+		}
+	}
+
+	for i := range labs {
+		checkDown(t, dirs[i], saved[i])
+	}
+}
+
+// checkLab checks the lab that 'up' started in dir: lab.json, the
+// processes, what every cluster sees and calls across clusters.
+func checkLab(ctx context.Context, t *testing.T, dir, out string) *State {
+	t.Helper()
+	if !strings.Contains(out, "[6/6] starting the coffee shop") {
+		t.Errorf("progress output missing the last step:\n%s", out)
+	}
 	// lab.json records every process, and all of them run.
 	saved, err := Load(dir)
 	if err != nil {
@@ -102,27 +189,12 @@ func testLab(t *testing.T, isolate bool) {
 			t.Errorf("%s calling %s: %+v, %v; want an answer from %s", call.from.Name, call.service, r, err, call.cluster)
 		}
 	}
+	return saved
+}
 
-	// The scenario of 'federate lab verify' passes every step.
-	var progress bytes.Buffer
-	results, err := Verify(ctx, saved, &progress)
-	if err != nil {
-		t.Fatalf("verify: %v\n%s", err, progress.String())
-	}
-	var table bytes.Buffer
-	WriteTable(&table, results)
-	t.Logf("lab verify:\n%s", table.String())
-	for _, r := range results {
-		if !r.OK {
-			t.Errorf("step %q failed: %s", r.Step, r.Happened)
-		}
-	}
-
-	// A second 'up' in the same directory is refused while the lab runs.
-	if _, err := Up(ctx, Options{Dir: dir, Clusters: 3, Binary: bin, Out: &out}); err == nil || !strings.Contains(err.Error(), "already running") {
-		t.Errorf("second lab up: err = %v, want 'already running'", err)
-	}
-
+// checkDown stops the lab in dir and checks that nothing of it is left.
+func checkDown(t *testing.T, dir string, saved *State) {
+	t.Helper()
 	var downOut bytes.Buffer
 	if err := Down(dir, &downOut); err != nil {
 		t.Fatal(err)
@@ -135,7 +207,7 @@ func testLab(t *testing.T, isolate bool) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("lab directory still exists after down: %v", err)
 	}
-	if isolate {
+	if saved.Isolate {
 		for _, c := range saved.Clusters {
 			if _, err := os.Stat("/var/run/netns/" + netnsName(c.Name)); !os.IsNotExist(err) {
 				t.Errorf("network namespace %s still exists after down", netnsName(c.Name))
@@ -143,6 +215,27 @@ func testLab(t *testing.T, isolate bool) {
 		}
 		if _, err := net.InterfaceByName(bridgeName); err == nil {
 			t.Errorf("%s still exists after down", bridgeName)
+		}
+	}
+	// Down again finds no lab, and says so without failing.
+	downOut.Reset()
+	if err := Down(dir, &downOut); err != nil || !strings.Contains(downOut.String(), "No lab in "+dir) {
+		t.Errorf("second down: %v, %q; want success and 'No lab in %s'", err, downOut.String(), dir)
+	}
+}
+
+func TestCommand(t *testing.T) {
+	for _, c := range []struct {
+		self string
+		args []string
+		want string
+	}{
+		{"", []string{"lab", "down", "--dir", ".lab"}, "federate lab down --dir .lab"},
+		{"bin/federate", []string{"lab", "up", "--dir", "/tmp/lab A"}, "bin/federate lab up --dir '/tmp/lab A'"},
+		{"/opt/it's/federate", []string{"status"}, `'/opt/it'\''s/federate' status`},
+	} {
+		if got := Command(c.self, c.args...); got != c.want {
+			t.Errorf("Command(%q, %q) = %q, want %q", c.self, c.args, got, c.want)
 		}
 	}
 }

@@ -34,9 +34,10 @@ func netnsName(cluster string) string { return "fedlab-" + cluster }
 // sharedIP is cluster i's address on the shared network.
 func sharedIP(i int) string { return fmt.Sprintf("%s%d", sharedNet, 10+i) }
 
-// setupNetwork creates the bridge and a namespace per cluster. It undoes
-// what it did if a step fails.
-func setupNetwork(names []string) (err error) {
+// setupNetwork creates the bridge and a namespace per cluster for the lab
+// in dir; command is how the user runs federate. It undoes what it did if
+// a step fails.
+func setupNetwork(dir, command string, names []string) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: --isolate creates network namespaces and needs root")
 	}
@@ -44,7 +45,13 @@ func setupNetwork(names []string) (err error) {
 		return errors.New("lab: --isolate needs the ip command (iproute2)")
 	}
 	if _, err := net.InterfaceByName(bridgeName); err == nil {
-		return fmt.Errorf("lab: %s exists: another isolated lab runs; stop it with 'federate lab down' first", bridgeName)
+		// The bridge's alias names the lab that made it.
+		other, _ := os.ReadFile("/sys/class/net/" + bridgeName + "/ifalias")
+		if other := strings.TrimSpace(string(other)); other != "" {
+			return fmt.Errorf("lab: %s exists: the isolated lab in %s runs; stop it first with '%s'", bridgeName, other, Command(command, "lab", "down", "--dir", other))
+		}
+		return fmt.Errorf("lab: %s exists: another isolated lab runs; stop it first with '%s' in its directory, or remove the bridge with 'ip link del %s'",
+			bridgeName, Command(command, "lab", "down", "--dir", "DIR"), bridgeName)
 	}
 	defer func() {
 		if err != nil {
@@ -55,6 +62,9 @@ func setupNetwork(names []string) (err error) {
 		{"link", "add", bridgeName, "type", "bridge"},
 		{"addr", "add", hubIP + "/24", "dev", bridgeName},
 		{"link", "set", bridgeName, "up"},
+	}
+	if len(dir) < 256 { // the kernel's limit for an alias
+		cmds = append(cmds, []string{"link", "set", bridgeName, "alias", dir})
 	}
 	for i, name := range names {
 		ns, host, peer := netnsName(name), fmt.Sprintf("fl%dh", i), fmt.Sprintf("fl%dn", i)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -53,9 +52,11 @@ type WorkloadState struct {
 	Name    string `json:"name"`
 	Service string `json:"service"`
 	Cluster string `json:"cluster"`
-	// Address is the instance's own IP: its sidecar's inbound listener and
-	// outbound listeners are there.
-	Address  string `json:"address"`
+	// Address is the instance's own IP, in the lab's loopback /24: its
+	// sidecar's inbound listener (Inbound) and outbound listeners are there.
+	Address string `json:"address"`
+	Inbound string `json:"inbound"`
+	// App is the application's address; the sidecar reaches it on 127.0.0.1.
 	App      string `json:"app"`
 	AppPID   int    `json:"appPid"`
 	AgentPID int    `json:"agentPid"`
@@ -64,33 +65,46 @@ type WorkloadState struct {
 	Outbound map[string]string `json:"outbound"`
 }
 
-// workloads plans every cluster's instances: addresses, groups, imports.
+// planWorkloads plans every cluster's instances: addresses, groups, imports.
 func (st *State) planWorkloads() {
-	for i, c := range st.Clusters {
+	for _, c := range st.Clusters {
 		count := map[string]int{}
-		for j, svc := range placement(cluster{Name: c.Name}) {
+		for _, svc := range placement(cluster{Name: c.Name}) {
 			count[svc]++
-			w := WorkloadState{
-				Name: fmt.Sprintf("%s-%d", svc, count[svc]), Service: svc, Cluster: c.Name,
-				Address:  fmt.Sprintf("127.0.%d.%d", 10+i, 10+j),
-				App:      freeAddr("127.0.0.1"),
-				Outbound: map[string]string{},
-			}
-			w.Dir = filepath.Join(st.Dir, "workloads", c.Name, w.Name)
-			for _, s := range shopServices {
-				if s.Name != svc {
-					w.Outbound[s.Name] = net.JoinHostPort(w.Address, strconv.Itoa(int(s.Port)))
-				}
-			}
-			st.Workloads = append(st.Workloads, w)
+			st.Workloads = append(st.Workloads, st.newWorkload(fmt.Sprintf("%s-%d", svc, count[svc]), svc, c.Name))
 		}
 	}
 }
+
+// newWorkload plans one more instance: the next address of the lab's
+// loopback /24 with free ports for its sidecar's listeners. Its app's
+// address is chosen when it starts.
+func (st *State) newWorkload(name, service, cluster string) WorkloadState {
+	w := WorkloadState{Name: name, Service: service, Cluster: cluster, Outbound: map[string]string{},
+		Address: st.ip(firstWorkloadIP + len(st.Workloads))}
+	w.Dir = filepath.Join(st.Dir, "workloads", cluster, name)
+	w.Inbound = st.freeAddr(w.Address)
+	for _, s := range shopServices {
+		if s.Name != service {
+			w.Outbound[s.Name] = st.freeAddr(w.Address)
+		}
+	}
+	return w
+}
+
+// firstWorkloadIP is the first workload's address in the lab's /24.
+const firstWorkloadIP = 10
 
 // startWorkload onboards one instance with 'federate vm configure' and
 // starts its app and its agent.
 func (st *State) startWorkload(ctx context.Context, w *WorkloadState) error {
 	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+		return err
+	}
+	// The app starts first, right after its port is chosen: the less time
+	// between the two, the less chance that something else takes the port.
+	w.App = st.freeAddr("127.0.0.1")
+	if err := st.startApp(w); err != nil {
 		return err
 	}
 	_, appPort, _ := net.SplitHostPort(w.App)
@@ -119,14 +133,11 @@ spec:
 		return fmt.Errorf("lab: vm configure %s in %s: %v\n%s", w.Name, w.Cluster, err, out)
 	}
 	var sidecar strings.Builder
-	fmt.Fprintf(&sidecar, "inbound:\n  listen: %s\noutbound:\n", net.JoinHostPort(w.Address, "15006"))
+	fmt.Fprintf(&sidecar, "inbound:\n  listen: %s\noutbound:\n", w.Inbound)
 	for _, s := range slices.Sorted(maps.Keys(w.Outbound)) {
 		fmt.Fprintf(&sidecar, "- {host: %s.shop.svc.cluster.local, port: %d, listen: %q}\n", s, portOf(s), w.Outbound[s])
 	}
 	if err := os.WriteFile(filepath.Join(config, "sidecar.yaml"), []byte(sidecar.String()), 0o644); err != nil {
-		return err
-	}
-	if err := st.startApp(w); err != nil {
 		return err
 	}
 	args := []string{"--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--address", w.Address}
@@ -174,5 +185,18 @@ func (st *State) waitWorkloads(ctx context.Context) error {
 			}
 		}
 		return ""
-	}, func() error { return nil })
+	}, st.workloadExited)
+}
+
+// workloadExited says which workload's app or sidecar exited, and why.
+func (st *State) workloadExited() error {
+	for _, w := range st.Workloads {
+		if !alive(w.AppPID) {
+			return exitError(fmt.Sprintf("%s's app in %s", w.Name, w.Cluster), filepath.Join(w.Dir, "app.log"))
+		}
+		if !alive(w.AgentPID) {
+			return exitError(fmt.Sprintf("%s's sidecar (federate-agent) in %s", w.Name, w.Cluster), filepath.Join(w.Dir, "agent.log"))
+		}
+	}
+	return nil
 }
