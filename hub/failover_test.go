@@ -28,9 +28,9 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 	xdsbootstrap "google.golang.org/grpc/xds/bootstrap"
 
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"

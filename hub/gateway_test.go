@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/controlplane/xds"
+	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"

@@ -15,9 +15,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 )

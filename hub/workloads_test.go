@@ -28,9 +28,9 @@ import (
 
 	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/controlplane/xds"
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"

@@ -31,8 +31,8 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
-	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/controlplane/xds"
+	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/kubetest"
 	"github.com/federate/federate/trust"
