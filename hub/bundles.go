@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
@@ -24,52 +25,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
-
-// infoBundle decodes the bundle a ClusterInfo carries, or returns nil.
-func infoBundle(info *registry.ClusterInfo) (*spiffebundle.Bundle, error) {
-	if info == nil || len(info.GetBundle()) == 0 {
-		return nil, nil
-	}
-	td, err := spiffeid.TrustDomainFromString(info.GetTrustDomain())
-	if err != nil {
-		return nil, err
-	}
-	return trust.ParseBundle(td, info.GetBundle())
-}
-
-// checkBundles refuses records whose bundle would regress what set holds.
-func checkBundles(set *trust.BundleSet, recs []registry.Verified) error {
-	for _, v := range recs {
-		b, err := infoBundle(v.Record.GetInfo())
-		if err != nil {
-			return err
-		}
-		if b == nil {
-			continue
-		}
-		if _, err := set.Check(b); err != nil {
-			return fmt.Errorf("cluster %q: %w", v.Record.GetCluster(), err)
-		}
-	}
-	return nil
-}
-
-// applyBundles stores the bundles of applied records; errors were ruled out
-// by checkBundles, or are logged for records already on disk.
-func applyBundles(set *trust.BundleSet, recs []registry.Verified, log *slog.Logger) (changed bool) {
-	for _, v := range recs {
-		b, err := infoBundle(v.Record.GetInfo())
-		if err != nil || b == nil {
-			continue
-		}
-		c, err := set.Update(b)
-		if err != nil {
-			log.Warn("bundle not applied", "cluster", v.Record.GetCluster(), "err", err)
-		}
-		changed = changed || c
-	}
-	return changed
-}
 
 // BundlePath is the path of a trust domain's bundle on the hub's bundle
 // endpoint: https://<bundle address>/<trust domain>.
@@ -112,7 +67,7 @@ func serveBundles(ctx context.Context, lis net.Listener, svid x509svid.Source, s
 	go func() { errc <- srv.Serve(tls.NewListener(lis, conf)) }()
 	select {
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), stopGrace)
+		sctx, cancel := context.WithTimeout(context.Background(), membership.StopGrace)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-errc

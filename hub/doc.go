@@ -1,7 +1,6 @@
-// Package hub is the federation itself: the gRPC API (hubpb), the hub server
-// that admits clusters and relays their slices, the member that runs inside
-// every control plane (publish, subscribe, peer fetch), the gossip layer that
-// carries liveness and version digests, the join tokens, and the routing
-// that turns the view, DestinationRules and probes of remote gateways into
-// the gateways' and the clients' xDS.
+// Package hub is the federation hub: it admits clusters with one-time join
+// tokens and issues their credentials, verifies, persists and relays every
+// cluster's signed slice to subscribers, serves each member's SPIFFE bundle
+// at a bundle endpoint, imports external trust domains, and removes
+// clusters. The API is in hubpb.
 package hub

@@ -14,7 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
@@ -31,19 +33,14 @@ import (
 const (
 	DefaultCredentialTTL = 24 * time.Hour
 	hubCredentialTTL     = 30 * 24 * time.Hour
-	// MaxMessageBytes bounds one gRPC message in either direction.
-	MaxMessageBytes = 64 << 20
-	// maxBatchRecords bounds the records in one streamed message.
-	maxBatchRecords  = 2000
-	subscriberBuffer = 1024
-	maxTokenTTL      = 7 * 24 * time.Hour
+	subscriberBuffer     = 1024
+	maxTokenTTL          = 7 * 24 * time.Hour
 )
 
 // Files the hub writes into its data directory.
 const (
 	StoreFile     = "hub.db"
 	AdminCredFile = "admin.pem"
-	CAFile        = "ca.pem"
 	metaCA        = "ca"
 )
 
@@ -61,7 +58,7 @@ type Config struct {
 	// GossipBind, or Advertise's host with GossipBind's port.
 	GossipAdvertise string
 	GossipProfile   string
-	Timers          Timers
+	Timers          gossip.Timers
 	// CredentialTTL is the lifetime of issued cluster credentials.
 	CredentialTTL time.Duration
 	// BundleListen, if set, serves every member's SPIFFE bundle over
@@ -82,13 +79,14 @@ type Server struct {
 	td   spiffeid.TrustDomain
 	log  *slog.Logger
 	set  *registry.Set
-	live *liveness
+	live *gossip.Liveness
 
 	// Set in Run before serving.
 	store     *store.Store
 	ca        *trust.CA
 	verifier  *registry.Verifier
-	gossip    *Gossip
+	gossip    *gossip.Node
+	cred      *trust.Credential // the hub's own, renewed in place
 	listener  net.Listener
 	bundleLis net.Listener
 	ready     chan struct{}
@@ -139,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 		td:       td,
 		log:      cfg.Logger.With("component", "hub"),
 		set:      registry.NewSet(false),
-		live:     newLiveness(cfg.Timers, cfg.Now()),
+		live:     gossip.NewLiveness(cfg.Timers, cfg.Now()),
 		subs:     make(map[*subscriber]struct{}),
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
@@ -178,7 +176,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.loadTrustState(); err != nil {
 		return err
 	}
-	cred, err := s.issueOwn(HubID(s.td), hubCredentialTTL)
+	cred, err := s.issueOwn(membership.HubID(s.td), hubCredentialTTL)
+	s.cred = cred
 	if err != nil {
 		return err
 	}
@@ -199,18 +198,18 @@ func (s *Server) Run(ctx context.Context) error {
 		host, _, _ := net.SplitHostPort(lis.Addr().String())
 		gossipBind = net.JoinHostPort(host, "0")
 	}
-	s.gossip = NewGossip(GossipConfig{
+	s.gossip = gossip.New(gossip.Config{
 		Bind: gossipBind, Advertise: gossipAdvertise(gossipBind, s.cfg.GossipAdvertise, s.cfg.Advertise),
 		Credential: cred, CA: []*x509.Certificate{s.ca.Cert},
 		Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
-	}, Digest{Name: "hub", API: s.cfg.Advertise}, nil)
+	}, gossip.Digest{Name: "hub", API: s.cfg.Advertise}, nil)
 
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(trust.ServerTLS(cred, trust.Bundle(s.td, s.ca.Cert)))),
-		grpc.MaxRecvMsgSize(MaxMessageBytes),
-		grpc.MaxSendMsgSize(MaxMessageBytes),
-		serverKeepalive(),
-		serverKeepalivePolicy(),
+		grpc.MaxRecvMsgSize(membership.MaxMessageBytes),
+		grpc.MaxSendMsgSize(membership.MaxMessageBytes),
+		membership.ServerKeepalive(),
+		membership.ServerKeepalivePolicy(),
 	)
 	hubpb.RegisterHubServer(srv, s)
 	hubpb.RegisterRegistryServer(srv, s)
@@ -254,7 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// graceful stop does not wait out its grace period and members
 	// reconnect at once.
 	close(s.stopping)
-	gracefulStop(srv)
+	membership.GracefulStop(srv)
 	return runErr
 }
 
@@ -269,14 +268,14 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 		case <-tick.C:
 		}
 		now := s.cfg.Now()
-		s.live.observe(s.gossip.Members(), now)
+		s.live.Observe(s.gossip.Members(), now)
 		for _, c := range s.set.Clusters() {
-			if s.live.expired(c, now) {
+			if s.live.Expired(c, now) {
 				s.removeCluster(ctx, c)
 			}
 		}
 		if now.After(trust.RenewAt(cred.Leaf())) {
-			fresh, err := s.issueOwn(HubID(s.td), hubCredentialTTL)
+			fresh, err := s.issueOwn(membership.HubID(s.td), hubCredentialTTL)
 			if err != nil {
 				s.log.Error("renew hub credential", "err", err)
 				continue
@@ -295,8 +294,8 @@ func (s *Server) removeCluster(ctx context.Context, cluster string) {
 		return
 	}
 	s.set.Remove(cluster)
-	s.live.forget(cluster)
-	s.log.Warn("cluster expired: its slice is removed", "cluster", cluster, "after", s.live.timers.ExpireAfter)
+	s.live.Forget(cluster)
+	s.log.Warn("cluster expired: its slice is removed", "cluster", cluster, "after", s.live.Timers().ExpireAfter)
 }
 
 func (s *Server) loadIdentity(ctx context.Context) error {
@@ -326,7 +325,7 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 
 func (s *Server) loadRecords() error {
 	var recs []registry.Verified
-	signers := make(signerCache)
+	signers := make(registry.SignerCache)
 	err := s.store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		rec := new(registrypb.Record)
@@ -336,7 +335,7 @@ func (s *Server) loadRecords() error {
 		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
 			return fmt.Errorf("record %q: %w", key, err)
 		}
-		signers.intern(sr)
+		signers.Intern(sr)
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 		return nil
 	})
@@ -363,14 +362,14 @@ func (s *Server) issueOwn(id spiffeid.ID, ttl time.Duration) (*trust.Credential,
 
 // writeAdmin writes the CA and an admin credential for the CLI.
 func (s *Server) writeAdmin() error {
-	if err := trust.WriteFileAtomic(filepath.Join(s.cfg.DataDir, CAFile), trust.EncodeCertificates(s.ca.Cert), 0o644); err != nil {
+	if err := trust.WriteFileAtomic(filepath.Join(s.cfg.DataDir, membership.CAFile), trust.EncodeCertificates(s.ca.Cert), 0o644); err != nil {
 		return err
 	}
 	path := filepath.Join(s.cfg.DataDir, AdminCredFile)
 	if c, err := trust.LoadCredential(path); err == nil && s.cfg.Now().Add(30*24*time.Hour).Before(c.Expiry()) && c.Leaf().CheckSignatureFrom(s.ca.Cert) == nil {
 		return nil
 	}
-	admin, err := s.issueOwn(AdminID(s.td), 365*24*time.Hour)
+	admin, err := s.issueOwn(membership.AdminID(s.td), 365*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -379,7 +378,7 @@ func (s *Server) writeAdmin() error {
 
 // Join trades a one-time token for a cluster credential.
 func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinResponse, error) {
-	tok, err := ParseToken(req.GetToken())
+	tok, err := membership.ParseToken(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -392,14 +391,14 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	var rec tokenRecord
 	if data == nil || json.Unmarshal(data, &rec) != nil {
 		s.log.Warn("join refused: unknown token", "cluster", tok.Cluster)
-		return nil, status.Error(codes.PermissionDenied, ErrTokenUnknown.Error())
+		return nil, status.Error(codes.PermissionDenied, membership.ErrTokenUnknown.Error())
 	}
 	now := s.cfg.Now()
 	if err := rec.check(tok, now); err != nil {
 		s.log.Warn("join refused", "cluster", tok.Cluster, "err", err)
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
-	id := ClusterID(s.td, rec.Cluster)
+	id := membership.ClusterID(s.td, rec.Cluster)
 	td := rec.TrustDomain
 	if td == "" {
 		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
@@ -441,14 +440,14 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 	if err != nil {
 		return nil, err
 	}
-	if c.cluster == "" {
+	if c.Cluster == "" {
 		return nil, status.Error(codes.PermissionDenied, "only cluster credentials are renewed")
 	}
 	current, err := trust.PeerCertificate(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	cert, err := s.ca.IssueCSR(req.GetCsr(), c.id, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
+	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -461,20 +460,20 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 	if err != nil {
 		return nil, err
 	}
-	if !c.admin {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not create tokens; use the hub's %s", c.id, AdminCredFile)
+	if !c.Admin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not create tokens; use the hub's %s", c.ID, AdminCredFile)
 	}
 	if err := registry.ValidClusterName(req.GetCluster()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl <= 0 {
-		ttl = DefaultTokenTTL
+		ttl = membership.DefaultTokenTTL
 	}
 	if ttl > maxTokenTTL {
 		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, maxTokenTTL)
 	}
-	tok, err := newToken(req.GetCluster(), s.cfg.Advertise, trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
+	tok, err := membership.NewToken(req.GetCluster(), s.cfg.Advertise, trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -497,31 +496,31 @@ func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb
 	if err != nil {
 		return nil, err
 	}
-	if c.cluster == "" {
+	if c.Cluster == "" {
 		return nil, status.Error(codes.PermissionDenied, "only clusters publish slices")
 	}
-	recs, err := verifyAll(s.verifier, req.GetRecords())
+	recs, err := s.verifier.VerifyAll(req.GetRecords())
 	if err != nil {
-		s.log.Warn("publish refused", "cluster", c.cluster, "err", err)
+		s.log.Warn("publish refused", "cluster", c.Cluster, "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	for _, r := range recs {
-		if r.Record.GetCluster() != c.cluster {
-			s.log.Warn("publish refused: record of another cluster", "caller", c.cluster, "record_cluster", r.Record.GetCluster(), "key", r.Record.GetKey())
-			return nil, status.Errorf(codes.PermissionDenied, "cluster %q may publish only its own slice; the request carries a record of %q, so nothing was stored", c.cluster, r.Record.GetCluster())
+		if r.Record.GetCluster() != c.Cluster {
+			s.log.Warn("publish refused: record of another cluster", "caller", c.Cluster, "record_cluster", r.Record.GetCluster(), "key", r.Record.GetKey())
+			return nil, status.Errorf(codes.PermissionDenied, "cluster %q may publish only its own slice; the request carries a record of %q, so nothing was stored", c.Cluster, r.Record.GetCluster())
 		}
 	}
 	changed, err := s.commit(ctx, recs)
 	var refused *refusedError
 	if errors.As(err, &refused) {
-		s.log.Warn("publish refused", "cluster", c.cluster, "err", refused.err)
+		s.log.Warn("publish refused", "cluster", c.Cluster, "err", refused.err)
 		return nil, status.Errorf(codes.InvalidArgument, "%v; nothing was stored", refused.err)
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store records: %v", err)
 	}
-	s.fanout(c.cluster, changed)
-	return &hubpb.PublishResponse{Version: s.set.Version(c.cluster)}, nil
+	s.fanout(c.Cluster, changed)
+	return &hubpb.PublishResponse{Version: s.set.Version(c.Cluster)}, nil
 }
 
 // refusedError is a publish refused for its content, not for a failure.
@@ -538,14 +537,14 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 	if len(fresh) == 0 {
 		return nil, nil
 	}
-	if err := checkBundles(s.bundles, fresh); err != nil {
+	if err := registry.CheckBundles(s.bundles, fresh); err != nil {
 		return nil, &refusedError{err}
 	}
-	if err := s.store.Write(ctx, recordOps(s.set, fresh)...); err != nil {
+	if err := s.store.Write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
 		return nil, err
 	}
 	applied := s.set.Apply(fresh)
-	applyBundles(s.bundles, applied, s.log)
+	registry.ApplyBundles(s.bundles, applied, s.log)
 	out := make([]*registrypb.SignedRecord, len(applied))
 	for i, v := range applied {
 		out[i] = v.Signed
@@ -586,7 +585,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	if err != nil {
 		return err
 	}
-	sub := &subscriber{cluster: c.cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
+	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
 	s.subMu.Lock()
 	s.subs[sub] = struct{}{}
 	s.subMu.Unlock()
@@ -597,18 +596,18 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	}()
 	// The backlog leaves out the caller's own slice, as fanout does.
 	known := maps.Clone(req.GetKnown().GetVersions())
-	if c.cluster != "" {
+	if c.Cluster != "" {
 		if known == nil {
 			known = make(map[string]*registry.Version)
 		}
-		known[c.cluster] = s.set.Version(c.cluster)
+		known[c.Cluster] = s.set.Version(c.Cluster)
 	}
 	backlog := s.set.Since(known)
 	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
-	if err := sendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
+	if err := membership.SendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
 		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
-		if last && c.cluster != "" {
-			resp.YourVersion = s.set.Version(c.cluster)
+		if last && c.Cluster != "" {
+			resp.YourVersion = s.set.Version(c.Cluster)
 		}
 		if first != nil {
 			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
@@ -617,7 +616,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	}); err != nil {
 		return err
 	}
-	s.log.Debug("subscriber synced", "caller", c.id, "records", len(backlog))
+	s.log.Debug("subscriber synced", "caller", c.ID, "records", len(backlog))
 	for {
 		select {
 		case <-stream.Context().Done():
@@ -633,7 +632,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 				}
 				continue
 			}
-			if err := sendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
+			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
 				return stream.Send(&hubpb.SubscribeResponse{Records: b})
 			}); err != nil {
 				return err
@@ -650,8 +649,8 @@ func (s *Server) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.Fet
 	return &hubpb.FetchResponse{Records: s.set.Since(req.GetKnown().GetVersions())}, nil
 }
 
-func (s *Server) identify(ctx context.Context) (caller, error) {
-	return identify(ctx, s.td, s.verifier)
+func (s *Server) identify(ctx context.Context) (membership.Caller, error) {
+	return membership.Identify(ctx, s.td, s.verifier)
 }
 
 // Status reports every cluster as the hub sees it.
@@ -659,7 +658,7 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 	if _, err := s.identify(ctx); err != nil {
 		return nil, err
 	}
-	resp := buildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
+	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
 	for _, im := range s.importers {
 		resp.External = append(resp.External, im.status())
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
@@ -40,9 +41,9 @@ func (s *Server) loadTrustState() error {
 			}
 		}
 	}
-	applyBundles(s.bundles, recs, s.log)
+	registry.ApplyBundles(s.bundles, recs, s.log)
 	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
-		if cluster, ok := strings.CutPrefix(key, metaRemovedPrefix); ok && len(value) == 8 {
+		if cluster, ok := strings.CutPrefix(key, store.MetaRemovedPrefix); ok && len(value) == 8 {
 			at := time.Unix(0, int64(binary.BigEndian.Uint64(value)))
 			s.removed[cluster] = at
 			s.verifier.Revoke(cluster, at)
@@ -87,7 +88,7 @@ func (s *Server) externalUpdated(b *spiffebundle.Bundle) {
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), membership.CallTimeout)
 	defer cancel()
 	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaExternalPrefix + b.TrustDomain().Name(), Value: data}); err != nil {
 		s.log.Error("store external bundle", "trust_domain", b.TrustDomain(), "err", err)
@@ -126,8 +127,8 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 	if err != nil {
 		return nil, err
 	}
-	if !c.admin {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove clusters; use the hub's %s", c.id, AdminCredFile)
+	if !c.Admin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove clusters; use the hub's %s", c.ID, AdminCredFile)
 	}
 	cluster := req.GetCluster()
 	if err := registry.ValidClusterName(cluster); err != nil {
@@ -143,7 +144,7 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
 	err = s.store.Write(ctx,
 		store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
-		store.Op{Bucket: store.BucketMeta, Key: metaRemovedPrefix + cluster, Value: b[:]})
+		store.Op{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + cluster, Value: b[:]})
 	if err != nil {
 		s.pubMu.Unlock()
 		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
@@ -154,11 +155,11 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 		}
 	}
 	s.set.Remove(cluster)
-	s.live.forget(cluster)
+	s.live.Forget(cluster)
 	s.removed[cluster] = at
 	s.verifier.Revoke(cluster, at)
 	s.pubMu.Unlock()
-	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.id)
+	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.ID)
 	s.broadcast(&hubpb.SubscribeResponse{Removals: []*hubpb.Removal{{Cluster: cluster, RemovedAt: at.UnixNano()}}}, "")
 	return &hubpb.RemoveClusterResponse{}, nil
 }

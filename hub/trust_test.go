@@ -425,10 +425,10 @@ func TestTrustSignCertificateAPI(t *testing.T) {
 			{"spiffe://east.shop/gateway", `may request IDs only in namespace "shop"`},
 			{"spiffe://west.shop/ns/shop/sa/cart", "is outside trust domain east.shop"},
 		} {
-			_, err := asWorkload.SignCertificate(ctx, &hubpb.SignCertificateRequest{Csr: csr, SpiffeId: c.id})
-			st := wantCode(t, err, "workload asks for "+c.id, codes.PermissionDenied)
+			_, err := asWorkload.SignCertificate(ctx, &hubpb.SignCertificateRequest{Csr: csr, SpiffeId: c.ID})
+			st := wantCode(t, err, "workload asks for "+c.ID, codes.PermissionDenied)
 			if !strings.Contains(st.Message(), c.msg) {
-				t.Fatalf("%s: message %q does not say %q", c.id, st.Message(), c.msg)
+				t.Fatalf("%s: message %q does not say %q", c.ID, st.Message(), c.msg)
 			}
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/federate/federate/hub"
+	"github.com/federate/federate/membership"
 	"google.golang.org/grpc"
 )
 
@@ -18,8 +19,8 @@ type clientFlags struct {
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.credential, "credential", os.Getenv("FEDERATE_CREDENTIAL"),
-		"credential file: the hub's "+hub.AdminCredFile+", or a cluster's "+hub.CredentialFile+" (default $FEDERATE_CREDENTIAL)")
-	fs.StringVar(&c.ca, "ca", "", "mesh CA file (default: "+hub.CAFile+" beside the credential)")
+		"credential file: the hub's "+hub.AdminCredFile+", or a cluster's "+membership.CredentialFile+" (default $FEDERATE_CREDENTIAL)")
+	fs.StringVar(&c.ca, "ca", "", "mesh CA file (default: "+membership.CAFile+" beside the credential)")
 }
 
 func (c *clientFlags) dial(addr string) (*grpc.ClientConn, error) {
@@ -27,7 +28,7 @@ func (c *clientFlags) dial(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hub.Dial(addr, cred, ca)
+	return membership.Dial(addr, cred, ca)
 }
 
 // dialControlPlane connects to cluster's control plane, directly or
@@ -37,7 +38,7 @@ func (c *clientFlags) dialControlPlane(addr, cluster string) (*grpc.ClientConn, 
 	if err != nil {
 		return nil, err
 	}
-	return hub.DialControlPlane(addr, cluster, cred, ca)
+	return membership.DialControlPlane(addr, cluster, cred, ca)
 }
 
 func (c *clientFlags) files() (credential, ca string, err error) {
@@ -46,7 +47,7 @@ func (c *clientFlags) files() (credential, ca string, err error) {
 	}
 	ca = c.ca
 	if ca == "" {
-		ca = filepath.Join(filepath.Dir(c.credential), hub.CAFile)
+		ca = filepath.Join(filepath.Dir(c.credential), membership.CAFile)
 	}
 	return c.credential, ca, nil
 }

@@ -5,13 +5,14 @@ import (
 	"io"
 
 	"github.com/federate/federate/hub"
+	"github.com/federate/federate/membership"
 )
 
 func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("hub", "hub --listen ADDR --data-dir DIR --mesh NAME [flags]",
 		"Runs the federation hub: it admits clusters with join tokens, stores every\n"+
 			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
-			"creates the mesh CA and writes DIR/"+hub.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
+			"creates the mesh CA and writes DIR/"+membership.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
 			"which 'federate token create' and 'federate status' use.\n\n"+
 			"Example:\n"+
 			"  federate hub --mesh shop --data-dir /var/lib/federate-hub --listen 0.0.0.0:15012 \\\n"+

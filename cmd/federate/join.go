@@ -8,7 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/federate/federate/hub"
+	"github.com/federate/federate/controlplane"
+	"github.com/federate/federate/membership"
 )
 
 func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -31,34 +32,36 @@ func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if (dir == "") == !kf.enabled() {
 		return errors.New("give exactly one of --data-dir, --kubeconfig or --in-cluster: where to keep the membership")
 	}
+	var kube *controlplane.Kube
 	if kf.enabled() {
-		if err := kf.connect(); err != nil {
+		var err error
+		if kube, err = kf.connect(); err != nil {
 			return err
 		}
 	}
-	tok, err := hub.ParseToken(token)
+	tok, err := membership.ParseToken(token)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "Joining cluster %q to the hub at %s...\n", tok.Cluster, tok.Hub)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ms, err := hub.Join(ctx, token)
+	ms, err := membership.Join(ctx, token)
 	if err != nil {
 		return err
 	}
-	if kf.enabled() {
-		if err := kf.saveMembership(ctx, ms); err != nil {
+	if kube != nil {
+		if err := kube.SaveMembership(ctx, ms); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in Secret %s, valid until %s.\n",
-			ms.Cluster, ms.Mesh, ms.Credential.ID(), kf.secretRef(), ms.Credential.Expiry().UTC().Format(time.RFC3339))
+			ms.Cluster, ms.Mesh, ms.Credential.ID(), kube.Namespace+"/"+kube.Secret, ms.Credential.Expiry().UTC().Format(time.RFC3339))
 		return nil
 	}
 	if err := ms.Save(dir); err != nil {
 		return fmt.Errorf("save membership in %s: %w", dir, err)
 	}
 	fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in %s, valid until %s.\n",
-		ms.Cluster, ms.Mesh, ms.Credential.ID(), filepath.Join(dir, hub.CredentialFile), ms.Credential.Expiry().UTC().Format(time.RFC3339))
+		ms.Cluster, ms.Mesh, ms.Credential.ID(), filepath.Join(dir, membership.CredentialFile), ms.Credential.Expiry().UTC().Format(time.RFC3339))
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/federate/federate/hub"
+	"github.com/federate/federate/controlplane/workloads"
 	"github.com/federate/federate/internal/kubetest"
 	"github.com/federate/federate/registry/kube"
 )
@@ -45,14 +45,14 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := &kubeSource{source: src, cluster: "east", log: slog.New(slog.DiscardHandler)}
-	entries := make(chan []hub.EntryStatus, 1)
+	entries := make(chan []workloads.EntryStatus, 1)
 	go ks.mirrorWorkloads(ctx, entries)
 
 	entry := func() error {
 		_, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
 		return err
 	}
-	entries <- []hub.EntryStatus{{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}}
+	entries <- []workloads.EntryStatus{{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}}
 	waitFor(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
 	entries <- nil
 	waitFor(t, 20*time.Second, "the WorkloadEntry gone after the agent left", func() error {

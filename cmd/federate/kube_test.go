@@ -35,6 +35,7 @@ import (
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/kubetest"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 )
 
@@ -112,13 +113,13 @@ func startGateway(t *testing.T, dataDir, cluster, controlPlane, addr string) {
 		cred, err = trust.LoadCredential(filepath.Join(dataDir, GatewayCredentialFile))
 		return err
 	})
-	cas, err := trust.LoadCertificates(filepath.Join(dataDir, hub.CAFile))
+	cas, err := trust.LoadCertificates(filepath.Join(dataDir, membership.CAFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	mesh := spiffeid.RequireTrustDomainFromString("shop")
 	conn, err := grpc.NewClient(controlPlane, grpc.WithTransportCredentials(credentials.NewTLS(
-		trust.ClientTLS(cred, trust.Bundle(mesh, cas...), tlsconfig.AuthorizeID(hub.ClusterID(mesh, cluster))))))
+		trust.ClientTLS(cred, trust.Bundle(mesh, cas...), tlsconfig.AuthorizeID(membership.ClusterID(mesh, cluster))))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,9 +346,9 @@ func TestIntegrationBrokenMembershipSecret(t *testing.T) {
 	_, err := c.Client.CoreV1().Secrets(DefaultKubeNamespace).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: DefaultMembershipSecret},
 		Data: map[string][]byte{
-			hub.MembershipFile: []byte(`{"mesh":"shop","cluster":"broken","hub":"127.0.0.1:1"}`),
-			hub.CredentialFile: []byte("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"),
-			hub.CAFile:         []byte("junk"),
+			membership.MembershipFile: []byte(`{"mesh":"shop","cluster":"broken","hub":"127.0.0.1:1"}`),
+			membership.CredentialFile: []byte("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"),
+			membership.CAFile:         []byte("junk"),
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/federate/federate/hub"
+	"github.com/federate/federate/gossip"
 )
 
 type logFlags struct{ level string }
@@ -25,12 +25,12 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // timerFlags are the staleness timers shared by the hub and control planes.
-type timerFlags struct{ hub.Timers }
+type timerFlags struct{ gossip.Timers }
 
 func (t *timerFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&t.StaleAfter, "stale-after", hub.DefaultStaleAfter, "mark a cluster's endpoints unhealthy when it has not been confirmed alive for this long")
-	fs.DurationVar(&t.DeadAfter, "dead-after", hub.DefaultDeadAfter, "declare a cluster dead when it has not been confirmed alive for this long")
-	fs.DurationVar(&t.ExpireAfter, "expire-after", hub.DefaultExpireAfter, "remove a cluster's slice when it has not been confirmed alive for this long")
+	fs.DurationVar(&t.StaleAfter, "stale-after", gossip.DefaultStaleAfter, "mark a cluster's endpoints unhealthy when it has not been confirmed alive for this long")
+	fs.DurationVar(&t.DeadAfter, "dead-after", gossip.DefaultDeadAfter, "declare a cluster dead when it has not been confirmed alive for this long")
+	fs.DurationVar(&t.ExpireAfter, "expire-after", gossip.DefaultExpireAfter, "remove a cluster's slice when it has not been confirmed alive for this long")
 }
 
 func (t *timerFlags) validate() error {

@@ -6,8 +6,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"google.golang.org/grpc/status"
 )
 
@@ -28,7 +28,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var client clientFlags
 	fs.StringVar(&hubAddr, "hub", "", "hub address")
 	fs.StringVar(&cluster, "cluster", "", "name of the cluster the token admits")
-	fs.DurationVar(&ttl, "ttl", hub.DefaultTokenTTL, "how long the token is valid")
+	fs.DurationVar(&ttl, "ttl", membership.DefaultTokenTTL, "how long the token is valid")
 	fs.StringVar(&trustDomain, "trust-domain", "", "the trust domain the cluster may speak for (default <cluster>.<mesh>; clusters sharing a plug-in root use one)")
 	client.register(fs)
 	if err := parse(fs, args[1:]); err != nil {

@@ -22,8 +22,8 @@ import (
 
 	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/controlplane/workloads"
 	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/hub"
 )
 
 func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,7 +52,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cpAddr, "control-plane", "", "the cluster's control plane address, instead of asking the hub")
 	fs.StringVar(&gateway, "gateway", "", "IP:port at which VMs reach the cluster's east-west gateway (default: the gateway the cluster announces)")
 	fs.StringVar(&internalIP, "internal-ip", "", "the VM's IP address, written as ISTIO_SVC_IP (default: the agent finds it)")
-	fs.DurationVar(&ttl, "token-ttl", hub.DefaultWorkloadTokenTTL, "how long the token is valid; the VM needs it only for its first start")
+	fs.DurationVar(&ttl, "token-ttl", workloads.DefaultTokenTTL, "how long the token is valid; the VM needs it only for its first start")
 	client.register(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -72,7 +72,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	wg, err := hub.ParseWorkloadGroupSpec(ns, name, spec)
+	wg, err := workloads.ParseWorkloadGroupSpec(ns, name, spec)
 	if err != nil {
 		return fmt.Errorf("%s: %w", groupFile, err)
 	}

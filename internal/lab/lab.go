@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"google.golang.org/grpc"
 )
@@ -197,7 +199,7 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if err := waitFile(ctx, st.Credential, "the hub", st.Hub); err != nil {
 		return nil, err
 	}
-	conn, err := hub.Dial(st.Hub.Addr, st.Credential, filepath.Join(hubDir, hub.CAFile))
+	conn, err := membership.Dial(st.Hub.Addr, st.Credential, filepath.Join(hubDir, membership.CAFile))
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +220,7 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 			return nil, fmt.Errorf("lab: token for %s: %w", c.Name, err)
 		}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ms, err := hub.Join(jctx, tok.GetToken())
+		ms, err := membership.Join(jctx, tok.GetToken())
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("lab: join %s: %w", c.Name, err)
@@ -449,14 +451,14 @@ func (st *State) stop() int {
 
 // Status asks one cluster's control plane for its view.
 func (st *State) Status(ctx context.Context, cluster string) (*hubpb.StatusResponse, error) {
-	ca := filepath.Join(st.Hub.DataDir, hub.CAFile)
-	dial := func() (*grpc.ClientConn, error) { return hub.Dial(st.Hub.Addr, st.Credential, ca) }
+	ca := filepath.Join(st.Hub.DataDir, membership.CAFile)
+	dial := func() (*grpc.ClientConn, error) { return membership.Dial(st.Hub.Addr, st.Credential, ca) }
 	if c := st.cluster(cluster); c != nil {
-		dial = func() (*grpc.ClientConn, error) { return hub.Dial(c.Addr, st.Credential, ca) }
+		dial = func() (*grpc.ClientConn, error) { return membership.Dial(c.Addr, st.Credential, ca) }
 		if st.Isolate {
 			// Its own address is private to its namespace: ask through its gateway.
 			dial = func() (*grpc.ClientConn, error) {
-				return hub.DialControlPlane(c.Gateway.Addr, c.Name, st.Credential, ca)
+				return membership.DialControlPlane(c.Gateway.Addr, c.Name, st.Credential, ca)
 			}
 		}
 	}
@@ -509,7 +511,7 @@ func (st *State) convergence(ctx context.Context) string {
 	for viewer, v := range views {
 		seen := make(map[string]bool)
 		for _, cs := range v.GetClusters() {
-			if registry.Compare(cs.GetSliceVersion(), own[cs.GetName()]) == 0 && cs.GetState() == hub.StateAlive {
+			if registry.Compare(cs.GetSliceVersion(), own[cs.GetName()]) == 0 && cs.GetState() == gossip.StateAlive {
 				seen[cs.GetName()] = true
 			}
 		}

@@ -25,6 +25,10 @@ const (
 	BucketTokens  = "tokens"  // join tokens by id
 )
 
+// MetaRemovedPrefix keys, in BucketMeta, when each removed cluster's
+// credentials stopped counting (8 bytes, big-endian unix nanoseconds).
+const MetaRemovedPrefix = "removed/"
+
 // DefaultTimeout bounds the wait for another process's file lock.
 const DefaultTimeout = 2 * time.Second
 

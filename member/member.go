@@ -1,4 +1,4 @@
-package hub
+package member
 
 import (
 	"context"
@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
@@ -33,15 +35,14 @@ const (
 	// fetches a newer version it heard of by gossip from a peer.
 	peerFetchDelay = 300 * time.Millisecond
 	maxBackoff     = 5 * time.Second
-	callTimeout    = 10 * time.Second
 	// maxConnectBackoff bounds gRPC's wait between reconnect attempts,
 	// which by default grows to two minutes: it bounds how long members
 	// take to find a hub that was down for a while.
 	maxConnectBackoff = 500 * time.Millisecond
 )
 
-// MemberConfig configures the federation side of a control plane.
-type MemberConfig struct {
+// Config configures the federation side of a control plane.
+type Config struct {
 	Mesh    string
 	Cluster string
 	// Hub is the hub's gRPC address.
@@ -58,8 +59,8 @@ type MemberConfig struct {
 	// name controlplane.<cluster>.federate.internal to Listen.
 	Listen    string
 	Advertise string
-	Gossip    GossipConfig
-	Timers    Timers
+	Gossip    gossip.Config
+	Timers    gossip.Timers
 	Logger    *slog.Logger
 	Now       func() time.Time
 	// OnApply, if set, is called after remote records were applied. It
@@ -92,13 +93,13 @@ type Member struct {
 	hubpb.UnimplementedRegistryServer
 	hubpb.UnimplementedControlPlaneServer
 
-	cfg      MemberConfig
+	cfg      Config
 	td       spiffeid.TrustDomain
 	log      *slog.Logger
 	set      *registry.Set
-	live     *liveness
+	live     *gossip.Liveness
 	verifier *registry.Verifier
-	gossip   *Gossip
+	gossip   *gossip.Node
 	// bundles holds every federated trust domain's bundle: ours, the other
 	// members', and those the hub imports.
 	bundles   *trust.BundleSet
@@ -124,20 +125,20 @@ type Member struct {
 	conns       map[string]*grpc.ClientConn
 }
 
-// NewMember validates cfg; it does no I/O.
-func NewMember(cfg MemberConfig) (*Member, error) {
+// New validates cfg; it does no I/O.
+func New(cfg Config) (*Member, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.Mesh)
 	if err != nil {
-		return nil, fmt.Errorf("hub: mesh name %q: %w", cfg.Mesh, err)
+		return nil, fmt.Errorf("member: mesh name %q: %w", cfg.Mesh, err)
 	}
 	if err := registry.ValidClusterName(cfg.Cluster); err != nil {
 		return nil, err
 	}
 	if cfg.Credential == nil || cfg.Store == nil || len(cfg.CA) == 0 {
-		return nil, errors.New("hub: a member needs a credential, the hub CA and a store: run 'federate join' first")
+		return nil, errors.New("member: a member needs a credential, the hub CA and a store: run 'federate join' first")
 	}
-	if got := cfg.Credential.ID(); got != ClusterID(td, cfg.Cluster) {
-		return nil, fmt.Errorf("hub: credential is for %s, not cluster %q", got, cfg.Cluster)
+	if got := cfg.Credential.ID(); got != membership.ClusterID(td, cfg.Cluster) {
+		return nil, fmt.Errorf("member: credential is for %s, not cluster %q", got, cfg.Cluster)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -152,14 +153,14 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 		cfg.TrustDomain = registry.DefaultTrustDomain(cfg.Cluster, cfg.Mesh)
 	}
 	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
-		return nil, fmt.Errorf("hub: trust domain %q: %w", cfg.TrustDomain, err)
+		return nil, fmt.Errorf("member: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	m := &Member{
 		cfg:          cfg,
 		td:           td,
 		log:          cfg.Logger.With("component", "member", "cluster", cfg.Cluster),
 		set:          registry.NewSet(true),
-		live:         newLiveness(cfg.Timers, cfg.Now()),
+		live:         gossip.NewLiveness(cfg.Timers, cfg.Now()),
 		verifier:     registry.NewVerifier(cfg.Mesh, cfg.CA),
 		bundles:      trust.NewBundleSet(),
 		publishNow:   make(chan struct{}, 1),
@@ -196,7 +197,7 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	lis, err := net.Listen("tcp", m.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("hub: listen on %s: %w", m.cfg.Listen, err)
+		return fmt.Errorf("member: listen on %s: %w", m.cfg.Listen, err)
 	}
 	m.listener = lis
 	if m.cfg.Advertise == "" {
@@ -207,17 +208,17 @@ func (m *Member) Run(ctx context.Context) error {
 	bundles := trust.UnionBundles{trust.Bundle(m.td, m.cfg.CA...), m.bundles}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundles))),
-		grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
-		serverKeepalive(), serverKeepalivePolicy(),
+		grpc.MaxRecvMsgSize(membership.MaxMessageBytes), grpc.MaxSendMsgSize(membership.MaxMessageBytes),
+		membership.ServerKeepalive(), membership.ServerKeepalivePolicy(),
 	)
 	hubpb.RegisterRegistryServer(srv, m)
 	hubpb.RegisterControlPlaneServer(srv, m)
 	if m.cfg.RegisterServices != nil {
 		m.cfg.RegisterServices(srv)
 	}
-	gossip := m.cfg.Gossip
-	gossip.Credential, gossip.CA = m.cfg.Credential, m.cfg.CA
-	m.gossip = NewGossip(gossip, m.digest(), m.onDigest)
+	gcfg := m.cfg.Gossip
+	gcfg.Credential, gcfg.CA = m.cfg.Credential, m.cfg.CA
+	m.gossip = gossip.New(gcfg, m.digest(), m.onDigest)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -262,7 +263,7 @@ func (m *Member) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	cancel()
-	gracefulStop(srv)
+	membership.GracefulStop(srv)
 	wg.Wait()
 	m.mu.Lock()
 	for _, c := range m.conns {
@@ -275,7 +276,7 @@ func (m *Member) Run(ctx context.Context) error {
 // load restores own and remote records, and the incarnation.
 func (m *Member) load(ctx context.Context) error {
 	var recs []registry.Verified
-	signers := make(signerCache)
+	signers := make(registry.SignerCache)
 	err := m.cfg.Store.ForEach(store.BucketRecords, func(key string, value []byte) error {
 		sr := new(registrypb.SignedRecord)
 		if err := proto.Unmarshal(value, sr); err != nil {
@@ -285,12 +286,12 @@ func (m *Member) load(ctx context.Context) error {
 		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
 			return fmt.Errorf("record %q: %w", key, err)
 		}
-		signers.intern(sr)
+		signers.Intern(sr)
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("hub: load %s: %w", m.cfg.Store.Path(), err)
+		return fmt.Errorf("member: load %s: %w", m.cfg.Store.Path(), err)
 	}
 	m.set.Apply(recs)
 	if err := m.loadTrust(ctx, recs); err != nil {
@@ -320,10 +321,10 @@ func (m *Member) load(ctx context.Context) error {
 	return nil
 }
 
-func (m *Member) digest() Digest {
+func (m *Member) digest() gossip.Digest {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d := Digest{Name: m.cfg.Cluster, Cluster: m.cfg.Cluster, Incarnation: m.incarnation, Counter: m.counter, API: m.cfg.Advertise}
+	d := gossip.Digest{Name: m.cfg.Cluster, Cluster: m.cfg.Cluster, Incarnation: m.incarnation, Counter: m.counter, API: m.cfg.Advertise}
 	if info := m.ownInfo(); info != nil {
 		d.BundleSequence = info.GetBundleSequence()
 		if gws := info.GetGateways(); len(gws) > 0 {
@@ -349,7 +350,7 @@ func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, service
 	desired := map[string]proto.Message{registry.InfoKey: info}
 	for _, s := range services {
 		if _, dup := desired[s.GetHostname()]; dup || s.GetHostname() == "" {
-			return fmt.Errorf("hub: service hostname %q is empty or listed twice", s.GetHostname())
+			return fmt.Errorf("member: service hostname %q is empty or listed twice", s.GetHostname())
 		}
 		desired[s.GetHostname()] = s
 	}
@@ -419,7 +420,7 @@ func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Messa
 	if len(out) == 0 {
 		return 0, nil
 	}
-	if err := m.cfg.Store.Write(ctx, recordOps(m.set, out)...); err != nil {
+	if err := m.cfg.Store.Write(ctx, store.RecordOps(m.set, out)...); err != nil {
 		return 0, err
 	}
 	m.set.Apply(out)
@@ -438,13 +439,6 @@ func signal(ch chan struct{}) {
 func (m *Member) notifyLocked() {
 	close(m.changed)
 	m.changed = make(chan struct{})
-}
-
-// touch wakes everything waiting on Changed without changing the view.
-func (m *Member) touch() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.notifyLocked()
 }
 
 // Changed returns a channel that is closed at the next change of the view.
@@ -502,14 +496,14 @@ func (m *Member) publish(ctx context.Context) error {
 	if len(own) == 0 {
 		return nil
 	}
-	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
 	if err != nil {
 		return err
 	}
 	client := hubpb.NewHubClient(conn)
 	var last *registry.Version
-	err = sendBatches(own, func(b []*registrypb.SignedRecord, _ bool) error {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	err = membership.SendBatches(own, func(b []*registrypb.SignedRecord, _ bool) error {
+		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
 		defer cancel()
 		resp, err := client.Publish(cctx, &hubpb.PublishRequest{Records: b})
 		if err != nil {
@@ -547,7 +541,7 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 }
 
 func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
-	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
 	if err != nil {
 		return err
 	}
@@ -555,7 +549,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 	delete(known, m.cfg.Cluster)
 	// Wait for the hub instead of failing fast: the stream resumes as soon
 	// as a restarted hub accepts connections, not after our retry backoff.
-	waiting := time.AfterFunc(callTimeout, func() {
+	waiting := time.AfterFunc(membership.CallTimeout, func() {
 		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
 	})
 	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true))
@@ -609,12 +603,12 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 	if len(fresh) == 0 {
 		return
 	}
-	if err := m.cfg.Store.Write(ctx, recordOps(m.set, fresh)...); err != nil {
+	if err := m.cfg.Store.Write(ctx, store.RecordOps(m.set, fresh)...); err != nil {
 		m.log.Error("persist remote records", "err", err)
 		return
 	}
 	// Bundles first: whoever sees the new record version also sees its bundle.
-	applyBundles(m.bundles, fresh, m.log)
+	registry.ApplyBundles(m.bundles, fresh, m.log)
 	applied := m.set.Apply(fresh)
 	m.notifyLocked()
 	if m.cfg.OnApply != nil {
@@ -628,7 +622,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 
 // onDigest runs on the gossip goroutine: schedule a peer fetch if the digest
 // is newer than what we hold.
-func (m *Member) onDigest(d Digest) {
+func (m *Member) onDigest(d gossip.Digest) {
 	if d.Cluster == "" || d.Cluster == m.cfg.Cluster || d.Incarnation == 0 {
 		return
 	}
@@ -679,11 +673,11 @@ func (m *Member) fetchLoop(ctx context.Context) error {
 // fetchFromPeers asks the owner first, then any other member.
 func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 	var want *registry.Version
-	var sources []MemberState
+	var sources []gossip.MemberState
 	for _, ms := range m.gossip.Members() {
 		if ms.Cluster == cluster {
 			want = ms.Version()
-			sources = append([]MemberState{ms}, sources...)
+			sources = append([]gossip.MemberState{ms}, sources...)
 		} else if ms.API != "" && ms.Cluster != m.cfg.Cluster {
 			sources = append(sources, ms)
 		}
@@ -697,16 +691,16 @@ func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 		if src.API == "" {
 			continue
 		}
-		id := HubID(m.td)
+		id := membership.HubID(m.td)
 		if src.Cluster != "" {
-			id = ClusterID(m.td, src.Cluster)
+			id = membership.ClusterID(m.td, src.Cluster)
 		}
 		conn, err := m.conn(src.API, id)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
 		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}})
 		cancel()
 		if err != nil {
@@ -724,7 +718,7 @@ func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 
 // maintainLoop tracks liveness, expires slices and renews the credential.
 func (m *Member) maintainLoop(ctx context.Context) error {
-	interval := min(time.Second, m.live.timers.StaleAfter/4)
+	interval := min(time.Second, m.live.Timers().StaleAfter/4)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	states := make(map[string]string)
@@ -735,23 +729,23 @@ func (m *Member) maintainLoop(ctx context.Context) error {
 		case <-tick.C:
 		}
 		now := m.cfg.Now()
-		m.live.observe(m.gossip.Members(), now)
+		m.live.Observe(m.gossip.Members(), now)
 		changed := false
 		for _, c := range m.set.Clusters() {
 			if c == m.cfg.Cluster {
 				continue
 			}
-			if m.live.expired(c, now) {
+			if m.live.Expired(c, now) {
 				m.expire(ctx, c)
 				changed = true
 				continue
 			}
-			st, _ := m.live.state(c, now)
+			st, _ := m.live.State(c, now)
 			if states[c] != st {
 				if states[c] != "" {
 					m.log.Info("cluster state changed", "peer", c, "from", states[c], "to", st)
 				}
-				changed = changed || Unhealthy(st) != Unhealthy(states[c])
+				changed = changed || gossip.Unhealthy(st) != gossip.Unhealthy(states[c])
 				states[c] = st
 			}
 		}
@@ -786,7 +780,7 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 		}
 	}
 	removed := m.set.Remove(cluster)
-	m.live.forget(cluster)
+	m.live.Forget(cluster)
 	m.notifyLocked()
 	return removed
 }
@@ -805,11 +799,11 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	if err != nil {
 		return
 	}
-	conn, err := m.conn(m.cfg.Hub, HubID(m.td))
+	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
 	if err != nil {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
 	defer cancel()
 	resp, err := hubpb.NewHubClient(conn).Renew(cctx, &hubpb.RenewRequest{Csr: csr})
 	if err != nil {
@@ -842,22 +836,22 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
-	if cluster := clusterOf(m.td, id); cluster != "" {
+	if cluster := membership.ClusterOf(m.td, id); cluster != "" {
 		// A peer behind its gateway is reached by this name; a peer
 		// reached directly ignores it.
 		tlsConf.ServerName = sni.Internal(sni.ControlPlane, cluster)
 	}
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(membership.MaxMessageBytes), grpc.MaxCallSendMsgSize(membership.MaxMessageBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxConnectBackoff},
-			MinConnectTimeout: callTimeout,
+			MinConnectTimeout: membership.CallTimeout,
 		}),
-		clientKeepalive(),
+		membership.ClientKeepalive(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("hub: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("member: dial %s: %w", addr, err)
 	}
 	m.conns[key] = c
 	return c, nil
@@ -865,7 +859,7 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 
 // Fetch serves our records to peers.
 func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
-	if _, err := identify(ctx, m.td, m.verifier); err != nil {
+	if _, err := membership.Identify(ctx, m.td, m.verifier); err != nil {
 		return nil, err
 	}
 	return &hubpb.FetchResponse{Records: m.set.Since(req.GetKnown().GetVersions())}, nil
@@ -873,7 +867,7 @@ func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.Fet
 
 // Status reports every cluster as this member sees it.
 func (m *Member) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
-	if _, err := identify(ctx, m.td, m.verifier); err != nil {
+	if _, err := membership.Identify(ctx, m.td, m.verifier); err != nil {
 		return nil, err
 	}
 	return m.StatusNow(), nil
@@ -881,7 +875,7 @@ func (m *Member) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 
 // StatusNow is Status without the call.
 func (m *Member) StatusNow() *hubpb.StatusResponse {
-	st := buildStatus(m.cfg.Mesh, m.cfg.Cluster, m.set, m.live, m.gossip.Members(), m.cfg.Now())
+	st := gossip.BuildStatus(m.cfg.Mesh, m.cfg.Cluster, m.set, m.live, m.gossip.Members(), m.cfg.Now())
 	if m.cfg.PolicyWarnings != nil {
 		st.PolicyWarnings = m.cfg.PolicyWarnings()
 	}
@@ -895,7 +889,7 @@ func (m *Member) Services(cluster string) []*registry.Service {
 	if cluster == m.cfg.Cluster {
 		return svcs
 	}
-	if st, _ := m.live.state(cluster, m.cfg.Now()); !Unhealthy(st) {
+	if st, _ := m.live.State(cluster, m.cfg.Now()); !gossip.Unhealthy(st) {
 		return svcs
 	}
 	out := make([]*registry.Service, len(svcs))
@@ -934,4 +928,31 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// Cluster returns this member's cluster name.
+func (m *Member) Cluster() string { return m.cfg.Cluster }
+
+// Mesh returns the federation's name.
+func (m *Member) Mesh() string { return m.cfg.Mesh }
+
+// MeshCA returns the hub CA certificates every member credential chains to.
+func (m *Member) MeshCA() []*x509.Certificate { return m.cfg.CA }
+
+// Summaries describes every slice held, sorted by cluster.
+func (m *Member) Summaries() []registry.Summary { return m.set.Summaries() }
+
+// ClusterDown reports whether a cluster is stale or dead by gossip, so
+// that its endpoints get no traffic.
+func (m *Member) ClusterDown(cluster string) bool {
+	st, _ := m.live.State(cluster, m.cfg.Now())
+	return gossip.Unhealthy(st)
+}
+
+// Touch wakes everything waiting on Changed without changing the view:
+// for a change of policy that the view's watchers also follow.
+func (m *Member) Touch() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notifyLocked()
 }

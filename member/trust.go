@@ -1,4 +1,4 @@
-package hub
+package member
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
@@ -16,9 +17,8 @@ import (
 )
 
 const (
-	metaAuthority     = "authority"
-	metaRemovedPrefix = "removed/"
-	rotationProbe     = 2 * time.Second
+	metaAuthority = "authority"
+	rotationProbe = 2 * time.Second
 )
 
 // Bundles returns every federated trust domain's bundle, kept current. It
@@ -46,7 +46,7 @@ func (m *Member) loadTrust(ctx context.Context, recs []registry.Verified) error 
 		}
 		if data != nil {
 			if m.authority, err = trust.LoadAuthority(td, data, m.cfg.Now); err != nil {
-				return fmt.Errorf("hub: CA state in %s: %w", m.cfg.Store.Path(), err)
+				return fmt.Errorf("member: CA state in %s: %w", m.cfg.Store.Path(), err)
 			}
 		} else {
 			if m.authority, err = trust.NewAuthority(td, m.cfg.Now); err != nil {
@@ -73,9 +73,9 @@ func (m *Member) loadTrust(ctx context.Context, recs []registry.Verified) error 
 			remote = append(remote, v)
 		}
 	}
-	applyBundles(m.bundles, remote, m.log)
+	registry.ApplyBundles(m.bundles, remote, m.log)
 	return m.cfg.Store.ForEach(store.BucketMeta, func(key string, value []byte) error {
-		if cluster, ok := strings.CutPrefix(key, metaRemovedPrefix); ok && len(value) == 8 {
+		if cluster, ok := strings.CutPrefix(key, store.MetaRemovedPrefix); ok && len(value) == 8 {
 			m.verifier.Revoke(cluster, time.Unix(0, int64(binary.BigEndian.Uint64(value))))
 		}
 		return nil
@@ -145,7 +145,7 @@ func (m *Member) republishInfo(ctx context.Context) error {
 func (m *Member) acceptBundles(recs []registry.Verified, from string) []registry.Verified {
 	out := recs[:0:0]
 	for _, v := range recs {
-		if err := checkBundles(m.bundles, []registry.Verified{v}); err != nil {
+		if err := registry.CheckBundles(m.bundles, []registry.Verified{v}); err != nil {
 			m.log.Warn("dropped a record with a stale bundle", "from", from, "err", err)
 			continue
 		}
@@ -164,7 +164,7 @@ func (m *Member) applyRemovals(ctx context.Context, removals []*hubpb.Removal) {
 		}
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], uint64(r.GetRemovedAt()))
-		meta := store.Op{Bucket: store.BucketMeta, Key: metaRemovedPrefix + r.GetCluster(), Value: b[:]}
+		meta := store.Op{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + r.GetCluster(), Value: b[:]}
 		if r.GetCluster() == m.cfg.Cluster {
 			m.log.Error("this cluster was removed from the federation; join again with a new token")
 			continue
@@ -261,9 +261,9 @@ func (m *Member) allMembersHave(ctx context.Context, seq uint64) bool {
 		if ms.API == "" || ms.Cluster == m.cfg.Cluster {
 			continue
 		}
-		id := HubID(m.td)
+		id := membership.HubID(m.td)
 		if ms.Cluster != "" {
-			id = ClusterID(m.td, ms.Cluster)
+			id = membership.ClusterID(m.td, ms.Cluster)
 		}
 		conn, err := m.conn(ms.API, id)
 		if err != nil {

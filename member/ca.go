@@ -1,13 +1,13 @@
-package hub
+package member
 
 import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -32,9 +32,9 @@ func (m *Member) SignCertificate(ctx context.Context, req *hubpb.SignCertificate
 		return nil, status.Errorf(codes.PermissionDenied, "%s is outside trust domain %s; this control plane issues only %s IDs", want, own, own)
 	}
 	switch {
-	case caller == ClusterID(m.td, m.cfg.Cluster) || caller == AdminID(m.td):
+	case caller == membership.ClusterID(m.td, m.cfg.Cluster) || caller == membership.AdminID(m.td):
 	case caller.MemberOf(own):
-		if ns := namespaceOf(caller); ns == "" || ns != namespaceOf(want) {
+		if ns := trust.NamespaceOf(caller); ns == "" || ns != trust.NamespaceOf(want) {
 			m.log.Warn("refused a certificate request outside the caller's namespace", "caller", caller, "requested", want)
 			return nil, status.Errorf(codes.PermissionDenied, "%s may request IDs only in namespace %q, not %s", caller, ns, want)
 		}
@@ -56,20 +56,10 @@ func (m *Member) SignCertificate(ctx context.Context, req *hubpb.SignCertificate
 	return resp, nil
 }
 
-// namespaceOf returns the namespace of an ID of the form /ns/<ns>/..., or "".
-func namespaceOf(id spiffeid.ID) string {
-	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
-	if !ok {
-		return ""
-	}
-	ns, _, _ := strings.Cut(rest, "/")
-	return ns
-}
-
 // RotateRoot starts a root rotation and reports its phases as they pass.
 func (m *Member) RotateRoot(req *hubpb.RotateRootRequest, stream grpc.ServerStreamingServer[hubpb.RotateRootProgress]) error {
 	caller, err := trust.PeerID(stream.Context())
-	if err != nil || (caller != AdminID(m.td) && caller != ClusterID(m.td, m.cfg.Cluster)) {
+	if err != nil || (caller != membership.AdminID(m.td) && caller != membership.ClusterID(m.td, m.cfg.Cluster)) {
 		return status.Error(codes.PermissionDenied, "only the admin or this cluster's own credential may rotate its root")
 	}
 	if err := m.startRotation(stream.Context()); err != nil {

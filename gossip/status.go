@@ -1,4 +1,4 @@
-package hub
+package gossip
 
 import (
 	"net"
@@ -11,8 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// buildStatus describes every slice in set as seen at now.
-func buildStatus(mesh, self string, set *registry.Set, live *liveness, members []MemberState, now time.Time) *hubpb.StatusResponse {
+// BuildStatus describes every slice in set as seen at now.
+func BuildStatus(mesh, self string, set *registry.Set, live *Liveness, members []MemberState, now time.Time) *hubpb.StatusResponse {
 	digests := make(map[string]Digest)
 	for _, m := range members {
 		if m.Cluster != "" {
@@ -21,12 +21,12 @@ func buildStatus(mesh, self string, set *registry.Set, live *liveness, members [
 	}
 	resp := &hubpb.StatusResponse{
 		Mesh:          mesh,
-		StaleAfterMs:  live.timers.StaleAfter.Milliseconds(),
-		DeadAfterMs:   live.timers.DeadAfter.Milliseconds(),
-		ExpireAfterMs: live.timers.ExpireAfter.Milliseconds(),
+		StaleAfterMs:  live.Timers().StaleAfter.Milliseconds(),
+		DeadAfterMs:   live.Timers().DeadAfter.Milliseconds(),
+		ExpireAfterMs: live.Timers().ExpireAfter.Milliseconds(),
 	}
 	for _, sum := range set.Summaries() {
-		state, last := live.state(sum.Cluster, now)
+		state, last := live.State(sum.Cluster, now)
 		if sum.Cluster == self {
 			state, last = StateAlive, now
 		}

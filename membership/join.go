@@ -1,4 +1,4 @@
-package hub
+package membership
 
 import (
 	"context"
@@ -20,10 +20,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Files 'federate join' writes into a cluster's data directory.
+// Files 'federate join' writes into a cluster's data directory; the hub
+// writes CAFile into its own too.
 const (
 	CredentialFile = "credential.pem"
 	MembershipFile = "federation.json"
+	CAFile         = "ca.pem"
 )
 
 // Membership is what a cluster keeps after joining.
@@ -57,7 +59,7 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	tlsConf := trust.PinnedTLS(tok.CA, "/hub", func(c *x509.Certificate) { ca = c })
 	conn, err := grpc.NewClient(tok.Hub, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 	if err != nil {
-		return nil, fmt.Errorf("hub: dial %s: %w", tok.Hub, err)
+		return nil, fmt.Errorf("membership: dial %s: %w", tok.Hub, err)
 	}
 	defer conn.Close()
 	resp, err := hubpb.NewHubClient(conn).Join(ctx, &hubpb.JoinRequest{Token: token, Csr: csr})
@@ -71,10 +73,10 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	}
 	certs, err := trust.ParseCertificates(resp.GetCertificates())
 	if err != nil {
-		return nil, fmt.Errorf("hub: join response: %w", err)
+		return nil, fmt.Errorf("membership: join response: %w", err)
 	}
 	if ca == nil || !ca.Equal(certs[len(certs)-1]) {
-		return nil, errors.New("hub: join response is not signed by the pinned CA")
+		return nil, errors.New("membership: join response is not signed by the pinned CA")
 	}
 	cred, err := trust.NewCredential(certs, key)
 	if err != nil {
@@ -82,7 +84,7 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	}
 	td, err := spiffeid.TrustDomainFromString(resp.GetMesh())
 	if err != nil || cred.ID() != ClusterID(td, tok.Cluster) {
-		return nil, fmt.Errorf("hub: join returned credential %s, want cluster %q", cred.ID(), tok.Cluster)
+		return nil, fmt.Errorf("membership: join returned credential %s, want cluster %q", cred.ID(), tok.Cluster)
 	}
 	return &Membership{
 		Mesh: resp.GetMesh(), Cluster: resp.GetCluster(), Hub: tok.Hub,
@@ -110,17 +112,17 @@ func (m *Membership) Save(dir string) error {
 func LoadMembership(dir string) (*Membership, error) {
 	data, err := os.ReadFile(filepath.Join(dir, MembershipFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("hub: %s has no %s: join the cluster first with 'federate join --token TOKEN --data-dir %s'", dir, MembershipFile, dir)
+		return nil, fmt.Errorf("membership: %s has no %s: join the cluster first with 'federate join --token TOKEN --data-dir %s'", dir, MembershipFile, dir)
 	}
 	if err != nil {
 		return nil, err
 	}
 	m := new(Membership)
 	if err := json.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("hub: %s: %w", filepath.Join(dir, MembershipFile), err)
+		return nil, fmt.Errorf("membership: %s: %w", filepath.Join(dir, MembershipFile), err)
 	}
 	if err := registry.ValidClusterName(m.Cluster); err != nil {
-		return nil, fmt.Errorf("hub: %s: %w", filepath.Join(dir, MembershipFile), err)
+		return nil, fmt.Errorf("membership: %s: %w", filepath.Join(dir, MembershipFile), err)
 	}
 	if m.Credential, err = trust.LoadCredential(filepath.Join(dir, CredentialFile)); err != nil {
 		return nil, err
@@ -154,7 +156,7 @@ func dial(addr, serverName, credentialPath, caPath string) (*grpc.ClientConn, er
 		return nil, err
 	}
 	td := cred.ID().TrustDomain()
-	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), authorizeMember(td))
+	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), AuthorizeMember(td))
 	tlsConf.ServerName = serverName
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))

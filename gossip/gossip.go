@@ -1,4 +1,4 @@
-package hub
+package gossip
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/hashicorp/memberlist"
@@ -57,24 +58,24 @@ func (d Digest) encode() []byte {
 func DecodeDigest(b []byte) (Digest, error) {
 	var d Digest
 	if len(b) > maxDigestBytes {
-		return d, fmt.Errorf("hub: gossip digest of %d bytes exceeds %d", len(b), maxDigestBytes)
+		return d, fmt.Errorf("gossip: gossip digest of %d bytes exceeds %d", len(b), maxDigestBytes)
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
-		return d, fmt.Errorf("hub: gossip digest: %w", err)
+		return d, fmt.Errorf("gossip: gossip digest: %w", err)
 	}
 	if d.Name == "" {
-		return d, fmt.Errorf("hub: gossip digest without a member name")
+		return d, fmt.Errorf("gossip: gossip digest without a member name")
 	}
 	if d.Cluster != "" {
 		if err := registry.ValidClusterName(d.Cluster); err != nil {
-			return d, fmt.Errorf("hub: gossip digest: %w", err)
+			return d, fmt.Errorf("gossip: gossip digest: %w", err)
 		}
 	}
 	return d, nil
 }
 
-// GossipConfig configures the gossip layer.
-type GossipConfig struct {
+// Config configures the gossip layer.
+type Config struct {
 	// Bind is the TCP host:port to listen on; port 0 picks one.
 	Bind string
 	// Advertise is the address other members dial, an IP host and a port.
@@ -110,11 +111,11 @@ type MemberState struct {
 	Addr  string
 }
 
-// Gossip runs memberlist for one member and tracks the newest digest of
+// Node runs memberlist for one member and tracks the newest digest of
 // every cluster. Callbacks from memberlist never block: they hand copies to
 // the goroutine in Run.
-type Gossip struct {
-	cfg       GossipConfig
+type Node struct {
+	cfg       Config
 	log       *slog.Logger
 	onDigest  func(Digest)
 	inbox     chan []byte
@@ -131,14 +132,14 @@ type Gossip struct {
 	ready   chan struct{}
 }
 
-// NewGossip returns a gossip layer; onDigest runs, serialized, for every
+// New returns a gossip layer; onDigest runs, serialized, for every
 // digest that is newer than any seen before for its member.
 //
 // The member's node name is local.Name with a suffix unique to this start:
 // memberlist ignores a node that comes back under a dead node's name at
 // the same address, so a restarted hub or control plane joins as a new
 // node, and the dead one is reaped.
-func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
+func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 	var suffix [3]byte
 	_, _ = rand.Read(suffix[:])
 	local.Name += "-" + hex.EncodeToString(suffix[:])
@@ -148,7 +149,7 @@ func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = DefaultRejoinInterval
 	}
-	g := &Gossip{
+	g := &Node{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "gossip"),
 		onDigest:  onDigest,
@@ -163,7 +164,7 @@ func NewGossip(cfg GossipConfig, local Digest, onDigest func(Digest)) *Gossip {
 	return g
 }
 
-func (g *Gossip) numNodes() int {
+func (g *Node) numNodes() int {
 	g.mu.Lock()
 	ml := g.ml
 	g.mu.Unlock()
@@ -174,10 +175,10 @@ func (g *Gossip) numNodes() int {
 }
 
 // Ready is closed once memberlist listens; Addr is valid from then on.
-func (g *Gossip) Ready() <-chan struct{} { return g.ready }
+func (g *Node) Ready() <-chan struct{} { return g.ready }
 
 // Addr returns the gossip address others should join.
-func (g *Gossip) Addr() string {
+func (g *Node) Addr() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.addr
@@ -185,7 +186,7 @@ func (g *Gossip) Addr() string {
 
 // Seed returns "node/addr", how other members join this one: the node
 // name lets them reach it through its cluster's gateway.
-func (g *Gossip) Seed() string {
+func (g *Node) Seed() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.local.Name + "/" + g.addr
@@ -193,14 +194,14 @@ func (g *Gossip) Seed() string {
 
 // ListenAddr returns the address gossip listens on: where a gateway that
 // is advertised in its place sends gossip connections.
-func (g *Gossip) ListenAddr() string {
+func (g *Node) ListenAddr() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.listen
 }
 
 // Run starts memberlist and serves until ctx is done, then leaves the mesh.
-func (g *Gossip) Run(ctx context.Context) error {
+func (g *Node) Run(ctx context.Context) error {
 	conf, err := g.memberlistConfig()
 	if err != nil {
 		return err
@@ -209,7 +210,7 @@ func (g *Gossip) Run(ctx context.Context) error {
 	ml, err := memberlist.Create(conf)
 	if err != nil {
 		transport.Shutdown()
-		return fmt.Errorf("hub: start gossip on %s: %w", g.cfg.Bind, err)
+		return fmt.Errorf("gossip: start gossip on %s: %w", g.cfg.Bind, err)
 	}
 	g.mu.Lock()
 	g.ml = ml
@@ -241,7 +242,7 @@ func (g *Gossip) Run(ctx context.Context) error {
 	}
 }
 
-func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
+func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	var conf *memberlist.Config
 	switch g.cfg.Profile {
 	case "", "wan":
@@ -249,16 +250,16 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	case "lan":
 		conf = memberlist.DefaultLANConfig()
 	default:
-		return nil, fmt.Errorf("hub: gossip profile %q: want wan or lan", g.cfg.Profile)
+		return nil, fmt.Errorf("gossip: gossip profile %q: want wan or lan", g.cfg.Profile)
 	}
 	if g.cfg.Credential == nil {
-		return nil, errors.New("hub: gossip needs the member's credential")
+		return nil, errors.New("gossip: gossip needs the member's credential")
 	}
 	td := g.cfg.Credential.ID().TrustDomain()
 	bundle := trust.Bundle(td, g.cfg.CA...)
 	transport, err := newTLSTransport(g.cfg.Bind, g.cfg.Advertise,
-		trust.MTLSServer(g.cfg.Credential, bundle, authorizeGossip(td), g.log),
-		trust.MTLSClient(g.cfg.Credential, bundle, authorizeGossip(td), g.log), g.log)
+		trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
+		trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log), g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -275,10 +276,10 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 // RejoinNow joins every seed again soon, members or not: a seed that
 // restarted under a new node name is found without waiting for its old
 // node to be declared dead.
-func (g *Gossip) RejoinNow() { signal(g.rejoinNow) }
+func (g *Node) RejoinNow() { signal(g.rejoinNow) }
 
 // rejoin joins every seed that is not a member now, or all of them.
-func (g *Gossip) rejoin(all bool) {
+func (g *Node) rejoin(all bool) {
 	g.mu.Lock()
 	ml := g.ml
 	present := make(map[string]bool)
@@ -302,7 +303,7 @@ func (g *Gossip) rejoin(all bool) {
 }
 
 // SetLocal replaces this member's digest and spreads it; its name is kept.
-func (g *Gossip) SetLocal(d Digest) {
+func (g *Node) SetLocal(d Digest) {
 	g.mu.Lock()
 	d.Name = g.local.Name
 	g.local = d
@@ -319,7 +320,7 @@ func (g *Gossip) SetLocal(d Digest) {
 // Members returns the live members with their newest digests. memberlist's
 // own node list is not safe to read outside its locks, so membership is
 // tracked from its events.
-func (g *Gossip) Members() []MemberState {
+func (g *Node) Members() []MemberState {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]MemberState, 0, len(g.members))
@@ -335,7 +336,7 @@ func (g *Gossip) Members() []MemberState {
 
 // receive merges one digest. A newer one is passed on to the application
 // and re-queued, since memberlist does not forward user broadcasts.
-func (g *Gossip) receive(b []byte) {
+func (g *Node) receive(b []byte) {
 	d, err := DecodeDigest(b)
 	if err != nil {
 		g.log.Debug("dropped gossip message", "err", err)
@@ -362,7 +363,7 @@ func (g *Gossip) receive(b []byte) {
 	}
 }
 
-func (g *Gossip) deliver(b []byte) {
+func (g *Node) deliver(b []byte) {
 	select {
 	case g.inbox <- b:
 	default: // full: push/pull and node meta catch up later
@@ -385,7 +386,7 @@ func (b digestBroadcast) Invalidates(other memberlist.Broadcast) bool {
 func (b digestBroadcast) Message() []byte { return b }
 func (b digestBroadcast) Finished()       {}
 
-type gossipDelegate Gossip
+type gossipDelegate Node
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
 	d.mu.Lock()
@@ -398,7 +399,7 @@ func (d *gossipDelegate) NodeMeta(limit int) []byte {
 }
 
 func (d *gossipDelegate) NotifyMsg(b []byte) {
-	(*Gossip)(d).deliver(append([]byte(nil), b...))
+	(*Node)(d).deliver(append([]byte(nil), b...))
 }
 
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -427,12 +428,12 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, _ bool) {
 		return
 	}
 	for _, raw := range all {
-		(*Gossip)(d).deliver(append([]byte(nil), raw...))
+		(*Node)(d).deliver(append([]byte(nil), raw...))
 	}
 }
 
 // gossipEvents runs under memberlist's node lock: it copies what it needs.
-type gossipEvents Gossip
+type gossipEvents Node
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.seen(n) }
 func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.seen(n) }
@@ -453,7 +454,7 @@ func (e *gossipEvents) seen(n *memberlist.Node) {
 	}
 	e.mu.Unlock()
 	if len(meta) > 0 {
-		(*Gossip)(e).deliver(meta)
+		(*Node)(e).deliver(meta)
 	}
 }
 
@@ -463,4 +464,12 @@ type debugWriter struct{ log *slog.Logger }
 func (w debugWriter) Write(p []byte) (int, error) {
 	w.log.Debug(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// signal wakes the goroutine waiting on ch, unless a wake-up is pending.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

@@ -1,4 +1,4 @@
-package hub
+package gossip
 
 import (
 	"sync"
@@ -47,8 +47,8 @@ func (t Timers) withDefaults() Timers {
 // Unhealthy reports whether a state's endpoints must not receive traffic.
 func Unhealthy(state string) bool { return state == StateStale || state == StateDead }
 
-// liveness tracks when each cluster was last confirmed.
-type liveness struct {
+// Liveness tracks when each cluster was last confirmed by gossip.
+type Liveness struct {
 	timers Timers
 	start  time.Time
 
@@ -57,12 +57,12 @@ type liveness struct {
 	gossip map[string]string // current gossip state: alive or suspect
 }
 
-func newLiveness(t Timers, now time.Time) *liveness {
-	return &liveness{timers: t.withDefaults(), start: now, last: make(map[string]time.Time), gossip: make(map[string]string)}
+func NewLiveness(t Timers, now time.Time) *Liveness {
+	return &Liveness{timers: t.withDefaults(), start: now, last: make(map[string]time.Time), gossip: make(map[string]string)}
 }
 
-// observe records the gossip view at now.
-func (l *liveness) observe(members []MemberState, now time.Time) {
+// Observe records the gossip view at now.
+func (l *Liveness) Observe(members []MemberState, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	clear(l.gossip)
@@ -80,7 +80,7 @@ func (l *liveness) observe(members []MemberState, now time.Time) {
 // state returns a cluster's state and when it was last confirmed. A cluster
 // never confirmed since start counts from start, so a restarted member keeps
 // serving what it knew.
-func (l *liveness) state(cluster string, now time.Time) (string, time.Time) {
+func (l *Liveness) State(cluster string, now time.Time) (string, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	last, ok := l.last[cluster]
@@ -100,14 +100,17 @@ func (l *liveness) state(cluster string, now time.Time) (string, time.Time) {
 	}
 }
 
-// expired reports whether a cluster has been unconfirmed for ExpireAfter.
-func (l *liveness) expired(cluster string, now time.Time) bool {
-	_, last := l.state(cluster, now)
+// Expired reports whether a cluster has been unconfirmed for ExpireAfter.
+func (l *Liveness) Expired(cluster string, now time.Time) bool {
+	_, last := l.State(cluster, now)
 	return now.Sub(last) >= l.timers.ExpireAfter
 }
 
-func (l *liveness) forget(cluster string) {
+func (l *Liveness) Forget(cluster string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.last, cluster)
 }
+
+// Timers returns the timers in force, defaults filled in.
+func (l *Liveness) Timers() Timers { return l.timers }

@@ -1,4 +1,4 @@
-package hub
+package gossip
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/federate/federate/registry"
 )
 
-// Gossip travels over mTLS TCP connections only, never UDP: each cluster
+// Node travels over mTLS TCP connections only, never UDP: each cluster
 // advertises its east-west gateway as its gossip address, and peers reach
 // it there with the server name gossip.<cluster>.federate.internal, so a
 // cluster needs one port reachable from other networks (as Consul's WAN
@@ -69,7 +69,7 @@ type packetSender struct {
 func newTLSTransport(bind, advertise string, server, client *tls.Config, log *slog.Logger) (*tlsTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		return nil, fmt.Errorf("hub: gossip listen on %s: %w", bind, err)
+		return nil, fmt.Errorf("gossip: gossip listen on %s: %w", bind, err)
 	}
 	adv, err := advertiseAddr(ln.Addr().(*net.TCPAddr), advertise)
 	if err != nil {
@@ -94,17 +94,17 @@ func newTLSTransport(bind, advertise string, server, client *tls.Config, log *sl
 func advertiseAddr(bound *net.TCPAddr, advertise string) (*net.TCPAddr, error) {
 	if advertise == "" {
 		if bound.IP.IsUnspecified() {
-			return nil, fmt.Errorf("hub: gossip is bound to %s, which members cannot dial: give an advertise address (the cluster's gateway)", bound)
+			return nil, fmt.Errorf("gossip: gossip is bound to %s, which members cannot dial: give an advertise address (the cluster's gateway)", bound)
 		}
 		return bound, nil
 	}
 	host, port, err := net.SplitHostPort(advertise)
 	if err != nil {
-		return nil, fmt.Errorf("hub: gossip advertise address %q: want host:port", advertise)
+		return nil, fmt.Errorf("gossip: gossip advertise address %q: want host:port", advertise)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return nil, fmt.Errorf("hub: gossip advertise address %q: bad port", advertise)
+		return nil, fmt.Errorf("gossip: gossip advertise address %q: bad port", advertise)
 	}
 	if p == 0 {
 		p = uint64(bound.Port)
@@ -113,7 +113,7 @@ func advertiseAddr(bound *net.TCPAddr, advertise string) (*net.TCPAddr, error) {
 	if ip == nil {
 		ips, err := net.LookupIP(host)
 		if err != nil || len(ips) == 0 {
-			return nil, fmt.Errorf("hub: gossip advertise address %q: resolve %s: %v", advertise, host, err)
+			return nil, fmt.Errorf("gossip: gossip advertise address %q: resolve %s: %v", advertise, host, err)
 		}
 		ip = ips[0]
 	}
@@ -141,7 +141,7 @@ func (t *tlsTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 // it first if needed. A connection the peer closed is replaced once.
 func (t *tlsTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
 	if len(b) > maxGossipPacket {
-		return time.Time{}, fmt.Errorf("hub: gossip packet of %d bytes exceeds %d", len(b), maxGossipPacket)
+		return time.Time{}, fmt.Errorf("gossip: gossip packet of %d bytes exceeds %d", len(b), maxGossipPacket)
 	}
 	frame := make([]byte, 4+len(b))
 	binary.BigEndian.PutUint32(frame, uint32(len(b)))
@@ -157,7 +157,7 @@ func (t *tlsTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.T
 		}
 		t.dropSender(addr, s)
 	}
-	return time.Time{}, fmt.Errorf("hub: gossip packet to %s: %w", addr.String(), err)
+	return time.Time{}, fmt.Errorf("gossip: gossip packet to %s: %w", addr.String(), err)
 }
 
 func (t *tlsTransport) sender(addr memberlist.Address) (*packetSender, error) {
@@ -229,12 +229,12 @@ func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Dur
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("hub: gossip dial %s: %w", addr.String(), err)
+		return nil, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
 	}
 	c.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("hub: gossip dial %s: %w", addr.String(), err)
+		return nil, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
 	}
 	c.SetWriteDeadline(time.Time{})
 	return c, nil
@@ -250,7 +250,7 @@ func gossipServerName(node string) string {
 	return sni.Internal(sni.Gossip, base)
 }
 
-// memberBase strips the per-start suffix NewGossip adds to a node name.
+// memberBase strips the per-start suffix New adds to a node name.
 func memberBase(node string) string {
 	if i := strings.LastIndexByte(node, '-'); i > 0 {
 		return node[:i]

@@ -1,4 +1,4 @@
-package hub
+package routing
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/locality"
+	"github.com/federate/federate/registry"
 )
 
 // DefaultRulesInterval is how often the config directory is read for
@@ -30,12 +31,23 @@ const DefaultRulesInterval = 2 * time.Second
 // gateway's change of state is built at once.
 const coalesceDelay = 50 * time.Millisecond
 
-// RoutingConfig configures what a control plane tells its gateways and
+// View is the control plane's view of the federation (its member), which
+// must be serving before Run.
+type View interface {
+	Cluster() string
+	Summaries() []registry.Summary
+	// Services returns a cluster's services, unhealthy while it is down.
+	Services(cluster string) []*registry.Service
+	ClusterDown(cluster string) bool
+	// Changed is closed at the next change; Touch closes it without one.
+	Changed() <-chan struct{}
+	Touch()
+}
+
+// Config configures what a control plane tells its gateways and
 // its clients.
-type RoutingConfig struct {
-	// Member is the control plane's view of the federation; it must be
-	// serving (Ready) before Run.
-	Member *Member
+type Config struct {
+	View View
 	// Server serves the snapshots (gateways and clients are told apart by
 	// node ID, see xds.ClientNodePrefix).
 	Server *xds.Server
@@ -59,7 +71,7 @@ type RoutingConfig struct {
 // (gossip liveness and active probes of every remote gateway), redone on
 // every change of any of them.
 type Routing struct {
-	cfg    RoutingConfig
+	cfg    Config
 	log    *slog.Logger
 	prober *gatewayProber
 
@@ -70,10 +82,10 @@ type Routing struct {
 	built    uint64                    // snapshots built; the version of the next
 }
 
-// NewRouting checks cfg; it does no I/O.
-func NewRouting(cfg RoutingConfig) (*Routing, error) {
-	if cfg.Member == nil || cfg.Server == nil {
-		return nil, errors.New("hub: routing needs a member and an xDS server")
+// New checks cfg; it does no I/O.
+func New(cfg Config) (*Routing, error) {
+	if cfg.View == nil || cfg.Server == nil {
+		return nil, errors.New("routing: a view of the federation and an xDS server are needed")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -135,7 +147,7 @@ func (r *Routing) Run(ctx context.Context) error {
 	}
 	for {
 		// Take the change channels before reading, so no change is missed.
-		memberChanged, probeChanged := r.cfg.Member.Changed(), r.prober.changes()
+		memberChanged, probeChanged := r.cfg.View.Changed(), r.prober.changes()
 		reloaded := false
 		if files, err := r.readRules(); changed(files, err) {
 			rules = r.loadRules(files, err, rules)
@@ -148,7 +160,7 @@ func (r *Routing) Run(ctx context.Context) error {
 		if reloaded {
 			// VM agents' targets follow the rules too: wake what waits
 			// on the view, as a change of it would.
-			r.cfg.Member.touch()
+			r.cfg.View.Touch()
 		}
 		for waiting := true; waiting; {
 			select {
@@ -271,10 +283,11 @@ func (rs ruleSet) ruleFor(host string) *locality.Rule {
 
 // build renders and serves both snapshots and the warnings.
 func (r *Routing) build(ctx context.Context, rules ruleSet) error {
-	m := r.cfg.Member
-	self := m.cfg.Cluster
+	m := r.cfg.View
+	self := m.Cluster()
+	summaries := m.Summaries()
 	network, loc := r.cfg.Network, r.cfg.Locality
-	if info := m.ownInfo(); info != nil {
+	if info := ownInfo(summaries, self); info != nil {
 		network = cmp.Or(network, info.GetNetwork())
 		if loc.IsZero() {
 			loc = locality.FromProto(info.GetLocality())
@@ -287,7 +300,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	var views []xds.ClusterView
 	var gateways []string
 	gatewayOf := make(map[string]string) // gateway address -> cluster
-	for _, sum := range m.set.Summaries() {
+	for _, sum := range summaries {
 		views = append(views, xds.ClusterView{Name: sum.Cluster, Info: sum.Info, Services: m.Services(sum.Cluster)})
 		if sum.Cluster == self {
 			continue
@@ -349,7 +362,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	clients, err := xds.BuildClients(xds.ClientsInput{
 		Version: version, Cluster: self, Network: network, Locality: loc,
 		Views: views, Subsets: subsets, Policy: clientPolicy,
-		ClusterDown: func(c string) bool { st, _ := m.live.state(c, m.cfg.Now()); return Unhealthy(st) },
+		ClusterDown: m.ClusterDown,
 		GatewayDown: r.prober.isDown,
 	})
 	if err != nil {
@@ -447,4 +460,24 @@ func clientEndpoints(clients *xds.Clients, host string) []locality.Endpoint {
 		}
 	}
 	return out
+}
+
+// ownInfo is the ClusterInfo cluster self publishes, or nil.
+func ownInfo(summaries []registry.Summary, self string) *registry.ClusterInfo {
+	for _, s := range summaries {
+		if s.Cluster == self {
+			return s.Info
+		}
+	}
+	return nil
+}
+
+// AgentPolicy is the policy of a service without a DestinationRule, as
+// agents apply it: the mesh default with outlier detection on, since the
+// sidecar moves to another target whenever a connect fails; so agents
+// prefer their own locality while it is healthy, like the gateways.
+func AgentPolicy() locality.Policy {
+	p := locality.DefaultPolicy()
+	p.OutlierDetection = true
+	return p
 }

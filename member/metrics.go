@@ -1,0 +1,50 @@
+package member
+
+import (
+	"github.com/federate/federate/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes the control plane's view of the federation to
+// Prometheus. It reports nothing before the member is Ready.
+func (m *Member) Collector() prometheus.Collector { return memberCollector{m} }
+
+type memberCollector struct{ m *Member }
+
+func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
+
+// Describe sends the descriptions of every metric a member exports.
+func Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range append(metrics.Common, metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings) {
+		ch <- d
+	}
+}
+
+func (c memberCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	select {
+	case <-m.ready: // gossip and the CA exist from here on
+	default:
+		return
+	}
+	now := m.cfg.Now()
+	st := m.StatusNow()
+	metrics.Status(ch, st, now, len(m.gossip.Members())+1)
+	metrics.Bundles(ch, m.bundles)
+	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(m.cfg.Credential.Expiry()), "cluster")
+	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(metrics.Earliest(m.cfg.CA)), "mesh_ca")
+	rot := m.authority.Status()
+	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(rot.RootExpiry), "cluster_ca")
+	for _, p := range metrics.RotationPhases {
+		metrics.Gauge(ch, metrics.DescRotation, metrics.Bool(rot.Phase == p), p)
+	}
+	metrics.Gauge(ch, metrics.DescHubConnected, metrics.Bool(m.hubConnected()))
+	metrics.Gauge(ch, metrics.DescPolicyWarnings, float64(len(st.GetPolicyWarnings())))
+}
+
+// hubConnected reports whether the member's stream from the hub is synced.
+func (m *Member) hubConnected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hubSynced
+}
