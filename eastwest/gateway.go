@@ -141,6 +141,16 @@ func Listen(ctx context.Context, addr string) (*net.TCPListener, error) {
 // started has stopped. It returns nil when ctx ended it, and the accept
 // error otherwise. Serve owns lis.
 func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
+	// Before its first table a router knows no name; peers that dial the
+	// gateway as soon as it listens are held in the backlog meanwhile.
+	if r, ok := g.cfg.Router.(interface{ Loaded() <-chan struct{} }); ok {
+		select {
+		case <-r.Loaded():
+		case <-ctx.Done():
+			lis.Close()
+			return nil
+		}
+	}
 	// Connections outlive ctx by the drain; closing is how they end early.
 	connCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
 	defer closeConns()

@@ -226,6 +226,11 @@ func (g *Node) Run(ctx context.Context) error {
 	}()
 
 	g.rejoin(false)
+	if adv := transport.advertise; adv.String() != g.ListenAddr() {
+		// Behind a gateway: sync again each time our address leads back
+		// to us, since what was sent to us meanwhile is lost.
+		go g.watchReachable(ctx, ml, conf.Name, adv)
+	}
 	rejoin := time.NewTicker(g.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	for {
@@ -271,6 +276,41 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	conf.Logger = log.New(debugWriter{g.log}, "", 0)
 	conf.DeadNodeReclaimTime = 30 * time.Second
 	return conf, nil
+}
+
+// Intervals between checks that this member's advertised gossip address
+// leads back to it: often while it does not, to sync soon after it does.
+const (
+	reachableCheckInterval   = time.Second
+	unreachableCheckInterval = 200 * time.Millisecond
+)
+
+// watchReachable pings this member at its advertised address until ctx
+// is done, and joins every seed again (a push/pull with each) whenever the
+// address starts leading back here. Until then, behind a gateway that is
+// not up or not routing to us yet, every packet sent to us was lost:
+// among them the broadcasts of members that joined after us, which we
+// would otherwise learn of only at the next push/pull, 30 to 60 s later.
+// Such sends fail without marking us suspect, so others see us alive.
+func (g *Gossip) watchReachable(ctx context.Context, ml *memberlist.Memberlist, name string, addr *net.TCPAddr) {
+	reachable := false
+	for {
+		_, err := ml.Ping(name, addr)
+		if err == nil && !reachable {
+			g.log.Debug("gossip address leads back here: syncing with the seeds", "advertise", addr)
+			g.RejoinNow()
+		}
+		reachable = err == nil
+		wait := reachableCheckInterval
+		if !reachable {
+			wait = unreachableCheckInterval
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // RejoinNow joins every seed again soon, members or not: a seed that

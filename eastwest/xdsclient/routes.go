@@ -2,6 +2,7 @@ package xdsclient
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/federate/federate/eastwest"
@@ -14,13 +15,29 @@ import (
 // gateway's connect retry.
 type Routes struct {
 	table atomic.Pointer[Table]
+
+	init   sync.Once
+	loaded chan struct{} // closed by the first Set
+	first  sync.Once
 }
 
 // Set installs a new table; connections in flight keep their upstream.
-func (r *Routes) Set(t *Table) { r.table.Store(t) }
+func (r *Routes) Set(t *Table) {
+	r.table.Store(t)
+	r.first.Do(func() { close(r.loadedCh()) })
+}
 
 // Ready reports whether a table has arrived.
 func (r *Routes) Ready() bool { return r.table.Load() != nil }
+
+// Loaded is closed when the first table arrives; the gateway accepts no
+// connection before.
+func (r *Routes) Loaded() <-chan struct{} { return r.loadedCh() }
+
+func (r *Routes) loadedCh() chan struct{} {
+	r.init.Do(func() { r.loaded = make(chan struct{}) })
+	return r.loaded
+}
 
 // Route implements eastwest.Router.
 func (r *Routes) Route(name string) (eastwest.Route, error) {
