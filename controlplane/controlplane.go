@@ -83,8 +83,9 @@ type Config struct {
 	GossipBind     string
 	GossipProfile  string
 	GossipRejoin   time.Duration
-	Gateway        string // this cluster's east-west gateway, host:port
-	InternalHost   string // host the gateway dials for this control plane
+	GossipSeeds    []string // beyond those of the membership
+	Gateway        string   // this cluster's east-west gateway, host:port
+	InternalHost   string   // host the gateway dials for this control plane
 	Timers         gossip.Timers
 	Probe          routing.ProbeConfig
 	RulesInterval  time.Duration
@@ -271,7 +272,7 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		CredentialPath: filepath.Join(cfg.DataDir, membership.CredentialFile), Store: st,
 		Listen: cfg.Listen, Advertise: advertise,
 		Gossip: gossip.Config{
-			Bind: cfg.GossipBind, Advertise: advertise, Seeds: ms.GossipSeeds, Label: ms.Mesh,
+			Bind: cfg.GossipBind, Advertise: advertise, Seeds: append(ms.GossipSeeds, cfg.GossipSeeds...), Label: ms.Mesh,
 			Profile: cfg.GossipProfile, RejoinInterval: cfg.GossipRejoin, Logger: c.log,
 		},
 		Timers: cfg.Timers, Logger: c.log,

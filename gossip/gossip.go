@@ -229,7 +229,9 @@ func (g *Node) Run(ctx context.Context) error {
 	if adv := transport.advertise; adv.String() != g.ListenAddr() {
 		// Behind a gateway: sync again each time our address leads back
 		// to us, since what was sent to us meanwhile is lost.
-		go g.watchReachable(ctx, ml, conf.Name, adv)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { g.watchReachable(ctx, ml, conf.Name, adv) })
 	}
 	rejoin := time.NewTicker(g.cfg.RejoinInterval)
 	defer rejoin.Stop()
@@ -292,8 +294,10 @@ const (
 // among them the broadcasts of members that joined after us, which we
 // would otherwise learn of only at the next push/pull, 30 to 60 s later.
 // Such sends fail without marking us suspect, so others see us alive.
-func (g *Gossip) watchReachable(ctx context.Context, ml *memberlist.Memberlist, name string, addr *net.TCPAddr) {
+func (g *Node) watchReachable(ctx context.Context, ml *memberlist.Memberlist, name string, addr *net.TCPAddr) {
 	reachable := false
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
 		_, err := ml.Ping(name, addr)
 		if err == nil && !reachable {
@@ -305,10 +309,11 @@ func (g *Gossip) watchReachable(ctx context.Context, ml *memberlist.Memberlist, 
 		if !reachable {
 			wait = unreachableCheckInterval
 		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
