@@ -3,11 +3,9 @@ package hub
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,10 +20,9 @@ import (
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -104,13 +101,6 @@ type Server struct {
 	subs  map[*subscriber]struct{}
 }
 
-type subscriber struct {
-	cluster string
-	ch      chan *hubpb.SubscribeResponse
-	slow    chan struct{} // closed when ch overflowed
-	once    sync.Once
-}
-
 // New validates cfg and returns a hub; it does no I/O.
 func New(cfg Config) (*Server, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.Mesh)
@@ -151,10 +141,30 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Addr returns the address the hub listens on.
-func (s *Server) Addr() string { return s.listener.Addr().String() }
+func (s *Server) Addr() string {
+	if !s.started() {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
 
 // GossipAddr returns the hub's gossip address.
-func (s *Server) GossipAddr() string { return s.gossip.Addr() }
+func (s *Server) GossipAddr() string {
+	if !s.started() {
+		return ""
+	}
+	return s.gossip.Addr()
+}
+
+// started reports whether Run got as far as Ready: the listeners exist.
+func (s *Server) started() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
 
 // Run opens the store and serves until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
@@ -177,10 +187,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	cred, err := s.issueOwn(membership.HubID(s.td), hubCredentialTTL)
-	s.cred = cred
 	if err != nil {
 		return err
 	}
+	s.cred = cred
 	if err := s.writeAdmin(); err != nil {
 		return err
 	}
@@ -214,47 +224,39 @@ func (s *Server) Run(ctx context.Context) error {
 	hubpb.RegisterHubServer(srv, s)
 	hubpb.RegisterRegistryServer(srv, s)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4+len(s.importers))
-	var wg sync.WaitGroup
-	defer wg.Wait() // before the store closes
-	wg.Go(func() { errc <- s.gossip.Run(ctx) })
-	wg.Go(func() { errc <- srv.Serve(lis) })
-	wg.Go(func() { errc <- s.maintain(ctx, cred) })
 	if s.cfg.BundleListen != "" {
 		if s.bundleLis, err = net.Listen("tcp", s.cfg.BundleListen); err != nil {
-			cancel()
-			srv.Stop()
+			lis.Close()
 			return fmt.Errorf("hub: bundle endpoint on %s: %w", s.cfg.BundleListen, err)
 		}
-		wg.Go(func() { errc <- serveBundles(ctx, s.bundleLis, cred, s.bundles, s.log) })
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.gossip.Run(ctx) })
+	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error {
+		<-ctx.Done()
+		// Subscribe streams never end on their own: end them, so that the
+		// graceful stop does not wait out its grace period and members
+		// reconnect at once.
+		close(s.stopping)
+		membership.GracefulStop(srv)
+		return nil
+	})
+	g.Go(func() error { return s.maintain(ctx, cred) })
+	if s.bundleLis != nil {
+		g.Go(func() error { return serveBundles(ctx, s.bundleLis, cred, s.bundles, s.log) })
 	}
 	for _, im := range s.importers {
-		wg.Go(func() { errc <- im.run(ctx) })
+		g.Go(func() error { return im.run(ctx) })
 	}
 	select {
 	case <-s.gossip.Ready():
-	case err := <-errc:
-		cancel()
-		srv.Stop()
-		return err
+	case <-ctx.Done():
+		return g.Wait()
 	}
 	close(s.ready)
 	s.log.Info("hub serving", "addr", s.Addr(), "gossip", s.GossipAddr(), "mesh", s.cfg.Mesh, "clusters", len(s.set.Clusters()))
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	cancel()
-	// Subscribe streams never end on their own: end them, so that the
-	// graceful stop does not wait out its grace period and members
-	// reconnect at once.
-	close(s.stopping)
-	membership.GracefulStop(srv)
-	return runErr
+	return g.Wait() // before the store closes
 }
 
 // maintain ticks liveness, expires slices and renews the hub's credential.
@@ -344,325 +346,6 @@ func (s *Server) loadRecords() error {
 	}
 	s.set.Apply(recs)
 	return nil
-}
-
-// issueOwn issues a credential from the hub CA with a fresh key; the chain
-// includes the CA so that joining clusters can pin it.
-func (s *Server) issueOwn(id spiffeid.ID, ttl time.Duration) (*trust.Credential, error) {
-	key, err := trust.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := s.ca.Issue(id, key.Public(), ttl, s.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	return trust.NewCredential([]*x509.Certificate{leaf, s.ca.Cert}, key)
-}
-
-// writeAdmin writes the CA and an admin credential for the CLI.
-func (s *Server) writeAdmin() error {
-	if err := trust.WriteFileAtomic(filepath.Join(s.cfg.DataDir, membership.CAFile), trust.EncodeCertificates(s.ca.Cert), 0o644); err != nil {
-		return err
-	}
-	path := filepath.Join(s.cfg.DataDir, AdminCredFile)
-	if c, err := trust.LoadCredential(path); err == nil && s.cfg.Now().Add(30*24*time.Hour).Before(c.Expiry()) && c.Leaf().CheckSignatureFrom(s.ca.Cert) == nil {
-		return nil
-	}
-	admin, err := s.issueOwn(membership.AdminID(s.td), 365*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	return admin.Save(path)
-}
-
-// Join trades a one-time token for a cluster credential.
-func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinResponse, error) {
-	tok, err := membership.ParseToken(req.GetToken())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	s.tokenMu.Lock()
-	defer s.tokenMu.Unlock()
-	data, err := s.store.Get(store.BucketTokens, tok.ID)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "read token: %v", err)
-	}
-	var rec tokenRecord
-	if data == nil || json.Unmarshal(data, &rec) != nil {
-		s.log.Warn("join refused: unknown token", "cluster", tok.Cluster)
-		return nil, status.Error(codes.PermissionDenied, membership.ErrTokenUnknown.Error())
-	}
-	now := s.cfg.Now()
-	if err := rec.check(tok, now); err != nil {
-		s.log.Warn("join refused", "cluster", tok.Cluster, "err", err)
-		return nil, status.Error(codes.PermissionDenied, err.Error())
-	}
-	id := membership.ClusterID(s.td, rec.Cluster)
-	td := rec.TrustDomain
-	if td == "" {
-		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
-	}
-	// The credential names the one trust domain the cluster may speak for.
-	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, now, td)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	rec.UsedAt = now
-	data, _ = json.Marshal(rec)
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "record token use: %v", err)
-	}
-	s.log.Info("cluster joined", "cluster", rec.Cluster, "id", id)
-	return &hubpb.JoinResponse{
-		Mesh:         s.cfg.Mesh,
-		Cluster:      rec.Cluster,
-		Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw},
-		Ca:           s.ca.Cert.Raw,
-		GossipSeeds:  s.gossipSeeds(),
-	}, nil
-}
-
-func (s *Server) gossipSeeds() []string {
-	seeds := []string{s.gossip.Addr()}
-	for _, m := range s.gossip.Members() {
-		if m.Cluster != "" && len(seeds) < 8 {
-			// The node name selects the cluster behind a gateway.
-			seeds = append(seeds, m.Name+"/"+m.Addr)
-		}
-	}
-	return seeds
-}
-
-// Renew issues a fresh credential to a cluster holding a valid one.
-func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.RenewResponse, error) {
-	c, err := s.identify(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if c.Cluster == "" {
-		return nil, status.Error(codes.PermissionDenied, "only cluster credentials are renewed")
-	}
-	current, err := trust.PeerCertificate(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
-	}
-	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	return &hubpb.RenewResponse{Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw}}, nil
-}
-
-// CreateToken mints a join token for one cluster.
-func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest) (*hubpb.CreateTokenResponse, error) {
-	c, err := s.identify(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !c.Admin {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not create tokens; use the hub's %s", c.ID, AdminCredFile)
-	}
-	if err := registry.ValidClusterName(req.GetCluster()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
-	if ttl <= 0 {
-		ttl = membership.DefaultTokenTTL
-	}
-	if ttl > maxTokenTTL {
-		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, maxTokenTTL)
-	}
-	tok, err := membership.NewToken(req.GetCluster(), s.cfg.Advertise, trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	if td := req.GetTrustDomain(); td != "" {
-		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "trust domain %q: %v", td, err)
-		}
-	}
-	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, TrustDomain: req.GetTrustDomain(), Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "store token: %v", err)
-	}
-	s.log.Info("join token created", "cluster", tok.Cluster, "expires", tok.Expires)
-	return &hubpb.CreateTokenResponse{Token: tok.String(), ExpiresAt: tok.Expires.Unix()}, nil
-}
-
-// Publish stores and relays records of the caller's own cluster.
-func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb.PublishResponse, error) {
-	c, err := s.identify(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if c.Cluster == "" {
-		return nil, status.Error(codes.PermissionDenied, "only clusters publish slices")
-	}
-	recs, err := s.verifier.VerifyAll(req.GetRecords())
-	if err != nil {
-		s.log.Warn("publish refused", "cluster", c.Cluster, "err", err)
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	for _, r := range recs {
-		if r.Record.GetCluster() != c.Cluster {
-			s.log.Warn("publish refused: record of another cluster", "caller", c.Cluster, "record_cluster", r.Record.GetCluster(), "key", r.Record.GetKey())
-			return nil, status.Errorf(codes.PermissionDenied, "cluster %q may publish only its own slice; the request carries a record of %q, so nothing was stored", c.Cluster, r.Record.GetCluster())
-		}
-	}
-	changed, err := s.commit(ctx, recs)
-	var refused *refusedError
-	if errors.As(err, &refused) {
-		s.log.Warn("publish refused", "cluster", c.Cluster, "err", refused.err)
-		return nil, status.Errorf(codes.InvalidArgument, "%v; nothing was stored", refused.err)
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "store records: %v", err)
-	}
-	s.fanout(c.Cluster, changed)
-	return &hubpb.PublishResponse{Version: s.set.Version(c.Cluster)}, nil
-}
-
-// refusedError is a publish refused for its content, not for a failure.
-type refusedError struct{ err error }
-
-func (e *refusedError) Error() string { return e.err.Error() }
-
-// commit persists the records that are newer than what the hub holds, then
-// applies them. Nothing is applied that is not on disk.
-func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*registrypb.SignedRecord, error) {
-	s.pubMu.Lock()
-	defer s.pubMu.Unlock()
-	fresh := s.set.Newer(recs)
-	if len(fresh) == 0 {
-		return nil, nil
-	}
-	if err := registry.CheckBundles(s.bundles, fresh); err != nil {
-		return nil, &refusedError{err}
-	}
-	if err := s.store.Write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
-		return nil, err
-	}
-	applied := s.set.Apply(fresh)
-	registry.ApplyBundles(s.bundles, applied, s.log)
-	out := make([]*registrypb.SignedRecord, len(applied))
-	for i, v := range applied {
-		out[i] = v.Signed
-	}
-	return out, nil
-}
-
-// fanout relays one cluster's records to every other subscriber: a member
-// drops its own records, after paying to verify them.
-func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
-	if len(recs) == 0 {
-		return
-	}
-	s.broadcast(&hubpb.SubscribeResponse{Records: recs}, cluster)
-}
-
-// broadcast queues an update for every subscriber but the one of cluster
-// skip; a subscriber whose queue is full is cut off and resumes later.
-func (s *Server) broadcast(u *hubpb.SubscribeResponse, skip string) {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	for sub := range s.subs {
-		if skip != "" && sub.cluster == skip {
-			continue
-		}
-		select {
-		case sub.ch <- u:
-		default:
-			sub.once.Do(func() { close(sub.slow) })
-		}
-	}
-}
-
-// Subscribe streams everything newer than the caller's versions, then every
-// change as it is committed.
-func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStreamingServer[hubpb.SubscribeResponse]) error {
-	c, err := s.identify(stream.Context())
-	if err != nil {
-		return err
-	}
-	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
-	s.subMu.Lock()
-	s.subs[sub] = struct{}{}
-	s.subMu.Unlock()
-	defer func() {
-		s.subMu.Lock()
-		delete(s.subs, sub)
-		s.subMu.Unlock()
-	}()
-	// The backlog leaves out the caller's own slice, as fanout does.
-	known := maps.Clone(req.GetKnown().GetVersions())
-	if c.Cluster != "" {
-		if known == nil {
-			known = make(map[string]*registry.Version)
-		}
-		known[c.Cluster] = s.set.Version(c.Cluster)
-	}
-	backlog := s.set.Since(known)
-	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
-	if err := membership.SendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
-		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
-		if last && c.Cluster != "" {
-			resp.YourVersion = s.set.Version(c.Cluster)
-		}
-		if first != nil {
-			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
-		}
-		return stream.Send(resp)
-	}); err != nil {
-		return err
-	}
-	s.log.Debug("subscriber synced", "caller", c.ID, "records", len(backlog))
-	for {
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-s.stopping:
-			return status.Error(codes.Unavailable, "the hub is stopping; reconnect to resume from your versions")
-		case <-sub.slow:
-			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions")
-		case u := <-sub.ch:
-			if len(u.GetRecords()) == 0 {
-				if err := stream.Send(u); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
-				return stream.Send(&hubpb.SubscribeResponse{Records: b})
-			}); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// Fetch returns every record newer than the caller's versions.
-func (s *Server) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
-	if _, err := s.identify(ctx); err != nil {
-		return nil, err
-	}
-	return &hubpb.FetchResponse{Records: s.set.Since(req.GetKnown().GetVersions())}, nil
-}
-
-func (s *Server) identify(ctx context.Context) (membership.Caller, error) {
-	return membership.Identify(ctx, s.td, s.verifier)
-}
-
-// Status reports every cluster as the hub sees it.
-func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
-	if _, err := s.identify(ctx); err != nil {
-		return nil, err
-	}
-	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
-	for _, im := range s.importers {
-		resp.External = append(resp.External, im.status())
-	}
-	return resp, nil
 }
 
 // gossipAdvertise picks the hub's advertised gossip address: the one

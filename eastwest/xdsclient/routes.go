@@ -41,12 +41,13 @@ func (r *Routes) loadedCh() chan struct{} {
 
 // Route implements eastwest.Router.
 func (r *Routes) Route(name string) (eastwest.Route, error) {
-	addrs, ok := r.table.Load().Lookup(name)
+	table := r.table.Load() // one table per lookup, though Set may run meanwhile
+	addrs, ok := table.Lookup(name)
 	if !ok {
 		return eastwest.Route{}, fmt.Errorf("%w: %q is not exported by this cluster", eastwest.ErrNoRoute, name)
 	}
 	var first string
-	if pk := r.table.Load().Pickers[name]; pk != nil {
+	if pk := table.Pickers[name]; pk != nil {
 		first, ok = pk.PickAddr()
 	}
 	if !ok || len(addrs) == 0 || addrs[0] == first && len(addrs) == 1 {

@@ -1,0 +1,162 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"path/filepath"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/store"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// issueOwn issues a credential from the hub CA with a fresh key; the chain
+// includes the CA so that joining clusters can pin it.
+func (s *Server) issueOwn(id spiffeid.ID, ttl time.Duration) (*trust.Credential, error) {
+	key, err := trust.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := s.ca.Issue(id, key.Public(), ttl, s.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return trust.NewCredential([]*x509.Certificate{leaf, s.ca.Cert}, key)
+}
+
+// writeAdmin writes the CA and an admin credential for the CLI.
+func (s *Server) writeAdmin() error {
+	if err := trust.WriteFileAtomic(filepath.Join(s.cfg.DataDir, membership.CAFile), trust.EncodeCertificates(s.ca.Cert), 0o644); err != nil {
+		return err
+	}
+	path := filepath.Join(s.cfg.DataDir, AdminCredFile)
+	if c, err := trust.LoadCredential(path); err == nil && s.cfg.Now().Add(30*24*time.Hour).Before(c.Expiry()) && c.Leaf().CheckSignatureFrom(s.ca.Cert) == nil {
+		return nil
+	}
+	admin, err := s.issueOwn(membership.AdminID(s.td), 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	return admin.Save(path)
+}
+
+// Join trades a one-time token for a cluster credential.
+func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinResponse, error) {
+	tok, err := membership.ParseToken(req.GetToken())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.tokenMu.Lock()
+	defer s.tokenMu.Unlock()
+	data, err := s.store.Get(store.BucketTokens, tok.ID)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read token: %v", err)
+	}
+	var rec tokenRecord
+	if data == nil || json.Unmarshal(data, &rec) != nil {
+		s.log.Warn("join refused: unknown token", "cluster", tok.Cluster)
+		return nil, status.Error(codes.PermissionDenied, membership.ErrTokenUnknown.Error())
+	}
+	now := s.cfg.Now()
+	if err := rec.check(tok, now); err != nil {
+		s.log.Warn("join refused", "cluster", tok.Cluster, "err", err)
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	}
+	id := membership.ClusterID(s.td, rec.Cluster)
+	td := rec.TrustDomain
+	if td == "" {
+		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
+	}
+	// The credential names the one trust domain the cluster may speak for.
+	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, now, td)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	rec.UsedAt = now
+	data, _ = json.Marshal(rec)
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "record token use: %v", err)
+	}
+	s.log.Info("cluster joined", "cluster", rec.Cluster, "id", id)
+	return &hubpb.JoinResponse{
+		Mesh:         s.cfg.Mesh,
+		Cluster:      rec.Cluster,
+		Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw},
+		Ca:           s.ca.Cert.Raw,
+		GossipSeeds:  s.gossipSeeds(),
+	}, nil
+}
+
+func (s *Server) gossipSeeds() []string {
+	seeds := []string{s.gossip.Addr()}
+	for _, m := range s.gossip.Members() {
+		if m.Cluster != "" && len(seeds) < 8 {
+			// The node name selects the cluster behind a gateway.
+			seeds = append(seeds, m.Name+"/"+m.Addr)
+		}
+	}
+	return seeds
+}
+
+// Renew issues a fresh credential to a cluster holding a valid one.
+func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.RenewResponse, error) {
+	c, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.Cluster == "" {
+		return nil, status.Error(codes.PermissionDenied, "only cluster credentials are renewed")
+	}
+	current, err := trust.PeerCertificate(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &hubpb.RenewResponse{Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw}}, nil
+}
+
+// CreateToken mints a join token for one cluster.
+func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest) (*hubpb.CreateTokenResponse, error) {
+	c, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Admin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not create tokens; use the hub's %s", c.ID, AdminCredFile)
+	}
+	if err := registry.ValidClusterName(req.GetCluster()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl <= 0 {
+		ttl = membership.DefaultTokenTTL
+	}
+	if ttl > maxTokenTTL {
+		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, maxTokenTTL)
+	}
+	tok, err := membership.NewToken(req.GetCluster(), s.cfg.Advertise, trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if td := req.GetTrustDomain(); td != "" {
+		if _, err := spiffeid.TrustDomainFromString(td); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "trust domain %q: %v", td, err)
+		}
+	}
+	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, TrustDomain: req.GetTrustDomain(), Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
+	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store token: %v", err)
+	}
+	s.log.Info("join token created", "cluster", tok.Cluster, "expires", tok.Expires)
+	return &hubpb.CreateTokenResponse{Token: tok.String(), ExpiresAt: tok.Expires.Unix()}, nil
+}

@@ -1,0 +1,200 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type subscriber struct {
+	cluster string
+	ch      chan *hubpb.SubscribeResponse
+	slow    chan struct{} // closed when ch overflowed
+	once    sync.Once
+}
+
+// Publish stores and relays records of the caller's own cluster.
+func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb.PublishResponse, error) {
+	c, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.Cluster == "" {
+		return nil, status.Error(codes.PermissionDenied, "only clusters publish slices")
+	}
+	recs, err := s.verifier.VerifyAll(req.GetRecords())
+	if err != nil {
+		s.log.Warn("publish refused", "cluster", c.Cluster, "err", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	for _, r := range recs {
+		if r.Record.GetCluster() != c.Cluster {
+			s.log.Warn("publish refused: record of another cluster", "caller", c.Cluster, "record_cluster", r.Record.GetCluster(), "key", r.Record.GetKey())
+			return nil, status.Errorf(codes.PermissionDenied, "cluster %q may publish only its own slice; the request carries a record of %q, so nothing was stored", c.Cluster, r.Record.GetCluster())
+		}
+	}
+	changed, err := s.commit(ctx, recs)
+	var refused *refusedError
+	if errors.As(err, &refused) {
+		s.log.Warn("publish refused", "cluster", c.Cluster, "err", refused.err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v; nothing was stored", refused.err)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store records: %v", err)
+	}
+	s.fanout(c.Cluster, changed)
+	return &hubpb.PublishResponse{Version: s.set.Version(c.Cluster)}, nil
+}
+
+// refusedError is a publish refused for its content, not for a failure.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+
+// commit persists the records that are newer than what the hub holds, then
+// applies them. Nothing is applied that is not on disk.
+func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*registrypb.SignedRecord, error) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	fresh := s.set.Newer(recs)
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	if err := registry.CheckBundles(s.bundles, fresh); err != nil {
+		return nil, &refusedError{err}
+	}
+	if err := s.store.Write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
+		return nil, err
+	}
+	applied := s.set.Apply(fresh)
+	registry.ApplyBundles(s.bundles, applied, s.log)
+	out := make([]*registrypb.SignedRecord, len(applied))
+	for i, v := range applied {
+		out[i] = v.Signed
+	}
+	return out, nil
+}
+
+// fanout relays one cluster's records to every other subscriber: a member
+// drops its own records, after paying to verify them.
+func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
+	if len(recs) == 0 {
+		return
+	}
+	s.broadcast(&hubpb.SubscribeResponse{Records: recs}, cluster)
+}
+
+// broadcast queues an update for every subscriber but the one of cluster
+// skip; a subscriber whose queue is full is cut off and resumes later.
+func (s *Server) broadcast(u *hubpb.SubscribeResponse, skip string) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for sub := range s.subs {
+		if skip != "" && sub.cluster == skip {
+			continue
+		}
+		select {
+		case sub.ch <- u:
+		default:
+			sub.once.Do(func() { close(sub.slow) })
+		}
+	}
+}
+
+// Subscribe streams everything newer than the caller's versions, then every
+// change as it is committed.
+func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStreamingServer[hubpb.SubscribeResponse]) error {
+	c, err := s.identify(stream.Context())
+	if err != nil {
+		return err
+	}
+	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
+	s.subMu.Lock()
+	s.subs[sub] = struct{}{}
+	s.subMu.Unlock()
+	defer func() {
+		s.subMu.Lock()
+		delete(s.subs, sub)
+		s.subMu.Unlock()
+	}()
+	// The backlog leaves out the caller's own slice, as fanout does.
+	known := maps.Clone(req.GetKnown().GetVersions())
+	if c.Cluster != "" {
+		if known == nil {
+			known = make(map[string]*registry.Version)
+		}
+		known[c.Cluster] = s.set.Version(c.Cluster)
+	}
+	backlog := s.set.Since(known)
+	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
+	if err := membership.SendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
+		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
+		if last && c.Cluster != "" {
+			resp.YourVersion = s.set.Version(c.Cluster)
+		}
+		if first != nil {
+			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
+		}
+		return stream.Send(resp)
+	}); err != nil {
+		return err
+	}
+	s.log.Debug("subscriber synced", "caller", c.ID, "records", len(backlog))
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the hub is stopping; reconnect to resume from your versions")
+		case <-sub.slow:
+			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions")
+		case u := <-sub.ch:
+			if len(u.GetRecords()) == 0 {
+				if err := stream.Send(u); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
+				return stream.Send(&hubpb.SubscribeResponse{Records: b})
+			}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Fetch returns every record newer than the caller's versions.
+func (s *Server) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
+	if _, err := s.identify(ctx); err != nil {
+		return nil, err
+	}
+	return &hubpb.FetchResponse{Records: s.set.Since(req.GetKnown().GetVersions())}, nil
+}
+
+func (s *Server) identify(ctx context.Context) (membership.Caller, error) {
+	return membership.Identify(ctx, s.td, s.verifier)
+}
+
+// Status reports every cluster as the hub sees it.
+func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.StatusResponse, error) {
+	if _, err := s.identify(ctx); err != nil {
+		return nil, err
+	}
+	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
+	for _, im := range s.importers {
+		resp.External = append(resp.External, im.status())
+	}
+	return resp, nil
+}

@@ -1,0 +1,361 @@
+package member
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/registry/store"
+	"github.com/federate/federate/trust"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+)
+
+// subscribeLoop keeps a stream from the hub open, resuming from our
+// versions after every reconnect.
+func (m *Member) subscribeLoop(ctx context.Context) error {
+	backoff := newBackoff()
+	for {
+		err := m.subscribe(ctx, backoff)
+		m.mu.Lock()
+		m.hubSynced = false
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.log.Warn("hub stream ended; reconnecting", "hub", m.cfg.Hub, "err", err)
+		if !backoff.wait(ctx) {
+			return nil
+		}
+	}
+}
+
+func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
+	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
+	if err != nil {
+		return err
+	}
+	known := m.set.Versions()
+	delete(known, m.cfg.Cluster)
+	// Wait for the hub instead of failing fast: the stream resumes as soon
+	// as a restarted hub accepts connections, not after our retry backoff.
+	waiting := time.AfterFunc(membership.CallTimeout, func() {
+		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
+	})
+	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true))
+	waiting.Stop()
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		m.applyRemovals(ctx, resp.GetRemovals())
+		m.applyExternal(resp.GetExternalBundles())
+		m.receive(ctx, resp.GetRecords(), "hub")
+		if resp.GetSynced() {
+			backoff.reset()
+			m.mu.Lock()
+			m.hubSynced = true
+			// The hub says what it holds of our slice: a hub restored from
+			// an older file gets everything newer.
+			m.acked = resp.GetYourVersion()
+			m.mu.Unlock()
+			signal(m.publishNow)
+			m.gossip.RejoinNow() // the hub may have restarted as a new gossip node
+		}
+	}
+}
+
+// receive verifies, persists and applies records of other clusters.
+func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord, from string) {
+	var recs []registry.Verified
+	for _, sr := range signed {
+		rec, err := m.verifier.Verify(sr)
+		if err != nil {
+			m.log.Warn("dropped a record that does not verify", "from", from, "err", err)
+			continue
+		}
+		if rec.GetCluster() == m.cfg.Cluster {
+			continue // we are the authority on our own slice
+		}
+		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
+	}
+	if len(recs) == 0 {
+		return
+	}
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	fresh := m.set.Newer(recs)
+	fresh = m.acceptBundles(fresh, from)
+	if len(fresh) == 0 {
+		return
+	}
+	if err := m.cfg.Store.Write(ctx, store.RecordOps(m.set, fresh)...); err != nil {
+		m.log.Error("persist remote records", "err", err)
+		return
+	}
+	// Bundles first: whoever sees the new record version also sees its bundle.
+	registry.ApplyBundles(m.bundles, fresh, m.log)
+	applied := m.set.Apply(fresh)
+	m.mu.Lock()
+	m.notifyLocked()
+	m.mu.Unlock()
+	if m.cfg.OnApply != nil {
+		out := make([]*registry.Record, len(applied))
+		for i, v := range applied {
+			out[i] = v.Record
+		}
+		m.cfg.OnApply(out)
+	}
+}
+
+// onDigest runs on the gossip goroutine: schedule a peer fetch if the digest
+// is newer than what we hold.
+func (m *Member) onDigest(d gossip.Digest) {
+	if d.Cluster == "" || d.Cluster == m.cfg.Cluster || d.Incarnation == 0 {
+		return
+	}
+	if registry.Compare(d.Version(), m.set.Version(d.Cluster)) <= 0 {
+		return
+	}
+	m.mu.Lock()
+	if _, ok := m.due[d.Cluster]; !ok {
+		delay := peerFetchDelay
+		if !m.hubSynced {
+			delay = 0
+		}
+		m.due[d.Cluster] = m.cfg.Now().Add(delay)
+	}
+	m.mu.Unlock()
+	signal(m.fetchNow)
+}
+
+// fetchLoop fetches versions heard of by gossip that the hub did not bring.
+func (m *Member) fetchLoop(ctx context.Context) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-m.fetchNow:
+		}
+		now := m.cfg.Now()
+		m.mu.Lock()
+		var ready []string
+		for c, at := range m.due {
+			if !now.Before(at) {
+				ready = append(ready, c)
+				delete(m.due, c)
+			}
+		}
+		m.mu.Unlock()
+		for _, c := range ready {
+			if err := m.fetchFromPeers(ctx, c); err != nil {
+				m.log.Warn("peer fetch failed; will retry on next digest", "cluster", c, "err", err)
+			}
+		}
+	}
+}
+
+// fetchFromPeers asks the owner first, then any other member.
+func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
+	var want *registry.Version
+	var sources []gossip.MemberState
+	for _, ms := range m.gossip.Members() {
+		if ms.Cluster == cluster {
+			want = ms.Version()
+			sources = append([]gossip.MemberState{ms}, sources...)
+		} else if ms.API != "" && ms.Cluster != m.cfg.Cluster {
+			sources = append(sources, ms)
+		}
+	}
+	if registry.Compare(want, m.set.Version(cluster)) <= 0 {
+		return nil
+	}
+	known := m.set.Versions()
+	var lastErr error = errNoSource
+	for _, src := range sources {
+		if src.API == "" {
+			continue
+		}
+		id := membership.HubID(m.td)
+		if src.Cluster != "" {
+			id = membership.ClusterID(m.td, src.Cluster)
+		}
+		conn, err := m.conn(src.API, id)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
+		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}})
+		cancel()
+		if err != nil {
+			lastErr = fmt.Errorf("%s: %w", src.Name, err)
+			continue
+		}
+		m.receive(ctx, resp.GetRecords(), src.Name)
+		if registry.Compare(m.set.Version(cluster), want) >= 0 {
+			m.log.Info("caught up from a peer", "cluster", cluster, "peer", src.Name, "version", registry.FormatVersion(want))
+			return nil
+		}
+	}
+	return lastErr
+}
+
+// maintainLoop tracks liveness, expires slices and renews the credential.
+func (m *Member) maintainLoop(ctx context.Context) error {
+	interval := min(time.Second, m.live.Timers().StaleAfter/4)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	states := make(map[string]string)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		now := m.cfg.Now()
+		m.live.Observe(m.gossip.Members(), now)
+		changed := false
+		for _, c := range m.set.Clusters() {
+			if c == m.cfg.Cluster {
+				continue
+			}
+			if m.live.Expired(c, now) {
+				m.expire(ctx, c)
+				changed = true
+				continue
+			}
+			st, _ := m.live.State(c, now)
+			if states[c] != st {
+				if states[c] != "" {
+					m.log.Info("cluster state changed", "peer", c, "from", states[c], "to", st)
+				}
+				changed = changed || gossip.Unhealthy(st) != gossip.Unhealthy(states[c])
+				states[c] = st
+			}
+		}
+		if changed {
+			m.mu.Lock()
+			m.notifyLocked()
+			m.mu.Unlock()
+		}
+		m.renewIfDue(ctx, now)
+		m.advanceRotation(ctx)
+	}
+}
+
+func (m *Member) expire(ctx context.Context, cluster string) {
+	if m.dropCluster(ctx, cluster) {
+		m.log.Warn("cluster expired: its slice and bundle are removed", "peer", cluster)
+	}
+}
+
+// dropCluster forgets a cluster's slice and bundle, on disk and in memory.
+func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store.Op) bool {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	ops := append([]store.Op{{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}}, extra...)
+	if err := m.cfg.Store.Write(ctx, ops...); err != nil {
+		m.log.Error("drop cluster", "peer", cluster, "err", err)
+		return false
+	}
+	if e := m.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
+		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
+			m.bundles.Remove(td)
+		}
+	}
+	removed := m.set.Remove(cluster)
+	m.live.Forget(cluster)
+	m.mu.Lock()
+	m.notifyLocked()
+	m.mu.Unlock()
+	return removed
+}
+
+// renewIfDue renews the cluster credential after half its lifetime.
+func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
+	leaf := m.cfg.Credential.Leaf()
+	if now.Before(trust.RenewAt(leaf)) {
+		return
+	}
+	key, err := trust.GenerateKey()
+	if err != nil {
+		return
+	}
+	csr, err := trust.NewCSR(key)
+	if err != nil {
+		return
+	}
+	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
+	defer cancel()
+	resp, err := hubpb.NewHubClient(conn).Renew(cctx, &hubpb.RenewRequest{Csr: csr})
+	if err != nil {
+		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
+		return
+	}
+	certs, err := trust.ParseCertificates(resp.GetCertificates())
+	if err != nil {
+		m.log.Error("renewed credential is malformed", "err", err)
+		return
+	}
+	if err := m.cfg.Credential.Set(certs, key); err != nil {
+		m.log.Error("renewed credential", "err", err)
+		return
+	}
+	if m.cfg.CredentialPath != "" {
+		if err := m.cfg.Credential.Save(m.cfg.CredentialPath); err != nil {
+			m.log.Error("save renewed credential", "path", m.cfg.CredentialPath, "err", err)
+		}
+	}
+	m.log.Info("cluster credential renewed", "expires", certs[0].NotAfter)
+}
+
+// conn returns a cached mTLS connection to addr that accepts only id.
+func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
+	key := addr + "|" + id.String()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.conns[key]; ok {
+		return c, nil
+	}
+	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
+	if cluster := membership.ClusterOf(m.td, id); cluster != "" {
+		// A peer behind its gateway is reached by this name; a peer
+		// reached directly ignores it.
+		tlsConf.ServerName = sni.Internal(sni.ControlPlane, cluster)
+	}
+	c, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(membership.MaxMessageBytes), grpc.MaxCallSendMsgSize(membership.MaxMessageBytes)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxConnectBackoff},
+			MinConnectTimeout: membership.CallTimeout,
+		}),
+		membership.ClientKeepalive(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("member: dial %s: %w", addr, err)
+	}
+	m.conns[key] = c
+	return c, nil
+}
