@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -147,30 +148,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		Probed: b.Probe != nil, Group: b.Group,
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4)
-	n := 0
-	start := func(f func(context.Context) error) {
-		n++
-		go func() { errc <- f(ctx) }()
-	}
-	start(renewer.Run)
-	start(sidecar.Run)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { return sidecar.Run(ctx) })
 	if b.Probe != nil {
 		prober := NewProber(b.Probe)
-		start(func(ctx context.Context) error { return prober.Run(ctx, a.health.set) })
+		g.Go(func() error { return prober.Run(ctx, a.health.set) })
 	}
-	start(func(ctx context.Context) error { return a.connectLoop(ctx, cp, reg, sidecar) })
+	g.Go(func() error { return a.connectLoop(ctx, cp, reg, sidecar) })
 	a.log.Info("agent running", "id", cred.ID(), "address", address, "inbound", sidecar.InboundPort(), "control_plane", b.ControlPlane)
-	var first error
-	for range n {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-		cancel()
-	}
-	return first
+	return g.Wait()
 }
 
 // credential returns the saved SVID if it is still valid, or trades the

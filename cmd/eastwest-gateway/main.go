@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -78,13 +79,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	if nodeID == "" {
 		nodeID, _ = os.Hostname()
 	}
 	if caPath == "" {
 		caPath = filepath.Join(filepath.Dir(credPath), "ca.pem")
 	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	return serve(ctx, options{controlPlane: controlPlane, credPath: credPath, caPath: caPath, listen: listen, health: health, nodeID: nodeID}, log)
+}
+
+// options are the gateway's flags.
+type options struct {
+	controlPlane, credPath, caPath, listen, health, nodeID string
+}
+
+// serve runs the gateway until ctx is done or a part fails.
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	controlPlane, credPath, caPath, listen, health, nodeID := o.controlPlane, o.credPath, o.caPath, o.listen, o.health, o.nodeID
 	cred, err := trust.LoadCredential(credPath)
 	if err != nil {
 		return err
@@ -139,34 +151,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	httpSrv := &http.Server{Handler: healthHandler(routes, gw), ReadHeaderTimeout: 5 * time.Second}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4)
-	go func() { errc <- client.Run(ctx) }()
-	go func() { errc <- renewer.Run(ctx) }()
-	go func() { errc <- gw.Run(ctx) }()
-	go func() {
-		if err := httpSrv.Serve(healthLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-			return
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return client.Run(ctx) })
+	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { return gw.Run(ctx) })
+	g.Go(func() error {
+		if err := httpSrv.Serve(healthLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
-		errc <- nil
-	}()
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpSrv.Shutdown(sctx)
+	})
 	log.Info("gateway starting", "listen", listen, "health", healthLis.Addr().String(), "control_plane", controlPlane, "id", cred.ID())
-	var first error
-	for i := range 4 {
-		err := <-errc
-		if err != nil && first == nil {
-			first = err
-		}
-		if i == 0 {
-			cancel()
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = httpSrv.Shutdown(sctx)
-			scancel()
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 func healthHandler(routes *xdsclient.Routes, gw *eastwest.Gateway) http.Handler {
