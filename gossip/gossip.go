@@ -225,23 +225,37 @@ func (g *Node) Run(ctx context.Context) error {
 		_ = ml.Shutdown()
 	}()
 
-	g.rejoin(false)
+	// Joins dial seeds and may wait seconds on one that is frozen: they run
+	// on their own goroutine, never on the one that applies digests.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { g.rejoinLoop(ctx) })
 	if adv := transport.advertise; adv.String() != g.ListenAddr() {
 		// Behind a gateway: sync again each time our address leads back
 		// to us, since what was sent to us meanwhile is lost.
-		var wg sync.WaitGroup
-		defer wg.Wait()
 		wg.Go(func() { g.watchReachable(ctx, ml, conf.Name, adv) })
 	}
-	rejoin := time.NewTicker(g.cfg.RejoinInterval)
-	defer rejoin.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case b := <-g.inbox:
 			g.receive(b)
-		case <-rejoin.C:
+		}
+	}
+}
+
+// rejoinLoop joins the seeds that are not members now, at start and every
+// RejoinInterval, and all of them when RejoinNow asks.
+func (g *Node) rejoinLoop(ctx context.Context) {
+	g.rejoin(false)
+	tick := time.NewTicker(g.cfg.RejoinInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 			g.rejoin(false)
 		case <-g.rejoinNow:
 			g.rejoin(true)
@@ -339,12 +353,16 @@ func (g *Node) rejoin(all bool) {
 			missing = append(missing, s)
 		}
 	}
-	if len(missing) == 0 {
-		return
+	// One seed at a time would let a frozen one hold up the others.
+	var wg sync.WaitGroup
+	for _, seed := range missing {
+		wg.Go(func() {
+			if _, err := ml.Join([]string{seed}); err != nil {
+				g.log.Debug("gossip join failed; will retry", "seed", seed, "err", err)
+			}
+		})
 	}
-	if n, err := ml.Join(missing); err != nil && n == 0 {
-		g.log.Debug("gossip join failed; will retry", "seeds", missing, "err", err)
-	}
+	wg.Wait()
 }
 
 // SetLocal replaces this member's digest and spreads it; its name is kept.
