@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -33,8 +35,12 @@ func (s *Server) issueOwn(id spiffeid.ID, ttl time.Duration) (*trust.Credential,
 
 // writeAdmin writes the CA and an admin credential for the CLI.
 func (s *Server) writeAdmin() error {
-	if err := trust.WriteFileAtomic(filepath.Join(s.cfg.DataDir, membership.CAFile), trust.EncodeCertificates(s.ca.Cert), 0o644); err != nil {
-		return err
+	// Written only when it changed: a hub on a full disk still starts.
+	caPEM, caPath := trust.EncodeCertificates(s.ca.Cert), filepath.Join(s.cfg.DataDir, membership.CAFile)
+	if cur, err := os.ReadFile(caPath); err != nil || !bytes.Equal(cur, caPEM) {
+		if err := trust.WriteFileAtomic(caPath, caPEM, 0o644); err != nil {
+			return err
+		}
 	}
 	path := filepath.Join(s.cfg.DataDir, AdminCredFile)
 	if c, err := trust.LoadCredential(path); err == nil && s.cfg.Now().Add(30*24*time.Hour).Before(c.Expiry()) && c.Leaf().CheckSignatureFrom(s.ca.Cert) == nil {

@@ -157,7 +157,9 @@ func (m *Member) publishLoop(ctx context.Context) error {
 			m.mu.Lock()
 			m.acked = nil // resend everything once the hub is back
 			m.mu.Unlock()
-			if !backoff.wait(ctx) {
+			// The hub stream's resync wakes us: no need to sleep out the
+			// backoff once the hub is back.
+			if !backoff.wait(ctx, m.publishNow) {
 				return nil
 			}
 			continue
@@ -211,8 +213,9 @@ func newBackoff() *backoff { return &backoff{next: 100 * time.Millisecond} }
 
 func (b *backoff) reset() { b.next = 100 * time.Millisecond }
 
-// wait sleeps for the next delay; false if ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
+// wait sleeps for the next delay, or until wake fires; false if ctx
+// ended first.
+func (b *backoff) wait(ctx context.Context, wake <-chan struct{}) bool {
 	d := b.next/2 + rand.N(b.next/2+1)
 	b.next = min(b.next*2, maxBackoff)
 	t := time.NewTimer(d)
@@ -221,6 +224,8 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
+		return true
+	case <-wake:
 		return true
 	}
 }

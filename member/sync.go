@@ -33,7 +33,7 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 			return nil
 		}
 		m.log.Warn("hub stream ended; reconnecting", "hub", m.cfg.Hub, "err", err)
-		if !backoff.wait(ctx) {
+		if !backoff.wait(ctx, nil) {
 			return nil
 		}
 	}
