@@ -71,14 +71,14 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 	if len(fresh) == 0 {
 		return nil, nil
 	}
-	if err := registry.CheckBundles(s.bundles, fresh); err != nil {
+	if err := registry.CheckBundles(s.bundles, s.set, fresh); err != nil {
 		return nil, &refusedError{err}
 	}
 	if err := s.store.Write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
 		return nil, err
 	}
+	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
 	applied := s.set.Apply(fresh)
-	registry.ApplyBundles(s.bundles, applied, s.log)
 	out := make([]*registrypb.SignedRecord, len(applied))
 	for i, v := range applied {
 		out[i] = v.Signed

@@ -41,7 +41,7 @@ func (s *Server) loadTrustState() error {
 			}
 		}
 	}
-	registry.ApplyBundles(s.bundles, recs, s.log)
+	registry.ApplyBundles(s.bundles, s.set, recs, s.log)
 	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
 		if cluster, ok := strings.CutPrefix(key, store.MetaRemovedPrefix); ok && len(value) == 8 {
 			at := time.Unix(0, int64(binary.BigEndian.Uint64(value)))

@@ -107,7 +107,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		return
 	}
 	// Bundles first: whoever sees the new record version also sees its bundle.
-	registry.ApplyBundles(m.bundles, fresh, m.log)
+	registry.ApplyBundles(m.bundles, m.set, fresh, m.log)
 	applied := m.set.Apply(fresh)
 	m.mu.Lock()
 	m.notifyLocked()

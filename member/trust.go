@@ -73,7 +73,7 @@ func (m *Member) loadTrust(ctx context.Context, recs []registry.Verified) error 
 			remote = append(remote, v)
 		}
 	}
-	registry.ApplyBundles(m.bundles, remote, m.log)
+	registry.ApplyBundles(m.bundles, m.set, remote, m.log)
 	return m.cfg.Store.ForEach(store.BucketMeta, func(key string, value []byte) error {
 		if cluster, ok := strings.CutPrefix(key, store.MetaRemovedPrefix); ok && len(value) == 8 {
 			m.verifier.Revoke(cluster, time.Unix(0, int64(binary.BigEndian.Uint64(value))))
@@ -145,7 +145,7 @@ func (m *Member) republishInfo(ctx context.Context) error {
 func (m *Member) acceptBundles(recs []registry.Verified, from string) []registry.Verified {
 	out := recs[:0:0]
 	for _, v := range recs {
-		if err := registry.CheckBundles(m.bundles, []registry.Verified{v}); err != nil {
+		if err := registry.CheckBundles(m.bundles, m.set, []registry.Verified{v}); err != nil {
 			m.log.Warn("dropped a record with a stale bundle", "from", from, "err", err)
 			continue
 		}

@@ -71,6 +71,18 @@ func (s *BundleSet) Update(b *spiffebundle.Bundle) (changed bool, err error) {
 	return changed, err
 }
 
+// Replace stores b whatever the held bundle's sequence: for a trust
+// domain whose owner started over with a new root and a new sequence.
+func (s *BundleSet) Replace(b *spiffebundle.Bundle) (changed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.bundles[b.TrustDomain()]; ok && old.Equal(b) {
+		return false
+	}
+	s.bundles[b.TrustDomain()] = b.Clone()
+	return true
+}
+
 // Check reports what Update would do, without doing it.
 func (s *BundleSet) Check(b *spiffebundle.Bundle) (changes bool, err error) {
 	s.mu.RLock()
