@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,7 +203,15 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
-	xdsServer := xds.NewServer(ctx, c.log)
+	td := cfg.TrustDomain
+	if td == "" {
+		td = registry.DefaultTrustDomain(cfg.Cluster, ms.Mesh)
+	}
+	own, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return fmt.Errorf("controlplane: trust domain %q: %w", td, err)
+	}
+	xdsServer := xds.NewServer(ctx, c.log, xds.WithAuthorizer(authorizeXDS(own)))
 	var services grpcServices
 	m, err := c.newMember(ms, st, &services)
 	if err != nil {
@@ -397,4 +406,24 @@ func bootstrapGateway(m *member.Member, path string, ttl time.Duration) error {
 		return fmt.Errorf("controlplane: write the gateway credential: %w", err)
 	}
 	return nil
+}
+
+// authorizeXDS lets this cluster's east-west gateway identity read the
+// gateways' configuration, and workloads (an /ns/<namespace>/ ID of any
+// federated trust domain, verified by the TLS handshake) read the
+// clients'. Control planes, the hub and the admin get neither.
+func authorizeXDS(own spiffeid.TrustDomain) xds.Authorizer {
+	gateway := spiffeid.RequireFromPath(own, GatewayPath)
+	return func(caller spiffeid.ID, node string) error {
+		if strings.HasPrefix(node, xds.ClientNodePrefix) {
+			if trust.NamespaceOf(caller) == "" {
+				return fmt.Errorf("%s is not a workload: node %q needs a workload SVID", caller, node)
+			}
+			return nil
+		}
+		if caller != gateway {
+			return fmt.Errorf("%s may not read the gateway configuration of node %q: only %s may", caller, node, gateway)
+		}
+		return nil
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/internal/fedtest"
+
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -183,6 +185,9 @@ func TestGatewayHoldsConnectionsUntilFirstTable(t *testing.T) {
 	if _, err := io.ReadFull(c, rec[:]); err != nil || rec[0] != 22 {
 		t.Fatalf("upstream read %v, %v; want a TLS handshake record", rec, err)
 	}
+	// The gateway counts the relay after writing the hello, which the
+	// upstream may read first.
+	fedtest.Eventually(t, 5*time.Second, "the relay counted", func() bool { return gw.Stats().Relayed == 1 })
 	if st := gw.Stats(); st.Relayed != 1 || st.Refused[eastwest.RefusedUnknownSNI] != 0 {
 		t.Errorf("stats %+v, want 1 relayed and none refused", st)
 	}
