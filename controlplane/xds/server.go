@@ -54,8 +54,11 @@ func NewServer(ctx context.Context, log *slog.Logger, opts ...Option) *Server {
 		log = slog.Default()
 	}
 	s := &Server{
-		log:    log.With("component", "xds"),
-		cache:  cachev3.NewSnapshotCache(true, nodeGroups{}, nil),
+		log: log.With("component", "xds"),
+		// Not in ADS mode, which answers only requests that name every
+		// resource of a type: a grpc-go channel names the one listener
+		// it dials.
+		cache:  cachev3.NewSnapshotCache(false, nodeGroups{}, nil),
 		nodes:  make(map[int64]string),
 		peers:  make(map[int64]spiffeid.ID),
 		nacked: make(map[string]int),
