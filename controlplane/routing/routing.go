@@ -120,6 +120,10 @@ func (r *Routing) AgentPolicy(host string, port uint32) locality.Policy {
 	return p
 }
 
+// GatewayDown reports whether the remote gateway at addr ("host:port")
+// missed its last probes.
+func (r *Routing) GatewayDown(addr string) bool { return r.prober.isDown(addr) }
+
 // Clients returns the clients' configuration last served, or nil.
 func (r *Routing) Clients() *xds.Clients {
 	r.mu.Lock()

@@ -1,15 +1,15 @@
-package hub
+package routing_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/controlplane/xds"
-	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -20,16 +20,9 @@ import (
 // summing to 100 and one with an unparsable locality (the rules loaded
 // before stay in force).
 func TestIntegrationRoutingWarningsInStatus(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tm := newTestMesh(t, testTimers)
-	tm.join("west")
-	server := xds.NewServer(ctx, tm.log)
-	var routing *Routing
-	m := tm.startMemberWith("west", func(c *MemberConfig) {
-		c.RegisterServices = server.Register
-		c.PolicyWarnings = func() []*hubpb.PolicyWarning { return routing.PolicyWarnings() }
-	})
+	t.Parallel()
+	tm := fedtest.NewMesh(t, testTimers)
+	tm.Join("west")
 	dir := t.TempDir()
 	write := func(name, yaml string) {
 		t.Helper()
@@ -57,19 +50,6 @@ kind: DestinationRule
 metadata: {name: ghost, namespace: shop}
 spec: {host: ghost.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}}}
 `)
-	routing, err := NewRouting(RoutingConfig{Member: m.member, Server: server, ConfigDir: dir, RulesInterval: 50 * time.Millisecond, Logger: tm.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	rctx, rcancel := context.WithCancel(ctx)
-	go func() { done <- routing.Run(rctx) }()
-	defer func() {
-		rcancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
 	loc := &registry.Locality{Region: "r1", Zone: "z1"}
 	order := &registry.Service{
 		Hostname: "order.shop.svc.cluster.local", Namespace: "shop", Name: "order",
@@ -79,13 +59,14 @@ spec: {host: ghost.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {locali
 			{Address: "10.0.0.2", Ports: map[string]uint32{"grpc": 9090}, Network: "net-west", Locality: &registry.Locality{Region: "r1", Zone: "z2"}, Health: registrypb.Health_HEALTHY},
 		},
 	}
-	if err := m.member.Update(ctx, &registry.ClusterInfo{Network: "net-west", Locality: loc, TrustDomain: "west.shop"}, []*registry.Service{order}); err != nil {
-		t.Fatal(err)
-	}
+	west := tm.StartControlPlane("west", controlplane.Config{
+		Locality: loc, ConfigDir: dir, RulesInterval: 50 * time.Millisecond, Source: fedtest.NewSource(order),
+	})
+	m, routing := west.Member(), west.Routing()
 
 	warns := func(parts ...string) func() bool {
 		return func() bool {
-			for _, w := range m.member.StatusNow().GetPolicyWarnings() {
+			for _, w := range m.StatusNow().GetPolicyWarnings() {
 				text := w.GetRule() + " " + w.GetHost() + " " + w.GetField() + " " + w.GetMessage()
 				all := true
 				for _, p := range parts {
@@ -98,10 +79,10 @@ spec: {host: ghost.shop.svc.cluster.local, trafficPolicy: {loadBalancer: {locali
 			return false
 		}
 	}
-	eventually(t, 10*time.Second, "a warning about failover to mars", warns("shop/order", "failover[0]", `no endpoint is in region "mars"`, "known regions: r1"))
-	eventually(t, 10*time.Second, "a warning about the rack label", warns("shop/order", "failoverPriority[0]", `no endpoint carries label "example.com/rack"`))
-	eventually(t, 10*time.Second, "a warning about the rule for no service", warns("shop/ghost", "matches no service"))
-	eventually(t, 10*time.Second, "a warning about failover without outlierDetection", warns("shop/ghost", "inactive without outlierDetection"))
+	fedtest.Eventually(t, 10*time.Second, "a warning about failover to mars", warns("shop/order", "failover[0]", `no endpoint is in region "mars"`, "known regions: r1"))
+	fedtest.Eventually(t, 10*time.Second, "a warning about the rack label", warns("shop/order", "failoverPriority[0]", `no endpoint carries label "example.com/rack"`))
+	fedtest.Eventually(t, 10*time.Second, "a warning about the rule for no service", warns("shop/ghost", "matches no service"))
+	fedtest.Eventually(t, 10*time.Second, "a warning about failover without outlierDetection", warns("shop/ghost", "inactive without outlierDetection"))
 	endpoints := func() int {
 		n := 0
 		for _, g := range routing.Clients().Priorities[xds.ClusterName(9090, "", order.Hostname)].Groups {
@@ -126,7 +107,7 @@ spec: {host: order, trafficPolicy: {loadBalancer: {localityLbSetting: {distribut
 `, `"r1//z1": has an empty part`},
 	} {
 		write("split.yaml", bad.yaml)
-		eventually(t, 10*time.Second, "a load error: "+bad.want, warns("split.yaml", bad.want, "loaded before stay in force"))
+		fedtest.Eventually(t, 10*time.Second, "a load error: "+bad.want, warns("split.yaml", bad.want, "loaded before stay in force"))
 		if !warns("shop/order", "failover[0]")() {
 			t.Errorf("after %q, the rules loaded before are gone from status", bad.want)
 		}
@@ -139,33 +120,20 @@ spec: {host: order, trafficPolicy: {loadBalancer: {localityLbSetting: {distribut
 // A DestinationRule written after the start changes the policy VM agents
 // get, and wakes their sessions through the member's Changed channel.
 func TestAgentPolicyFollowsRuleChanges(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tm := newTestMesh(t, testTimers)
-	tm.join("west")
-	server := xds.NewServer(ctx, tm.log)
-	m := tm.startMemberWith("west", func(c *MemberConfig) { c.RegisterServices = server.Register })
-	m.update(t, coffeeService("west", "payment", 1, 18081))
+	t.Parallel()
+	tm := fedtest.NewMesh(t, testTimers)
+	tm.Join("west")
 	dir := t.TempDir()
-	routing, err := NewRouting(RoutingConfig{Member: m.member, Server: server, ConfigDir: dir, RulesInterval: 50 * time.Millisecond, Logger: tm.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, rcancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- routing.Run(rctx) }()
-	defer func() {
-		rcancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	host := coffeeService("west", "payment", 1, 18081).GetHostname()
-	eventually(t, 10*time.Second, "routing built", func() bool { return routing.Clients() != nil })
+	west := tm.StartControlPlane("west", controlplane.Config{
+		ConfigDir: dir, RulesInterval: 50 * time.Millisecond, Source: fedtest.NewSource(fedtest.CoffeeService("west", "payment", 1, 18081)),
+	})
+	m, routing := west.Member(), west.Routing()
+	host := fedtest.CoffeeService("west", "payment", 1, 18081).GetHostname()
+	fedtest.Eventually(t, 10*time.Second, "routing built", func() bool { return routing.Clients() != nil })
 	if p := routing.AgentPolicy(host, 8080); len(p.Failover) != 0 {
 		t.Fatalf("failover before any rule: %+v", p.Failover)
 	}
-	woken := m.member.Changed()
+	woken := m.Changed()
 	rule := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: payment, namespace: shop}\n" +
 		"spec:\n  host: " + host + "\n  trafficPolicy:\n    loadBalancer: {localityLbSetting: {failover: [{from: r1, to: r2}]}}\n" +
 		"    outlierDetection: {consecutive5xxErrors: 1}\n"
@@ -177,7 +145,7 @@ func TestAgentPolicyFollowsRuleChanges(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the rule change did not wake the member's watchers")
 	}
-	eventually(t, 10*time.Second, "the agents' policy with the rule's failover", func() bool {
+	fedtest.Eventually(t, 10*time.Second, "the agents' policy with the rule's failover", func() bool {
 		p := routing.AgentPolicy(host, 8080)
 		return len(p.Failover) == 1 && p.OutlierDetection
 	})

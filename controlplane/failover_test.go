@@ -1,4 +1,4 @@
-package hub
+package controlplane_test
 
 import (
 	"context"
@@ -28,29 +28,31 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 	xdsbootstrap "google.golang.org/grpc/xds/bootstrap"
 
+	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/eastwest"
-	"github.com/federate/federate/eastwest/sni"
-	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/locality"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
 )
 
-// The failure-domain scenario: west, east and central, each behind a real
-// gateway on its own network. order runs in east (r1/z2) and central
-// (r2/z1) as TLS gRPC servers with their cluster's SVIDs. A proxyless
-// gRPC client in west (r1/z1) follows west's client-facing xDS over mTLS
-// and calls order continuously through the gateways. West's
-// DestinationRule fails r1 over to r2, so east's gateway is priority 0 and
-// central's priority 1.
+// The failure-domain scenario: west, east and central, each a real control
+// plane (controlplane.New) behind a real gateway on its own network. order
+// runs in east (r1/z2) and central (r2/z1) as TLS gRPC servers with their
+// cluster's SVIDs. A proxyless gRPC client in west (r1/z1) follows west's
+// client-facing xDS over mTLS and calls order continuously through the
+// gateways. West's DestinationRule fails r1 over to r2, so east's gateway
+// is priority 0 and central's priority 1.
 
 const orderHost = "order.shop.svc.cluster.local"
 
 // failoverTimers keep every cluster alive by gossip for the whole run, so
 // that the gateway probes alone detect the failure.
-var failoverTimers = Timers{StaleAfter: time.Minute, DeadAfter: 2 * time.Minute, ExpireAfter: time.Hour}
+var failoverTimers = gossip.Timers{StaleAfter: time.Minute, DeadAfter: 2 * time.Minute, ExpireAfter: time.Hour}
 
 var failoverLocality = map[string]*registry.Locality{
 	"west":    {Region: "r1", Zone: "z1"},
@@ -71,11 +73,11 @@ spec:
 type failoverScenario struct {
 	tb      testing.TB
 	ctx     context.Context
-	tm      *testMesh
-	members map[string]*testMember
-	routing map[string]*Routing
+	tm      *fedtest.Mesh
+	cps     map[string]*fedtest.ControlPlane
+	sources map[string]*fedtest.Source
+	gws     map[string]*fedtest.Gateway
 	gwAddr  map[string]string
-	gwStop  map[string]func()
 	byAddr  map[string]string // gateway address -> cluster
 
 	mu      sync.Mutex // guards samples and conns
@@ -92,106 +94,45 @@ type sample struct {
 
 func newFailoverScenario(tb testing.TB, ctx context.Context) *failoverScenario {
 	s := &failoverScenario{
-		tb: tb, ctx: ctx, tm: newTestMesh(tb, failoverTimers),
-		members: map[string]*testMember{}, routing: map[string]*Routing{},
-		gwAddr: map[string]string{}, gwStop: map[string]func(){}, byAddr: map[string]string{},
+		tb: tb, ctx: ctx, tm: fedtest.NewMesh(tb, failoverTimers),
+		cps: map[string]*fedtest.ControlPlane{}, sources: map[string]*fedtest.Source{},
+		gws: map[string]*fedtest.Gateway{}, gwAddr: map[string]string{}, byAddr: map[string]string{},
 	}
 	for _, name := range []string{"west", "east", "central"} {
 		s.startCluster(name)
 	}
 	for _, name := range []string{"east", "central"} {
-		s.publish(name, s.startBackend(name))
+		s.sources[name].Set(s.orderService(name, s.startBackend(name)))
 	}
-	s.publish("west", "")
 	return s
 }
 
+// startCluster starts name's control plane, announcing its gateway
+// (network, locality, address) and its services from a source the
+// scenario sets, and then the gateway.
 func (s *failoverScenario) startCluster(name string) {
 	tb := s.tb
-	s.tm.join(name)
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	s.tm.Join(name)
+	lis := fedtest.GatewayListener(tb)
 	addr := lis.Addr().String()
 	s.gwAddr[name], s.byAddr[addr] = addr, name
-	server := xds.NewServer(s.ctx, s.tm.log)
-	var routing *Routing
-	m := s.tm.startMemberWith(name, func(c *MemberConfig) {
-		c.Advertise, c.Gossip.Advertise = addr, addr
-		c.RegisterServices = server.Register
-		c.PolicyWarnings = func() []*hubpb.PolicyWarning { return routing.PolicyWarnings() }
-	})
 	configDir := tb.TempDir()
 	if name == "west" {
 		if err := os.WriteFile(filepath.Join(configDir, "order-rule.yaml"), []byte(orderRule), 0o644); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	routing, err = NewRouting(RoutingConfig{
-		Member: m.member, Server: server, ConfigDir: configDir, Logger: s.tm.log.With("node", name),
-		Internal: func() map[sni.Component]string {
-			return map[sni.Component]string{sni.ControlPlane: m.member.Addr(), sni.Gossip: m.member.GossipListenAddr()}
-		},
+	s.sources[name] = fedtest.NewSource()
+	s.cps[name] = s.tm.StartControlPlane(name, controlplane.Config{
+		Gateway: addr, Locality: failoverLocality[name], ConfigDir: configDir, Source: s.sources[name],
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	rctx, cancel := context.WithCancel(s.ctx)
-	go func() { done <- routing.Run(rctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("%s routing: %v", name, err)
-		}
-	})
-	s.members[name], s.routing[name] = m, routing
-	s.gwStop[name] = s.startGateway(m, lis)
+	s.gws[name] = s.startGateway(name, lis)
 }
 
-// startGateway runs a gateway on lis, configured over ADS by m, as
-// startGateway does, but with no drain: stopping it is a crash.
-func (s *failoverScenario) startGateway(m *testMember, lis *net.TCPListener) (stop func()) {
-	tb := s.tb
-	td := m.member.Authority().TrustDomain()
-	gwCred, err := m.member.Authority().IssueCredential(spiffeid.RequireFromPath(td, "/ns/istio-system/sa/eastwest-gateway"), time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cas, _ := trust.LoadCertificates(filepath.Join(m.dir, CAFile))
-	meshTD := spiffeid.RequireTrustDomainFromString("shop")
-	conn, err := grpc.NewClient(m.member.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(
-		trust.ClientTLS(gwCred, trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(ClusterID(meshTD, m.name))))))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	routes := &xds.Routes{}
-	clientDone := make(chan error, 1)
-	go func() {
-		clientDone <- xds.NewClient(xds.ClientConfig{Conn: conn, NodeID: m.name + "-gw", OnUpdate: routes.Set, Logger: s.tm.log}).Run(ctx)
-	}()
-	gw, err := eastwest.New(eastwest.Config{Router: routes, DrainTimeout: time.Millisecond, Logger: s.tm.log.With("node", m.name+"-gw")})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ctx, lis) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-served; err != nil {
-				tb.Errorf("%s gateway: %v", m.name, err)
-			}
-			<-clientDone
-			conn.Close()
-		})
-	}
-	tb.Cleanup(stop)
-	eventually(tb, 10*time.Second, m.name+"'s gateway routing table", routes.Ready)
-	return stop
+// startGateway runs name's gateway on lis with no drain: stopping it is a
+// crash.
+func (s *failoverScenario) startGateway(name string, lis *net.TCPListener) *fedtest.Gateway {
+	return s.tm.StartGateway(s.cps[name], lis, func(c *eastwest.Config) { c.DrainTimeout = time.Millisecond })
 }
 
 // restartGateway starts name's gateway again at its address.
@@ -204,15 +145,15 @@ func (s *failoverScenario) restartGateway(name string) {
 	if err != nil {
 		s.tb.Fatal(err)
 	}
-	s.gwStop[name] = s.startGateway(s.members[name], lis)
+	s.gws[name] = s.startGateway(name, lis)
 }
 
 // startBackend runs order as a TLS gRPC server with the cluster's SVID.
 func (s *failoverScenario) startBackend(name string) string {
 	tb := s.tb
-	m := s.members[name]
-	id := spiffeid.RequireFromPath(m.member.Authority().TrustDomain(), "/ns/shop/sa/order")
-	cred, err := m.member.Authority().IssueCredential(id, time.Hour)
+	m := s.cps[name].Member()
+	id := spiffeid.RequireFromPath(m.Authority().TrustDomain(), "/ns/shop/sa/order")
+	cred, err := m.Authority().IssueCredential(id, time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -228,34 +169,17 @@ func (s *failoverScenario) startBackend(name string) string {
 	return lis.Addr().String()
 }
 
-// publish sets name's ClusterInfo (network, locality, gateway) and, with a
-// backend, order's endpoint.
-func (s *failoverScenario) publish(name, backend string) {
-	tb := s.tb
-	loc := failoverLocality[name]
-	host, portStr, _ := net.SplitHostPort(s.gwAddr[name])
-	gwPort, _ := strconv.Atoi(portStr)
-	info := &registry.ClusterInfo{
-		Network: "net-" + name, Locality: loc, TrustDomain: name + ".shop",
-		Gateways: []*registry.Gateway{{Address: host, Port: uint32(gwPort), Network: "net-" + name, Locality: loc}},
-	}
-	var services []*registry.Service
-	if backend != "" {
-		bhost, bport, _ := net.SplitHostPort(backend)
-		port, _ := strconv.Atoi(bport)
-		services = append(services, &registry.Service{
-			Hostname: orderHost, Namespace: "shop", Name: "order",
-			Ports: []*registry.Port{{Name: "grpc", Number: 9090, Protocol: "GRPC"}},
-			Endpoints: []*registry.Endpoint{{
-				Address: bhost, Ports: map[string]uint32{"grpc": uint32(port)}, Network: "net-" + name,
-				Locality: loc, Health: registrypb.Health_HEALTHY, SpiffeId: "spiffe://" + name + ".shop/ns/shop/sa/order",
-			}},
-		})
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
-	if err := s.members[name].member.Update(ctx, info, services); err != nil {
-		tb.Fatal(err)
+// orderService is order with one endpoint, name's backend.
+func (s *failoverScenario) orderService(name, backend string) *registry.Service {
+	bhost, bport, _ := net.SplitHostPort(backend)
+	port, _ := strconv.Atoi(bport)
+	return &registry.Service{
+		Hostname: orderHost, Namespace: "shop", Name: "order",
+		Ports: []*registry.Port{{Name: "grpc", Number: 9090, Protocol: "GRPC"}},
+		Endpoints: []*registry.Endpoint{{
+			Address: bhost, Ports: map[string]uint32{"grpc": uint32(port)}, Network: "net-" + name,
+			Locality: failoverLocality[name], Health: registrypb.Health_HEALTHY, SpiffeId: "spiffe://" + name + ".shop/ns/shop/sa/order",
+		}},
 	}
 }
 
@@ -298,23 +222,23 @@ func (b transportBundle) NewWithMode(string) (credentials.Bundle, error)        
 // with order's SNI, accepting only order's SVIDs of east and central.
 func (s *failoverScenario) dialOrder() healthpb.HealthClient {
 	tb := s.tb
-	west := s.members["west"]
+	west := s.cps["west"]
 	testCredsOnce.Do(func() { xdsbootstrap.RegisterChannelCredentials(testCredsBuilder{}) })
-	td := west.member.Authority().TrustDomain()
-	cred, err := west.member.Authority().IssueCredential(spiffeid.RequireFromPath(td, "/ns/shop/sa/client"), time.Hour)
+	td := west.Member().Authority().TrustDomain()
+	cred, err := west.Member().Authority().IssueCredential(spiffeid.RequireFromPath(td, "/ns/shop/sa/client"), time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cas, _ := trust.LoadCertificates(filepath.Join(west.dir, CAFile))
+	cas, _ := trust.LoadCertificates(filepath.Join(west.Dir, membership.CAFile))
 	meshTD := spiffeid.RequireTrustDomainFromString("shop")
 	key := tb.Name()
 	testCredsMu.Lock()
-	testCreds[key] = credentials.NewTLS(trust.ClientTLS(cred, trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(ClusterID(meshTD, "west"))))
+	testCreds[key] = credentials.NewTLS(trust.ClientTLS(cred, trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(membership.ClusterID(meshTD, "west"))))
 	testCredsMu.Unlock()
 	bootstrap := fmt.Sprintf(`{
 		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "federate-test-mtls", "config": {"key": %q}}], "server_features": ["xds_v3"]}],
 		"node": {"id": %q, "locality": {"region": "r1", "zone": "z1"}}
-	}`, west.member.Addr(), key, xds.ClientNodePrefix+"127.0.0.1~client.shop~shop.svc.cluster.local")
+	}`, west.Member().Addr(), key, xds.ClientNodePrefix+"127.0.0.1~client.shop~shop.svc.cluster.local")
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		tb.Fatal(err)
@@ -335,7 +259,7 @@ func (s *failoverScenario) orderTLS() *tls.Config {
 		spiffeid.RequireFromString("spiffe://east.shop/ns/shop/sa/order"):    true,
 		spiffeid.RequireFromString("spiffe://central.shop/ns/shop/sa/order"): true,
 	}
-	bundles := s.members["west"].member.Bundles()
+	bundles := s.cps["west"].Member().Bundles()
 	return &tls.Config{
 		ServerName: xds.ClusterName(9090, "", orderHost), MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"},
 		InsecureSkipVerify: true, // the SPIFFE ID is checked below, not a host name
@@ -379,7 +303,7 @@ func (s *failoverScenario) pickerLoad(ctx context.Context) <-chan struct{} {
 				return
 			case <-tick.C:
 			}
-			if c := s.routing["west"].Clients(); c != last && c != nil {
+			if c := s.cps["west"].Routing().Clients(); c != last && c != nil {
 				last, all = c, nil
 				prio := c.Priorities[name]
 				picker = locality.NewPicker(prio)
@@ -466,7 +390,7 @@ func (s *failoverScenario) since(t time.Time) []sample {
 // steadyOn waits until the last n RPCs after t all reached cluster.
 func (s *failoverScenario) steadyOn(t time.Time, cluster string, n int, timeout time.Duration) time.Time {
 	var first time.Time
-	eventually(s.tb, timeout, fmt.Sprintf("%d RPCs in a row answered by %s", n, cluster), func() bool {
+	fedtest.Eventually(s.tb, timeout, fmt.Sprintf("%d RPCs in a row answered by %s", n, cluster), func() bool {
 		smp := s.since(t)
 		if len(smp) < n {
 			return false
@@ -511,19 +435,19 @@ func (s *failoverScenario) run() failoverResult {
 	begin := time.Now()
 	s.steadyOn(begin, "east", 100, 30*time.Second)
 
-	west := s.routing["west"]
+	west := s.cps["west"].Routing()
 	stopped := time.Now()
-	s.gwStop["east"]()
+	s.gws["east"].Stop()
 	var detected time.Time
-	eventually(s.tb, 10*time.Second, "west's probes marking east's gateway down", func() bool {
-		if west.prober.isDown(s.gwAddr["east"]) {
+	fedtest.Eventually(s.tb, 10*time.Second, "west's probes marking east's gateway down", func() bool {
+		if west.GatewayDown(s.gwAddr["east"]) {
 			detected = time.Now()
 			return true
 		}
 		return false
 	})
 	moved := s.steadyOn(stopped, "central", 100, 10*time.Second)
-	eventually(s.tb, 5*time.Second, "west's status saying east's gateway is down", s.warnsGatewayDown)
+	fedtest.Eventually(s.tb, 5*time.Second, "west's status saying east's gateway is down", s.warnsGatewayDown)
 
 	restarted := time.Now()
 	s.restartGateway("east")
@@ -571,6 +495,7 @@ func (s *failoverScenario) run() failoverResult {
 // cluster within 3 s; after detection no new RPC fails; when the gateway
 // returns, traffic fails back.
 func TestIntegrationFailureDomainFailover(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := newFailoverScenario(t, ctx)
@@ -594,11 +519,11 @@ func TestIntegrationFailureDomainFailover(t *testing.T) {
 	if res.connsFailedAfterDetect != 0 {
 		t.Errorf("%d new connections after detection failed, want none", res.connsFailedAfterDetect)
 	}
-	eventually(t, 5*time.Second, "west's status no longer saying east's gateway is down", func() bool { return !s.warnsGatewayDown() })
+	fedtest.Eventually(t, 5*time.Second, "west's status no longer saying east's gateway is down", func() bool { return !s.warnsGatewayDown() })
 }
 
 func (s *failoverScenario) warnsGatewayDown() bool {
-	for _, w := range s.members["west"].member.StatusNow().GetPolicyWarnings() {
+	for _, w := range s.cps["west"].Member().StatusNow().GetPolicyWarnings() {
 		if strings.Contains(w.GetMessage(), "gateway "+s.gwAddr["east"]+" of cluster east misses its probes") {
 			return true
 		}

@@ -1,0 +1,15 @@
+package controlplane_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/internal/fedtest"
+)
+
+func TestMain(m *testing.M) { fedtest.Main(m) }
+
+// testTimers declare a silent cluster stale, dead and expired within
+// seconds.
+var testTimers = gossip.Timers{StaleAfter: 3 * time.Second, DeadAfter: 5 * time.Second, ExpireAfter: 8 * time.Second}
