@@ -118,6 +118,9 @@ func TestParseLocality(t *testing.T) {
 		{in: "a/", wantErr: "empty part"},
 		{in: "a /b", wantErr: "white space"},
 		{in: "a/\tb", wantErr: "white space"},
+		{in: "a/b\x01", wantErr: "control characters"},
+		{in: "*", wantErr: "'*' is a wildcard"},
+		{in: "us-east/*", wantErr: "'*' is a wildcard"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
