@@ -505,7 +505,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{
 		{name: "no directory", cfg: Config{TrustDomain: "east.shop"}, wantErr: "Config.Dir is empty"},
 		{name: "no trust domain", cfg: Config{Dir: dir}, wantErr: "Config.TrustDomain"},
-		{name: "missing directory", cfg: Config{Dir: filepath.Join(dir, "absent"), TrustDomain: "east.shop"}, wantErr: "read service directory"},
+		{name: "missing directory", cfg: Config{Dir: filepath.Join(dir, "absent"), TrustDomain: "east.shop"}, wantErr: "read config directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
