@@ -24,6 +24,7 @@ import (
 	"github.com/federate/federate/agent/agentpb"
 	"github.com/federate/federate/controlplane/workloads"
 	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/registry/file"
 )
 
 func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -196,35 +197,23 @@ func readWorkloadGroup(path string) (ns, name string, spec []byte, err error) {
 	if err != nil {
 		return "", "", nil, fmt.Errorf("-f: %w", err)
 	}
-	js, err := yaml.YAMLToJSON(data)
+	obj, err := file.DecodeObject(data)
 	if err != nil {
-		return "", "", nil, fmt.Errorf("%s: invalid YAML: %v", path, err)
+		return "", "", nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var doc struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-		Spec json.RawMessage `json:"spec"`
-	}
-	if err := json.Unmarshal(js, &doc); err != nil {
+	if obj == nil {
 		return "", "", nil, fmt.Errorf("%s: want one WorkloadGroup document", path)
 	}
-	if doc.Kind != "WorkloadGroup" || !strings.HasPrefix(doc.APIVersion, "networking.istio.io/") {
-		return "", "", nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a networking.istio.io WorkloadGroup", path, doc.Kind, doc.APIVersion)
+	if obj.Kind != "WorkloadGroup" || !strings.HasPrefix(obj.APIVersion, "networking.istio.io/") {
+		return "", "", nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a networking.istio.io WorkloadGroup", path, obj.Kind, obj.APIVersion)
 	}
-	if doc.Metadata.Name == "" {
+	if obj.Metadata.Name == "" {
 		return "", "", nil, fmt.Errorf("%s: metadata.name is missing", path)
 	}
-	if doc.Metadata.Namespace == "" {
-		doc.Metadata.Namespace = "default"
-	}
-	if len(doc.Spec) == 0 || string(doc.Spec) == "null" {
+	if !obj.HasSpec() {
 		return "", "", nil, fmt.Errorf("%s: spec is missing: it holds the template with the serviceAccount", path)
 	}
-	return doc.Metadata.Namespace, doc.Metadata.Name, doc.Spec, nil
+	return obj.Metadata.Namespace, obj.Metadata.Name, obj.Spec, nil
 }
 
 // shellQuote quotes a value for a KEY='value' line.
