@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,13 +96,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	labels := make(map[string]string)
-	if js := b.Env["ISTIO_METAJSON_LABELS"]; js != "" {
-		if err := json.Unmarshal([]byte(js), &labels); err != nil {
-			return &FileError{Path: filepath.Join(b.Dir, ClusterEnvFile), Err: fmt.Errorf("ISTIO_METAJSON_LABELS: %v", err)}
-		}
-	}
-	policies, err := LoadPolicies(filepath.Join(a.cfg.ConfigDir, AuthorizationFile), b.Namespace, labels)
+	policies, err := LoadPolicies(filepath.Join(a.cfg.ConfigDir, AuthorizationFile), b.Namespace, b.Labels)
 	if err != nil {
 		return err
 	}

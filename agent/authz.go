@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 	securitypb "istio.io/api/security/v1beta1"
-	"sigs.k8s.io/yaml"
+
+	"github.com/federate/federate/registry/file"
 )
 
 // Policy is an Istio AuthorizationPolicy (security.istio.io) that applies
@@ -71,32 +71,20 @@ func stripComments(doc string) string {
 }
 
 func parsePolicy(doc []byte) (Policy, string, error) {
-	js, err := yaml.YAMLToJSON(doc)
+	obj, err := file.DecodeObject(doc)
 	if err != nil {
-		return Policy{}, "", fmt.Errorf("invalid YAML: %v", err)
+		return Policy{}, "", err
 	}
-	var top struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-		Spec json.RawMessage `json:"spec"`
+	if obj == nil {
+		obj = new(file.Object)
 	}
-	if err := json.Unmarshal(js, &top); err != nil {
-		return Policy{}, "", errors.New("want a mapping with apiVersion, kind, metadata and spec")
+	if obj.Kind != "AuthorizationPolicy" || !strings.HasPrefix(obj.APIVersion, "security.istio.io/") {
+		return Policy{}, "", fmt.Errorf("kind %q, apiVersion %q: only security.istio.io AuthorizationPolicy belongs here", obj.Kind, obj.APIVersion)
 	}
-	if top.Kind != "AuthorizationPolicy" || !strings.HasPrefix(top.APIVersion, "security.istio.io/") {
-		return Policy{}, "", fmt.Errorf("kind %q, apiVersion %q: only security.istio.io AuthorizationPolicy belongs here", top.Kind, top.APIVersion)
-	}
-	ref := "AuthorizationPolicy " + top.Metadata.Name
-	if top.Metadata.Namespace == "" {
-		top.Metadata.Namespace = "default"
-	}
+	ref := "AuthorizationPolicy " + obj.Metadata.Name
 	spec := new(securitypb.AuthorizationPolicy)
-	if len(top.Spec) > 0 && string(top.Spec) != "null" {
-		if err := protojson.Unmarshal(top.Spec, spec); err != nil {
+	if obj.HasSpec() {
+		if err := protojson.Unmarshal(obj.Spec, spec); err != nil {
 			return Policy{}, "", fmt.Errorf("%s: spec: %s", ref, strings.TrimPrefix(err.Error(), "proto: "))
 		}
 	}
@@ -114,7 +102,7 @@ func parsePolicy(doc []byte) (Policy, string, error) {
 			}
 		}
 	}
-	return Policy{Name: top.Metadata.Namespace + "/" + top.Metadata.Name, Spec: spec}, top.Metadata.Namespace, nil
+	return Policy{Name: obj.Metadata.Namespace + "/" + obj.Metadata.Name, Spec: spec}, obj.Metadata.Namespace, nil
 }
 
 // Allow reports whether caller may connect to port, and why not.

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,10 +22,12 @@ import (
 	networkingpb "istio.io/api/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/trust"
 )
 
-// The bootstrap files 'federate vm configure' writes, as Istio names them.
+// The bootstrap files WriteBootstrap writes ('federate vm configure') and
+// LoadBootstrap reads, as Istio names them.
 const (
 	ClusterEnvFile = "cluster.env"
 	MeshFile       = "mesh.yaml"
@@ -47,6 +52,7 @@ const (
 	EnvTrustDomain    = "TRUST_DOMAIN"
 	EnvGroup          = "ISTIO_META_AUTO_REGISTER_GROUP"
 	EnvAddress        = "ISTIO_SVC_IP"
+	EnvLabels         = "ISTIO_METAJSON_LABELS"
 )
 
 // Bootstrap is what the bootstrap directory says.
@@ -66,6 +72,9 @@ type Bootstrap struct {
 	Address string
 	// Roots verify the control plane (the mesh CA) and seed the cluster's bundle.
 	Roots []*x509.Certificate
+	// Labels are the workload's labels (the group's template and metadata
+	// labels), for the entry and for AuthorizationPolicy selectors.
+	Labels map[string]string
 	// Hosts maps names to addresses, like /etc/hosts.
 	Hosts map[string]string
 	Probe *networkingpb.ReadinessProbe
@@ -148,6 +157,12 @@ func LoadBootstrap(dir string) (*Bootstrap, error) {
 		return nil, fileErr(ClusterEnvFile, "%s or %s: %v", EnvNamespace, EnvServiceAccount, err)
 	}
 	b.Network = b.Env[EnvNetwork]
+	b.Labels = make(map[string]string)
+	if js := b.Env[EnvLabels]; js != "" {
+		if err := json.Unmarshal([]byte(js), &b.Labels); err != nil {
+			return nil, fileErr(ClusterEnvFile, "%s: %v", EnvLabels, err)
+		}
+	}
 	if a := b.Env[EnvAddress]; a != "" {
 		ip, err := netip.ParseAddr(a)
 		if err != nil {
@@ -194,6 +209,142 @@ func (b *Bootstrap) ReadToken() (string, error) {
 		return "", &FileError{Path: p, Err: errors.New("empty: run 'federate vm configure' for a new token")}
 	}
 	return tok, nil
+}
+
+// BootstrapConfig is what the bootstrap files of a WorkloadGroup's VMs
+// say: WriteBootstrap writes it, and LoadBootstrap and ReadToken read it
+// back on the VM.
+type BootstrapConfig struct {
+	Mesh    string
+	Cluster string
+	// Network is the VMs' network.
+	Network   string
+	Namespace string
+	// Group is the WorkloadGroup's name, which also names the workloads
+	// and their canonical service.
+	Group          string
+	ServiceAccount string
+	TrustDomain    string
+	// Labels are the group's template and metadata labels.
+	Labels map[string]string
+	// Ports are the template's ports; their numbers are the VM's inbound
+	// ports.
+	Ports map[string]uint32
+	// Address is the VM's IP address; empty lets the agent find it.
+	Address string
+	// Gateway is where VMs reach the cluster's east-west gateway: the
+	// control plane's internal name maps to its address, at its port.
+	Gateway        netip.AddrPort
+	ControlPlaneID spiffeid.ID
+	// Probe is the group's readiness probe, or nil.
+	Probe *networkingpb.ReadinessProbe
+	// Roots is PEM: the roots that verify the control plane.
+	Roots []byte
+	// Token is the one-time bootstrap token.
+	Token string
+}
+
+// ControlPlaneHost is the name under which VMs dial the control plane of
+// cluster; the hosts file maps it to the cluster's gateway.
+func ControlPlaneHost(cluster string) string { return sni.Internal(sni.ControlPlane, cluster) }
+
+// WriteBootstrap writes the bootstrap files of c into dir, creating it:
+// cluster.env, mesh.yaml, root-cert.pem, the token (mode 0600, as it is a
+// secret) and hosts, in the forms LoadBootstrap reads.
+func WriteBootstrap(dir string, c BootstrapConfig) error {
+	files, err := c.files()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("agent: bootstrap directory: %w", err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("agent: write bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+type bootstrapFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// files renders the bootstrap files.
+func (c BootstrapConfig) files() ([]bootstrapFile, error) {
+	cpHost := ControlPlaneHost(c.Cluster)
+	labels := c.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labelsJSON, err := json.Marshal(labels)
+	if err != nil {
+		return nil, err
+	}
+	var ports []string
+	for _, p := range slices.Sorted(maps.Values(c.Ports)) {
+		ports = append(ports, strconv.Itoa(int(p)))
+	}
+	// Istio's proxy metadata, which mesh.yaml repeats.
+	meta := map[string]string{
+		"CANONICAL_SERVICE":        c.Group,
+		EnvGroup:                   c.Group,
+		EnvCluster:                 c.Cluster,
+		"ISTIO_META_MESH_ID":       c.Mesh,
+		EnvNetwork:                 c.Network,
+		"ISTIO_META_WORKLOAD_NAME": c.Group,
+		EnvLabels:                  string(labelsJSON),
+		"POD_NAMESPACE":            c.Namespace,
+		EnvServiceAccount:          c.ServiceAccount,
+		EnvTrustDomain:             c.TrustDomain,
+	}
+	env := maps.Clone(meta)
+	maps.Copy(env, map[string]string{
+		EnvControlPlane:       net.JoinHostPort(cpHost, strconv.Itoa(int(c.Gateway.Port()))),
+		EnvControlPlaneID:     c.ControlPlaneID.String(),
+		EnvNamespace:          c.Namespace,
+		"ISTIO_SERVICE":       c.Group + "." + c.Namespace,
+		"ISTIO_INBOUND_PORTS": strings.Join(ports, ","),
+	})
+	if c.Address != "" {
+		env[EnvAddress] = c.Address
+	}
+	var envText strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		fmt.Fprintf(&envText, "%s=%s\n", k, shellQuote(env[k]))
+	}
+
+	mesh := map[string]any{"discoveryAddress": env[EnvControlPlane], "proxyMetadata": meta}
+	if c.Probe != nil {
+		pj, err := protojson.Marshal(c.Probe)
+		if err != nil {
+			return nil, err
+		}
+		mesh["readinessProbe"] = json.RawMessage(pj)
+	}
+	meshJSON, err := json.Marshal(map[string]any{"defaultConfig": mesh})
+	if err != nil {
+		return nil, err
+	}
+	meshYAML, err := yaml.JSONToYAML(meshJSON)
+	if err != nil {
+		return nil, err
+	}
+	return []bootstrapFile{
+		{ClusterEnvFile, []byte(envText.String()), 0o644},
+		{MeshFile, meshYAML, 0o644},
+		{RootCertFile, c.Roots, 0o644},
+		{TokenFile, []byte(c.Token + "\n"), 0o600},
+		{HostsFile, []byte(c.Gateway.Addr().String() + " " + cpHost + "\n"), 0o644},
+	}, nil
+}
+
+// shellQuote quotes a value for a KEY='value' line, as ParseEnv reads it.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // ParseEnv reads shell KEY='value' lines, as cluster.env holds them.

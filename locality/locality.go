@@ -3,7 +3,6 @@ package locality
 import (
 	"fmt"
 	"strings"
-	"unicode"
 
 	"github.com/federate/federate/registry"
 )
@@ -13,60 +12,22 @@ type Locality struct {
 	Region, Zone, Subzone string
 }
 
-const localityForms = "use region, region/zone or region/zone/subzone"
-
-// Parse parses "region/zone/subzone". The empty string is the empty
-// locality. Parts may not be empty, contain white space or '*' (a wildcard
+// Parse parses "region/zone/subzone" with registry.ParseLocality, the one
+// parser of the syntax. The empty string is the empty locality. Parts may
+// not be empty, contain white space, control characters or '*' (a wildcard
 // belongs in a pattern, not in a locality).
 func Parse(s string) (Locality, error) {
-	if s == "" {
-		return Locality{}, nil
-	}
-	parts, err := splitParts(s)
+	l, err := registry.ParseLocality(s)
 	if err != nil {
 		return Locality{}, err
 	}
-	for _, p := range parts {
-		if strings.Contains(p, "*") {
-			return Locality{}, fmt.Errorf("%w %q: '*' is a wildcard, allowed only in distribute patterns: %s", ErrInvalidLocality, s, localityForms)
-		}
-	}
-	var l Locality
-	l.Region = parts[0]
-	if len(parts) > 1 {
-		l.Zone = parts[1]
-	}
-	if len(parts) > 2 {
-		l.Subzone = parts[2]
-	}
-	return l, nil
+	return FromProto(l), nil
 }
 
-func splitParts(s string) ([]string, error) {
-	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
-		return nil, fmt.Errorf("%w %q: contains white space or control characters: %s", ErrInvalidLocality, s, localityForms)
-	}
-	parts := strings.Split(s, "/")
-	if len(parts) > 3 {
-		return nil, fmt.Errorf("%w %q: has %d parts: %s", ErrInvalidLocality, s, len(parts), localityForms)
-	}
-	for _, p := range parts {
-		if p == "" {
-			return nil, fmt.Errorf("%w %q: has an empty part: %s", ErrInvalidLocality, s, localityForms)
-		}
-	}
-	return parts, nil
-}
-
-// String renders "region/zone/subzone", dropping empty trailing parts.
+// String renders "region/zone/subzone", dropping empty trailing parts, as
+// registry.FormatLocality does.
 func (l Locality) String() string {
-	switch {
-	case l.Subzone != "":
-		return l.Region + "/" + l.Zone + "/" + l.Subzone
-	case l.Zone != "":
-		return l.Region + "/" + l.Zone
-	}
-	return l.Region
+	return registry.FormatLocality(&registry.Locality{Region: l.Region, Zone: l.Zone, Subzone: l.Subzone})
 }
 
 // IsZero reports whether the locality is unknown.
@@ -123,7 +84,7 @@ func ParsePattern(s string) (Pattern, error) {
 	if s == "" {
 		return Pattern{}, fmt.Errorf("%w: empty pattern: use *, region, region/* or region/zone/*", ErrInvalidLocality)
 	}
-	parts, err := splitParts(s)
+	parts, err := registry.SplitLocality(s)
 	if err != nil {
 		return Pattern{}, err
 	}

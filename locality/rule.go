@@ -14,7 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingpb "istio.io/api/networking/v1alpha3"
-	"sigs.k8s.io/yaml"
+
+	"github.com/federate/federate/registry/file"
 )
 
 // Special failoverPriority labels: Istio fills them from an endpoint's (and
@@ -237,27 +238,10 @@ func splitYAML(data []byte) [][]byte {
 	})
 }
 
-type object struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
-	Spec json.RawMessage `json:"spec"`
-}
-
 func parseRule(doc []byte, skipOthers bool) (*Rule, error) {
-	js, err := yaml.YAMLToJSON(doc)
-	if err != nil {
-		return nil, fmt.Errorf("invalid YAML: %v", err)
-	}
-	if string(js) == "null" {
-		return nil, nil
-	}
-	var obj object
-	if err := json.Unmarshal(js, &obj); err != nil {
-		return nil, errors.New("not a Kubernetes object: expected apiVersion, kind, metadata and spec")
+	obj, err := file.DecodeObject(doc)
+	if obj == nil || err != nil {
+		return nil, err
 	}
 	if obj.Kind != "DestinationRule" && skipOthers && obj.Kind != "" {
 		return nil, nil
@@ -272,10 +256,7 @@ func parseRule(doc []byte, skipOthers bool) (*Rule, error) {
 		return nil, errors.New("metadata.name is missing")
 	}
 	r := &Rule{Name: obj.Metadata.Name, Namespace: obj.Metadata.Namespace, Spec: &networkingpb.DestinationRule{}}
-	if r.Namespace == "" {
-		r.Namespace = "default"
-	}
-	if len(obj.Spec) == 0 || string(obj.Spec) == "null" {
+	if !obj.HasSpec() {
 		return nil, fmt.Errorf("DestinationRule %s: spec is missing", r.Ref())
 	}
 	spec, err := normalizeDurations(obj.Spec, r.Spec.ProtoReflect().Descriptor())

@@ -15,4 +15,7 @@ var (
 	ErrRevoked = errors.New("registry: signer was revoked")
 	// ErrInvalid means a record is malformed.
 	ErrInvalid = errors.New("registry: invalid record")
+	// ErrInvalidLocality means a locality (or a locality pattern) is not
+	// in the region/zone/subzone form.
+	ErrInvalidLocality = errors.New("registry: invalid locality")
 )

@@ -2,9 +2,6 @@ package registry
 
 import (
 	"fmt"
-	"slices"
-	"strings"
-	"unicode"
 
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -54,43 +51,6 @@ func Compare(a, b *Version) int {
 // FormatVersion renders a version as "incarnation.counter".
 func FormatVersion(v *Version) string {
 	return fmt.Sprintf("%d.%d", v.GetIncarnation(), v.GetCounter())
-}
-
-// ParseLocality parses Istio's "region/zone/subzone" form. The empty string
-// is the empty locality; empty parts and white space are errors.
-func ParseLocality(s string) (*Locality, error) {
-	if s == "" {
-		return &Locality{}, nil
-	}
-	const want = "use region, region/zone or region/zone/subzone"
-	if strings.ContainsFunc(s, unicode.IsSpace) {
-		return nil, fmt.Errorf("locality %q contains white space: %s", s, want)
-	}
-	parts := strings.Split(s, "/")
-	if len(parts) > 3 {
-		return nil, fmt.Errorf("locality %q has %d parts: %s", s, len(parts), want)
-	}
-	if slices.Contains(parts, "") {
-		return nil, fmt.Errorf("locality %q has an empty part: %s", s, want)
-	}
-	l := &Locality{Region: parts[0]}
-	if len(parts) > 1 {
-		l.Zone = parts[1]
-	}
-	if len(parts) > 2 {
-		l.Subzone = parts[2]
-	}
-	return l, nil
-}
-
-// FormatLocality renders a locality as "region/zone/subzone", dropping empty
-// trailing parts.
-func FormatLocality(l *Locality) string {
-	parts := []string{l.GetRegion(), l.GetZone(), l.GetSubzone()}
-	for len(parts) > 0 && parts[len(parts)-1] == "" {
-		parts = parts[:len(parts)-1]
-	}
-	return strings.Join(parts, "/")
 }
 
 // ValidClusterName reports whether name can name a cluster: a DNS label.

@@ -1,29 +1,24 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
 	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
 	"github.com/federate/federate/controlplane/workloads"
-	"github.com/federate/federate/eastwest/sni"
+	"github.com/federate/federate/registry/file"
 )
 
 func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -105,82 +100,23 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("gateway %q: want IP:PORT, since the hosts file maps a name to an IP address", gateway)
 	}
 
-	cpName := sni.Internal(sni.ControlPlane, cluster)
+	cpID, err := spiffeid.FromString(resp.GetControlPlaneId())
+	if err != nil {
+		return fmt.Errorf("control plane of %s: its SPIFFE ID %q: %v", cluster, resp.GetControlPlaneId(), err)
+	}
 	labels := maps.Clone(wg.GetTemplate().GetLabels())
 	if labels == nil {
 		labels = make(map[string]string)
 	}
 	maps.Copy(labels, wg.GetMetadata().GetLabels())
-	labelsJSON, _ := json.Marshal(labels)
-	network := wg.GetTemplate().GetNetwork()
-	if network == "" {
-		network = resp.GetNetwork()
-	}
-	var ports []string
-	for _, p := range slices.Sorted(maps.Values(wg.GetTemplate().GetPorts())) {
-		ports = append(ports, strconv.Itoa(int(p)))
-	}
-	meta := map[string]string{
-		"CANONICAL_SERVICE":              name,
-		"ISTIO_META_AUTO_REGISTER_GROUP": name,
-		"ISTIO_META_CLUSTER_ID":          cluster,
-		"ISTIO_META_MESH_ID":             resp.GetMesh(),
-		"ISTIO_META_NETWORK":             network,
-		"ISTIO_META_WORKLOAD_NAME":       name,
-		"ISTIO_METAJSON_LABELS":          string(labelsJSON),
-		"POD_NAMESPACE":                  ns,
-		"SERVICE_ACCOUNT":                wg.GetTemplate().GetServiceAccount(),
-		"TRUST_DOMAIN":                   resp.GetTrustDomain(),
-	}
-	env := maps.Clone(meta)
-	maps.Copy(env, map[string]string{
-		agent.EnvControlPlane:   net.JoinHostPort(cpName, strconv.Itoa(int(gwAddr.Port()))),
-		agent.EnvControlPlaneID: resp.GetControlPlaneId(),
-		"ISTIO_NAMESPACE":       ns,
-		"ISTIO_SERVICE":         name + "." + ns,
-		"ISTIO_INBOUND_PORTS":   strings.Join(ports, ","),
+	err = agent.WriteBootstrap(outDir, agent.BootstrapConfig{
+		Mesh: resp.GetMesh(), Cluster: cluster, Network: cmp.Or(wg.GetTemplate().GetNetwork(), resp.GetNetwork()),
+		Namespace: ns, Group: name, ServiceAccount: wg.GetTemplate().GetServiceAccount(), TrustDomain: resp.GetTrustDomain(),
+		Labels: labels, Ports: wg.GetTemplate().GetPorts(), Address: internalIP,
+		Gateway: gwAddr, ControlPlaneID: cpID, Probe: wg.GetProbe(), Roots: resp.GetRootCerts(), Token: resp.GetToken(),
 	})
-	if internalIP != "" {
-		env[agent.EnvAddress] = internalIP
-	}
-	mesh := map[string]any{"discoveryAddress": env[agent.EnvControlPlane], "proxyMetadata": meta}
-	if p := wg.GetProbe(); p != nil {
-		pj, err := protojson.Marshal(p)
-		if err != nil {
-			return err
-		}
-		mesh["readinessProbe"] = json.RawMessage(pj)
-	}
-	meshJSON, err := json.Marshal(map[string]any{"defaultConfig": mesh})
 	if err != nil {
 		return err
-	}
-	meshYAML, err := yaml.JSONToYAML(meshJSON)
-	if err != nil {
-		return err
-	}
-	var envText strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		fmt.Fprintf(&envText, "%s=%s\n", k, shellQuote(env[k]))
-	}
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{agent.ClusterEnvFile, []byte(envText.String()), 0o644},
-		{agent.MeshFile, meshYAML, 0o644},
-		{agent.RootCertFile, resp.GetRootCerts(), 0o644},
-		{agent.TokenFile, []byte(resp.GetToken() + "\n"), 0o600},
-		{agent.HostsFile, []byte(gwAddr.Addr().String() + " " + cpName + "\n"), 0o644},
-	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
-	}
-	for _, f := range files {
-		if err := os.WriteFile(filepath.Join(outDir, f.name), f.data, f.mode); err != nil {
-			return err
-		}
 	}
 	expires := time.Unix(resp.GetExpires(), 0).UTC()
 	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
@@ -196,38 +132,21 @@ func readWorkloadGroup(path string) (ns, name string, spec []byte, err error) {
 	if err != nil {
 		return "", "", nil, fmt.Errorf("-f: %w", err)
 	}
-	js, err := yaml.YAMLToJSON(data)
+	obj, err := file.DecodeObject(data)
 	if err != nil {
-		return "", "", nil, fmt.Errorf("%s: invalid YAML: %v", path, err)
+		return "", "", nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var doc struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-		Spec json.RawMessage `json:"spec"`
-	}
-	if err := json.Unmarshal(js, &doc); err != nil {
+	if obj == nil {
 		return "", "", nil, fmt.Errorf("%s: want one WorkloadGroup document", path)
 	}
-	if doc.Kind != "WorkloadGroup" || !strings.HasPrefix(doc.APIVersion, "networking.istio.io/") {
-		return "", "", nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a networking.istio.io WorkloadGroup", path, doc.Kind, doc.APIVersion)
+	if obj.Kind != "WorkloadGroup" || !strings.HasPrefix(obj.APIVersion, "networking.istio.io/") {
+		return "", "", nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a networking.istio.io WorkloadGroup", path, obj.Kind, obj.APIVersion)
 	}
-	if doc.Metadata.Name == "" {
+	if obj.Metadata.Name == "" {
 		return "", "", nil, fmt.Errorf("%s: metadata.name is missing", path)
 	}
-	if doc.Metadata.Namespace == "" {
-		doc.Metadata.Namespace = "default"
-	}
-	if len(doc.Spec) == 0 || string(doc.Spec) == "null" {
+	if !obj.HasSpec() {
 		return "", "", nil, fmt.Errorf("%s: spec is missing: it holds the template with the serviceAccount", path)
 	}
-	return doc.Metadata.Namespace, doc.Metadata.Name, doc.Spec, nil
-}
-
-// shellQuote quotes a value for a KEY='value' line.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return obj.Metadata.Namespace, obj.Metadata.Name, obj.Spec, nil
 }

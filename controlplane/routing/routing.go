@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/locality"
 	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/file"
 )
 
 // DefaultRulesInterval is how often the config directory is read for
@@ -144,10 +143,10 @@ func (r *Routing) Run(ctx context.Context) error {
 	coalesce := time.NewTimer(coalesceDelay)
 	defer coalesce.Stop()
 	var rules ruleSet
-	var lastFiles []byte
+	var lastFiles []file.YAMLFile
 	lastErr := "none read yet"
-	changed := func(files []byte, err error) bool {
-		return errString(err) != lastErr || !bytes.Equal(files, lastFiles)
+	changed := func(files []file.YAMLFile, err error) bool {
+		return errString(err) != lastErr || !slices.EqualFunc(files, lastFiles, sameFile)
 	}
 	for {
 		// Take the change channels before reading, so no change is missed.
@@ -201,47 +200,32 @@ type ruleSet struct {
 	loadErr string           // why the last read failed; the rules are the last good ones
 }
 
-// readRules returns the concatenated YAML files of the config directory,
-// each preceded by its name, in name order.
-func (r *Routing) readRules() ([]byte, error) {
+// readRules reads the config directory's YAML files, as the file source
+// does; no directory means no files.
+func (r *Routing) readRules() ([]file.YAMLFile, error) {
 	if r.cfg.ConfigDir == "" {
 		return nil, nil
 	}
-	entries, err := os.ReadDir(r.cfg.ConfigDir)
-	if err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	for _, e := range entries {
-		ext := strings.ToLower(filepath.Ext(e.Name()))
-		if strings.HasPrefix(e.Name(), ".") || ext != ".yaml" && ext != ".yml" || e.IsDir() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(r.cfg.ConfigDir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&out, "\x00%s\x00", e.Name())
-		out.Write(data)
-	}
-	return out.Bytes(), nil
+	return file.ReadDir(r.cfg.ConfigDir)
 }
 
-// loadRules parses what readRules returned; on any error the previous
-// rules stay in force and status says why.
-func (r *Routing) loadRules(files []byte, readErr error, prev ruleSet) ruleSet {
+func sameFile(a, b file.YAMLFile) bool { return a.Path == b.Path && bytes.Equal(a.Data, b.Data) }
+
+// loadRules parses what readRules returned. It runs once per change of the
+// files or of the error, and logs each problem then; on any error the
+// previous rules stay in force and status says why.
+func (r *Routing) loadRules(files []file.YAMLFile, readErr error, prev ruleSet) ruleSet {
 	if readErr != nil {
-		prev.loadErr = fmt.Sprintf("reading %s: %v", r.cfg.ConfigDir, readErr)
+		prev.loadErr = fmt.Sprintf("reading %s: %s; the DestinationRules loaded before stay in force", r.cfg.ConfigDir, oneLine(readErr))
+		r.log.Warn("DestinationRules not loaded: the config directory does not read", "dir", r.cfg.ConfigDir, "err", readErr)
 		return prev
 	}
 	var rules []*locality.Rule
-	parts := bytes.Split(files, []byte{0})
-	for i := 1; i+1 < len(parts); i += 2 {
-		name, data := string(parts[i]), parts[i+1]
-		rs, err := locality.ParseDestinationRulesIn(data)
+	for _, f := range files {
+		rs, err := locality.ParseDestinationRulesIn(f.Data)
 		if err != nil {
-			prev.loadErr = fmt.Sprintf("%s: %v; the DestinationRules loaded before stay in force", name, err)
-			r.log.Warn("DestinationRules not loaded", "file", name, "err", err)
+			prev.loadErr = fmt.Sprintf("%s: %v; the DestinationRules loaded before stay in force", f.Path, err)
+			r.log.Warn("DestinationRules not loaded", "file", f.Path, "err", err)
 			return prev
 		}
 		rules = append(rules, rs...)
@@ -252,6 +236,9 @@ func (r *Routing) loadRules(files []byte, readErr error, prev ruleSet) ruleSet {
 	}
 	return ruleSet{rules: rules}
 }
+
+// oneLine joins the lines of an error that joins several.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // ruleHost is the FQDN a rule's host names: a short name is in the rule's
 // namespace, as in Istio.

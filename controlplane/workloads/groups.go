@@ -4,10 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,37 +17,46 @@ import (
 	"github.com/federate/federate/registry/store"
 )
 
-// selectors reads the workloadSelector of every ServiceEntry in the
-// config directory, by host. The file source reports broken files.
+// selectorCache keeps the workload selectors last read whole from the
+// config directory.
+type selectorCache struct {
+	mu      sync.Mutex                   // guards the fields below
+	good    map[string]map[string]string // by host; read-only once stored
+	failing string                       // the problem last logged, until a read succeeds
+}
+
+// selectors returns the workloadSelector of every ServiceEntry in the
+// config directory, by host; callers must not change it. It reads the
+// directory as the file source does. When a file does not read or parse,
+// the selectors last read whole stay in force, as the file source keeps its
+// last good services, and the problem is logged once, until it changes or
+// the files read again.
 func (w *Server) selectors() map[string]map[string]string {
-	out := make(map[string]map[string]string)
 	if w.cfg.ConfigDir == "" {
-		return out
+		return nil
 	}
-	entries, err := os.ReadDir(w.cfg.ConfigDir)
+	docs, err := file.ParseDir(w.cfg.ConfigDir)
+	c := &w.sel
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
-		return out
+		if msg := err.Error(); msg != c.failing {
+			c.failing = msg
+			w.log.Warn("cannot read the workload selectors of the config directory; the last good ones stay in force", "dir", w.cfg.ConfigDir, "err", err)
+		}
+		return c.good
 	}
-	for _, de := range entries {
-		ext := strings.ToLower(filepath.Ext(de.Name()))
-		if strings.HasPrefix(de.Name(), ".") || ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		p := filepath.Join(w.cfg.ConfigDir, de.Name())
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		docs, err := file.Parse(p, data)
-		if err != nil {
-			continue
-		}
-		for _, d := range docs {
-			if se := d.ServiceEntry; se != nil && len(se.GetWorkloadSelector().GetLabels()) > 0 {
-				out[se.GetHosts()[0]] = se.GetWorkloadSelector().GetLabels()
-			}
+	if c.failing != "" {
+		c.failing = ""
+		w.log.Info("the workload selectors of the config directory read again", "dir", w.cfg.ConfigDir)
+	}
+	out := make(map[string]map[string]string)
+	for _, d := range docs {
+		if se := d.ServiceEntry; se != nil && len(se.GetWorkloadSelector().GetLabels()) > 0 {
+			out[se.GetHosts()[0]] = se.GetWorkloadSelector().GetLabels()
 		}
 	}
+	c.good = out
 	return out
 }
 

@@ -89,6 +89,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	changed chan struct{} // signalled when entries change
+	sel     selectorCache
 
 	mu       sync.Mutex // guards the fields below
 	entries  map[string]*workloadEntry

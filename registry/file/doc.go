@@ -12,4 +12,10 @@
 // Parse checks one file, Load turns a whole directory into the exported
 // registrypb.Service set (all of it or, on any error, none of it), and Source
 // polls the directory and reports each new set.
+//
+// The package is also the one home of the directory listing and of the
+// Kubernetes object envelope: ReadDir and ParseDir read a control plane's
+// config directory for every reader of it (the DestinationRules and the VM
+// workload selectors too), and Object with DecodeObject is the envelope
+// every YAML object federate reads is decoded into.
 package file

@@ -4,12 +4,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -28,8 +25,9 @@ const DefaultInterval = time.Second
 // Config describes a directory of service files and the cluster defaults
 // that its endpoints inherit.
 type Config struct {
-	// Dir is the directory of *.yaml and *.yml files. Subdirectories and
-	// names starting with "." are ignored; symbolic links are followed.
+	// Dir is the directory of *.yaml and *.yml files, as ReadDir lists
+	// them: subdirectories and names starting with "." are ignored;
+	// symbolic links are followed.
 	Dir string
 	// Network is the network of endpoints that name none.
 	Network string
@@ -45,9 +43,10 @@ type Config struct {
 }
 
 // Load reads every file in cfg.Dir once and returns the exported services,
-// sorted by hostname with endpoints sorted by address then port. Any error
-// in any file fails the whole load: Load then returns no services. Errors in
-// files are *FileError.
+// sorted by hostname with endpoints sorted by address then port. It reads
+// the directory with ReadDir. Any error in any file fails the whole load:
+// Load then returns no services, and an error that reports every broken
+// file, each as a *FileError.
 func Load(cfg Config) ([]*registrypb.Service, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("file: Config.Dir is empty: set the directory of service files")
@@ -56,57 +55,11 @@ func Load(cfg Config) ([]*registrypb.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
 	}
-	paths, err := listFiles(cfg.Dir)
+	docs, err := ParseDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	var docs []*Document
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, &FileError{File: p, Err: pathCause(err)}
-		}
-		ds, err := Parse(p, data)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, ds...)
-	}
 	return build(cfg, td, docs)
-}
-
-// listFiles returns the YAML files of dir in name order.
-func listFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("file: read service directory: %w", err)
-	}
-	var paths []string
-	for _, e := range entries {
-		name := e.Name()
-		ext := strings.ToLower(filepath.Ext(name))
-		if strings.HasPrefix(name, ".") || ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		info, err := os.Stat(p)
-		if err != nil {
-			return nil, &FileError{File: p, Err: pathCause(err)}
-		}
-		if info.Mode().IsRegular() {
-			paths = append(paths, p)
-		}
-	}
-	return paths, nil
-}
-
-// pathCause drops the path from a *fs.PathError, which FileError already
-// names.
-func pathCause(err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	return err
 }
 
 // build checks the documents of all files against each other and converts

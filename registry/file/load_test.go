@@ -388,17 +388,17 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "locality with empty part",
 			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: us-east//a}]")},
-			wantErr: []string{`spec.endpoints[0].locality: locality "us-east//a" has an empty part`, "region/zone/subzone"},
+			wantErr: []string{`spec.endpoints[0].locality: registry: invalid locality "us-east//a": has an empty part`, "region/zone/subzone"},
 		},
 		{
 			name:    "locality with four parts",
 			files:   map[string]string{"bad.yaml": "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm}\nspec: {address: 10.0.0.1, locality: a/b/c/d}\n"},
-			wantErr: []string{`spec.locality: locality "a/b/c/d" has 4 parts`},
+			wantErr: []string{`spec.locality: registry: invalid locality "a/b/c/d": has 4 parts`},
 		},
 		{
 			name:    "locality with white space",
 			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: 'us east'}]")},
-			wantErr: []string{`locality "us east" contains white space`},
+			wantErr: []string{`invalid locality "us east": contains white space`},
 		},
 		{
 			name: "duplicate hostname across files",
@@ -505,7 +505,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{
 		{name: "no directory", cfg: Config{TrustDomain: "east.shop"}, wantErr: "Config.Dir is empty"},
 		{name: "no trust domain", cfg: Config{Dir: dir}, wantErr: "Config.TrustDomain"},
-		{name: "missing directory", cfg: Config{Dir: filepath.Join(dir, "absent"), TrustDomain: "east.shop"}, wantErr: "read service directory"},
+		{name: "missing directory", cfg: Config{Dir: filepath.Join(dir, "absent"), TrustDomain: "east.shop"}, wantErr: "read config directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

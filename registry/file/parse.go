@@ -28,9 +28,6 @@ const (
 	// kindDestinationRule documents share the directory; the control
 	// plane reads them as locality policies.
 	kindDestinationRule = "DestinationRule"
-
-	// defaultNamespace is the namespace of an object that names none.
-	defaultNamespace = "default"
 )
 
 // apiVersions are the Istio networking versions accepted; the spec is the
@@ -51,9 +48,9 @@ type Document struct {
 	// Line is the line on which the document starts.
 	Line int
 
-	Name      string
-	Namespace string // "default" when the document names none
-	Labels    map[string]string
+	// ObjectMeta is the document's metadata; Namespace is DefaultNamespace
+	// when the document names none.
+	ObjectMeta
 	// Export reports "export: true"; only a ServiceEntry may set it.
 	Export bool
 
@@ -173,65 +170,27 @@ func parseDocument(text []byte, first int) (*Document, error) {
 	if string(js) == "null" {
 		return nil, nil
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(js, &top); err != nil {
-		return nil, errors.New("not an object: a document is a mapping with apiVersion, kind, metadata and spec")
-	}
-	if err := onlyKeys(top, documentKeys, "", "a document"); err != nil {
+	obj, export, err := decodeStrict(js)
+	if obj == nil || err != nil {
 		return nil, err
 	}
-
-	var apiVersion, kind string
-	if err := decodeField(top, "kind", &kind); err != nil {
-		return nil, err
-	}
-	if kind == kindDestinationRule {
-		return nil, nil
-	}
-	if kind != kindServiceEntry && kind != kindWorkloadEntry {
-		if kind == "" {
-			return nil, errors.New("kind is missing: set kind to ServiceEntry or WorkloadEntry")
-		}
-		return nil, fmt.Errorf("unknown kind %q: use ServiceEntry or WorkloadEntry", kind)
-	}
-	if err := decodeField(top, "apiVersion", &apiVersion); err != nil {
-		return nil, err
-	}
-	if !slices.Contains(apiVersions, apiVersion) {
-		if apiVersion == "" {
-			return nil, fmt.Errorf("%s: apiVersion is missing: use %s", kind, apiVersions[0])
-		}
-		return nil, fmt.Errorf("%s: apiVersion %q is not supported: use one of %s", kind, apiVersion, strings.Join(apiVersions, ", "))
-	}
-
-	d, err := parseMetadata(top["metadata"], kind)
-	if err != nil {
-		return nil, err
-	}
-	ref := kind + " " + d.Namespace + "/" + d.Name
-	if err := decodeField(top, "export", &d.Export); err != nil {
-		return nil, fmt.Errorf("%s: export must be true or false", ref)
-	}
-	if _, ok := top["export"]; ok && kind != kindServiceEntry {
-		return nil, fmt.Errorf("%s: export applies to a ServiceEntry only: remove it", ref)
-	}
-
-	spec, ok := top["spec"]
-	if !ok || string(spec) == "null" {
+	d := &Document{ObjectMeta: obj.Metadata, Export: export}
+	ref := obj.Ref()
+	if !obj.HasSpec() {
 		return nil, fmt.Errorf("%s: spec is missing", ref)
 	}
 	var msg proto.Message
-	if kind == kindServiceEntry {
+	if obj.Kind == kindServiceEntry {
 		d.ServiceEntry = &networkingpb.ServiceEntry{}
 		msg = d.ServiceEntry
 	} else {
 		d.WorkloadEntry = &networkingpb.WorkloadEntry{}
 		msg = d.WorkloadEntry
 	}
-	if err := protojson.Unmarshal(spec, msg); err != nil {
+	if err := protojson.Unmarshal(obj.Spec, msg); err != nil {
 		m := protoMessage(err)
 		if strings.Contains(m, "unknown field") {
-			return nil, fmt.Errorf("%s: spec: %s: check the name against Istio's %s reference", ref, m, kind)
+			return nil, fmt.Errorf("%s: spec: %s: check the name against Istio's %s reference", ref, m, obj.Kind)
 		}
 		return nil, fmt.Errorf("%s: spec: %s", ref, m)
 	}
@@ -249,45 +208,93 @@ func parseDocument(text []byte, first int) (*Document, error) {
 	return d, nil
 }
 
+// decodeStrict decodes the envelope of a config directory's document (JSON)
+// and the "export" field beside it, field by field so that each error names
+// its field: no key outside the envelope, each value of its type, a kind
+// and apiVersion this package reads, a valid name and namespace. It returns
+// a nil object for a kind left to others (DestinationRule).
+func decodeStrict(js []byte) (obj *Object, export bool, err error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(js, &top); err != nil {
+		return nil, false, errors.New("not an object: a document is a mapping with apiVersion, kind, metadata and spec")
+	}
+	if err := onlyKeys(top, documentKeys, "", "a document"); err != nil {
+		return nil, false, err
+	}
+	obj = new(Object)
+	if err := decodeField(top, "kind", &obj.Kind); err != nil {
+		return nil, false, err
+	}
+	kind := obj.Kind
+	if kind == kindDestinationRule {
+		return nil, false, nil
+	}
+	if kind != kindServiceEntry && kind != kindWorkloadEntry {
+		if kind == "" {
+			return nil, false, errors.New("kind is missing: set kind to ServiceEntry or WorkloadEntry")
+		}
+		return nil, false, fmt.Errorf("unknown kind %q: use ServiceEntry or WorkloadEntry", kind)
+	}
+	if err := decodeField(top, "apiVersion", &obj.APIVersion); err != nil {
+		return nil, false, err
+	}
+	if !slices.Contains(apiVersions, obj.APIVersion) {
+		if obj.APIVersion == "" {
+			return nil, false, fmt.Errorf("%s: apiVersion is missing: use %s", kind, apiVersions[0])
+		}
+		return nil, false, fmt.Errorf("%s: apiVersion %q is not supported: use one of %s", kind, obj.APIVersion, strings.Join(apiVersions, ", "))
+	}
+	if obj.Metadata, err = parseMetadata(top["metadata"], kind); err != nil {
+		return nil, false, err
+	}
+	if err := decodeField(top, "export", &export); err != nil {
+		return nil, false, fmt.Errorf("%s: export must be true or false", obj.Ref())
+	}
+	if _, ok := top["export"]; ok && kind != kindServiceEntry {
+		return nil, false, fmt.Errorf("%s: export applies to a ServiceEntry only: remove it", obj.Ref())
+	}
+	obj.Spec = top["spec"]
+	return obj, export, nil
+}
+
 // parseMetadata reads the metadata of a document of the given kind.
-func parseMetadata(raw json.RawMessage, kind string) (*Document, error) {
+func parseMetadata(raw json.RawMessage, kind string) (ObjectMeta, error) {
+	var m ObjectMeta
 	if raw == nil || string(raw) == "null" {
-		return nil, fmt.Errorf("%s: metadata is missing: set metadata.name", kind)
+		return m, fmt.Errorf("%s: metadata is missing: set metadata.name", kind)
 	}
 	var md map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &md); err != nil {
-		return nil, fmt.Errorf("%s: metadata must be a mapping with name, namespace and labels", kind)
+		return m, fmt.Errorf("%s: metadata must be a mapping with name, namespace and labels", kind)
 	}
 	if err := onlyKeys(md, metadataKeys, "metadata.", "metadata"); err != nil {
-		return nil, fmt.Errorf("%s: %w", kind, err)
+		return m, fmt.Errorf("%s: %w", kind, err)
 	}
-	d := &Document{}
-	if err := decodeField(md, "name", &d.Name); err != nil {
-		return nil, fmt.Errorf("%s: metadata.%w", kind, err)
+	if err := decodeField(md, "name", &m.Name); err != nil {
+		return m, fmt.Errorf("%s: metadata.%w", kind, err)
 	}
-	if d.Name == "" {
-		return nil, fmt.Errorf("%s: metadata.name is missing: every object needs a name", kind)
+	if m.Name == "" {
+		return m, fmt.Errorf("%s: metadata.name is missing: every object needs a name", kind)
 	}
-	if !isDNSSubdomain(d.Name) {
-		return nil, fmt.Errorf("%s: metadata.name %q is not a valid name: use lowercase letters, digits, '-' and '.'", kind, d.Name)
+	if !isDNSSubdomain(m.Name) {
+		return m, fmt.Errorf("%s: metadata.name %q is not a valid name: use lowercase letters, digits, '-' and '.'", kind, m.Name)
 	}
-	if err := decodeField(md, "namespace", &d.Namespace); err != nil {
-		return nil, fmt.Errorf("%s %s: metadata.%w", kind, d.Name, err)
+	if err := decodeField(md, "namespace", &m.Namespace); err != nil {
+		return m, fmt.Errorf("%s %s: metadata.%w", kind, m.Name, err)
 	}
-	if d.Namespace == "" {
-		d.Namespace = defaultNamespace
+	if m.Namespace == "" {
+		m.Namespace = DefaultNamespace
 	}
-	if !isDNSLabel(d.Namespace) {
-		return nil, fmt.Errorf("%s %s: metadata.namespace %q is not a valid namespace: use up to 63 lowercase letters, digits and '-'", kind, d.Name, d.Namespace)
+	if !isDNSLabel(m.Namespace) {
+		return m, fmt.Errorf("%s %s: metadata.namespace %q is not a valid namespace: use up to 63 lowercase letters, digits and '-'", kind, m.Name, m.Namespace)
 	}
-	if err := decodeField(md, "labels", &d.Labels); err != nil {
-		return nil, fmt.Errorf("%s %s/%s: metadata.labels must map names to strings: quote numbers and booleans", kind, d.Namespace, d.Name)
+	if err := decodeField(md, "labels", &m.Labels); err != nil {
+		return m, fmt.Errorf("%s %s/%s: metadata.labels must map names to strings: quote numbers and booleans", kind, m.Namespace, m.Name)
 	}
-	var annotations map[string]string
-	if err := decodeField(md, "annotations", &annotations); err != nil {
-		return nil, fmt.Errorf("%s %s/%s: metadata.annotations must map names to strings: quote numbers and booleans", kind, d.Namespace, d.Name)
+	if err := decodeField(md, "annotations", &m.Annotations); err != nil {
+		return m, fmt.Errorf("%s %s/%s: metadata.annotations must map names to strings: quote numbers and booleans", kind, m.Namespace, m.Name)
 	}
-	return d, nil
+	return m, nil
 }
 
 // onlyKeys rejects a key of m outside allowed. prefix is the mapping's path

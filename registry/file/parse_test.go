@@ -42,12 +42,12 @@ func TestParse(t *testing.T) {
 			want: []*Document{
 				{
 					File: "vm.yaml", Index: 1, Line: 3,
-					Name: "vm-1", Namespace: "default", Labels: map[string]string{"app": "vm"},
+					ObjectMeta:    ObjectMeta{Name: "vm-1", Namespace: "default", Labels: map[string]string{"app": "vm"}},
 					WorkloadEntry: &networkingpb.WorkloadEntry{Address: "10.0.0.1"},
 				},
 				{
 					File: "vm.yaml", Index: 2, Line: 10,
-					Name: "vm", Namespace: "shop", Export: true,
+					ObjectMeta: ObjectMeta{Name: "vm", Namespace: "shop"}, Export: true,
 					ServiceEntry: &networkingpb.ServiceEntry{
 						Hosts: []string{"vm.example.internal"},
 						Ports: []*networkingpb.ServicePort{{Number: 80, Name: "http", TargetPort: 8080}},
@@ -55,7 +55,7 @@ func TestParse(t *testing.T) {
 				},
 				{
 					File: "vm.yaml", Index: 3, Line: 15,
-					Name: "vm-2", Namespace: "default",
+					ObjectMeta:    ObjectMeta{Name: "vm-2", Namespace: "default"},
 					WorkloadEntry: &networkingpb.WorkloadEntry{Address: "::1"},
 				},
 			},
@@ -66,7 +66,7 @@ func TestParse(t *testing.T) {
 				"--- {apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n",
 			want: []*Document{{
 				File: "vm.yaml", Index: 2, Line: 5,
-				Name: "vm-2", Namespace: "default",
+				ObjectMeta:    ObjectMeta{Name: "vm-2", Namespace: "default"},
 				WorkloadEntry: &networkingpb.WorkloadEntry{Address: "::1"},
 			}},
 		},
@@ -118,6 +118,9 @@ func TestParseLocality(t *testing.T) {
 		{in: "a/", wantErr: "empty part"},
 		{in: "a /b", wantErr: "white space"},
 		{in: "a/\tb", wantErr: "white space"},
+		{in: "a/b\x01", wantErr: "control characters"},
+		{in: "*", wantErr: "'*' is a wildcard"},
+		{in: "us-east/*", wantErr: "'*' is a wildcard"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

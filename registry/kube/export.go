@@ -191,8 +191,13 @@ func (s *Source) workloadEndpoint(svc *corev1.Service, we *networkingv1.Workload
 		return nil
 	}
 	loc := proto.CloneOf(s.cfg.Locality)
-	if l, err := registry.ParseLocality(we.Spec.GetLocality()); err == nil && we.Spec.GetLocality() != "" {
-		loc = l
+	if text := we.Spec.GetLocality(); text != "" {
+		l, err := registry.ParseLocality(text)
+		if err != nil {
+			s.log.Warn("kube registry: ignoring a WorkloadEntry's invalid locality; the cluster's applies", "workloadEntry", we.Namespace+"/"+we.Name, "err", err)
+		} else {
+			loc = l
+		}
 	}
 	health := registrypb.Health_HEALTHY
 	for _, c := range we.Status.GetConditions() {
