@@ -1,4 +1,4 @@
-package hub
+package hub_test
 
 import (
 	"context"
@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/google/go-cmp/cmp"
@@ -19,48 +22,51 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
+// Every test here runs its own mesh on loopback, so they run in parallel,
+// with gossip's default timers: none waits for a cluster to turn stale.
+
 func TestBadInputOversizedRecord(t *testing.T) {
 	t.Parallel()
-	tm := newTestMesh(t, testTimers)
-	tm.join("east")
-	ctx := deadlineContext(t, 60*time.Second)
-	cred := clusterCredential(t, tm, "east")
-	client := hubpb.NewHubClient(dialAsCluster(t, tm, "east"))
+	tm := fedtest.NewMesh(t, gossip.Timers{})
+	tm.Join("east")
+	ctx := fedtest.DeadlineContext(t, 60*time.Second)
+	cred := tm.ClusterCredential(t, "east")
+	client := hubpb.NewHubClient(tm.DialAsCluster(t, "east"))
 	limit := strconv.Itoa(registry.MaxRecordBytes)
 
-	big := coffeeService("east", "big", 1, 18080)
+	big := fedtest.CoffeeService("east", "big", 1, 18080)
 	big.Endpoints[0].Labels = map[string]string{"padding": strings.Repeat("x", registry.MaxRecordBytes)}
 
 	t.Run("signer refuses", func(t *testing.T) {
 		signer := registry.Signer{Cluster: "east", Key: cred.Key(), Cert: cred.Leaf().Raw}
-		_, err := signer.Sign(serviceRecord("east", big, 3, 1))
+		_, err := signer.Sign(fedtest.ServiceRecord("east", big, 3, 1))
 		if err == nil || !strings.Contains(err.Error(), limit) {
 			t.Fatalf("signing an oversized service: %v, want an error naming the limit %s", err, limit)
 		}
 	})
 	t.Run("hub refuses a record over the limit", func(t *testing.T) {
-		sr := signWith(t, cred, serviceRecord("east", big, 3, 1))
+		sr := fedtest.SignWith(t, cred, fedtest.ServiceRecord("east", big, 3, 1))
 		_, err := client.Publish(ctx, &hubpb.PublishRequest{Records: []*registrypb.SignedRecord{sr}})
-		st := wantCode(t, err, "publishing an oversized record", codes.InvalidArgument)
+		st := fedtest.WantCode(t, err, "publishing an oversized record", codes.InvalidArgument)
 		if !strings.Contains(st.Message(), limit) {
 			t.Fatalf("refusal %q does not name the limit %s", st.Message(), limit)
 		}
 	})
 	t.Run("hub refuses a message over the gRPC limit", func(t *testing.T) {
-		huge := &registrypb.SignedRecord{Record: make([]byte, MaxMessageBytes)}
+		huge := &registrypb.SignedRecord{Record: make([]byte, membership.MaxMessageBytes)}
 		_, err := client.Publish(ctx, &hubpb.PublishRequest{Records: []*registrypb.SignedRecord{huge}})
-		wantCode(t, err, "publishing a message over MaxMessageBytes", codes.ResourceExhausted)
+		fedtest.WantCode(t, err, "publishing a message over membership.MaxMessageBytes", codes.ResourceExhausted)
 	})
 
-	if got := tm.hub.set.Clusters(); len(got) != 0 {
+	if got := tm.Hub.SliceClusters(); len(got) != 0 {
 		t.Fatalf("hub holds slices of %v after refusing every record", got)
 	}
 	// The same connection still works.
-	ok := signWith(t, cred, serviceRecord("east", coffeeService("east", "order", 2, 18080), 3, 1))
+	ok := fedtest.SignWith(t, cred, fedtest.ServiceRecord("east", fedtest.CoffeeService("east", "order", 2, 18080), 3, 1))
 	if _, err := client.Publish(ctx, &hubpb.PublishRequest{Records: []*registrypb.SignedRecord{ok}}); err != nil {
 		t.Fatalf("publishing a normal record after the refusals: %v", err)
 	}
-	if v := tm.hub.set.Version("east"); v.GetIncarnation() != 3 || v.GetCounter() != 1 {
+	if v := tm.Hub.SliceVersion("east"); v.GetIncarnation() != 3 || v.GetCounter() != 1 {
 		t.Fatalf("hub holds east at %s, want 3.1", registry.FormatVersion(v))
 	}
 }
@@ -84,17 +90,17 @@ func statusView(st *hubpb.StatusResponse) map[string]sliceView {
 // HTTP/2 connection and of a labelled gossip packet.
 func garbage(t *testing.T) [][]byte {
 	t.Helper()
-	labelled, err := memberlist.AddLabelHeaderToPacket(randomBytes(t, 1024), "shop")
+	labelled, err := memberlist.AddLabelHeaderToPacket(fedtest.RandomBytes(t, 1024), "shop")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return [][]byte{
-		randomBytes(t, 1),
-		randomBytes(t, 1024),
-		randomBytes(t, 64<<10),
+		fedtest.RandomBytes(t, 1),
+		fedtest.RandomBytes(t, 1024),
+		fedtest.RandomBytes(t, 64<<10),
 		make([]byte, 4096),
-		append([]byte{0x16, 0x03, 0x01, 0x40, 0x00}, randomBytes(t, 4096)...),
-		append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), randomBytes(t, 1024)...),
+		append([]byte{0x16, 0x03, 0x01, 0x40, 0x00}, fedtest.RandomBytes(t, 4096)...),
+		append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), fedtest.RandomBytes(t, 1024)...),
 		labelled,
 	}
 }
@@ -120,18 +126,18 @@ func sendTCP(ctx context.Context, addr string, payload []byte) error {
 
 func TestBadInputGarbageChangesNothing(t *testing.T) {
 	t.Parallel()
-	tm := newTestMesh(t, testTimers)
-	east := tm.addCluster("east")
-	east.update(t, coffeeService("east", "order", 2, 18080))
-	west := tm.addCluster("west")
-	west.update(t, coffeeService("west", "payment", 2, 18081))
+	tm := fedtest.NewMesh(t, gossip.Timers{})
+	east := tm.AddCluster("east")
+	east.Update(t, fedtest.CoffeeService("east", "order", 2, 18080))
+	west := tm.AddCluster("west")
+	west.Update(t, fedtest.CoffeeService("west", "payment", 2, 18081))
 	for _, c := range []string{"east", "west"} {
-		eventually(t, 10*time.Second, c+" converged", func() bool {
-			return tm.converged(c) && registry.Compare(tm.hub.set.Version(c), tm.members[c].member.Version(c)) == 0
+		fedtest.Eventually(t, 10*time.Second, c+" converged", func() bool {
+			return tm.Converged(c) && registry.Compare(tm.Hub.SliceVersion(c), tm.Member(c).Member.Version(c)) == 0
 		})
 	}
-	ctx := deadlineContext(t, 60*time.Second)
-	admin := tm.adminRegistry()
+	ctx := fedtest.DeadlineContext(t, 60*time.Second)
+	admin := tm.AdminRegistry()
 	views := func() map[string]map[string]sliceView {
 		st, err := admin.Status(ctx, &hubpb.StatusRequest{})
 		if err != nil {
@@ -139,15 +145,15 @@ func TestBadInputGarbageChangesNothing(t *testing.T) {
 		}
 		return map[string]map[string]sliceView{
 			"hub":  statusView(st),
-			"east": statusView(east.member.StatusNow()),
-			"west": statusView(west.member.StatusNow()),
+			"east": statusView(east.Member.StatusNow()),
+			"west": statusView(west.Member.StatusNow()),
 		}
 	}
 	before := views()
 
 	tcpTargets := map[string]string{
-		"hub api": tm.hubAddr, "hub gossip": tm.hub.GossipAddr(),
-		"east api": east.member.Addr(), "east gossip": east.member.GossipAddr(),
+		"hub api": tm.HubAddr, "hub gossip": tm.Hub.GossipAddr(),
+		"east api": east.Member.Addr(), "east gossip": east.Member.GossipAddr(),
 	}
 	payloads := garbage(t)
 	var wg sync.WaitGroup
@@ -174,12 +180,12 @@ func TestBadInputGarbageChangesNothing(t *testing.T) {
 	}
 
 	// Everything still works: a change in east reaches the hub and west.
-	east.update(t, coffeeService("east", "order", 4, 18080))
-	eventually(t, 10*time.Second, "east's change at the hub and in west", func() bool {
-		want := east.member.Version("east")
-		return registry.Compare(tm.hub.set.Version("east"), want) == 0 &&
-			registry.Compare(west.member.Version("east"), want) == 0 &&
-			len(endpointsOf(west.member, "east", "order")) == 4
+	east.Update(t, fedtest.CoffeeService("east", "order", 4, 18080))
+	fedtest.Eventually(t, 10*time.Second, "east's change at the hub and in west", func() bool {
+		want := east.Member.Version("east")
+		return registry.Compare(tm.Hub.SliceVersion("east"), want) == 0 &&
+			registry.Compare(west.Member.Version("east"), want) == 0 &&
+			len(fedtest.EndpointsOf(west.Member, "east", "order")) == 4
 	})
 	after := views()
 	for _, node := range []string{"hub", "east", "west"} {

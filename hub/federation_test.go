@@ -1,9 +1,8 @@
-package hub
+package hub_test
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,48 +10,55 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
+
+// Every test here runs its own mesh on loopback, so they run in parallel,
+// with gossip's default timers: none waits for a cluster to turn stale.
 
 // An independent client, go-spiffe's federation.FetchBundle, reads a
 // member's bundle from the hub's https_spiffe endpoint, and the bundle
 // verifies that member's SVIDs.
 func TestIntegrationBundleEndpoint(t *testing.T) {
-	tm := newTestMeshWith(t, testTimers, func(c *Config) { c.BundleListen = "127.0.0.1:0" })
-	east := tm.addCluster("east")
-	east.update(t, coffeeService("east", "order", 1, 18080))
+	t.Parallel()
+	tm := fedtest.NewMeshWith(t, gossip.Timers{}, func(c *hub.Config) { c.BundleListen = "127.0.0.1:0" })
+	east := tm.AddCluster("east")
+	east.Update(t, fedtest.CoffeeService("east", "order", 1, 18080))
 	eastTD := spiffeid.RequireTrustDomainFromString("east.shop")
-	eventually(t, 10*time.Second, "hub holds east's bundle", func() bool {
-		_, err := tm.hub.Bundles().GetBundleForTrustDomain(eastTD)
+	fedtest.Eventually(t, 10*time.Second, "hub holds east's bundle", func() bool {
+		_, err := tm.Hub.Bundles().GetBundleForTrustDomain(eastTD)
 		return err == nil
 	})
 
-	cas, err := trust.LoadCertificates(filepath.Join(tm.dir, "hub", CAFile))
+	cas, err := trust.LoadCertificates(filepath.Join(tm.Dir, "hub", membership.CAFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	meshTD := spiffeid.RequireTrustDomainFromString("shop")
-	url := "https://" + tm.hub.BundleAddr() + BundlePath(eastTD)
+	url := "https://" + tm.Hub.BundleAddr() + hub.BundlePath(eastTD)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := federation.FetchBundle(ctx, eastTD, url, federation.WithSPIFFEAuth(trust.Bundle(meshTD, cas...), HubID(meshTD)))
+	b, err := federation.FetchBundle(ctx, eastTD, url, federation.WithSPIFFEAuth(trust.Bundle(meshTD, cas...), membership.HubID(meshTD)))
 	if err != nil {
 		t.Fatalf("FetchBundle: %v", err)
 	}
 	if seq, _ := b.SequenceNumber(); seq != 1 {
 		t.Errorf("fetched sequence %d, want 1", seq)
 	}
-	svid, err := east.member.Authority().IssueCredential(spiffeid.RequireFromPath(eastTD, "/ns/shop/sa/order"), time.Hour)
+	svid, err := east.Member.Authority().IssueCredential(spiffeid.RequireFromPath(eastTD, "/ns/shop/sa/order"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,13 +69,13 @@ func TestIntegrationBundleEndpoint(t *testing.T) {
 
 	// The endpoint refuses unknown trust domains and other methods, and a
 	// client expecting another endpoint ID refuses the hub.
-	if _, err := federation.FetchBundle(ctx, eastTD, url, federation.WithSPIFFEAuth(trust.Bundle(meshTD, cas...), AdminID(meshTD))); err == nil {
+	if _, err := federation.FetchBundle(ctx, eastTD, url, federation.WithSPIFFEAuth(trust.Bundle(meshTD, cas...), membership.AdminID(meshTD))); err == nil {
 		t.Error("FetchBundle accepted an endpoint with the wrong SPIFFE ID")
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(HubID(meshTD)))}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(trust.Bundle(meshTD, cas...), tlsconfig.AuthorizeID(membership.HubID(meshTD)))}}
 	defer client.CloseIdleConnections()
 	for path, want := range map[string]int{"/nowhere.shop": http.StatusNotFound, "/": http.StatusNotFound} {
-		resp, err := client.Get("https://" + tm.hub.BundleAddr() + path)
+		resp, err := client.Get("https://" + tm.Hub.BundleAddr() + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,6 +97,7 @@ func TestIntegrationBundleEndpoint(t *testing.T) {
 // An external trust domain's bundle endpoint, started here, is imported by
 // the hub, relayed to every member, and refreshed when it changes.
 func TestIntegrationExternalTrustDomain(t *testing.T) {
+	t.Parallel()
 	partnerTD := spiffeid.RequireTrustDomainFromString("partner.example")
 	partner, err := trust.NewAuthority(partnerTD, nil)
 	if err != nil {
@@ -116,20 +123,20 @@ func TestIntegrationExternalTrustDomain(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	initial := partner.Bundle()
-	tm := newTestMeshWith(t, testTimers, func(c *Config) {
-		c.External = []ExternalTrustDomain{{
-			TrustDomain: partnerTD, URL: "https://" + lis.Addr().String() + "/", Profile: ProfileHTTPSSPIFFE,
+	tm := fedtest.NewMeshWith(t, gossip.Timers{}, func(c *hub.Config) {
+		c.External = []hub.ExternalTrustDomain{{
+			TrustDomain: partnerTD, URL: "https://" + lis.Addr().String() + "/", Profile: hub.ProfileHTTPSSPIFFE,
 			EndpointID: endpointID, Bundle: initial,
 		}}
 	})
-	east := tm.addCluster("east")
-	west := tm.addCluster("west")
-	seqAt := func(m *Member) uint64 {
+	east := tm.AddCluster("east")
+	west := tm.AddCluster("west")
+	seqAt := func(m *member.Member) uint64 {
 		seq, _ := m.Bundles().Sequence(partnerTD)
 		return seq
 	}
-	eventually(t, 10*time.Second, "partner's bundle at every member", func() bool {
-		return seqAt(east.member) == 1 && seqAt(west.member) == 1
+	fedtest.Eventually(t, 10*time.Second, "partner's bundle at every member", func() bool {
+		return seqAt(east.Member) == 1 && seqAt(west.Member) == 1
 	})
 
 	// The partner adds a root: the hub's next poll picks it up.
@@ -139,10 +146,10 @@ func TestIntegrationExternalTrustDomain(t *testing.T) {
 	if _, err := served.Update(partner.Bundle()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "refreshed partner bundle at every member", func() bool {
-		return seqAt(east.member) == 2 && seqAt(west.member) == 2
+	fedtest.Eventually(t, 10*time.Second, "refreshed partner bundle at every member", func() bool {
+		return seqAt(east.Member) == 2 && seqAt(west.Member) == 2
 	})
-	st, err := tm.adminRegistry().Status(context.Background(), &hubpb.StatusRequest{})
+	st, err := tm.AdminRegistry().Status(fedtest.DeadlineContext(t, 10*time.Second), &hubpb.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,21 +161,22 @@ func TestIntegrationExternalTrustDomain(t *testing.T) {
 // Removing a cluster withdraws its slice and bundle everywhere and makes its
 // credential useless; a new token brings it back.
 func TestIntegrationRemoveCluster(t *testing.T) {
-	tm := startCoffeeShop(t)
+	t.Parallel()
+	tm := fedtest.StartCoffeeShop(t, gossip.Timers{})
 	centralTD := spiffeid.RequireTrustDomainFromString("central.shop")
 	for _, name := range []string{"east", "west"} {
-		if _, err := tm.members[name].member.Bundles().GetBundleForTrustDomain(centralTD); err != nil {
+		if _, err := tm.Member(name).Member.Bundles().GetBundleForTrustDomain(centralTD); err != nil {
 			t.Fatalf("%s lacks central's bundle before the removal: %v", name, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := tm.adminClient().RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: "central"}); err != nil {
+	if _, err := tm.AdminClient().RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: "central"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "central withdrawn everywhere", func() bool {
+	fedtest.Eventually(t, 10*time.Second, "central withdrawn everywhere", func() bool {
 		for _, name := range []string{"east", "west"} {
-			m := tm.members[name].member
+			m := tm.Member(name).Member
 			if m.Version("central") != nil {
 				return false
 			}
@@ -176,12 +184,12 @@ func TestIntegrationRemoveCluster(t *testing.T) {
 				return false
 			}
 		}
-		return tm.hub.set.Version("central") == nil
+		return tm.Hub.SliceVersion("central") == nil
 	})
 
 	// The old credential is refused by the hub, and its new records are
 	// refused by the members, even when fetched from central directly.
-	conn, err := Dial(tm.hubAddr, filepath.Join(tm.dir, "central", CredentialFile), filepath.Join(tm.dir, "central", CAFile))
+	conn, err := membership.Dial(tm.HubAddr, filepath.Join(tm.Dir, "central", membership.CredentialFile), filepath.Join(tm.Dir, "central", membership.CAFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,43 +198,55 @@ func TestIntegrationRemoveCluster(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "removed") {
 		t.Errorf("removed cluster's Status call: %v, want PermissionDenied naming the removal", err)
 	}
-	tm.members["central"].update(t, coffeeService("central", "inventory", 3, 18082))
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		if tm.members["east"].member.Version("central") != nil {
+	tm.Member("central").Update(t, fedtest.CoffeeService("central", "inventory", 3, 18082))
+	// Nothing happens: for two seconds, no change of east's view brings
+	// central's records.
+	east := tm.Member("east").Member
+	quiet := time.NewTimer(2 * time.Second)
+	defer quiet.Stop()
+	for watching := true; watching; {
+		changed := east.Changed()
+		if east.Version("central") != nil {
 			t.Fatal("east accepted records of a removed cluster")
 		}
-		time.Sleep(50 * time.Millisecond) // observing that nothing happens
+		select {
+		case <-quiet.C:
+			watching = false
+		case <-changed:
+		}
 	}
 
 	// Joining again with a new token restores it everywhere.
-	tm.stopMember("central")
-	tm.join("central")
-	tm.startMember("central").update(t, coffeeService("central", "inventory", 1, 18082))
-	eventually(t, 15*time.Second, "central back everywhere", func() bool {
-		_, err := tm.members["east"].member.Bundles().GetBundleForTrustDomain(centralTD)
-		return tm.converged("central") && err == nil
+	tm.StopMember("central")
+	tm.Join("central")
+	tm.StartMember("central").Update(t, fedtest.CoffeeService("central", "inventory", 1, 18082))
+	fedtest.Eventually(t, 15*time.Second, "central back everywhere", func() bool {
+		_, err := tm.Member("east").Member.Bundles().GetBundleForTrustDomain(centralTD)
+		return tm.Converged("central") && err == nil
 	})
 }
 
 // A member renews its cluster credential at half life, with no token, and
 // keeps working past the first credential's expiry.
 func TestIntegrationCredentialRenewal(t *testing.T) {
-	tm := newTestMeshWith(t, testTimers, func(c *Config) { c.CredentialTTL = 4 * time.Second })
-	east := tm.addCluster("east")
-	west := tm.addCluster("west")
-	first := east.member.cfg.Credential.Leaf()
-	eventually(t, 15*time.Second, "east renewed", func() bool {
-		return east.member.cfg.Credential.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0
+	t.Parallel()
+	tm := fedtest.NewMeshWith(t, gossip.Timers{}, func(c *hub.Config) { c.CredentialTTL = 4 * time.Second })
+	tm.Join("east")
+	var cred *trust.Credential // the member renews it in place
+	east := tm.StartMemberWith("east", func(c *member.Config) { cred = c.Credential })
+	west := tm.AddCluster("west")
+	first := cred.Leaf()
+	fedtest.Eventually(t, 15*time.Second, "east renewed", func() bool {
+		return cred.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0
 	})
-	eventually(t, 5*time.Second, "the renewed credential saved to the data directory", func() bool {
-		saved, err := trust.LoadCredential(filepath.Join(tm.dir, "east", CredentialFile))
+	fedtest.Eventually(t, 5*time.Second, "the renewed credential saved to the data directory", func() bool {
+		saved, err := trust.LoadCredential(filepath.Join(tm.Dir, "east", membership.CredentialFile))
 		return err == nil && saved.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0
 	})
 	waitUntilTime(t, first.NotAfter.Add(time.Second))
-	east.update(t, coffeeService("east", "order", 4, 18080))
-	eventually(t, 10*time.Second, "east's change after its first credential expired", func() bool {
-		return len(endpointsOf(west.member, "east", "order")) == 4
+	east.Update(t, fedtest.CoffeeService("east", "order", 4, 18080))
+	fedtest.Eventually(t, 10*time.Second, "east's change after its first credential expired", func() bool {
+		return len(fedtest.EndpointsOf(west.Member, "east", "order")) == 4
 	})
 }
 
@@ -241,91 +261,30 @@ func waitUntilTime(t *testing.T, at time.Time) {
 // A hub restored from an older copy of its file gets back what members had
 // published since: each member republishes what the hub lacks.
 func TestIntegrationHubRestoredFromOlderFile(t *testing.T) {
-	tm := startCoffeeShop(t)
-	file := filepath.Join(tm.dir, "hub", StoreFile)
-	tm.stopHub()
+	t.Parallel()
+	tm := fedtest.StartCoffeeShop(t, gossip.Timers{})
+	file := filepath.Join(tm.Dir, "hub", hub.StoreFile)
+	tm.StopHub()
 	backup, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm.startHub()
-	east := tm.members["east"]
-	east.update(t, coffeeService("east", "order", 6, 18080))
-	want := east.member.Version("east")
-	eventually(t, 10*time.Second, "hub has east's change", func() bool {
-		return registry.Compare(tm.hub.set.Version("east"), want) == 0
+	tm.StartHub()
+	east := tm.Member("east")
+	east.Update(t, fedtest.CoffeeService("east", "order", 6, 18080))
+	want := east.Member.Version("east")
+	fedtest.Eventually(t, 10*time.Second, "hub has east's change", func() bool {
+		return registry.Compare(tm.Hub.SliceVersion("east"), want) == 0
 	})
-	tm.stopHub()
+	tm.StopHub()
 	if err := os.WriteFile(file, backup, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tm.startHub()
-	if registry.Compare(tm.hub.set.Version("east"), want) >= 0 {
+	tm.StartHub()
+	if registry.Compare(tm.Hub.SliceVersion("east"), want) >= 0 {
 		t.Fatal("the restored file already has east's change; the test proves nothing")
 	}
-	eventually(t, 15*time.Second, "east republished to the restored hub", func() bool {
-		return registry.Compare(tm.hub.set.Version("east"), want) == 0
+	fedtest.Eventually(t, 15*time.Second, "east republished to the restored hub", func() bool {
+		return registry.Compare(tm.Hub.SliceVersion("east"), want) == 0
 	})
-}
-
-// A gateway's SVID renews itself at half life over the CSR API, presenting
-// the SVID it holds: no token and no cluster credential after the first.
-func TestIntegrationWorkloadRenewsWithItsOwnSVID(t *testing.T) {
-	tm := newTestMesh(t, testTimers)
-	east := tm.addCluster("east")
-	east.update(t)
-	meshTD := spiffeid.RequireTrustDomainFromString("shop")
-	eastTD := spiffeid.RequireTrustDomainFromString("east.shop")
-	id := spiffeid.RequireFromPath(eastTD, "/ns/istio-system/sa/eastwest-gateway")
-	cas, err := trust.LoadCertificates(filepath.Join(tm.dir, "east", CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred, err := east.member.Authority().IssueCredential(id, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := cred.Leaf()
-	// The connection presents the workload's current SVID on every handshake.
-	tlsConf := trust.ClientTLS(cred, trust.UnionBundles{trust.Bundle(meshTD, cas...), east.member.Bundles()}, tlsconfig.AuthorizeID(ClusterID(meshTD, "east")))
-	conn, err := grpc.NewClient(east.member.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	renewed := make(chan struct{}, 8)
-	r := &trust.Renewer{
-		Credential: cred,
-		Sign: func(ctx context.Context, csr []byte) ([]*x509.Certificate, error) {
-			resp, err := hubpb.NewControlPlaneClient(conn).SignCertificate(ctx, &hubpb.SignCertificateRequest{Csr: csr, SpiffeId: id.String(), TtlSeconds: 2})
-			if err != nil {
-				return nil, err
-			}
-			return trust.ParseCertificates(resp.GetCertificates())
-		},
-		OnRenew: func(*trust.Credential) { renewed <- struct{}{} },
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	// Two renewals: the second is authorized by the first renewed SVID.
-	for range 2 {
-		select {
-		case <-renewed:
-		case <-ctx.Done():
-			t.Fatal("no renewal within 20s")
-		}
-	}
-	if cred.Leaf().SerialNumber.Cmp(first.SerialNumber) == 0 || !time.Now().Before(cred.Expiry()) {
-		t.Fatal("the workload credential was not renewed")
-	}
-	waitUntilTime(t, first.NotAfter.Add(time.Second))
-	if !time.Now().Before(cred.Expiry()) {
-		t.Fatal("the workload holds no valid SVID after the first one expired")
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }

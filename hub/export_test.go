@@ -1,0 +1,35 @@
+package hub
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/store"
+)
+
+// What the external tests read of a running hub's state.
+
+// SliceVersion returns the version of a cluster's slice the hub holds, or nil.
+func (s *Server) SliceVersion(cluster string) *registry.Version { return s.set.Version(cluster) }
+
+// SliceClusters returns the clusters whose slices the hub holds, sorted.
+func (s *Server) SliceClusters() []string { return s.set.Clusters() }
+
+// TokenUsedAt returns when the hub recorded the use of the token with this
+// ID: zero if it was never used.
+func (s *Server) TokenUsedAt(id string) (time.Time, error) {
+	data, err := s.store.Get(store.BucketTokens, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if data == nil {
+		return time.Time{}, fmt.Errorf("hub has no record of token %s", id)
+	}
+	var rec tokenRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return time.Time{}, err
+	}
+	return rec.UsedAt, nil
+}
