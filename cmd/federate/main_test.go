@@ -69,14 +69,20 @@ func runOK(t *testing.T, args ...string) string {
 func TestHelpIsComplete(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]string{
-		"hub":            {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl"},
-		"token create":   {"--hub", "--cluster", "--ttl", "--credential", "--ca"},
-		"join":           {"--token", "--data-dir"},
-		"controlplane":   {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after"},
+		"hub": {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl",
+			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--import-trust-domain", "--log-level", "--metrics-listen"},
+		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca", "--trust-domain"},
+		"join":         {"--token", "--data-dir", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret"},
+		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
+			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
+			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
+			"--gateway-service", "--log-level", "--metrics-listen"},
 		"status":         {"--hub", "--server", "-o", "--credential"},
-		"lab up":         {"--dir", "--clusters"},
+		"lab up":         {"--dir", "--clusters", "--isolate", "--log-level"},
+		"lab app":        {"--listen", "--service", "--cluster", "--instance"},
 		"trust rotate":   {"--cluster", "--hub", "--wait", "--credential"},
 		"cluster remove": {"--hub", "--credential"},
+		"vm configure":   {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
 	}
 	for cmd, flags := range cases {
 		t.Run(cmd, func(t *testing.T) {
