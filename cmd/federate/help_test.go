@@ -12,6 +12,7 @@ import (
 // 'federate <group> --help' lists the group's subcommands and succeeds,
 // for every command that takes a subcommand.
 func TestSubcommandGroupsHaveHelp(t *testing.T) {
+	t.Parallel()
 	for _, c := range commands() {
 		subs, ok := subcommands[c.name]
 		if !ok {

@@ -5,20 +5,84 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/federate/federate/internal/fedtest"
 )
 
+func TestMain(m *testing.M) { fedtest.Main(m) }
+
+// lockedBuffer collects a command's output while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// background runs a federate command until the test ends.
+func background(t *testing.T, args ...string) *lockedBuffer {
+	t.Helper()
+	out := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, out, out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !strings.Contains(err.Error(), "context canceled") {
+				t.Errorf("federate %s: %v\n%s", args[0], err, out.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("federate %s did not stop within 30s", args[0])
+		}
+	})
+	return out
+}
+
+func runOK(t *testing.T, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("federate %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
 func TestHelpIsComplete(t *testing.T) {
+	t.Parallel()
 	cases := map[string][]string{
-		"hub":            {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl"},
-		"token create":   {"--hub", "--cluster", "--ttl", "--credential", "--ca"},
-		"join":           {"--token", "--data-dir"},
-		"controlplane":   {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after"},
+		"hub": {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl",
+			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--import-trust-domain", "--log-level", "--metrics-listen"},
+		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca", "--trust-domain"},
+		"join":         {"--token", "--data-dir", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret"},
+		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
+			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
+			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
+			"--gateway-service", "--log-level", "--metrics-listen"},
 		"status":         {"--hub", "--server", "-o", "--credential"},
-		"lab up":         {"--dir", "--clusters"},
+		"lab up":         {"--dir", "--clusters", "--isolate", "--log-level"},
+		"lab app":        {"--listen", "--service", "--cluster", "--instance"},
 		"trust rotate":   {"--cluster", "--hub", "--wait", "--credential"},
 		"cluster remove": {"--hub", "--credential"},
+		"vm configure":   {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
 	}
 	for cmd, flags := range cases {
 		t.Run(cmd, func(t *testing.T) {
@@ -42,6 +106,7 @@ func TestHelpIsComplete(t *testing.T) {
 }
 
 func TestTopLevelUsage(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"--help"}, &out, &errOut); err != nil {
 		t.Fatal(err)
@@ -57,6 +122,7 @@ func TestTopLevelUsage(t *testing.T) {
 }
 
 func TestMissingFlagsAreNamed(t *testing.T) {
+	t.Parallel()
 	cases := map[string]string{
 		"hub":          "--listen is required",
 		"join":         "--token is required",
@@ -73,10 +139,21 @@ func TestMissingFlagsAreNamed(t *testing.T) {
 }
 
 func TestBadTimersAreRefused(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"hub", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--mesh", "m",
 		"--stale-after", "10s", "--dead-after", "5s"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "--dead-after") {
 		t.Errorf("err = %v, want a message about --dead-after", err)
+	}
+}
+
+// A kubeconfig that cannot be read is named in the error.
+func TestMissingKubeconfigIsNamed(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"join", "--token", "x", "--kubeconfig", filepath.Join(t.TempDir(), "missing")}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+		t.Errorf("join with a missing kubeconfig: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 // 'federate hub --metrics-listen' serves the hub's metrics and health over
 // HTTP while it runs, and stops serving when it stops.
 func TestHubServesMetrics(t *testing.T) {
+	t.Parallel()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +82,7 @@ func TestHubServesMetrics(t *testing.T) {
 }
 
 func TestMetricsFlagIsDocumented(t *testing.T) {
+	t.Parallel()
 	for _, cmd := range []string{"hub", "controlplane"} {
 		var out bytes.Buffer
 		if err := run(context.Background(), []string{cmd, "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {

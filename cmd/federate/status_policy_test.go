@@ -13,6 +13,7 @@ import (
 // Status shows each locality-policy warning with its rule, host and field,
 // in the table and in JSON.
 func TestStatusShowsPolicyWarnings(t *testing.T) {
+	t.Parallel()
 	st := &hubpb.StatusResponse{Mesh: "shop", PolicyWarnings: []*hubpb.PolicyWarning{
 		{Rule: "shop/order", Host: "order.shop.svc.cluster.local", Field: "failover[0]", Message: `no endpoint is in region "mars"`},
 		{Message: "gateway 10.0.0.1:15443 of cluster east misses its probes"},

@@ -1,9 +1,8 @@
-package main
+package controlplane_test
 
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,7 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/controlplane/workloads"
+	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
 	"github.com/federate/federate/registry/kube"
 )
@@ -21,6 +22,7 @@ import (
 // Connected VM agents get WorkloadEntries in the cluster's API, and lose
 // them when they leave.
 func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
+	t.Parallel()
 	c := kubetest.Start(t, "east")[0]
 	c.InstallCRDs(t)
 	c.EnsureNamespace(t, "shop", nil)
@@ -44,18 +46,22 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := &kubeSource{source: src, cluster: "east", log: slog.New(slog.DiscardHandler)}
 	entries := make(chan []workloads.EntryStatus, 1)
-	go ks.mirrorWorkloads(ctx, entries)
+	mirrored := make(chan struct{})
+	go func() {
+		defer close(mirrored)
+		controlplane.MirrorWorkloads(ctx, src, "east", entries)
+	}()
+	defer func() { cancel(); <-mirrored }()
 
 	entry := func() error {
 		_, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
 		return err
 	}
 	entries <- []workloads.EntryStatus{{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}}
-	waitFor(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
+	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
 	entries <- nil
-	waitFor(t, 20*time.Second, "the WorkloadEntry gone after the agent left", func() error {
+	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry gone after the agent left", func() error {
 		if err := entry(); !apierrors.IsNotFound(err) {
 			return errors.New("the WorkloadEntry is still there")
 		}
