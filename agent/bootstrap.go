@@ -113,62 +113,8 @@ func LoadBootstrap(dir string) (*Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.Env, err = ParseEnv(data); err != nil {
-		return nil, &FileError{Path: path(ClusterEnvFile), Err: err}
-	}
-	need := func(key string) (string, error) {
-		v := b.Env[key]
-		if v == "" {
-			return "", fileErr(ClusterEnvFile, "%s is missing: write the file again with 'federate vm configure'", key)
-		}
-		return v, nil
-	}
-	for _, f := range []struct {
-		key string
-		dst *string
-	}{{EnvControlPlane, &b.ControlPlane}, {EnvCluster, &b.Cluster}, {EnvNamespace, &b.Namespace}, {EnvGroup, &b.Group}} {
-		if *f.dst, err = need(f.key); err != nil {
-			return nil, err
-		}
-	}
-	if _, _, err := net.SplitHostPort(b.ControlPlane); err != nil {
-		return nil, fileErr(ClusterEnvFile, "%s=%q: want host:port", EnvControlPlane, b.ControlPlane)
-	}
-	cpID, err := need(EnvControlPlaneID)
-	if err != nil {
+	if err := b.parseClusterEnv(data); err != nil {
 		return nil, err
-	}
-	if b.ControlPlaneID, err = spiffeid.FromString(cpID); err != nil {
-		return nil, fileErr(ClusterEnvFile, "%s=%q: %v", EnvControlPlaneID, cpID, err)
-	}
-	td, err := need(EnvTrustDomain)
-	if err != nil {
-		return nil, err
-	}
-	sa, err := need(EnvServiceAccount)
-	if err != nil {
-		return nil, err
-	}
-	tdID, err := spiffeid.TrustDomainFromString(td)
-	if err != nil {
-		return nil, fileErr(ClusterEnvFile, "%s=%q: %v", EnvTrustDomain, td, err)
-	}
-	if b.ID, err = spiffeid.FromSegments(tdID, "ns", b.Namespace, "sa", sa); err != nil {
-		return nil, fileErr(ClusterEnvFile, "%s or %s: %v", EnvNamespace, EnvServiceAccount, err)
-	}
-	b.Network = b.Env[EnvNetwork]
-	b.Labels = make(map[string]string)
-	if js := b.Env[EnvLabels]; js != "" {
-		if err := json.Unmarshal([]byte(js), &b.Labels); err != nil {
-			return nil, fileErr(ClusterEnvFile, "%s: %v", EnvLabels, err)
-		}
-	}
-	if a := b.Env[EnvAddress]; a != "" {
-		ip, err := netip.ParseAddr(a)
-		if err != nil {
-			return nil, fileErr(ClusterEnvFile, "%s=%q is not an IP address", EnvAddress, a)
-		}
-		b.Address = ip.String()
 	}
 
 	if data, err = read(MeshFile); err != nil {
@@ -192,6 +138,73 @@ func LoadBootstrap(dir string) (*Bootstrap, error) {
 		return nil, &FileError{Path: path(HostsFile), Err: err}
 	}
 	return b, nil
+}
+
+// parseClusterEnv reads cluster.env: where the control plane is, and who
+// this workload is.
+func (b *Bootstrap) parseClusterEnv(data []byte) error {
+	fileErr := func(format string, args ...any) error {
+		return &FileError{Path: filepath.Join(b.Dir, ClusterEnvFile), Err: fmt.Errorf(format, args...)}
+	}
+	var err error
+	if b.Env, err = ParseEnv(data); err != nil {
+		return &FileError{Path: filepath.Join(b.Dir, ClusterEnvFile), Err: err}
+	}
+	need := func(key string) (string, error) {
+		v := b.Env[key]
+		if v == "" {
+			return "", fileErr("%s is missing: write the file again with 'federate vm configure'", key)
+		}
+		return v, nil
+	}
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{EnvControlPlane, &b.ControlPlane}, {EnvCluster, &b.Cluster}, {EnvNamespace, &b.Namespace}, {EnvGroup, &b.Group}} {
+		if *f.dst, err = need(f.key); err != nil {
+			return err
+		}
+	}
+	if _, _, err := net.SplitHostPort(b.ControlPlane); err != nil {
+		return fileErr("%s=%q: want host:port", EnvControlPlane, b.ControlPlane)
+	}
+	cpID, err := need(EnvControlPlaneID)
+	if err != nil {
+		return err
+	}
+	if b.ControlPlaneID, err = spiffeid.FromString(cpID); err != nil {
+		return fileErr("%s=%q: %v", EnvControlPlaneID, cpID, err)
+	}
+	td, err := need(EnvTrustDomain)
+	if err != nil {
+		return err
+	}
+	sa, err := need(EnvServiceAccount)
+	if err != nil {
+		return err
+	}
+	tdID, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return fileErr("%s=%q: %v", EnvTrustDomain, td, err)
+	}
+	if b.ID, err = spiffeid.FromSegments(tdID, "ns", b.Namespace, "sa", sa); err != nil {
+		return fileErr("%s or %s: %v", EnvNamespace, EnvServiceAccount, err)
+	}
+	b.Network = b.Env[EnvNetwork]
+	b.Labels = make(map[string]string)
+	if js := b.Env[EnvLabels]; js != "" {
+		if err := json.Unmarshal([]byte(js), &b.Labels); err != nil {
+			return fileErr("%s: %v", EnvLabels, err)
+		}
+	}
+	if a := b.Env[EnvAddress]; a != "" {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return fileErr("%s=%q is not an IP address", EnvAddress, a)
+		}
+		b.Address = ip.String()
+	}
+	return nil
 }
 
 // ReadToken reads the one-time token.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	networkingpb "istio.io/api/networking/v1alpha3"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/status"
 
@@ -100,6 +102,19 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("gateway %q: want IP:PORT, since the hosts file maps a name to an IP address", gateway)
 	}
 
+	if err := writeVMBootstrap(outDir, cluster, ns, name, internalIP, gwAddr, wg, resp); err != nil {
+		return err
+	}
+	expires := time.Unix(resp.GetExpires(), 0).UTC()
+	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
+	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
+	return nil
+}
+
+// writeVMBootstrap writes the files a VM of group wg needs, from what its
+// control plane answered.
+func writeVMBootstrap(outDir, cluster, ns, name, internalIP string, gwAddr netip.AddrPort, wg *networkingpb.WorkloadGroup, resp *agentpb.CreateBootstrapResponse) error {
 	cpID, err := spiffeid.FromString(resp.GetControlPlaneId())
 	if err != nil {
 		return fmt.Errorf("control plane of %s: its SPIFFE ID %q: %v", cluster, resp.GetControlPlaneId(), err)
@@ -109,20 +124,12 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		labels = make(map[string]string)
 	}
 	maps.Copy(labels, wg.GetMetadata().GetLabels())
-	err = agent.WriteBootstrap(outDir, agent.BootstrapConfig{
+	return agent.WriteBootstrap(outDir, agent.BootstrapConfig{
 		Mesh: resp.GetMesh(), Cluster: cluster, Network: cmp.Or(wg.GetTemplate().GetNetwork(), resp.GetNetwork()),
 		Namespace: ns, Group: name, ServiceAccount: wg.GetTemplate().GetServiceAccount(), TrustDomain: resp.GetTrustDomain(),
 		Labels: labels, Ports: wg.GetTemplate().GetPorts(), Address: internalIP,
 		Gateway: gwAddr, ControlPlaneID: cpID, Probe: wg.GetProbe(), Roots: resp.GetRootCerts(), Token: resp.GetToken(),
 	})
-	if err != nil {
-		return err
-	}
-	expires := time.Unix(resp.GetExpires(), 0).UTC()
-	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
-	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
-	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
-	return nil
 }
 
 // readWorkloadGroup reads a WorkloadGroup document and returns its
