@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/federate/federate/gossip"
-	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
@@ -144,25 +143,9 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 		}
 		err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
 	}()
-	bin := opts.Binary
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	gwBin := opts.GatewayBinary
-	if gwBin == "" {
-		gwBin = filepath.Join(filepath.Dir(bin), "eastwest-gateway")
-	}
-	if _, err := os.Stat(gwBin); err != nil {
-		return nil, fmt.Errorf("lab: the gateway binary: %w; build it with 'make build'", err)
-	}
-	agentBin := opts.AgentBinary
-	if agentBin == "" {
-		agentBin = filepath.Join(filepath.Dir(bin), "federate-agent")
-	}
-	if _, err := os.Stat(agentBin); err != nil {
-		return nil, fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
+	bin, gwBin, agentBin, err := binaries(opts)
+	if err != nil {
+		return nil, err
 	}
 	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin,
 		Loopback: fmt.Sprintf("127.%d.%d", 1+rand.IntN(254), rand.IntN(256))}
@@ -187,99 +170,29 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	}
 
 	p.step("starting the hub")
-	hubDir := filepath.Join(dir, "hub")
-	st.Hub = Process{Addr: st.freeAddr(hubHost), Gossip: st.freeAddr(hubHost), Bundles: st.freeAddr(hubHost), DataDir: hubDir, Log: filepath.Join(dir, "hub.log")}
-	st.Credential = filepath.Join(hubDir, hub.AdminCredFile)
-	if err := st.StartHub(bin); err != nil {
-		return nil, err
-	}
-	if err := st.save(); err != nil {
-		return nil, err
-	}
-	if err := waitFile(ctx, st.Credential, "the hub", st.Hub); err != nil {
-		return nil, err
-	}
-	conn, err := membership.Dial(st.Hub.Addr, st.Credential, filepath.Join(hubDir, membership.CAFile))
+	conn, err := st.startHubAndWait(ctx, bin, hubHost)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	if err := waitServing(ctx, conn, "the hub", st.Hub); err != nil {
-		return nil, err
-	}
 	p.done("hub at " + st.Hub.Addr)
 
 	st.Clusters = nil
 	p.step(fmt.Sprintf("joining %d clusters with one-time tokens", len(cs)))
-	for i, c := range cs {
-		cdir := filepath.Join(dir, c.Name)
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		tok, err := hubpb.NewHubClient(conn).CreateToken(tctx, &hubpb.CreateTokenRequest{Cluster: c.Name, TtlSeconds: 600})
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("lab: token for %s: %w", c.Name, err)
-		}
-		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ms, err := membership.Join(jctx, tok.GetToken())
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("lab: join %s: %w", c.Name, err)
-		}
-		if err := ms.Save(cdir); err != nil {
-			return nil, err
-		}
-		cfg := filepath.Join(cdir, "config")
-		if err := os.MkdirAll(cfg, 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(cfg, "coffeeshop.yaml"), []byte(coffeeShop(c)), 0o644); err != nil {
-			return nil, err
-		}
-		gateway := st.freeAddr(st.ip(1))
-		if st.Isolate {
-			// Private addresses are free in a new namespace; only the
-			// gateway listens on the shared network.
-			gateway = net.JoinHostPort(sharedIP(i), GatewayPort)
-		}
-		st.Clusters = append(st.Clusters, ClusterState{
-			Process: Process{Addr: st.freeAddr(st.ip(1)), Gossip: st.freeAddr(st.ip(1)), DataDir: cdir, Log: filepath.Join(dir, c.Name+".log")},
-			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
-			Gateway: GatewayState{Addr: gateway, Health: st.freeAddr(st.ip(1)), Log: filepath.Join(dir, c.Name+"-gateway.log")},
-		})
+	if err := st.joinClusters(ctx, conn, cs); err != nil {
+		return nil, err
 	}
 	p.done(strings.Join(names(st.Clusters), ", "))
 
 	p.step("starting the control planes")
-	for i := range st.Clusters {
-		c := &st.Clusters[i]
-		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
-			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
-			"--gateway", c.Gateway.Addr}, st.commonArgs()...)
-		c.PID, err = st.startIn(c.Name, bin, c.Log, args...)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.save(); err != nil {
-			return nil, err
-		}
+	if err := st.startControlPlanes(bin); err != nil {
+		return nil, err
 	}
 	p.done(fmt.Sprintf("%d processes", len(st.Clusters)))
 
 	p.step("starting the east-west gateways")
-	for i := range st.Clusters {
-		c := &st.Clusters[i]
-		// The control plane writes the gateway's first SVID once it serves.
-		if err := waitFile(ctx, filepath.Join(c.DataDir, "gateway.pem"), c.Name+"'s control plane", c.Process); err != nil {
-			return nil, err
-		}
-		if err := st.startGateway(c); err != nil {
-			return nil, err
-		}
-	}
-	for _, c := range st.Clusters {
-		if err := waitReady(ctx, st.httpClient(c.Name), "http://"+c.Gateway.Health+"/healthz/ready", c.Name+"'s gateway", c.Gateway); err != nil {
-			return nil, err
-		}
+	if err := st.startGateways(ctx); err != nil {
+		return nil, err
 	}
 	p.done("ready")
 
@@ -291,15 +204,7 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 
 	st.planWorkloads()
 	p.step(fmt.Sprintf("starting the coffee shop: %d apps, each onboarded with its sidecar", len(st.Workloads)))
-	for i := range st.Workloads {
-		if err := st.startWorkload(ctx, &st.Workloads[i]); err != nil {
-			return nil, err
-		}
-		if err := st.save(); err != nil {
-			return nil, err
-		}
-	}
-	if err := st.waitWorkloads(ctx); err != nil {
+	if err := st.startCoffeeShop(ctx); err != nil {
 		return nil, err
 	}
 	p.done("every cluster sees every instance healthy")
