@@ -1,4 +1,4 @@
-package hub
+package gossip_test
 
 import (
 	"context"

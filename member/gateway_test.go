@@ -1,4 +1,4 @@
-package hub
+package member_test
 
 import (
 	"context"
