@@ -97,7 +97,7 @@ race: kube-apiserver
 ## against direct, HAProxy and nginx (docs/benchmarks-gateway.md; installs
 ## haproxy and nginx from Debian when missing)
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./hub/
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./member/ ./hub/ ./controlplane/
 	sh scripts/bench-gateway.sh
 
 ## generate: regenerate protobuf code

@@ -1,4 +1,4 @@
-package hub
+package member_test
 
 import (
 	"bufio"
@@ -11,6 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
 )
 
 // scraper serves one collector over HTTP, as a Prometheus server sees it.
@@ -69,22 +72,26 @@ func (s *scraper) value(series string) float64 {
 
 func (s *scraper) eventually(timeout time.Duration, what string, cond func(map[string]float64) bool) {
 	s.t.Helper()
-	eventually(s.t, timeout, what, func() bool { return cond(s.scrape()) })
+	fedtest.Eventually(s.t, timeout, what, func() bool { return cond(s.scrape()) })
 }
 
 // A control plane's and the hub's metrics follow the federation: states,
 // versions, counts, expiries and the hub connection change as it does.
+// West's clock skips ahead to stale_after rather than waiting for it.
 func TestMetricsFollowTheFederation(t *testing.T) {
-	tm := newTestMesh(t, testTimers)
-	east := tm.addCluster("east")
-	east.update(t, coffeeService("east", "order", 2, 18080))
-	west := tm.addCluster("west")
-	west.update(t, coffeeService("west", "payment", 1, 18081))
+	t.Parallel()
+	tm := newMesh(t, testTimers)
+	east := tm.AddCluster("east")
+	east.Update(t, fedtest.CoffeeService("east", "order", 2, 18080))
+	clock := new(skipClock)
+	tm.Join("west")
+	west := tm.StartMemberWith("west", func(c *member.Config) { c.Now = clock.Now })
+	west.Update(t, fedtest.CoffeeService("west", "payment", 1, 18081))
 	for _, c := range []string{"east", "west"} {
-		eventually(t, 10*time.Second, c+" converged", func() bool { return tm.converged(c) })
+		fedtest.Eventually(t, 10*time.Second, c+" converged", func() bool { return tm.Converged(c) })
 	}
 
-	w := newScraper(t, west.member.Collector())
+	w := newScraper(t, west.Member.Collector())
 	w.eventually(5*time.Second, "east alive with 2 endpoints in west's metrics", func(m map[string]float64) bool {
 		return m[`federate_cluster_state{cluster="east",state="alive"}`] == 1 && m[`federate_endpoints{cluster="east"}`] == 2
 	})
@@ -98,7 +105,7 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 		`federate_gossip_members`:                                       3, // hub, east, west
 		`federate_root_rotation_phase{phase="stable"}`:                  1,
 		`federate_liveness_timer_seconds{timer="stale_after"}`:          testTimers.StaleAfter.Seconds(),
-		`federate_certificate_expiry_timestamp_seconds{kind="cluster"}`: float64(west.member.cfg.Credential.Expiry().Unix()),
+		`federate_certificate_expiry_timestamp_seconds{kind="cluster"}`: float64(west.Member.Credential().Expiry().Unix()),
 	} {
 		if got[series] != want {
 			t.Errorf("%s = %v, want %v", series, got[series], want)
@@ -113,13 +120,13 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 
 	// An update raises east's slice version in west's view.
 	before := w.value(`federate_slice_version{cluster="east"}`)
-	east.update(t, coffeeService("east", "order", 3, 18080))
+	east.Update(t, fedtest.CoffeeService("east", "order", 3, 18080))
 	w.eventually(5*time.Second, "east's new version in west's metrics", func(m map[string]float64) bool {
 		return m[`federate_slice_version{cluster="east"}`] > before && m[`federate_endpoints{cluster="east"}`] == 3
 	})
 
 	// The hub reports both clusters and both subscribers.
-	h := newScraper(t, tm.hub.Collector())
+	h := newScraper(t, tm.Hub.Collector())
 	h.eventually(5*time.Second, "both subscribers in the hub's metrics", func(m map[string]float64) bool {
 		return m[`federate_hub_subscribers`] == 2 && m[`federate_cluster_state{cluster="east",state="alive"}`] == 1
 	})
@@ -133,18 +140,19 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 
 	// A stopped cluster leaves alive, then goes stale with every endpoint
 	// unhealthy; the lag grows meanwhile.
-	tm.stopMember("east")
+	tm.StopMember("east")
 	w.eventually(5*time.Second, "east not alive in west's metrics", func(m map[string]float64) bool {
 		return m[`federate_cluster_state{cluster="east",state="alive"}`] == 0
 	})
-	w.eventually(testTimers.StaleAfter+5*time.Second, "east stale in west's metrics", func(m map[string]float64) bool {
+	w.eventually(5*time.Second, "east stale in west's metrics", func(m map[string]float64) bool {
+		clock.skipUnconfirmed(west.Member, "east", testTimers.StaleAfter)
 		return m[`federate_cluster_state{cluster="east",state="stale"}`] == 1 &&
 			m[`federate_unhealthy_endpoints{cluster="east"}`] == 3 &&
 			m[`federate_sync_lag_seconds{cluster="east"}`] >= testTimers.StaleAfter.Seconds()
 	})
 
 	// Without the hub, west says so.
-	tm.stopHub()
+	tm.StopHub()
 	w.eventually(5*time.Second, "hub disconnected in west's metrics", func(m map[string]float64) bool {
 		return m[`federate_hub_connected`] == 0
 	})

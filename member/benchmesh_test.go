@@ -1,0 +1,229 @@
+package member_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
+	"google.golang.org/protobuf/proto"
+)
+
+// benchMesh is the benchmarks' federation: a fedtest.Mesh with clusters
+// c00, c01, ..., logging errors only, and an optional OnApply hook on
+// every member.
+type benchMesh struct {
+	*fedtest.Mesh
+	tb      testing.TB
+	admin   hubpb.RegistryClient
+	members []*benchMember
+}
+
+type benchMember struct {
+	name     string
+	member   *member.Member
+	services []*registry.Service
+}
+
+func newBenchMesh(tb testing.TB, clusters int, onApply func(string, []*registry.Record)) *benchMesh {
+	tb.Helper()
+	level := slog.LevelError
+	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	tm := fedtest.NewMeshWith(tb, benchTimers, func(c *hub.Config) { c.Logger = log.With("node", "hub") })
+	bm := &benchMesh{Mesh: tm, tb: tb, admin: tm.AdminRegistry()}
+	for i := range clusters {
+		name := fmt.Sprintf("c%02d", i)
+		tm.Join(name)
+		m := tm.StartMemberWith(name, func(c *member.Config) {
+			c.Logger = log.With("node", name)
+			c.Gossip.Logger = c.Logger
+			if onApply != nil {
+				c.OnApply = func(recs []*registry.Record) { onApply(name, recs) }
+			}
+		})
+		bm.members = append(bm.members, &benchMember{name: name, member: m.Member})
+	}
+	return bm
+}
+
+// stop stops every member at once, then the hub.
+func (bm *benchMesh) stop() {
+	bm.StopMembers()
+	bm.StopHub()
+}
+
+// load publishes every member's services at once and waits until the hub
+// and every member hold every slice, and every member is synced.
+func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
+	bm.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	errs := make(chan error, len(bm.members))
+	for ci, m := range bm.members {
+		m.services = benchServices(ci, m.name, services, endpoints)
+		go func() { errs <- m.member.Update(ctx, fedtest.ClusterInfo(m.name), m.services) }()
+	}
+	for range bm.members {
+		if err := <-errs; err != nil {
+			bm.tb.Fatal(err)
+		}
+	}
+	bm.waitFor(timeout, "every slice everywhere", bm.converged)
+	bm.waitQuiet(timeout)
+}
+
+// waitQuiet waits until the process used less than a tenth of a CPU over
+// half a second, so that leftovers of the load (peer fetches of slices that
+// gossip announced before the hub delivered them, collections of the load's
+// garbage) do not land in a measurement.
+func (bm *benchMesh) waitQuiet(timeout time.Duration) {
+	bm.tb.Helper()
+	const window = 500 * time.Millisecond
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(window)
+	defer tick.Stop()
+	start := time.Now()
+	last := cpuTime(bm.tb)
+	for {
+		select {
+		case <-deadline.C:
+			bm.tb.Fatalf("the process did not quiet down within %s", timeout)
+		case <-tick.C:
+		}
+		now := cpuTime(bm.tb)
+		if now-last < window/10 {
+			bm.tb.Logf("quiet %s after convergence", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		last = now
+	}
+}
+
+// cpuTime is the CPU time this process has used.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// converged reports whether every member holds every owner's version and
+// is synced, and the hub holds every owner's version too (asked last, as
+// it takes a call).
+func (bm *benchMesh) converged() bool {
+	for _, owner := range bm.members {
+		want := owner.member.Version(owner.name)
+		for _, m := range bm.members {
+			if registry.Compare(m.member.Version(owner.name), want) != 0 {
+				return false
+			}
+		}
+	}
+	if bm.countSynced() != len(bm.members) {
+		return false
+	}
+	held := bm.hubSlices()
+	for _, owner := range bm.members {
+		if registry.Compare(held[owner.name], owner.member.Version(owner.name)) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// hubSlices returns the slice versions the hub holds, by cluster.
+func (bm *benchMesh) hubSlices() map[string]*registry.Version {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := bm.admin.Status(ctx, &hubpb.StatusRequest{})
+	if err != nil {
+		bm.tb.Fatal(err)
+	}
+	out := make(map[string]*registry.Version)
+	for _, c := range st.GetClusters() {
+		out[c.GetName()] = c.GetSliceVersion()
+	}
+	return out
+}
+
+func (bm *benchMesh) countSynced() int {
+	n := 0
+	for _, m := range bm.members {
+		if m.member.HubSynced() {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond every 2ms, so durations measured around it are
+// accurate to a few milliseconds (fedtest.Eventually polls every 20ms).
+func (bm *benchMesh) waitFor(timeout time.Duration, what string, cond func() bool) {
+	bm.tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			bm.tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// benchServices returns a cluster's services: each with one port and
+// endpoints that carry locality, network and SPIFFE ID, as a control plane
+// exports them.
+func benchServices(ci int, cluster string, services, endpoints int) []*registry.Service {
+	out := make([]*registry.Service, services)
+	for si := range services {
+		name := fmt.Sprintf("svc-%04d", si)
+		s := &registry.Service{
+			Hostname: name + ".bench.svc.cluster.local", Namespace: "bench", Name: name,
+			Ports: []*registry.Port{{Name: "http", Number: 8080, Protocol: "HTTP"}},
+		}
+		for ei := range endpoints {
+			n := si*endpoints + ei
+			s.Endpoints = append(s.Endpoints, &registry.Endpoint{
+				Address:  fmt.Sprintf("10.%d.%d.%d", ci, n/250, n%250+1),
+				Ports:    map[string]uint32{"http": 8080},
+				Locality: &registry.Locality{Region: "region-" + cluster, Zone: fmt.Sprintf("zone-%d", ei%3)},
+				Network:  "net-" + cluster, Health: registrypb.Health_HEALTHY,
+				SpiffeId: "spiffe://" + cluster + ".shop/ns/bench/sa/" + name,
+			})
+		}
+		out[si] = s
+	}
+	return out
+}
+
+// changeService returns a copy of s in which one endpoint moved to a new
+// address, as when a pod is replaced, and every endpoint carries the
+// change's sequence number as its pod-template-hash label. Update keeps the
+// services it is given, so they are never changed in place.
+func changeService(s *registry.Service, seq int) *registry.Service {
+	c := proto.Clone(s).(*registry.Service)
+	ep := c.Endpoints[seq%len(c.Endpoints)]
+	ep.Address = fmt.Sprintf("10.%d.%d.%d", 200+seq/62500, seq/250%250, seq%250+1)
+	for _, ep := range c.Endpoints {
+		ep.Labels = map[string]string{"pod-template-hash": strconv.Itoa(seq)}
+	}
+	return c
+}
