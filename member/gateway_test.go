@@ -74,7 +74,7 @@ func TestIntegrationFederationThroughGateways(t *testing.T) {
 		}
 		gatewayAddr[name] = lis.Addr().String()
 		m := startBehindGateway(ctx, t, tm, name, gatewayAddr[name])
-		gateways[name], _ = tm.StartGateway(ctx, m, lis)
+		gateways[name], _ = tm.StartMemberGateway(ctx, m, lis)
 		members[name] = m
 	}
 	for _, name := range names {
@@ -141,7 +141,7 @@ func TestGossipConvergesWhenGatewaysStartLate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tm.StartGateway(ctx, members[name], lis)
+		tm.StartMemberGateway(ctx, members[name], lis)
 	}
 	start := time.Now()
 	fedtest.Eventually(t, 3*time.Second, "every member to see every other at its gateway's address", func() bool {

@@ -15,26 +15,8 @@ import (
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/xdsclient"
 	"github.com/federate/federate/membership"
-	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 )
-
-// Converged reports whether every running member other than owner holds
-// owner's current version.
-func (tm *Mesh) Converged(owner string) bool {
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	want := tm.members[owner].Member.Version(owner)
-	for name, m := range tm.members {
-		if name == owner || m.stop == nil {
-			continue
-		}
-		if registry.Compare(m.Member.Version(owner), want) != 0 {
-			return false
-		}
-	}
-	return true
-}
 
 // StopMembers stops every running member at once. One by one they take a
 // while: each waits for its gossip leave to go out. A test that registers
@@ -55,10 +37,10 @@ func (tm *Mesh) StopMembers() {
 	wg.Wait()
 }
 
-// StartGateway runs an east-west gateway on lis for member m, configured
+// StartMemberGateway runs an east-west gateway on lis for member m, configured
 // over ADS by m as cmd/eastwest-gateway wires it, and waits for its first
 // routing table. done reports Serve's result once ctx ends.
-func (tm *Mesh) StartGateway(ctx context.Context, m *Member, lis *net.TCPListener) (gw *eastwest.Gateway, done <-chan error) {
+func (tm *Mesh) StartMemberGateway(ctx context.Context, m *Member, lis *net.TCPListener) (gw *eastwest.Gateway, done <-chan error) {
 	t := tm.t
 	t.Helper()
 	td := m.Member.Authority().TrustDomain()
