@@ -19,8 +19,6 @@ type kubeFlags struct {
 	namespace      string
 	secret         string
 	gatewayService string
-
-	kube *controlplane.Kube // set by connect
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet, controlPlane bool) {

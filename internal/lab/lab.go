@@ -139,7 +139,7 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 			_ = os.RemoveAll(dir) // nothing started: it holds nothing to look at
 			return
 		}
-		err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them.", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
+		err = fmt.Errorf("%w\nThe lab's logs are in %s; '%s' removes them", err, dir, Command(opts.Command, "lab", "down", "--dir", opts.Dir))
 	}()
 	bin, gwBin, agentBin, err := binaries(opts)
 	if err != nil {
