@@ -1,4 +1,6 @@
-// Package eastwest owns the east-west gateway: the data plane that routes
-// cross-cluster TLS by SNI without terminating it, and the xDS snapshot
-// builder and server that program it from the registry.
+// Package eastwest owns the east-west gateway's data plane: it routes
+// cross-cluster TLS by SNI without terminating it (sni parses the
+// ClientHello, xdsclient keeps the routing table its control plane sends
+// over ADS). The snapshots it receives are built by controlplane/xds, which
+// the gateway does not link.
 package eastwest

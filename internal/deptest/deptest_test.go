@@ -19,14 +19,18 @@ func deps(t *testing.T, pkg string) []string {
 	return strings.Fields(string(out))
 }
 
-// Lower layers never import the layers built on them.
+// Lower layers never import the layers built on them; the API's protobuf
+// packages (hubpb, agentpb) are shared by all.
 func TestLowerLayersDoNotImportUpperLayers(t *testing.T) {
-	lower := []string{"locality", "trust", "registry", "registry/file"}
-	upper := []string{"hub", "eastwest", "agent", "cmd/"}
+	lower := []string{"locality", "trust", "registry", "registry/file", "registry/store", "registry/kube", "eastwest/sni", "membership", "gossip"}
+	upper := []string{"hub", "member", "controlplane", "eastwest", "agent", "cmd/"}
 	for _, l := range lower {
 		for _, d := range deps(t, module+"/"+l) {
 			for _, u := range upper {
-				if d == module+"/"+strings.TrimSuffix(u, "/") || strings.HasPrefix(d, module+"/"+u) {
+				if allowed(d, lower) {
+					continue
+				}
+				if d == module+"/"+strings.TrimSuffix(u, "/") || strings.HasPrefix(d, module+"/"+u+"/") || strings.HasSuffix(u, "/") && strings.HasPrefix(d, module+"/"+u) {
 					t.Errorf("%s imports %s", l, d)
 				}
 			}
@@ -69,4 +73,35 @@ func TestXDSHalvesStayApart(t *testing.T) {
 			t.Errorf("the control plane links the gateway's %s", d)
 		}
 	}
+}
+
+// The hub and the member are the two ends of the federation API: neither
+// links the other, and neither links the control plane built on the member.
+func TestHubAndMemberStayApart(t *testing.T) {
+	for pkg, banned := range map[string][]string{
+		"hub":    {"member", "controlplane"},
+		"member": {"hub", "controlplane"},
+	} {
+		for _, d := range deps(t, module+"/"+pkg) {
+			for _, b := range banned {
+				if !allowed(d, nil) && (d == module+"/"+b || strings.HasPrefix(d, module+"/"+b+"/")) {
+					t.Errorf("%s imports %s", pkg, d)
+				}
+			}
+		}
+	}
+}
+
+// allowed reports whether d is one of the lower packages or an API's
+// generated protobuf package, which every layer may import.
+func allowed(d string, lower []string) bool {
+	if strings.HasSuffix(d, "pb") {
+		return true
+	}
+	for _, l := range lower {
+		if d == module+"/"+l {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,8 @@
+// Package controlplane is a cluster's control plane as a library: New
+// checks a Config, and Run assembles and runs the member of the federation
+// (package member), the source of the cluster's services (the config
+// directory, the Kubernetes API, or a caller's), the VM workloads
+// (controlplane/workloads), and the xDS of its gateways and clients
+// (controlplane/routing over controlplane/xds), waiting for every part when
+// it stops. cmd/federate only parses flags into a Config.
+package controlplane
