@@ -27,7 +27,7 @@ all: build
 
 ## build: compile the binaries into bin/
 build:
-	@[ -x bin/federate ] || echo "building bin/federate, bin/eastwest-gateway and bin/federate-agent: the first build downloads and compiles every dependency (about 6 minutes on 2 cores; later builds take seconds)"
+	@[ -x bin/federate ] || echo "building bin/federate, bin/eastwest-gateway and bin/federate-agent: the first build downloads and compiles every dependency (14 minutes measured on 2 busy cores with empty caches; later builds take seconds)"
 	$(GO) build -o bin/ ./cmd/...
 
 ## packages: the VM agent's dist/federate-agent_<version>_amd64.deb and .rpm
