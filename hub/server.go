@@ -16,14 +16,12 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
-	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 )
 
 // Defaults for the hub.
@@ -326,23 +324,9 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 }
 
 func (s *Server) loadRecords() error {
-	var recs []registry.Verified
-	signers := make(registry.SignerCache)
-	err := s.store.ForEach(store.BucketRecords, func(key string, value []byte) error {
-		sr := new(registrypb.SignedRecord)
-		rec := new(registrypb.Record)
-		if err := proto.Unmarshal(value, sr); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		signers.Intern(sr)
-		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
-		return nil
-	})
+	recs, err := store.LoadRecords(s.store)
 	if err != nil {
-		return fmt.Errorf("hub: load %s: %w", s.store.Path(), err)
+		return fmt.Errorf("hub: %w", err)
 	}
 	s.set.Apply(recs)
 	return nil

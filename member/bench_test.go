@@ -358,21 +358,7 @@ func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (uint
 // does when it starts (hub.Server's loadRecords): decode without verifying,
 // share each signer's certificate, apply at once.
 func loadHubSet(st *store.Store) (*registry.Set, error) {
-	var recs []registry.Verified
-	signers := make(registry.SignerCache)
-	err := st.ForEach(store.BucketRecords, func(key string, value []byte) error {
-		sr := new(registrypb.SignedRecord)
-		rec := new(registrypb.Record)
-		if err := proto.Unmarshal(value, sr); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		signers.Intern(sr)
-		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
-		return nil
-	})
+	recs, err := store.LoadRecords(st)
 	if err != nil {
 		return nil, err
 	}

@@ -15,14 +15,12 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
-	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 )
 
 const (
@@ -286,23 +284,9 @@ func (m *Member) wait(g *errgroup.Group) error {
 
 // load restores own and remote records, and the incarnation.
 func (m *Member) load(ctx context.Context) error {
-	var recs []registry.Verified
-	signers := make(registry.SignerCache)
-	err := m.cfg.Store.ForEach(store.BucketRecords, func(key string, value []byte) error {
-		sr := new(registrypb.SignedRecord)
-		if err := proto.Unmarshal(value, sr); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		rec := new(registrypb.Record)
-		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
-			return fmt.Errorf("record %q: %w", key, err)
-		}
-		signers.Intern(sr)
-		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
-		return nil
-	})
+	recs, err := store.LoadRecords(m.cfg.Store)
 	if err != nil {
-		return fmt.Errorf("member: load %s: %w", m.cfg.Store.Path(), err)
+		return fmt.Errorf("member: %w", err)
 	}
 	m.set.Apply(recs)
 	if err := m.loadTrust(ctx, recs); err != nil {

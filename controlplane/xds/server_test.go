@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -19,15 +18,7 @@ import (
 func TestNACKIsNotResent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	srv := NewServer(ctx, nil)
-	g := grpc.NewServer()
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(lis)
-	defer g.Stop()
+	srv, addr := serveADS(t, ctx)
 
 	in := labInput(t)
 	snap, err := Build(in)
@@ -37,7 +28,7 @@ func TestNACKIsNotResent(t *testing.T) {
 	if err := srv.Update(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

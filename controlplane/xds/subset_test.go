@@ -28,15 +28,7 @@ import (
 func TestClientsNamingASubsetGetAnswered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv := NewServer(ctx, nil)
-	g := grpc.NewServer()
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(lis)
-	defer g.Stop()
+	srv, addr := serveADS(t, ctx)
 
 	services := func(n int) []*registry.Service {
 		var out []*registry.Service
@@ -63,7 +55,7 @@ func TestClientsNamingASubsetGetAnswered(t *testing.T) {
 	}
 	publish("1", 5)
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,4 +127,19 @@ func resourceName(a *anypb.Any) (string, error) {
 		return "", err
 	}
 	return l.GetName(), nil
+}
+
+// serveADS runs an ADS server on loopback until the test ends.
+func serveADS(t *testing.T, ctx context.Context) (*Server, string) {
+	t.Helper()
+	srv := NewServer(ctx, nil)
+	g := grpc.NewServer()
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return srv, lis.Addr().String()
 }

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"fmt"
+
 	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/registrypb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -20,4 +23,29 @@ func RecordOps(set *registry.Set, recs []registry.Verified) []Op {
 		ops = append(ops, Op{Bucket: BucketRecords, Key: RecordKey(cluster, v.Record.GetKey()), Value: data})
 	}
 	return ops
+}
+
+// LoadRecords reads every stored record as it was verified when stored:
+// decoded, not verified again, the records of one signer sharing one copy
+// of its certificate.
+func LoadRecords(st *Store) ([]registry.Verified, error) {
+	var recs []registry.Verified
+	signers := make(registry.SignerCache)
+	err := st.ForEach(BucketRecords, func(key string, value []byte) error {
+		sr := new(registrypb.SignedRecord)
+		if err := proto.Unmarshal(value, sr); err != nil {
+			return fmt.Errorf("record %q: %w", key, err)
+		}
+		rec := new(registrypb.Record)
+		if err := proto.Unmarshal(sr.GetRecord(), rec); err != nil {
+			return fmt.Errorf("record %q: %w", key, err)
+		}
+		signers.Intern(sr)
+		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", st.Path(), err)
+	}
+	return recs, nil
 }
