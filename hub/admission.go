@@ -87,7 +87,10 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	}
 	rec.UsedAt = now
 	data, _ = json.Marshal(rec)
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+	// The token's use and the credential are recorded together: a removal
+	// lists the credential, even of a cluster that never publishes.
+	err = s.write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}, recordCredential(rec.Cluster, cert, now))
+	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "record token use: %v", err)
 	}
 	s.log.Info("cluster joined", "cluster", rec.Cluster, "id", id)
@@ -124,9 +127,19 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, s.cfg.Now(), current.DNSNames...)
+	now := s.cfg.Now()
+	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, now, current.DNSNames...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// A credential the hub cannot record is not issued: a removal must be
+	// able to list it. Expired ones are forgotten on the way.
+	issued, err := s.issuedCredentials(c.Cluster)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read credentials: %v", err)
+	}
+	if err := s.write(ctx, append(expiredCredentialOps(c.Cluster, issued, now), recordCredential(c.Cluster, cert, now))...); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "record credential: %v", err)
 	}
 	return &hubpb.RenewResponse{Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw}}, nil
 }
@@ -160,7 +173,7 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 		}
 	}
 	data, _ := json.Marshal(tokenRecord{Cluster: tok.Cluster, TrustDomain: req.GetTrustDomain(), Expires: tok.Expires, SecretHash: hashSecret(tok.Secret)})
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
+	if err := s.write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store token: %v", err)
 	}
 	s.log.Info("join token created", "cluster", tok.Cluster, "expires", tok.Expires)

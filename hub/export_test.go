@@ -33,3 +33,16 @@ func (s *Server) TokenUsedAt(id string) (time.Time, error) {
 	}
 	return rec.UsedAt, nil
 }
+
+// SubscribersOf counts the open Subscribe streams of one cluster.
+func (s *Server) SubscribersOf(cluster string) int {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	n := 0
+	for sub := range s.subs {
+		if sub.cluster == cluster {
+			n++
+		}
+	}
+	return n
+}

@@ -20,8 +20,19 @@ import (
 type subscriber struct {
 	cluster string
 	ch      chan *hubpb.SubscribeResponse
-	slow    chan struct{} // closed when ch overflowed
+	done    chan struct{} // closed by end
 	once    sync.Once
+	err     error // why the stream ends; set before done is closed
+}
+
+// end ends the stream with err; it reports whether this call ended it.
+func (sub *subscriber) end(err error) bool {
+	ended := false
+	sub.once.Do(func() {
+		sub.err, ended = err, true
+		close(sub.done)
+	})
+	return ended
 }
 
 // Publish stores and relays records of the caller's own cluster.
@@ -74,7 +85,7 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 	if err := registry.CheckBundles(s.bundles, s.set, fresh); err != nil {
 		return nil, &refusedError{err}
 	}
-	if err := s.store.Write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
+	if err := s.write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
 		return nil, err
 	}
 	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
@@ -107,7 +118,7 @@ func (s *Server) broadcast(u *hubpb.SubscribeResponse, skip string) {
 		select {
 		case sub.ch <- u:
 		default:
-			sub.once.Do(func() { close(sub.slow) })
+			sub.end(status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions"))
 		}
 	}
 }
@@ -119,7 +130,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	if err != nil {
 		return err
 	}
-	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), slow: make(chan struct{})}
+	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), done: make(chan struct{})}
 	s.subMu.Lock()
 	s.subs[sub] = struct{}{}
 	s.subMu.Unlock()
@@ -128,6 +139,11 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		delete(s.subs, sub)
 		s.subMu.Unlock()
 	}()
+	// A removal between identify and the registration above did not see
+	// this stream: check again now that it would.
+	if _, err := s.identify(stream.Context()); err != nil {
+		return err
+	}
 	// The backlog leaves out the caller's own slice, as fanout does.
 	known := maps.Clone(req.GetKnown().GetVersions())
 	if c.Cluster != "" {
@@ -157,8 +173,8 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 			return nil
 		case <-s.stopping:
 			return status.Error(codes.Unavailable, "the hub is stopping; reconnect to resume from your versions")
-		case <-sub.slow:
-			return status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions")
+		case <-sub.done:
+			return sub.err
 		case u := <-sub.ch:
 			if len(u.GetRecords()) == 0 {
 				if err := stream.Send(u); err != nil {
@@ -193,6 +209,11 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 		return nil, err
 	}
 	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
+	lastErr, since, failures := s.storeStatus()
+	resp.Store = &hubpb.StoreHealth{WriteFailures: failures}
+	if lastErr != nil {
+		resp.Store.Error, resp.Store.FailingSince = lastErr.Error(), since.Unix()
+	}
 	for _, im := range s.importers {
 		resp.External = append(resp.External, im.status())
 	}

@@ -97,6 +97,8 @@ type Server struct {
 
 	subMu sync.Mutex // guards subs
 	subs  map[*subscriber]struct{}
+
+	storeHealth storeHealth
 }
 
 // New validates cfg and returns a hub; it does no I/O.
@@ -289,7 +291,7 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 func (s *Server) removeCluster(ctx context.Context, cluster string) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
+	if err := s.write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {
 		s.log.Error("expire cluster", "cluster", cluster, "err", err)
 		return
 	}

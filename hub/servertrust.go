@@ -13,8 +13,6 @@ import (
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 const metaExternalPrefix = "external/"
@@ -90,7 +88,7 @@ func (s *Server) externalUpdated(b *spiffebundle.Bundle) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), membership.CallTimeout)
 	defer cancel()
-	if err := s.store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaExternalPrefix + b.TrustDomain().Name(), Value: data}); err != nil {
+	if err := s.write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaExternalPrefix + b.TrustDomain().Name(), Value: data}); err != nil {
 		s.log.Error("store external bundle", "trust_domain", b.TrustDomain(), "err", err)
 	}
 	s.broadcast(&hubpb.SubscribeResponse{ExternalBundles: []*hubpb.ExternalBundle{{TrustDomain: b.TrustDomain().Name(), Bundle: data}}}, "")
@@ -118,48 +116,4 @@ func (s *Server) removals() []*hubpb.Removal {
 		out = append(out, &hubpb.Removal{Cluster: c, RemovedAt: at.UnixNano()})
 	}
 	return out
-}
-
-// RemoveCluster withdraws a cluster's slice and bundle everywhere and
-// refuses its credential from now on.
-func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequest) (*hubpb.RemoveClusterResponse, error) {
-	c, err := s.identify(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !c.Admin {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove clusters; use the hub's %s", c.ID, AdminCredFile)
-	}
-	cluster := req.GetCluster()
-	if err := registry.ValidClusterName(cluster); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	s.pubMu.Lock()
-	if s.set.Version(cluster) == nil {
-		s.pubMu.Unlock()
-		return nil, status.Errorf(codes.NotFound, "no cluster %q in the federation", cluster)
-	}
-	at := s.cfg.Now()
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
-	err = s.store.Write(ctx,
-		store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
-		store.Op{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + cluster, Value: b[:]})
-	if err != nil {
-		s.pubMu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
-	}
-	if e := s.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
-		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
-			s.bundles.Remove(td)
-		}
-	}
-	s.set.Remove(cluster)
-	s.live.Forget(cluster)
-	s.removed[cluster] = at
-	s.verifier.Revoke(cluster, at)
-	s.pubMu.Unlock()
-	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.ID)
-	s.broadcast(&hubpb.SubscribeResponse{Removals: []*hubpb.Removal{{Cluster: cluster, RemovedAt: at.UnixNano()}}}, "")
-	return &hubpb.RemoveClusterResponse{}, nil
 }

@@ -98,11 +98,26 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := hubpb.NewHubClient(conn).RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: cluster}); err != nil {
+	resp, err := hubpb.NewHubClient(conn).RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: cluster})
+	if err != nil {
 		return fmt.Errorf("remove %s: %s", cluster, status.Convert(err).Message())
 	}
-	fmt.Fprintf(stdout, "Cluster %q removed: its services and bundle are withdrawn everywhere and its credential is refused.\n", cluster)
+	writeRemoval(stdout, cluster, resp)
 	return nil
+}
+
+// writeRemoval says what a removal revoked.
+func writeRemoval(w io.Writer, cluster string, resp *hubpb.RemoveClusterResponse) {
+	at := time.Unix(0, resp.GetRemovedAt()).UTC().Format(time.RFC3339)
+	fmt.Fprintf(w, "Cluster %q removed at %s.\n", cluster, at)
+	fmt.Fprintf(w, "  services withdrawn everywhere: %d (and its trust bundle)\n", resp.GetServicesWithdrawn())
+	fmt.Fprintf(w, "  credentials revoked: every one issued to %s until %s; unexpired ones the hub issued: %d\n", cluster, at, len(resp.GetCredentials()))
+	for _, c := range resp.GetCredentials() {
+		fmt.Fprintf(w, "    serial %s, issued %s, would have expired %s\n", c.GetSerial(),
+			time.Unix(c.GetIssuedAt(), 0).UTC().Format(time.RFC3339), time.Unix(c.GetExpiresAt(), 0).UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "  hub streams closed: %d\n", resp.GetStreamsClosed())
+	fmt.Fprintln(w, "It can come back only by joining again with a new token.")
 }
 
 // controlPlaneAddr looks up a cluster's federation API address at the hub.

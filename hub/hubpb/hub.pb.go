@@ -768,10 +768,20 @@ func (x *RemoveClusterRequest) GetCluster() string {
 	return ""
 }
 
+// RemoveClusterResponse says what the removal revoked.
 type RemoveClusterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the removal took effect (unix nanoseconds, by the hub's clock):
+	// every credential of the cluster issued up to then is refused.
+	RemovedAt int64 `protobuf:"varint,1,opt,name=removed_at,json=removedAt,proto3" json:"removed_at,omitempty"`
+	// The unexpired credentials the hub had issued to the cluster.
+	Credentials []*IssuedCredential `protobuf:"bytes,2,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	// The cluster's hub streams (Subscribe) that were open and are closed.
+	StreamsClosed int32 `protobuf:"varint,3,opt,name=streams_closed,json=streamsClosed,proto3" json:"streams_closed,omitempty"`
+	// Services of the cluster's slice withdrawn from the federation.
+	ServicesWithdrawn int32 `protobuf:"varint,4,opt,name=services_withdrawn,json=servicesWithdrawn,proto3" json:"services_withdrawn,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RemoveClusterResponse) Reset() {
@@ -804,6 +814,97 @@ func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
 	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
 }
 
+func (x *RemoveClusterResponse) GetRemovedAt() int64 {
+	if x != nil {
+		return x.RemovedAt
+	}
+	return 0
+}
+
+func (x *RemoveClusterResponse) GetCredentials() []*IssuedCredential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+func (x *RemoveClusterResponse) GetStreamsClosed() int32 {
+	if x != nil {
+		return x.StreamsClosed
+	}
+	return 0
+}
+
+func (x *RemoveClusterResponse) GetServicesWithdrawn() int32 {
+	if x != nil {
+		return x.ServicesWithdrawn
+	}
+	return 0
+}
+
+// IssuedCredential is a cluster credential the hub issued.
+type IssuedCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The certificate's serial number, in hex.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Unix seconds.
+	IssuedAt      int64 `protobuf:"varint,2,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	ExpiresAt     int64 `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssuedCredential) Reset() {
+	*x = IssuedCredential{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedCredential) ProtoMessage() {}
+
+func (x *IssuedCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedCredential.ProtoReflect.Descriptor instead.
+func (*IssuedCredential) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *IssuedCredential) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *IssuedCredential) GetIssuedAt() int64 {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return 0
+}
+
+func (x *IssuedCredential) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 type SignCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PKCS#10 certificate request (DER).
@@ -817,7 +918,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +930,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +943,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignCertificateRequest) GetCsr() []byte {
@@ -876,7 +977,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +989,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1002,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignCertificateResponse) GetCertificates() [][]byte {
@@ -921,7 +1022,7 @@ type RotateRootRequest struct {
 
 func (x *RotateRootRequest) Reset() {
 	*x = RotateRootRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1034,7 @@ func (x *RotateRootRequest) String() string {
 func (*RotateRootRequest) ProtoMessage() {}
 
 func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1047,7 @@ func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
 func (*RotateRootRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RotateRootRequest) GetWait() bool {
@@ -967,7 +1068,7 @@ type RotateRootProgress struct {
 
 func (x *RotateRootProgress) Reset() {
 	*x = RotateRootProgress{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1080,7 @@ func (x *RotateRootProgress) String() string {
 func (*RotateRootProgress) ProtoMessage() {}
 
 func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1093,7 @@ func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootProgress.ProtoReflect.Descriptor instead.
 func (*RotateRootProgress) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RotateRootProgress) GetPhase() string {
@@ -1025,7 +1126,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1138,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1151,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchRequest) GetKnown() *VersionVector {
@@ -1069,7 +1170,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1182,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1195,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchResponse) GetRecords() []*registrypb.SignedRecord {
@@ -1112,7 +1213,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1225,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1238,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
 }
 
 type ClusterStatus struct {
@@ -1166,7 +1267,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1279,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1292,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -1318,13 +1419,15 @@ type StatusResponse struct {
 	// Surprises in this control plane's locality policies (DestinationRules)
 	// and in the endpoints they apply to. Only a control plane sets them.
 	PolicyWarnings []*PolicyWarning `protobuf:"bytes,7,rep,name=policy_warnings,json=policyWarnings,proto3" json:"policy_warnings,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The health of the server's store; only the hub sets it.
+	Store         *StoreHealth `protobuf:"bytes,8,opt,name=store,proto3" json:"store,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1439,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1452,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatusResponse) GetMesh() string {
@@ -1401,6 +1504,77 @@ func (x *StatusResponse) GetPolicyWarnings() []*PolicyWarning {
 	return nil
 }
 
+func (x *StatusResponse) GetStore() *StoreHealth {
+	if x != nil {
+		return x.Store
+	}
+	return nil
+}
+
+// StoreHealth reports failing writes to a server's store (a full disk).
+type StoreHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last write's error; empty once a write succeeds again.
+	Error string `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// When writes began to fail (unix seconds); 0 when they succeed.
+	FailingSince int64 `protobuf:"varint,2,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Failed writes since the server started.
+	WriteFailures uint64 `protobuf:"varint,3,opt,name=write_failures,json=writeFailures,proto3" json:"write_failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreHealth) Reset() {
+	*x = StoreHealth{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreHealth) ProtoMessage() {}
+
+func (x *StoreHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreHealth.ProtoReflect.Descriptor instead.
+func (*StoreHealth) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StoreHealth) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *StoreHealth) GetFailingSince() int64 {
+	if x != nil {
+		return x.FailingSince
+	}
+	return 0
+}
+
+func (x *StoreHealth) GetWriteFailures() uint64 {
+	if x != nil {
+		return x.WriteFailures
+	}
+	return 0
+}
+
 type PolicyWarning struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The DestinationRule as namespace/name; empty for a service without one.
@@ -1416,7 +1590,7 @@ type PolicyWarning struct {
 
 func (x *PolicyWarning) Reset() {
 	*x = PolicyWarning{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1602,7 @@ func (x *PolicyWarning) String() string {
 func (*PolicyWarning) ProtoMessage() {}
 
 func (x *PolicyWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1615,7 @@ func (x *PolicyWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyWarning.ProtoReflect.Descriptor instead.
 func (*PolicyWarning) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PolicyWarning) GetRule() string {
@@ -1485,7 +1659,7 @@ type ExternalTrustDomain struct {
 
 func (x *ExternalTrustDomain) Reset() {
 	*x = ExternalTrustDomain{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1671,7 @@ func (x *ExternalTrustDomain) String() string {
 func (*ExternalTrustDomain) ProtoMessage() {}
 
 func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1684,7 @@ func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalTrustDomain.ProtoReflect.Descriptor instead.
 func (*ExternalTrustDomain) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{25}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExternalTrustDomain) GetTrustDomain() string {
@@ -1601,8 +1775,18 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\fR\x06bundle\"0\n" +
 	"\x14RemoveClusterRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"\x17\n" +
-	"\x15RemoveClusterResponse\"h\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\xd1\x01\n" +
+	"\x15RemoveClusterResponse\x12\x1d\n" +
+	"\n" +
+	"removed_at\x18\x01 \x01(\x03R\tremovedAt\x12C\n" +
+	"\vcredentials\x18\x02 \x03(\v2!.federate.hub.v1.IssuedCredentialR\vcredentials\x12%\n" +
+	"\x0estreams_closed\x18\x03 \x01(\x05R\rstreamsClosed\x12-\n" +
+	"\x12services_withdrawn\x18\x04 \x01(\x05R\x11servicesWithdrawn\"f\n" +
+	"\x10IssuedCredential\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tissued_at\x18\x02 \x01(\x03R\bissuedAt\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"h\n" +
 	"\x16SignCertificateRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1f\n" +
@@ -1640,7 +1824,7 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"rootExpiry\x12%\n" +
 	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\x12\x1f\n" +
 	"\vapi_address\x18\x10 \x01(\tR\n" +
-	"apiAddress\"\xdd\x02\n" +
+	"apiAddress\"\x91\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12:\n" +
 	"\bclusters\x18\x02 \x03(\v2\x1e.federate.hub.v1.ClusterStatusR\bclusters\x12$\n" +
@@ -1648,7 +1832,12 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\rdead_after_ms\x18\x04 \x01(\x03R\vdeadAfterMs\x12&\n" +
 	"\x0fexpire_after_ms\x18\x05 \x01(\x03R\rexpireAfterMs\x12@\n" +
 	"\bexternal\x18\x06 \x03(\v2$.federate.hub.v1.ExternalTrustDomainR\bexternal\x12G\n" +
-	"\x0fpolicy_warnings\x18\a \x03(\v2\x1e.federate.hub.v1.PolicyWarningR\x0epolicyWarnings\"g\n" +
+	"\x0fpolicy_warnings\x18\a \x03(\v2\x1e.federate.hub.v1.PolicyWarningR\x0epolicyWarnings\x122\n" +
+	"\x05store\x18\b \x01(\v2\x1c.federate.hub.v1.StoreHealthR\x05store\"o\n" +
+	"\vStoreHealth\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12#\n" +
+	"\rfailing_since\x18\x02 \x01(\x03R\ffailingSince\x12%\n" +
+	"\x0ewrite_failures\x18\x03 \x01(\x04R\rwriteFailures\"g\n" +
 	"\rPolicyWarning\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -1687,7 +1876,7 @@ func file_hub_hubpb_hub_proto_rawDescGZIP() []byte {
 	return file_hub_hubpb_hub_proto_rawDescData
 }
 
-var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*JoinRequest)(nil),             // 0: federate.hub.v1.JoinRequest
 	(*JoinResponse)(nil),            // 1: federate.hub.v1.JoinResponse
@@ -1704,62 +1893,66 @@ var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*ExternalBundle)(nil),          // 12: federate.hub.v1.ExternalBundle
 	(*RemoveClusterRequest)(nil),    // 13: federate.hub.v1.RemoveClusterRequest
 	(*RemoveClusterResponse)(nil),   // 14: federate.hub.v1.RemoveClusterResponse
-	(*SignCertificateRequest)(nil),  // 15: federate.hub.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil), // 16: federate.hub.v1.SignCertificateResponse
-	(*RotateRootRequest)(nil),       // 17: federate.hub.v1.RotateRootRequest
-	(*RotateRootProgress)(nil),      // 18: federate.hub.v1.RotateRootProgress
-	(*FetchRequest)(nil),            // 19: federate.hub.v1.FetchRequest
-	(*FetchResponse)(nil),           // 20: federate.hub.v1.FetchResponse
-	(*StatusRequest)(nil),           // 21: federate.hub.v1.StatusRequest
-	(*ClusterStatus)(nil),           // 22: federate.hub.v1.ClusterStatus
-	(*StatusResponse)(nil),          // 23: federate.hub.v1.StatusResponse
-	(*PolicyWarning)(nil),           // 24: federate.hub.v1.PolicyWarning
-	(*ExternalTrustDomain)(nil),     // 25: federate.hub.v1.ExternalTrustDomain
-	nil,                             // 26: federate.hub.v1.VersionVector.VersionsEntry
-	(*registrypb.SignedRecord)(nil), // 27: federate.registry.v1.SignedRecord
-	(*registrypb.Version)(nil),      // 28: federate.registry.v1.Version
+	(*IssuedCredential)(nil),        // 15: federate.hub.v1.IssuedCredential
+	(*SignCertificateRequest)(nil),  // 16: federate.hub.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil), // 17: federate.hub.v1.SignCertificateResponse
+	(*RotateRootRequest)(nil),       // 18: federate.hub.v1.RotateRootRequest
+	(*RotateRootProgress)(nil),      // 19: federate.hub.v1.RotateRootProgress
+	(*FetchRequest)(nil),            // 20: federate.hub.v1.FetchRequest
+	(*FetchResponse)(nil),           // 21: federate.hub.v1.FetchResponse
+	(*StatusRequest)(nil),           // 22: federate.hub.v1.StatusRequest
+	(*ClusterStatus)(nil),           // 23: federate.hub.v1.ClusterStatus
+	(*StatusResponse)(nil),          // 24: federate.hub.v1.StatusResponse
+	(*StoreHealth)(nil),             // 25: federate.hub.v1.StoreHealth
+	(*PolicyWarning)(nil),           // 26: federate.hub.v1.PolicyWarning
+	(*ExternalTrustDomain)(nil),     // 27: federate.hub.v1.ExternalTrustDomain
+	nil,                             // 28: federate.hub.v1.VersionVector.VersionsEntry
+	(*registrypb.SignedRecord)(nil), // 29: federate.registry.v1.SignedRecord
+	(*registrypb.Version)(nil),      // 30: federate.registry.v1.Version
 }
 var file_hub_hubpb_hub_proto_depIdxs = []int32{
-	27, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
-	28, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
-	26, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
+	29, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
+	30, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
+	28, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
 	8,  // 3: federate.hub.v1.SubscribeRequest.known:type_name -> federate.hub.v1.VersionVector
-	27, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
+	29, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
 	11, // 5: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
 	12, // 6: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
-	28, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
-	8,  // 8: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	27, // 9: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	28, // 10: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
-	22, // 11: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	25, // 12: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
-	24, // 13: federate.hub.v1.StatusResponse.policy_warnings:type_name -> federate.hub.v1.PolicyWarning
-	28, // 14: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 15: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 16: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 17: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 18: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 19: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	13, // 20: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
-	15, // 21: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
-	17, // 22: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
-	19, // 23: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	21, // 24: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 25: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 26: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 27: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 28: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 29: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	14, // 30: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
-	16, // 31: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
-	18, // 32: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
-	20, // 33: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	23, // 34: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	30, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
+	15, // 8: federate.hub.v1.RemoveClusterResponse.credentials:type_name -> federate.hub.v1.IssuedCredential
+	8,  // 9: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
+	29, // 10: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	30, // 11: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	23, // 12: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
+	27, // 13: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	26, // 14: federate.hub.v1.StatusResponse.policy_warnings:type_name -> federate.hub.v1.PolicyWarning
+	25, // 15: federate.hub.v1.StatusResponse.store:type_name -> federate.hub.v1.StoreHealth
+	30, // 16: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 17: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 18: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 19: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 20: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 21: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	13, // 22: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	16, // 23: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	18, // 24: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	20, // 25: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	22, // 26: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 27: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 28: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 29: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 30: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	10, // 31: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	14, // 32: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	17, // 33: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	19, // 34: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	21, // 35: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	24, // 36: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
@@ -1773,7 +1966,7 @@ func file_hub_hubpb_hub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hub_hubpb_hub_proto_rawDesc), len(file_hub_hubpb_hub_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

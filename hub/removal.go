@@ -1,0 +1,184 @@
+package hub
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/registry/store"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// metaCredentialPrefix keys, in the meta bucket, the credentials issued to
+// each cluster: credentials/<cluster>/<serial> -> issuedCredential. They
+// let a removal say what it revoked, and show that a cluster which never
+// published was admitted.
+const metaCredentialPrefix = "credentials/"
+
+type issuedCredential struct {
+	Serial    string    `json:"serial"`
+	IssuedAt  time.Time `json:"issuedAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+func credentialKey(cluster, serial string) string {
+	return metaCredentialPrefix + cluster + "/" + serial
+}
+
+// recordCredential is the store op that remembers a credential issued to
+// cluster.
+func recordCredential(cluster string, cert *x509.Certificate, now time.Time) store.Op {
+	ic := issuedCredential{Serial: serialOf(cert), IssuedAt: now.UTC(), ExpiresAt: cert.NotAfter.UTC()}
+	data, _ := json.Marshal(ic)
+	return store.Op{Bucket: store.BucketMeta, Key: credentialKey(cluster, ic.Serial), Value: data}
+}
+
+// issuedCredentials lists the credentials issued to cluster, oldest first.
+func (s *Server) issuedCredentials(cluster string) ([]issuedCredential, error) {
+	prefix := metaCredentialPrefix + cluster + "/"
+	var out []issuedCredential
+	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
+		var ic issuedCredential
+		if strings.HasPrefix(key, prefix) && json.Unmarshal(value, &ic) == nil {
+			out = append(out, ic)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.Before(out[j].IssuedAt) })
+	return out, err
+}
+
+// expiredCredentialOps deletes the records of cluster's expired credentials.
+func expiredCredentialOps(cluster string, issued []issuedCredential, now time.Time) []store.Op {
+	var ops []store.Op
+	for _, ic := range issued {
+		if ic.ExpiresAt.Before(now) {
+			ops = append(ops, store.Op{Bucket: store.BucketMeta, Key: credentialKey(cluster, ic.Serial)})
+		}
+	}
+	return ops
+}
+
+// admittedByToken reports whether a token for cluster was used after its
+// last removal: it holds a credential whether or not it published. (Hubs
+// before the credential records knew a cluster only by its tokens.)
+func (s *Server) admittedByToken(cluster string, removedAt time.Time) (bool, error) {
+	admitted := false
+	err := s.store.ForEach(store.BucketTokens, func(_ string, value []byte) error {
+		var rec tokenRecord
+		if json.Unmarshal(value, &rec) == nil && rec.Cluster == cluster && !rec.UsedAt.IsZero() && rec.UsedAt.After(removedAt) {
+			admitted = true
+		}
+		return nil
+	})
+	return admitted, err
+}
+
+// RemoveCluster withdraws a cluster's slice and bundle everywhere, refuses
+// every credential it was issued so far, and closes its open streams. A
+// cluster that joined but never published is removed too.
+func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequest) (*hubpb.RemoveClusterResponse, error) {
+	c, err := s.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Admin {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove clusters; use the hub's %s", c.ID, AdminCredFile)
+	}
+	cluster := req.GetCluster()
+	if err := registry.ValidClusterName(cluster); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	issued, err := s.issuedCredentials(cluster)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read credentials of %q: %v", cluster, err)
+	}
+	s.pubMu.Lock()
+	at := s.cfg.Now()
+	resp, err := s.removeLocked(ctx, cluster, issued, at)
+	s.pubMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	// The removal reaches every member, the removed one too (it logs that
+	// it must join again); then the cluster's own streams end, and its
+	// credential is refused when it reconnects.
+	s.broadcast(&hubpb.SubscribeResponse{Removals: []*hubpb.Removal{{Cluster: cluster, RemovedAt: at.UnixNano()}}}, "")
+	resp.StreamsClosed = int32(s.endStreams(cluster, status.Errorf(codes.PermissionDenied,
+		"cluster %q was removed from the federation; join again with a new token", cluster)))
+	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.ID,
+		"credentials_revoked", len(resp.GetCredentials()), "streams_closed", resp.GetStreamsClosed(), "services_withdrawn", resp.GetServicesWithdrawn())
+	return resp, nil
+}
+
+// removeLocked persists and applies a removal; the caller holds pubMu.
+func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issuedCredential, at time.Time) (*hubpb.RemoveClusterResponse, error) {
+	entries := s.set.Entries(cluster)
+	if entries == nil && len(issued) == 0 {
+		admitted, err := s.admittedByToken(cluster, s.removed[cluster])
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "read tokens: %v", err)
+		}
+		if !admitted {
+			return nil, status.Errorf(codes.NotFound, "no cluster %q has joined the federation since its last removal; 'federate status' lists the clusters", cluster)
+		}
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
+	err := s.store.Write(ctx,
+		store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
+		store.Op{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + cluster, Value: b[:]},
+		store.Op{Bucket: store.BucketMeta, Key: metaCredentialPrefix + cluster + "/", Prefix: true})
+	s.noteWrite(err)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
+	}
+	resp := &hubpb.RemoveClusterResponse{RemovedAt: at.UnixNano()}
+	for k, e := range entries {
+		if k == registry.InfoKey {
+			if e.Info != nil {
+				if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
+					s.bundles.Remove(td)
+				}
+			}
+		} else if !e.Deleted {
+			resp.ServicesWithdrawn++
+		}
+	}
+	for _, ic := range issued {
+		if ic.ExpiresAt.After(at) {
+			resp.Credentials = append(resp.Credentials, &hubpb.IssuedCredential{Serial: ic.Serial, IssuedAt: ic.IssuedAt.Unix(), ExpiresAt: ic.ExpiresAt.Unix()})
+		}
+	}
+	s.set.Remove(cluster)
+	s.live.Forget(cluster)
+	s.removed[cluster] = at
+	s.verifier.Revoke(cluster, at)
+	return resp, nil
+}
+
+// endStreams ends every open stream of cluster with err and says how many.
+func (s *Server) endStreams(cluster string, err error) int {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	n := 0
+	for sub := range s.subs {
+		if sub.cluster == cluster && sub.end(err) {
+			n++
+		}
+	}
+	return n
+}
+
+// serialOf is how a credential's serial is shown: hex, as 'openssl x509
+// -serial' prints it.
+func serialOf(cert *x509.Certificate) string { return fmt.Sprintf("%X", cert.SerialNumber) }
