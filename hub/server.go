@@ -21,7 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Defaults for the hub.
@@ -83,6 +83,7 @@ type Server struct {
 	gossip    *gossip.Node
 	cred      *trust.Credential // the hub's own, renewed in place
 	listener  net.Listener
+	split     *splitListener // hands the listener's connections to the two servers
 	bundleLis net.Listener
 	ready     chan struct{}
 	// bundles holds the members' bundles, external the imported ones.
@@ -214,15 +215,8 @@ func (s *Server) Run(ctx context.Context) error {
 		Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
 	}, gossip.Digest{Name: "hub", API: s.cfg.Advertise}, nil)
 
-	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(trust.ServerTLS(cred, trust.Bundle(s.td, s.ca.Cert)))),
-		grpc.MaxRecvMsgSize(membership.MaxMessageBytes),
-		grpc.MaxSendMsgSize(membership.MaxMessageBytes),
-		membership.ServerKeepalive(),
-		membership.ServerKeepalivePolicy(),
-	)
-	hubpb.RegisterHubServer(srv, s)
-	hubpb.RegisterRegistryServer(srv, s)
+	s.split = newSplitListener(lis, trust.ServerTLS(cred, trust.Bundle(s.td, s.ca.Cert)), s.log)
+	members, admission := s.newServers()
 
 	if s.cfg.BundleListen != "" {
 		if s.bundleLis, err = net.Listen("tcp", s.cfg.BundleListen); err != nil {
@@ -232,14 +226,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.gossip.Run(ctx) })
-	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error { return s.split.run(ctx) })
+	g.Go(func() error { return members.Serve(s.split.members) })
+	g.Go(func() error { return admission.Serve(s.split.admission) })
 	g.Go(func() error {
 		<-ctx.Done()
 		// Subscribe streams never end on their own: end them, so that the
 		// graceful stop does not wait out its grace period and members
 		// reconnect at once.
 		close(s.stopping)
-		membership.GracefulStop(srv)
+		membership.GracefulStop(admission)
+		membership.GracefulStop(members)
 		return nil
 	})
 	g.Go(func() error { return s.maintain(ctx, cred) })
@@ -257,6 +254,41 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("hub serving", "addr", s.Addr(), "gossip", s.GossipAddr(), "mesh", s.cfg.Mesh, "clusters", len(s.set.Clusters()))
 	return g.Wait() // before the store closes
+}
+
+// newServers returns the gRPC server for members (callers with a mesh
+// certificate) and the one for everyone else, which may only Join: its
+// limits bound what an unauthenticated caller makes the hub hold.
+func (s *Server) newServers() (members, admission *grpc.Server) {
+	members = grpc.NewServer(
+		grpc.Creds(handshakeDone{}),
+		grpc.MaxRecvMsgSize(membership.MaxMessageBytes),
+		grpc.MaxSendMsgSize(membership.MaxMessageBytes),
+		membership.ServerKeepalive(),
+		membership.ServerKeepalivePolicy(),
+	)
+	admission = grpc.NewServer(
+		grpc.Creds(handshakeDone{}),
+		grpc.MaxRecvMsgSize(maxUnauthenticatedMessage),
+		grpc.MaxHeaderListSize(maxUnauthenticatedHeaders),
+		grpc.MaxConcurrentStreams(maxUnauthenticatedStreams),
+		// A fixed window of 64 KiB (no dynamic growth) bounds what the
+		// transport buffers per connection.
+		grpc.InitialWindowSize(unauthenticatedWindow),
+		grpc.InitialConnWindowSize(unauthenticatedWindow),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: unauthenticatedIdle, MaxConnectionAge: unauthenticatedAge, MaxConnectionAgeGrace: 10 * time.Second,
+			Time: 30 * time.Second, Timeout: 10 * time.Second,
+		}),
+		membership.ServerKeepalivePolicy(),
+	)
+	// Both serve every method: without a certificate, all but Join are
+	// refused as unauthenticated, as before.
+	for _, srv := range []*grpc.Server{members, admission} {
+		hubpb.RegisterHubServer(srv, s)
+		hubpb.RegisterRegistryServer(srv, s)
+	}
+	return members, admission
 }
 
 // maintain ticks liveness, expires slices and renews the hub's credential.
