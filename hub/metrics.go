@@ -8,6 +8,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Hub-only metrics of the hub's own health.
+var (
+	descStoreWriteFailures = prometheus.NewDesc("federate_hub_store_write_failures_total",
+		"Store writes that failed (a full disk, most often); the hub refuses the changes they carried.", nil, nil)
+	descStoreHealthy = prometheus.NewDesc("federate_hub_store_healthy",
+		"1 if the last store write succeeded, 0 while writes fail.", nil, nil)
+	descUnauthConns = prometheus.NewDesc("federate_hub_unauthenticated_connections",
+		"Open connections without a client certificate (joining clusters).", nil, nil)
+	descUnauthRefused = prometheus.NewDesc("federate_hub_unauthenticated_refused_total",
+		"Connections without a client certificate closed because the limit of open ones was reached.", nil, nil)
+)
+
 // Collector exposes the hub's view of the federation to Prometheus. It
 // reports nothing before the hub is Ready.
 func (s *Server) Collector() prometheus.Collector { return serverCollector{s} }
@@ -15,7 +27,8 @@ func (s *Server) Collector() prometheus.Collector { return serverCollector{s} }
 type serverCollector struct{ s *Server }
 
 func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(metrics.Common, metrics.DescSubscribers, metrics.DescExternalRefresh, metrics.DescExternalError) {
+	for _, d := range append(metrics.Common, metrics.DescSubscribers, metrics.DescExternalRefresh, metrics.DescExternalError,
+		descStoreWriteFailures, descStoreHealthy, descUnauthConns, descUnauthRefused) {
 		ch <- d
 	}
 }
@@ -35,6 +48,11 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(s.credentialExpiry()), "hub")
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(s.ca.Cert.NotAfter), "mesh_ca")
 	metrics.Gauge(ch, metrics.DescSubscribers, float64(s.subscribers()))
+	lastErr, _, failures := s.storeStatus()
+	ch <- prometheus.MustNewConstMetric(descStoreWriteFailures, prometheus.CounterValue, float64(failures))
+	metrics.Gauge(ch, descStoreHealthy, metrics.Bool(lastErr == nil))
+	metrics.Gauge(ch, descUnauthConns, float64(s.split.unauthenticatedConns()))
+	ch <- prometheus.MustNewConstMetric(descUnauthRefused, prometheus.CounterValue, float64(s.split.refused.Load()))
 	for _, im := range s.importers {
 		ext := im.status()
 		if ext.GetLastRefresh() != 0 {

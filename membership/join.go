@@ -62,6 +62,11 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 		return nil, fmt.Errorf("membership: dial %s: %w", tok.Hub, err)
 	}
 	defer conn.Close()
+	if err := AwaitAnswer(ctx, conn); errors.Is(err, ErrNoAnswer) {
+		return nil, fmt.Errorf("the hub at %s does not answer: no TLS handshake within %s; check that the hub runs and is not stopped or overloaded, and that %s (from the token) reaches it", tok.Hub, AnswerTimeout, tok.Hub)
+	} else if err != nil {
+		return nil, err
+	}
 	resp, err := hubpb.NewHubClient(conn).Join(ctx, &hubpb.JoinRequest{Token: token, Csr: csr})
 	if err != nil {
 		s := status.Convert(err)

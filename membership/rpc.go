@@ -1,10 +1,13 @@
 package membership
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/federate/federate/registry/registrypb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 )
@@ -17,6 +20,40 @@ const maxBatchRecords = 2000
 
 // CallTimeout bounds one unary call to the hub or a peer.
 const CallTimeout = 10 * time.Second
+
+// AnswerTimeout bounds the wait for a server to complete the TLS handshake
+// of a one-shot call (the CLI's, a join): a live one answers in
+// milliseconds.
+const AnswerTimeout = 5 * time.Second
+
+// ErrNoAnswer means a server did not complete the TLS handshake within
+// AnswerTimeout: it is stopped or overloaded, or the address reaches
+// something that is not it.
+var ErrNoAnswer = errors.New("membership: the server does not answer")
+
+// AwaitAnswer connects conn and waits, at most AnswerTimeout, until the
+// server completed the handshake. A connection that fails for a reason
+// (refused, a certificate) returns nil: the call that follows reports the
+// reason. Without it a frozen server holds a call for gRPC's 20 s connect
+// timeout and ends in "authentication handshake failed".
+func AwaitAnswer(ctx context.Context, conn *grpc.ClientConn) error {
+	wait, cancel := context.WithTimeout(ctx, AnswerTimeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		switch st {
+		case connectivity.Ready, connectivity.TransientFailure, connectivity.Shutdown:
+			return nil
+		}
+		if !conn.WaitForStateChange(wait, st) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return ErrNoAnswer
+		}
+	}
+}
 
 // StopGrace bounds a graceful gRPC stop before open streams are cut.
 const StopGrace = 5 * time.Second

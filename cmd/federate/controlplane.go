@@ -89,7 +89,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := metrics.start(cp.Ready(), cp.Collector(), log)
+	stopMetrics, err := metrics.start(cp.Ready(), nil, cp.Collector(), log)
 	if err != nil {
 		return err
 	}

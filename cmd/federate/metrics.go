@@ -25,9 +25,9 @@ func (f *metricsFlags) register(fs *flag.FlagSet) {
 
 // start listens at once, so that a busy port fails the command, and serves
 // until the returned stop is called; stop waits for the server to end.
-// /healthz answers 503 until ready is closed. Without --metrics-listen it
-// does nothing.
-func (f *metricsFlags) start(ready <-chan struct{}, c prometheus.Collector, log *slog.Logger) (stop func(), err error) {
+// /healthz answers 503 until ready is closed, and while check (if any)
+// fails. Without --metrics-listen it does nothing.
+func (f *metricsFlags) start(ready <-chan struct{}, check func() error, c prometheus.Collector, log *slog.Logger) (stop func(), err error) {
 	if f.listen == "" {
 		return func() {}, nil
 	}
@@ -35,7 +35,7 @@ func (f *metricsFlags) start(ready <-chan struct{}, c prometheus.Collector, log 
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
-	srv := &http.Server{Handler: metricsHandler(ready, c), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: metricsHandler(ready, check, c), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -52,7 +52,7 @@ func (f *metricsFlags) start(ready <-chan struct{}, c prometheus.Collector, log 
 	}, nil
 }
 
-func metricsHandler(ready <-chan struct{}, c prometheus.Collector) http.Handler {
+func metricsHandler(ready <-chan struct{}, check func() error, c prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -60,10 +60,17 @@ func metricsHandler(ready <-chan struct{}, c prometheus.Collector) http.Handler 
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		select {
 		case <-ready:
-			fmt.Fprintln(w, "ok")
 		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
 		}
+		if check != nil {
+			if err := check(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
 	})
 	return mux
 }

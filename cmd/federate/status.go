@@ -12,7 +12,6 @@ import (
 
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
-	"google.golang.org/grpc/status"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
@@ -39,16 +38,20 @@ func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if output != "table" && output != "json" {
 		return fmt.Errorf("-o %q: want table or json", output)
 	}
-	conn, err := client.dial(addr)
+	srv := hubAt(addr)
+	if server != "" {
+		srv = serverAt("control plane", addr)
+	}
+	conn, err := client.connectTo(ctx, srv)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	st, err := hubpb.NewRegistryClient(conn).Status(ctx, &hubpb.StatusRequest{})
 	if err != nil {
-		return fmt.Errorf("status from %s: %s", addr, status.Convert(err).Message())
+		return srv.callError("status from "+addr, err)
 	}
 	if output == "json" {
 		return writeStatusJSON(stdout, st)
@@ -65,6 +68,14 @@ type statusJSON struct {
 	// Warnings about locality policies and failure domains (from a
 	// control plane only).
 	PolicyWarnings []policyWarningJSON `json:"policyWarnings,omitempty"`
+	// The hub's store health (from the hub only).
+	Store *storeJSON `json:"store,omitempty"`
+}
+
+type storeJSON struct {
+	WriteFailures uint64 `json:"writeFailures"`
+	Error         string `json:"error,omitempty"`
+	FailingSince  string `json:"failingSince,omitempty"`
 }
 
 type policyWarningJSON struct {
@@ -110,6 +121,9 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 	for _, pw := range st.GetPolicyWarnings() {
 		out.PolicyWarnings = append(out.PolicyWarnings, policyWarningJSON{Rule: pw.GetRule(), Host: pw.GetHost(), Field: pw.GetField(), Message: pw.GetMessage()})
 	}
+	if s := st.GetStore(); s != nil {
+		out.Store = &storeJSON{WriteFailures: s.GetWriteFailures(), Error: s.GetError(), FailingSince: formatUnixTime(s.GetFailingSince())}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
@@ -131,6 +145,18 @@ func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 	for _, pw := range st.GetPolicyWarnings() {
 		fmt.Fprintf(w, "warning: %s\n", policyWarning(pw))
 	}
+	if s := st.GetStore(); s.GetError() != "" {
+		fmt.Fprintf(w, "warning: the hub's store writes fail since %s (%d failures): %s\n"+
+			"  the hub refuses changes (publishes, tokens, removals) until a write succeeds: free space on its disk\n",
+			formatUnixTime(s.GetFailingSince()), s.GetWriteFailures(), s.GetError())
+	}
+}
+
+func formatUnixTime(sec int64) string {
+	if sec == 0 {
+		return ""
+	}
+	return time.Unix(sec, 0).UTC().Format(time.RFC3339)
 }
 
 // policyWarning reads "DestinationRule ns/name (host): field: message".

@@ -8,7 +8,6 @@ import (
 
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
-	"google.golang.org/grpc/status"
 )
 
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,16 +39,16 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if ttl < time.Second {
 		return fmt.Errorf("--ttl %s is too short", ttl)
 	}
-	conn, err := client.dial(hubAddr)
+	conn, err := client.connect(ctx, hubAddr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	resp, err := hubpb.NewHubClient(conn).CreateToken(ctx, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second), TrustDomain: trustDomain})
 	if err != nil {
-		return fmt.Errorf("create token at %s: %s", hubAddr, status.Convert(err).Message())
+		return hubAt(hubAddr).callError("create token at "+hubAddr, err)
 	}
 	fmt.Fprintln(stdout, resp.GetToken())
 	fmt.Fprintf(stderr, "Token for cluster %q, valid until %s. Use it once: federate join --token <token> --data-dir DIR\n",

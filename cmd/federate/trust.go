@@ -41,7 +41,7 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, err := client.dialControlPlane(addr, cluster)
+	conn, err := client.connectControlPlane(ctx, addr, cluster)
 	if err != nil {
 		return err
 	}
@@ -91,16 +91,16 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := required(fs, "hub"); err != nil {
 		return err
 	}
-	conn, err := client.dial(hubAddr)
+	conn, err := client.connect(ctx, hubAddr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	resp, err := hubpb.NewHubClient(conn).RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: cluster})
 	if err != nil {
-		return fmt.Errorf("remove %s: %s", cluster, status.Convert(err).Message())
+		return hubAt(hubAddr).callError("remove "+cluster, err)
 	}
 	writeRemoval(stdout, cluster, resp)
 	return nil
@@ -122,16 +122,16 @@ func writeRemoval(w io.Writer, cluster string, resp *hubpb.RemoveClusterResponse
 
 // controlPlaneAddr looks up a cluster's federation API address at the hub.
 func controlPlaneAddr(ctx context.Context, client *clientFlags, hubAddr, cluster string) (string, error) {
-	conn, err := client.dial(hubAddr)
+	conn, err := client.connect(ctx, hubAddr)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	st, err := hubpb.NewRegistryClient(conn).Status(ctx, &hubpb.StatusRequest{})
 	if err != nil {
-		return "", fmt.Errorf("status from %s: %s", hubAddr, status.Convert(err).Message())
+		return "", hubAt(hubAddr).callError("status from "+hubAddr, err)
 	}
 	for _, c := range st.GetClusters() {
 		if c.GetName() == cluster {

@@ -78,7 +78,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	conn, err := client.dialControlPlane(cpAddr, cluster)
+	conn, err := client.connectControlPlane(ctx, cpAddr, cluster)
 	if err != nil {
 		return err
 	}
