@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +15,12 @@ import (
 	"github.com/federate/federate/internal/fedtest"
 )
 
-func TestMain(m *testing.M) { fedtest.Main(m) }
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(childArgsEnv); ok {
+		os.Exit(runChild(args))
+	}
+	fedtest.Main(m)
+}
 
 // lockedBuffer collects a command's output while it runs.
 type lockedBuffer struct {
