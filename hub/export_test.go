@@ -46,3 +46,7 @@ func (s *Server) SubscribersOf(cluster string) int {
 	}
 	return n
 }
+
+// MaxUnauthenticatedConns is the limit of open connections without a
+// client certificate.
+const MaxUnauthenticatedConns = maxUnauthenticatedConns
