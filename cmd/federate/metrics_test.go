@@ -59,6 +59,9 @@ func TestHubServesMetrics(t *testing.T) {
 	for _, want := range []string{
 		"federate_gossip_members 1\n",
 		"federate_hub_subscribers 0\n",
+		"federate_hub_store_healthy 1\n",
+		"federate_hub_store_write_failures_total 0\n",
+		"federate_hub_unauthenticated_connections 0\n",
 		`federate_certificate_expiry_timestamp_seconds{kind="hub"}`,
 		`federate_liveness_timer_seconds{timer="stale_after"} 30`,
 		"go_goroutines ",
