@@ -81,7 +81,7 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
 	}
 	// The credential names the one trust domain the cluster may speak for.
-	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, now, td)
+	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, s.issueTime(rec.Cluster, now), td)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -24,8 +24,10 @@ const (
 	unauthenticatedWindow     = 64 << 10
 	unauthenticatedIdle       = 30 * time.Second
 	unauthenticatedAge        = time.Minute
-	maxHandshakes             = 64
-	handshakeTimeout          = 10 * time.Second
+	// Handshakes in flight: each holds a goroutine and a TLS record
+	// buffer, and one that stalls frees its place after handshakeTimeout.
+	maxHandshakes    = 1024
+	handshakeTimeout = 10 * time.Second
 )
 
 // splitListener completes each TLS handshake itself and hands the

@@ -48,9 +48,9 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(s.credentialExpiry()), "hub")
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(s.ca.Cert.NotAfter), "mesh_ca")
 	metrics.Gauge(ch, metrics.DescSubscribers, float64(s.subscribers()))
-	lastErr, _, failures := s.storeStatus()
-	ch <- prometheus.MustNewConstMetric(descStoreWriteFailures, prometheus.CounterValue, float64(failures))
-	metrics.Gauge(ch, descStoreHealthy, metrics.Bool(lastErr == nil))
+	st := s.storeStatus()
+	ch <- prometheus.MustNewConstMetric(descStoreWriteFailures, prometheus.CounterValue, float64(st.failures))
+	metrics.Gauge(ch, descStoreHealthy, metrics.Bool(st.lastErr == nil))
 	metrics.Gauge(ch, descUnauthConns, float64(s.split.unauthenticatedConns()))
 	ch <- prometheus.MustNewConstMetric(descUnauthRefused, prometheus.CounterValue, float64(s.split.refused.Load()))
 	for _, im := range s.importers {

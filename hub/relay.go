@@ -209,10 +209,10 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 		return nil, err
 	}
 	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
-	lastErr, since, failures := s.storeStatus()
-	resp.Store = &hubpb.StoreHealth{WriteFailures: failures}
-	if lastErr != nil {
-		resp.Store.Error, resp.Store.FailingSince = lastErr.Error(), since.Unix()
+	st := s.storeStatus()
+	resp.Store = &hubpb.StoreHealth{WriteFailures: st.failures}
+	if st.lastErr != nil {
+		resp.Store.Error, resp.Store.FailingSince = st.lastErr.Error(), st.since.Unix()
 	}
 	for _, im := range s.importers {
 		resp.External = append(resp.External, im.status())

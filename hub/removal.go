@@ -68,19 +68,24 @@ func expiredCredentialOps(cluster string, issued []issuedCredential, now time.Ti
 	return ops
 }
 
-// admittedByToken reports whether a token for cluster was used after its
-// last removal: it holds a credential whether or not it published. (Hubs
-// before the credential records knew a cluster only by its tokens.)
-func (s *Server) admittedByToken(cluster string, removedAt time.Time) (bool, error) {
-	admitted := false
-	err := s.store.ForEach(store.BucketTokens, func(_ string, value []byte) error {
+// clusterTokens reads cluster's join tokens: whether one was used after
+// its last removal (it holds a credential whether or not it published;
+// hubs before the credential records knew a cluster only so), and the IDs
+// of the unused ones.
+func (s *Server) clusterTokens(cluster string, removedAt time.Time) (admitted bool, unused []string, err error) {
+	err = s.store.ForEach(store.BucketTokens, func(id string, value []byte) error {
 		var rec tokenRecord
-		if json.Unmarshal(value, &rec) == nil && rec.Cluster == cluster && !rec.UsedAt.IsZero() && rec.UsedAt.After(removedAt) {
+		if json.Unmarshal(value, &rec) != nil || rec.Cluster != cluster {
+			return nil
+		}
+		if rec.UsedAt.IsZero() {
+			unused = append(unused, id)
+		} else if rec.UsedAt.After(removedAt) {
 			admitted = true
 		}
 		return nil
 	})
-	return admitted, err
+	return admitted, unused, err
 }
 
 // RemoveCluster withdraws a cluster's slice and bundle everywhere, refuses
@@ -123,26 +128,28 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 // removeLocked persists and applies a removal; the caller holds pubMu.
 func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issuedCredential, at time.Time) (*hubpb.RemoveClusterResponse, error) {
 	entries := s.set.Entries(cluster)
-	if entries == nil && len(issued) == 0 {
-		admitted, err := s.admittedByToken(cluster, s.removed[cluster])
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "read tokens: %v", err)
-		}
-		if !admitted {
-			return nil, status.Errorf(codes.NotFound, "no cluster %q has joined the federation since its last removal; 'federate status' lists the clusters", cluster)
-		}
+	admitted, unused, err := s.clusterTokens(cluster, s.removed[cluster])
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read tokens: %v", err)
+	}
+	if entries == nil && len(issued) == 0 && !admitted {
+		return nil, status.Errorf(codes.NotFound, "no cluster %q has joined the federation since its last removal; 'federate status' lists the clusters", cluster)
 	}
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(at.UnixNano()))
-	err := s.store.Write(ctx,
-		store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
-		store.Op{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + cluster, Value: b[:]},
-		store.Op{Bucket: store.BucketMeta, Key: metaCredentialPrefix + cluster + "/", Prefix: true})
-	s.noteWrite(err)
-	if err != nil {
+	ops := []store.Op{
+		{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true},
+		{Bucket: store.BucketMeta, Key: store.MetaRemovedPrefix + cluster, Value: b[:]},
+		{Bucket: store.BucketMeta, Key: metaCredentialPrefix + cluster + "/", Prefix: true},
+	}
+	// A token made before the removal must not bring the cluster back.
+	for _, id := range unused {
+		ops = append(ops, store.Op{Bucket: store.BucketTokens, Key: id})
+	}
+	if err := s.write(ctx, ops...); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
 	}
-	resp := &hubpb.RemoveClusterResponse{RemovedAt: at.UnixNano()}
+	resp := &hubpb.RemoveClusterResponse{RemovedAt: at.UnixNano(), TokensRevoked: int32(len(unused))}
 	for k, e := range entries {
 		if k == registry.InfoKey {
 			if e.Info != nil {
@@ -164,6 +171,20 @@ func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issu
 	s.removed[cluster] = at
 	s.verifier.Revoke(cluster, at)
 	return resp, nil
+}
+
+// issueTime is when a new credential of cluster counts as issued: now, or
+// just after the cluster's last removal. Certificates count time in whole
+// seconds, so one issued in the second of a removal would count as revoked
+// by it; it is valid at once all the same (trust.Backdate).
+func (s *Server) issueTime(cluster string, now time.Time) time.Time {
+	s.pubMu.Lock()
+	at, ok := s.removed[cluster]
+	s.pubMu.Unlock()
+	if next := at.Truncate(time.Second).Add(time.Second); ok && now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // endStreams ends every open stream of cluster with err and says how many.

@@ -10,6 +10,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
 	"google.golang.org/grpc"
@@ -127,6 +128,7 @@ func TestIntegrationRemoveNeverPublishedCluster(t *testing.T) {
 	if _, err := hubpb.NewRegistryClient(conn).Fetch(ctx, &hubpb.FetchRequest{}); err != nil {
 		t.Fatalf("north's Fetch before its removal: %v", err)
 	}
+	spare := tm.Token("north", time.Hour) // made before the removal, unused
 
 	resp, err := tm.AdminClient().RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: "north"})
 	if err != nil {
@@ -138,7 +140,13 @@ func TestIntegrationRemoveNeverPublishedCluster(t *testing.T) {
 	if resp.GetServicesWithdrawn() != 0 || resp.GetStreamsClosed() != 0 {
 		t.Errorf("north withdrew %d services and closed %d streams, want none", resp.GetServicesWithdrawn(), resp.GetStreamsClosed())
 	}
+	if resp.GetTokensRevoked() != 1 {
+		t.Errorf("tokens revoked: %d, want north's spare one", resp.GetTokensRevoked())
+	}
 	wantRefusedEverywhere(t, ctx, conn, "north", cred)
+	if _, err := membership.Join(ctx, spare); err == nil || !strings.Contains(err.Error(), "not one this hub issued") {
+		t.Errorf("joining with a token made before the removal: %v, want it refused", err)
+	}
 
 	for _, name := range []string{"north", "nowhere"} {
 		_, err := tm.AdminClient().RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: name})
@@ -147,8 +155,12 @@ func TestIntegrationRemoveNeverPublishedCluster(t *testing.T) {
 			t.Errorf("refusal %q does not say where to look", st.Message())
 		}
 	}
-	// East was not touched.
+	// East was not touched, and a new token brings north back.
 	if tm.Hub.SliceVersion("east") == nil {
 		t.Error("east's slice went with north's removal")
+	}
+	tm.Join("north")
+	if _, err := hubpb.NewRegistryClient(tm.DialAsCluster(t, "north")).Fetch(ctx, &hubpb.FetchRequest{}); err != nil {
+		t.Errorf("north's Fetch after joining again: %v", err)
 	}
 }

@@ -72,10 +72,16 @@ func (s *Server) StoreError() error {
 		h.failingSince.UTC().Format(time.RFC3339), h.failures, h.lastErr, s.cfg.DataDir)
 }
 
-// storeStatus is the store's health as the Status RPC reports it.
-func (s *Server) storeStatus() (lastErr error, since time.Time, failures uint64) {
+// storeState is the store's health as status and metrics report it.
+type storeState struct {
+	lastErr  error // nil while writes succeed
+	since    time.Time
+	failures uint64
+}
+
+func (s *Server) storeStatus() storeState {
 	h := &s.storeHealth
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.lastErr, h.failingSince, h.failures
+	return storeState{lastErr: h.lastErr, since: h.failingSince, failures: h.failures}
 }

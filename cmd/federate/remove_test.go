@@ -44,6 +44,7 @@ func TestClusterRemoveSaysWhatItRevoked(t *testing.T) {
 		"services withdrawn everywhere: 0",
 		"unexpired ones the hub issued: 1",
 		fmt.Sprintf("serial %X", ms.Credential.Leaf().SerialNumber),
+		"unused join tokens revoked: 0",
 		"hub streams closed: 0",
 	} {
 		if !strings.Contains(out, want) {

@@ -116,6 +116,7 @@ func writeRemoval(w io.Writer, cluster string, resp *hubpb.RemoveClusterResponse
 		fmt.Fprintf(w, "    serial %s, issued %s, would have expired %s\n", c.GetSerial(),
 			time.Unix(c.GetIssuedAt(), 0).UTC().Format(time.RFC3339), time.Unix(c.GetExpiresAt(), 0).UTC().Format(time.RFC3339))
 	}
+	fmt.Fprintf(w, "  unused join tokens revoked: %d\n", resp.GetTokensRevoked())
 	fmt.Fprintf(w, "  hub streams closed: %d\n", resp.GetStreamsClosed())
 	fmt.Fprintln(w, "It can come back only by joining again with a new token.")
 }

@@ -780,8 +780,10 @@ type RemoveClusterResponse struct {
 	StreamsClosed int32 `protobuf:"varint,3,opt,name=streams_closed,json=streamsClosed,proto3" json:"streams_closed,omitempty"`
 	// Services of the cluster's slice withdrawn from the federation.
 	ServicesWithdrawn int32 `protobuf:"varint,4,opt,name=services_withdrawn,json=servicesWithdrawn,proto3" json:"services_withdrawn,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Unused join tokens for the cluster, deleted: a new one must be made.
+	TokensRevoked int32 `protobuf:"varint,5,opt,name=tokens_revoked,json=tokensRevoked,proto3" json:"tokens_revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveClusterResponse) Reset() {
@@ -838,6 +840,13 @@ func (x *RemoveClusterResponse) GetStreamsClosed() int32 {
 func (x *RemoveClusterResponse) GetServicesWithdrawn() int32 {
 	if x != nil {
 		return x.ServicesWithdrawn
+	}
+	return 0
+}
+
+func (x *RemoveClusterResponse) GetTokensRevoked() int32 {
+	if x != nil {
+		return x.TokensRevoked
 	}
 	return 0
 }
@@ -1775,13 +1784,14 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\fR\x06bundle\"0\n" +
 	"\x14RemoveClusterRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"\xd1\x01\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\xf8\x01\n" +
 	"\x15RemoveClusterResponse\x12\x1d\n" +
 	"\n" +
 	"removed_at\x18\x01 \x01(\x03R\tremovedAt\x12C\n" +
 	"\vcredentials\x18\x02 \x03(\v2!.federate.hub.v1.IssuedCredentialR\vcredentials\x12%\n" +
 	"\x0estreams_closed\x18\x03 \x01(\x05R\rstreamsClosed\x12-\n" +
-	"\x12services_withdrawn\x18\x04 \x01(\x05R\x11servicesWithdrawn\"f\n" +
+	"\x12services_withdrawn\x18\x04 \x01(\x05R\x11servicesWithdrawn\x12%\n" +
+	"\x0etokens_revoked\x18\x05 \x01(\x05R\rtokensRevoked\"f\n" +
 	"\x10IssuedCredential\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
 	"\tissued_at\x18\x02 \x01(\x03R\bissuedAt\x12\x1d\n" +
