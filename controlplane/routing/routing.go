@@ -350,18 +350,12 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	if err != nil {
 		return err
 	}
-	ruleExports := make(map[string]xds.Exported)
-	for h, rule := range hosts {
-		if rule != nil {
-			ruleExports[h] = xds.Exported{Namespace: rule.Namespace, ExportTo: rule.Spec.GetExportTo()}
-		}
-	}
 	views, err := xds.BuildClientViews(xds.ClientsInput{
 		Version: version, Cluster: self, Network: network, Locality: loc,
 		Views: clusterViews, Subsets: subsets, Policy: clientPolicy,
 		ClusterDown: m.ClusterDown,
 		GatewayDown: r.prober.isDown,
-	}, ruleExports)
+	}, ruleExports(hosts))
 	if err != nil {
 		return err
 	}
@@ -377,6 +371,17 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	r.clients, r.rules = clients, hosts
 	r.mu.Unlock()
 	return nil
+}
+
+// ruleExports is where the rule of each host may be seen, for exportTo.
+func ruleExports(hosts map[string]*locality.Rule) map[string]xds.Exported {
+	out := make(map[string]xds.Exported)
+	for h, rule := range hosts {
+		if rule != nil {
+			out[h] = xds.Exported{Namespace: rule.Namespace, ExportTo: rule.Spec.GetExportTo()}
+		}
+	}
+	return out
 }
 
 // setWarnings collects what status shows: rules that failed to load,
