@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/federate/federate/controlplane/internal/connguard"
 	"github.com/federate/federate/controlplane/routing"
 	"github.com/federate/federate/controlplane/workloads"
 	"github.com/federate/federate/controlplane/xds"
@@ -97,7 +98,13 @@ type Config struct {
 	GatewaySVIDOut string // default DataDir/GatewayCredentialFile
 	VMGrace        time.Duration
 	VMSVIDTTL      time.Duration
-	Logger         *slog.Logger
+	// The API's limits on connections that have not shown who they are:
+	// the TLS handshake, a connection without a client certificate, and
+	// one without an open stream (defaults 5s, 10s and 30s).
+	HandshakeTimeout       time.Duration
+	UnauthenticatedTimeout time.Duration
+	IdleTimeout            time.Duration
+	Logger                 *slog.Logger
 }
 
 // ControlPlane is one cluster's control plane: its member of the
@@ -106,6 +113,7 @@ type Config struct {
 type ControlPlane struct {
 	cfg   Config
 	log   *slog.Logger
+	guard *connguard.Guard
 	ready chan struct{}
 
 	// Set in Run before ready is closed.
@@ -143,7 +151,11 @@ func New(cfg Config) (*ControlPlane, error) {
 	if cfg.GatewaySVIDOut == "" {
 		cfg.GatewaySVIDOut = filepath.Join(cfg.DataDir, GatewayCredentialFile)
 	}
-	return &ControlPlane{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+	guard := connguard.New(connguard.Config{
+		HandshakeTimeout: cfg.HandshakeTimeout, UnauthenticatedTimeout: cfg.UnauthenticatedTimeout, IdleTimeout: cfg.IdleTimeout,
+		Keepalive: membership.ServerKeepaliveParameters(), Logger: cfg.Logger,
+	})
+	return &ControlPlane{cfg: cfg, log: cfg.Logger, guard: guard, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once the control plane serves its last-known state.
@@ -164,9 +176,13 @@ func (c *ControlPlane) Collector() prometheus.Collector { return collector{c} }
 
 type collector struct{ c *ControlPlane }
 
-func (l collector) Describe(ch chan<- *prometheus.Desc) { member.Describe(ch) }
+func (l collector) Describe(ch chan<- *prometheus.Desc) {
+	member.Describe(ch)
+	l.c.guard.Describe(ch)
+}
 
 func (l collector) Collect(ch chan<- prometheus.Metric) {
+	l.c.guard.Collect(ch)
 	select {
 	case <-l.c.ready:
 		l.c.member.Collector().Collect(ch)
@@ -287,6 +303,7 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		Timers: cfg.Timers, Logger: c.log,
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
 		RegisterServices: services.register,
+		ServerOptions:    c.guard.ServerOptions,
 		PolicyWarnings:   func() []*hubpb.PolicyWarning { return c.routing.PolicyWarnings() },
 	})
 }

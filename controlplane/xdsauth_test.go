@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -27,12 +30,15 @@ import (
 // The control plane's xDS answers only its own gateway's identity for
 // gateway nodes and workloads for client nodes; a caller without a
 // certificate, from an unfederated trust domain, or claiming another's
-// node is refused before any resource is sent.
+// node (or another namespace's) is refused before any resource is sent,
+// over state-of-the-world and delta streams alike.
 func TestXDSRefusesWhoMayNotRead(t *testing.T) {
 	t.Parallel()
 	tm := fedtest.NewMesh(t, gossip.Timers{})
 	tm.Join("east")
-	cp := tm.StartControlPlane("east", controlplane.Config{Source: fedtest.NewSource(fedtest.CoffeeService("east", "order", 2, 8080))})
+	private := fedtest.CoffeeService("east", "till", 1, 8080)
+	private.ExportTo = []string{"."}
+	cp := tm.StartControlPlane("east", controlplane.Config{Source: fedtest.NewSource(fedtest.CoffeeService("east", "order", 2, 8080), private)})
 	m := cp.Member()
 	mesh := spiffeid.RequireTrustDomainFromString(m.Mesh())
 	serverOK := tlsconfig.AuthorizeMemberOf(mesh)
@@ -73,26 +79,56 @@ func TestXDSRefusesWhoMayNotRead(t *testing.T) {
 		{"the cluster's own credential claiming the gateway's node", withCert(ms.Credential), "gw-1", codes.PermissionDenied},
 		{"the cluster's own credential claiming a client node", withCert(ms.Credential), "sidecar~10.0.0.1~order.shop~shop.svc.cluster.local", codes.PermissionDenied},
 		{"the gateway", withCert(issue(controlplane.GatewayPath)), "gw-1", codes.OK},
+		{"a workload claiming another namespace's node", withCert(issue("/ns/billing/sa/pay")), "sidecar~10.0.0.1~order.shop~shop.svc.cluster.local", codes.PermissionDenied},
+		{"an empty node ID", withCert(issue("/ns/shop/sa/order")), "", codes.PermissionDenied},
 		{"a workload as a client", withCert(issue("/ns/shop/sa/order")), "sidecar~10.0.0.1~order.shop~shop.svc.cluster.local", codes.OK},
+		{"a workload as a client whose node names no namespace", withCert(issue("/ns/shop/sa/order")), "sidecar~10.0.0.1~order", codes.OK},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			resp, err := ads(t, m.Addr(), tc.tls, tc.node)
-			if got := status.Code(err); got != tc.want {
-				t.Fatalf("got %v (%v), want %v", got, err, tc.want)
+		for _, delta := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, delta %v", tc.name, delta), func(t *testing.T) {
+				fetch := ads
+				if delta {
+					fetch = adsDelta
+				}
+				names, err := fetch(t, m.Addr(), tc.tls, tc.node)
+				if got := status.Code(err); got != tc.want {
+					t.Fatalf("got %v (%v), want %v", got, err, tc.want)
+				}
+				if tc.want != codes.OK && names != nil {
+					t.Fatalf("a refused caller received %v", names)
+				}
+				if tc.want == codes.OK && len(names) == 0 {
+					t.Fatal("an authorized caller received no listener")
+				}
+			})
+		}
+	}
+	// A client's view is its SVID's namespace's: till (exportTo ".") is
+	// seen in shop only, whatever the node ID says or leaves out.
+	for _, tc := range []struct {
+		path, node string
+		till       bool
+	}{
+		{"/ns/shop/sa/order", "sidecar~10.0.0.1~order", true},
+		{"/ns/billing/sa/pay", "sidecar~10.0.0.2~pay", false},
+		{"/ns/billing/sa/pay", "sidecar~10.0.0.2~pay.billing~billing.svc.cluster.local", false},
+	} {
+		for _, fetch := range []func(*testing.T, string, *tls.Config, string) ([]string, error){ads, adsDelta} {
+			names, err := fetch(t, m.Addr(), withCert(issue(tc.path)), tc.node)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if tc.want != codes.OK && resp != nil {
-				t.Fatalf("a refused caller received %d resources", len(resp.GetResources()))
+			if got := slices.Contains(names, "till.shop.svc.cluster.local:8080"); got != tc.till || !slices.Contains(names, "order.shop.svc.cluster.local:8080") {
+				t.Errorf("%s as %s: got %v, want till %v and order", tc.path, tc.node, names, tc.till)
 			}
-			if tc.want == codes.OK && len(resp.GetResources()) == 0 {
-				t.Fatal("an authorized caller received no listener")
-			}
-		})
+		}
 	}
 }
 
-// ads asks for the listeners as node and returns the first response.
-func ads(t *testing.T, addr string, conf *tls.Config, node string) (*discoverypb.DiscoveryResponse, error) {
+// ads asks for the listeners as node over a state-of-the-world stream and
+// returns the names in the first response.
+func ads(t *testing.T, addr string, conf *tls.Config, node string) ([]string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -112,5 +148,47 @@ func ads(t *testing.T, addr string, conf *tls.Config, node string) (*discoverypb
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal("no answer within 10s")
 	}
-	return resp, err
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, a := range resp.GetResources() {
+		var l listenerpb.Listener
+		if err := a.UnmarshalTo(&l); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, l.GetName())
+	}
+	return names, nil
+}
+
+// adsDelta is ads over a delta stream.
+func adsDelta(t *testing.T, addr string, conf *tls.Config, node string) ([]string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+		return nil, err
+	}
+	resp, err := stream.Recv()
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("no answer within 10s")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, r := range resp.GetResources() {
+		names = append(names, r.GetName())
+	}
+	return names, nil
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingpb "istio.io/api/networking/v1alpha3"
 
+	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/file"
 )
 
@@ -269,6 +270,9 @@ func parseRule(doc []byte, skipOthers bool) (*Rule, error) {
 	r.Host = r.Spec.GetHost()
 	if r.Host == "" {
 		return nil, fmt.Errorf("DestinationRule %s: spec.host is missing", r.Ref())
+	}
+	if err := registry.CheckExportTo(r.Spec.GetExportTo()); err != nil {
+		return nil, fmt.Errorf("DestinationRule %s: spec.exportTo: %w", r.Ref(), err)
 	}
 	if err := r.validate(); err != nil {
 		return nil, fmt.Errorf("DestinationRule %s: %w", r.Ref(), err)

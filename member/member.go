@@ -76,6 +76,11 @@ type Config struct {
 	// to the member's gRPC server, which gateways and agents reach with
 	// SVIDs of the cluster's trust domain.
 	RegisterServices func(*grpc.Server)
+	// ServerOptions, if set, returns options added after the member's own
+	// to its gRPC server, given the server's transport credentials: the
+	// control plane wraps them to close unauthenticated and idle
+	// connections.
+	ServerOptions func(credentials.TransportCredentials) []grpc.ServerOption
 	// PolicyWarnings, if set, adds the routing's warnings to status.
 	PolicyWarnings func() []*hubpb.PolicyWarning
 }
@@ -235,11 +240,16 @@ func (m *Member) Run(ctx context.Context) error {
 	// Mesh members present hub-issued credentials; gateways and agents
 	// present SVIDs of this cluster's own trust domain.
 	bundles := trust.UnionBundles{trust.Bundle(m.td, m.cfg.CA...), m.bundles}
-	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundles))),
+	creds := credentials.NewTLS(trust.ServerTLS(m.cfg.Credential, bundles))
+	opts := []grpc.ServerOption{
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(membership.MaxMessageBytes), grpc.MaxSendMsgSize(membership.MaxMessageBytes),
 		membership.ServerKeepalive(), membership.ServerKeepalivePolicy(),
-	)
+	}
+	if m.cfg.ServerOptions != nil {
+		opts = append(opts, m.cfg.ServerOptions(creds)...)
+	}
+	srv := grpc.NewServer(opts...)
 	hubpb.RegisterRegistryServer(srv, m)
 	hubpb.RegisterControlPlaneServer(srv, m)
 	if m.cfg.RegisterServices != nil {

@@ -60,7 +60,13 @@ const StopGrace = 5 * time.Second
 
 // ServerKeepalive pings idle clients, so that dead peers are noticed.
 func ServerKeepalive() grpc.ServerOption {
-	return grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})
+	return grpc.KeepaliveParams(ServerKeepaliveParameters())
+}
+
+// ServerKeepaliveParameters are ServerKeepalive's, for a server that adds
+// its own limits to them.
+func ServerKeepaliveParameters() keepalive.ServerParameters {
+	return keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
 }
 
 // ServerKeepalivePolicy accepts the pings ClientKeepalive sends.

@@ -288,11 +288,11 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	if r.cfg.Internal != nil {
 		internal = r.cfg.Internal()
 	}
-	var views []xds.ClusterView
+	var clusterViews []xds.ClusterView
 	var gateways []string
 	gatewayOf := make(map[string]string) // gateway address -> cluster
 	for _, sum := range summaries {
-		views = append(views, xds.ClusterView{Name: sum.Cluster, Info: sum.Info, Services: m.Services(sum.Cluster)})
+		clusterViews = append(clusterViews, xds.ClusterView{Name: sum.Cluster, Info: sum.Info, Services: m.Services(sum.Cluster)})
 		if sum.Cluster == self {
 			continue
 		}
@@ -306,7 +306,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 
 	subsets := make(map[string][]xds.Subset)
 	hosts := make(map[string]*locality.Rule)
-	for _, v := range views {
+	for _, v := range clusterViews {
 		for _, svc := range v.Services {
 			h := svc.GetHostname()
 			if _, ok := hosts[h]; ok {
@@ -350,19 +350,20 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	if err != nil {
 		return err
 	}
-	clients, err := xds.BuildClients(xds.ClientsInput{
+	views, err := xds.BuildClientViews(xds.ClientsInput{
 		Version: version, Cluster: self, Network: network, Locality: loc,
-		Views: views, Subsets: subsets, Policy: clientPolicy,
+		Views: clusterViews, Subsets: subsets, Policy: clientPolicy,
 		ClusterDown: m.ClusterDown,
 		GatewayDown: r.prober.isDown,
-	})
+	}, ruleExports(hosts))
 	if err != nil {
 		return err
 	}
+	clients := views.All()
 	if err := r.cfg.Server.Update(ctx, gw); err != nil {
 		return err
 	}
-	if err := r.cfg.Server.UpdateClients(ctx, clients.Snapshot); err != nil {
+	if err := r.cfg.Server.UpdateClientViews(ctx, views); err != nil {
 		return err
 	}
 	r.setWarnings(rules, hosts, clients, gatewayOf)
@@ -370,6 +371,17 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	r.clients, r.rules = clients, hosts
 	r.mu.Unlock()
 	return nil
+}
+
+// ruleExports is where the rule of each host may be seen, for exportTo.
+func ruleExports(hosts map[string]*locality.Rule) map[string]xds.Exported {
+	out := make(map[string]xds.Exported)
+	for h, rule := range hosts {
+		if rule != nil {
+			out[h] = xds.Exported{Namespace: rule.Namespace, ExportTo: rule.Spec.GetExportTo()}
+		}
+	}
+	return out
 }
 
 // setWarnings collects what status shows: rules that failed to load,

@@ -130,7 +130,7 @@ func resourceName(a *anypb.Any) (string, error) {
 }
 
 // serveADS runs an ADS server on loopback until the test ends.
-func serveADS(t *testing.T, ctx context.Context) (*Server, string) {
+func serveADS(t testing.TB, ctx context.Context) (*Server, string) {
 	t.Helper()
 	srv := NewServer(ctx, nil)
 	g := grpc.NewServer()

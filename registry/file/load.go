@@ -115,6 +115,7 @@ func convert(cfg Config, td spiffeid.TrustDomain, d *Document, workloads []*Docu
 		Hostname:  se.GetHosts()[0],
 		Namespace: d.Namespace,
 		Name:      d.Name,
+		ExportTo:  slices.Clone(se.GetExportTo()),
 	}
 	for _, p := range se.GetPorts() {
 		svc.Ports = append(svc.Ports, &registrypb.Port{

@@ -116,6 +116,23 @@ func TestLoad(t *testing.T) {
 			want:  nil,
 		},
 		{
+			name: "exportTo travels with the service",
+			files: map[string]string{"till.yaml": `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: till, namespace: shop}
+export: true
+spec:
+  hosts: [till.shop.svc.cluster.local]
+  exportTo: [".", billing]
+  ports: [{number: 8080, name: http}]
+`},
+			want: []*registrypb.Service{{
+				Hostname: "till.shop.svc.cluster.local", Namespace: "shop", Name: "till", ExportTo: []string{".", "billing"},
+				Ports: []*registrypb.Port{{Name: "http", Number: 8080}},
+			}},
+		},
+		{
 			name: "ports and defaults",
 			files: map[string]string{"pay.yaml": `
 apiVersion: networking.istio.io/v1alpha3
@@ -323,6 +340,16 @@ func TestLoadErrors(t *testing.T) {
 			name:    "wildcard host",
 			files:   map[string]string{"bad.yaml": serviceEntry("x", "hosts: ['*.example.internal']", okPorts)},
 			wantErr: []string{`host "*.example.internal" is a wildcard`},
+		},
+		{
+			name:    "exportTo names a bad namespace",
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "exportTo: [Shop]")},
+			wantErr: []string{"spec.exportTo", `"Shop" is not ".", "*", "~" or a namespace name`},
+		},
+		{
+			name:    "exportTo combines * with a namespace",
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "exportTo: ['*', shop]")},
+			wantErr: []string{"spec.exportTo", `exportTo "*" cannot be combined`},
 		},
 		{
 			name:    "no ports",

@@ -334,6 +334,9 @@ func checkServiceEntry(se *networkingpb.ServiceEntry) error {
 	if err := checkHost(se.GetHosts()[0]); err != nil {
 		return fmt.Errorf("spec.hosts[0]: %w", err)
 	}
+	if err := registry.CheckExportTo(se.GetExportTo()); err != nil {
+		return fmt.Errorf("spec.exportTo: %w", err)
+	}
 
 	if len(se.GetPorts()) == 0 {
 		return errors.New("spec.ports is empty: declare at least one port")
