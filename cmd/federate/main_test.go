@@ -82,6 +82,7 @@ func TestHelpIsComplete(t *testing.T) {
 		"lab app":        {"--listen", "--service", "--cluster", "--instance"},
 		"trust rotate":   {"--cluster", "--hub", "--wait", "--credential"},
 		"cluster remove": {"--hub", "--credential"},
+		"xds bootstrap":  {"--control-plane", "--namespace", "--name", "--ip", "--svid-dir", "--refresh-interval", "-o"},
 		"vm configure":   {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
 	}
 	for cmd, flags := range cases {
