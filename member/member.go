@@ -76,6 +76,11 @@ type Config struct {
 	// to the member's gRPC server, which gateways and agents reach with
 	// SVIDs of the cluster's trust domain.
 	RegisterServices func(*grpc.Server)
+	// ServingNames are DNS names and IP addresses the cluster credential
+	// should carry beyond the control plane's internal name, for clients
+	// that dial the control plane by them (proxyless gRPC verifies the
+	// name it dials). A credential without them is renewed at once.
+	ServingNames []string
 	// PolicyWarnings, if set, adds the routing's warnings to status.
 	PolicyWarnings func() []*hubpb.PolicyWarning
 }
@@ -102,6 +107,10 @@ type Member struct {
 	bundleMu   sync.Mutex // guards the encoded bundle cache
 	bundleJSON []byte
 	bundleSeq  uint64
+
+	// namesAsked is set once a renewal asked for the serving names; only
+	// the sync loop touches it.
+	namesAsked bool
 
 	publishNow   chan struct{}
 	fetchNow     chan struct{}

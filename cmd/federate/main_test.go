@@ -76,7 +76,7 @@ func TestHelpIsComplete(t *testing.T) {
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
-			"--gateway-service", "--log-level", "--metrics-listen"},
+			"--gateway-service", "--log-level", "--metrics-listen", "--serving-name"},
 		"status":         {"--hub", "--server", "-o", "--credential"},
 		"lab up":         {"--dir", "--clusters", "--isolate", "--log-level"},
 		"lab app":        {"--listen", "--service", "--cluster", "--instance"},
