@@ -54,6 +54,8 @@ func runXDS(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if !filepath.IsAbs(svidDir) {
 		return fmt.Errorf("--svid-dir %q: want an absolute path, since the application may run elsewhere", svidDir)
 	}
+	// The same SVID file is the certificate and the key: renewed in one
+	// rename, the watcher never pairs a new chain with an old key.
 	b.CertificateFile = filepath.Join(svidDir, agent.SVIDPEMFile)
 	b.KeyFile = b.CertificateFile
 	b.RootsFile = filepath.Join(svidDir, agent.BundleFile)

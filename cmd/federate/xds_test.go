@@ -12,6 +12,7 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/federate/federate/controlplane/xds"
+	"github.com/federate/federate/internal/fedtest"
 )
 
 // The bootstrap 'federate xds bootstrap' writes is one grpc-go accepts,
@@ -25,6 +26,15 @@ func TestXDSBootstrapIsWhatGRPCReads(t *testing.T) {
 	data, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	want, err := fedtest.ProxylessBootstrapConfig("controlplane.west.federate.internal:15443", "shop", "client", "10.0.0.7", "/run/svid", xds.DefaultRefreshInterval).JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The in-process tests' clients use fedtest's bootstrap: it must be
+	// this command's.
+	if string(data) != string(want)+"\n" {
+		t.Fatalf("the command wrote\n%s\nfedtest.ProxylessBootstrap writes\n%s", data, want)
 	}
 	if _, err := grpcxds.NewXDSResolverWithConfigForTesting(data); err != nil {
 		t.Fatalf("grpc-go refuses the bootstrap: %v\n%s", err, data)
