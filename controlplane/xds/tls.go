@@ -41,6 +41,7 @@ func upstreamTLS(sni string, ids []string) (*corepb.TransportSocket, error) {
 			ValidationContextType: &tlspb.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tlspb.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext: &tlspb.CertificateValidationContext{
+						//lint:ignore SA1019 grpc-go reads only match_subject_alt_names, not the typed form
 						MatchSubjectAltNames:          matchers,
 						CaCertificateProviderInstance: provider("ROOTCA"),
 					},
