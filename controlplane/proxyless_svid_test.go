@@ -117,7 +117,7 @@ func svidSerial(path string) string {
 }
 
 // The SVID mode keeps a proxyless application's files current: it renews
-// the SVID at half its lifetime (4 s here) and renames the new file into
+// the SVID at half its lifetime (6 s here) and renames the new file into
 // place; a running grpc-go channel, which rereads the files every 200 ms,
 // keeps calling without a failure while its backend closes every
 // connection each second, so that every new handshake needs an SVID that
@@ -127,7 +127,7 @@ func TestSVIDModeRenewsUnderARunningClient(t *testing.T) {
 	tm := fedtest.NewMesh(t, gossip.Timers{})
 	tm.Join("east")
 	source := fedtest.NewSource()
-	cp := tm.StartControlPlane("east", controlplane.Config{Source: source, ServingNames: []string{"127.0.0.1"}, VMSVIDTTL: 4 * time.Second})
+	cp := tm.StartControlPlane("east", controlplane.Config{Source: source, ServingNames: []string{"127.0.0.1"}, VMSVIDTTL: 6 * time.Second})
 	backend := startGRPCBackend(t, cp, "order", time.Second)
 	source.Set(grpcService("order", backend.endpoint("east", "order", nil)))
 
