@@ -1,6 +1,8 @@
 package controlplane_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/agent"
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/internal/fedtest"
@@ -60,13 +63,15 @@ var proxylessTargets = []string{"order.shop.svc.cluster.local:9090", "payment.sh
 type proxylessMesh struct {
 	cps      map[string]*fedtest.ControlPlane
 	gateways map[string]*fedtest.Gateway
+	gwAddr   map[string]string
 	backends map[string]*grpcBackend // by "service/cluster"
 	caller   *callerProcess
+	svidDir  string
 }
 
 func startProxylessMesh(t *testing.T) *proxylessMesh {
 	tm := fedtest.NewMesh(t, failoverTimers)
-	pm := &proxylessMesh{cps: map[string]*fedtest.ControlPlane{}, gateways: map[string]*fedtest.Gateway{}, backends: map[string]*grpcBackend{}}
+	pm := &proxylessMesh{cps: map[string]*fedtest.ControlPlane{}, gateways: map[string]*fedtest.Gateway{}, gwAddr: map[string]string{}, backends: map[string]*grpcBackend{}}
 	sources := map[string]*fedtest.Source{}
 	for _, name := range []string{"west", "east", "central"} {
 		tm.Join(name)
@@ -81,6 +86,7 @@ func startProxylessMesh(t *testing.T) *proxylessMesh {
 		sources[name] = fedtest.NewSource()
 		cfg.Source = sources[name]
 		pm.cps[name] = tm.StartControlPlane(name, cfg)
+		pm.gwAddr[name] = lis.Addr().String()
 		pm.gateways[name] = tm.StartGateway(pm.cps[name], lis, nil)
 	}
 	deployed := map[string][]string{"west": {"stock"}, "east": {"order", "payment", "stock"}, "central": {"order", "payment"}}
@@ -96,6 +102,7 @@ func startProxylessMesh(t *testing.T) *proxylessMesh {
 
 	// The page's steps: the SVID files, then the bootstrap, then the caller.
 	cfgDir, svidDir := t.TempDir(), t.TempDir()
+	pm.svidDir = svidDir
 	tm.WorkloadBootstrap(pm.cps["west"], "shop", "client", "client", cfgDir)
 	tm.StartSVIDAgent(cfgDir, svidDir, 5*time.Second)
 	bootstrap := filepath.Join(t.TempDir(), "bootstrap.json")
@@ -170,6 +177,24 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 	begin := time.Now()
 	pm.steadyOn(t, begin, payment, "east", 50, 30*time.Second)
 	pm.steadyOn(t, begin, stock, "west", 50, 10*time.Second)
+
+	// The bootstrap's other way to the control plane, through the
+	// gateway by its internal name, with the same files and the same
+	// checks as grpc-go's "tls" channel credentials (only the name
+	// resolution, /etc/hosts, is left out).
+	svid, err := tls.LoadX509KeyPair(filepath.Join(pm.svidDir, agent.SVIDPEMFile), filepath.Join(pm.svidDir, agent.SVIDPEMFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpRoots := x509.NewCertPool()
+	pemRoots, err := os.ReadFile(filepath.Join(pm.svidDir, agent.ControlPlaneCAFile))
+	if err != nil || !cpRoots.AppendCertsFromPEM(pemRoots) {
+		t.Fatalf("%s: %v", agent.ControlPlaneCAFile, err)
+	}
+	viaGateway := &tls.Config{ServerName: "controlplane.west.federate.internal", RootCAs: cpRoots, Certificates: []tls.Certificate{svid}}
+	if resp, err := ads(t, pm.gwAddr["west"], viaGateway, xds.ClientNodeID("127.0.0.1", "client", "shop")); err != nil || len(resp.GetResources()) == 0 {
+		t.Fatalf("xDS through west's gateway by controlplane.west.federate.internal: %v", err)
+	}
 
 	// Balancing: 1000 RPCs to each service.
 	measured := time.Now()
