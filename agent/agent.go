@@ -37,8 +37,14 @@ type Config struct {
 	Address string
 	Logger  *slog.Logger
 	// Ready, if set, is called once the entry is registered and the
-	// sidecar has its first configuration.
+	// sidecar has its first configuration (RunSVID: once the SVID files
+	// are written).
 	Ready func()
+	// SVIDDir is where RunSVID keeps a proxyless application's SVID files;
+	// BundleRefresh is how often it refetches the federated roots
+	// (default DefaultBundleRefresh).
+	SVIDDir       string
+	BundleRefresh time.Duration
 }
 
 // Agent is the VM agent: bootstrap, SVID renewal, registration, health

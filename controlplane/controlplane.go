@@ -104,7 +104,11 @@ type Config struct {
 	HandshakeTimeout       time.Duration
 	UnauthenticatedTimeout time.Duration
 	IdleTimeout            time.Duration
-	Logger                 *slog.Logger
+	// ServingNames are DNS names and IP addresses the control plane's
+	// certificate carries besides its internal name, for proxyless gRPC
+	// applications that dial it by them (see member.Config.ServingNames).
+	ServingNames []string
+	Logger       *slog.Logger
 }
 
 // ControlPlane is one cluster's control plane: its member of the
@@ -135,6 +139,14 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	if _, err := parseGateway(cfg.Gateway, cfg.Network, cfg.Locality); err != nil {
 		return nil, err
+	}
+	if len(cfg.ServingNames) > membership.MaxServingNames {
+		return nil, fmt.Errorf("controlplane: %d serving names; the limit is %d", len(cfg.ServingNames), membership.MaxServingNames)
+	}
+	for _, n := range cfg.ServingNames {
+		if err := membership.CheckServingName(n); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -302,9 +314,9 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		},
 		Timers: cfg.Timers, Logger: c.log,
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
-		RegisterServices: services.register,
-		ServerOptions:    c.guard.ServerOptions,
-		PolicyWarnings:   func() []*hubpb.PolicyWarning { return c.routing.PolicyWarnings() },
+		RegisterServices: services.register, ServingNames: cfg.ServingNames,
+		ServerOptions:  c.guard.ServerOptions,
+		PolicyWarnings: func() []*hubpb.PolicyWarning { return c.routing.PolicyWarnings() },
 	})
 }
 

@@ -237,8 +237,9 @@ func (s *failoverScenario) dialOrder() healthpb.HealthClient {
 	testCredsMu.Unlock()
 	bootstrap := fmt.Sprintf(`{
 		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "federate-test-mtls", "config": {"key": %q}}], "server_features": ["xds_v3"]}],
-		"node": {"id": %q, "locality": {"region": "r1", "zone": "z1"}}
-	}`, west.Member().Addr(), key, xds.ClientNodePrefix+"127.0.0.1~client.shop~shop.svc.cluster.local")
+		"node": {"id": %q, "locality": {"region": "r1", "zone": "z1"}},
+		"certificate_providers": {%q: {"plugin_name": "file_watcher", "config": {"certificate_file": "cert.pem", "private_key_file": "key.pem", "ca_certificate_file": "ca.pem"}}}
+	}`, west.Member().Addr(), key, xds.ClientNodePrefix+"127.0.0.1~client.shop~shop.svc.cluster.local", xds.CertificateProvider)
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		tb.Fatal(err)

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -8,7 +9,12 @@ import (
 	"github.com/federate/federate/internal/fedtest"
 )
 
-func TestMain(m *testing.M) { fedtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(callerEnv) != "" {
+		os.Exit(runCallerProcess())
+	}
+	fedtest.Main(m)
+}
 
 // testTimers declare a silent cluster stale, dead and expired within
 // seconds.

@@ -81,7 +81,11 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		td = registry.DefaultTrustDomain(rec.Cluster, s.cfg.Mesh)
 	}
 	// The credential names the one trust domain the cluster may speak for.
-	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, s.issueTime(rec.Cluster, now), td)
+	names, err := credentialNames(rec.Cluster, td, req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, s.issueTime(rec.Cluster, now), names...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -127,8 +131,17 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
+	td := registry.DefaultTrustDomain(c.Cluster, s.cfg.Mesh)
+	if len(current.DNSNames) > 0 {
+		td = current.DNSNames[0]
+	}
 	now := s.cfg.Now()
-	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, now, current.DNSNames...)
+	names, err := credentialNames(c.Cluster, td, req.GetCsr())
+	if err != nil {
+		s.log.Warn("renewal refused", "cluster", c.Cluster, "err", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, now, names...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -81,6 +81,11 @@ type Config struct {
 	// control plane wraps them to close unauthenticated and idle
 	// connections.
 	ServerOptions func(credentials.TransportCredentials) []grpc.ServerOption
+	// ServingNames are DNS names and IP addresses the cluster credential
+	// should carry beyond the control plane's internal name, for clients
+	// that dial the control plane by them (proxyless gRPC verifies the
+	// name it dials). A credential without them is renewed at once.
+	ServingNames []string
 	// PolicyWarnings, if set, adds the routing's warnings to status.
 	PolicyWarnings func() []*hubpb.PolicyWarning
 }
@@ -107,6 +112,10 @@ type Member struct {
 	bundleMu   sync.Mutex // guards the encoded bundle cache
 	bundleJSON []byte
 	bundleSeq  uint64
+
+	// namesAsked is set once a renewal asked for the serving names; only
+	// the sync loop touches it.
+	namesAsked bool
 
 	publishNow   chan struct{}
 	fetchNow     chan struct{}

@@ -2,7 +2,10 @@ package member
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"net"
+	"slices"
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
@@ -17,7 +20,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // subscribeLoop keeps a stream from the hub open, resuming from our
@@ -288,17 +293,20 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 	return removed
 }
 
-// renewIfDue renews the cluster credential after half its lifetime.
+// renewIfDue renews the cluster credential after half its lifetime, or
+// at once when it lacks a serving name (once: names the hub refuses wait
+// for the next renewal).
 func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	leaf := m.cfg.Credential.Leaf()
-	if now.Before(trust.RenewAt(leaf)) {
+	namesDue := !m.namesAsked && !hasNames(leaf, append([]string{sni.Internal(sni.ControlPlane, m.cfg.Cluster)}, m.cfg.ServingNames...))
+	if now.Before(trust.RenewAt(leaf)) && !namesDue {
 		return
 	}
 	key, err := trust.GenerateKey()
 	if err != nil {
 		return
 	}
-	csr, err := trust.NewCSR(key)
+	csr, err := trust.NewCSR(key, m.cfg.ServingNames...)
 	if err != nil {
 		return
 	}
@@ -309,6 +317,11 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
 	defer cancel()
 	resp, err := hubpb.NewHubClient(conn).Renew(cctx, &hubpb.RenewRequest{Csr: csr})
+	if status.Code(err) == codes.InvalidArgument && namesDue {
+		m.namesAsked = true
+		m.log.Error("the hub refused the serving names; fix --serving-name", "names", m.cfg.ServingNames, "err", status.Convert(err).Message())
+		return
+	}
 	if err != nil {
 		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
 		return
@@ -327,7 +340,22 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 			m.log.Error("save renewed credential", "path", m.cfg.CredentialPath, "err", err)
 		}
 	}
-	m.log.Info("cluster credential renewed", "expires", certs[0].NotAfter)
+	m.namesAsked = true
+	m.log.Info("cluster credential renewed", "expires", certs[0].NotAfter, "names", trust.CertificateNames(certs[0]))
+}
+
+// hasNames reports whether cert carries every name (DNS or IP).
+func hasNames(cert *x509.Certificate, names []string) bool {
+	have := trust.CertificateNames(cert)
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			n = ip.String()
+		}
+		if !slices.Contains(have, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // conn returns a cached mTLS connection to addr that accepts only id.

@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -60,9 +62,10 @@ func NewCA(td spiffeid.TrustDomain, now time.Time) (*CA, error) {
 	return &CA{TrustDomain: td, Cert: cert, Key: key}, nil
 }
 
-// Issue signs an X.509-SVID for id with the given public key. DNS names,
-// if given, are added as DNS SANs.
-func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now time.Time, dnsNames ...string) (*x509.Certificate, error) {
+// Issue signs an X.509-SVID for id with the given public key. Names, if
+// given, are added as SANs: an IP address as an IP SAN, anything else as a
+// DNS SAN, in order.
+func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now time.Time, names ...string) (*x509.Certificate, error) {
 	if !id.MemberOf(ca.TrustDomain) {
 		return nil, fmt.Errorf("trust: %s is outside trust domain %s", id, ca.TrustDomain)
 	}
@@ -79,7 +82,13 @@ func (ca *CA) Issue(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, now
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{id.URL()},
-		DNSNames:              dnsNames,
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
@@ -138,9 +147,43 @@ func GenerateKey() (*ecdsa.PrivateKey, error) {
 	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 }
 
-// NewCSR returns a DER certificate request for key.
-func NewCSR(key crypto.Signer) ([]byte, error) {
-	return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+// NewCSR returns a DER certificate request for key. Names, if given, are
+// asked for as SANs (IP addresses as IP SANs); the CA decides what it
+// grants.
+func NewCSR(key crypto.Signer, names ...string) ([]byte, error) {
+	tmpl := &x509.CertificateRequest{}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	return x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+}
+
+// CSRNames returns the SANs a certificate request asks for, DNS names
+// first, then IP addresses as text.
+func CSRNames(csrDER []byte) ([]string, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("trust: parse certificate request: %w", err)
+	}
+	names := slices.Clone(csr.DNSNames)
+	for _, ip := range csr.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names, nil
+}
+
+// CertificateNames returns a certificate's DNS and IP SANs, DNS names
+// first, then IP addresses as text.
+func CertificateNames(cert *x509.Certificate) []string {
+	names := slices.Clone(cert.DNSNames)
+	for _, ip := range cert.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }
 
 func serial() *big.Int {

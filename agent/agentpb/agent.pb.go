@@ -26,6 +26,87 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundlesRequest) Reset() {
+	*x = BundlesRequest{}
+	mi := &file_agent_agentpb_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundlesRequest) ProtoMessage() {}
+
+func (x *BundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentpb_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundlesRequest.ProtoReflect.Descriptor instead.
+func (*BundlesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{0}
+}
+
+type BundlesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by trust domain.
+	Bundles       []*TrustBundle `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundlesResponse) Reset() {
+	*x = BundlesResponse{}
+	mi := &file_agent_agentpb_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundlesResponse) ProtoMessage() {}
+
+func (x *BundlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentpb_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundlesResponse.ProtoReflect.Descriptor instead.
+func (*BundlesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BundlesResponse) GetBundles() []*TrustBundle {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
 type CreateBootstrapRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -39,7 +120,7 @@ type CreateBootstrapRequest struct {
 
 func (x *CreateBootstrapRequest) Reset() {
 	*x = CreateBootstrapRequest{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[0]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +132,7 @@ func (x *CreateBootstrapRequest) String() string {
 func (*CreateBootstrapRequest) ProtoMessage() {}
 
 func (x *CreateBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[0]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +145,7 @@ func (x *CreateBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*CreateBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateBootstrapRequest) GetNamespace() string {
@@ -117,7 +198,7 @@ type CreateBootstrapResponse struct {
 
 func (x *CreateBootstrapResponse) Reset() {
 	*x = CreateBootstrapResponse{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[1]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -129,7 +210,7 @@ func (x *CreateBootstrapResponse) String() string {
 func (*CreateBootstrapResponse) ProtoMessage() {}
 
 func (x *CreateBootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[1]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -142,7 +223,7 @@ func (x *CreateBootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBootstrapResponse.ProtoReflect.Descriptor instead.
 func (*CreateBootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateBootstrapResponse) GetToken() string {
@@ -218,7 +299,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[2]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +311,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[2]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +324,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BootstrapRequest) GetToken() string {
@@ -270,7 +351,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[3]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +363,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[3]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +376,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BootstrapResponse) GetCertificates() [][]byte {
@@ -314,7 +395,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[4]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +407,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[4]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +420,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -358,7 +439,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[5]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +451,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[5]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +464,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RenewResponse) GetCertificates() [][]byte {
@@ -406,7 +487,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[6]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +499,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[6]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +512,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentMessage) GetBody() isAgentMessage_Body {
@@ -495,7 +576,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[7]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +588,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[7]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +601,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Register) GetAddress() string {
@@ -569,7 +650,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[8]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +662,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[8]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +675,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Health) GetHealthy() bool {
@@ -626,7 +707,7 @@ type AgentConfig struct {
 
 func (x *AgentConfig) Reset() {
 	*x = AgentConfig{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[9]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +719,7 @@ func (x *AgentConfig) String() string {
 func (*AgentConfig) ProtoMessage() {}
 
 func (x *AgentConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[9]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +732,7 @@ func (x *AgentConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentConfig.ProtoReflect.Descriptor instead.
 func (*AgentConfig) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentConfig) GetEntry() string {
@@ -707,7 +788,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[10]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +800,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[10]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +813,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TrustBundle) GetTrustDomain() string {
@@ -762,7 +843,7 @@ type Inbound struct {
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[11]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +855,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[11]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +868,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Inbound) GetHostname() string {
@@ -827,7 +908,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[12]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +920,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[12]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +933,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Upstream) GetHostname() string {
@@ -898,7 +979,7 @@ type Balance struct {
 
 func (x *Balance) Reset() {
 	*x = Balance{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +991,7 @@ func (x *Balance) String() string {
 func (*Balance) ProtoMessage() {}
 
 func (x *Balance) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[13]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1004,7 @@ func (x *Balance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Balance.ProtoReflect.Descriptor instead.
 func (*Balance) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Balance) GetLocalityWeighted() bool {
@@ -970,7 +1051,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1063,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentpb_agent_proto_msgTypes[14]
+	mi := &file_agent_agentpb_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1076,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agentpb_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Target) GetCluster() string {
@@ -1072,7 +1153,10 @@ var File_agent_agentpb_agent_proto protoreflect.FileDescriptor
 
 const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19agent/agentpb/agent.proto\x12\x11federate.agent.v1\x1a\"registry/registrypb/registry.proto\"\x88\x01\n" +
+	"\x19agent/agentpb/agent.proto\x12\x11federate.agent.v1\x1a\"registry/registrypb/registry.proto\"\x10\n" +
+	"\x0eBundlesRequest\"K\n" +
+	"\x0fBundlesResponse\x128\n" +
+	"\abundles\x18\x01 \x03(\v2\x1e.federate.agent.v1.TrustBundleR\abundles\"\x88\x01\n" +
 	"\x16CreateBootstrapRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -1155,12 +1239,13 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\xe9\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012\xbb\x03\n" +
 	"\tWorkloads\x12h\n" +
 	"\x0fCreateBootstrap\x12).federate.agent.v1.CreateBootstrapRequest\x1a*.federate.agent.v1.CreateBootstrapResponse\x12V\n" +
 	"\tBootstrap\x12#.federate.agent.v1.BootstrapRequest\x1a$.federate.agent.v1.BootstrapResponse\x12J\n" +
 	"\x05Renew\x12\x1f.federate.agent.v1.RenewRequest\x1a .federate.agent.v1.RenewResponse\x12N\n" +
-	"\aConnect\x12\x1f.federate.agent.v1.AgentMessage\x1a\x1e.federate.agent.v1.AgentConfig(\x010\x01B,Z*github.com/federate/federate/agent/agentpbb\x06proto3"
+	"\aConnect\x12\x1f.federate.agent.v1.AgentMessage\x1a\x1e.federate.agent.v1.AgentConfig(\x010\x01\x12P\n" +
+	"\aBundles\x12!.federate.agent.v1.BundlesRequest\x1a\".federate.agent.v1.BundlesResponseB,Z*github.com/federate/federate/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_agentpb_agent_proto_rawDescOnce sync.Once
@@ -1174,56 +1259,61 @@ func file_agent_agentpb_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentpb_agent_proto_rawDescData
 }
 
-var file_agent_agentpb_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_agentpb_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_agentpb_agent_proto_goTypes = []any{
-	(*CreateBootstrapRequest)(nil),  // 0: federate.agent.v1.CreateBootstrapRequest
-	(*CreateBootstrapResponse)(nil), // 1: federate.agent.v1.CreateBootstrapResponse
-	(*BootstrapRequest)(nil),        // 2: federate.agent.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),       // 3: federate.agent.v1.BootstrapResponse
-	(*RenewRequest)(nil),            // 4: federate.agent.v1.RenewRequest
-	(*RenewResponse)(nil),           // 5: federate.agent.v1.RenewResponse
-	(*AgentMessage)(nil),            // 6: federate.agent.v1.AgentMessage
-	(*Register)(nil),                // 7: federate.agent.v1.Register
-	(*Health)(nil),                  // 8: federate.agent.v1.Health
-	(*AgentConfig)(nil),             // 9: federate.agent.v1.AgentConfig
-	(*TrustBundle)(nil),             // 10: federate.agent.v1.TrustBundle
-	(*Inbound)(nil),                 // 11: federate.agent.v1.Inbound
-	(*Upstream)(nil),                // 12: federate.agent.v1.Upstream
-	(*Balance)(nil),                 // 13: federate.agent.v1.Balance
-	(*Target)(nil),                  // 14: federate.agent.v1.Target
-	nil,                             // 15: federate.agent.v1.Upstream.BalanceEntry
-	nil,                             // 16: federate.agent.v1.Target.PortsEntry
-	(*registrypb.Locality)(nil),     // 17: federate.registry.v1.Locality
-	(*registrypb.Port)(nil),         // 18: federate.registry.v1.Port
-	(registrypb.Health)(0),          // 19: federate.registry.v1.Health
+	(*BundlesRequest)(nil),          // 0: federate.agent.v1.BundlesRequest
+	(*BundlesResponse)(nil),         // 1: federate.agent.v1.BundlesResponse
+	(*CreateBootstrapRequest)(nil),  // 2: federate.agent.v1.CreateBootstrapRequest
+	(*CreateBootstrapResponse)(nil), // 3: federate.agent.v1.CreateBootstrapResponse
+	(*BootstrapRequest)(nil),        // 4: federate.agent.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),       // 5: federate.agent.v1.BootstrapResponse
+	(*RenewRequest)(nil),            // 6: federate.agent.v1.RenewRequest
+	(*RenewResponse)(nil),           // 7: federate.agent.v1.RenewResponse
+	(*AgentMessage)(nil),            // 8: federate.agent.v1.AgentMessage
+	(*Register)(nil),                // 9: federate.agent.v1.Register
+	(*Health)(nil),                  // 10: federate.agent.v1.Health
+	(*AgentConfig)(nil),             // 11: federate.agent.v1.AgentConfig
+	(*TrustBundle)(nil),             // 12: federate.agent.v1.TrustBundle
+	(*Inbound)(nil),                 // 13: federate.agent.v1.Inbound
+	(*Upstream)(nil),                // 14: federate.agent.v1.Upstream
+	(*Balance)(nil),                 // 15: federate.agent.v1.Balance
+	(*Target)(nil),                  // 16: federate.agent.v1.Target
+	nil,                             // 17: federate.agent.v1.Upstream.BalanceEntry
+	nil,                             // 18: federate.agent.v1.Target.PortsEntry
+	(*registrypb.Locality)(nil),     // 19: federate.registry.v1.Locality
+	(*registrypb.Port)(nil),         // 20: federate.registry.v1.Port
+	(registrypb.Health)(0),          // 21: federate.registry.v1.Health
 }
 var file_agent_agentpb_agent_proto_depIdxs = []int32{
-	7,  // 0: federate.agent.v1.AgentMessage.register:type_name -> federate.agent.v1.Register
-	8,  // 1: federate.agent.v1.AgentMessage.health:type_name -> federate.agent.v1.Health
-	17, // 2: federate.agent.v1.AgentConfig.locality:type_name -> federate.registry.v1.Locality
-	10, // 3: federate.agent.v1.AgentConfig.bundles:type_name -> federate.agent.v1.TrustBundle
-	11, // 4: federate.agent.v1.AgentConfig.inbound:type_name -> federate.agent.v1.Inbound
-	12, // 5: federate.agent.v1.AgentConfig.upstreams:type_name -> federate.agent.v1.Upstream
-	18, // 6: federate.agent.v1.Upstream.ports:type_name -> federate.registry.v1.Port
-	14, // 7: federate.agent.v1.Upstream.targets:type_name -> federate.agent.v1.Target
-	15, // 8: federate.agent.v1.Upstream.balance:type_name -> federate.agent.v1.Upstream.BalanceEntry
-	16, // 9: federate.agent.v1.Target.ports:type_name -> federate.agent.v1.Target.PortsEntry
-	17, // 10: federate.agent.v1.Target.locality:type_name -> federate.registry.v1.Locality
-	19, // 11: federate.agent.v1.Target.health:type_name -> federate.registry.v1.Health
-	13, // 12: federate.agent.v1.Upstream.BalanceEntry.value:type_name -> federate.agent.v1.Balance
-	0,  // 13: federate.agent.v1.Workloads.CreateBootstrap:input_type -> federate.agent.v1.CreateBootstrapRequest
-	2,  // 14: federate.agent.v1.Workloads.Bootstrap:input_type -> federate.agent.v1.BootstrapRequest
-	4,  // 15: federate.agent.v1.Workloads.Renew:input_type -> federate.agent.v1.RenewRequest
-	6,  // 16: federate.agent.v1.Workloads.Connect:input_type -> federate.agent.v1.AgentMessage
-	1,  // 17: federate.agent.v1.Workloads.CreateBootstrap:output_type -> federate.agent.v1.CreateBootstrapResponse
-	3,  // 18: federate.agent.v1.Workloads.Bootstrap:output_type -> federate.agent.v1.BootstrapResponse
-	5,  // 19: federate.agent.v1.Workloads.Renew:output_type -> federate.agent.v1.RenewResponse
-	9,  // 20: federate.agent.v1.Workloads.Connect:output_type -> federate.agent.v1.AgentConfig
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 0: federate.agent.v1.BundlesResponse.bundles:type_name -> federate.agent.v1.TrustBundle
+	9,  // 1: federate.agent.v1.AgentMessage.register:type_name -> federate.agent.v1.Register
+	10, // 2: federate.agent.v1.AgentMessage.health:type_name -> federate.agent.v1.Health
+	19, // 3: federate.agent.v1.AgentConfig.locality:type_name -> federate.registry.v1.Locality
+	12, // 4: federate.agent.v1.AgentConfig.bundles:type_name -> federate.agent.v1.TrustBundle
+	13, // 5: federate.agent.v1.AgentConfig.inbound:type_name -> federate.agent.v1.Inbound
+	14, // 6: federate.agent.v1.AgentConfig.upstreams:type_name -> federate.agent.v1.Upstream
+	20, // 7: federate.agent.v1.Upstream.ports:type_name -> federate.registry.v1.Port
+	16, // 8: federate.agent.v1.Upstream.targets:type_name -> federate.agent.v1.Target
+	17, // 9: federate.agent.v1.Upstream.balance:type_name -> federate.agent.v1.Upstream.BalanceEntry
+	18, // 10: federate.agent.v1.Target.ports:type_name -> federate.agent.v1.Target.PortsEntry
+	19, // 11: federate.agent.v1.Target.locality:type_name -> federate.registry.v1.Locality
+	21, // 12: federate.agent.v1.Target.health:type_name -> federate.registry.v1.Health
+	15, // 13: federate.agent.v1.Upstream.BalanceEntry.value:type_name -> federate.agent.v1.Balance
+	2,  // 14: federate.agent.v1.Workloads.CreateBootstrap:input_type -> federate.agent.v1.CreateBootstrapRequest
+	4,  // 15: federate.agent.v1.Workloads.Bootstrap:input_type -> federate.agent.v1.BootstrapRequest
+	6,  // 16: federate.agent.v1.Workloads.Renew:input_type -> federate.agent.v1.RenewRequest
+	8,  // 17: federate.agent.v1.Workloads.Connect:input_type -> federate.agent.v1.AgentMessage
+	0,  // 18: federate.agent.v1.Workloads.Bundles:input_type -> federate.agent.v1.BundlesRequest
+	3,  // 19: federate.agent.v1.Workloads.CreateBootstrap:output_type -> federate.agent.v1.CreateBootstrapResponse
+	5,  // 20: federate.agent.v1.Workloads.Bootstrap:output_type -> federate.agent.v1.BootstrapResponse
+	7,  // 21: federate.agent.v1.Workloads.Renew:output_type -> federate.agent.v1.RenewResponse
+	11, // 22: federate.agent.v1.Workloads.Connect:output_type -> federate.agent.v1.AgentConfig
+	1,  // 23: federate.agent.v1.Workloads.Bundles:output_type -> federate.agent.v1.BundlesResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentpb_agent_proto_init() }
@@ -1231,7 +1321,7 @@ func file_agent_agentpb_agent_proto_init() {
 	if File_agent_agentpb_agent_proto != nil {
 		return
 	}
-	file_agent_agentpb_agent_proto_msgTypes[6].OneofWrappers = []any{
+	file_agent_agentpb_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Health)(nil),
 	}
@@ -1241,7 +1331,7 @@ func file_agent_agentpb_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentpb_agent_proto_rawDesc), len(file_agent_agentpb_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

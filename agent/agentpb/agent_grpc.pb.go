@@ -27,6 +27,7 @@ const (
 	Workloads_Bootstrap_FullMethodName       = "/federate.agent.v1.Workloads/Bootstrap"
 	Workloads_Renew_FullMethodName           = "/federate.agent.v1.Workloads/Renew"
 	Workloads_Connect_FullMethodName         = "/federate.agent.v1.Workloads/Connect"
+	Workloads_Bundles_FullMethodName         = "/federate.agent.v1.Workloads/Bundles"
 )
 
 // WorkloadsClient is the client API for Workloads service.
@@ -45,6 +46,11 @@ type WorkloadsClient interface {
 	// as long as the stream lasts; the agent reports its health on it and the
 	// control plane sends the agent's configuration after every change.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, AgentConfig], error)
+	// Bundles returns the roots of every federated trust domain to a
+	// workload of the control plane's trust domain: what 'federate-agent
+	// svid' writes for a proxyless gRPC application, which registers
+	// nothing.
+	Bundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesResponse, error)
 }
 
 type workloadsClient struct {
@@ -98,6 +104,16 @@ func (c *workloadsClient) Connect(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Workloads_ConnectClient = grpc.BidiStreamingClient[AgentMessage, AgentConfig]
 
+func (c *workloadsClient) Bundles(ctx context.Context, in *BundlesRequest, opts ...grpc.CallOption) (*BundlesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BundlesResponse)
+	err := c.cc.Invoke(ctx, Workloads_Bundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkloadsServer is the server API for Workloads service.
 // All implementations must embed UnimplementedWorkloadsServer
 // for forward compatibility.
@@ -114,6 +130,11 @@ type WorkloadsServer interface {
 	// as long as the stream lasts; the agent reports its health on it and the
 	// control plane sends the agent's configuration after every change.
 	Connect(grpc.BidiStreamingServer[AgentMessage, AgentConfig]) error
+	// Bundles returns the roots of every federated trust domain to a
+	// workload of the control plane's trust domain: what 'federate-agent
+	// svid' writes for a proxyless gRPC application, which registers
+	// nothing.
+	Bundles(context.Context, *BundlesRequest) (*BundlesResponse, error)
 	mustEmbedUnimplementedWorkloadsServer()
 }
 
@@ -135,6 +156,9 @@ func (UnimplementedWorkloadsServer) Renew(context.Context, *RenewRequest) (*Rene
 }
 func (UnimplementedWorkloadsServer) Connect(grpc.BidiStreamingServer[AgentMessage, AgentConfig]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedWorkloadsServer) Bundles(context.Context, *BundlesRequest) (*BundlesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Bundles not implemented")
 }
 func (UnimplementedWorkloadsServer) mustEmbedUnimplementedWorkloadsServer() {}
 func (UnimplementedWorkloadsServer) testEmbeddedByValue()                   {}
@@ -218,6 +242,24 @@ func _Workloads_Connect_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Workloads_ConnectServer = grpc.BidiStreamingServer[AgentMessage, AgentConfig]
 
+func _Workloads_Bundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkloadsServer).Bundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Workloads_Bundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkloadsServer).Bundles(ctx, req.(*BundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Workloads_ServiceDesc is the grpc.ServiceDesc for Workloads service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -236,6 +278,10 @@ var Workloads_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Renew",
 			Handler:    _Workloads_Renew_Handler,
+		},
+		{
+			MethodName: "Bundles",
+			Handler:    _Workloads_Bundles_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

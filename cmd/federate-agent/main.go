@@ -28,10 +28,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "svid" {
+		return runSVID(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("federate-agent", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	fs.Usage = func() {
-		fmt.Fprint(stdout, "Usage: federate-agent [--config-dir DIR] [flags]\n\n"+
+		fmt.Fprint(stdout, "Usage: federate-agent [--config-dir DIR] [flags]\n"+
+			"       federate-agent svid [--config-dir DIR] [--svid-dir DIR] [flags]   (see 'federate-agent svid --help')\n\n"+
 			"Joins this VM to a cluster of a federated service mesh and runs its sidecar.\n"+
 			"DIR holds what 'federate vm configure' wrote: cluster.env, mesh.yaml,\n"+
 			"root-cert.pem, istio-token and hosts. The agent reaches the control plane\n"+

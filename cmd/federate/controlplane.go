@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/federate/federate/controlplane"
@@ -24,7 +25,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"  federate controlplane --cluster east --network net-east --locality us-east/us-east-1a \\\n"+
 			"      --data-dir /var/lib/federate --config-dir /etc/federate/services --gateway 198.51.100.1:15443", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
-	var trustDomain, cacerts, gatewayCred, internalHost string
+	var trustDomain, cacerts, gatewayCred, internalHost, servingNames string
 	var maxSVIDTTL, refreshHint time.Duration
 	var vmGrace, vmSVIDTTL time.Duration
 	var timers timerFlags
@@ -43,6 +44,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&gossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
 	fs.StringVar(&gateway, "gateway", "", "this cluster's east-west gateway address host:port, announced to the others; peers reach this control plane's API and gossip through it")
 	fs.StringVar(&internalHost, "internal-host", "", "host the gateway dials to reach this control plane (default: the listen host, or 127.0.0.1 when that is 0.0.0.0)")
+	fs.StringVar(&servingNames, "serving-name", "", "comma-separated DNS names and IP addresses this control plane's certificate carries besides\n"+
+		"controlplane.<cluster>.federate.internal, for proxyless gRPC applications that dial it by them\n"+
+		"(the hub grants them at the credential's next renewal, which starts at once)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "this cluster's SPIFFE trust domain (default <cluster>.<mesh>; must match its join token)")
 	fs.StringVar(&cacerts, "cacerts", "", "directory of Istio plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a generated root kept in the store")
 	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
@@ -79,6 +83,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		Gateway: gateway, InternalHost: internalHost, Timers: timers.Timers,
 		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefresh: refreshHint,
 		GatewaySVIDOut: gatewayCred, VMGrace: vmGrace, VMSVIDTTL: vmSVIDTTL, Logger: log,
+	}
+	if servingNames != "" {
+		cfg.ServingNames = strings.Split(servingNames, ",")
 	}
 	if kf.enabled() {
 		if cfg.Kube, err = kf.connect(); err != nil {

@@ -28,7 +28,7 @@ func TestSubcommandGroupsHaveHelp(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"token", "trust", "cluster", "vm", "lab"} {
+	for _, name := range []string{"token", "trust", "cluster", "vm", "xds", "lab"} {
 		if _, ok := subcommands[name]; !ok {
 			t.Errorf("%s takes a subcommand but has no group help", name)
 		}

@@ -17,6 +17,12 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) > 0 && args[0] == "app" {
 		return runLabApp(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "grpc-app" {
+		return runLabGRPCApp(ctx, args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "grpc-caller" {
+		return runLabGRPCCaller(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || !slices.Contains([]string{"up", "verify", "down", "status"}, args[0]) {
 		fmt.Fprintln(stderr, "Usage: federate lab up|verify|down|status [--dir DIR] [--clusters N]")
 		return fmt.Errorf("want 'lab up', 'lab verify', 'lab down' or 'lab status'")
@@ -27,7 +33,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"loopback, joins them with one-time tokens and loads the coffee-shop services.\n"+
 			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
 			"every address and process; 'verify' plays the scenario (local-first routing,\n"+
-			"failover, a dead gateway, a hub outage, a root rotation, a VM joining) and\n"+
+			"failover, a dead gateway, a hub outage, a root rotation, a VM joining,\n"+
+			"proxyless gRPC failing over) and\n"+
 			"prints a row per step; 'status' prints the hub's view; 'down' stops the\n"+
 			"processes and removes DIR.", stdout)
 	var dir, logLevel string

@@ -40,6 +40,7 @@ func commands() []command {
 		{"trust", "rotate a cluster's root (trust rotate)", runTrust},
 		{"cluster", "remove a cluster from the federation (cluster remove)", runCluster},
 		{"vm", "onboard VMs of an Istio WorkloadGroup (vm configure)", runVM},
+		{"xds", "write a proxyless gRPC application's xDS bootstrap (xds bootstrap)", runXDS},
 		{"lab", "run the embedded lab (lab up|verify|status|down)", runLab},
 	}
 }
@@ -85,6 +86,7 @@ var subcommands = map[string][]string{
 	"trust":   {"trust rotate --cluster NAME --hub ADDR [--wait]"},
 	"cluster": {"cluster remove NAME --hub ADDR"},
 	"vm":      {"vm configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR)"},
+	"xds":     {xdsBootstrapUsage},
 	"lab":     {"lab up [--dir DIR] [--clusters N] [--isolate]", "lab verify [--dir DIR]", "lab status [--dir DIR]", "lab down [--dir DIR]"},
 }
 

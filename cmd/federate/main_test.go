@@ -82,13 +82,16 @@ func TestHelpIsComplete(t *testing.T) {
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
-			"--gateway-service", "--log-level", "--metrics-listen"},
-		"status":         {"--hub", "--server", "-o", "--credential"},
-		"lab up":         {"--dir", "--clusters", "--isolate", "--log-level"},
-		"lab app":        {"--listen", "--service", "--cluster", "--instance"},
-		"trust rotate":   {"--cluster", "--hub", "--wait", "--credential"},
-		"cluster remove": {"--hub", "--credential"},
-		"vm configure":   {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
+			"--gateway-service", "--log-level", "--metrics-listen", "--serving-name"},
+		"status":          {"--hub", "--server", "-o", "--credential"},
+		"lab up":          {"--dir", "--clusters", "--isolate", "--log-level"},
+		"lab app":         {"--listen", "--service", "--cluster", "--instance"},
+		"lab grpc-app":    {"--listen", "--svid-dir"},
+		"lab grpc-caller": {"--target", "--out", "--interval"},
+		"trust rotate":    {"--cluster", "--hub", "--wait", "--credential"},
+		"cluster remove":  {"--hub", "--credential"},
+		"xds bootstrap":   {"--control-plane", "--namespace", "--name", "--ip", "--svid-dir", "--refresh-interval", "-o"},
+		"vm configure":    {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
 	}
 	for cmd, flags := range cases {
 		t.Run(cmd, func(t *testing.T) {

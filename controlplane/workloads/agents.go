@@ -181,18 +181,7 @@ func (w *Server) agentConfig(key string, imports []string) *agentpb.AgentConfig 
 	services := w.services
 	w.mu.Unlock()
 
-	cfg := &agentpb.AgentConfig{Entry: key, Network: network, Locality: entryLocality}
-	own := m.Authority().TrustDomain()
-	cfg.Bundles = append(cfg.Bundles, &agentpb.TrustBundle{TrustDomain: own.String(), Roots: ders(m.Authority().Bundle().X509Authorities())})
-	for _, td := range m.Bundles().TrustDomains() {
-		if td == own {
-			continue
-		}
-		if b, err := m.Bundles().GetX509BundleForTrustDomain(td); err == nil {
-			cfg.Bundles = append(cfg.Bundles, &agentpb.TrustBundle{TrustDomain: td.String(), Roots: ders(b.X509Authorities())})
-		}
-	}
-	slices.SortFunc(cfg.Bundles, func(a, b *agentpb.TrustBundle) int { return strings.Compare(a.GetTrustDomain(), b.GetTrustDomain()) })
+	cfg := &agentpb.AgentConfig{Entry: key, Network: network, Locality: entryLocality, Bundles: w.trustBundles()}
 
 	selectors := w.selectors()
 	for _, svc := range services {
@@ -283,6 +272,24 @@ func (w *Server) targets(client locality.Client, p *registry.Port, sources []loc
 			out = append(out, t)
 		}
 	}
+	return out
+}
+
+// trustBundles are the roots of every federated trust domain, this
+// cluster's own included, sorted by trust domain.
+func (w *Server) trustBundles() []*agentpb.TrustBundle {
+	m := w.cfg.Federation
+	own := m.Authority().TrustDomain()
+	out := []*agentpb.TrustBundle{{TrustDomain: own.String(), Roots: ders(m.Authority().Bundle().X509Authorities())}}
+	for _, td := range m.Bundles().TrustDomains() {
+		if td == own {
+			continue
+		}
+		if b, err := m.Bundles().GetX509BundleForTrustDomain(td); err == nil {
+			out = append(out, &agentpb.TrustBundle{TrustDomain: td.String(), Roots: ders(b.X509Authorities())})
+		}
+	}
+	slices.SortFunc(out, func(a, b *agentpb.TrustBundle) int { return strings.Compare(a.GetTrustDomain(), b.GetTrustDomain()) })
 	return out
 }
 

@@ -238,6 +238,18 @@ func (w *Server) Renew(ctx context.Context, req *agentpb.RenewRequest) (*agentpb
 	return &agentpb.RenewResponse{Certificates: ders(chain)}, nil
 }
 
+// Bundles returns the federated roots to a workload of this trust domain.
+func (w *Server) Bundles(ctx context.Context, _ *agentpb.BundlesRequest) (*agentpb.BundlesResponse, error) {
+	caller, err := trust.PeerID(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "bundles need a workload SVID as client certificate")
+	}
+	if own := w.cfg.Federation.Authority().TrustDomain(); !caller.MemberOf(own) || trust.NamespaceOf(caller) == "" {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not a workload of trust domain %s", caller, own)
+	}
+	return &agentpb.BundlesResponse{Bundles: w.trustBundles()}, nil
+}
+
 func ders(chain []*x509.Certificate) [][]byte {
 	out := make([][]byte, len(chain))
 	for i, c := range chain {

@@ -121,7 +121,8 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 				if in.Policy != nil {
 					policy = in.Policy(host, sub.Name, number)
 				}
-				eps, warnings := locality.SplitHorizon(in.Network, port, subsetSources(h.sources, sub))
+				sources := subsetSources(h.sources, sub)
+				eps, warnings := locality.SplitHorizon(in.Network, port, sources)
 				for i := range eps {
 					if eps[i].Network != in.Network && in.GatewayDown != nil && in.GatewayDown(eps[i].HostPort()) {
 						eps[i].Health = registrypb.Health_UNHEALTHY
@@ -139,6 +140,9 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 				out.Priorities[name] = prio
 				c := clientCluster(name)
 				ApplyLocalityPolicy(c, policy)
+				if c.TransportSocket, err = upstreamTLS(name, spiffeIDs(sources)); err != nil {
+					return nil, err
+				}
 				clusters = append(clusters, c)
 				endpoints = append(endpoints, cla)
 				if sub.Name == "" {
@@ -207,8 +211,8 @@ func subsetSources(sources []locality.Source, sub Subset) []locality.Source {
 	return out
 }
 
-// clientCluster is an EDS cluster over ADS; the client brings its own
-// transport security (mTLS with its SVID, SNI = the cluster name).
+// clientCluster is an EDS cluster over ADS. A client's gets its transport
+// security (upstreamTLS) in BuildClients; a gateway's passes TLS through.
 func clientCluster(name string) *clusterpb.Cluster {
 	return &clusterpb.Cluster{
 		Name:                 name,

@@ -24,6 +24,9 @@ import (
 // One server, two groups: a proxyless gRPC client (node sidecar~...) gets
 // the clients' snapshot from BuildClients and follows its priorities,
 // while a gateway on the same server keeps getting the gateways' snapshot.
+// The client uses plaintext credentials, so it ignores the clusters' TLS
+// (tls_test.go covers it); its bootstrap still names the certificate
+// provider, since grpc-go rejects a cluster naming an unknown one.
 func TestClientsSnapshotServesProxylessGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -77,8 +80,9 @@ func TestClientsSnapshotServesProxylessGRPC(t *testing.T) {
 
 	bootstrap := fmt.Sprintf(`{
 		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": %q}
-	}`, lis.Addr().String(), ClientNodePrefix+"10.0.0.9~echo-client.shop~shop.svc.cluster.local")
+		"node": {"id": %q},
+		"certificate_providers": {%q: {"plugin_name": "file_watcher", "config": {"certificate_file": "cert.pem", "private_key_file": "key.pem", "ca_certificate_file": "ca.pem"}}}
+	}`, lis.Addr().String(), ClientNodePrefix+"10.0.0.9~echo-client.shop~shop.svc.cluster.local", CertificateProvider)
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,9 @@ type State struct {
 	Clusters   []ClusterState `json:"clusters"`
 	// Workloads are the coffee shop's instances, each behind its sidecar.
 	Workloads []WorkloadState `json:"workloads"`
+	// Proxyless are the proxyless gRPC step's apps, each with its
+	// 'federate-agent svid' (AgentPID); the caller's AppPID is the caller.
+	Proxyless []WorkloadState `json:"proxyless,omitempty"`
 	// Isolate: each cluster has its own network namespace.
 	Isolate bool `json:"isolate,omitempty"`
 	// Loopback is the lab's own /24 of 127.0.0.0/8, chosen at random so

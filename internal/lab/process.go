@@ -19,7 +19,7 @@ func (st *State) processes() []int {
 	for _, c := range st.Clusters {
 		pids = append(pids, c.PID, c.Gateway.PID)
 	}
-	for _, w := range st.Workloads {
+	for _, w := range append(st.Workloads, st.Proxyless...) {
 		pids = append(pids, w.AgentPID, w.AppPID)
 	}
 	return pids

@@ -114,7 +114,7 @@ func (st *State) startControlPlanes(bin string) error {
 		c := &st.Clusters[i]
 		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
 			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
-			"--gateway", c.Gateway.Addr}, st.commonArgs()...)
+			"--gateway", c.Gateway.Addr, "--serving-name", hostOf(c.Addr)}, st.commonArgs()...)
 		c.PID, err = st.startIn(c.Name, bin, c.Log, args...)
 		if err != nil {
 			return err
