@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -20,6 +21,7 @@ import (
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/hashicorp/memberlist"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // maxDigestBytes keeps a digest well inside memberlist's 512-byte node meta
@@ -71,6 +73,11 @@ func DecodeDigest(b []byte) (Digest, error) {
 			return d, fmt.Errorf("gossip: gossip digest: %w", err)
 		}
 	}
+	// A node's name says whose it is (identity.go): "<cluster>-<suffix>",
+	// or "hub-<suffix>" for a hub, which names no cluster.
+	if owner := cmp.Or(d.Cluster, hubNodeBase); memberBase(d.Name) != owner {
+		return d, fmt.Errorf("gossip: gossip digest of node %q claims cluster %q", d.Name, d.Cluster)
+	}
 	return d, nil
 }
 
@@ -97,18 +104,44 @@ type Config struct {
 	Profile string
 	// RejoinInterval is how often missing seeds are joined again.
 	RejoinInterval time.Duration
-	Logger         *slog.Logger
+	// Revoked, if set, reports whether a cluster's credential was revoked
+	// by its removal from the federation: such a peer's connections are
+	// refused, and closed within a second once the removal is known.
+	Revoked func(cluster string, cert *x509.Certificate) bool
+	// HeartbeatInterval is how often a heartbeat goes to every member
+	// (default DefaultHeartbeatInterval); a member is alive while it was
+	// heard from, directly, within ConfirmWindow heartbeats.
+	HeartbeatInterval time.Duration
+	// IdleTimeout closes an inbound connection that sends nothing for
+	// that long (default DefaultIdleTimeout); it must exceed
+	// ConfirmWindow heartbeats.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 }
 
-// DefaultRejoinInterval heals partitions memberlist does not heal itself.
-const DefaultRejoinInterval = 10 * time.Second
+// Defaults of Config.
+const (
+	// DefaultRejoinInterval heals partitions memberlist does not heal itself.
+	DefaultRejoinInterval    = 10 * time.Second
+	DefaultHeartbeatInterval = time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	// ConfirmWindow is how many heartbeat intervals a member stays alive
+	// without being heard from: a lost or late heartbeat is not a failure.
+	ConfirmWindow = 3
+)
 
 // MemberState is one gossip member as memberlist sees it now.
 type MemberState struct {
 	Digest
-	// State is "alive"; dead and departed members are absent.
+	// State is "alive" while the member's identity (its cluster's
+	// credential, or the hub's) was heard from directly within the
+	// confirmation window, else "suspect"; dead and departed members are
+	// absent.
 	State string
 	Addr  string
+	// HeardAgo is how long ago the member's identity was last heard from
+	// directly; negative if never.
+	HeardAgo time.Duration
 }
 
 // Node runs memberlist for one member and tracks the newest digest of
@@ -116,20 +149,23 @@ type MemberState struct {
 // the goroutine in Run.
 type Node struct {
 	cfg       Config
+	td        spiffeid.TrustDomain
+	guard     *guard
 	log       *slog.Logger
 	onDigest  func(Digest)
 	inbox     chan []byte
 	rejoinNow chan struct{}
 	queue     *memberlist.TransmitLimitedQueue
 
-	mu      sync.Mutex // guards the fields below
-	local   Digest
-	newest  map[string]Digest      // by member name
-	members map[string]MemberState // live members, by name, from memberlist events
-	ml      *memberlist.Memberlist
-	addr    string // advertised
-	listen  string
-	ready   chan struct{}
+	mu        sync.Mutex // guards the fields below
+	local     Digest
+	newest    map[string]Digest      // by member name
+	members   map[string]MemberState // live members, by name, from memberlist events
+	ml        *memberlist.Memberlist
+	transport *tlsTransport
+	addr      string // advertised
+	listen    string
+	ready     chan struct{}
 }
 
 // New returns a gossip layer; onDigest runs, serialized, for every
@@ -149,9 +185,22 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = DefaultRejoinInterval
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = max(DefaultIdleTimeout, 2*ConfirmWindow*cfg.HeartbeatInterval)
+	}
+	log := cfg.Logger.With("component", "gossip")
+	var td spiffeid.TrustDomain
+	if cfg.Credential != nil {
+		td = cfg.Credential.ID().TrustDomain()
+	}
 	g := &Node{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "gossip"),
+		td:        td,
+		guard:     newGuard(td, cfg.Revoked, log),
+		log:       log,
 		onDigest:  onDigest,
 		inbox:     make(chan []byte, 1024),
 		rejoinNow: make(chan struct{}, 1),
@@ -214,6 +263,7 @@ func (g *Node) Run(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.ml = ml
+	g.transport = transport
 	n := ml.LocalNode()
 	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	g.listen = transport.Addr().String()
@@ -230,6 +280,7 @@ func (g *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { g.rejoinLoop(ctx) })
+	wg.Go(func() { g.heartbeatLoop(ctx) })
 	if adv := transport.advertise; adv.String() != g.ListenAddr() {
 		// Behind a gateway: sync again each time our address leads back
 		// to us, since what was sent to us meanwhile is lost.
@@ -276,11 +327,17 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	if g.cfg.Credential == nil {
 		return nil, errors.New("gossip: gossip needs the member's credential")
 	}
-	td := g.cfg.Credential.ID().TrustDomain()
+	if window := ConfirmWindow * g.cfg.HeartbeatInterval; g.cfg.IdleTimeout <= window {
+		return nil, fmt.Errorf("gossip: idle timeout %s must exceed the confirmation window of %s (%d heartbeat intervals): raise it", g.cfg.IdleTimeout, window, ConfirmWindow)
+	}
+	td := g.td
 	bundle := trust.Bundle(td, g.cfg.CA...)
-	transport, err := newTLSTransport(g.cfg.Bind, g.cfg.Advertise,
-		trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
-		trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log), g.log)
+	transport, err := newTLSTransport(transportConfig{
+		Bind: g.cfg.Bind, Advertise: g.cfg.Advertise,
+		Server:    trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
+		Client:    trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
+		LocalName: g.local.Name, Guard: g.guard, IdleTimeout: g.cfg.IdleTimeout, Log: g.log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +346,7 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	conf.Label = g.cfg.Label
 	conf.Delegate = (*gossipDelegate)(g)
 	conf.Events = (*gossipEvents)(g)
+	conf.Alive = (*gossipAlive)(g)
 	conf.Logger = log.New(debugWriter{g.log}, "", 0)
 	conf.DeadNodeReclaimTime = 30 * time.Second
 	return conf, nil
@@ -380,12 +438,12 @@ func (g *Node) SetLocal(d Digest) {
 	}
 }
 
-// Members returns the live members with their newest digests. memberlist's
-// own node list is not safe to read outside its locks, so membership is
-// tracked from its events.
+// Members returns the live members with their newest digests, alive if
+// their identity was heard from directly of late. memberlist's own node
+// list is not safe to read outside its locks, so membership is tracked
+// from its events.
 func (g *Node) Members() []MemberState {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	out := make([]MemberState, 0, len(g.members))
 	for name, m := range g.members {
 		if d, ok := g.newest[name]; ok {
@@ -394,7 +452,32 @@ func (g *Node) Members() []MemberState {
 		m.Name = name
 		out = append(out, m)
 	}
+	g.mu.Unlock()
+	now := time.Now()
+	window := ConfirmWindow * g.cfg.HeartbeatInterval
+	for i, m := range out {
+		m.State, m.HeardAgo = StateSuspect, -1
+		if heard := g.guard.lastHeard(identityOf(g.td, m.Digest)); !heard.IsZero() {
+			m.HeardAgo = max(0, now.Sub(heard))
+			if m.HeardAgo < window {
+				m.State = StateAlive
+			}
+		}
+		out[i] = m
+	}
 	return out
+}
+
+// Stats returns what the gossip layer refused and the connections open.
+func (g *Node) Stats() Stats {
+	s := g.guard.stats()
+	g.mu.Lock()
+	t := g.transport
+	g.mu.Unlock()
+	if t != nil {
+		s.Open = t.openByPeer()
+	}
+	return s
 }
 
 // receive merges one digest. A newer one is passed on to the application
@@ -509,8 +592,11 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 
 func (e *gossipEvents) seen(n *memberlist.Node) {
 	meta := append([]byte(nil), n.Meta...)
-	d, _ := DecodeDigest(meta)
-	st := MemberState{Digest: d, State: "alive", Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+	d, err := DecodeDigest(meta)
+	if err != nil || d.Name != n.Name {
+		d, meta = Digest{}, nil // NotifyAlive refused it; the node is not ours to list
+	}
+	st := MemberState{Digest: d, State: StateSuspect, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	e.mu.Lock()
 	if n.Name != e.local.Name {
 		e.members[n.Name] = st

@@ -210,6 +210,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Bind: gossipBind, Advertise: gossipAdvertise(gossipBind, s.cfg.GossipAdvertise, s.cfg.Advertise),
 		Credential: cred, CA: []*x509.Certificate{s.ca.Cert},
 		Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
+		Revoked: s.verifier.RevokedCredential,
 	}, gossip.Digest{Name: "hub", API: s.cfg.Advertise}, nil)
 
 	srv := grpc.NewServer(
