@@ -24,7 +24,7 @@ var (
 	DescSliceIncarnation = prometheus.NewDesc("federate_slice_incarnation",
 		"Incarnation of the newest slice version held for the cluster; it changes when the cluster lost its store.", []string{"cluster"}, nil)
 	DescSyncLag = prometheus.NewDesc("federate_sync_lag_seconds",
-		"Seconds since the cluster was last confirmed alive by gossip; the state turns stale at stale_after.", []string{"cluster"}, nil)
+		"Seconds since the cluster was last heard from directly over gossip; the state turns stale at stale_after.", []string{"cluster"}, nil)
 	DescPropagationLag = prometheus.NewDesc("federate_propagation_lag_seconds",
 		"Seconds from the owner signing the cluster's newest record to this process applying it.", []string{"cluster"}, nil)
 	DescServices = prometheus.NewDesc("federate_services",
