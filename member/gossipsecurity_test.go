@@ -3,7 +3,10 @@ package member_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 )
@@ -52,19 +56,28 @@ func stateIn(st *hubpb.StatusResponse, cluster string) string {
 func TestIntegrationGossipImpersonationDoesNotKeepAClusterAlive(t *testing.T) {
 	t.Parallel()
 	tm := startCoffeeShop(t, nil)
-	tm.AddCluster("north").Update(t, fedtest.CoffeeService("north", "pastry", 2, 18084))
+	logged := &claimLog{}
+	tm.Join("north")
+	tm.StartMemberWith("north", func(c *member.Config) {
+		c.Gossip.Logger = slog.New(slog.NewTextHandler(logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}).Update(t, fedtest.CoffeeService("north", "pastry", 2, 18084))
 	fedtest.Eventually(t, 10*time.Second, "north converged", func() bool { return tm.Converged("north") })
 	startImpostor(t, tm, "central", "west")
 
+	// The impostor keeps trying; each member counts every attempt and logs
+	// the peer once.
 	watchers := []string{"east", "central", "north"}
-	fedtest.Eventually(t, 10*time.Second, "every member to refuse the impostor", func() bool {
+	fedtest.Eventually(t, 10*time.Second, "every member to refuse the impostor again and again", func() bool {
 		for _, name := range watchers {
-			if tm.Member(name).Member.GossipStats().ForeignClaims["central"] == 0 {
+			if tm.Member(name).Member.GossipStats().ForeignClaims["central"] < 3 {
 				return false
 			}
 		}
 		return true
 	})
+	if got := logged.count(`claims another cluster's node`, `peer_id=spiffe://shop/cluster/central`); got != 1 {
+		t.Errorf("north logged central's claims %d times, want once", got)
+	}
 	east := newScraper(t, tm.Member("east").Member.Collector())
 	if got := east.scrape()[`federate_gossip_foreign_claims_total{peer="central"}`]; got < 1 {
 		t.Errorf("east's federate_gossip_foreign_claims_total for central is %v, want at least 1", got)
@@ -165,6 +178,36 @@ func dialGossip(t *testing.T, cred *trust.Credential, ca []*x509.Certificate, ad
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// claimLog collects log lines.
+type claimLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *claimLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(p))
+	return len(p), nil
+}
+
+// count returns how many lines hold every one of parts.
+func (l *claimLog) count(parts ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }
 
 func isTimeout(err error) bool {
