@@ -398,6 +398,10 @@ func (g *Node) Members() []MemberState {
 	window := ConfirmWindow * g.cfg.HeartbeatInterval
 	for i, m := range out {
 		m.State, m.HeardAgo = StateSuspect, -1
+		if g.td.IsZero() { // no credential: Run refuses to start
+			out[i] = m
+			continue
+		}
 		if heard := g.guard.lastHeard(identityOf(g.td, m.Digest)); !heard.IsZero() {
 			m.HeardAgo = max(0, now.Sub(heard))
 			if m.HeardAgo < window {
