@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"cmp"
 	"strings"
 	"testing"
 
@@ -9,8 +10,9 @@ import (
 
 func FuzzDecodeDigest(f *testing.F) {
 	for _, d := range []Digest{
-		{Name: "east", Cluster: "east", Incarnation: 1732000000000000000, Counter: 42, BundleSequence: 3, API: "10.0.0.1:7443", Gateway: "35.1.2.3:15443"},
-		{Name: "hub", API: "hub:7443"},
+		{Name: "east-1a2b3c", Cluster: "east", Incarnation: 1732000000000000000, Counter: 42, BundleSequence: 3, API: "10.0.0.1:7443", Gateway: "35.1.2.3:15443"},
+		{Name: "hub-1a2b3c", API: "hub:7443"},
+		{Name: "east-1a2b3c", Cluster: "west"}, {Name: "us-east-1a2b3c", Cluster: "us-east"},
 	} {
 		f.Add(d.encode())
 	}
@@ -36,6 +38,10 @@ func FuzzDecodeDigest(f *testing.F) {
 			if err := registry.ValidClusterName(d.Cluster); err != nil {
 				t.Fatalf("accepted cluster %q: %v", d.Cluster, err)
 			}
+		}
+		// The node name belongs to the cluster (or a hub) it claims.
+		if owner := cmp.Or(d.Cluster, hubNodeBase); memberBase(d.Name) != owner {
+			t.Fatalf("accepted node %q for cluster %q", d.Name, d.Cluster)
 		}
 		// The version is what peers compare: it must order against itself.
 		if registry.Compare(d.Version(), d.Version()) != 0 {

@@ -2,7 +2,11 @@ package gossip
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // What the transport tests in package gossip_test see of the transport.
@@ -13,13 +17,38 @@ type Transport = tlsTransport
 // Frame kinds and limits of the transport.
 const (
 	ConnPackets     = connPackets
+	LegacyPackets   = legacyPackets
 	MaxGossipPacket = maxGossipPacket
 )
 
-// NewTransport listens on bind, as New's memberlist does.
-func NewTransport(bind, advertise string, server, client *tls.Config, log *slog.Logger) (*Transport, error) {
-	return newTLSTransport(bind, advertise, server, client, log)
+// TransportConfig configures NewTransport.
+type TransportConfig struct {
+	Server, Client *tls.Config
+	// Name is the node name the transport sends in its preambles.
+	Name        string
+	TrustDomain spiffeid.TrustDomain
+	Revoked     func(string, *x509.Certificate) bool
+	IdleTimeout time.Duration
+	Log         *slog.Logger
 }
+
+// NewTransport listens on a loopback port, as New's memberlist does.
+func NewTransport(c TransportConfig) (*Transport, error) {
+	return newTLSTransport(transportConfig{
+		Bind: "127.0.0.1:0", Server: c.Server, Client: c.Client, LocalName: c.Name,
+		Guard: newGuard(c.TrustDomain, c.Revoked, c.Log), IdleTimeout: c.IdleTimeout, Log: c.Log,
+	})
+}
+
+// Stats is what the transport refused, and its open connections.
+func (t *tlsTransport) Stats() Stats {
+	s := t.guard.stats()
+	s.Open = t.openByPeer()
+	return s
+}
+
+// Preamble is what a dialing node sends first.
+func Preamble(kind byte, name string) []byte { return preamble(kind, name) }
 
 // Senders counts the outgoing packet connections kept.
 func (t *tlsTransport) Senders() int {
@@ -32,7 +61,7 @@ func (t *tlsTransport) Senders() int {
 func (t *tlsTransport) Inbound() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.inbound)
+	return len(t.conns)
 }
 
 // DropInbound closes every inbound connection, as a peer that goes away
@@ -40,7 +69,7 @@ func (t *tlsTransport) Inbound() int {
 func (t *tlsTransport) DropInbound() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for c := range t.inbound {
+	for c := range t.conns {
 		c.Close()
 	}
 }

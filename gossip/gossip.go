@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -20,59 +19,8 @@ import (
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/hashicorp/memberlist"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
-
-// maxDigestBytes keeps a digest well inside memberlist's 512-byte node meta
-// and one gossip packet.
-const maxDigestBytes = 400
-
-// maxStateBytes bounds the push/pull state a peer may send us.
-const maxStateBytes = 256 << 10
-
-// Digest is what a member gossips about itself: small enough for node meta,
-// and enough for a peer to notice it is behind and know where to fetch.
-type Digest struct {
-	// Name is the memberlist node name: the cluster name, or "hub-<name>".
-	Name    string `json:"n"`
-	Cluster string `json:"c,omitempty"` // empty for a hub
-	// Incarnation and Counter are the owner's slice version.
-	Incarnation    uint64 `json:"i,omitempty"`
-	Counter        uint64 `json:"v,omitempty"`
-	BundleSequence uint64 `json:"b,omitempty"`
-	// API is the member's federation API (Registry service) address.
-	API     string `json:"a,omitempty"`
-	Gateway string `json:"g,omitempty"`
-}
-
-// Version returns the digest's slice version.
-func (d Digest) Version() *registry.Version {
-	return &registry.Version{Incarnation: d.Incarnation, Counter: d.Counter}
-}
-
-func (d Digest) encode() []byte {
-	b, _ := json.Marshal(d)
-	return b
-}
-
-// DecodeDigest parses a gossiped digest.
-func DecodeDigest(b []byte) (Digest, error) {
-	var d Digest
-	if len(b) > maxDigestBytes {
-		return d, fmt.Errorf("gossip: gossip digest of %d bytes exceeds %d", len(b), maxDigestBytes)
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		return d, fmt.Errorf("gossip: gossip digest: %w", err)
-	}
-	if d.Name == "" {
-		return d, fmt.Errorf("gossip: gossip digest without a member name")
-	}
-	if d.Cluster != "" {
-		if err := registry.ValidClusterName(d.Cluster); err != nil {
-			return d, fmt.Errorf("gossip: gossip digest: %w", err)
-		}
-	}
-	return d, nil
-}
 
 // Config configures the gossip layer.
 type Config struct {
@@ -97,18 +45,44 @@ type Config struct {
 	Profile string
 	// RejoinInterval is how often missing seeds are joined again.
 	RejoinInterval time.Duration
-	Logger         *slog.Logger
+	// Revoked, if set, reports whether a cluster's credential was revoked
+	// by its removal from the federation: such a peer's connections are
+	// refused, and closed within a second once the removal is known.
+	Revoked func(cluster string, cert *x509.Certificate) bool
+	// HeartbeatInterval is how often a heartbeat goes to every member
+	// (default DefaultHeartbeatInterval); a member is alive while it was
+	// heard from, directly, within ConfirmWindow heartbeats.
+	HeartbeatInterval time.Duration
+	// IdleTimeout closes an inbound connection that sends nothing for
+	// that long (default DefaultIdleTimeout); it must exceed
+	// ConfirmWindow heartbeats.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 }
 
-// DefaultRejoinInterval heals partitions memberlist does not heal itself.
-const DefaultRejoinInterval = 10 * time.Second
+// Defaults of Config.
+const (
+	// DefaultRejoinInterval heals partitions memberlist does not heal itself.
+	DefaultRejoinInterval    = 10 * time.Second
+	DefaultHeartbeatInterval = time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	// ConfirmWindow is how many heartbeat intervals a member stays alive
+	// without being heard from: a lost or late heartbeat is not a failure.
+	ConfirmWindow = 3
+)
 
 // MemberState is one gossip member as memberlist sees it now.
 type MemberState struct {
 	Digest
-	// State is "alive"; dead and departed members are absent.
+	// State is "alive" while the member's identity (its cluster's
+	// credential, or the hub's) was heard from directly within the
+	// confirmation window, else "suspect"; dead and departed members are
+	// absent.
 	State string
 	Addr  string
+	// HeardAgo is how long ago the member's identity was last heard from
+	// directly; negative if never.
+	HeardAgo time.Duration
 }
 
 // Node runs memberlist for one member and tracks the newest digest of
@@ -116,20 +90,23 @@ type MemberState struct {
 // the goroutine in Run.
 type Node struct {
 	cfg       Config
+	td        spiffeid.TrustDomain
+	guard     *guard
 	log       *slog.Logger
 	onDigest  func(Digest)
 	inbox     chan []byte
 	rejoinNow chan struct{}
 	queue     *memberlist.TransmitLimitedQueue
 
-	mu      sync.Mutex // guards the fields below
-	local   Digest
-	newest  map[string]Digest      // by member name
-	members map[string]MemberState // live members, by name, from memberlist events
-	ml      *memberlist.Memberlist
-	addr    string // advertised
-	listen  string
-	ready   chan struct{}
+	mu        sync.Mutex // guards the fields below
+	local     Digest
+	newest    map[string]Digest      // by member name
+	members   map[string]MemberState // live members, by name, from memberlist events
+	ml        *memberlist.Memberlist
+	transport *tlsTransport
+	addr      string // advertised
+	listen    string
+	ready     chan struct{}
 }
 
 // New returns a gossip layer; onDigest runs, serialized, for every
@@ -149,9 +126,22 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = DefaultRejoinInterval
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = max(DefaultIdleTimeout, 2*ConfirmWindow*cfg.HeartbeatInterval)
+	}
+	log := cfg.Logger.With("component", "gossip")
+	var td spiffeid.TrustDomain
+	if cfg.Credential != nil {
+		td = cfg.Credential.ID().TrustDomain()
+	}
 	g := &Node{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "gossip"),
+		td:        td,
+		guard:     newGuard(td, cfg.Revoked, log),
+		log:       log,
 		onDigest:  onDigest,
 		inbox:     make(chan []byte, 1024),
 		rejoinNow: make(chan struct{}, 1),
@@ -214,6 +204,7 @@ func (g *Node) Run(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.ml = ml
+	g.transport = transport
 	n := ml.LocalNode()
 	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	g.listen = transport.Addr().String()
@@ -230,6 +221,7 @@ func (g *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { g.rejoinLoop(ctx) })
+	wg.Go(func() { g.heartbeatLoop(ctx) })
 	if adv := transport.advertise; adv.String() != g.ListenAddr() {
 		// Behind a gateway: sync again each time our address leads back
 		// to us, since what was sent to us meanwhile is lost.
@@ -276,11 +268,17 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	if g.cfg.Credential == nil {
 		return nil, errors.New("gossip: gossip needs the member's credential")
 	}
-	td := g.cfg.Credential.ID().TrustDomain()
+	if window := ConfirmWindow * g.cfg.HeartbeatInterval; g.cfg.IdleTimeout <= window {
+		return nil, fmt.Errorf("gossip: idle timeout %s must exceed the confirmation window of %s (%d heartbeat intervals): raise it", g.cfg.IdleTimeout, window, ConfirmWindow)
+	}
+	td := g.td
 	bundle := trust.Bundle(td, g.cfg.CA...)
-	transport, err := newTLSTransport(g.cfg.Bind, g.cfg.Advertise,
-		trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
-		trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log), g.log)
+	transport, err := newTLSTransport(transportConfig{
+		Bind: g.cfg.Bind, Advertise: g.cfg.Advertise,
+		Server:    trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
+		Client:    trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
+		LocalName: g.local.Name, Guard: g.guard, IdleTimeout: g.cfg.IdleTimeout, Log: g.log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +287,7 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	conf.Label = g.cfg.Label
 	conf.Delegate = (*gossipDelegate)(g)
 	conf.Events = (*gossipEvents)(g)
+	conf.Alive = (*gossipAlive)(g)
 	conf.Logger = log.New(debugWriter{g.log}, "", 0)
 	conf.DeadNodeReclaimTime = 30 * time.Second
 	return conf, nil
@@ -380,12 +379,12 @@ func (g *Node) SetLocal(d Digest) {
 	}
 }
 
-// Members returns the live members with their newest digests. memberlist's
-// own node list is not safe to read outside its locks, so membership is
-// tracked from its events.
+// Members returns the live members with their newest digests, alive if
+// their identity was heard from directly of late. memberlist's own node
+// list is not safe to read outside its locks, so membership is tracked
+// from its events.
 func (g *Node) Members() []MemberState {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	out := make([]MemberState, 0, len(g.members))
 	for name, m := range g.members {
 		if d, ok := g.newest[name]; ok {
@@ -394,7 +393,36 @@ func (g *Node) Members() []MemberState {
 		m.Name = name
 		out = append(out, m)
 	}
+	g.mu.Unlock()
+	now := time.Now()
+	window := ConfirmWindow * g.cfg.HeartbeatInterval
+	for i, m := range out {
+		m.State, m.HeardAgo = StateSuspect, -1
+		if g.td.IsZero() { // no credential: Run refuses to start
+			out[i] = m
+			continue
+		}
+		if heard := g.guard.lastHeard(identityOf(g.td, m.Digest)); !heard.IsZero() {
+			m.HeardAgo = max(0, now.Sub(heard))
+			if m.HeardAgo < window {
+				m.State = StateAlive
+			}
+		}
+		out[i] = m
+	}
 	return out
+}
+
+// Stats returns what the gossip layer refused and the connections open.
+func (g *Node) Stats() Stats {
+	s := g.guard.stats()
+	g.mu.Lock()
+	t := g.transport
+	g.mu.Unlock()
+	if t != nil {
+		s.Open = t.openByPeer()
+	}
+	return s
 }
 
 // receive merges one digest. A newer one is passed on to the application
@@ -430,94 +458,6 @@ func (g *Node) deliver(b []byte) {
 	select {
 	case g.inbox <- b:
 	default: // full: push/pull and node meta catch up later
-	}
-}
-
-// digestBroadcast is a queued digest; a newer one of the same member
-// replaces it.
-type digestBroadcast []byte
-
-func (b digestBroadcast) Invalidates(other memberlist.Broadcast) bool {
-	o, ok := other.(digestBroadcast)
-	if !ok {
-		return false
-	}
-	d1, err1 := DecodeDigest(b)
-	d2, err2 := DecodeDigest(o)
-	return err1 == nil && err2 == nil && d1.Name == d2.Name && registry.Compare(d1.Version(), d2.Version()) >= 0
-}
-func (b digestBroadcast) Message() []byte { return b }
-func (b digestBroadcast) Finished()       {}
-
-type gossipDelegate Node
-
-func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.local.encode()
-	if len(b) > limit {
-		return nil
-	}
-	return b
-}
-
-func (d *gossipDelegate) NotifyMsg(b []byte) {
-	(*Node)(d).deliver(append([]byte(nil), b...))
-}
-
-func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.queue.GetBroadcasts(overhead, limit)
-}
-
-// LocalState sends every digest we know: anti-entropy for missed broadcasts.
-func (d *gossipDelegate) LocalState(bool) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	all := make([]Digest, 0, len(d.newest)+1)
-	all = append(all, d.local)
-	for _, dg := range d.newest {
-		all = append(all, dg)
-	}
-	b, _ := json.Marshal(all)
-	return b
-}
-
-func (d *gossipDelegate) MergeRemoteState(buf []byte, _ bool) {
-	if len(buf) > maxStateBytes {
-		return
-	}
-	var all []json.RawMessage
-	if json.Unmarshal(buf, &all) != nil {
-		return
-	}
-	for _, raw := range all {
-		(*Node)(d).deliver(append([]byte(nil), raw...))
-	}
-}
-
-// gossipEvents runs under memberlist's node lock: it copies what it needs.
-type gossipEvents Node
-
-func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.seen(n) }
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.seen(n) }
-
-func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
-	e.mu.Lock()
-	delete(e.members, n.Name)
-	e.mu.Unlock()
-}
-
-func (e *gossipEvents) seen(n *memberlist.Node) {
-	meta := append([]byte(nil), n.Meta...)
-	d, _ := DecodeDigest(meta)
-	st := MemberState{Digest: d, State: "alive", Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
-	e.mu.Lock()
-	if n.Name != e.local.Name {
-		e.members[n.Name] = st
-	}
-	e.mu.Unlock()
-	if len(meta) > 0 {
-		(*Node)(e).deliver(meta)
 	}
 }
 

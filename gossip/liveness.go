@@ -14,7 +14,8 @@ const (
 )
 
 // Timers says when an unconfirmed cluster changes state. A cluster is
-// confirmed while gossip sees its member alive.
+// confirmed each time it is heard from directly, over a gossip connection
+// authenticated as that cluster; the timers count from the last time.
 type Timers struct {
 	// StaleAfter without confirmation marks the cluster's endpoints unhealthy.
 	StaleAfter time.Duration
@@ -61,7 +62,9 @@ func NewLiveness(t Timers, now time.Time) *Liveness {
 	return &Liveness{timers: t.withDefaults(), start: now, last: make(map[string]time.Time), gossip: make(map[string]string)}
 }
 
-// Observe records the gossip view at now.
+// Observe records the gossip view at now. A cluster is alive if any of
+// its members is (a restarted member may still be listed under its old
+// node name), and was confirmed when any of them was last heard from.
 func (l *Liveness) Observe(members []MemberState, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -70,9 +73,13 @@ func (l *Liveness) Observe(members []MemberState, now time.Time) {
 		if m.Cluster == "" {
 			continue
 		}
-		l.gossip[m.Cluster] = m.State
-		if m.State == "alive" {
-			l.last[m.Cluster] = now
+		if l.gossip[m.Cluster] != StateAlive {
+			l.gossip[m.Cluster] = m.State
+		}
+		if m.HeardAgo >= 0 {
+			if at := now.Add(-m.HeardAgo); at.After(l.last[m.Cluster]) {
+				l.last[m.Cluster] = at
+			}
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -23,28 +22,50 @@ import (
 // advertises its east-west gateway as its gossip address, and peers reach
 // it there with the server name gossip.<cluster>.federate.internal, so a
 // cluster needs one port reachable from other networks (as Consul's WAN
-// federation through mesh gateways does). A connection starts with one
-// byte saying what it carries: memberlist's packets, as length-prefixed
-// frames on a connection kept open for more, or one memberlist stream.
+// federation through mesh gateways does). A connection starts with a
+// preamble: one byte saying what it carries, then the dialing node's name
+// (one length byte, then the name), which must belong to the identity in
+// its certificate (identity.go). It carries memberlist's packets, as
+// length-prefixed frames on a connection kept open for more (an empty
+// frame is a heartbeat), or one memberlist stream.
 const (
-	connPackets byte = 'p'
-	connStream  byte = 's'
+	connPackets byte = 'P'
+	connStream  byte = 'S'
+	// What members before the preamble carried a node name sent; they are
+	// refused with a message that says to upgrade them.
+	legacyPackets byte = 'p'
+	legacyStream  byte = 's'
 
 	// maxGossipPacket bounds one packet frame; memberlist's own packets
 	// stay under its 1400-byte UDP budget.
 	maxGossipPacket = 64 << 10
-	// gossipHandshakeTimeout bounds the TLS handshake and the kind byte.
+	// gossipHandshakeTimeout bounds the TLS handshake and the preamble.
 	gossipHandshakeTimeout = 10 * time.Second
 	gossipWriteTimeout     = 5 * time.Second
+	// sweepInterval is how often open connections are checked against
+	// removals and certificate expiry.
+	sweepInterval = time.Second
 )
+
+// transportConfig configures a tlsTransport.
+type transportConfig struct {
+	Bind, Advertise string
+	Server, Client  *tls.Config
+	// LocalName is this member's node name, sent in every preamble.
+	LocalName string
+	Guard     *guard
+	// IdleTimeout closes an inbound packet connection that sends nothing.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+}
 
 // tlsTransport is a memberlist transport over mTLS streams.
 type tlsTransport struct {
+	cfg       transportConfig
 	ln        net.Listener
-	server    *tls.Config
-	client    *tls.Config
 	advertise *net.TCPAddr
 	log       *slog.Logger
+	guard     *guard
 	packets   chan *memberlist.Packet
 	streams   chan net.Conn
 	done      chan struct{}
@@ -52,8 +73,10 @@ type tlsTransport struct {
 
 	mu      sync.Mutex // guards the fields below
 	senders map[memberlist.Address]*packetSender
-	inbound map[net.Conn]struct{}
-	closed  bool
+	// conns are the inbound connections, by raw connection (their peer is
+	// zero until authenticated), and the outbound streams.
+	conns  map[net.Conn]peer
+	closed bool
 }
 
 var _ memberlist.NodeAwareTransport = (*tlsTransport)(nil)
@@ -62,30 +85,39 @@ var _ memberlist.NodeAwareTransport = (*tlsTransport)(nil)
 type packetSender struct {
 	mu   sync.Mutex
 	conn net.Conn
+	peer peer // who answered the dial; guarded by the transport's mu
 }
 
-// newTLSTransport listens on bind. advertise ("host:port", an IP host) is
-// the address other members dial; empty means the bound address.
-func newTLSTransport(bind, advertise string, server, client *tls.Config, log *slog.Logger) (*tlsTransport, error) {
-	ln, err := net.Listen("tcp", bind)
+// newTLSTransport listens on cfg.Bind. cfg.Advertise ("host:port", an IP
+// host) is the address other members dial; empty means the bound address.
+func newTLSTransport(cfg transportConfig) (*tlsTransport, error) {
+	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
-		return nil, fmt.Errorf("gossip: gossip listen on %s: %w", bind, err)
+		return nil, fmt.Errorf("gossip: gossip listen on %s: %w", cfg.Bind, err)
 	}
-	adv, err := advertiseAddr(ln.Addr().(*net.TCPAddr), advertise)
+	adv, err := advertiseAddr(ln.Addr().(*net.TCPAddr), cfg.Advertise)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if len(cfg.LocalName) > 255 {
+		ln.Close()
+		return nil, fmt.Errorf("gossip: node name %q is longer than 255 bytes", cfg.LocalName)
+	}
 	t := &tlsTransport{
-		ln: ln, server: server, client: client, advertise: adv, log: log,
+		cfg: cfg, ln: ln, advertise: adv, log: cfg.Log, guard: cfg.Guard,
 		packets: make(chan *memberlist.Packet, 256),
 		streams: make(chan net.Conn, 16),
 		done:    make(chan struct{}),
 		senders: make(map[memberlist.Address]*packetSender),
-		inbound: make(map[net.Conn]struct{}),
+		conns:   make(map[net.Conn]peer),
 	}
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.accept()
+	go t.sweep()
 	return t, nil
 }
 
@@ -175,11 +207,14 @@ func (t *tlsTransport) sender(addr memberlist.Address) (*packetSender, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn == nil {
-		c, err := t.dial(addr, connPackets, gossipHandshakeTimeout)
+		c, p, err := t.dial(addr, connPackets, gossipHandshakeTimeout)
 		if err != nil {
 			return nil, err
 		}
 		s.conn = c
+		t.mu.Lock()
+		s.peer = p
+		t.mu.Unlock()
 	}
 	return s, nil
 }
@@ -216,28 +251,47 @@ func (t *tlsTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 
 // DialAddressTimeout opens a memberlist stream.
 func (t *tlsTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	return t.dial(addr, connStream, timeout)
+	c, p, err := t.dial(addr, connStream, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return t.trackStream(c, c, p), nil
 }
 
 // dial connects over mTLS, naming the member's cluster in SNI so that its
-// gateway routes the connection to the member's gossip listener.
-func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Duration) (net.Conn, error) {
-	conf := t.client.Clone()
+// gateway routes the connection to the member's gossip listener. The
+// server must present the identity of the node dialed, and a credential
+// that is still good.
+func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Duration) (net.Conn, peer, error) {
+	conf := t.cfg.Client.Clone()
 	conf.ServerName = gossipServerName(addr.Name)
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: conf}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
+		return nil, peer{}, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
 	}
-	c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{kind}); err != nil {
+	p, err := t.guard.authenticate(c.(*tls.Conn).ConnectionState(), time.Now())
+	if err == nil {
+		err = t.guard.claim(p, addr.Name, "dialed")
+	}
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
+		return nil, p, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
+	}
+	t.guard.hear(p, time.Now())
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(preamble(kind, t.cfg.LocalName)); err != nil {
+		c.Close()
+		return nil, p, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
 	}
 	c.SetWriteDeadline(time.Time{})
-	return c, nil
+	return c, p, nil
+}
+
+func preamble(kind byte, name string) []byte {
+	return append([]byte{kind, byte(len(name))}, name...)
 }
 
 // gossipServerName is the SNI that reaches a member: the internal gossip
@@ -258,101 +312,6 @@ func memberBase(node string) string {
 	return node
 }
 
-func (t *tlsTransport) accept() {
-	defer t.wg.Done()
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			select {
-			case <-t.done:
-			default:
-				t.log.Error("gossip accept", "err", err)
-			}
-			return
-		}
-		if !t.track(c) {
-			c.Close()
-			return
-		}
-		t.wg.Add(1)
-		go t.serve(c)
-	}
-}
-
-func (t *tlsTransport) track(c net.Conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.inbound[c] = struct{}{}
-	return true
-}
-
-func (t *tlsTransport) untrack(c net.Conn) {
-	t.mu.Lock()
-	delete(t.inbound, c)
-	t.mu.Unlock()
-}
-
-// serve authenticates an inbound connection and hands it to memberlist:
-// a stream as it is, packets frame by frame until the peer goes away.
-func (t *tlsTransport) serve(raw net.Conn) {
-	defer t.wg.Done()
-	c := tls.Server(raw, t.server)
-	c.SetDeadline(time.Now().Add(gossipHandshakeTimeout))
-	var kind [1]byte
-	if _, err := io.ReadFull(c, kind[:]); err != nil {
-		t.log.Debug("gossip connection refused", "peer", raw.RemoteAddr(), "err", err)
-		t.closeInbound(c, raw)
-		return
-	}
-	c.SetDeadline(time.Time{})
-	switch kind[0] {
-	case connStream:
-		t.untrack(raw) // memberlist owns it now and closes it
-		select {
-		case t.streams <- c:
-		case <-t.done:
-			c.Close()
-		}
-	case connPackets:
-		t.readPackets(c)
-		t.closeInbound(c, raw)
-	default:
-		t.log.Debug("gossip connection refused", "peer", raw.RemoteAddr(), "err", fmt.Sprintf("unknown kind %q", kind[0]))
-		t.closeInbound(c, raw)
-	}
-}
-
-func (t *tlsTransport) closeInbound(c *tls.Conn, raw net.Conn) {
-	c.Close()
-	t.untrack(raw)
-}
-
-func (t *tlsTransport) readPackets(c *tls.Conn) {
-	var hdr [4]byte
-	for {
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > maxGossipPacket {
-			t.log.Warn("gossip packet too large; closing the connection", "peer", c.RemoteAddr(), "bytes", n, "max", maxGossipPacket)
-			return
-		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return
-		}
-		select {
-		case t.packets <- &memberlist.Packet{Buf: buf, From: c.RemoteAddr(), Timestamp: time.Now()}:
-		case <-t.done:
-			return
-		}
-	}
-}
-
 // Shutdown implements memberlist.Transport.
 func (t *tlsTransport) Shutdown() error {
 	t.mu.Lock()
@@ -363,7 +322,7 @@ func (t *tlsTransport) Shutdown() error {
 	t.closed = true
 	close(t.done)
 	t.ln.Close()
-	for c := range t.inbound {
+	for c := range t.conns {
 		c.Close()
 	}
 	senders := t.senders

@@ -20,19 +20,41 @@ import (
 	"github.com/federate/federate/trust"
 )
 
-// testTransport starts a gossip transport for id, issued by ca.
+// testTransport starts a gossip transport for id, issued by ca, whose
+// node is named as id's cluster (or the hub) with a start suffix.
 func testTransport(t *testing.T, ca *trust.CA, id spiffeid.ID) *gossip.Transport {
 	t.Helper()
-	cred := issue(t, ca, id)
-	bundle := trust.Bundle(id.TrustDomain(), ca.Cert)
-	tr, err := gossip.NewTransport("127.0.0.1:0", "",
-		trust.MTLSServer(cred, bundle, membership.AuthorizeGossip(id.TrustDomain()), nil),
-		trust.MTLSClient(cred, bundle, membership.AuthorizeGossip(id.TrustDomain()), nil), slog.New(slog.DiscardHandler))
+	return startTransport(t, issue(t, ca, id), ca, func(c *gossip.TransportConfig) {})
+}
+
+// startTransport starts a transport with cred; configure adjusts its
+// configuration.
+func startTransport(t *testing.T, cred *trust.Credential, ca *trust.CA, configure func(*gossip.TransportConfig)) *gossip.Transport {
+	t.Helper()
+	td := cred.ID().TrustDomain()
+	bundle := trust.Bundle(td, ca.Cert)
+	conf := gossip.TransportConfig{
+		Server:      trust.MTLSServer(cred, bundle, membership.AuthorizeGossip(td), nil),
+		Client:      trust.MTLSClient(cred, bundle, membership.AuthorizeGossip(td), nil),
+		Name:        nodeName(td, cred.ID()),
+		TrustDomain: td,
+		Log:         slog.New(slog.DiscardHandler),
+	}
+	configure(&conf)
+	tr, err := gossip.NewTransport(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Shutdown() })
 	return tr
+}
+
+// nodeName is the node name a member with id gossips as.
+func nodeName(td spiffeid.TrustDomain, id spiffeid.ID) string {
+	if c := membership.ClusterOf(td, id); c != "" {
+		return c + "-0a0b0c"
+	}
+	return "hub-0a0b0c"
 }
 
 func issue(t *testing.T, ca *trust.CA, id spiffeid.ID) *trust.Credential {
@@ -148,7 +170,12 @@ func TestTLSTransportRefuses(t *testing.T) {
 
 	member := issue(t, ca, membership.ClusterID(td, "east"))
 	conf := tlsconfig.MTLSClientConfig(member, trust.Bundle(td, ca.Cert), tlsconfig.AuthorizeAny())
-	for _, first := range [][]byte{{'?'}, append([]byte{gossip.ConnPackets}, binary.BigEndian.AppendUint32(nil, gossip.MaxGossipPacket+1)...)} {
+	for _, first := range [][]byte{
+		{'?'},
+		{gossip.LegacyPackets, 0, 0, 0, 1, 'x'}, // an older member, without a node name
+		append(gossip.Preamble(gossip.ConnPackets, ""), 0, 0, 0, 1, 'x'), // no node name
+		append(gossip.Preamble(gossip.ConnPackets, "east-1a2b3c"), binary.BigEndian.AppendUint32(nil, gossip.MaxGossipPacket+1)...),
+	} {
 		c, err := tls.Dial("tcp", addr, conf)
 		if err != nil {
 			t.Fatal(err)

@@ -213,6 +213,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Bind: gossipBind, Advertise: gossipAdvertise(gossipBind, s.cfg.GossipAdvertise, s.cfg.Advertise),
 		Credential: cred, CA: []*x509.Certificate{s.ca.Cert},
 		Label: s.cfg.Mesh, Profile: s.cfg.GossipProfile, Logger: s.cfg.Logger,
+		Revoked: s.verifier.RevokedCredential,
 	}, gossip.Digest{Name: "hub", API: s.cfg.Advertise}, nil)
 
 	s.split = newSplitListener(lis, trust.ServerTLS(cred, trust.Bundle(s.td, s.ca.Cert)), s.log)

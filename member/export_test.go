@@ -20,3 +20,7 @@ func (m *Member) Load(ctx context.Context) error { return m.load(ctx) }
 
 // HubSynced reports whether the member's stream from the hub is synced.
 func (m *Member) HubSynced() bool { return m.hubConnected() }
+
+// GossipStats is what the member's gossip refused, and its open
+// connections by peer.
+func (m *Member) GossipStats() gossip.Stats { return m.gossip.Stats() }

@@ -266,6 +266,9 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	gcfg := m.cfg.Gossip
 	gcfg.Credential, gcfg.CA = m.cfg.Credential, m.cfg.CA
+	// A removed cluster's credential gossips no more: the removals come
+	// from the hub into the verifier.
+	gcfg.Revoked = m.verifier.RevokedCredential
 	m.gossip = gossip.New(gcfg, m.digest(), m.onDigest)
 
 	g, ctx := errgroup.WithContext(ctx)

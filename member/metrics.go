@@ -15,7 +15,8 @@ func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Describe sends the descriptions of every metric a member exports.
 func Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(metrics.Common, metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings) {
+	for _, d := range append(metrics.Common, metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings,
+		metrics.DescGossipForeignClaims, metrics.DescGossipClosed) {
 		ch <- d
 	}
 }
@@ -40,6 +41,7 @@ func (c memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	metrics.Gauge(ch, metrics.DescHubConnected, metrics.Bool(m.hubConnected()))
 	metrics.Gauge(ch, metrics.DescPolicyWarnings, float64(len(st.GetPolicyWarnings())))
+	metrics.Gossip(ch, m.gossip.Stats())
 }
 
 // hubConnected reports whether the member's stream from the hub is synced.

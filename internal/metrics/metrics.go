@@ -24,7 +24,7 @@ var (
 	DescSliceIncarnation = prometheus.NewDesc("federate_slice_incarnation",
 		"Incarnation of the newest slice version held for the cluster; it changes when the cluster lost its store.", []string{"cluster"}, nil)
 	DescSyncLag = prometheus.NewDesc("federate_sync_lag_seconds",
-		"Seconds since the cluster was last confirmed alive by gossip; the state turns stale at stale_after.", []string{"cluster"}, nil)
+		"Seconds since the cluster was last heard from directly over gossip; the state turns stale at stale_after.", []string{"cluster"}, nil)
 	DescPropagationLag = prometheus.NewDesc("federate_propagation_lag_seconds",
 		"Seconds from the owner signing the cluster's newest record to this process applying it.", []string{"cluster"}, nil)
 	DescServices = prometheus.NewDesc("federate_services",
@@ -43,6 +43,11 @@ var (
 		"Sequence number of the SPIFFE bundle held for the trust domain.", []string{"trust_domain"}, nil)
 	DescBundleExpiry = prometheus.NewDesc("federate_bundle_expiry_timestamp_seconds",
 		"Earliest root expiry (Unix seconds) in the bundle held for the trust domain.", []string{"trust_domain"}, nil)
+
+	DescGossipForeignClaims = prometheus.NewDesc("federate_gossip_foreign_claims_total",
+		"Gossip claims dropped because the peer spoke as another cluster's node, by the peer's own identity (its cluster, or hub).", []string{"peer"}, nil)
+	DescGossipClosed = prometheus.NewDesc("federate_gossip_connections_closed_total",
+		"Gossip connections refused or closed: foreign_claim, revoked (a removed cluster or an expired credential), idle.", []string{"reason"}, nil)
 
 	// Control plane only.
 	DescHubConnected = prometheus.NewDesc("federate_hub_connected",
@@ -107,6 +112,24 @@ func Bundles(ch chan<- prometheus.Metric, set *trust.BundleSet) {
 			Gauge(ch, DescBundleExpiry, Unix(exp), td.Name())
 		}
 	}
+}
+
+// GossipReasons are the reasons federate_gossip_connections_closed_total
+// counts, each reported from the start.
+var GossipReasons = []string{gossip.ClosedForeignClaim, gossip.ClosedRevoked, gossip.ClosedIdle}
+
+// Gossip reports what the gossip layer refused.
+func Gossip(ch chan<- prometheus.Metric, st gossip.Stats) {
+	for peer, n := range st.ForeignClaims {
+		Counter(ch, DescGossipForeignClaims, float64(n), peer)
+	}
+	for _, reason := range GossipReasons {
+		Counter(ch, DescGossipClosed, float64(st.Closed[reason]), reason)
+	}
+}
+
+func Counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 }
 
 func Gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {

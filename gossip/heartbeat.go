@@ -1,0 +1,86 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Liveness rests on heartbeats, not on memberlist's view: memberlist lets
+// any member refute a suspicion for any node name and relays such claims,
+// so a member holding any credential could keep another cluster "alive".
+// Instead every member sends an empty frame to every other member each
+// HeartbeatInterval, and a member counts as alive only while frames
+// arrive on connections authenticated as its own identity (identity.go).
+// Relayed state never refreshes liveness.
+
+// heartbeatLoop sends a heartbeat to every live member each interval.
+// A send may wait on the dial of a frozen member: each member has at
+// most one send in flight, so one frozen member holds up no other.
+func (g *Node) heartbeatLoop(ctx context.Context) {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		inFlight = make(map[memberlist.Address]bool)
+	)
+	defer wg.Wait()
+	tick := time.NewTicker(g.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, to := range g.heartbeatTargets() {
+			mu.Lock()
+			busy := inFlight[to]
+			inFlight[to] = true
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			wg.Go(func() {
+				if _, err := g.transport.WriteToAddress(nil, to); err != nil {
+					g.log.Debug("gossip heartbeat not sent", "to", to.String(), "err", err)
+				}
+				mu.Lock()
+				delete(inFlight, to)
+				mu.Unlock()
+			})
+		}
+	}
+}
+
+// heartbeatTargets are the addresses of the live members.
+func (g *Node) heartbeatTargets() []memberlist.Address {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]memberlist.Address, 0, len(g.members))
+	for name, m := range g.members {
+		out = append(out, memberlist.Address{Addr: m.Addr, Name: name})
+	}
+	return out
+}
+
+// gossipAlive refuses nodes whose meta does not belong to their name:
+// node "west-1a2b3c" must carry west's digest. Whether the node really is
+// west is checked on every connection to it.
+type gossipAlive Node
+
+func (a *gossipAlive) NotifyAlive(n *memberlist.Node) error {
+	if len(n.Meta) == 0 {
+		return nil
+	}
+	d, err := DecodeDigest(n.Meta)
+	if err != nil {
+		return err
+	}
+	if d.Name != n.Name {
+		return fmt.Errorf("gossip: node %q carries the digest of node %q", n.Name, d.Name)
+	}
+	return nil
+}
