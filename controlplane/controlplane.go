@@ -70,6 +70,9 @@ type Config struct {
 	// file source, unless Kube or Source is set), DestinationRules and the
 	// workloadSelectors VM entries join.
 	ConfigDir string
+	// ConfigInterval is how often the file source reads ConfigDir; zero
+	// means file.DefaultInterval.
+	ConfigInterval time.Duration
 	// Kube, if set, takes services from the cluster's API and keeps the
 	// membership in a Secret there.
 	Kube *Kube
@@ -332,7 +335,7 @@ func (c *ControlPlane) newSource(m *member.Member) (Source, error) {
 	if td == "" {
 		td = registry.DefaultTrustDomain(cfg.Cluster, m.Mesh())
 	}
-	return file.New(file.Config{Dir: cfg.ConfigDir, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td, Logger: c.log}), nil
+	return file.New(file.Config{Dir: cfg.ConfigDir, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td, Interval: cfg.ConfigInterval, Logger: c.log}), nil
 }
 
 // grpcServices are the services the member's gRPC server carries besides

@@ -10,8 +10,11 @@
 // ServiceEntries marked "export: true" leave the cluster.
 //
 // Parse checks one file, Load turns a whole directory into the exported
-// registrypb.Service set (all of it or, on any error, none of it), and Source
-// polls the directory and reports each new set.
+// registrypb.Service set (all of it or, on any error, none of it), Dir reads
+// a directory again and again keeping each file's last good documents, and
+// Source polls the directory through a Dir and reports each new set. Files
+// are best written by atomic rename; a file rewritten in place is empty for
+// a moment, and a Dir keeps what it held before.
 //
 // The package is also the one home of the directory listing and of the
 // Kubernetes object envelope: ReadDir and ParseDir read a control plane's

@@ -48,18 +48,28 @@ type Config struct {
 // Load then returns no services, and an error that reports every broken
 // file, each as a *FileError.
 func Load(cfg Config) ([]*registrypb.Service, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("file: Config.Dir is empty: set the directory of service files")
-	}
-	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	td, err := cfg.trustDomain()
 	if err != nil {
-		return nil, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+		return nil, err
 	}
 	docs, err := ParseDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
 	return build(cfg, td, docs)
+}
+
+// trustDomain checks that cfg names a directory and returns its trust
+// domain.
+func (cfg Config) trustDomain() (spiffeid.TrustDomain, error) {
+	if cfg.Dir == "" {
+		return spiffeid.TrustDomain{}, errors.New("file: Config.Dir is empty: set the directory of service files")
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return spiffeid.TrustDomain{}, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+	}
+	return td, nil
 }
 
 // build checks the documents of all files against each other and converts

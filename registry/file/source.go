@@ -38,14 +38,29 @@ func New(cfg Config) *Source {
 // it is given.
 //
 // If the first load fails, Run returns its error, so that a broken
-// configuration is seen at start. A later failure is logged, naming the
-// file, and the last good set stays in force until the files load again. Run
-// returns nil when ctx is cancelled.
+// configuration is seen at start. Later, files are taken one by one, as Dir
+// takes them: a file that does not parse keeps its last good documents, and
+// a file removed is gone. When the files in force do not make a set (two
+// declare the same host, say), or the directory does not list, that is
+// logged and the last good set stays in force until they do. Run returns
+// nil when ctx is cancelled.
 func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	current, err := Load(s.cfg)
+	td, err := s.cfg.trustDomain()
+	if err != nil {
+		return err
+	}
+	dir := NewDir(s.cfg.Dir, s.log)
+	docs, err := dir.Parse()
+	if err == nil {
+		err = dir.Problems()
+	}
+	if err != nil {
+		return err
+	}
+	current, err := build(s.cfg, td, docs)
 	if err != nil {
 		return err
 	}
@@ -61,7 +76,11 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) 
 			return nil
 		case <-t.C:
 		}
-		next, err := Load(s.cfg)
+		docs, err := dir.Parse()
+		var next []*registrypb.Service
+		if err == nil {
+			next, err = build(s.cfg, td, docs)
+		}
 		if err != nil {
 			// Log each distinct failure once rather than on every poll.
 			if msg := err.Error(); msg != failing {
