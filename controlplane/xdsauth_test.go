@@ -129,41 +129,55 @@ func TestXDSRefusesWhoMayNotRead(t *testing.T) {
 // ads asks for the listeners as node over a state-of-the-world stream and
 // returns the names in the first response.
 func ads(t *testing.T, addr string, conf *tls.Config, node string) ([]string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
-		return nil, err
-	}
-	resp, err := stream.Recv()
-	if errors.Is(err, context.DeadlineExceeded) {
-		t.Fatal("no answer within 10s")
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, a := range resp.GetResources() {
-		var l listenerpb.Listener
-		if err := a.UnmarshalTo(&l); err != nil {
-			t.Fatal(err)
+	return firstListeners(t, addr, conf, func(ctx context.Context, c discoverypb.AggregatedDiscoveryServiceClient) ([]string, error) {
+		stream, err := c.StreamAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
 		}
-		names = append(names, l.GetName())
-	}
-	return names, nil
+		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, a := range resp.GetResources() {
+			var l listenerpb.Listener
+			if err := a.UnmarshalTo(&l); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, l.GetName())
+		}
+		return names, nil
+	})
 }
 
 // adsDelta is ads over a delta stream.
 func adsDelta(t *testing.T, addr string, conf *tls.Config, node string) ([]string, error) {
+	return firstListeners(t, addr, conf, func(ctx context.Context, c discoverypb.AggregatedDiscoveryServiceClient) ([]string, error) {
+		stream, err := c.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, r := range resp.GetResources() {
+			names = append(names, r.GetName())
+		}
+		return names, nil
+	})
+}
+
+// firstListeners dials addr with conf and runs ask within 10 s; a caller
+// that gets no answer at all fails the test.
+func firstListeners(t *testing.T, addr string, conf *tls.Config, ask func(context.Context, discoverypb.AggregatedDiscoveryServiceClient) ([]string, error)) ([]string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -172,23 +186,9 @@ func adsDelta(t *testing.T, addr string, conf *tls.Config, node string) ([]strin
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
-		return nil, err
-	}
-	resp, err := stream.Recv()
+	names, err := ask(ctx, discoverypb.NewAggregatedDiscoveryServiceClient(conn))
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal("no answer within 10s")
 	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, r := range resp.GetResources() {
-		names = append(names, r.GetName())
-	}
-	return names, nil
+	return names, err
 }
