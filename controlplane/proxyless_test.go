@@ -200,7 +200,7 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 	measured := time.Now()
 	const n = 1000
 	var shares map[string]int
-	fedtest.Eventually(t, 60*time.Second, fmt.Sprintf("%d RPCs to each service", n), func() bool {
+	fedtest.Eventually(t, 2*time.Minute, fmt.Sprintf("%d RPCs to each service", n), func() bool {
 		var ok bool
 		shares, ok = pm.count(measured, order, n)
 		_, ok2 := pm.count(measured, stock, n)

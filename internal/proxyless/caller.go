@@ -52,12 +52,13 @@ type Result struct {
 	Err    string `json:"err,omitempty"`
 }
 
-// Caller calls the gRPC health service of each target in turn, every
-// Interval, and reports every RPC.
+// Caller calls the gRPC health service of each target, every Interval,
+// and reports every RPC. Targets are called side by side, so a slow one
+// does not slow the others.
 type Caller struct {
 	Targets []string
-	// Interval is the pause between rounds; Timeout bounds an RPC, which
-	// waits for a ready connection meanwhile.
+	// Interval is the pause between calls to a target; Timeout bounds an
+	// RPC, which waits for a ready connection meanwhile.
 	Interval, Timeout time.Duration
 	// Out receives the results as JSON lines.
 	Out io.Writer
@@ -74,29 +75,43 @@ func (c *Caller) Run(ctx context.Context) error {
 		defer conn.Close()
 		clients[i] = healthpb.NewHealthClient(conn)
 	}
-	var mu sync.Mutex // serializes writes to Out
+	var (
+		mu        sync.Mutex // serializes writes to Out
+		reportErr error
+	)
 	enc := json.NewEncoder(c.Out)
-	tick := time.NewTicker(c.Interval)
-	defer tick.Stop()
-	for {
-		for i, client := range clients {
-			r := call(ctx, client, c.Targets[i], c.Timeout)
-			if ctx.Err() != nil {
-				return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, client := range clients {
+		wg.Go(func() {
+			tick := time.NewTicker(c.Interval)
+			defer tick.Stop()
+			for {
+				r := call(ctx, client, c.Targets[i], c.Timeout)
+				if ctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				err := enc.Encode(r)
+				if err != nil && reportErr == nil {
+					reportErr = fmt.Errorf("proxyless: report: %w", err)
+				}
+				mu.Unlock()
+				if err != nil {
+					cancel()
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
 			}
-			mu.Lock()
-			err := enc.Encode(r)
-			mu.Unlock()
-			if err != nil {
-				return fmt.Errorf("proxyless: report: %w", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
+		})
 	}
+	wg.Wait()
+	return reportErr
 }
 
 func call(ctx context.Context, client healthpb.HealthClient, target string, timeout time.Duration) Result {
