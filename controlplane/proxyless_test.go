@@ -204,7 +204,8 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 		var ok bool
 		shares, ok = pm.count(measured, order, n)
 		_, ok2 := pm.count(measured, stock, n)
-		return ok && ok2
+		_, ok3 := pm.count(measured, payment, n)
+		return ok && ok2 && ok3
 	})
 	pay, _ := pm.count(measured, payment, n)
 	stk, _ := pm.count(measured, stock, n)
