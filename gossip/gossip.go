@@ -150,7 +150,7 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 		members:   make(map[string]MemberState),
 		ready:     make(chan struct{}),
 	}
-	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 3}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: digestRetransmitMult}
 	return g
 }
 
