@@ -81,9 +81,9 @@ type guard struct {
 	revoked func(cluster string, cert *x509.Certificate) bool
 	log     *slog.Logger
 
-	mu     sync.Mutex // guards the fields below
-	heard  map[spiffeid.ID]time.Time
-	claims map[string]uint64 // foreign claims, by peer name
+	mu      sync.Mutex // guards the fields below
+	heard   map[spiffeid.ID]time.Time
+	claims  map[string]uint64 // foreign claims, by peer name
 	closed  map[string]uint64 // by reason
 	dropped map[string]uint64 // packets, by reason (packets.go)
 	warned  map[string]bool   // peers logged for a foreign claim
