@@ -28,7 +28,7 @@ func (g *Node) heartbeatLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		for _, to := range g.heartbeatTargets() {
+		for _, to := range g.memberAddrs() {
 			if _, err := g.transport.WriteToAddress(nil, to); err != nil {
 				g.log.Debug("gossip heartbeat not sent", "to", to.String(), "err", err)
 			}
@@ -36,8 +36,8 @@ func (g *Node) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// heartbeatTargets are the addresses of the live members.
-func (g *Node) heartbeatTargets() []memberlist.Address {
+// memberAddrs are the addresses of the live members, this one excluded.
+func (g *Node) memberAddrs() []memberlist.Address {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]memberlist.Address, 0, len(g.members))

@@ -61,10 +61,12 @@ func TestIntegrationFrozenHubGossipKeepsSpreading(t *testing.T) {
 		change++
 		madeAt := time.Now()
 		owner.Update(t, fedtest.CoffeeService("east", "order", 1+change%4, 18080+uint32(change)))
+		applied := time.Since(madeAt)
 		want := owner.Member.Version("east")
 		for name, took := range reachedAfter(t, peers, "east", want, madeAt) {
 			worst = max(worst, took)
-			t.Logf("change %d (at +%s) reached %s in %s", change, madeAt.Sub(frozenAt).Round(time.Millisecond), name, took.Round(time.Millisecond))
+			t.Logf("change %d (at +%s, applied by its owner in %s) reached %s in %s", change, madeAt.Sub(frozenAt).Round(time.Millisecond),
+				applied.Round(time.Millisecond), name, took.Round(time.Millisecond))
 			if took > changeReachedIn {
 				t.Errorf("change %d made %s after the hub froze reached %s after %s, want within %s",
 					change, madeAt.Sub(frozenAt).Round(time.Millisecond), name, took.Round(time.Millisecond), changeReachedIn)
@@ -74,6 +76,12 @@ func TestIntegrationFrozenHubGossipKeepsSpreading(t *testing.T) {
 	t.Logf("hub frozen for %s: %d changes, worst latency to a peer %s", time.Since(frozenAt).Round(time.Millisecond), change, worst.Round(time.Millisecond))
 	if change < int(hubFrozenFor/changeEvery) {
 		t.Fatalf("made %d changes while the hub was frozen, want %d", change, hubFrozenFor/changeEvery)
+	}
+
+	// What went to the frozen hub was dropped, and counted.
+	metrics := newScraper(t, owner.Member.Collector()).scrape()
+	if metrics[`federate_gossip_packets_dropped_total{reason="unreachable"}`]+metrics[`federate_gossip_packets_dropped_total{reason="queue_full"}`] == 0 {
+		t.Error("no gossip packet for the frozen hub was dropped, by the owner's metrics")
 	}
 
 	// The hub, resumed, learns the owner's latest version.

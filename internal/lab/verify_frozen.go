@@ -85,18 +85,21 @@ func (v *verifier) frozenHub(ctx context.Context, _ WorkloadState) StepResult {
 		return true
 	})
 	took := time.Since(start)
-	resume()
 	if !spread {
+		// Asked before the hub resumes: once it does, its stream brings
+		// the change to whoever gossip did not.
 		var missing []string
 		for _, c := range v.st.Clusters {
 			if n := v.servicesOf(ctx, c.Name, "central"); n != before+1 {
 				missing = append(missing, fmt.Sprintf("%s sees %d of central's services, want %d", c.Name, n, before+1))
 			}
 		}
+		resume()
 		r.Took = took
 		r.Happened = fmt.Sprintf("not everywhere after %s with the hub frozen: %s", frozenHubSpreadWithin, strings.Join(missing, "; "))
 		return r
 	}
+	resume()
 	synced := v.until(ctx, resumedHubSyncWithin, func() bool { return v.servicesOf(ctx, "", "central") == before+1 })
 	r.Took, r.OK = took, synced
 	r.Happened = fmt.Sprintf("seen by every cluster after %s with the hub frozen", took.Round(time.Millisecond))
