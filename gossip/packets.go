@@ -131,9 +131,9 @@ func (t *tlsTransport) send(s *packetSender, frame []byte) error {
 	for range 2 {
 		conn := s.connection()
 		if conn == nil {
-			c, p, err := t.dial(s.addr, connPackets, gossipHandshakeTimeout, s.stop)
-			if err != nil {
-				return err
+			c, p, dialErr := t.dial(s.addr, connPackets, gossipHandshakeTimeout, s.stop)
+			if dialErr != nil {
+				return dialErr
 			}
 			if conn = t.bind(s, c, p); conn == nil {
 				return net.ErrClosed

@@ -26,7 +26,8 @@ import (
 // (one length byte, then the name), which must belong to the identity in
 // its certificate (identity.go). It carries memberlist's packets, as
 // length-prefixed frames on a connection kept open for more (an empty
-// frame is a heartbeat), or one memberlist stream.
+// frame is a heartbeat; queued per peer, packets.go), or one memberlist
+// stream.
 const (
 	connPackets byte = 'P'
 	connStream  byte = 'S'
