@@ -78,12 +78,6 @@ func TestIntegrationFrozenHubGossipKeepsSpreading(t *testing.T) {
 		t.Fatalf("made %d changes while the hub was frozen, want %d", change, hubFrozenFor/changeEvery)
 	}
 
-	// What went to the frozen hub was dropped, and counted.
-	metrics := newScraper(t, owner.Member.Collector()).scrape()
-	if metrics[`federate_gossip_packets_dropped_total{reason="unreachable"}`]+metrics[`federate_gossip_packets_dropped_total{reason="queue_full"}`] == 0 {
-		t.Error("no gossip packet for the frozen hub was dropped, by the owner's metrics")
-	}
-
 	// The hub, resumed, learns the owner's latest version.
 	resume()
 	want := owner.Member.Version("east")
