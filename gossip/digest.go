@@ -15,6 +15,16 @@ import (
 // and one gossip packet.
 const maxDigestBytes = 400
 
+// digestRetransmitMult scales how often a digest is sent on, times the
+// log of the number of members: 6 sends in a federation of up to 9. A
+// member that is frozen or just died is still gossiped to for a while
+// (memberlist's GossipToTheDeadTime), and what is sent to it, piggybacked
+// on probes and gossip rounds alike, is lost: with memberlist's usual 3 or
+// 4, a change now and then missed a peer until the next push/pull, 30 s or
+// more later. Digests are a hundred bytes, and a newer one replaces an
+// older one in the queue.
+const digestRetransmitMult = 6
+
 // maxStateBytes bounds the push/pull state a peer may send us.
 const maxStateBytes = 256 << 10
 

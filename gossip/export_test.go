@@ -57,6 +57,23 @@ func (t *tlsTransport) Senders() int {
 	return len(t.senders)
 }
 
+// Queued counts the packets that wait to be sent, to every peer.
+func (t *tlsTransport) Queued() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.senders {
+		n += s.pending()
+	}
+	return n
+}
+
+// Limits of the packet queue of one peer.
+const (
+	PacketQueueLen   = packetQueueLen
+	PacketQueueBytes = packetQueueBytes
+)
+
 // Inbound counts the inbound connections being served.
 func (t *tlsTransport) Inbound() int {
 	t.mu.Lock()

@@ -150,7 +150,7 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 		members:   make(map[string]MemberState),
 		ready:     make(chan struct{}),
 	}
-	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 3}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: digestRetransmitMult}
 	return g
 }
 
@@ -365,14 +365,28 @@ func (g *Node) rejoin(all bool) {
 }
 
 // SetLocal replaces this member's digest and spreads it; its name is kept.
+//
+// The digest goes straight to every member, then by gossip. Gossip alone
+// sends a broadcast a fixed number of times to members picked at random,
+// dead and frozen ones among them (memberlist gossips to a dead node for
+// a while): now and then a member was never picked, or only as a packet
+// that was lost, and learned of the change only at the next push/pull,
+// 30 s later. Gossip still carries it to members this one does not know.
 func (g *Node) SetLocal(d Digest) {
 	g.mu.Lock()
 	d.Name = g.local.Name
 	g.local = d
 	ml := g.ml
 	g.mu.Unlock()
-	g.queue.QueueBroadcast(digestBroadcast(d.encode()))
+	b := d.encode()
+	g.queue.QueueBroadcast(digestBroadcast(b))
 	if ml != nil {
+		for _, to := range g.memberAddrs() {
+			// Queued per member (packets.go): returns at once.
+			if err := ml.SendToAddress(to, b); err != nil {
+				g.log.Debug("gossip digest not sent", "to", to.String(), "err", err)
+			}
+		}
 		if err := ml.UpdateNode(time.Second); err != nil {
 			g.log.Debug("gossip meta update", "err", err)
 		}

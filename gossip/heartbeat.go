@@ -3,7 +3,6 @@ package gossip
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -18,15 +17,9 @@ import (
 // Relayed state never refreshes liveness.
 
 // heartbeatLoop sends a heartbeat to every live member each interval.
-// A send may wait on the dial of a frozen member: each member has at
-// most one send in flight, so one frozen member holds up no other.
+// Sends are queued per member (packets.go): a frozen member holds up no
+// other.
 func (g *Node) heartbeatLoop(ctx context.Context) {
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		inFlight = make(map[memberlist.Address]bool)
-	)
-	defer wg.Wait()
 	tick := time.NewTicker(g.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	for {
@@ -35,28 +28,16 @@ func (g *Node) heartbeatLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		for _, to := range g.heartbeatTargets() {
-			mu.Lock()
-			busy := inFlight[to]
-			inFlight[to] = true
-			mu.Unlock()
-			if busy {
-				continue
+		for _, to := range g.memberAddrs() {
+			if _, err := g.transport.WriteToAddress(nil, to); err != nil {
+				g.log.Debug("gossip heartbeat not sent", "to", to.String(), "err", err)
 			}
-			wg.Go(func() {
-				if _, err := g.transport.WriteToAddress(nil, to); err != nil {
-					g.log.Debug("gossip heartbeat not sent", "to", to.String(), "err", err)
-				}
-				mu.Lock()
-				delete(inFlight, to)
-				mu.Unlock()
-			})
 		}
 	}
 }
 
-// heartbeatTargets are the addresses of the live members.
-func (g *Node) heartbeatTargets() []memberlist.Address {
+// memberAddrs are the addresses of the live members, this one excluded.
+func (g *Node) memberAddrs() []memberlist.Address {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]memberlist.Address, 0, len(g.members))

@@ -81,18 +81,19 @@ type guard struct {
 	revoked func(cluster string, cert *x509.Certificate) bool
 	log     *slog.Logger
 
-	mu     sync.Mutex // guards the fields below
-	heard  map[spiffeid.ID]time.Time
-	claims map[string]uint64 // foreign claims, by peer name
-	closed map[string]uint64 // by reason
-	warned map[string]bool   // peers logged for a foreign claim
+	mu      sync.Mutex // guards the fields below
+	heard   map[spiffeid.ID]time.Time
+	claims  map[string]uint64 // foreign claims, by peer name
+	closed  map[string]uint64 // by reason
+	dropped map[string]uint64 // packets, by reason (packets.go)
+	warned  map[string]bool   // peers logged for a foreign claim
 }
 
 func newGuard(td spiffeid.TrustDomain, revoked func(string, *x509.Certificate) bool, log *slog.Logger) *guard {
 	return &guard{
 		td: td, revoked: revoked, log: log,
 		heard: make(map[spiffeid.ID]time.Time), claims: make(map[string]uint64),
-		closed: make(map[string]uint64), warned: make(map[string]bool),
+		closed: make(map[string]uint64), dropped: make(map[string]uint64), warned: make(map[string]bool),
 	}
 }
 
@@ -150,6 +151,13 @@ func (g *guard) count(reason string) {
 	g.mu.Unlock()
 }
 
+// drop counts n packets dropped before they were sent.
+func (g *guard) drop(reason string, n int) {
+	g.mu.Lock()
+	g.dropped[reason] += uint64(n)
+	g.mu.Unlock()
+}
+
 // hear records that p was just heard from directly.
 func (g *guard) hear(p peer, now time.Time) {
 	g.mu.Lock()
@@ -175,17 +183,26 @@ type Stats struct {
 	Closed map[string]uint64
 	// Open counts open gossip connections, both ways, by peer.
 	Open map[string]int
+	// Dropped counts outgoing packets dropped before they were sent, by
+	// reason (Dropped*).
+	Dropped map[string]uint64
 }
 
 func (g *guard) stats() Stats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := Stats{ForeignClaims: make(map[string]uint64), Closed: make(map[string]uint64), Open: make(map[string]int)}
+	s := Stats{
+		ForeignClaims: make(map[string]uint64), Closed: make(map[string]uint64),
+		Open: make(map[string]int), Dropped: make(map[string]uint64),
+	}
 	for k, v := range g.claims {
 		s.ForeignClaims[k] = v
 	}
 	for k, v := range g.closed {
 		s.Closed[k] = v
+	}
+	for k, v := range g.dropped {
+		s.Dropped[k] = v
 	}
 	return s
 }

@@ -123,8 +123,16 @@ func TestTransportDropsForeignClaims(t *testing.T) {
 
 	// west dials a node of east's and central answers: west refuses it.
 	centralTr := startTransport(t, central, ca, func(*gossip.TransportConfig) {})
-	if _, err := west.WriteToAddress([]byte("ping"), memberlist.Address{Addr: centralTr.Addr().String(), Name: "east-3c2b1a"}); err == nil {
-		t.Fatal("west sent a packet to central's listener as east's node")
+	if _, err := west.WriteToAddress([]byte("ping"), memberlist.Address{Addr: centralTr.Addr().String(), Name: "east-3c2b1a"}); err != nil {
+		t.Fatal(err)
+	}
+	fedtest.Eventually(t, 5*time.Second, "west to drop its packet for east's node", func() bool {
+		return west.Stats().Dropped[gossip.DroppedUnreachable] == 1
+	})
+	select {
+	case p := <-centralTr.PacketCh():
+		t.Fatalf("west sent a packet to central's listener as east's node: %q", p.Buf)
+	default:
 	}
 
 	st := west.Stats()
@@ -194,8 +202,18 @@ func TestTransportClosesRemovedClusters(t *testing.T) {
 		t.Errorf("east's connection closed too: %v", open)
 	}
 	// New connections either way are refused.
-	if _, err := west.WriteToAddress([]byte("again"), memberlist.Address{Addr: central.Addr().String(), Name: "central-0a0b0c"}); err == nil {
-		t.Error("west dialed removed central")
+	refused := west.Stats().Closed[gossip.ClosedRevoked]
+	if _, err := west.WriteToAddress([]byte("again"), memberlist.Address{Addr: central.Addr().String(), Name: "central-0a0b0c"}); err != nil {
+		t.Fatal(err)
+	}
+	fedtest.Eventually(t, 5*time.Second, "west to refuse removed central's listener", func() bool {
+		st := west.Stats()
+		return st.Closed[gossip.ClosedRevoked] > refused && st.Dropped[gossip.DroppedUnreachable] == 1
+	})
+	select {
+	case p := <-central.PacketCh():
+		t.Fatalf("west sent removed central %q", p.Buf)
+	default:
 	}
 	c := rawDial(t, centralCred, ca, west.Addr().String(), append(gossip.Preamble(gossip.ConnPackets, "central-1a2b3c"), frame([]byte("after removal"))...))
 	if !closedWithin(c, 5*time.Second) {

@@ -3,8 +3,6 @@ package gossip
 import (
 	"net"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // sweep closes, every sweepInterval, the open connections of peers whose
@@ -28,7 +26,7 @@ func (t *tlsTransport) sweep() {
 // closeInvalid closes the connections whose peer may no longer gossip.
 func (t *tlsTransport) closeInvalid(now time.Time) {
 	var conns []net.Conn
-	var senders []memberlist.Address
+	var senders []*packetSender
 	closed := make(map[string]bool)
 	t.mu.Lock()
 	for c, p := range t.conns {
@@ -37,9 +35,9 @@ func (t *tlsTransport) closeInvalid(now time.Time) {
 			closed[p.id.String()] = true
 		}
 	}
-	for addr, s := range t.senders {
+	for _, s := range t.senders {
 		if p := s.peer; p.leaf != nil && !t.guard.valid(p, now) {
-			senders = append(senders, addr)
+			senders = append(senders, s)
 			closed[p.id.String()] = true
 		}
 	}
@@ -48,14 +46,10 @@ func (t *tlsTransport) closeInvalid(now time.Time) {
 		c.Close() // serve or memberlist untracks it
 		t.guard.count(ClosedRevoked)
 	}
-	for _, addr := range senders {
-		t.mu.Lock()
-		s := t.senders[addr]
-		t.mu.Unlock()
-		if s != nil {
-			t.dropSender(addr, s)
-			t.guard.count(ClosedRevoked)
-		}
+	for _, s := range senders {
+		// What still waits for the peer is dropped with its connection.
+		t.dropSender(s, DroppedRevoked)
+		t.guard.count(ClosedRevoked)
 	}
 	for id := range closed {
 		t.log.Warn("closed the gossip connections of a removed cluster or an expired credential", "peer_id", id)
@@ -73,7 +67,7 @@ func (t *tlsTransport) openByPeer() map[string]int {
 		}
 	}
 	for _, s := range t.senders {
-		if s.peer.leaf != nil {
+		if s.peer.leaf != nil && s.connection() != nil {
 			out[s.peer.name()]++
 		}
 	}

@@ -3,7 +3,6 @@ package gossip
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,7 +26,8 @@ import (
 // (one length byte, then the name), which must belong to the identity in
 // its certificate (identity.go). It carries memberlist's packets, as
 // length-prefixed frames on a connection kept open for more (an empty
-// frame is a heartbeat), or one memberlist stream.
+// frame is a heartbeat; queued per peer, packets.go), or one memberlist
+// stream.
 const (
 	connPackets byte = 'P'
 	connStream  byte = 'S'
@@ -80,13 +80,6 @@ type tlsTransport struct {
 }
 
 var _ memberlist.NodeAwareTransport = (*tlsTransport)(nil)
-
-// packetSender is an outgoing connection that carries packet frames.
-type packetSender struct {
-	mu   sync.Mutex
-	conn net.Conn
-	peer peer // who answered the dial; guarded by the transport's mu
-}
 
 // newTLSTransport listens on cfg.Bind. cfg.Advertise ("host:port", an IP
 // host) is the address other members dial; empty means the bound address.
@@ -169,81 +162,6 @@ func (t *tlsTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-// WriteToAddress sends one packet on the connection kept for addr, dialing
-// it first if needed. A connection the peer closed is replaced once.
-func (t *tlsTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
-	if len(b) > maxGossipPacket {
-		return time.Time{}, fmt.Errorf("gossip: gossip packet of %d bytes exceeds %d", len(b), maxGossipPacket)
-	}
-	frame := make([]byte, 4+len(b))
-	binary.BigEndian.PutUint32(frame, uint32(len(b)))
-	copy(frame[4:], b)
-	var err error
-	for range 2 {
-		var s *packetSender
-		if s, err = t.sender(addr); err != nil {
-			return time.Time{}, err
-		}
-		if err = s.write(frame); err == nil {
-			return time.Now(), nil
-		}
-		t.dropSender(addr, s)
-	}
-	return time.Time{}, fmt.Errorf("gossip: gossip packet to %s: %w", addr.String(), err)
-}
-
-func (t *tlsTransport) sender(addr memberlist.Address) (*packetSender, error) {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, net.ErrClosed
-	}
-	s := t.senders[addr]
-	if s == nil {
-		s = new(packetSender)
-		t.senders[addr] = s
-	}
-	t.mu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conn == nil {
-		c, p, err := t.dial(addr, connPackets, gossipHandshakeTimeout)
-		if err != nil {
-			return nil, err
-		}
-		s.conn = c
-		t.mu.Lock()
-		s.peer = p
-		t.mu.Unlock()
-	}
-	return s, nil
-}
-
-func (s *packetSender) write(frame []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conn == nil {
-		return net.ErrClosed
-	}
-	s.conn.SetWriteDeadline(time.Now().Add(gossipWriteTimeout))
-	_, err := s.conn.Write(frame)
-	return err
-}
-
-func (t *tlsTransport) dropSender(addr memberlist.Address, s *packetSender) {
-	t.mu.Lock()
-	if t.senders[addr] == s {
-		delete(t.senders, addr)
-	}
-	t.mu.Unlock()
-	s.mu.Lock()
-	if s.conn != nil {
-		s.conn.Close()
-		s.conn = nil
-	}
-	s.mu.Unlock()
-}
-
 // DialTimeout implements memberlist.Transport for callers without a node name.
 func (t *tlsTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
@@ -251,7 +169,7 @@ func (t *tlsTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 
 // DialAddressTimeout opens a memberlist stream.
 func (t *tlsTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	c, p, err := t.dial(addr, connStream, timeout)
+	c, p, err := t.dial(addr, connStream, timeout, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -261,13 +179,22 @@ func (t *tlsTransport) DialAddressTimeout(addr memberlist.Address, timeout time.
 // dial connects over mTLS, naming the member's cluster in SNI so that its
 // gateway routes the connection to the member's gossip listener. The
 // server must present the identity of the node dialed, and a credential
-// that is still good.
-func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Duration) (net.Conn, peer, error) {
+// that is still good. Shutdown, or closing stop, ends a dial that waits
+// on a peer that does not answer.
+func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Duration, stop <-chan struct{}) (net.Conn, peer, error) {
 	conf := t.cfg.Client.Clone()
 	conf.ServerName = gossipServerName(addr.Name)
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: conf}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-t.done:
+		case <-stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
 	c, err := d.DialContext(ctx, "tcp", addr.Addr)
 	if err != nil {
 		return nil, peer{}, fmt.Errorf("gossip: gossip dial %s: %w", addr.String(), err)
@@ -329,11 +256,7 @@ func (t *tlsTransport) Shutdown() error {
 	t.senders = nil
 	t.mu.Unlock()
 	for _, s := range senders {
-		s.mu.Lock()
-		if s.conn != nil {
-			s.conn.Close()
-		}
-		s.mu.Unlock()
+		s.closeConn() // ends a write in progress; runSender ends on done
 	}
 	t.wg.Wait()
 	return nil

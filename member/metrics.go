@@ -16,7 +16,7 @@ func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 // Describe sends the descriptions of every metric a member exports.
 func Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range append(metrics.Common, metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings,
-		metrics.DescGossipForeignClaims, metrics.DescGossipClosed) {
+		metrics.DescGossipForeignClaims, metrics.DescGossipClosed, metrics.DescGossipDropped) {
 		ch <- d
 	}
 }

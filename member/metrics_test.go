@@ -111,6 +111,11 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got[series], want)
 		}
 	}
+	for _, reason := range []string{"queue_full", "unreachable", "revoked"} {
+		if _, ok := got[`federate_gossip_packets_dropped_total{reason="`+reason+`"}`]; !ok {
+			t.Errorf("no federate_gossip_packets_dropped_total for reason %s", reason)
+		}
+	}
 	if seq := got[`federate_bundle_sequence{trust_domain="east.shop"}`]; seq < 1 {
 		t.Errorf("west holds east's bundle at sequence %v, want >= 1", seq)
 	}

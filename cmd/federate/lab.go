@@ -33,7 +33,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"loopback, joins them with one-time tokens and loads the coffee-shop services.\n"+
 			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
 			"every address and process; 'verify' plays the scenario (local-first routing,\n"+
-			"failover, a dead gateway, a hub outage, a root rotation, a VM joining,\n"+
+			"failover, a dead gateway, a hub outage, a frozen hub, a root rotation, a VM joining,\n"+
 			"proxyless gRPC failing over) and\n"+
 			"prints a row per step; 'status' prints the hub's view; 'down' stops the\n"+
 			"processes and removes DIR.", stdout)

@@ -42,7 +42,7 @@ func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, e
 	}
 	steps := []func(context.Context, WorkloadState) StepResult{
 		v.isolation, v.localFirst, v.instancesFail, v.gatewayDies, v.failBack,
-		v.hubDown, v.hubBack, v.rotation, v.vmJoins,
+		v.hubDown, v.hubBack, v.frozenHub, v.rotation, v.vmJoins, // verify_frozen.go
 		v.proxylessGRPC, // verify_grpc.go
 	}
 	var results []StepResult

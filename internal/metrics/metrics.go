@@ -48,6 +48,8 @@ var (
 		"Gossip claims dropped because the peer spoke as another cluster's node, by the peer's own identity (its cluster, or hub).", []string{"peer"}, nil)
 	DescGossipClosed = prometheus.NewDesc("federate_gossip_connections_closed_total",
 		"Gossip connections refused or closed: foreign_claim, revoked (a removed cluster or an expired credential), idle.", []string{"reason"}, nil)
+	DescGossipDropped = prometheus.NewDesc("federate_gossip_packets_dropped_total",
+		"Outgoing gossip packets dropped before they were sent: queue_full (a peer that does not keep up, such as a frozen one), unreachable, revoked.", []string{"reason"}, nil)
 
 	// Control plane only.
 	DescHubConnected = prometheus.NewDesc("federate_hub_connected",
@@ -118,13 +120,20 @@ func Bundles(ch chan<- prometheus.Metric, set *trust.BundleSet) {
 // counts, each reported from the start.
 var GossipReasons = []string{gossip.ClosedForeignClaim, gossip.ClosedRevoked, gossip.ClosedIdle}
 
-// Gossip reports what the gossip layer refused.
+// GossipDropReasons are the reasons federate_gossip_packets_dropped_total
+// counts, each reported from the start.
+var GossipDropReasons = []string{gossip.DroppedQueueFull, gossip.DroppedUnreachable, gossip.DroppedRevoked}
+
+// Gossip reports what the gossip layer refused and dropped.
 func Gossip(ch chan<- prometheus.Metric, st gossip.Stats) {
 	for peer, n := range st.ForeignClaims {
 		Counter(ch, DescGossipForeignClaims, float64(n), peer)
 	}
 	for _, reason := range GossipReasons {
 		Counter(ch, DescGossipClosed, float64(st.Closed[reason]), reason)
+	}
+	for _, reason := range GossipDropReasons {
+		Counter(ch, DescGossipDropped, float64(st.Dropped[reason]), reason)
 	}
 }
 
