@@ -136,10 +136,13 @@ func TestIntegrationConfigDirChurn(t *testing.T) {
 // serviceYAML is an exported ServiceEntry with two endpoints; the second
 // one's address tells the generation of the content.
 func serviceYAML(name string, generation int) string {
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+	return fmt.Sprintf(`apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: %[1]s, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: %[1]s, namespace: shop}
-export: true
 spec:
   hosts: [%[1]s.shop.svc.cluster.local]
   ports: [{number: 8080, name: http, protocol: HTTP}]
