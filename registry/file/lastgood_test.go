@@ -111,7 +111,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 			t.Errorf("%s: logged %q, want one warning for %s saying %q", what, found, file, reason)
 		}
 	}
-	all := []string{"ledger.yaml:ServiceEntry shop/ledger", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-2"}
+	all := []string{"ledger.yaml:ServiceEntry shop/ledger", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-2"}
 	want("first read", parse("first read"), all...)
 
 	// Rewritten in place: truncated first. Its documents stay, and the
@@ -125,7 +125,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	warned("order.yaml still empty", order, "")
 
 	// Half written: broken YAML is another problem, reported once too.
-	half := exampleYAML[:strings.Index(exampleYAML, "endpoints:")+20]
+	half := exampleYAML[:strings.Index(exampleYAML, "workloadSelector:")+28]
 	if err := os.WriteFile(order, []byte(half), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	// Meanwhile the other file changes, and that is taken: last good is per
 	// file, not the directory's.
 	writeFiles(t, dir, map[string]string{"ledger.yaml": strings.Replace(privateYAML, "name: ledger", "name: books", 1)})
-	withBooks := []string{"ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-2"}
+	withBooks := []string{"ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-2"}
 	want("ledger.yaml changed", parse("ledger.yaml changed"), withBooks...)
 
 	// Written whole: its new documents are in force.
@@ -146,7 +146,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	if err := os.WriteFile(order, []byte(moved), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	want("order.yaml written", parse("order.yaml written"), "ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-3")
+	want("order.yaml written", parse("order.yaml written"), "ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-3")
 	warned("order.yaml written", "", "")
 	if err := d.Problems(); err != nil {
 		t.Errorf("Problems() = %v after every file parsed", err)

@@ -158,6 +158,25 @@ func build(cfg Config, td spiffeid.TrustDomain, docs []*Document) (serviceSet, e
 	return set, nil
 }
 
+// ConvertServiceEntry converts an exported ServiceEntry and the
+// WorkloadEntries of its namespace into a service by the file source's
+// rules; the Kubernetes source uses it for the ServiceEntries of its
+// cluster, whose Documents name no file. The ServiceEntry is checked as
+// Parse checks it; cfg.Dir is not read.
+func ConvertServiceEntry(cfg Config, se *Document, workloads []*Document) (*registrypb.Service, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+	}
+	if se.ServiceEntry == nil {
+		return nil, fmt.Errorf("file: %s is not a ServiceEntry", se.ref())
+	}
+	if err := checkServiceEntry(se.ServiceEntry); err != nil {
+		return nil, fmt.Errorf("%s: %w", se.ref(), err)
+	}
+	return convert(cfg, td, se, workloads)
+}
+
 // convert turns an exported ServiceEntry and the WorkloadEntries of its
 // namespace into a service.
 func convert(cfg Config, td spiffeid.TrustDomain, d *Document, workloads []*Document) (*registrypb.Service, error) {
@@ -195,6 +214,9 @@ func convert(cfg Config, td spiffeid.TrustDomain, d *Document, workloads []*Docu
 			}
 			ep, err := endpoint(cfg, td, se.GetPorts(), w.WorkloadEntry, labels, d.Namespace)
 			if err != nil {
+				if w.File == "" {
+					return nil, fmt.Errorf("selected %s: %w", w.ref(), err)
+				}
 				return nil, fmt.Errorf("selected %s in %s document %d: %w", w.ref(), w.File, w.Index, err)
 			}
 			svc.Endpoints = append(svc.Endpoints, ep)

@@ -25,8 +25,12 @@ metadata: {name: order, namespace: shop, labels: {app: order}}
 spec:
   hosts: [order.shop.svc.cluster.local]
   ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 18080}]
-  endpoints: [{address: 127.0.0.1, ports: {http: 18081}, locality: us-east/us-east-1a, network: east, labels: {version: v1}, weight: 2, serviceAccount: order}]
   workloadSelector: {labels: {app: order}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: order-1, namespace: shop}
+spec: {address: 127.0.0.1, ports: {http: 18081}, locality: us-east/us-east-1a, network: east, labels: {app: order, version: v1}, weight: 2, serviceAccount: order}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -89,7 +93,7 @@ func orderService() *registrypb.Service {
 				Ports:    map[string]uint32{"http": 18081},
 				Locality: &registrypb.Locality{Region: "us-east", Zone: "us-east-1a"},
 				Network:  "east",
-				Labels:   map[string]string{"version": "v1"},
+				Labels:   map[string]string{"app": "order", "version": "v1"},
 				Health:   registrypb.Health_HEALTHY,
 				SpiffeId: "spiffe://east.shop/ns/shop/sa/order",
 				Weight:   2,
@@ -492,6 +496,11 @@ func TestLoadErrors(t *testing.T) {
 			wantErr: []string{"document 1 (line 1)", `ServiceEntry shop/x: the top-level field "export" is not part of Istio's API`,
 				"remove it and export the service with a ServiceExport of the same name and namespace:\n---\n" +
 					"apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: x\n  namespace: shop\n"},
+		},
+		{
+			name:    "endpoints beside a workload selector",
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1}]", "workloadSelector: {labels: {app: x}}")},
+			wantErr: []string{"spec.endpoints and spec.workloadSelector are both set: Istio accepts one of them"},
 		},
 		{
 			name:    "empty workload selector",

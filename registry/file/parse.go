@@ -164,6 +164,9 @@ func checkServiceEntry(se *networkingpb.ServiceEntry) error {
 		}
 	}
 
+	if se.GetWorkloadSelector() != nil && len(se.GetEndpoints()) > 0 {
+		return errors.New("spec.endpoints and spec.workloadSelector are both set: Istio accepts one of them: list the endpoints, or write them as WorkloadEntries the selector picks")
+	}
 	if sel := se.GetWorkloadSelector(); sel != nil && len(sel.GetLabels()) == 0 {
 		return errors.New("spec.workloadSelector.labels is empty: list the labels of the WorkloadEntries to select, or remove workloadSelector")
 	}
