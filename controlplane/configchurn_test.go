@@ -136,7 +136,7 @@ func TestIntegrationConfigDirChurn(t *testing.T) {
 // serviceYAML is an exported ServiceEntry with two endpoints; the second
 // one's address tells the generation of the content.
 func serviceYAML(name string, generation int) string {
-	return fmt.Sprintf(`apiVersion: multicluster.x-k8s.io/v1alpha1
+	return fmt.Sprintf(`apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: %[1]s, namespace: shop}
 ---

@@ -17,7 +17,7 @@ import (
 	"github.com/federate/federate/registry"
 )
 
-const baristaConfig = `apiVersion: multicluster.x-k8s.io/v1alpha1
+const baristaConfig = `apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: barista, namespace: shop}
 ---

@@ -66,7 +66,7 @@ spec:
 // coffeeShopService is the exported ServiceEntry of one coffee-shop service.
 func coffeeShopService(name string) string {
 	return fmt.Sprintf(`---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata:
   name: %[1]s

@@ -377,7 +377,7 @@ func (v *verifier) failBack(ctx context.Context, order WorkloadState) StepResult
 // calls it: its one endpoint (the %s) is an address of the lab's /24
 // where nothing listens.
 const menuExport = `---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: menu, namespace: shop}
 ---

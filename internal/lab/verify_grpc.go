@@ -46,7 +46,7 @@ spec:
 
 // ledgerExport is the ServiceEntry of one ledger instance (%s address,
 // %d port): its SPIFFE ID is the ledger service account's.
-const ledgerExport = `apiVersion: multicluster.x-k8s.io/v1alpha1
+const ledgerExport = `apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: ledger, namespace: shop}
 ---

@@ -131,8 +131,8 @@ func TestDecodeErrors(t *testing.T) {
 		},
 		{
 			name: "a ServiceExport of another group",
-			data: "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: a}\n",
-			want: `ServiceExport: apiVersion "multicluster.x-k8s.io/v1beta1" is not supported: use one of multicluster.x-k8s.io/v1alpha1`,
+			data: "apiVersion: multicluster.k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: a}\n",
+			want: `ServiceExport: apiVersion "multicluster.k8s.io/v1beta1" is not supported: use one of multicluster.x-k8s.io/v1beta1, multicluster.x-k8s.io/v1alpha1`,
 		},
 		{
 			name: "text after a separator",

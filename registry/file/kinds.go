@@ -12,6 +12,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
 
 // Kinds federate reads, by name.
@@ -25,8 +26,9 @@ const (
 	KindServiceExport       = "ServiceExport"
 )
 
-// serviceExportVersion is the MCS API version of a ServiceExport.
-var serviceExportVersion = mcsv1alpha1.GroupVersion.String()
+// serviceExportVersion is the MCS API version of a ServiceExport that
+// federate writes, the CRD's storage version; v1alpha1 reads too.
+var serviceExportVersion = mcsv1beta1.SchemeGroupVersion.String()
 
 type newObject = func() runtime.Object
 
@@ -63,7 +65,8 @@ var knownKinds = map[string]map[string]newObject{
 		"security.istio.io/v1beta1": func() runtime.Object { return new(securityv1beta1.AuthorizationPolicy) },
 	},
 	KindServiceExport: {
-		serviceExportVersion: func() runtime.Object { return new(mcsv1alpha1.ServiceExport) },
+		serviceExportVersion:                    func() runtime.Object { return new(mcsv1beta1.ServiceExport) },
+		mcsv1alpha1.SchemeGroupVersion.String(): func() runtime.Object { return new(mcsv1alpha1.ServiceExport) },
 	},
 }
 
@@ -77,7 +80,7 @@ func versionsOf(kind string) []string {
 	return vs
 }
 
-// versionRank orders v1 before v1beta1 before v1alpha3.
+// versionRank orders v1 before v1beta1 before v1alpha3 (and v1alpha1).
 func versionRank(v string) int {
 	switch {
 	case strings.HasSuffix(v, "/v1"):

@@ -15,7 +15,7 @@ import (
 
 // exampleYAML is the shape the package documents: an exported ServiceEntry
 // with an inline endpoint and a selected WorkloadEntry.
-const exampleYAML = `apiVersion: multicluster.x-k8s.io/v1alpha1
+const exampleYAML = `apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: order, namespace: shop}
 ---
@@ -40,7 +40,7 @@ spec: {address: 127.0.0.2, ports: {http: 18082}, labels: {app: order, version: v
 
 // ledgerExport exports privateYAML's service.
 const ledgerExport = `---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: ledger, namespace: shop}
 `
@@ -132,7 +132,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "exportTo travels with the service",
 			files: map[string]string{"till.yaml": `
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: till, namespace: shop}
 ---
@@ -152,7 +152,7 @@ spec:
 		{
 			name: "ports and defaults",
 			files: map[string]string{"pay.yaml": `
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: pay}
 ---
@@ -191,7 +191,7 @@ spec:
 			files: map[string]string{
 				"b.yml": `# services of team b
 ---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: b}
 ---
@@ -203,7 +203,7 @@ spec: {hosts: [b.example.internal], ports: [{number: 80, name: http}]}
 ---
 # nothing here
 ---
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: a}
 ---
@@ -212,7 +212,7 @@ kind: ServiceEntry
 metadata: {name: a}
 spec: {hosts: [a.example.internal], ports: [{number: 80, name: http}]}
 `,
-				"c.yaml": `apiVersion: multicluster.x-k8s.io/v1alpha1
+				"c.yaml": `apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: c}
 ---
@@ -231,7 +231,7 @@ spec: {hosts: [c.example.internal], ports: [{number: 80, name: http}]}
 		{
 			name: "selector stays in its namespace and metadata labels win",
 			files: map[string]string{"shop.yaml": `
-apiVersion: multicluster.x-k8s.io/v1alpha1
+apiVersion: multicluster.x-k8s.io/v1beta1
 kind: ServiceExport
 metadata: {name: cart, namespace: shop}
 ---
@@ -317,7 +317,7 @@ func bareService(name string) *registrypb.Service {
 func serviceEntry(name string, spec ...string) string {
 	return "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: " + name +
 		"}\nspec:\n  " + strings.Join(spec, "\n  ") + "\n" +
-		"---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: " + name + "}\n"
+		"---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: " + name + "}\n"
 }
 
 const (
@@ -495,7 +495,7 @@ func TestLoadErrors(t *testing.T) {
 				"spec: {hosts: [svc.example.internal], ports: [{number: 80, name: http}]}\n"},
 			wantErr: []string{"document 1 (line 1)", `ServiceEntry shop/x: the top-level field "export" is not part of Istio's API`,
 				"remove it and export the service with a ServiceExport of the same name and namespace:\n---\n" +
-					"apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata:\n  name: x\n  namespace: shop\n"},
+					"apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata:\n  name: x\n  namespace: shop\n"},
 		},
 		{
 			name:    "endpoints beside a workload selector",

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
@@ -39,7 +40,8 @@ type Document struct {
 	// Exactly one of these is set.
 	ServiceEntry  *networkingpb.ServiceEntry
 	WorkloadEntry *networkingpb.WorkloadEntry
-	ServiceExport *mcsv1alpha1.ServiceExport
+	// ServiceExport is in its v1beta1 form whichever version was read.
+	ServiceExport *mcsv1beta1.ServiceExport
 }
 
 // kind is the document's Kubernetes kind.
@@ -97,7 +99,12 @@ func parseObject(o *Object) (*Document, error) {
 	d := &Document{File: o.File, Index: o.Document, Item: o.Item, Line: o.Line, ObjectMeta: o.Metadata}
 	switch o.Kind {
 	case KindServiceExport:
-		d.ServiceExport = o.Typed.(*mcsv1alpha1.ServiceExport)
+		switch sx := o.Typed.(type) {
+		case *mcsv1beta1.ServiceExport:
+			d.ServiceExport = sx
+		case *mcsv1alpha1.ServiceExport:
+			d.ServiceExport = &mcsv1beta1.ServiceExport{TypeMeta: sx.TypeMeta, ObjectMeta: sx.ObjectMeta}
+		}
 		return d, nil
 	case KindServiceEntry:
 		if !o.HasSpec() {

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	networkingpb "istio.io/api/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -41,7 +41,7 @@ func TestParse(t *testing.T) {
 				"apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: vm, namespace: shop}\n\n" +
 				"spec: {hosts: [vm.example.internal], ports: [{number: 80, name: http, targetPort: 8080}]}\n" +
 				"---\n{apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n" +
-				"--- # the export\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: vm, namespace: shop}\n",
+				"--- # the export\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: vm, namespace: shop}\n",
 			want: []*Document{
 				{
 					File: "vm.yaml", Index: 1, Line: 3,
@@ -64,8 +64,8 @@ func TestParse(t *testing.T) {
 				{
 					File: "vm.yaml", Index: 4, Line: 18,
 					ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "shop"},
-					ServiceExport: &mcsv1alpha1.ServiceExport{
-						TypeMeta:   metav1.TypeMeta{APIVersion: "multicluster.x-k8s.io/v1alpha1", Kind: "ServiceExport"},
+					ServiceExport: &mcsv1beta1.ServiceExport{
+						TypeMeta:   metav1.TypeMeta{APIVersion: "multicluster.x-k8s.io/v1beta1", Kind: "ServiceExport"},
 						ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "shop"},
 					},
 				},
