@@ -139,7 +139,7 @@ func startSidecarFrom(t *testing.T, policies Policies, config func(appPort uint3
 	}
 	s.Update(&agentpb.AgentConfig{
 		Bundles: []*agentpb.TrustBundle{f.central.bundle(), f.east.bundle()},
-		Inbound:  inbound,
+		Inbound: inbound,
 		Upstreams: []*agentpb.Upstream{{
 			Hostname: "payment.shop.svc.cluster.local",
 			Ports:    []*registrypb.Port{{Name: "http", Number: 8081}},

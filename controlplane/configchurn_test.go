@@ -146,6 +146,7 @@ metadata: {name: %[1]s, namespace: shop}
 spec:
   hosts: [%[1]s.shop.svc.cluster.local]
   ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
   endpoints:
   - {address: 10.10.0.1, serviceAccount: %[1]s}
   - {address: %[2]s, serviceAccount: %[1]s}

@@ -52,6 +52,7 @@ metadata: {name: ledger, namespace: shop}
 spec:
   hosts: [ledger.shop.svc.cluster.local]
   ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
   endpoints: [{address: 127.0.0.9}]
 `
 
@@ -164,6 +165,7 @@ spec:
   ports:
   - {number: 8080, name: http, protocol: HTTP, targetPort: 18080}
   - {number: 9090, name: grpc, protocol: GRPC}
+  resolution: STATIC
   endpoints:
   - {address: 10.0.0.10, weight: 0}
   - {address: 10.0.0.9, ports: {grpc: 19090, unused: 7}}
@@ -421,22 +423,22 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "endpoint port out of range",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, ports: {http: 0}}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, ports: {http: 0}}]")},
 			wantErr: []string{`spec.endpoints[0].ports["http"]: port 0 is out of range`},
 		},
 		{
 			name:    "DNS endpoint",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1}, {address: db.example.com}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1}, {address: db.example.com}]")},
 			wantErr: []string{`spec.endpoints[1].address "db.example.com" is not an IP address`, "DNS names are not supported yet"},
 		},
 		{
 			name:    "invalid IP",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 300.1.2.3}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 300.1.2.3}]")},
 			wantErr: []string{`address "300.1.2.3" is not an IP address`},
 		},
 		{
 			name:    "missing address",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{ports: {http: 8080}}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{ports: {http: 8080}}]")},
 			wantErr: []string{"spec.endpoints[0].address is missing"},
 		},
 		{
@@ -447,7 +449,7 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "locality with empty part",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: us-east//a}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, locality: us-east//a}]")},
 			wantErr: []string{`spec.endpoints[0].locality: registry: invalid locality "us-east//a": has an empty part`, "region/zone/subzone"},
 		},
 		{
@@ -457,7 +459,7 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "locality with white space",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: 'us east'}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, locality: 'us east'}]")},
 			wantErr: []string{`invalid locality "us east": contains white space`},
 		},
 		{
@@ -499,7 +501,7 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "endpoints beside a workload selector",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1}]", "workloadSelector: {labels: {app: x}}")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1}]", "workloadSelector: {labels: {app: x}}")},
 			wantErr: []string{"spec.endpoints and spec.workloadSelector are both set: Istio accepts one of them"},
 		},
 		{

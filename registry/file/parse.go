@@ -171,6 +171,9 @@ func checkServiceEntry(se *networkingpb.ServiceEntry) error {
 		}
 	}
 
+	if len(se.GetEndpoints()) > 0 && se.GetResolution() == networkingpb.ServiceEntry_NONE {
+		return errors.New("spec.endpoints are listed with resolution NONE (the default), which Istio refuses: set spec.resolution: STATIC")
+	}
 	if se.GetWorkloadSelector() != nil && len(se.GetEndpoints()) > 0 {
 		return errors.New("spec.endpoints and spec.workloadSelector are both set: Istio accepts one of them: list the endpoints, or write them as WorkloadEntries the selector picks")
 	}

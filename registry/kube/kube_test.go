@@ -527,7 +527,7 @@ func exportedServiceEntry(t *testing.T, central, east *cluster, f *federation) {
 		ObjectMeta: metav1.ObjectMeta{Name: "ledger", Namespace: "shop"},
 		Spec: networkingpb.ServiceEntry{
 			Hosts: []string{ledgerHost}, Location: networkingpb.ServiceEntry_MESH_INTERNAL, Resolution: networkingpb.ServiceEntry_STATIC,
-			Ports: []*networkingpb.ServicePort{{Number: 9090, Name: "grpc", Protocol: "GRPC", TargetPort: 19090}},
+			Ports:            []*networkingpb.ServicePort{{Number: 9090, Name: "grpc", Protocol: "GRPC", TargetPort: 19090}},
 			WorkloadSelector: &networkingpb.WorkloadSelector{Labels: map[string]string{"app": "ledger"}},
 		},
 	}, metav1.CreateOptions{})
@@ -588,7 +588,7 @@ func exportedServiceEntry(t *testing.T, central, east *cluster, f *federation) {
 	// Two hosts in one ServiceEntry: federate names one service per entry.
 	_, err = nw.ServiceEntries("shop").Create(ctxT(t), &networkingv1.ServiceEntry{
 		ObjectMeta: metav1.ObjectMeta{Name: "pair", Namespace: "shop"},
-		Spec: networkingpb.ServiceEntry{Hosts: []string{"a.example.internal", "b.example.internal"},
+		Spec: networkingpb.ServiceEntry{Hosts: []string{"a.example.internal", "b.example.internal"}, Resolution: networkingpb.ServiceEntry_STATIC,
 			Ports: []*networkingpb.ServicePort{{Number: 80, Name: "http"}}, Endpoints: []*networkingpb.WorkloadEntry{{Address: "10.3.3.1"}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
