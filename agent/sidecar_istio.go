@@ -133,7 +133,7 @@ func checkCapture(m networkingpb.CaptureMode) error {
 // "0.0.0.0:PORT" in Istio's words; the application is reached on loopback.
 func loopbackEndpoint(ep string) (string, uint32, error) {
 	if strings.HasPrefix(ep, "unix://") {
-		return "", 0, errors.New("Unix domain sockets are not supported: use 127.0.0.1:PORT")
+		return "", 0, errors.New("a Unix domain socket is not supported: use 127.0.0.1:PORT")
 	}
 	h, p, err := net.SplitHostPort(ep)
 	if err != nil {

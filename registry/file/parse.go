@@ -276,6 +276,3 @@ func fileLines(msg string, first int) string {
 // its messages; the line refers to the JSON form, which users never see.
 var protoPrefix = regexp.MustCompile(`^proto:[\s\x{00a0}]*(\(line \d+:\d+\):[\s\x{00a0}]*)?`)
 
-func protoMessage(err error) string {
-	return protoPrefix.ReplaceAllString(err.Error(), "")
-}
