@@ -275,4 +275,3 @@ func fileLines(msg string, first int) string {
 // protoPrefix matches the "proto: (line 1:23): " that protojson puts before
 // its messages; the line refers to the JSON form, which users never see.
 var protoPrefix = regexp.MustCompile(`^proto:[\s\x{00a0}]*(\(line \d+:\d+\):[\s\x{00a0}]*)?`)
-
