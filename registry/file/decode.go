@@ -259,6 +259,9 @@ func decodeObject(js []byte, at *FileError) (*Object, error) {
 // checkTopLevel refuses the "export" field that federate once read beside
 // a ServiceEntry's spec, saying what replaces it.
 func checkTopLevel(o *Object, js []byte) error {
+	if !bytes.Contains(js, []byte(`"export"`)) {
+		return nil // the common case, without decoding the object again
+	}
 	var top map[string]json.RawMessage
 	_ = json.Unmarshal(js, &top)
 	if _, ok := top["export"]; !ok {
