@@ -121,6 +121,9 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	}
 	want("order.yaml empty", parse("order.yaml empty"), all...)
 	warned("order.yaml empty", order, "the file is empty")
+	if d.Problems() == nil || d.Broken() != nil {
+		t.Errorf("order.yaml empty: Problems() = %v, Broken() = %v; want the emptied file a problem, not broken", d.Problems(), d.Broken())
+	}
 	want("order.yaml still empty", parse("order.yaml still empty"), all...)
 	warned("order.yaml still empty", order, "")
 
@@ -131,6 +134,9 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	}
 	want("order.yaml half written", parse("order.yaml half written"), all...)
 	warned("order.yaml half written", order, "document 2")
+	if err := d.Broken(); err == nil || !strings.Contains(err.Error(), order) {
+		t.Errorf("order.yaml half written: Broken() = %v, want order.yaml's", err)
+	}
 	if err := d.Problems(); err == nil || !strings.Contains(err.Error(), order) {
 		t.Errorf("Problems() = %v, want order.yaml's", err)
 	}
