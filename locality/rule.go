@@ -1,6 +1,7 @@
 package locality
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -201,7 +202,10 @@ func ParseDestinationRulesIn(data []byte) ([]*Rule, error) {
 func parseRules(data []byte, skipOthers bool) ([]*Rule, error) {
 	// One decoder for every Kubernetes object federate reads: documents,
 	// comments, kubectl output and List items alike.
-	objs, err := file.Decode("", data)
+	if skipOthers && !bytes.Contains(data, []byte("DestinationRule")) {
+		return nil, nil // the common file of a config directory: no rule
+	}
+	objs, err := file.DecodeOnly("", data, file.KindDestinationRule)
 	if err != nil {
 		if fe, ok := errors.AsType[*file.FileError](err); ok {
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidRule, place(fe.Document, fe.Item, fe.Line), fe.Err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -85,6 +86,18 @@ func (o *Object) where() *FileError {
 // for the caller to skip or refuse. name is used in errors only; they are
 // *FileError naming the document (and list item) and its line.
 func Decode(name string, data []byte) ([]*Object, error) {
+	return decode(name, data, nil)
+}
+
+// DecodeOnly is Decode that types only the given kinds: the others come
+// out untyped, as unknown kinds do, for a reader that skips them without
+// the cost of checking them.
+func DecodeOnly(name string, data []byte, kinds ...string) ([]*Object, error) {
+	return decode(name, data, kinds)
+}
+
+// decode is Decode typing the kinds listed, or every known kind if none.
+func decode(name string, data []byte, only []string) ([]*Object, error) {
 	// The reader ends every line with "\n"; with the same line ends here,
 	// each document it returns is found in data, and so is its line.
 	data = bytes.ReplaceAll(bytes.TrimPrefix(data, utf8BOM), []byte("\r\n"), []byte("\n"))
@@ -113,7 +126,7 @@ func Decode(name string, data []byte) ([]*Object, error) {
 		}
 		index++
 		at := &FileError{File: name, Document: index, Line: lineAt(data, start) + first - 1}
-		objs, err := decodeDocument(doc, lineAt(data, start), at)
+		objs, err := decodeDocument(doc, lineAt(data, start), at, only)
 		if err != nil {
 			return nil, err
 		}
@@ -160,7 +173,7 @@ func firstContentLine(doc []byte) (line int, skip bool) {
 
 // decodeDocument decodes one document, which starts on line start of its
 // file; at locates it for errors.
-func decodeDocument(doc []byte, start int, at *FileError) ([]*Object, error) {
+func decodeDocument(doc []byte, start int, at *FileError, only []string) ([]*Object, error) {
 	fail := func(err error) error { e := *at; e.Err = err; return &e }
 	js, err := sigsyaml.YAMLToJSONStrict(doc)
 	if err != nil {
@@ -184,7 +197,7 @@ func decodeDocument(doc []byte, start int, at *FileError) ([]*Object, error) {
 		for i, item := range list {
 			a := *at
 			a.Item = i + 1
-			o, err := decodeObject(item, &a)
+			o, err := decodeObject(item, &a, only)
 			if err != nil {
 				return nil, err
 			}
@@ -192,7 +205,7 @@ func decodeDocument(doc []byte, start int, at *FileError) ([]*Object, error) {
 		}
 		return out, nil
 	}
-	o, err := decodeObject(js, at)
+	o, err := decodeObject(js, at, only)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +213,7 @@ func decodeDocument(doc []byte, start int, at *FileError) ([]*Object, error) {
 }
 
 // decodeObject decodes one object (JSON) located by at.
-func decodeObject(js []byte, at *FileError) (*Object, error) {
+func decodeObject(js []byte, at *FileError, only []string) (*Object, error) {
 	o := &Object{File: at.File, Document: at.Document, Item: at.Item, Line: at.Line}
 	fail := func(err error) error { e := o.where(); e.Err = err; return e }
 	if err := json.Unmarshal(js, o); err != nil {
@@ -219,7 +232,7 @@ func decodeObject(js []byte, at *FileError) (*Object, error) {
 		return nil, fail(err)
 	}
 	newTyped, known := knownKinds[o.Kind]
-	if !known {
+	if !known || only != nil && !slices.Contains(only, o.Kind) {
 		return o, nil
 	}
 	newObj, ok := newTyped[o.APIVersion]

@@ -245,3 +245,21 @@ func recordAttrs(r slog.Record) map[string]string {
 	})
 	return out
 }
+
+// DecodeOnly types the kinds asked for and leaves the others untyped and
+// unchecked, for readers that skip them.
+func TestDecodeOnlyTypesTheKindsAskedFor(t *testing.T) {
+	data, err := os.ReadFile("testdata/shop/payments.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := DecodeOnly("payments.yaml", append(data, "---\n{apiVersion: networking.istio.io/v1, kind: ServiceEntry, metadata: {name: x}, spec: {hostz: []}}\n"...), KindDestinationRule)
+	if err != nil {
+		t.Fatalf("DecodeOnly checked a kind it was not asked for: %v", err)
+	}
+	for _, o := range objs {
+		if (o.Typed != nil) != (o.Kind == KindDestinationRule) {
+			t.Errorf("%s typed = %v, want only the DestinationRule typed", o.Ref(), o.Typed != nil)
+		}
+	}
+}
