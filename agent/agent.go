@@ -102,6 +102,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if sc.Deprecated != "" {
+		a.log.Warn(sc.Deprecated, "file", filepath.Join(a.cfg.ConfigDir, SidecarFile))
+	}
 	policies, err := LoadPolicies(filepath.Join(a.cfg.ConfigDir, AuthorizationFile), b.Namespace, b.Labels)
 	if err != nil {
 		return err

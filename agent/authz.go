@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/encoding/protojson"
 	securitypb "istio.io/api/security/v1beta1"
 
 	"github.com/federate/federate/registry/file"
@@ -42,17 +41,18 @@ func LoadPolicies(path, namespace string, labels map[string]string) (Policies, e
 	if err != nil {
 		return nil, &FileError{Path: path, Err: err}
 	}
+	objs, err := file.Decode(path, data)
+	if err != nil {
+		return nil, err
+	}
 	var out Policies
-	for i, doc := range strings.Split("\n"+string(data), "\n---") {
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
-		p, ns, err := parsePolicy([]byte(doc))
+	for _, o := range objs {
+		p, err := policyOf(o)
 		if err != nil {
-			return nil, &FileError{Path: path, Err: fmt.Errorf("document %d: %w", i+1, err)}
+			return nil, &FileError{Path: path, Err: fmt.Errorf("document %d (line %d): %w", o.Document, o.Line, err)}
 		}
 		sel := p.Spec.GetSelector().GetMatchLabels()
-		if ns != namespace && ns != rootNamespace || !subset(sel, labels) {
+		if ns := o.Metadata.Namespace; ns != namespace && ns != rootNamespace || !subset(sel, labels) {
 			continue
 		}
 		out = append(out, p)
@@ -60,49 +60,29 @@ func LoadPolicies(path, namespace string, labels map[string]string) (Policies, e
 	return out, nil
 }
 
-func stripComments(doc string) string {
-	var b strings.Builder
-	for l := range strings.SplitSeq(doc, "\n") {
-		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
-
-func parsePolicy(doc []byte) (Policy, string, error) {
-	obj, err := file.DecodeObject(doc)
-	if err != nil {
-		return Policy{}, "", err
-	}
-	if obj == nil {
-		obj = new(file.Object)
-	}
-	if obj.Kind != "AuthorizationPolicy" || !strings.HasPrefix(obj.APIVersion, "security.istio.io/") {
-		return Policy{}, "", fmt.Errorf("kind %q, apiVersion %q: only security.istio.io AuthorizationPolicy belongs here", obj.Kind, obj.APIVersion)
+// policyOf checks one decoded AuthorizationPolicy against what the VM
+// sidecar can enforce.
+func policyOf(obj *file.Object) (Policy, error) {
+	spec, ok := obj.SpecProto().(*securitypb.AuthorizationPolicy)
+	if obj.Kind != file.KindAuthorizationPolicy || !ok {
+		return Policy{}, fmt.Errorf("kind %q, apiVersion %q: only security.istio.io AuthorizationPolicy belongs here", obj.Kind, obj.APIVersion)
 	}
 	ref := "AuthorizationPolicy " + obj.Metadata.Name
-	spec := new(securitypb.AuthorizationPolicy)
-	if obj.HasSpec() {
-		if err := protojson.Unmarshal(obj.Spec, spec); err != nil {
-			return Policy{}, "", fmt.Errorf("%s: spec: %s", ref, strings.TrimPrefix(err.Error(), "proto: "))
-		}
-	}
 	if a := spec.GetAction(); a != securitypb.AuthorizationPolicy_ALLOW && a != securitypb.AuthorizationPolicy_DENY {
-		return Policy{}, "", fmt.Errorf("%s: action %s is not supported by the VM sidecar: use ALLOW or DENY", ref, a)
+		return Policy{}, fmt.Errorf("%s: action %s is not supported by the VM sidecar: use ALLOW or DENY", ref, a)
 	}
 	for i, r := range spec.GetRules() {
 		if len(r.GetWhen()) > 0 {
-			return Policy{}, "", fmt.Errorf("%s: rules[%d].when is not supported by the VM sidecar (it sees TCP, not requests)", ref, i)
+			return Policy{}, fmt.Errorf("%s: rules[%d].when is not supported by the VM sidecar (it sees TCP, not requests)", ref, i)
 		}
 		for j, to := range r.GetTo() {
 			op := to.GetOperation()
 			if len(op.GetHosts())+len(op.GetNotHosts())+len(op.GetMethods())+len(op.GetNotMethods())+len(op.GetPaths())+len(op.GetNotPaths()) > 0 {
-				return Policy{}, "", fmt.Errorf("%s: rules[%d].to[%d]: only ports and notPorts apply to TCP; remove hosts, methods and paths", ref, i, j)
+				return Policy{}, fmt.Errorf("%s: rules[%d].to[%d]: only ports and notPorts apply to TCP; remove hosts, methods and paths", ref, i, j)
 			}
 		}
 	}
-	return Policy{Name: obj.Metadata.Namespace + "/" + obj.Metadata.Name, Spec: spec}, obj.Metadata.Namespace, nil
+	return Policy{Name: obj.Metadata.Namespace + "/" + obj.Metadata.Name, Spec: spec}, nil
 }
 
 // Allow reports whether caller may connect to port, and why not.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,12 +30,20 @@ import (
 const DefaultInboundListen = "0.0.0.0:15006"
 
 // SidecarConfig is sidecar.yaml: the inbound listener and the services
-// the VM imports, like Consul's upstreams.
+// the VM imports. The file is an Istio Sidecar resource; the old private
+// format (inbound.listen, outbound[]) still reads, with Deprecated set.
 type SidecarConfig struct {
 	Inbound struct {
 		Listen string `json:"listen"`
+		// AppHost and AppPort are the ingress defaultEndpoint: where the
+		// application listens (default 127.0.0.1), and the port for
+		// callers whose service port the control plane does not map.
+		AppHost string `json:"-"`
+		AppPort uint32 `json:"-"`
 	} `json:"inbound"`
 	Outbound []Outbound `json:"outbound"`
+	// Deprecated is the line to log when the file is in the old format.
+	Deprecated string `json:"-"`
 }
 
 // Outbound is one imported service: the application connects to Listen in
@@ -45,7 +54,8 @@ type Outbound struct {
 	Listen string `json:"listen"`
 }
 
-// LoadSidecarConfig reads sidecar.yaml; a missing file means defaults.
+// LoadSidecarConfig reads sidecar.yaml, an Istio Sidecar resource or the
+// old private format; a missing file means defaults.
 func LoadSidecarConfig(path string) (*SidecarConfig, error) {
 	c := new(SidecarConfig)
 	data, err := os.ReadFile(path)
@@ -53,8 +63,17 @@ func LoadSidecarConfig(path string) (*SidecarConfig, error) {
 		return nil, &FileError{Path: path, Err: err}
 	}
 	if err == nil {
-		if err := yaml.UnmarshalStrict(data, c); err != nil {
-			return nil, &FileError{Path: path, Err: fmt.Errorf("%v: it holds inbound.listen and outbound[].host, port and listen", err)}
+		istio, ok, err := parseSidecarFile(path, data)
+		switch {
+		case err != nil:
+			return nil, err
+		case ok:
+			c = istio
+		default:
+			if err := yaml.UnmarshalStrict(data, c); err != nil {
+				return nil, &FileError{Path: path, Err: fmt.Errorf("%v: write an Istio Sidecar resource (docs/vms.md)", err)}
+			}
+			c.Deprecated = deprecatedSidecarFormat
 		}
 	}
 	if c.Inbound.Listen == "" {
@@ -144,7 +163,7 @@ type outboundKey struct {
 // start; Run serves them.
 func NewSidecar(cfg *SidecarConfig, cred *trust.Credential, bundles *Bundles, policies Policies, log *slog.Logger) (*Sidecar, error) {
 	s := &Sidecar{
-		cfg: cfg, cred: cred, bundles: bundles, policies: policies, log: log, appHost: "127.0.0.1",
+		cfg: cfg, cred: cred, bundles: bundles, policies: policies, log: log, appHost: cmp.Or(cfg.Inbound.AppHost, "127.0.0.1"),
 		ports: make(map[uint32]uint32), pickers: make(map[outboundKey]*Picker),
 	}
 	var err error
@@ -292,6 +311,9 @@ func (s *Sidecar) inboundTarget(serverName string) (uint32, uint32, error) {
 	if n, err := sni.ParseIstio(serverName); err == nil {
 		if t, ok := s.ports[uint32(n.Port)]; ok {
 			return uint32(n.Port), t, nil
+		}
+		if d := s.cfg.Inbound.AppPort; d != 0 {
+			return uint32(n.Port), d, nil // the Sidecar's defaultEndpoint
 		}
 		return 0, 0, fmt.Errorf("no service of this workload has port %d", n.Port)
 	}

@@ -90,6 +90,15 @@ type sidecarFixture struct {
 
 func startSidecar(t *testing.T, policies Policies) *sidecarFixture {
 	t.Helper()
+	return startSidecarFrom(t, policies, nil)
+}
+
+// startSidecarFrom starts the fixture's sidecar with the configuration
+// config makes for the application's port; nil means the one written in
+// Go, with the control plane mapping barista's port. A config of its own
+// gets no port mapping from the control plane: its defaultEndpoint serves.
+func startSidecarFrom(t *testing.T, policies Policies, config func(appPort uint32) *SidecarConfig) *sidecarFixture {
+	t.Helper()
 	f := &sidecarFixture{central: newDomain(t, "central.shop"), east: newDomain(t, "east.shop"), evil: newDomain(t, "evil.example")}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -116,8 +125,13 @@ func startSidecar(t *testing.T, policies Policies) *sidecarFixture {
 	}
 	serve(t, payment, "payment: ")
 
+	appPort := uint32(app.Addr().(*net.TCPAddr).Port)
 	cfg := &SidecarConfig{Outbound: []Outbound{{Host: "payment.shop.svc.cluster.local", Port: 8081, Listen: "127.0.0.1:0"}}}
 	cfg.Inbound.Listen = "127.0.0.1:0"
+	inbound := []*agentpb.Inbound{{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: appPort}}
+	if config != nil {
+		cfg, inbound = config(appPort), nil
+	}
 	bundles := NewBundles(f.central.td, f.central.auth.Bundle().X509Authorities())
 	s, err := NewSidecar(cfg, f.central.cred(t, "/ns/shop/sa/barista"), bundles, policies, log)
 	if err != nil {
@@ -125,7 +139,7 @@ func startSidecar(t *testing.T, policies Policies) *sidecarFixture {
 	}
 	s.Update(&agentpb.AgentConfig{
 		Bundles: []*agentpb.TrustBundle{f.central.bundle(), f.east.bundle()},
-		Inbound: []*agentpb.Inbound{{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: uint32(app.Addr().(*net.TCPAddr).Port)}},
+		Inbound: inbound,
 		Upstreams: []*agentpb.Upstream{{
 			Hostname: "payment.shop.svc.cluster.local",
 			Ports:    []*registrypb.Port{{Name: "http", Number: 8081}},

@@ -136,13 +136,17 @@ func TestIntegrationConfigDirChurn(t *testing.T) {
 // serviceYAML is an exported ServiceEntry with two endpoints; the second
 // one's address tells the generation of the content.
 func serviceYAML(name string, generation int) string {
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+	return fmt.Sprintf(`apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: %[1]s, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: %[1]s, namespace: shop}
-export: true
 spec:
   hosts: [%[1]s.shop.svc.cluster.local]
   ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
   endpoints:
   - {address: 10.10.0.1, serviceAccount: %[1]s}
   - {address: %[2]s, serviceAccount: %[1]s}

@@ -127,6 +127,7 @@ type ControlPlane struct {
 	member    *member.Member
 	routing   *routing.Routing
 	workloads *workloads.Server
+	files     *file.Source // nil unless services come from ConfigDir
 }
 
 // New checks cfg; it does no I/O.
@@ -252,6 +253,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.files, _ = source.(*file.Source)
 	c.routing, err = routing.New(routing.Config{
 		View: m, Server: xdsServer, Network: cfg.Network, ConfigDir: cfg.ConfigDir, Logger: c.log,
 		Probe: cfg.Probe, RulesInterval: cfg.RulesInterval,
@@ -319,7 +321,7 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
 		RegisterServices: services.register, ServingNames: cfg.ServingNames,
 		ServerOptions:  c.guard.ServerOptions,
-		PolicyWarnings: func() []*hubpb.PolicyWarning { return c.routing.PolicyWarnings() },
+		PolicyWarnings: func() []*hubpb.PolicyWarning { return append(c.routing.PolicyWarnings(), c.notExported()...) },
 	})
 }
 
@@ -336,6 +338,24 @@ func (c *ControlPlane) newSource(m *member.Member) (Source, error) {
 		td = registry.DefaultTrustDomain(cfg.Cluster, m.Mesh())
 	}
 	return file.New(file.Config{Dir: cfg.ConfigDir, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td, Interval: cfg.ConfigInterval, Logger: c.log}), nil
+}
+
+// notExported reports the config directory's ServiceEntries without a
+// ServiceExport (and ServiceExports without a ServiceEntry) in the status,
+// so that an Istio-valid file that exports nothing is never silent.
+func (c *ControlPlane) notExported() []*hubpb.PolicyWarning {
+	if c.files == nil {
+		return nil
+	}
+	var out []*hubpb.PolicyWarning
+	for _, n := range c.files.NotExported() {
+		reason, _, _ := strings.Cut(n.Reason, ":\n")
+		out = append(out, &hubpb.PolicyWarning{
+			Host: n.Host, Field: n.Ref,
+			Message: fmt.Sprintf("not exported: %s (%s line %d)", reason, n.File, n.Line),
+		})
+	}
+	return out
 }
 
 // grpcServices are the services the member's gRPC server carries besides

@@ -200,11 +200,23 @@ func ParseDestinationRulesIn(data []byte) ([]*Rule, error) {
 }
 
 func parseRules(data []byte, skipOthers bool) ([]*Rule, error) {
+	// One decoder for every Kubernetes object federate reads: documents,
+	// comments, kubectl output and List items alike.
+	if skipOthers && !bytes.Contains(data, []byte("DestinationRule")) {
+		return nil, nil // the common file of a config directory: no rule
+	}
+	objs, err := file.DecodeOnly("", data, file.KindDestinationRule)
+	if err != nil {
+		if fe, ok := errors.AsType[*file.FileError](err); ok {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidRule, place(fe.Document, fe.Item, fe.Line), fe.Err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRule, err)
+	}
 	var rules []*Rule
-	for i, doc := range splitYAML(data) {
-		r, err := parseRule(doc, skipOthers)
+	for _, obj := range objs {
+		r, err := parseRule(obj, skipOthers)
 		if err != nil {
-			return nil, fmt.Errorf("%w: document %d: %w", ErrInvalidRule, i+1, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidRule, place(obj.Document, obj.Item, obj.Line), err)
 		}
 		if r != nil {
 			rules = append(rules, r)
@@ -213,37 +225,18 @@ func parseRules(data []byte, skipOthers bool) ([]*Rule, error) {
 	return rules, nil
 }
 
-// splitYAML cuts a stream at "---" lines; blank documents are dropped.
-func splitYAML(data []byte) [][]byte {
-	var out [][]byte
-	var cur []byte
-	for len(data) > 0 {
-		var line []byte
-		line, data, _ = bytes.Cut(data, []byte("\n"))
-		if t := bytes.TrimRight(line, " \t\r"); bytes.Equal(t, []byte("---")) {
-			out = append(out, cur)
-			cur = nil
-			continue
-		}
-		cur = append(cur, line...)
-		cur = append(cur, '\n')
+// place names a document, or an item of a List document, and its line.
+func place(document, item, line int) string {
+	switch {
+	case document == 0:
+		return fmt.Sprintf("line %d", line)
+	case item > 0:
+		return fmt.Sprintf("document %d item %d (line %d)", document, item, line)
 	}
-	out = append(out, cur)
-	return slices.DeleteFunc(out, func(d []byte) bool {
-		for _, l := range bytes.Split(d, []byte("\n")) {
-			if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-				return false
-			}
-		}
-		return true
-	})
+	return fmt.Sprintf("document %d (line %d)", document, line)
 }
 
-func parseRule(doc []byte, skipOthers bool) (*Rule, error) {
-	obj, err := file.DecodeObject(doc)
-	if obj == nil || err != nil {
-		return nil, err
-	}
+func parseRule(obj *file.Object, skipOthers bool) (*Rule, error) {
 	if obj.Kind != "DestinationRule" && skipOthers && obj.Kind != "" {
 		return nil, nil
 	}

@@ -135,7 +135,7 @@ func TestParseDestinationRulesErrors(t *testing.T) {
 		{"missing host", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {}", "spec.host is missing"},
 		{"missing name", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nspec: {host: a}", "metadata.name is missing"},
 		{"bad YAML", "kind: [", "invalid YAML"},
-		{"bad duration", dr("", "outlierDetection: {baseEjectionTime: 1x}"), "invalid duration"},
+		{"bad duration", dr("", "outlierDetection: {baseEjectionTime: 1x}"), `duration "1x"`},
 		{"not an object", "- a\n- b", "not a Kubernetes object"},
 		{"second document bad", dr("") + "---\nkind: Nope\n", "document 2"},
 		{"bad subset policy", dr("") + "  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy: {loadBalancer: {localityLbSetting: {failover: [{from: a, to: a}]}}}\n", "spec.subsets[0]"},

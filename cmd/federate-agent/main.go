@@ -45,10 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"renewing it with itself, so restarts need no token. It registers the\n"+
 			"WorkloadEntry <group>-<ip>, runs the group's readiness probe and reports\n"+
 			"its health.\n\n"+
-			"The sidecar (DIR/sidecar.yaml) accepts mTLS on its inbound port, checks the\n"+
+			"The sidecar (DIR/sidecar.yaml, an Istio Sidecar resource with captureMode NONE)\n"+
+			"accepts mTLS on its ingress listener, checks the\n"+
 			"caller's SPIFFE ID (DIR/authorization.yaml: Istio AuthorizationPolicy;\n"+
 			"without it any federated identity) and forwards to the application; for\n"+
-			"each imported service it listens on loopback and originates mTLS with\n"+
+			"each egress listener (an imported service) it listens on loopback and originates mTLS with\n"+
 			"Istio's SNI, directly or through the remote cluster's gateway.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}

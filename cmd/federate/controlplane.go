@@ -20,7 +20,8 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"learns every other cluster's, keeps them in DIR/"+controlplane.StoreFile+" and serves them at\n"+
 			"once after a restart. DIR must hold what 'federate join' wrote. Services come\n"+
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
-			"WorkloadEntry; only entries with 'export: true' leave the cluster).\n\n"+
+			"WorkloadEntry; only entries with a ServiceExport (multicluster.x-k8s.io/v1alpha1)\n"+
+			"of the same name and namespace leave the cluster).\n\n"+
 			"Example:\n"+
 			"  federate controlplane --cluster east --network net-east --locality us-east/us-east-1a \\\n"+
 			"      --data-dir /var/lib/federate --config-dir /etc/federate/services --gateway 198.51.100.1:15443", stdout)

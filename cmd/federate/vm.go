@@ -109,6 +109,8 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
 	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
 	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
+	fmt.Fprintf(stdout, "To call federated services, write /etc/federate/%s: an Istio Sidecar with one egress listener\n"+
+		"(bind: 127.0.0.1, captureMode: NONE) per service (docs/vms.md).\n", agent.SidecarFile)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package workloads
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 // config directory.
 type selectorCache struct {
 	mu      sync.Mutex                   // guards the fields below
+	dir     *file.Dir                    // re-parses only the files that changed
 	good    map[string]map[string]string // by host; read-only once stored
 	failing string                       // the problem last logged, until a read succeeds
 }
@@ -35,10 +37,19 @@ func (w *Server) selectors() map[string]map[string]string {
 	if w.cfg.ConfigDir == "" {
 		return nil
 	}
-	docs, err := file.ParseDir(w.cfg.ConfigDir)
 	c := &w.sel
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dir == nil {
+		// The problems are logged below, once, as the selectors' own.
+		c.dir = file.NewDir(w.cfg.ConfigDir, slog.New(slog.DiscardHandler))
+	}
+	// A Dir reads the directory as ParseDir does, but parses a file again
+	// only when its content changed: this runs on every publish.
+	docs, err := c.dir.Parse()
+	if err == nil {
+		err = c.dir.Broken()
+	}
 	if err != nil {
 		if msg := err.Error(); msg != c.failing {
 			c.failing = msg

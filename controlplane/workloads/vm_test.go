@@ -17,10 +17,13 @@ import (
 	"github.com/federate/federate/registry"
 )
 
-const baristaConfig = `apiVersion: networking.istio.io/v1
+const baristaConfig = `apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: barista, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: barista, namespace: shop}
-export: true
 spec:
   hosts: [barista.shop.svc.cluster.local]
   ports: [{number: 8083, name: http, protocol: HTTP}]

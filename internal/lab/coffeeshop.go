@@ -66,12 +66,17 @@ spec:
 // coffeeShopService is the exported ServiceEntry of one coffee-shop service.
 func coffeeShopService(name string) string {
 	return fmt.Sprintf(`---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata:
+  name: %[1]s
+  namespace: shop
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
   name: %[1]s
   namespace: shop
-export: true
 spec:
   hosts: [%[1]s.shop.svc.cluster.local]
   ports: [{number: %[2]d, name: http, protocol: HTTP}]

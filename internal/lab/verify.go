@@ -377,10 +377,13 @@ func (v *verifier) failBack(ctx context.Context, order WorkloadState) StepResult
 // calls it: its one endpoint (the %s) is an address of the lab's /24
 // where nothing listens.
 const menuExport = `---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: menu, namespace: shop}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: menu, namespace: shop}
-export: true
 spec:
   hosts: [menu.shop.svc.cluster.local]
   ports: [{number: 8084, name: http, protocol: HTTP}]

@@ -46,10 +46,13 @@ spec:
 
 // ledgerExport is the ServiceEntry of one ledger instance (%s address,
 // %d port): its SPIFFE ID is the ledger service account's.
-const ledgerExport = `apiVersion: networking.istio.io/v1
+const ledgerExport = `apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: ledger, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ledger, namespace: shop}
-export: true
 spec:
   hosts: [ledger.shop.svc.cluster.local]
   ports: [{number: 9090, name: grpc, protocol: GRPC}]

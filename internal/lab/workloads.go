@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -86,10 +87,56 @@ func (st *State) newWorkload(name, service, cluster string) WorkloadState {
 	w.Inbound = st.freeAddr(w.Address)
 	for _, s := range shopServices {
 		if s.Name != service {
-			w.Outbound[s.Name] = st.freeAddr(w.Address)
+			w.Outbound[s.Name] = st.outboundAddr(w.Address, s.Port)
 		}
 	}
 	return w
+}
+
+// outboundAddr is where a workload on host imports a service of port: the
+// service's port, as an Istio Sidecar's egress listener binds it, when it
+// is free; else any free port, which only the old sidecar.yaml format
+// can say.
+func (st *State) outboundAddr(host string, port uint32) string {
+	addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	if st.taken == nil {
+		st.taken = make(map[string]bool)
+	}
+	if !st.taken[addr] && free(addr) {
+		st.taken[addr] = true
+		return addr
+	}
+	return st.freeAddr(host)
+}
+
+// sidecarYAML is w's sidecar.yaml: an Istio Sidecar, or the old format
+// when an outbound listener is not on its service's port.
+func sidecarYAML(w *WorkloadState) string {
+	var b strings.Builder
+	inHost, inPort, _ := net.SplitHostPort(w.Inbound)
+	fmt.Fprintf(&b, "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: %s, namespace: shop}\nspec:\n", w.Name)
+	fmt.Fprintf(&b, "  ingress:\n  - {port: {number: %s, protocol: TLS, name: mtls}, bind: %s, captureMode: NONE}\n", inPort, inHost)
+	if len(w.Outbound) > 0 {
+		b.WriteString("  egress:\n")
+	}
+	for _, s := range slices.Sorted(maps.Keys(w.Outbound)) {
+		host, port, _ := net.SplitHostPort(w.Outbound[s])
+		if port != strconv.Itoa(int(portOf(s))) {
+			return oldSidecarYAML(w)
+		}
+		fmt.Fprintf(&b, "  - {port: {number: %s, protocol: HTTP, name: http-%s}, bind: %s, captureMode: NONE, hosts: [\"shop/%s.shop.svc.cluster.local\"]}\n",
+			port, s, host, s)
+	}
+	return b.String()
+}
+
+func oldSidecarYAML(w *WorkloadState) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "inbound:\n  listen: %s\noutbound:\n", w.Inbound)
+	for _, s := range slices.Sorted(maps.Keys(w.Outbound)) {
+		fmt.Fprintf(&b, "- {host: %s.shop.svc.cluster.local, port: %d, listen: %q}\n", s, portOf(s), w.Outbound[s])
+	}
+	return b.String()
 }
 
 // firstWorkloadIP is the first workload's address in the lab's /24.
@@ -132,12 +179,7 @@ spec:
 	if err != nil {
 		return fmt.Errorf("lab: vm configure %s in %s: %v\n%s", w.Name, w.Cluster, err, out)
 	}
-	var sidecar strings.Builder
-	fmt.Fprintf(&sidecar, "inbound:\n  listen: %s\noutbound:\n", w.Inbound)
-	for _, s := range slices.Sorted(maps.Keys(w.Outbound)) {
-		fmt.Fprintf(&sidecar, "- {host: %s.shop.svc.cluster.local, port: %d, listen: %q}\n", s, portOf(s), w.Outbound[s])
-	}
-	if err := os.WriteFile(filepath.Join(config, "sidecar.yaml"), []byte(sidecar.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(config, "sidecar.yaml"), []byte(sidecarYAML(w)), 0o644); err != nil {
 		return err
 	}
 	args := []string{"--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--address", w.Address}

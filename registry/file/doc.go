@@ -3,11 +3,15 @@
 // than discovered.
 //
 // It owns the file format and its rules. A directory holds YAML files
-// (*.yaml, *.yml) of Istio ServiceEntry and WorkloadEntry objects in their
-// Kubernetes form, several per file separated by "---". A ServiceEntry names
-// exactly one host and its ports; its endpoints are listed inline or come from
-// the WorkloadEntries its workloadSelector picks in the same namespace. Only
-// ServiceEntries marked "export: true" leave the cluster.
+// (*.yaml, *.yml) of Istio ServiceEntry and WorkloadEntry objects and MCS
+// ServiceExports in their Kubernetes form, exactly as kubectl applies them
+// and prints them: several per file separated by "---", comments, `kind:
+// List`, status and server-set metadata. A ServiceEntry names exactly one
+// host and its ports; its endpoints are listed inline or come from the
+// WorkloadEntries its workloadSelector picks in the same namespace. Only
+// ServiceEntries with a ServiceExport of the same name and namespace leave
+// the cluster, as Services do on Kubernetes; the others are logged and
+// reported by Source.NotExported.
 //
 // Parse checks one file, Load turns a whole directory into the exported
 // registrypb.Service set (all of it or, on any error, none of it), Dir reads
@@ -17,8 +21,9 @@
 // a moment, and a Dir keeps what it held before.
 //
 // The package is also the one home of the directory listing and of the
-// Kubernetes object envelope: ReadDir and ParseDir read a control plane's
+// Kubernetes object decoder: ReadDir and ParseDir read a control plane's
 // config directory for every reader of it (the DestinationRules and the VM
-// workload selectors too), and Object with DecodeObject is the envelope
-// every YAML object federate reads is decoded into.
+// workload selectors too), and Decode reads every YAML file federate reads
+// with apimachinery's YAML reader into istio.io/client-go and mcs-api typed
+// objects (DecodeObject reads one document's envelope leniently).
 package file

@@ -9,14 +9,22 @@ type FileError struct {
 	File string
 	// Document counts the file's non-empty documents from 1.
 	Document int
+	// Item counts the items of a List document from 1; 0 outside a list.
+	Item int
 	// Line is the line on which the document starts.
 	Line int
 	Err  error
 }
 
 func (e *FileError) Error() string {
+	if e.Document == 0 && e.Line > 0 {
+		return fmt.Sprintf("file: %s: line %d: %v", e.File, e.Line, e.Err)
+	}
 	if e.Document == 0 {
 		return fmt.Sprintf("file: %s: %v", e.File, e.Err)
+	}
+	if e.Item > 0 {
+		return fmt.Sprintf("file: %s: document %d item %d (line %d): %v", e.File, e.Document, e.Item, e.Line, e.Err)
 	}
 	return fmt.Sprintf("file: %s: document %d (line %d): %v", e.File, e.Document, e.Line, e.Err)
 }

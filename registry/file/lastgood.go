@@ -86,6 +86,19 @@ func (d *Dir) Problems() error {
 	return errors.Join(errs...)
 }
 
+// Broken is Problems without the files that are only empty for a moment,
+// as a file rewritten in place is: their last good documents are in force
+// and nothing needs to be said.
+func (d *Dir) Broken() error {
+	var errs []error
+	for _, p := range slices.Sorted(maps.Keys(d.files)) {
+		if pr := d.files[p].problem; pr != nil && !errors.Is(pr, errEmptied) {
+			errs = append(errs, pr)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (d *Dir) tracked(path string) *trackedFile {
 	tf := d.files[path]
 	if tf == nil {

@@ -111,7 +111,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 			t.Errorf("%s: logged %q, want one warning for %s saying %q", what, found, file, reason)
 		}
 	}
-	all := []string{"ledger.yaml:ServiceEntry shop/ledger", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-2"}
+	all := []string{"ledger.yaml:ServiceEntry shop/ledger", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-2"}
 	want("first read", parse("first read"), all...)
 
 	// Rewritten in place: truncated first. Its documents stay, and the
@@ -121,16 +121,22 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	}
 	want("order.yaml empty", parse("order.yaml empty"), all...)
 	warned("order.yaml empty", order, "the file is empty")
+	if d.Problems() == nil || d.Broken() != nil {
+		t.Errorf("order.yaml empty: Problems() = %v, Broken() = %v; want the emptied file a problem, not broken", d.Problems(), d.Broken())
+	}
 	want("order.yaml still empty", parse("order.yaml still empty"), all...)
 	warned("order.yaml still empty", order, "")
 
 	// Half written: broken YAML is another problem, reported once too.
-	half := exampleYAML[:strings.Index(exampleYAML, "endpoints:")+20]
+	half := exampleYAML[:strings.Index(exampleYAML, "workloadSelector:")+28]
 	if err := os.WriteFile(order, []byte(half), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	want("order.yaml half written", parse("order.yaml half written"), all...)
-	warned("order.yaml half written", order, "document 1")
+	warned("order.yaml half written", order, "document 2")
+	if err := d.Broken(); err == nil || !strings.Contains(err.Error(), order) {
+		t.Errorf("order.yaml half written: Broken() = %v, want order.yaml's", err)
+	}
 	if err := d.Problems(); err == nil || !strings.Contains(err.Error(), order) {
 		t.Errorf("Problems() = %v, want order.yaml's", err)
 	}
@@ -138,7 +144,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	// Meanwhile the other file changes, and that is taken: last good is per
 	// file, not the directory's.
 	writeFiles(t, dir, map[string]string{"ledger.yaml": strings.Replace(privateYAML, "name: ledger", "name: books", 1)})
-	withBooks := []string{"ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-2"}
+	withBooks := []string{"ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-2"}
 	want("ledger.yaml changed", parse("ledger.yaml changed"), withBooks...)
 
 	// Written whole: its new documents are in force.
@@ -146,7 +152,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 	if err := os.WriteFile(order, []byte(moved), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	want("order.yaml written", parse("order.yaml written"), "ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-3")
+	want("order.yaml written", parse("order.yaml written"), "ledger.yaml:ServiceEntry shop/books", "order.yaml:ServiceExport shop/order", "order.yaml:ServiceEntry shop/order", "order.yaml:WorkloadEntry shop/order-1", "order.yaml:WorkloadEntry shop/order-3")
 	warned("order.yaml written", "", "")
 	if err := d.Problems(); err != nil {
 		t.Errorf("Problems() = %v after every file parsed", err)
@@ -178,7 +184,7 @@ func TestDirKeepsLastGoodDocumentsPerFile(t *testing.T) {
 // empty, and the new content once it is written.
 func TestRunRewriteInPlaceKeepsTheService(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"order.yaml": exampleYAML, "ledger.yaml": strings.Replace(privateYAML, "spec:", "export: true\nspec:", 1)})
+	writeFiles(t, dir, map[string]string{"order.yaml": exampleYAML, "ledger.yaml": privateYAML + ledgerExport})
 	r := startRun(t, testConfig(dir))
 	first := receive(t, r.updates, "the first set")
 	if len(first) != 2 {

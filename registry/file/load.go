@@ -43,10 +43,12 @@ type Config struct {
 }
 
 // Load reads every file in cfg.Dir once and returns the exported services,
-// sorted by hostname with endpoints sorted by address then port. It reads
-// the directory with ReadDir. Any error in any file fails the whole load:
-// Load then returns no services, and an error that reports every broken
-// file, each as a *FileError.
+// sorted by hostname with endpoints sorted by address then port. A
+// ServiceEntry is exported by a ServiceExport of the same name and
+// namespace, in any file of the directory. It reads the directory with
+// ReadDir. Any error in any file fails the whole load: Load then returns no
+// services, and an error that reports every broken file, each as a
+// *FileError.
 func Load(cfg Config) ([]*registrypb.Service, error) {
 	td, err := cfg.trustDomain()
 	if err != nil {
@@ -56,7 +58,8 @@ func Load(cfg Config) ([]*registrypb.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return build(cfg, td, docs)
+	set, err := build(cfg, td, docs)
+	return set.services, err
 }
 
 // trustDomain checks that cfg names a directory and returns its trust
@@ -72,49 +75,106 @@ func (cfg Config) trustDomain() (spiffeid.TrustDomain, error) {
 	return td, nil
 }
 
+// NotExported is a ServiceEntry of the directory that no ServiceExport
+// exports, or a ServiceExport that names no ServiceEntry: either stays in
+// the cluster, and says so in the logs and the status.
+type NotExported struct {
+	// Ref is "ServiceEntry namespace/name" or "ServiceExport namespace/name".
+	Ref string
+	// Host is the ServiceEntry's host; empty for a ServiceExport.
+	Host string
+	// File and Line locate the object.
+	File string
+	Line int
+	// Reason says why and what to do.
+	Reason string
+}
+
+// serviceSet is what the documents of a directory make.
+type serviceSet struct {
+	services    []*registrypb.Service
+	notExported []NotExported
+}
+
 // build checks the documents of all files against each other and converts
 // the exported ServiceEntries.
-func build(cfg Config, td spiffeid.TrustDomain, docs []*Document) ([]*registrypb.Service, error) {
+func build(cfg Config, td spiffeid.TrustDomain, docs []*Document) (serviceSet, error) {
 	objects := make(map[string]*Document) // by ref
 	hosts := make(map[string]*Document)
 	workloads := make(map[string][]*Document) // by namespace
+	exports := make(map[string]*Document)     // by namespace/name
 	for _, d := range docs {
 		if prev, ok := objects[d.ref()]; ok {
-			return nil, docError(d, fmt.Errorf("%s is already declared in %s document %d: give each object its own name",
+			return serviceSet{}, d.where(fmt.Errorf("%s is already declared in %s document %d: give each object its own name",
 				d.ref(), prev.File, prev.Index))
 		}
 		objects[d.ref()] = d
-		if d.WorkloadEntry != nil {
+		switch {
+		case d.WorkloadEntry != nil:
 			workloads[d.Namespace] = append(workloads[d.Namespace], d)
+			continue
+		case d.ServiceExport != nil:
+			exports[d.Namespace+"/"+d.Name] = d
 			continue
 		}
 		host := d.ServiceEntry.GetHosts()[0]
 		if prev, ok := hosts[host]; ok {
-			return nil, docError(d, fmt.Errorf("%s: host %q is already declared by %s in %s document %d: declare each host once",
+			return serviceSet{}, d.where(fmt.Errorf("%s: host %q is already declared by %s in %s document %d: declare each host once",
 				d.ref(), host, prev.ref(), prev.File, prev.Index))
 		}
 		hosts[host] = d
 	}
 
-	var services []*registrypb.Service
+	var set serviceSet
 	for _, d := range docs {
-		if d.ServiceEntry == nil || !d.Export {
+		if d.ServiceEntry == nil {
 			continue
 		}
+		key := d.Namespace + "/" + d.Name
+		if exports[key] == nil {
+			set.notExported = append(set.notExported, NotExported{
+				Ref: d.ref(), Host: d.ServiceEntry.GetHosts()[0], File: d.File, Line: d.Line,
+				Reason: "no ServiceExport of the same name and namespace: write one to export it:\n" + ServiceExportYAML(d.Namespace, d.Name),
+			})
+			continue
+		}
+		delete(exports, key)
 		svc, err := convert(cfg, td, d, workloads[d.Namespace])
 		if err != nil {
-			return nil, docError(d, fmt.Errorf("%s: %w", d.ref(), err))
+			return serviceSet{}, d.where(fmt.Errorf("%s: %w", d.ref(), err))
 		}
-		services = append(services, svc)
+		set.services = append(set.services, svc)
 	}
-	slices.SortFunc(services, func(a, b *registrypb.Service) int {
+	for _, d := range exports {
+		set.notExported = append(set.notExported, NotExported{
+			Ref: d.ref(), File: d.File, Line: d.Line,
+			Reason: "no ServiceEntry of the same name and namespace: it exports nothing until one is written",
+		})
+	}
+	slices.SortFunc(set.services, func(a, b *registrypb.Service) int {
 		return strings.Compare(a.GetHostname(), b.GetHostname())
 	})
-	return services, nil
+	slices.SortFunc(set.notExported, func(a, b NotExported) int { return strings.Compare(a.Ref, b.Ref) })
+	return set, nil
 }
 
-func docError(d *Document, err error) error {
-	return &FileError{File: d.File, Document: d.Index, Line: d.Line, Err: err}
+// ConvertServiceEntry converts an exported ServiceEntry and the
+// WorkloadEntries of its namespace into a service by the file source's
+// rules; the Kubernetes source uses it for the ServiceEntries of its
+// cluster, whose Documents name no file. The ServiceEntry is checked as
+// Parse checks it; cfg.Dir is not read.
+func ConvertServiceEntry(cfg Config, se *Document, workloads []*Document) (*registrypb.Service, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("file: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+	}
+	if se.ServiceEntry == nil {
+		return nil, fmt.Errorf("file: %s is not a ServiceEntry", se.ref())
+	}
+	if err := checkServiceEntry(se.ServiceEntry); err != nil {
+		return nil, fmt.Errorf("%s: %w", se.ref(), err)
+	}
+	return convert(cfg, td, se, workloads)
 }
 
 // convert turns an exported ServiceEntry and the WorkloadEntries of its
@@ -154,6 +214,9 @@ func convert(cfg Config, td spiffeid.TrustDomain, d *Document, workloads []*Docu
 			}
 			ep, err := endpoint(cfg, td, se.GetPorts(), w.WorkloadEntry, labels, d.Namespace)
 			if err != nil {
+				if w.File == "" {
+					return nil, fmt.Errorf("selected %s: %w", w.ref(), err)
+				}
 				return nil, fmt.Errorf("selected %s in %s document %d: %w", w.ref(), w.File, w.Index, err)
 			}
 			svc.Endpoints = append(svc.Endpoints, ep)

@@ -15,20 +15,34 @@ import (
 
 // exampleYAML is the shape the package documents: an exported ServiceEntry
 // with an inline endpoint and a selected WorkloadEntry.
-const exampleYAML = `apiVersion: networking.istio.io/v1
+const exampleYAML = `apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: order, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: order, namespace: shop, labels: {app: order}}
-export: true
 spec:
   hosts: [order.shop.svc.cluster.local]
   ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 18080}]
-  endpoints: [{address: 127.0.0.1, ports: {http: 18081}, locality: us-east/us-east-1a, network: east, labels: {version: v1}, weight: 2, serviceAccount: order}]
   workloadSelector: {labels: {app: order}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: order-1, namespace: shop}
+spec: {address: 127.0.0.1, ports: {http: 18081}, locality: us-east/us-east-1a, network: east, labels: {app: order, version: v1}, weight: 2, serviceAccount: order}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {name: order-2, namespace: shop}
 spec: {address: 127.0.0.2, ports: {http: 18082}, labels: {app: order, version: v2}, locality: us-east/us-east-1b, serviceAccount: order}
+`
+
+// ledgerExport exports privateYAML's service.
+const ledgerExport = `---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: ledger, namespace: shop}
 `
 
 // privateYAML declares a service that is not exported.
@@ -38,6 +52,7 @@ metadata: {name: ledger, namespace: shop}
 spec:
   hosts: [ledger.shop.svc.cluster.local]
   ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
   endpoints: [{address: 127.0.0.9}]
 `
 
@@ -79,7 +94,7 @@ func orderService() *registrypb.Service {
 				Ports:    map[string]uint32{"http": 18081},
 				Locality: &registrypb.Locality{Region: "us-east", Zone: "us-east-1a"},
 				Network:  "east",
-				Labels:   map[string]string{"version": "v1"},
+				Labels:   map[string]string{"app": "order", "version": "v1"},
 				Health:   registrypb.Health_HEALTHY,
 				SpiffeId: "spiffe://east.shop/ns/shop/sa/order",
 				Weight:   2,
@@ -118,10 +133,13 @@ func TestLoad(t *testing.T) {
 		{
 			name: "exportTo travels with the service",
 			files: map[string]string{"till.yaml": `
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: till, namespace: shop}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: till, namespace: shop}
-export: true
 spec:
   hosts: [till.shop.svc.cluster.local]
   exportTo: [".", billing]
@@ -135,15 +153,19 @@ spec:
 		{
 			name: "ports and defaults",
 			files: map[string]string{"pay.yaml": `
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: pay}
+---
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata: {name: pay}
-export: true
 spec:
   hosts: [pay.example.internal]
   ports:
   - {number: 8080, name: http, protocol: HTTP, targetPort: 18080}
   - {number: 9090, name: grpc, protocol: GRPC}
+  resolution: STATIC
   endpoints:
   - {address: 10.0.0.10, weight: 0}
   - {address: 10.0.0.9, ports: {grpc: 19090, unused: 7}}
@@ -171,25 +193,34 @@ spec:
 			files: map[string]string{
 				"b.yml": `# services of team b
 ---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: b}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: b}
-export: true
 spec: {hosts: [b.example.internal], ports: [{number: 80, name: http}]}
 ...
 ---
 # nothing here
 ---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: a}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: a}
-export: true
 spec: {hosts: [a.example.internal], ports: [{number: 80, name: http}]}
 `,
-				"c.yaml": `apiVersion: networking.istio.io/v1
+				"c.yaml": `apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: c}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: c}
-export: true
 spec: {hosts: [c.example.internal], ports: [{number: 80, name: http}]}
 `,
 				"notes.txt":    "not a service file",
@@ -202,10 +233,13 @@ spec: {hosts: [c.example.internal], ports: [{number: 80, name: http}]}
 		{
 			name: "selector stays in its namespace and metadata labels win",
 			files: map[string]string{"shop.yaml": `
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: cart, namespace: shop}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: cart, namespace: shop}
-export: true
 spec:
   hosts: [cart.shop.svc.cluster.local]
   ports: [{number: 80, name: http}]
@@ -280,11 +314,12 @@ func bareService(name string) *registrypb.Service {
 	}
 }
 
-// serviceEntry returns a one-document file declaring an exported
-// ServiceEntry with the given spec lines, indented by two spaces.
+// serviceEntry returns a file declaring an exported ServiceEntry (and its
+// ServiceExport after it) with the given spec lines, indented by two spaces.
 func serviceEntry(name string, spec ...string) string {
 	return "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: " + name +
-		"}\nexport: true\nspec:\n  " + strings.Join(spec, "\n  ") + "\n"
+		"}\nspec:\n  " + strings.Join(spec, "\n  ") + "\n" +
+		"---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: " + name + "}\n"
 }
 
 const (
@@ -304,7 +339,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "unknown kind",
 			files:   map[string]string{"bad.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {}\n"},
-			wantErr: []string{"document 1 (line 1)", `unknown kind "Service"`, "use ServiceEntry or WorkloadEntry"},
+			wantErr: []string{"document 1 (line 1)", `unknown kind "Service"`, "a config directory holds Istio objects"},
 		},
 		{
 			name:    "missing kind",
@@ -324,7 +359,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "missing metadata",
 			files:   map[string]string{"bad.yaml": "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nspec: {address: 10.0.0.1}\n"},
-			wantErr: []string{"WorkloadEntry: metadata is missing"},
+			wantErr: []string{"WorkloadEntry: metadata.name is missing"},
 		},
 		{
 			name:    "no host",
@@ -388,33 +423,33 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "endpoint port out of range",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, ports: {http: 0}}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, ports: {http: 0}}]")},
 			wantErr: []string{`spec.endpoints[0].ports["http"]: port 0 is out of range`},
 		},
 		{
 			name:    "DNS endpoint",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1}, {address: db.example.com}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1}, {address: db.example.com}]")},
 			wantErr: []string{`spec.endpoints[1].address "db.example.com" is not an IP address`, "DNS names are not supported yet"},
 		},
 		{
 			name:    "invalid IP",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 300.1.2.3}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 300.1.2.3}]")},
 			wantErr: []string{`address "300.1.2.3" is not an IP address`},
 		},
 		{
 			name:    "missing address",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{ports: {http: 8080}}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{ports: {http: 8080}}]")},
 			wantErr: []string{"spec.endpoints[0].address is missing"},
 		},
 		{
 			name: "invalid WorkloadEntry IP in second document",
 			files: map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts) +
 				"---\n# the VM\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm}\nspec: {address: vm.example.com}\n"},
-			wantErr: []string{"document 2 (line 10)", `WorkloadEntry default/vm: spec.address "vm.example.com" is not an IP address`},
+			wantErr: []string{"document 3 (line 13)", `WorkloadEntry default/vm: spec.address "vm.example.com" is not an IP address`},
 		},
 		{
 			name:    "locality with empty part",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: us-east//a}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, locality: us-east//a}]")},
 			wantErr: []string{`spec.endpoints[0].locality: registry: invalid locality "us-east//a": has an empty part`, "region/zone/subzone"},
 		},
 		{
@@ -424,7 +459,7 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "locality with white space",
-			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "endpoints: [{address: 10.0.0.1, locality: 'us east'}]")},
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1, locality: 'us east'}]")},
 			wantErr: []string{`invalid locality "us east": contains white space`},
 		},
 		{
@@ -439,7 +474,7 @@ func TestLoadErrors(t *testing.T) {
 			name: "duplicate object name",
 			files: map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts) + "---\n" +
 				serviceEntry("x", "hosts: [other.example.internal]", okPorts)},
-			wantErr: []string{"document 2", "ServiceEntry default/x is already declared in", "bad.yaml document 1"},
+			wantErr: []string{"document 3", "ServiceEntry default/x is already declared in", "bad.yaml document 1"},
 		},
 		{
 			name:    "unknown spec field",
@@ -457,9 +492,17 @@ func TestLoadErrors(t *testing.T) {
 			wantErr: []string{`unknown field "metadata.namspace"`},
 		},
 		{
-			name:    "export on a WorkloadEntry",
-			files:   map[string]string{"bad.yaml": "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm}\nexport: true\nspec: {address: 10.0.0.1}\n"},
-			wantErr: []string{"export applies to a ServiceEntry only"},
+			name: "the old export field says what to write instead",
+			files: map[string]string{"bad.yaml": "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: shop}\nexport: true\n" +
+				"spec: {hosts: [svc.example.internal], ports: [{number: 80, name: http}]}\n"},
+			wantErr: []string{"document 1 (line 1)", `ServiceEntry shop/x: the top-level field "export" is not part of Istio's API`,
+				"remove it and export the service with a ServiceExport of the same name and namespace:\n---\n" +
+					"apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata:\n  name: x\n  namespace: shop\n"},
+		},
+		{
+			name:    "endpoints beside a workload selector",
+			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts, "resolution: STATIC", "endpoints: [{address: 10.0.0.1}]", "workloadSelector: {labels: {app: x}}")},
+			wantErr: []string{"spec.endpoints and spec.workloadSelector are both set: Istio accepts one of them"},
 		},
 		{
 			name:    "empty workload selector",
@@ -469,17 +512,17 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:    "label that is not a string",
 			files:   map[string]string{"bad.yaml": "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm, labels: {version: 2}}\nspec: {address: 10.0.0.1}\n"},
-			wantErr: []string{"metadata.labels must map names to strings: quote numbers"},
+			wantErr: []string{"metadata.labels has the wrong type (number, want string): quote numbers"},
 		},
 		{
 			name:    "invalid YAML reports the file line",
 			files:   map[string]string{"bad.yaml": serviceEntry("x", okHosts, okPorts) + "---\nkind: ServiceEntry\nmetadata:\n  name: [x\n"},
-			wantErr: []string{"document 2 (line 9): invalid YAML: yaml: line 11:"},
+			wantErr: []string{"document 3 (line 12): invalid YAML: yaml: line 14:"},
 		},
 		{
 			name:    "not a mapping",
 			files:   map[string]string{"bad.yaml": "- a\n- b\n"},
-			wantErr: []string{"not an object"},
+			wantErr: []string{"not a Kubernetes object"},
 		},
 		{
 			name: "broken file beside good ones",

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestDecodeObject(t *testing.T) {
@@ -23,8 +25,8 @@ func TestDecodeObject(t *testing.T) {
 				"metadata: {name: vm, namespace: shop, labels: {app: vm}, annotations: {a: b}, uid: x}\n" +
 				"status: {}\nspec: {template: {serviceAccount: vm}}\n",
 			want: &Object{
-				APIVersion: "networking.istio.io/v1", Kind: "WorkloadGroup",
-				Metadata: ObjectMeta{Name: "vm", Namespace: "shop", Labels: map[string]string{"app": "vm"}, Annotations: map[string]string{"a": "b"}},
+				TypeMeta: metav1.TypeMeta{APIVersion: "networking.istio.io/v1", Kind: "WorkloadGroup"},
+				Metadata: metav1.ObjectMeta{Name: "vm", Namespace: "shop", UID: "x", Labels: map[string]string{"app": "vm"}, Annotations: map[string]string{"a": "b"}},
 				Spec:     []byte(`{"template":{"serviceAccount":"vm"}}`),
 			},
 			wantSpec: true,
@@ -33,8 +35,8 @@ func TestDecodeObject(t *testing.T) {
 			name: "default namespace and no spec",
 			doc:  `{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "p"}, "spec": null}`,
 			want: &Object{
-				APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy",
-				Metadata: ObjectMeta{Name: "p", Namespace: DefaultNamespace},
+				TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy"},
+				Metadata: metav1.ObjectMeta{Name: "p", Namespace: DefaultNamespace},
 				Spec:     []byte("null"),
 			},
 		},
@@ -54,7 +56,7 @@ func TestDecodeObject(t *testing.T) {
 			if err != nil {
 				t.Fatalf("DecodeObject: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(Object{}, "Typed")); diff != "" {
 				t.Fatalf("DecodeObject mismatch (-want +got):\n%s", diff)
 			}
 			if got != nil && got.HasSpec() != tt.wantSpec {
@@ -72,7 +74,7 @@ func TestParseKeepsTheEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ObjectMeta{Name: "vm-1", Namespace: "shop", Labels: map[string]string{"app": "vm"}, Annotations: map[string]string{"owner": "ops"}}
+	want := metav1.ObjectMeta{Name: "vm-1", Namespace: "shop", Labels: map[string]string{"app": "vm"}, Annotations: map[string]string{"owner": "ops"}}
 	if diff := cmp.Diff(want, docs[0].ObjectMeta); diff != "" {
 		t.Errorf("metadata mismatch (-want +got):\n%s", diff)
 	}

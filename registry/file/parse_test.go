@@ -8,6 +8,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	networkingpb "istio.io/api/networking/v1alpha3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/federate/federate/registry/registrypb"
 )
@@ -25,7 +27,7 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "comments and markers only",
-			data: "# nothing yet\n---\n\n---   # still nothing\n...\n",
+			data: "# nothing yet\n---\n\n---   # still nothing\n",
 		},
 		{
 			name: "null document",
@@ -36,37 +38,46 @@ func TestParse(t *testing.T) {
 			data: "\xef\xbb\xbf# services\r\n---\r\n" +
 				"apiVersion: networking.istio.io/v1\r\nkind: WorkloadEntry\r\nmetadata: {name: vm-1, labels: {app: vm}}\r\nspec: {address: 10.0.0.1}\r\n" +
 				"---\n---\n# second\n" +
-				"apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: vm, namespace: shop}\nexport: yes\n" +
+				"apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata: {name: vm, namespace: shop}\n\n" +
 				"spec: {hosts: [vm.example.internal], ports: [{number: 80, name: http, targetPort: 8080}]}\n" +
-				"--- {apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n",
+				"---\n{apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n" +
+				"--- # the export\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: vm, namespace: shop}\n",
 			want: []*Document{
 				{
 					File: "vm.yaml", Index: 1, Line: 3,
-					ObjectMeta:    ObjectMeta{Name: "vm-1", Namespace: "default", Labels: map[string]string{"app": "vm"}},
+					ObjectMeta:    metav1.ObjectMeta{Name: "vm-1", Namespace: "default", Labels: map[string]string{"app": "vm"}},
 					WorkloadEntry: &networkingpb.WorkloadEntry{Address: "10.0.0.1"},
 				},
 				{
 					File: "vm.yaml", Index: 2, Line: 10,
-					ObjectMeta: ObjectMeta{Name: "vm", Namespace: "shop"}, Export: true,
+					ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "shop"},
 					ServiceEntry: &networkingpb.ServiceEntry{
 						Hosts: []string{"vm.example.internal"},
 						Ports: []*networkingpb.ServicePort{{Number: 80, Name: "http", TargetPort: 8080}},
 					},
 				},
 				{
-					File: "vm.yaml", Index: 3, Line: 15,
-					ObjectMeta:    ObjectMeta{Name: "vm-2", Namespace: "default"},
+					File: "vm.yaml", Index: 3, Line: 16,
+					ObjectMeta:    metav1.ObjectMeta{Name: "vm-2", Namespace: "default"},
 					WorkloadEntry: &networkingpb.WorkloadEntry{Address: "::1"},
+				},
+				{
+					File: "vm.yaml", Index: 4, Line: 18,
+					ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "shop"},
+					ServiceExport: &mcsv1beta1.ServiceExport{
+						TypeMeta:   metav1.TypeMeta{APIVersion: "multicluster.x-k8s.io/v1beta1", Kind: "ServiceExport"},
+						ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "shop"},
+					},
 				},
 			},
 		},
 		{
 			name: "DestinationRules are left to the control plane",
 			data: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: vm}\nspec: {host: vm.example.internal}\n" +
-				"--- {apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n",
+				"---\n{apiVersion: networking.istio.io/v1, kind: WorkloadEntry, metadata: {name: vm-2}, spec: {address: '::1'}}\n",
 			want: []*Document{{
-				File: "vm.yaml", Index: 2, Line: 5,
-				ObjectMeta:    ObjectMeta{Name: "vm-2", Namespace: "default"},
+				File: "vm.yaml", Index: 2, Line: 6,
+				ObjectMeta:    metav1.ObjectMeta{Name: "vm-2", Namespace: "default"},
 				WorkloadEntry: &networkingpb.WorkloadEntry{Address: "::1"},
 			}},
 		},
@@ -161,8 +172,8 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for i, d := range docs {
-			if (d.ServiceEntry == nil) == (d.WorkloadEntry == nil) {
-				t.Fatalf("document %d holds %v and %v; want exactly one", i, d.ServiceEntry, d.WorkloadEntry)
+			if n := countSet(d.ServiceEntry != nil, d.WorkloadEntry != nil, d.ServiceExport != nil); n != 1 {
+				t.Fatalf("document %d holds %d objects; want exactly one", i, n)
 			}
 			if d.Name == "" || d.Namespace == "" || d.Index < 1 || d.Line < 1 {
 				t.Fatalf("document %d is incomplete: %+v", i, d)
@@ -172,4 +183,14 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func countSet(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }

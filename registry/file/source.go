@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -17,6 +18,9 @@ type Source struct {
 	cfg      Config
 	interval time.Duration
 	log      *slog.Logger
+
+	mu          sync.Mutex // guards the field below
+	notExported []NotExported
 }
 
 // New returns a Source for cfg. It does no I/O; Run reads the files.
@@ -60,11 +64,13 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) 
 	if err != nil {
 		return err
 	}
-	current, err := build(s.cfg, td, docs)
+	set, err := build(s.cfg, td, docs)
 	if err != nil {
 		return err
 	}
+	current := set.services
 	s.log.Info("file registry: loaded services", "services", len(current))
+	s.reportNotExported(set.notExported)
 	onChange(clone(current))
 
 	t := time.NewTicker(s.interval)
@@ -77,9 +83,9 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) 
 		case <-t.C:
 		}
 		docs, err := dir.Parse()
-		var next []*registrypb.Service
+		var set serviceSet
 		if err == nil {
-			next, err = build(s.cfg, td, docs)
+			set, err = build(s.cfg, td, docs)
 		}
 		if err != nil {
 			// Log each distinct failure once rather than on every poll.
@@ -93,12 +99,43 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registrypb.Service)) 
 			failing = ""
 			s.log.Info("file registry: service files load again")
 		}
+		s.reportNotExported(set.notExported)
+		next := set.services
 		if equal(current, next) {
 			continue
 		}
 		current = next
 		s.log.Info("file registry: services changed", "services", len(current))
 		onChange(clone(current))
+	}
+}
+
+// NotExported returns the ServiceEntries of the files in force that no
+// ServiceExport exports, and the ServiceExports that name no ServiceEntry,
+// for the control plane's status. It is safe to call while Run runs.
+func (s *Source) NotExported() []NotExported {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.notExported)
+}
+
+// reportNotExported keeps the set for NotExported and logs each object
+// that is newly not exported, in one line, so that an Istio-valid
+// ServiceEntry without its ServiceExport is never silently left out.
+func (s *Source) reportNotExported(next []NotExported) {
+	s.mu.Lock()
+	prev := s.notExported
+	s.notExported = next
+	s.mu.Unlock()
+	for _, n := range next {
+		if slices.ContainsFunc(prev, func(p NotExported) bool { return p.Ref == n.Ref && p.Reason == n.Reason }) {
+			continue
+		}
+		attrs := []any{"object", n.Ref, "file", n.File, "line", n.Line, "reason", n.Reason}
+		if n.Host != "" {
+			attrs = append(attrs, "host", n.Host)
+		}
+		s.log.Warn("file registry: not exported", attrs...)
 	}
 }
 

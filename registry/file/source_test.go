@@ -47,6 +47,7 @@ func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 
 // run is a Source running in the background of a test.
 type run struct {
+	src     *Source
 	updates <-chan []*registrypb.Service
 	logs    <-chan slog.Record
 }
@@ -61,8 +62,9 @@ func startRun(t *testing.T, cfg Config) run {
 	cfg.Interval = 20 * time.Millisecond
 	updates := make(chan []*registrypb.Service, 16)
 	done := make(chan error, 1)
+	src := New(cfg)
 	go func() {
-		done <- New(cfg).Run(ctx, func(s []*registrypb.Service) {
+		done <- src.Run(ctx, func(s []*registrypb.Service) {
 			select {
 			case updates <- s:
 			case <-ctx.Done():
@@ -75,7 +77,7 @@ func startRun(t *testing.T, cfg Config) run {
 			t.Errorf("Run returned %v after cancel, want nil", err)
 		}
 	})
-	return run{updates: updates, logs: logs}
+	return run{src: src, updates: updates, logs: logs}
 }
 
 func TestRunPicksUpChanges(t *testing.T) {
@@ -91,7 +93,7 @@ func TestRunPicksUpChanges(t *testing.T) {
 	// Exporting the private service and moving an endpoint are both seen.
 	moved := strings.Replace(exampleYAML, "address: 127.0.0.2", "address: 127.0.0.3", 1)
 	writeFiles(t, dir, map[string]string{
-		"ledger.yaml": strings.Replace(privateYAML, "spec:", "export: true\nspec:", 1),
+		"ledger.yaml": privateYAML + ledgerExport,
 		"order.yaml":  moved,
 	})
 	want := []*registrypb.Service{

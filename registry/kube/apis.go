@@ -15,15 +15,16 @@ import (
 
 // listers read the informers' caches.
 type listers struct {
-	services     corelisters.ServiceLister
-	slices       discoverylisters.EndpointSliceLister
-	namespaces   corelisters.NamespaceLister
-	nodes        corelisters.NodeLister
-	exports      mcslisters.ServiceExportLister
-	imports      mcslisters.ServiceImportLister
-	entries      istiolisters.WorkloadEntryLister
-	groups       istiolisters.WorkloadGroupLister
-	destinations istiolisters.DestinationRuleLister
+	services       corelisters.ServiceLister
+	slices         discoverylisters.EndpointSliceLister
+	namespaces     corelisters.NamespaceLister
+	nodes          corelisters.NodeLister
+	exports        mcslisters.ServiceExportLister
+	imports        mcslisters.ServiceImportLister
+	entries        istiolisters.WorkloadEntryLister
+	serviceEntries istiolisters.ServiceEntryLister
+	groups         istiolisters.WorkloadGroupLister
+	destinations   istiolisters.DestinationRuleLister
 }
 
 // requiredAPIs are the custom resources the source watches, by group
@@ -35,7 +36,7 @@ var requiredAPIs = []struct {
 }{
 	{"multicluster.x-k8s.io/v1beta1", []string{"serviceexports", "serviceimports"},
 		"install the MCS API CRDs (kubectl apply -k deploy/crds/mcs)"},
-	{"networking.istio.io/v1", []string{"workloadentries", "workloadgroups", "destinationrules"},
+	{"networking.istio.io/v1", []string{"serviceentries", "workloadentries", "workloadgroups", "destinationrules"},
 		"install Istio, or its CRDs alone (kubectl apply -k deploy/crds/istio)"},
 }
 

@@ -1,7 +1,10 @@
 // Package kube is the Kubernetes source of the registry. It watches
 // Services, EndpointSlices, Namespaces, Nodes, MCS ServiceExports and Istio
-// WorkloadGroups, WorkloadEntries and DestinationRules with client-go
-// informers, and turns every exported Service into a registry.Service.
+// ServiceEntries, WorkloadGroups, WorkloadEntries and DestinationRules with
+// client-go informers, and turns every exported Service, and every exported
+// Istio ServiceEntry with the WorkloadEntries its selector picks, into a
+// registry.Service: a ServiceExport names a Service when one exists, else
+// a ServiceEntry, converted by the file source's rules (registry/file).
 //
 // It also writes back what users look for in their cluster: a ServiceImport
 // (with EndpointSlices that point at the exporting clusters' gateways) for

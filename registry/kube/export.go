@@ -40,11 +40,17 @@ func (s *Source) build(l *listers) ([]*registry.Service, map[string]verdict) {
 	for _, exp := range exports {
 		key := exp.Namespace + "/" + exp.Name
 		svc, err := l.services.Services(exp.Namespace).Get(exp.Name)
-		switch {
-		case err != nil:
-			verdicts[key] = verdict{reason: mcsv1beta1.ServiceExportReasonNoService,
-				message: fmt.Sprintf("Service %s does not exist in this cluster: create it, or delete this ServiceExport", key)}
+		if err != nil {
+			// No Service: an Istio ServiceEntry of the same name is
+			// exported the same way.
+			v := s.serviceEntryVerdict(l, exp.Namespace, exp.Name)
+			verdicts[key] = v
+			if v.valid {
+				services = append(services, v.service)
+			}
 			continue
+		}
+		switch {
 		case svc.Spec.Type == corev1.ServiceTypeExternalName:
 			verdicts[key] = verdict{reason: mcsv1beta1.ServiceExportReasonInvalidServiceType,
 				message: fmt.Sprintf("Service %s is of type ExternalName, which cannot be exported: export the Service it points at", key)}

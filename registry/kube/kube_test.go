@@ -400,7 +400,7 @@ func TestIntegrationKubernetes(t *testing.T) {
 		west.export(t, "shop", "ghost")
 		eventually(t, 20*time.Second, func() string {
 			return want(west.condition("shop", "ghost", mcsv1beta1.ServiceExportConditionValid),
-				"False/NoService: Service shop/ghost does not exist in this cluster: create it, or delete this ServiceExport")
+				"False/NoService: neither a Service nor an Istio ServiceEntry shop/ghost exists in this cluster: create one, or delete this ServiceExport")
 		})
 		if got := west.condition("shop", "ghost", mcsv1beta1.ServiceExportConditionReady); !strings.HasPrefix(got, "False/Failed") {
 			t.Errorf("Ready of an invalid export: %s", got)
@@ -408,6 +408,10 @@ func TestIntegrationKubernetes(t *testing.T) {
 		if got := east.imported("shop", "ghost"); got != "absent" {
 			t.Errorf("an invalid export was imported: %s", got)
 		}
+	})
+
+	t.Run("an exported Istio ServiceEntry and its WorkloadEntries are published", func(t *testing.T) {
+		exportedServiceEntry(t, central, east, f)
 	})
 
 	t.Run("a VM's WorkloadEntry appears and joins its service", func(t *testing.T) {
@@ -509,4 +513,96 @@ func TestIntegrationKubernetes(t *testing.T) {
 			t.Error("east still exports order")
 		}
 	})
+}
+
+// exportedServiceEntry: central's Istio ServiceEntry ledger, with the
+// WorkloadEntries its selector picks, leaves the cluster
+// once a ServiceExport names it, and east imports it; WorkloadEntries that
+// come and go follow; a ServiceEntry federate cannot export says why in
+// its ServiceExport's Valid condition.
+func exportedServiceEntry(t *testing.T, central, east *cluster, f *federation) {
+	const ledgerHost = "ledger.shop.svc.cluster.local"
+	nw := central.istio.NetworkingV1()
+	_, err := nw.ServiceEntries("shop").Create(ctxT(t), &networkingv1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "ledger", Namespace: "shop"},
+		Spec: networkingpb.ServiceEntry{
+			Hosts: []string{ledgerHost}, Location: networkingpb.ServiceEntry_MESH_INTERNAL, Resolution: networkingpb.ServiceEntry_STATIC,
+			Ports:            []*networkingpb.ServicePort{{Number: 9090, Name: "grpc", Protocol: "GRPC", TargetPort: 19090}},
+			WorkloadSelector: &networkingpb.WorkloadSelector{Labels: map[string]string{"app": "ledger"}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, loc := range []string{"us-east/us-east-1a", ""} {
+		_, err := nw.WorkloadEntries("shop").Create(ctxT(t), &networkingv1.WorkloadEntry{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ledger-vm-%d", i+1), Namespace: "shop", Labels: map[string]string{"app": "ledger"}},
+			Spec:       networkingpb.WorkloadEntry{Address: fmt.Sprintf("10.3.1.%d", i+1), Locality: loc, ServiceAccount: "ledger", Weight: uint32(2 + i)},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A WorkloadEntry of another app is not picked.
+	if _, err := nw.WorkloadEntries("shop").Create(ctxT(t), &networkingv1.WorkloadEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "till-vm", Namespace: "shop", Labels: map[string]string{"app": "till"}},
+		Spec:       networkingpb.WorkloadEntry{Address: "10.3.2.1"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	endpoints := func() string {
+		svc := f.service("central", ledgerHost)
+		if svc == nil {
+			return "not exported"
+		}
+		var b strings.Builder
+		for _, ep := range svc.GetEndpoints() {
+			fmt.Fprintf(&b, "%s:%d w%d %s %s %s; ", ep.GetAddress(), ep.GetPorts()["grpc"], ep.GetWeight(),
+				registry.FormatLocality(ep.GetLocality()), ep.GetNetwork(), ep.GetSpiffeId())
+		}
+		return strings.TrimSpace(b.String())
+	}
+	if got := endpoints(); got != "not exported" {
+		t.Fatalf("a ServiceEntry without a ServiceExport was exported: %s", got)
+	}
+	central.export(t, "shop", "ledger")
+	id := "spiffe://central.shop/ns/shop/sa/ledger"
+	eventually(t, 20*time.Second, func() string {
+		return want(endpoints(), "10.3.1.1:19090 w2 us-east/us-east-1a net-central "+id+"; 10.3.1.2:19090 w3 region-central net-central "+id+";")
+	})
+	eventually(t, 20*time.Second, func() string {
+		return want(central.condition("shop", "ledger", mcsv1beta1.ServiceExportConditionValid), "True/Valid: exported the Istio ServiceEntry as "+ledgerHost)
+	})
+	eventually(t, 20*time.Second, func() string {
+		return want(east.imported("shop", "ledger"), "port grpc 9090/TCP; from central; slice central -> "+hostIP+":15443;")
+	})
+
+	// A WorkloadEntry removed leaves the service.
+	if err := nw.WorkloadEntries("shop").Delete(ctxT(t), "ledger-vm-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() string {
+		return want(endpoints(), "10.3.1.2:19090 w3 region-central net-central "+id+";")
+	})
+
+	// Two hosts in one ServiceEntry: federate names one service per entry.
+	_, err = nw.ServiceEntries("shop").Create(ctxT(t), &networkingv1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "pair", Namespace: "shop"},
+		Spec: networkingpb.ServiceEntry{Hosts: []string{"a.example.internal", "b.example.internal"}, Resolution: networkingpb.ServiceEntry_STATIC,
+			Ports: []*networkingpb.ServicePort{{Number: 80, Name: "http"}}, Endpoints: []*networkingpb.WorkloadEntry{{Address: "10.3.3.1"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	central.export(t, "shop", "pair")
+	eventually(t, 20*time.Second, func() string {
+		got := central.condition("shop", "pair", mcsv1beta1.ServiceExportConditionValid)
+		if !strings.HasPrefix(got, "False/") || !strings.Contains(got, "ServiceEntry shop/pair: spec.hosts lists 2 hosts") {
+			return "Valid of a two-host ServiceEntry: " + got
+		}
+		return ""
+	})
+
+	central.unexport(t, "shop", "ledger")
+	eventually(t, 20*time.Second, func() string { return want(east.imported("shop", "ledger"), "absent") })
 }

@@ -172,15 +172,16 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registry.Service)) er
 	mf := mcsinformers.NewSharedInformerFactory(s.mcs, 0)
 	inf := istioinformers.NewSharedInformerFactory(s.istio, 0)
 	l := &listers{
-		services:     kf.Core().V1().Services().Lister(),
-		slices:       kf.Discovery().V1().EndpointSlices().Lister(),
-		namespaces:   kf.Core().V1().Namespaces().Lister(),
-		nodes:        kf.Core().V1().Nodes().Lister(),
-		exports:      mf.Multicluster().V1beta1().ServiceExports().Lister(),
-		imports:      mf.Multicluster().V1beta1().ServiceImports().Lister(),
-		entries:      inf.Networking().V1().WorkloadEntries().Lister(),
-		groups:       inf.Networking().V1().WorkloadGroups().Lister(),
-		destinations: inf.Networking().V1().DestinationRules().Lister(),
+		services:       kf.Core().V1().Services().Lister(),
+		slices:         kf.Discovery().V1().EndpointSlices().Lister(),
+		namespaces:     kf.Core().V1().Namespaces().Lister(),
+		nodes:          kf.Core().V1().Nodes().Lister(),
+		exports:        mf.Multicluster().V1beta1().ServiceExports().Lister(),
+		imports:        mf.Multicluster().V1beta1().ServiceImports().Lister(),
+		entries:        inf.Networking().V1().WorkloadEntries().Lister(),
+		serviceEntries: inf.Networking().V1().ServiceEntries().Lister(),
+		groups:         inf.Networking().V1().WorkloadGroups().Lister(),
+		destinations:   inf.Networking().V1().DestinationRules().Lister(),
 	}
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.signal() },
@@ -192,7 +193,7 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registry.Service)) er
 		kf.Core().V1().Namespaces().Informer(), kf.Core().V1().Nodes().Informer(),
 		mf.Multicluster().V1beta1().ServiceExports().Informer(), mf.Multicluster().V1beta1().ServiceImports().Informer(),
 		inf.Networking().V1().WorkloadEntries().Informer(), inf.Networking().V1().WorkloadGroups().Informer(),
-		inf.Networking().V1().DestinationRules().Informer(),
+		inf.Networking().V1().DestinationRules().Informer(), inf.Networking().V1().ServiceEntries().Informer(),
 	} {
 		if _, err := i.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("kube: informer: %w", err)
