@@ -576,6 +576,25 @@ func writeFile(b *testing.B, name, content string) {
 // startProcess starts a proxy, waits until addr accepts connections and
 // stops the proxy when the benchmark ends. It returns the proxy's pid.
 func startProcess(b testing.TB, name, addr string, env []string, bin string, args ...string) int {
+	return startChild(b, name, addr, env, bin, args...).pid
+}
+
+// child is a process started by startChild.
+type child struct {
+	pid int
+	mu  *sync.Mutex
+	out *strings.Builder // its standard output and error, the first 4 MiB
+}
+
+// output returns what the child has printed so far.
+func (c *child) output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.String()
+}
+
+// startChild is startProcess, returning the child's output too.
+func startChild(b testing.TB, name, addr string, env []string, bin string, args ...string) *child {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe() // the gateway stops when this closes
@@ -592,7 +611,7 @@ func startProcess(b testing.TB, name, addr string, env []string, bin string, arg
 		s := bufio.NewScanner(pr)
 		for s.Scan() {
 			outMu.Lock()
-			if out.Len() < 64<<10 {
+			if out.Len() < 4<<20 {
 				out.WriteString(s.Text() + "\n")
 			}
 			outMu.Unlock()
@@ -637,7 +656,7 @@ func startProcess(b testing.TB, name, addr string, env []string, bin string, arg
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return cmd.Process.Pid
+	return &child{pid: cmd.Process.Pid, mu: &outMu, out: &out}
 }
 
 // procCPU returns the user+system CPU seconds of pid; 0 for pid 0.

@@ -2,12 +2,10 @@ package eastwest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -178,42 +176,4 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		<-drained
 	}
 	return err
-}
-
-// accept hands each accepted connection to handle until lis fails or ctx
-// is done; it backs off on errors that running out of resources causes.
-func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(*net.TCPConn)) error {
-	var backoff time.Duration
-	wait := time.NewTimer(time.Hour)
-	wait.Stop()
-	defer wait.Stop()
-	for {
-		c, err := lis.AcceptTCP()
-		if err == nil {
-			backoff = 0
-			g.stats.accepted.Add(1)
-			g.stats.active.Add(1)
-			handle(c)
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !resourceExhausted(err) {
-			return fmt.Errorf("eastwest: accept: %w", err)
-		}
-		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-		g.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
-		wait.Reset(backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wait.C:
-		}
-	}
-}
-
-func resourceExhausted(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }

@@ -100,6 +100,10 @@ func TestGatewayRefuses(t *testing.T) {
 		{name: "closed without a byte", want: RefusedNoData, send: func(t *testing.T, c *net.TCPConn) {
 			c.CloseWrite()
 		}},
+		{name: "reset without a byte", want: RefusedNoData, send: func(t *testing.T, c *net.TCPConn) {
+			c.SetLinger(0) // close sends RST
+			c.Close()
+		}},
 		{name: "no endpoint accepts", want: RefusedNoUpstream, route: &Route{Endpoints: []string{closedPort(t)}}, send: write(hello)},
 		{name: "no endpoints", want: RefusedNoUpstream, route: &Route{}, send: write(hello)},
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
@@ -98,7 +99,11 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 	}
 	upstream, err := g.dial(ctx, route.Endpoints)
 	if err != nil {
-		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
+		reason := RefusedNoUpstream
+		if resourceExhausted(err) {
+			reason = RefusedFDLimit
+		}
+		g.refuse(client, reason, hello.ServerName, err)
 		return nil, false
 	}
 	// A few kilobytes fit the socket buffer of a fresh connection; the
@@ -145,7 +150,7 @@ func (g *Gateway) readHello(c *net.TCPConn, buf []byte) (int, sni.ClientHello, e
 // refusalFor classifies an error from readHello after n bytes.
 func refusalFor(err error, n int) Refusal {
 	switch {
-	case n == 0 && errors.Is(err, io.EOF):
+	case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
 		return RefusedNoData
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return RefusedHelloTimeout
@@ -187,13 +192,15 @@ func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, e
 			continue
 		}
 		attempts++
-		c, derr := g.dialer.DialContext(ctx, "tcp", addr)
+		c, derr := g.dialWaitingForFDs(ctx, addr)
 		if derr == nil {
 			g.outliers.succeeded(addr)
-			return c.(*net.TCPConn), nil
+			return c, nil
 		}
-		if ctx.Err() != nil {
-			return nil, derr // the drain ended it, not the endpoint
+		if ctx.Err() != nil || resourceExhausted(derr) {
+			// The drain or this process's own limits ended it, not the
+			// endpoint: no outlier accounting.
+			return nil, derr
 		}
 		err = derr
 		g.stats.connectFailures.Add(1)
@@ -203,4 +210,30 @@ func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, e
 		}
 	}
 	return nil, err
+}
+
+// dialWaitingForFDs connects to addr. When the process is out of file
+// descriptors it tries again, backing off as accept does, for up to
+// ConnectTimeout: the accepted client waits for a descriptor to free up
+// rather than being refused.
+func (g *Gateway) dialWaitingForFDs(ctx context.Context, addr string) (*net.TCPConn, error) {
+	deadline := time.Now().Add(g.cfg.ConnectTimeout)
+	var backoff time.Duration
+	for {
+		c, err := g.dialer.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.(*net.TCPConn), nil
+		}
+		backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+		if !resourceExhausted(err) || time.Now().Add(backoff).After(deadline) {
+			return nil, err
+		}
+		wait := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, err
+		case <-wait.C:
+		}
+	}
 }

@@ -24,7 +24,6 @@ const (
 // connection holds its two sockets and no pipe.
 type pipe struct {
 	r, w    int
-	size    int // bytes in the pipe
 	cleanup runtime.Cleanup
 }
 
@@ -55,12 +54,23 @@ func getPipe() (*pipe, error) {
 	panic("unreachable")
 }
 
+// plainBuffers stand in for a pipe when the process has no file
+// descriptor left to make one: the bytes then pass through user space.
+var plainBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
 // direction is one way of a relayed connection. Its fill and flush run
-// inside syscall.RawConn.Read and Write.
+// inside syscall.RawConn.Read and Write. Between a fill and its flush it
+// holds either a pipe or, at the open-file limit, a plain buffer.
 type direction struct {
-	pipe *pipe
-	err  error
-	eof  bool
+	pipe    *pipe
+	buf     *[]byte
+	off     int // in buf, the first byte not yet written
+	pending int // bytes read and not yet written
+	err     error
+	eof     bool
 }
 
 // copyConn moves src's bytes to dst with splice(2) until src ends, then
@@ -87,7 +97,7 @@ func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
 		if d.eof {
 			return dst.CloseWrite()
 		}
-		n := d.pipe.size
+		n := d.pending
 		if err := dstRaw.Write(flush); err != nil {
 			return err
 		}
@@ -98,42 +108,63 @@ func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
 	}
 }
 
-// fill splices what src has into the pipe. With nothing to read it gives
-// the pipe back and returns false: RawConn.Read then waits until src is
-// readable and calls it again.
+// fill moves what src has into the pipe (or buffer). With nothing to read
+// it gives the pipe back and returns false: RawConn.Read then waits until
+// src is readable and calls it again.
 func (d *direction) fill(fd uintptr) bool {
-	if d.pipe == nil {
-		if d.pipe, d.err = getPipe(); d.err != nil {
+	if d.pipe == nil && d.buf == nil {
+		p, err := getPipe()
+		switch {
+		case err == nil:
+			d.pipe = p
+		case resourceExhausted(err):
+			d.buf = plainBuffers.Get().(*[]byte)
+		default:
+			d.err = err
 			return true
 		}
 	}
-	var n int64
+	var n int
 	var err error
 	for {
-		n, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
+		if d.pipe != nil {
+			var n64 int64
+			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Read(int(fd), *d.buf)
+		}
 		if err != syscall.EINTR {
 			break
 		}
 	}
 	switch {
 	case err == syscall.EAGAIN:
-		pipes.Put(d.pipe)
-		d.pipe = nil
+		d.release()
 		return false
 	case err != nil:
 		d.err = err
 	case n == 0:
 		d.eof = true
 	default:
-		d.pipe.size = int(n)
+		d.pending, d.off = n, 0
 	}
 	return true
 }
 
-// flush splices the pipe's bytes to dst; false waits until dst is writable.
+// flush writes the pipe's (or buffer's) bytes to dst; false waits until
+// dst is writable.
 func (d *direction) flush(fd uintptr) bool {
-	for d.pipe.size > 0 {
-		n, err := syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pipe.size, spliceMove|spliceNonblock)
+	for d.pending > 0 {
+		var n int
+		var err error
+		if d.pipe != nil {
+			var n64 int64
+			n64, err = syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pending, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Write(int(fd), (*d.buf)[d.off:d.off+d.pending])
+		}
 		switch {
 		case err == syscall.EINTR:
 		case err == syscall.EAGAIN:
@@ -145,18 +176,27 @@ func (d *direction) flush(fd uintptr) bool {
 			d.err = io.ErrShortWrite
 			return true
 		default:
-			d.pipe.size -= int(n)
+			d.pending -= n
+			d.off += n
 		}
+	}
+	if d.buf != nil {
+		d.release() // the next fill tries for a pipe again
 	}
 	return true
 }
 
-// release gives an empty pipe back and closes one that still holds bytes.
+// release gives an empty pipe back and closes one that still holds bytes;
+// it gives the buffer back.
 func (d *direction) release() {
+	if d.buf != nil {
+		plainBuffers.Put(d.buf)
+		d.buf = nil
+	}
 	if d.pipe == nil {
 		return
 	}
-	if d.pipe.size == 0 {
+	if d.pending == 0 {
 		pipes.Put(d.pipe)
 	} else {
 		d.pipe.cleanup.Stop()
