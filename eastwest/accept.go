@@ -35,7 +35,10 @@ func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(
 				g.log.Info("accepting again", "paused_for", time.Since(pausedAt).Round(time.Millisecond))
 			}
 			g.stats.accepted.Add(1)
-			g.stats.active.Add(1)
+			// Only this goroutine raises the peak: no compare-and-swap.
+			if active := g.stats.active.Add(1); active > g.stats.peakActive.Load() {
+				g.stats.peakActive.Store(active)
+			}
 			handle(c)
 			continue
 		}

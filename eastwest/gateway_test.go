@@ -117,7 +117,7 @@ func TestGatewayRefuses(t *testing.T) {
 			c := dialTCP(t, gw.addr)
 			tc.send(t, c)
 			expectClosed(t, c)
-			eventually(t, "the connection to end", func() bool { return gw.Stats().Active == 0 })
+			eventually(t, "the connection to end", func() bool { st := gw.Stats(); return st.Accepted == 1 && st.Active == 0 })
 			st := gw.Stats()
 			for r, n := range st.Refused {
 				want := uint64(0)

@@ -14,13 +14,6 @@ import (
 	"github.com/federate/federate/eastwest/sni"
 )
 
-// helloBuffers hold ClientHellos while they arrive; a connection returns
-// its buffer once the hello is forwarded, so idle connections hold none.
-var helloBuffers = sync.Pool{New: func() any {
-	b := make([]byte, sni.MaxHelloSize)
-	return &b
-}}
-
 // relayed is one client connection and, once connected, its upstream.
 type relayed struct {
 	client   *net.TCPConn
@@ -76,14 +69,13 @@ func (g *Gateway) copyHalf(r *relayed, dst, src *net.TCPConn, bytes *atomic.Uint
 // that has received the hello. It counts and logs a refusal and returns
 // false; the caller closes the client.
 func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPConn, bool) {
-	bufp := helloBuffers.Get().(*[]byte)
-	defer helloBuffers.Put(bufp)
-
-	n, hello, err := g.readHello(client, *bufp)
-	if err != nil {
-		g.refuse(client, refusalFor(err, n), "", err)
+	var h helloRead
+	defer h.release()
+	if err := g.readHello(client, &h); err != nil {
+		g.refuse(client, refusalFor(err, h.n), "", err)
 		return nil, false
 	}
+	hello := h.hello
 	if hello.ServerName == "" {
 		g.refuse(client, RefusedNoSNI, "", nil)
 		return nil, false
@@ -109,42 +101,15 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 	// A few kilobytes fit the socket buffer of a fresh connection; the
 	// deadline only guards against an upstream that accepts and stalls.
 	upstream.SetWriteDeadline(time.Now().Add(g.cfg.ConnectTimeout))
-	if _, err := upstream.Write((*bufp)[:n]); err != nil {
+	if _, err := upstream.Write(h.bytes()); err != nil {
 		upstream.Close()
 		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
 		return nil, false
 	}
 	upstream.SetWriteDeadline(time.Time{})
-	g.stats.bytesToUpstream.Add(uint64(n))
+	g.stats.bytesToUpstream.Add(uint64(h.n))
 	g.stats.relayed.Add(1)
 	return upstream, true
-}
-
-// readHello reads into buf until it holds a whole ClientHello, within
-// HelloTimeout of now. It returns the bytes read, which may go past the
-// hello, and are all to be forwarded.
-func (g *Gateway) readHello(c *net.TCPConn, buf []byte) (int, sni.ClientHello, error) {
-	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
-		return 0, sni.ClientHello{}, err
-	}
-	n := 0
-	for {
-		m, err := c.Read(buf[n:])
-		n += m
-		if m > 0 {
-			hello, perr := sni.ParseClientHello(buf[:n])
-			if perr == nil {
-				return n, hello, c.SetReadDeadline(time.Time{})
-			}
-			if !errors.Is(perr, sni.ErrIncomplete) {
-				return n, hello, perr
-			}
-			// The parser says ErrTooLarge before buf fills up.
-		}
-		if err != nil {
-			return n, sni.ClientHello{}, err
-		}
-	}
 }
 
 // refusalFor classifies an error from readHello after n bytes.

@@ -99,7 +99,10 @@ type Stats struct {
 	// AcceptPaused is true while accepting is paused for lack of file
 	// descriptors; it clears on the first accept that succeeds.
 	AcceptPaused bool
-	Refused      map[Refusal]uint64
+	// MemoryReturns counts the times memory was given back to the OS
+	// after connections closed (Config.ReturnMemoryEvery).
+	MemoryReturns uint64
+	Refused       map[Refusal]uint64
 }
 
 // counters are the gateway's live counters.
@@ -113,6 +116,8 @@ type counters struct {
 	ejections       atomic.Uint64
 	acceptBackoffs  atomic.Uint64
 	acceptPaused    atomic.Bool
+	memoryReturns   atomic.Uint64
+	peakActive      atomic.Int64 // the most active since memory was last returned
 	refused         [numRefusals]atomic.Uint64
 }
 
@@ -127,6 +132,7 @@ func (c *counters) snapshot() Stats {
 		Ejections:       c.ejections.Load(),
 		AcceptBackoffs:  c.acceptBackoffs.Load(),
 		AcceptPaused:    c.acceptPaused.Load(),
+		MemoryReturns:   c.memoryReturns.Load(),
 		Refused:         make(map[Refusal]uint64, numRefusals),
 	}
 	for r := range numRefusals {

@@ -29,6 +29,8 @@ var opts struct {
 	maxOpenFiles int
 	statsEvery   time.Duration
 	verbose      bool
+
+	returnMemoryEvery time.Duration
 }
 
 type staticRouter struct {
@@ -52,6 +54,7 @@ func main() {
 	echo := flag.Bool("echo", false, "serve a plain TCP echo backend on -listen instead of the gateway")
 	flag.IntVar(&opts.maxOpenFiles, "max-open-files", 0, "lower the soft limit on open files to this (0 keeps it)")
 	flag.DurationVar(&opts.statsEvery, "stats-every", 0, "print the gateway's Stats as a JSON line on standard output this often, when they change (0: never)")
+	flag.DurationVar(&opts.returnMemoryEvery, "return-memory-every", 0, "Config.ReturnMemoryEvery (0: the default)")
 	flag.BoolVar(&opts.verbose, "v", false, "log at level info, not warn")
 	flag.Parse()
 	if err := run(*listen, *name, *upstream, *lifetime, *watchStdin, *echo); err != nil {
@@ -96,10 +99,11 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 		level = slog.LevelInfo
 	}
 	gw, err := eastwest.New(eastwest.Config{
-		Router:       staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
-		Listen:       listen,
-		DrainTimeout: time.Second,
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Router:            staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
+		Listen:            listen,
+		DrainTimeout:      time.Second,
+		ReturnMemoryEvery: opts.returnMemoryEvery,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		return err
