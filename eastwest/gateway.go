@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -132,9 +133,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // Listen opens a gateway listener on addr: accepted connections get no
-// TCP keepalive, like the gateway's upstream connections.
+// TCP keepalive, like the gateway's upstream connections, and on Linux
+// are accepted only once their first bytes arrived (TCP_DEFER_ACCEPT).
 func Listen(ctx context.Context, addr string) (*net.TCPListener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = deferAccept(fd) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("eastwest: listen on %s: %w", addr, err)

@@ -35,6 +35,17 @@ type procSample struct {
 
 func sampleProc(t testing.TB, pid int) procSample {
 	t.Helper()
+	var total procSample
+	for _, p := range procTree(t, pid) {
+		s := sampleOne(t, p)
+		total.rssKiB += s.rssKiB
+		total.fds += s.fds
+	}
+	return total
+}
+
+// sampleOne samples one process, without its children.
+func sampleOne(t testing.TB, pid int) procSample {
 	var s procSample
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

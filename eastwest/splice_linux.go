@@ -54,12 +54,17 @@ func getPipe() (*pipe, error) {
 	panic("unreachable")
 }
 
-// plainBuffers stand in for a pipe when the process has no file
-// descriptor left to make one: the bytes then pass through user space.
+// plainBuffers carry small exchanges through user space, where a read and
+// a write cost less than two splices through a pipe; and they stand in
+// for a pipe when the process has no file descriptor left to make one.
 var plainBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
+	b := make([]byte, plainSize)
 	return &b
 }}
+
+// plainSize is a plain buffer's size. A read that fills it marks a
+// direction as bulk: its next reads splice.
+const plainSize = 16 << 10
 
 // direction is one way of a relayed connection. Its fill and flush run
 // inside syscall.RawConn.Read and Write. Between a fill and its flush it
@@ -67,14 +72,16 @@ var plainBuffers = sync.Pool{New: func() any {
 type direction struct {
 	pipe    *pipe
 	buf     *[]byte
-	off     int // in buf, the first byte not yet written
-	pending int // bytes read and not yet written
+	off     int  // in buf, the first byte not yet written
+	pending int  // bytes read and not yet written
+	bulk    bool // the last read filled a plain buffer or spliced as much
 	err     error
 	eof     bool
 }
 
-// copyConn moves src's bytes to dst with splice(2) until src ends, then
-// closes dst's write half. It returns an error if either side failed.
+// copyConn moves src's bytes to dst until src ends: with read and write
+// while they come in small pieces, with splice(2) once they come in bulk.
+// Then it closes dst's write half. It returns an error if either side failed.
 func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
@@ -113,15 +120,18 @@ func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
 // src is readable and calls it again.
 func (d *direction) fill(fd uintptr) bool {
 	if d.pipe == nil && d.buf == nil {
-		p, err := getPipe()
-		switch {
-		case err == nil:
-			d.pipe = p
-		case resourceExhausted(err):
+		if d.bulk {
+			p, err := getPipe()
+			switch {
+			case err == nil:
+				d.pipe = p
+			case !resourceExhausted(err):
+				d.err = err
+				return true
+			}
+		}
+		if d.pipe == nil {
 			d.buf = plainBuffers.Get().(*[]byte)
-		default:
-			d.err = err
-			return true
 		}
 	}
 	var n int
@@ -148,6 +158,7 @@ func (d *direction) fill(fd uintptr) bool {
 		d.eof = true
 	default:
 		d.pending, d.off = n, 0
+		d.bulk = n >= plainSize
 	}
 	return true
 }
@@ -181,7 +192,7 @@ func (d *direction) flush(fd uintptr) bool {
 		}
 	}
 	if d.buf != nil {
-		d.release() // the next fill tries for a pipe again
+		d.release() // a bulk direction's next fill takes a pipe
 	}
 	return true
 }
