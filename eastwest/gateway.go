@@ -39,11 +39,12 @@ type Config struct {
 	// DrainTimeout is how long established connections may go on after
 	// the gateway stops accepting; then they are closed.
 	DrainTimeout time.Duration
-	// ReturnMemoryEvery is how often the gateway checks whether
-	// connections that closed left memory to give back to the OS: when
-	// 1,024 or more closed since the last return, or 64 MiB of heap lie
-	// free, it calls debug.FreeOSMemory (which affects the whole process).
-	// Negative turns it off.
+	// ReturnMemoryEvery is the least time between two returns of memory
+	// to the OS. Every second the gateway checks whether 1,024 or more
+	// connections closed, or 2,048 directions of idle connections parked,
+	// since the last return, or 64 MiB of heap lie free: then it calls
+	// debug.FreeOSMemory (which affects the whole process). Negative turns
+	// it off.
 	ReturnMemoryEvery time.Duration
 	// Outlier configures passive ejection of endpoints that fail to connect.
 	Outlier OutlierConfig
@@ -72,6 +73,7 @@ type Gateway struct {
 	dialer   net.Dialer
 	outliers *outliers
 	stats    counters
+	parker   *parker // nil while not serving, or if the kernel refused one
 }
 
 // New checks cfg and returns a gateway; it does no I/O.
@@ -173,6 +175,12 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	defer stopListening()
 
 	var wg sync.WaitGroup
+	g.parker = newParker(g.log)
+	if g.parker != nil {
+		go g.parker.run(func(h *half) { go g.copyHalf(h) })
+		// Stopped once every connection ended: parked ones resume until then.
+		defer g.parker.stop()
+	}
 	memCtx, stopReturningMemory := context.WithCancel(ctx)
 	defer stopReturningMemory()
 	if g.cfg.ReturnMemoryEvery > 0 {

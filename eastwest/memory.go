@@ -7,44 +7,56 @@ import (
 	"time"
 )
 
-// DefaultReturnMemoryEvery is how often, by default, the gateway checks
-// whether connections that closed left memory to give back to the OS.
-const DefaultReturnMemoryEvery = 30 * time.Second
+// DefaultReturnMemoryEvery is, by default, the least time between two
+// returns of memory to the OS.
+const DefaultReturnMemoryEvery = 5 * time.Second
 
-// Memory is given back when this many connections closed since the last
-// time, or when this much free heap is held.
+// Memory is given back when this many connections closed, or this many
+// directions parked, since the last time, or when this much free heap is
+// held. Checks run every returnMemoryCheck.
 const (
 	returnAfterClosed   = 1024
+	returnAfterParked   = 2048
 	returnAboveFreeHeap = 64 << 20
+	returnMemoryCheck   = time.Second
 )
 
 // returnMemory gives memory back to the OS after bursts of connections,
-// until ctx is done. Go's background scavenger alone returns the heap of
-// 17,000 stalled connections only minutes after they end; debug.FreeOSMemory
-// collects and returns it at once, at the cost of one forced collection,
-// paid only after many connections closed.
+// and after many connections went idle, until ctx is done. Go's
+// background scavenger alone returns the heap of 17,000 stalled
+// connections only minutes after they end, and the stacks of goroutines
+// that ended (parked directions' among them) stay with the runtime until
+// the next collection. debug.FreeOSMemory collects and returns it all at
+// once, at the cost of one forced collection, at most once per every.
 func (g *Gateway) returnMemory(ctx context.Context, every time.Duration) {
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(min(every, returnMemoryCheck))
 	defer tick.Stop()
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	var last time.Time
+	var parksAtLast uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+		if time.Since(last) < every {
+			continue
+		}
 		active := g.stats.active.Load()
-		peak := g.stats.peakActive.Load()
+		closed := g.stats.peakActive.Load() - active
+		parks := g.stats.parks.Load()
 		metrics.Read(sample)
 		free := uint64(0)
 		if sample[0].Value.Kind() == metrics.KindUint64 {
 			free = sample[0].Value.Uint64()
 		}
-		if peak-active < returnAfterClosed && free < returnAboveFreeHeap {
+		if closed < returnAfterClosed && parks-parksAtLast < returnAfterParked && free < returnAboveFreeHeap {
 			continue
 		}
 		debug.FreeOSMemory()
 		g.stats.memoryReturns.Add(1)
 		g.stats.peakActive.Store(active)
+		last, parksAtLast = time.Now(), parks
 	}
 }

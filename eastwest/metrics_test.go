@@ -40,6 +40,7 @@ func TestMetricsExposition(t *testing.T) {
 		`federate_gateway_upstream_connect_failures_total 0`,
 		`federate_gateway_accept_backoffs_total 0`,
 		`federate_gateway_accept_paused 0`,
+		`federate_gateway_directions_parked 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %q:\n%s", want, body)

@@ -16,13 +16,39 @@ import (
 
 // relayed is one client connection and, once connected, its upstream.
 type relayed struct {
+	g        *Gateway
+	wg       *sync.WaitGroup // counts each half until it ends, parked or not
 	client   *net.TCPConn
 	upstream atomic.Pointer[net.TCPConn]
 	left     atomic.Int32 // directions still copying
-	stop     func() bool  // unregisters the drain's close
+	closed   atomic.Bool
+	stop     func() bool // unregisters the drain's close
+	halves   [2]half     // to upstream, to client
 }
 
+// half is one direction of a relayed connection.
+type half struct {
+	r        *relayed
+	dst, src *net.TCPConn
+	bytes    *atomic.Uint64
+
+	// What the parker (park_linux.go) needs.
+	moved   atomic.Uint64 // reads that returned bytes
+	waiting atomic.Bool   // waiting for src to be readable
+	kicked  atomic.Bool   // asked to park
+	state   atomic.Int32  // halfRunning or halfParked
+	seen    uint64        // moved at the last sweep, the sweeper's own
+	token   uint64        // its key in the parker, while parked
+}
+
+// close closes both connections and ends the halves that are parked.
 func (r *relayed) close() {
+	r.closed.Store(true)
+	for i := range r.halves {
+		if h := &r.halves[i]; h.r != nil && r.g.parker.claim(h) {
+			r.g.endHalf(h)
+		}
+	}
 	r.client.Close()
 	if u := r.upstream.Load(); u != nil {
 		u.Close()
@@ -32,7 +58,7 @@ func (r *relayed) close() {
 // serveConn routes one client connection and starts its relay; wg counts
 // the relay's goroutines.
 func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
-	r := &relayed{client: client}
+	r := &relayed{g: g, wg: wg, client: client}
 	// Closing ends every phase: the hello read, the relay.
 	r.stop = context.AfterFunc(ctx, r.close)
 	upstream, ok := g.connect(ctx, client)
@@ -43,26 +69,41 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 		return
 	}
 	r.upstream.Store(upstream)
+	r.halves[0] = half{r: r, dst: upstream, src: client, bytes: &g.stats.bytesToUpstream}
+	r.halves[1] = half{r: r, dst: client, src: upstream, bytes: &g.stats.bytesToClient}
+	g.parker.track(r)
 	// Each direction gets a fresh goroutine: their stacks stay small while
 	// the connection idles, where this one's grew reading the hello.
 	r.left.Store(2)
 	wg.Add(2)
-	go g.copyHalf(r, upstream, client, &g.stats.bytesToUpstream, wg)
-	go g.copyHalf(r, client, upstream, &g.stats.bytesToClient, wg)
+	go g.copyHalf(&r.halves[0])
+	go g.copyHalf(&r.halves[1])
 }
 
 // copyHalf relays one direction. When src ends, dst's write half is
-// closed and the other direction goes on; an error ends both.
-func (g *Gateway) copyHalf(r *relayed, dst, src *net.TCPConn, bytes *atomic.Uint64, wg *sync.WaitGroup) {
-	defer wg.Done()
-	if err := copyConn(dst, src, bytes); err != nil {
-		r.close()
+// closed and the other direction goes on; an error ends both. A direction
+// that parks leaves its end to whoever resumes or closes it.
+func (g *Gateway) copyHalf(h *half) {
+	parked, err := copyConn(h, g.parker)
+	if parked {
+		return
 	}
+	if err != nil {
+		h.r.close()
+	}
+	g.endHalf(h)
+}
+
+// endHalf counts a direction's end; the last one closes the connection.
+func (g *Gateway) endHalf(h *half) {
+	r := h.r
 	if r.left.Add(-1) == 0 {
 		r.stop()
+		g.parker.untrack(r)
 		r.close()
 		g.stats.active.Add(-1)
 	}
+	r.wg.Done()
 }
 
 // connect reads the ClientHello, routes it and connects to an upstream

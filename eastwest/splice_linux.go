@@ -1,11 +1,11 @@
 package eastwest
 
 import (
+	"errors"
 	"io"
-	"net"
+	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -70,6 +70,7 @@ const plainSize = 16 << 10
 // inside syscall.RawConn.Read and Write. Between a fill and its flush it
 // holds either a pipe or, at the open-file limit, a plain buffer.
 type direction struct {
+	half    *half
 	pipe    *pipe
 	buf     *[]byte
 	off     int  // in buf, the first byte not yet written
@@ -79,39 +80,46 @@ type direction struct {
 	eof     bool
 }
 
-// copyConn moves src's bytes to dst until src ends: with read and write
-// while they come in small pieces, with splice(2) once they come in bulk.
-// Then it closes dst's write half. It returns an error if either side failed.
-func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
-	srcRaw, err := src.SyscallConn()
+// copyConn moves h.src's bytes to h.dst until src ends: with read and
+// write while they come in small pieces, with splice(2) once they come in
+// bulk. Then it closes dst's write half. It returns an error if either
+// side failed, and parked if the direction was idle and p took it over.
+func copyConn(h *half, p *parker) (parked bool, err error) {
+	srcRaw, err := h.src.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	dstRaw, err := dst.SyscallConn()
+	dstRaw, err := h.dst.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	d := new(direction)
+	d := &direction{half: h}
 	fill, flush := d.fill, d.flush
 	defer d.release()
 	for {
 		if err := srcRaw.Read(fill); err != nil {
-			return err
+			if h.kicked.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				if p.park(h) {
+					return true, nil
+				}
+				continue
+			}
+			return false, err
 		}
 		if d.err != nil {
-			return d.err
+			return false, d.err
 		}
 		if d.eof {
-			return dst.CloseWrite()
+			return false, h.dst.CloseWrite()
 		}
 		n := d.pending
 		if err := dstRaw.Write(flush); err != nil {
-			return err
+			return false, err
 		}
 		if d.err != nil {
-			return d.err
+			return false, d.err
 		}
-		bytes.Add(uint64(n))
+		h.bytes.Add(uint64(n))
 	}
 }
 
@@ -119,6 +127,7 @@ func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
 // it gives the pipe back and returns false: RawConn.Read then waits until
 // src is readable and calls it again.
 func (d *direction) fill(fd uintptr) bool {
+	d.half.waiting.Store(false)
 	if d.pipe == nil && d.buf == nil {
 		if d.bulk {
 			p, err := getPipe()
@@ -151,12 +160,14 @@ func (d *direction) fill(fd uintptr) bool {
 	switch {
 	case err == syscall.EAGAIN:
 		d.release()
+		d.half.waiting.Store(true)
 		return false
 	case err != nil:
 		d.err = err
 	case n == 0:
 		d.eof = true
 	default:
+		d.half.moved.Add(1)
 		d.pending, d.off = n, 0
 		d.bulk = n >= plainSize
 	}

@@ -102,7 +102,11 @@ type Stats struct {
 	// MemoryReturns counts the times memory was given back to the OS
 	// after connections closed (Config.ReturnMemoryEvery).
 	MemoryReturns uint64
-	Refused       map[Refusal]uint64
+	// Parked is how many directions of idle connections wait without a
+	// goroutine now; Parks counts the times one parked.
+	Parked  int64
+	Parks   uint64
+	Refused map[Refusal]uint64
 }
 
 // counters are the gateway's live counters.
@@ -118,6 +122,8 @@ type counters struct {
 	acceptPaused    atomic.Bool
 	memoryReturns   atomic.Uint64
 	peakActive      atomic.Int64 // the most active since memory was last returned
+	parks           atomic.Uint64
+	resumes         atomic.Uint64
 	refused         [numRefusals]atomic.Uint64
 }
 
@@ -135,6 +141,9 @@ func (c *counters) snapshot() Stats {
 		MemoryReturns:   c.memoryReturns.Load(),
 		Refused:         make(map[Refusal]uint64, numRefusals),
 	}
+	resumes := c.resumes.Load() // before parks, which are never fewer
+	s.Parks = c.parks.Load()
+	s.Parked = int64(s.Parks - resumes)
 	for r := range numRefusals {
 		s.Refused[r] = c.refused[r].Load()
 	}
