@@ -40,8 +40,8 @@ type Config struct {
 	// the gateway stops accepting; then they are closed.
 	DrainTimeout time.Duration
 	// ReturnMemoryEvery is the least time between two returns of memory
-	// to the OS. Every second the gateway checks whether 1,024 or more
-	// connections closed, or 2,048 directions of idle connections parked,
+	// to the OS. Every second the gateway checks whether 512 or more
+	// connections closed, or 512 directions of idle connections parked,
 	// since the last return, or 64 MiB of heap lie free: then it calls
 	// debug.FreeOSMemory (which affects the whole process). Negative turns
 	// it off.

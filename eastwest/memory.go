@@ -12,11 +12,12 @@ import (
 const DefaultReturnMemoryEvery = 5 * time.Second
 
 // Memory is given back when this many connections closed, or this many
-// directions parked, since the last time, or when this much free heap is
-// held. Checks run every returnMemoryCheck.
+// directions parked, since the last time (a megabyte or more of stacks
+// and buffers), or when this much free heap is held. Checks run every
+// returnMemoryCheck.
 const (
-	returnAfterClosed   = 1024
-	returnAfterParked   = 2048
+	returnAfterClosed   = 512
+	returnAfterParked   = 512
 	returnAboveFreeHeap = 64 << 20
 	returnMemoryCheck   = time.Second
 )

@@ -206,6 +206,7 @@ func (p *parker) claim(h *half) bool {
 		return false
 	}
 	h.r.g.stats.resumes.Add(1)
+	h.waiting.Store(false) // not the sweeper's to kick until it waits again
 	p.mu.Lock()
 	delete(p.parked, h.token)
 	p.mu.Unlock()
