@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func TestGatewayAtTheOpenFileLimit(t *testing.T) {
 	startProcess(t, "backend", backend, nil, bin, "-echo", "-listen", backend, "-lifetime", "2m")
 	gwAddr := freeAddr(t)
 	gw := startChild(t, "gateway", gwAddr, nil, bin, "-listen", gwAddr, "-name", benchName, "-upstream", backend,
-		"-lifetime", "2m", "-max-open-files", "48", "-stats-every", "10ms", "-v")
+		"-lifetime", "2m", "-max-open-files", strconv.Itoa(gatewayOpenFiles), "-stats-every", "10ms", "-v")
 
 	var conns []net.Conn
 	defer func() {

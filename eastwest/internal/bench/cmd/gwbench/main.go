@@ -85,12 +85,7 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 		return serveEcho(ctx, addr)
 	}
 	if opts.maxOpenFiles > 0 {
-		var lim syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return err
-		}
-		lim.Cur = uint64(opts.maxOpenFiles)
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		if err := limitOpenFiles(opts.maxOpenFiles); err != nil {
 			return fmt.Errorf("-max-open-files %d: %w", opts.maxOpenFiles, err)
 		}
 	}
