@@ -4,17 +4,15 @@ package eastwest
 
 import (
 	"io"
-	"net"
-	"sync/atomic"
 )
 
-// copyConn moves src's bytes to dst until src ends, then closes dst's
-// write half. It returns an error if either side failed.
-func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
-	n, err := io.Copy(dst, src)
-	bytes.Add(uint64(n))
+// copyConn moves h.src's bytes to h.dst until src ends, then closes dst's
+// write half. It returns an error if either side failed; it never parks.
+func copyConn(h *half, _ *parker) (parked bool, err error) {
+	n, err := io.Copy(h.dst, h.src)
+	h.bytes.Add(uint64(n))
 	if err != nil {
-		return err
+		return false, err
 	}
-	return dst.CloseWrite()
+	return false, h.dst.CloseWrite()
 }

@@ -2,7 +2,6 @@ package eastwest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,6 +39,13 @@ type Config struct {
 	// DrainTimeout is how long established connections may go on after
 	// the gateway stops accepting; then they are closed.
 	DrainTimeout time.Duration
+	// ReturnMemoryEvery is the least time between two returns of memory
+	// to the OS. Every second the gateway checks whether 512 or more
+	// connections closed, or 512 directions of idle connections parked,
+	// since the last return, or 64 MiB of heap lie free: then it calls
+	// debug.FreeOSMemory (which affects the whole process). Negative turns
+	// it off.
+	ReturnMemoryEvery time.Duration
 	// Outlier configures passive ejection of endpoints that fail to connect.
 	Outlier OutlierConfig
 	Logger  *slog.Logger
@@ -67,6 +73,7 @@ type Gateway struct {
 	dialer   net.Dialer
 	outliers *outliers
 	stats    counters
+	parker   *parker // nil while not serving, or if the kernel refused one
 }
 
 // New checks cfg and returns a gateway; it does no I/O.
@@ -88,6 +95,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.ReturnMemoryEvery == 0 {
+		cfg.ReturnMemoryEvery = DefaultReturnMemoryEvery
 	}
 	if cfg.Outlier.ConsecutiveFailures <= 0 {
 		cfg.Outlier.ConsecutiveFailures = DefaultConsecutiveFailures
@@ -125,9 +135,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // Listen opens a gateway listener on addr: accepted connections get no
-// TCP keepalive, like the gateway's upstream connections.
+// TCP keepalive, like the gateway's upstream connections, and on Linux
+// are accepted only once their first bytes arrived (TCP_DEFER_ACCEPT).
 func Listen(ctx context.Context, addr string) (*net.TCPListener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = deferAccept(fd) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("eastwest: listen on %s: %w", addr, err)
@@ -158,10 +175,22 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	defer stopListening()
 
 	var wg sync.WaitGroup
+	g.parker = newParker(g.log)
+	if g.parker != nil {
+		go g.parker.run(func(h *half) { go g.copyHalf(h) })
+		// Stopped once every connection ended: parked ones resume until then.
+		defer g.parker.stop()
+	}
+	memCtx, stopReturningMemory := context.WithCancel(ctx)
+	defer stopReturningMemory()
+	if g.cfg.ReturnMemoryEvery > 0 {
+		wg.Go(func() { g.returnMemory(memCtx, g.cfg.ReturnMemoryEvery) })
+	}
 	err := g.accept(ctx, lis, func(c *net.TCPConn) {
 		wg.Go(func() { g.serveConn(connCtx, c, &wg) })
 	})
 	lis.Close()
+	stopReturningMemory()
 
 	drained := make(chan struct{})
 	go func() {
@@ -178,42 +207,4 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		<-drained
 	}
 	return err
-}
-
-// accept hands each accepted connection to handle until lis fails or ctx
-// is done; it backs off on errors that running out of resources causes.
-func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(*net.TCPConn)) error {
-	var backoff time.Duration
-	wait := time.NewTimer(time.Hour)
-	wait.Stop()
-	defer wait.Stop()
-	for {
-		c, err := lis.AcceptTCP()
-		if err == nil {
-			backoff = 0
-			g.stats.accepted.Add(1)
-			g.stats.active.Add(1)
-			handle(c)
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !resourceExhausted(err) {
-			return fmt.Errorf("eastwest: accept: %w", err)
-		}
-		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-		g.log.Warn("accept failed; backing off", "err", err, "backoff", backoff)
-		wait.Reset(backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wait.C:
-		}
-	}
-}
-
-func resourceExhausted(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }

@@ -100,6 +100,10 @@ func TestGatewayRefuses(t *testing.T) {
 		{name: "closed without a byte", want: RefusedNoData, send: func(t *testing.T, c *net.TCPConn) {
 			c.CloseWrite()
 		}},
+		{name: "reset without a byte", want: RefusedNoData, send: func(t *testing.T, c *net.TCPConn) {
+			c.SetLinger(0) // close sends RST
+			c.Close()
+		}},
 		{name: "no endpoint accepts", want: RefusedNoUpstream, route: &Route{Endpoints: []string{closedPort(t)}}, send: write(hello)},
 		{name: "no endpoints", want: RefusedNoUpstream, route: &Route{}, send: write(hello)},
 	}
@@ -113,7 +117,7 @@ func TestGatewayRefuses(t *testing.T) {
 			c := dialTCP(t, gw.addr)
 			tc.send(t, c)
 			expectClosed(t, c)
-			eventually(t, "the connection to end", func() bool { return gw.Stats().Active == 0 })
+			eventually(t, "the connection to end", func() bool { st := gw.Stats(); return st.Accepted == 1 && st.Active == 0 })
 			st := gw.Stats()
 			for r, n := range st.Refused {
 				want := uint64(0)

@@ -20,12 +20,21 @@ import (
 // idleConns is how many idle connections the gateway must hold.
 const idleConns = 10_000
 
+// idleSettle is how long connections idle before they are measured: the
+// gateway parks directions idle for one to two seconds, and gives the
+// stacks of their goroutines back to the OS at most every 5 s.
+const idleSettle = 7 * time.Second
+
 // idleWait bounds each wait of the idle test.
 const idleWait = 10 * time.Second
 
 // maxFDsPerIdleConn: an idle connection holds its two sockets; a pipe for
 // splice only while bytes flow.
 const maxFDsPerIdleConn = 4
+
+// maxKiBPerIdleConn: an idle connection holds no goroutine (its directions
+// park) and no buffer.
+const maxKiBPerIdleConn = 4
 
 // procSample is what a process holds at one moment.
 type procSample struct {
@@ -35,6 +44,17 @@ type procSample struct {
 
 func sampleProc(t testing.TB, pid int) procSample {
 	t.Helper()
+	var total procSample
+	for _, p := range procTree(t, pid) {
+		s := sampleOne(t, p)
+		total.rssKiB += s.rssKiB
+		total.fds += s.fds
+	}
+	return total
+}
+
+// sampleOne samples one process, without its children.
+func sampleOne(t testing.TB, pid int) procSample {
 	var s procSample
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -86,7 +106,8 @@ func TestGatewayHoldsIdleConnections(t *testing.T) {
 	backend := freeAddr(t)
 	startProcess(t, "backend", backend, nil, bin, "-echo", "-listen", backend, "-lifetime", "5m")
 	gwAddr := freeAddr(t)
-	pid := startProcess(t, "gateway", gwAddr, nil, bin, "-listen", gwAddr, "-name", benchName, "-upstream", backend, "-lifetime", "5m")
+	gw := startChild(t, "gateway", gwAddr, nil, bin, "-listen", gwAddr, "-name", benchName, "-upstream", backend, "-lifetime", "5m", "-stats-every", "100ms")
+	pid := gw.pid
 	before := sampleProc(t, pid)
 
 	conns := make([]net.Conn, 0, n)
@@ -112,14 +133,22 @@ func TestGatewayHoldsIdleConnections(t *testing.T) {
 		}
 	}
 	opened := time.Since(start)
-	time.Sleep(time.Second) // let the gateway's goroutines settle into their waits
+	time.Sleep(idleSettle)
 	held := sampleProc(t, pid)
 
+	st := readStats(t, gw)
+	if st.Parked != int64(2*n) {
+		t.Errorf("%d directions parked, want all %d", st.Parked, 2*n)
+	}
 	fdsPer := float64(held.fds-before.fds) / float64(n)
+	kibPer := float64(held.rssKiB-before.rssKiB) / float64(n)
 	t.Logf("%d idle connections opened in %s; the gateway holds %+d fds (%.2f each) and %+d KiB RSS (%.1f KiB each)",
-		n, opened.Round(time.Millisecond), held.fds-before.fds, fdsPer, held.rssKiB-before.rssKiB, float64(held.rssKiB-before.rssKiB)/float64(n))
+		n, opened.Round(time.Millisecond), held.fds-before.fds, fdsPer, held.rssKiB-before.rssKiB, kibPer)
 	if fdsPer > maxFDsPerIdleConn {
 		t.Errorf("%.2f file descriptors per idle connection, want at most %d", fdsPer, maxFDsPerIdleConn)
+	}
+	if kibPer > maxKiBPerIdleConn {
+		t.Errorf("%.1f KiB per idle connection, want at most %d", kibPer, maxKiBPerIdleConn)
 	}
 	// Idle connections still relay, the first opened and the last.
 	for _, c := range []net.Conn{conns[0], conns[len(conns)-1]} {

@@ -12,6 +12,9 @@ var (
 	descBytes           = prometheus.NewDesc("federate_gateway_bytes_total", "Bytes relayed, by direction.", []string{"direction"}, nil)
 	descConnectFailures = prometheus.NewDesc("federate_gateway_upstream_connect_failures_total", "Upstream connect attempts that failed.", nil, nil)
 	descEjections       = prometheus.NewDesc("federate_gateway_upstream_ejections_total", "Endpoints ejected after consecutive connect failures.", nil, nil)
+	descBackoffs        = prometheus.NewDesc("federate_gateway_accept_backoffs_total", "Accepts that failed for lack of file descriptors, each followed by a pause.", nil, nil)
+	descPaused          = prometheus.NewDesc("federate_gateway_accept_paused", "1 while accepting is paused for lack of file descriptors.", nil, nil)
+	descParked          = prometheus.NewDesc("federate_gateway_directions_parked", "Directions of idle connections waiting without a goroutine.", nil, nil)
 	descRefused         = prometheus.NewDesc("federate_gateway_connections_refused_total", "Connections refused, by reason.", []string{"reason"}, nil)
 )
 
@@ -22,7 +25,7 @@ func (g *Gateway) Collector() prometheus.Collector { return collector{g} }
 type collector struct{ g *Gateway }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAccepted, descActive, descRelayed, descBytes, descConnectFailures, descEjections, descRefused} {
+	for _, d := range []*prometheus.Desc{descAccepted, descActive, descRelayed, descBytes, descConnectFailures, descEjections, descBackoffs, descPaused, descParked, descRefused} {
 		ch <- d
 	}
 }
@@ -39,6 +42,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBytes, s.BytesToClient, "to_client")
 	counter(descConnectFailures, s.ConnectFailures)
 	counter(descEjections, s.Ejections)
+	counter(descBackoffs, s.AcceptBackoffs)
+	paused := 0.0
+	if s.AcceptPaused {
+		paused = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.GaugeValue, paused)
+	ch <- prometheus.MustNewConstMetric(descParked, prometheus.GaugeValue, float64(s.Parked))
 	for r := Refusal(0); r < numRefusals; r++ {
 		counter(descRefused, s.Refused[r], r.String())
 	}

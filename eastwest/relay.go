@@ -8,27 +8,47 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
 )
 
-// helloBuffers hold ClientHellos while they arrive; a connection returns
-// its buffer once the hello is forwarded, so idle connections hold none.
-var helloBuffers = sync.Pool{New: func() any {
-	b := make([]byte, sni.MaxHelloSize)
-	return &b
-}}
-
 // relayed is one client connection and, once connected, its upstream.
 type relayed struct {
+	g        *Gateway
+	wg       *sync.WaitGroup // counts each half until it ends, parked or not
 	client   *net.TCPConn
 	upstream atomic.Pointer[net.TCPConn]
 	left     atomic.Int32 // directions still copying
-	stop     func() bool  // unregisters the drain's close
+	closed   atomic.Bool
+	stop     func() bool // unregisters the drain's close
+	halves   [2]half     // to upstream, to client
 }
 
+// half is one direction of a relayed connection.
+type half struct {
+	r        *relayed
+	dst, src *net.TCPConn
+	bytes    *atomic.Uint64
+
+	// What the parker (park_linux.go) needs.
+	moved   atomic.Uint64 // reads that returned bytes
+	waiting atomic.Bool   // waiting for src to be readable
+	kicked  atomic.Bool   // asked to park
+	state   atomic.Int32  // halfRunning or halfParked
+	seen    uint64        // moved at the last sweep, the sweeper's own
+	token   uint64        // its key in the parker, while parked
+}
+
+// close closes both connections and ends the halves that are parked.
 func (r *relayed) close() {
+	r.closed.Store(true)
+	for i := range r.halves {
+		if h := &r.halves[i]; h.r != nil && r.g.parker.claim(h) {
+			r.g.endHalf(h)
+		}
+	}
 	r.client.Close()
 	if u := r.upstream.Load(); u != nil {
 		u.Close()
@@ -38,7 +58,7 @@ func (r *relayed) close() {
 // serveConn routes one client connection and starts its relay; wg counts
 // the relay's goroutines.
 func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
-	r := &relayed{client: client}
+	r := &relayed{g: g, wg: wg, client: client}
 	// Closing ends every phase: the hello read, the relay.
 	r.stop = context.AfterFunc(ctx, r.close)
 	upstream, ok := g.connect(ctx, client)
@@ -49,40 +69,54 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 		return
 	}
 	r.upstream.Store(upstream)
+	r.halves[0] = half{r: r, dst: upstream, src: client, bytes: &g.stats.bytesToUpstream}
+	r.halves[1] = half{r: r, dst: client, src: upstream, bytes: &g.stats.bytesToClient}
+	g.parker.track(r)
 	// Each direction gets a fresh goroutine: their stacks stay small while
 	// the connection idles, where this one's grew reading the hello.
 	r.left.Store(2)
 	wg.Add(2)
-	go g.copyHalf(r, upstream, client, &g.stats.bytesToUpstream, wg)
-	go g.copyHalf(r, client, upstream, &g.stats.bytesToClient, wg)
+	go g.copyHalf(&r.halves[0])
+	go g.copyHalf(&r.halves[1])
 }
 
 // copyHalf relays one direction. When src ends, dst's write half is
-// closed and the other direction goes on; an error ends both.
-func (g *Gateway) copyHalf(r *relayed, dst, src *net.TCPConn, bytes *atomic.Uint64, wg *sync.WaitGroup) {
-	defer wg.Done()
-	if err := copyConn(dst, src, bytes); err != nil {
-		r.close()
+// closed and the other direction goes on; an error ends both. A direction
+// that parks leaves its end to whoever resumes or closes it.
+func (g *Gateway) copyHalf(h *half) {
+	parked, err := copyConn(h, g.parker)
+	if parked {
+		return
 	}
+	if err != nil {
+		h.r.close()
+	}
+	g.endHalf(h)
+}
+
+// endHalf counts a direction's end; the last one closes the connection.
+func (g *Gateway) endHalf(h *half) {
+	r := h.r
 	if r.left.Add(-1) == 0 {
 		r.stop()
+		g.parker.untrack(r)
 		r.close()
 		g.stats.active.Add(-1)
 	}
+	r.wg.Done()
 }
 
 // connect reads the ClientHello, routes it and connects to an upstream
 // that has received the hello. It counts and logs a refusal and returns
 // false; the caller closes the client.
 func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPConn, bool) {
-	bufp := helloBuffers.Get().(*[]byte)
-	defer helloBuffers.Put(bufp)
-
-	n, hello, err := g.readHello(client, *bufp)
-	if err != nil {
-		g.refuse(client, refusalFor(err, n), "", err)
+	var h helloRead
+	defer h.release()
+	if err := g.readHello(client, &h); err != nil {
+		g.refuse(client, refusalFor(err, h.n), "", err)
 		return nil, false
 	}
+	hello := h.hello
 	if hello.ServerName == "" {
 		g.refuse(client, RefusedNoSNI, "", nil)
 		return nil, false
@@ -98,54 +132,31 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 	}
 	upstream, err := g.dial(ctx, route.Endpoints)
 	if err != nil {
-		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
+		reason := RefusedNoUpstream
+		if resourceExhausted(err) {
+			reason = RefusedFDLimit
+		}
+		g.refuse(client, reason, hello.ServerName, err)
 		return nil, false
 	}
 	// A few kilobytes fit the socket buffer of a fresh connection; the
 	// deadline only guards against an upstream that accepts and stalls.
 	upstream.SetWriteDeadline(time.Now().Add(g.cfg.ConnectTimeout))
-	if _, err := upstream.Write((*bufp)[:n]); err != nil {
+	if _, err := upstream.Write(h.bytes()); err != nil {
 		upstream.Close()
 		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
 		return nil, false
 	}
 	upstream.SetWriteDeadline(time.Time{})
-	g.stats.bytesToUpstream.Add(uint64(n))
+	g.stats.bytesToUpstream.Add(uint64(h.n))
 	g.stats.relayed.Add(1)
 	return upstream, true
-}
-
-// readHello reads into buf until it holds a whole ClientHello, within
-// HelloTimeout of now. It returns the bytes read, which may go past the
-// hello, and are all to be forwarded.
-func (g *Gateway) readHello(c *net.TCPConn, buf []byte) (int, sni.ClientHello, error) {
-	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
-		return 0, sni.ClientHello{}, err
-	}
-	n := 0
-	for {
-		m, err := c.Read(buf[n:])
-		n += m
-		if m > 0 {
-			hello, perr := sni.ParseClientHello(buf[:n])
-			if perr == nil {
-				return n, hello, c.SetReadDeadline(time.Time{})
-			}
-			if !errors.Is(perr, sni.ErrIncomplete) {
-				return n, hello, perr
-			}
-			// The parser says ErrTooLarge before buf fills up.
-		}
-		if err != nil {
-			return n, sni.ClientHello{}, err
-		}
-	}
 }
 
 // refusalFor classifies an error from readHello after n bytes.
 func refusalFor(err error, n int) Refusal {
 	switch {
-	case n == 0 && errors.Is(err, io.EOF):
+	case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
 		return RefusedNoData
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return RefusedHelloTimeout
@@ -187,13 +198,15 @@ func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, e
 			continue
 		}
 		attempts++
-		c, derr := g.dialer.DialContext(ctx, "tcp", addr)
+		c, derr := g.dialWaitingForFDs(ctx, addr)
 		if derr == nil {
 			g.outliers.succeeded(addr)
-			return c.(*net.TCPConn), nil
+			return c, nil
 		}
-		if ctx.Err() != nil {
-			return nil, derr // the drain ended it, not the endpoint
+		if ctx.Err() != nil || resourceExhausted(derr) {
+			// The drain or this process's own limits ended it, not the
+			// endpoint: no outlier accounting.
+			return nil, derr
 		}
 		err = derr
 		g.stats.connectFailures.Add(1)
@@ -203,4 +216,30 @@ func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, e
 		}
 	}
 	return nil, err
+}
+
+// dialWaitingForFDs connects to addr. When the process is out of file
+// descriptors it tries again, backing off as accept does, for up to
+// ConnectTimeout: the accepted client waits for a descriptor to free up
+// rather than being refused.
+func (g *Gateway) dialWaitingForFDs(ctx context.Context, addr string) (*net.TCPConn, error) {
+	deadline := time.Now().Add(g.cfg.ConnectTimeout)
+	var backoff time.Duration
+	for {
+		c, err := g.dialer.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.(*net.TCPConn), nil
+		}
+		backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+		if !resourceExhausted(err) || time.Now().Add(backoff).After(deadline) {
+			return nil, err
+		}
+		wait := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, err
+		case <-wait.C:
+		}
+	}
 }

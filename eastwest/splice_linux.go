@@ -1,11 +1,11 @@
 package eastwest
 
 import (
+	"errors"
 	"io"
-	"net"
+	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -24,7 +24,6 @@ const (
 // connection holds its two sockets and no pipe.
 type pipe struct {
 	r, w    int
-	size    int // bytes in the pipe
 	cleanup runtime.Cleanup
 }
 
@@ -55,85 +54,139 @@ func getPipe() (*pipe, error) {
 	panic("unreachable")
 }
 
+// plainBuffers carry small exchanges through user space, where a read and
+// a write cost less than two splices through a pipe; and they stand in
+// for a pipe when the process has no file descriptor left to make one.
+var plainBuffers = sync.Pool{New: func() any {
+	b := make([]byte, plainSize)
+	return &b
+}}
+
+// plainSize is a plain buffer's size. A read that fills it marks a
+// direction as bulk: its next reads splice.
+const plainSize = 16 << 10
+
 // direction is one way of a relayed connection. Its fill and flush run
-// inside syscall.RawConn.Read and Write.
+// inside syscall.RawConn.Read and Write. Between a fill and its flush it
+// holds either a pipe or, at the open-file limit, a plain buffer.
 type direction struct {
-	pipe *pipe
-	err  error
-	eof  bool
+	half    *half
+	pipe    *pipe
+	buf     *[]byte
+	off     int  // in buf, the first byte not yet written
+	pending int  // bytes read and not yet written
+	bulk    bool // the last read filled a plain buffer or spliced as much
+	err     error
+	eof     bool
 }
 
-// copyConn moves src's bytes to dst with splice(2) until src ends, then
-// closes dst's write half. It returns an error if either side failed.
-func copyConn(dst, src *net.TCPConn, bytes *atomic.Uint64) error {
-	srcRaw, err := src.SyscallConn()
+// copyConn moves h.src's bytes to h.dst until src ends: with read and
+// write while they come in small pieces, with splice(2) once they come in
+// bulk. Then it closes dst's write half. It returns an error if either
+// side failed, and parked if the direction was idle and p took it over.
+func copyConn(h *half, p *parker) (parked bool, err error) {
+	srcRaw, err := h.src.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	dstRaw, err := dst.SyscallConn()
+	dstRaw, err := h.dst.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	d := new(direction)
+	d := &direction{half: h}
 	fill, flush := d.fill, d.flush
 	defer d.release()
 	for {
 		if err := srcRaw.Read(fill); err != nil {
-			return err
+			if h.kicked.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				if p.park(h) {
+					return true, nil
+				}
+				continue
+			}
+			return false, err
 		}
 		if d.err != nil {
-			return d.err
+			return false, d.err
 		}
 		if d.eof {
-			return dst.CloseWrite()
+			return false, h.dst.CloseWrite()
 		}
-		n := d.pipe.size
+		n := d.pending
 		if err := dstRaw.Write(flush); err != nil {
-			return err
+			return false, err
 		}
 		if d.err != nil {
-			return d.err
+			return false, d.err
 		}
-		bytes.Add(uint64(n))
+		h.bytes.Add(uint64(n))
 	}
 }
 
-// fill splices what src has into the pipe. With nothing to read it gives
-// the pipe back and returns false: RawConn.Read then waits until src is
-// readable and calls it again.
+// fill moves what src has into the pipe (or buffer). With nothing to read
+// it gives the pipe back and returns false: RawConn.Read then waits until
+// src is readable and calls it again.
 func (d *direction) fill(fd uintptr) bool {
-	if d.pipe == nil {
-		if d.pipe, d.err = getPipe(); d.err != nil {
-			return true
+	d.half.waiting.Store(false)
+	if d.pipe == nil && d.buf == nil {
+		if d.bulk {
+			p, err := getPipe()
+			switch {
+			case err == nil:
+				d.pipe = p
+			case !resourceExhausted(err):
+				d.err = err
+				return true
+			}
+		}
+		if d.pipe == nil {
+			d.buf = plainBuffers.Get().(*[]byte)
 		}
 	}
-	var n int64
+	var n int
 	var err error
 	for {
-		n, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
+		if d.pipe != nil {
+			var n64 int64
+			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Read(int(fd), *d.buf)
+		}
 		if err != syscall.EINTR {
 			break
 		}
 	}
 	switch {
 	case err == syscall.EAGAIN:
-		pipes.Put(d.pipe)
-		d.pipe = nil
+		d.release()
+		d.half.waiting.Store(true)
 		return false
 	case err != nil:
 		d.err = err
 	case n == 0:
 		d.eof = true
 	default:
-		d.pipe.size = int(n)
+		d.half.moved.Add(1)
+		d.pending, d.off = n, 0
+		d.bulk = n >= plainSize
 	}
 	return true
 }
 
-// flush splices the pipe's bytes to dst; false waits until dst is writable.
+// flush writes the pipe's (or buffer's) bytes to dst; false waits until
+// dst is writable.
 func (d *direction) flush(fd uintptr) bool {
-	for d.pipe.size > 0 {
-		n, err := syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pipe.size, spliceMove|spliceNonblock)
+	for d.pending > 0 {
+		var n int
+		var err error
+		if d.pipe != nil {
+			var n64 int64
+			n64, err = syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pending, spliceMove|spliceNonblock)
+			n = int(n64)
+		} else {
+			n, err = syscall.Write(int(fd), (*d.buf)[d.off:d.off+d.pending])
+		}
 		switch {
 		case err == syscall.EINTR:
 		case err == syscall.EAGAIN:
@@ -145,18 +198,27 @@ func (d *direction) flush(fd uintptr) bool {
 			d.err = io.ErrShortWrite
 			return true
 		default:
-			d.pipe.size -= int(n)
+			d.pending -= n
+			d.off += n
 		}
+	}
+	if d.buf != nil {
+		d.release() // a bulk direction's next fill takes a pipe
 	}
 	return true
 }
 
-// release gives an empty pipe back and closes one that still holds bytes.
+// release gives an empty pipe back and closes one that still holds bytes;
+// it gives the buffer back.
 func (d *direction) release() {
+	if d.buf != nil {
+		plainBuffers.Put(d.buf)
+		d.buf = nil
+	}
 	if d.pipe == nil {
 		return
 	}
-	if d.pipe.size == 0 {
+	if d.pending == 0 {
 		pipes.Put(d.pipe)
 	} else {
 		d.pipe.cleanup.Stop()

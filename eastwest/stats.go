@@ -1,6 +1,9 @@
 package eastwest
 
-import "sync/atomic"
+import (
+	"fmt"
+	"sync/atomic"
+)
 
 // Refusal is why the gateway closed a connection without relaying it.
 type Refusal uint8
@@ -18,8 +21,9 @@ const (
 	RefusedHelloTimeout
 	// RefusedHelloIncomplete: the client closed or reset the connection mid-hello.
 	RefusedHelloIncomplete
-	// RefusedNoData: the client closed without sending a byte, as TCP
-	// health checks (the control planes' gateway probes) do.
+	// RefusedNoData: the client closed or reset the connection without
+	// sending a byte, as TCP health checks (the control planes' gateway
+	// probes) do.
 	RefusedNoData
 	// RefusedNoSNI: the hello names no server.
 	RefusedNoSNI
@@ -29,6 +33,9 @@ const (
 	RefusedRouteError
 	// RefusedNoUpstream: the route has no endpoint or none accepted the connection.
 	RefusedNoUpstream
+	// RefusedFDLimit: the gateway had no file descriptor left to connect
+	// to an upstream; see Stats.AcceptPaused.
+	RefusedFDLimit
 
 	numRefusals
 )
@@ -44,6 +51,7 @@ var refusalNames = [numRefusals]string{
 	RefusedUnknownSNI:      "unknown_sni",
 	RefusedRouteError:      "route_error",
 	RefusedNoUpstream:      "no_upstream",
+	RefusedFDLimit:         "fd_limit",
 }
 
 // String returns the reason as a metric label, e.g. "unknown_sni".
@@ -52,6 +60,26 @@ func (r Refusal) String() string {
 		return refusalNames[r]
 	}
 	return "unknown"
+}
+
+// MarshalText names the reason, so that Stats.Refused encodes in JSON as
+// {"unknown_sni": 3, ...} rather than by number.
+func (r Refusal) MarshalText() ([]byte, error) {
+	if r >= numRefusals {
+		return nil, fmt.Errorf("eastwest: refusal reason %d is not defined", uint8(r))
+	}
+	return []byte(refusalNames[r]), nil
+}
+
+// UnmarshalText parses a reason's name, as String returns it.
+func (r *Refusal) UnmarshalText(b []byte) error {
+	for i, name := range refusalNames {
+		if name == string(b) {
+			*r = Refusal(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("eastwest: unknown refusal reason %q: want one of %v", b, refusalNames)
 }
 
 // Stats is a snapshot of the gateway's counters. Byte counts include the
@@ -65,7 +93,20 @@ type Stats struct {
 	BytesToClient   uint64
 	ConnectFailures uint64 // upstream connect attempts that failed
 	Ejections       uint64 // endpoints ejected for consecutive connect failures
-	Refused         map[Refusal]uint64
+	// AcceptBackoffs counts accepts that failed for lack of file
+	// descriptors (or kernel memory), each followed by a pause.
+	AcceptBackoffs uint64
+	// AcceptPaused is true while accepting is paused for lack of file
+	// descriptors; it clears on the first accept that succeeds.
+	AcceptPaused bool
+	// MemoryReturns counts the times memory was given back to the OS
+	// after connections closed (Config.ReturnMemoryEvery).
+	MemoryReturns uint64
+	// Parked is how many directions of idle connections wait without a
+	// goroutine now; Parks counts the times one parked.
+	Parked  int64
+	Parks   uint64
+	Refused map[Refusal]uint64
 }
 
 // counters are the gateway's live counters.
@@ -77,6 +118,12 @@ type counters struct {
 	bytesToClient   atomic.Uint64
 	connectFailures atomic.Uint64
 	ejections       atomic.Uint64
+	acceptBackoffs  atomic.Uint64
+	acceptPaused    atomic.Bool
+	memoryReturns   atomic.Uint64
+	peakActive      atomic.Int64 // the most active since memory was last returned
+	parks           atomic.Uint64
+	resumes         atomic.Uint64
 	refused         [numRefusals]atomic.Uint64
 }
 
@@ -89,8 +136,14 @@ func (c *counters) snapshot() Stats {
 		BytesToClient:   c.bytesToClient.Load(),
 		ConnectFailures: c.connectFailures.Load(),
 		Ejections:       c.ejections.Load(),
+		AcceptBackoffs:  c.acceptBackoffs.Load(),
+		AcceptPaused:    c.acceptPaused.Load(),
+		MemoryReturns:   c.memoryReturns.Load(),
 		Refused:         make(map[Refusal]uint64, numRefusals),
 	}
+	resumes := c.resumes.Load() // before parks, which are never fewer
+	s.Parks = c.parks.Load()
+	s.Parked = int64(s.Parks - resumes)
 	for r := range numRefusals {
 		s.Refused[r] = c.refused[r].Load()
 	}

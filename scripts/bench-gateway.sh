@@ -19,4 +19,4 @@ echo "kernel: $(uname -r)"
 go version
 haproxy -v 2>&1 | head -1 || true
 nginx -v 2>&1 || true
-exec go test -run='^$' -bench=GatewayVsPeers -benchtime=1x -timeout=10m ./eastwest/
+exec go test -run='^$' -bench=GatewayVsPeers -benchtime=1x -timeout=15m ./eastwest/

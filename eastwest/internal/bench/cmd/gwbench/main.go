@@ -7,7 +7,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +23,15 @@ import (
 
 	"github.com/federate/federate/eastwest"
 )
+
+// opts are the flags that tests use.
+var opts struct {
+	maxOpenFiles int
+	statsEvery   time.Duration
+	verbose      bool
+
+	returnMemoryEvery time.Duration
+}
 
 type staticRouter struct {
 	name  string
@@ -41,6 +52,10 @@ func main() {
 	lifetime := flag.Duration("lifetime", 10*time.Minute, "stop after this long in any case")
 	watchStdin := flag.Bool("stdin", true, "stop when standard input closes")
 	echo := flag.Bool("echo", false, "serve a plain TCP echo backend on -listen instead of the gateway")
+	flag.IntVar(&opts.maxOpenFiles, "max-open-files", 0, "lower the soft limit on open files to this (0 keeps it)")
+	flag.DurationVar(&opts.statsEvery, "stats-every", 0, "print the gateway's Stats as a JSON line on standard output this often, when they change (0: never)")
+	flag.DurationVar(&opts.returnMemoryEvery, "return-memory-every", 0, "Config.ReturnMemoryEvery (0: the default)")
+	flag.BoolVar(&opts.verbose, "v", false, "log at level info, not warn")
 	flag.Parse()
 	if err := run(*listen, *name, *upstream, *lifetime, *watchStdin, *echo); err != nil {
 		fmt.Fprintln(os.Stderr, "gwbench:", err)
@@ -69,11 +84,21 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 	if echo {
 		return serveEcho(ctx, addr)
 	}
+	if opts.maxOpenFiles > 0 {
+		if err := limitOpenFiles(opts.maxOpenFiles); err != nil {
+			return fmt.Errorf("-max-open-files %d: %w", opts.maxOpenFiles, err)
+		}
+	}
+	level := slog.LevelWarn
+	if opts.verbose {
+		level = slog.LevelInfo
+	}
 	gw, err := eastwest.New(eastwest.Config{
-		Router:       staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
-		Listen:       listen,
-		DrainTimeout: time.Second,
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Router:            staticRouter{name: name, route: eastwest.Route{Endpoints: []string{upstream}}},
+		Listen:            listen,
+		DrainTimeout:      time.Second,
+		ReturnMemoryEvery: opts.returnMemoryEvery,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		return err
@@ -83,7 +108,35 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 		return err
 	}
 	fmt.Println("ready", lis.Addr())
+	if opts.statsEvery > 0 {
+		go printStats(ctx, gw, opts.statsEvery)
+	}
 	return gw.Serve(ctx, lis)
+}
+
+// printStats prints gw's Stats as one JSON line whenever they change: a
+// test reads them from the outside without opening a connection, which a
+// gateway out of file descriptors could not accept.
+func printStats(ctx context.Context, gw *eastwest.Gateway, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var last []byte
+	for {
+		line, err := json.Marshal(gw.Stats())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gwbench: stats:", err)
+			return
+		}
+		if !bytes.Equal(line, last) {
+			fmt.Printf("stats %s\n", line)
+			last = line
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // serveEcho echoes every connection's bytes back until ctx ends: a backend

@@ -1,0 +1,221 @@
+package eastwest
+
+import (
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// parkIdleAfter is how long a direction waits for bytes before it gives
+// up its goroutine.
+const parkIdleAfter = time.Second
+
+// Park states of a half.
+const (
+	halfRunning int32 = iota // a goroutine copies it, or waits in Go's poller
+	halfParked               // no goroutine: its source is in the parker's epoll
+)
+
+// A parker lets idle connections wait without goroutines. Go's poller
+// needs a goroutine per waiting direction, 2 KiB of stack at least, more
+// than everything else an idle connection costs. Every parkIdleAfter the
+// parker asks the directions that moved nothing since the last sweep to
+// park: each clears its goroutine and registers its source socket in the
+// parker's own epoll; when bytes (or a close) arrive, a new goroutine
+// takes the direction over. Busy connections never park, so their path
+// is Go's poller alone.
+type parker struct {
+	epfd int
+	wake [2]int // a pipe in the epoll; closing its write end stops run
+	done chan struct{}
+
+	mu     sync.Mutex
+	parked map[uint64]*half
+	next   uint64
+	relays map[*relayed]struct{}
+}
+
+// newParker returns a parker, or nil (no parking) if the kernel refuses
+// an epoll instance.
+func newParker(log *slog.Logger) *parker {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		log.Warn("idle connections will keep their goroutines: epoll_create1 failed", "err", err)
+		return nil
+	}
+	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, relays: map[*relayed]struct{}{}}
+	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		syscall.Close(epfd)
+		log.Warn("idle connections will keep their goroutines: pipe2 failed", "err", err)
+		return nil
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // token 0
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.wake[0], &ev); err != nil {
+		p.closeFDs()
+		log.Warn("idle connections will keep their goroutines: epoll_ctl failed", "err", err)
+		return nil
+	}
+	return p
+}
+
+// closeFDs closes what newParker opened, when it gives up.
+func (p *parker) closeFDs() {
+	syscall.Close(p.wake[0])
+	syscall.Close(p.wake[1])
+	syscall.Close(p.epfd)
+}
+
+// run resumes parked directions with resume, and sweeps, until stop.
+func (p *parker) run(resume func(*half)) {
+	if p == nil {
+		return
+	}
+	stopSweeping := make(chan struct{})
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		tick := time.NewTicker(parkIdleAfter)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSweeping:
+				return
+			case <-tick.C:
+				p.sweep()
+			}
+		}
+	}()
+	defer func() {
+		close(stopSweeping)
+		<-swept
+		syscall.Close(p.wake[0])
+		syscall.Close(p.epfd)
+		close(p.done)
+	}()
+	events := make([]syscall.EpollEvent, 64)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for _, ev := range events[:n] {
+			token := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if token == 0 {
+				return
+			}
+			p.mu.Lock()
+			h := p.parked[token]
+			p.mu.Unlock()
+			if h != nil && p.claim(h) {
+				resume(h)
+			}
+		}
+	}
+}
+
+// stop ends run and waits for it; parked directions must have been
+// cancelled (every connection closed) before.
+func (p *parker) stop() {
+	if p == nil {
+		return
+	}
+	syscall.Close(p.wake[1]) // the read end becomes readable: EOF
+	<-p.done
+}
+
+// track and untrack keep the set of relays the sweeper looks at.
+func (p *parker) track(r *relayed) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.relays[r] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *parker) untrack(r *relayed) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	delete(p.relays, r)
+	p.mu.Unlock()
+}
+
+// sweep asks each direction that waits and moved nothing since the last
+// sweep to park: a read deadline in the past wakes its goroutine.
+func (p *parker) sweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for r := range p.relays {
+		for i := range r.halves {
+			h := &r.halves[i]
+			moved := h.moved.Load()
+			if h.waiting.Load() && h.state.Load() == halfRunning && moved == h.seen && !h.kicked.Load() {
+				h.kicked.Store(true)
+				h.src.SetReadDeadline(time.Unix(1, 0))
+			}
+			h.seen = moved
+		}
+	}
+}
+
+// park registers h's source in the epoll; true means h's goroutine must
+// end, as the parker now owns the direction. False means the caller goes
+// on copying (the connection closed meanwhile, or epoll refused).
+func (p *parker) park(h *half) bool {
+	h.kicked.Store(false)
+	if p == nil {
+		return false
+	}
+	if err := h.src.SetReadDeadline(time.Time{}); err != nil {
+		return false
+	}
+	raw, err := h.src.SyscallConn()
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.next++
+	h.token = p.next
+	p.parked[h.token] = h
+	p.mu.Unlock()
+	h.state.Store(halfParked)
+	var addErr error
+	ctlErr := raw.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+			Fd: int32(uint32(h.token)), Pad: int32(uint32(h.token >> 32))}
+		addErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	h.r.g.stats.parks.Add(1)
+	if ctlErr == nil && addErr == nil && !h.r.closed.Load() {
+		return true
+	}
+	// Whoever claims h runs it: this goroutine, or a close or an event
+	// that came first.
+	return !p.claim(h)
+}
+
+// claim takes a parked h out of the epoll; false if another did first.
+func (p *parker) claim(h *half) bool {
+	if !h.state.CompareAndSwap(halfParked, halfRunning) {
+		return false
+	}
+	h.r.g.stats.resumes.Add(1)
+	h.waiting.Store(false) // not the sweeper's to kick until it waits again
+	p.mu.Lock()
+	delete(p.parked, h.token)
+	p.mu.Unlock()
+	if raw, err := h.src.SyscallConn(); err == nil {
+		// Control holds the fd open, so the number cannot be another
+		// socket's by now; once closed, the kernel removed it already.
+		_ = raw.Control(func(fd uintptr) {
+			_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+	}
+	return true
+}

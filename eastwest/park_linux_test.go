@@ -1,0 +1,101 @@
+package eastwest
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// relayGoroutines counts the goroutines copying a direction.
+func relayGoroutines() int {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "eastwest.(*Gateway).copyHalf(")
+}
+
+// Idle connections give up their goroutines, and wake up when either side
+// sends, closes, or the gateway drains.
+func TestGatewayParksIdleConnections(t *testing.T) {
+	const conns = 12
+	push := make(chan struct{})
+	b := startBackend(t, reviewsSNI, nil, func(c *tls.Conn, raw *net.TCPConn) {
+		raw.SetDeadline(time.Time{}) // idles longer than the backend's default
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "push\n" {
+				select {
+				case <-push:
+				case <-time.After(waitTimeout):
+					return
+				}
+				line = "pushed\n"
+			}
+			if _, err := c.Write([]byte(reviewsSNI + " " + line)); err != nil {
+				return
+			}
+		}
+	})
+	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{b.addr}}}, DrainTimeout: 200 * time.Millisecond})
+
+	var clients []*tls.Conn
+	for range conns {
+		c, err := dialTLS(t, gw.addr, reviewsSNI, &tls.Config{RootCAs: b.roots}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(time.Minute))
+		clients = append(clients, c)
+		if got, want := ask(t, c, "ping\n"), reviewsSNI+" ping\n"; got != want {
+			t.Fatalf("reply %q, want %q", got, want)
+		}
+	}
+	parked := func() bool { return relayGoroutines() == 0 }
+	eventually(t, "every idle direction to park", parked)
+	if st := gw.Stats(); st.Active != conns || st.Parked != 2*conns {
+		t.Fatalf("%d connections active and %d directions parked, want %d and %d", st.Active, st.Parked, conns, 2*conns)
+	}
+
+	// The client speaks first: its direction wakes, and the reply comes.
+	for _, c := range clients {
+		if got, want := ask(t, c, "ping again\n"), reviewsSNI+" ping again\n"; got != want {
+			t.Fatalf("after parking: reply %q, want %q", got, want)
+		}
+	}
+	eventually(t, "the directions to park again", parked)
+
+	// The upstream speaks while both directions are parked.
+	c := clients[0]
+	if _, err := c.Write([]byte("push\n")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the directions to park while the backend holds its reply", parked)
+	close(push)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != reviewsSNI+" pushed\n" {
+		t.Fatalf("the upstream's reply to a parked connection: %q, %v", line, err)
+	}
+
+	// A client that closes a parked connection ends it.
+	eventually(t, "the directions to park again", parked)
+	for _, c := range clients[:conns/2] {
+		c.Close()
+	}
+	eventually(t, "the closed connections to end", func() bool { return gw.Stats().Active == conns/2 })
+
+	// The drain closes the rest, parked as they are.
+	eventually(t, "the directions to park again", parked)
+	if err := gw.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := gw.Stats(); st.Active != 0 || st.Parked != 0 {
+		t.Fatalf("%d connections active and %d directions parked after the drain", st.Active, st.Parked)
+	}
+}
