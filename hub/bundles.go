@@ -23,8 +23,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // BundlePath is the path of a trust domain's bundle on the hub's bundle
@@ -59,10 +57,8 @@ func bundleHandler(src spiffebundle.Source) http.Handler {
 	})
 }
 
-// serveBundles runs the https_spiffe bundle endpoint until ctx is done.
-func serveBundles(ctx context.Context, lis net.Listener, svid x509svid.Source, src spiffebundle.Source, log *slog.Logger) error {
-	conf := tlsconfig.TLSServerConfig(svid)
-	conf.MinVersion = tls.VersionTLS12
+// serveBundles runs the bundle endpoint until ctx is done.
+func serveBundles(ctx context.Context, lis net.Listener, conf *tls.Config, src spiffebundle.Source, log *slog.Logger) error {
 	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(lis, conf)) }()
