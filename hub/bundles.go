@@ -97,6 +97,9 @@ type ExternalTrustDomain struct {
 	Bundle *spiffebundle.Bundle
 	// Roots for https_web; nil means the system roots.
 	Roots *x509.CertPool
+	// MaxRefresh, if set, polls at least this often whatever the refresh
+	// hint: SPIRE's endpoint never hints less than a minute.
+	MaxRefresh time.Duration
 }
 
 // Validate checks the three parameters the SPIFFE Federation spec requires.
@@ -168,6 +171,9 @@ func (im *importer) NextRefresh(hint time.Duration) time.Duration {
 	d := trust.DefaultRefreshHint
 	if hint > 0 {
 		d = min(max(hint, time.Second), time.Hour)
+	}
+	if im.ext.MaxRefresh > 0 {
+		d = min(d, max(im.ext.MaxRefresh, time.Second))
 	}
 	now := im.now()
 	im.mu.Lock()

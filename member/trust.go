@@ -243,8 +243,9 @@ func (m *Member) externalStatus() []*hubpb.ExternalTrustDomain {
 	out := make([]*hubpb.ExternalTrustDomain, 0, len(m.external))
 	for td, st := range m.external {
 		e := &hubpb.ExternalTrustDomain{TrustDomain: td.Name()}
-		if seq, ok := m.bundles.Sequence(td); ok {
-			e.BundleSequence = seq
+		if b, err := m.bundles.GetBundleForTrustDomain(td); err == nil {
+			e.BundleSequence, _ = b.SequenceNumber()
+			e.Roots = uint32(len(b.X509Authorities()))
 		}
 		if !st.updated.IsZero() {
 			e.LastRefresh = st.updated.Unix()

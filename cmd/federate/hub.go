@@ -36,8 +36,9 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.BundleKeyFile, "bundle-key", "", "https_web: PEM private key of --bundle-cert")
 	var external externalFlag
 	fs.Var(&external, "import-trust-domain", "import an external trust domain's bundle and relay it to every member;\n"+
-		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE]\n"+
-		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web); repeatable")
+		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE][,refresh=DURATION]\n"+
+		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web;\n"+
+		"refresh: poll at least this often, whatever the endpoint's refresh hint); repeatable")
 	timers.register(fs)
 	logs.register(fs)
 	metrics.register(fs)
