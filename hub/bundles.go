@@ -59,7 +59,10 @@ func bundleHandler(src spiffebundle.Source) http.Handler {
 
 // serveBundles runs the bundle endpoint until ctx is done.
 func serveBundles(ctx context.Context, lis net.Listener, conf *tls.Config, src spiffebundle.Source, log *slog.Logger) error {
-	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second}
+	// Failed handshakes (a peer that trusts another profile) are the
+	// peer's to report: debug here, not on stderr.
+	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(lis, conf)) }()
 	select {
