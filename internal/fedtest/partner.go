@@ -87,13 +87,6 @@ func (p *Partner) Revoke(i int) {
 	p.publish()
 }
 
-// Sequence is the sequence of the bundle served now.
-func (p *Partner) Sequence() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.seq
-}
-
 // Bundle is the bundle served now.
 func (p *Partner) Bundle() *spiffebundle.Bundle {
 	p.mu.Lock()
