@@ -64,7 +64,7 @@ func TestIntegrationSPIREFederationBothWays(t *testing.T) {
 	fedtest.Eventually(t, 15*time.Second, "central holds SPIRE's bundle with the prepared authority", func() bool { return s.holds(withPrepared) })
 	spire.CLI("localauthority", "x509", "activate", "-authorityID", prepared)
 	newSVID := spire.Mint(orderID)
-	fedtest.EventuallyNil(t, 3*time.Second, "an SVID of SPIRE's activated authority through the sidecar", func() error { return s.call(newSVID) })
+	fedtest.EventuallyNil(t, pushLimit, "an SVID of SPIRE's activated authority through the sidecar", func() error { return s.call(newSVID) })
 
 	spire.CLI("localauthority", "x509", "taint", "-authorityID", active)
 	spire.CLI("localauthority", "x509", "revoke", "-authorityID", active)
@@ -73,11 +73,8 @@ func TestIntegrationSPIREFederationBothWays(t *testing.T) {
 		t.Fatalf("SPIRE's bundle has %d authorities after revoke, want 1", n)
 	}
 	fedtest.Eventually(t, 15*time.Second, "central holds SPIRE's bundle without the revoked authority", func() bool { return s.holds(revoked) })
-	d := within(t, 3*time.Second, "the sidecar refuses the SVID of SPIRE's revoked authority", func() bool { return s.call(oldSVID) != nil })
+	d := within(t, pushLimit, "the sidecar refuses the SVID of SPIRE's revoked authority", func() bool { return s.call(oldSVID) != nil })
 	t.Logf("SPIRE's revoked authority: refused by the sidecar %s after central held the bundle", d.Round(time.Millisecond))
-	if d > time.Second {
-		t.Errorf("the sidecar refused SPIRE's revoked authority %s after central held the bundle, want within 1s", d)
-	}
 	if err := s.call(newSVID); err != nil {
 		t.Errorf("the SVID of SPIRE's active authority was refused after the revocation: %v", err)
 	}
