@@ -2,7 +2,9 @@
 # Builds the real spire-server that the SPIRE federation tests run, once per version, into a
 # cache directory outside the repository, and prints the binary's path. A finished binary
 # is reused. The build uses a scratch module in a temporary directory so that SPIRE's
-# dependencies never enter federate's go.mod.
+# dependencies never enter federate's go.mod. It compiles about 1,600 packages: 50 minutes
+# measured at nice 10 on two cores shared with other builds and tests, far less on an idle
+# machine, and less again after the kube-apiserver build, with which it shares packages.
 set -eu
 
 version=v1.13.3
@@ -20,7 +22,7 @@ scratch=$(mktemp -d)
 trap 'rm -f "$tmp"; rm -rf "$scratch"' EXIT INT TERM
 
 start=$(date +%s)
-echo "building spire-server $version into $out (several minutes the first time)" >&2
+echo "building spire-server $version into $out (1,600 packages, 15 to 50 minutes the first time)" >&2
 log=$cache/spire-server-$version.log
 (
 	cd "$scratch"
