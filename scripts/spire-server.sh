@@ -3,8 +3,8 @@
 # cache directory outside the repository, and prints the binary's path. A finished binary
 # is reused. The build uses a scratch module in a temporary directory so that SPIRE's
 # dependencies never enter federate's go.mod. It compiles about 1,600 packages: 50 minutes
-# measured at nice 10 on two cores shared with other builds and tests, far less on an idle
-# machine, and less again after the kube-apiserver build, with which it shares packages.
+# measured at nice 10 on two cores shared with other builds and tests; packages it shares
+# with the kube-apiserver build come from the Go build cache.
 set -eu
 
 version=v1.13.3
