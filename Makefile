@@ -19,9 +19,12 @@ KUBE_VERSION               := v1.37.2
 FEDERATE_CACHE             ?= $(HOME)/.cache/federate
 export FEDERATE_CACHE
 export FEDERATE_KUBE_APISERVER := $(FEDERATE_CACHE)/kube-apiserver-$(KUBE_VERSION)
+# The real spire-server the SPIRE federation tests run (scripts/spire-server.sh).
+SPIRE_VERSION              := v1.13.3
+export FEDERATE_SPIRE_SERVER := $(FEDERATE_CACHE)/spire-server-$(SPIRE_VERSION)
 SHELL_SCRIPTS              := $(wildcard kind-clusters/*.sh scripts/*.sh)
 
-.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver shellcheck
+.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver spire-server shellcheck
 
 all: build
 
@@ -46,7 +49,7 @@ lab-down:
 	bin/federate lab down --dir $(LAB_DIR)
 
 ## test: every check and every test (what CI runs)
-test: kube-apiserver check
+test: kube-apiserver spire-server check
 
 ## check: formatting, vet, staticcheck, tidy, generated code, race tests
 check: fmt vet staticcheck tidy proto-check shellcheck race
@@ -55,6 +58,11 @@ check: fmt vet staticcheck tidy proto-check shellcheck race
 ## $(FEDERATE_CACHE) (15 to 20 minutes once; reused after)
 kube-apiserver:
 	@sh scripts/kube-apiserver.sh >/dev/null
+
+## spire-server: build SPIRE's server for the SPIRE federation tests into
+## $(FEDERATE_CACHE) (once; reused after)
+spire-server:
+	@sh scripts/spire-server.sh >/dev/null
 
 ## shellcheck: the kind lab's and the repository's shell scripts
 shellcheck:
@@ -90,7 +98,7 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	done; rm -rf $$tmp; exit $$status
 
 ## race: unit and integration tests with the race detector (fuzz seeds run too)
-race: kube-apiserver
+race: kube-apiserver spire-server
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: control-plane benchmarks (docs/benchmarks.md), then the gateway

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,8 +23,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // BundlePath is the path of a trust domain's bundle on the hub's bundle
@@ -58,11 +57,12 @@ func bundleHandler(src spiffebundle.Source) http.Handler {
 	})
 }
 
-// serveBundles runs the https_spiffe bundle endpoint until ctx is done.
-func serveBundles(ctx context.Context, lis net.Listener, svid x509svid.Source, src spiffebundle.Source, log *slog.Logger) error {
-	conf := tlsconfig.TLSServerConfig(svid)
-	conf.MinVersion = tls.VersionTLS12
-	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second}
+// serveBundles runs the bundle endpoint until ctx is done.
+func serveBundles(ctx context.Context, lis net.Listener, conf *tls.Config, src spiffebundle.Source, log *slog.Logger) error {
+	// Failed handshakes (a peer that trusts another profile) are the
+	// peer's to report: debug here, not on stderr.
+	srv := &http.Server{Handler: bundleHandler(src), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(lis, conf)) }()
 	select {
@@ -100,6 +100,9 @@ type ExternalTrustDomain struct {
 	Bundle *spiffebundle.Bundle
 	// Roots for https_web; nil means the system roots.
 	Roots *x509.CertPool
+	// MaxRefresh, if set, polls at least this often whatever the refresh
+	// hint: SPIRE's endpoint never hints less than a minute.
+	MaxRefresh time.Duration
 }
 
 // Validate checks the three parameters the SPIFFE Federation spec requires.
@@ -134,11 +137,15 @@ type importer struct {
 	auth       *trust.BundleSet
 	authSource x509bundle.Source
 	onUpdate   func(*spiffebundle.Bundle)
-	log        *slog.Logger
+	log        *slog.Logger // carries trust_domain and url
+	now        func() time.Time
 
-	mu      sync.Mutex // guards the fields below
-	last    time.Time
-	lastErr error
+	mu       sync.Mutex // guards the fields below
+	last     time.Time  // last successful fetch
+	next     time.Time  // next fetch
+	fetchErr error      // this round's fetch error, or the last one until a fetch succeeds
+	refused  error      // the last fetched bundle's refusal, until one is taken
+	failed   bool       // this round's fetch failed
 }
 
 // run watches the endpoint until ctx is done, polling on the refresh hint.
@@ -161,56 +168,90 @@ func (im *importer) run(ctx context.Context) error {
 }
 
 // NextRefresh polls at the hint, within sane bounds; the spec's default is
-// five minutes.
+// five minutes. WatchBundle calls it after every fetch, so it also closes
+// the round for status.
 func (im *importer) NextRefresh(hint time.Duration) time.Duration {
-	if hint <= 0 {
-		return trust.DefaultRefreshHint
+	d := trust.DefaultRefreshHint
+	if hint > 0 {
+		d = min(max(hint, time.Second), time.Hour)
 	}
-	return min(max(hint, time.Second), time.Hour)
+	if im.ext.MaxRefresh > 0 {
+		d = min(d, max(im.ext.MaxRefresh, time.Second))
+	}
+	now := im.now()
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if !im.failed {
+		im.last, im.fetchErr = now, nil
+	}
+	im.failed, im.next = false, now.Add(d)
+	return d
 }
 
 func (im *importer) OnUpdate(b *spiffebundle.Bundle) {
 	if _, ok := b.SequenceNumber(); !ok {
-		b.SetSequenceNumber(uint64(time.Now().Unix())) // the latest fetched bundle wins
+		b.SetSequenceNumber(uint64(im.now().Unix())) // the latest fetched bundle wins
 	}
-	changed, err := im.set.Update(b)
-	if err == nil && im.auth != nil {
-		_, err = im.auth.Update(b) // self-serving: the next fetch uses the latest bundle
-	}
+	changed, err := im.take(b)
 	im.mu.Lock()
-	im.last, im.lastErr = time.Now(), err
+	im.refused = err
 	im.mu.Unlock()
 	if err != nil {
-		im.log.Warn("external bundle refused", "trust_domain", im.ext.TrustDomain, "err", err)
+		im.log.Warn("external bundle refused", "err", err)
 		return
 	}
 	if changed {
-		im.log.Info("external bundle imported", "trust_domain", im.ext.TrustDomain, "url", im.ext.URL)
+		seq, _ := b.SequenceNumber()
+		im.log.Info("external bundle imported", "sequence", seq, "roots", len(b.X509Authorities()))
 		im.onUpdate(b)
 	}
 }
 
+// take stores a fetched bundle. A bundle with the held sequence and the
+// same keys (only its refresh hint differs: SPIRE's endpoint overrides the
+// hint of the bundle 'spire-server bundle show' prints) is no change.
+func (im *importer) take(b *spiffebundle.Bundle) (bool, error) {
+	changed, err := im.set.Update(b)
+	if errors.Is(err, trust.ErrSequenceRegression) {
+		if held, herr := im.set.GetBundleForTrustDomain(b.TrustDomain()); herr == nil && trust.SameKeys(held, b) {
+			changed, err = false, nil
+		}
+	}
+	if err == nil && im.auth != nil {
+		// Self-serving: the latest fetched bundle authenticates the next
+		// fetch, whatever the bootstrap bundle's sequence was.
+		im.auth.Replace(b)
+	}
+	return changed, err
+}
+
 func (im *importer) OnError(err error) {
 	im.mu.Lock()
-	im.lastErr = err
+	im.fetchErr, im.failed = err, true
 	im.mu.Unlock()
-	im.log.Warn("external bundle fetch failed; retrying at the next refresh", "trust_domain", im.ext.TrustDomain, "url", im.ext.URL, "err", err)
+	im.log.Warn("external bundle fetch failed; retrying at the next refresh", "err", err)
 }
 
 func (im *importer) status() *hubpb.ExternalTrustDomain {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	st := &hubpb.ExternalTrustDomain{TrustDomain: im.ext.TrustDomain.Name(), Url: im.ext.URL}
-	if seq, ok := im.set.Sequence(im.ext.TrustDomain); ok {
-		st.BundleSequence = seq
+	if b, err := im.set.GetBundleForTrustDomain(im.ext.TrustDomain); err == nil {
+		st.BundleSequence, _ = b.SequenceNumber()
+		st.Roots = uint32(len(b.X509Authorities()))
 	}
-	if !im.last.IsZero() {
-		st.LastRefresh = im.last.Unix()
-	}
-	if im.lastErr != nil {
-		st.Error = im.lastErr.Error()
+	st.LastRefresh, st.NextRefresh = unixOrZero(im.last), unixOrZero(im.next)
+	if err := cmp.Or(im.fetchErr, im.refused); err != nil {
+		st.Error = err.Error()
 	}
 	return st
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 func infoBody(info *registry.ClusterInfo) *registrypb.Record_Info {

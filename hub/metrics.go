@@ -27,7 +27,7 @@ func (s *Server) Collector() prometheus.Collector { return serverCollector{s} }
 type serverCollector struct{ s *Server }
 
 func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(metrics.Common, metrics.DescSubscribers, metrics.DescExternalRefresh, metrics.DescExternalError,
+	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescSubscribers,
 		descStoreWriteFailures, descStoreHealthy, descUnauthConns, descUnauthRefused) {
 		ch <- d
 	}
@@ -53,13 +53,7 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	metrics.Gauge(ch, descStoreHealthy, metrics.Bool(st.lastErr == nil))
 	metrics.Gauge(ch, descUnauthConns, float64(s.split.unauthenticatedConns()))
 	ch <- prometheus.MustNewConstMetric(descUnauthRefused, prometheus.CounterValue, float64(s.split.refused.Load()))
-	for _, im := range s.importers {
-		ext := im.status()
-		if ext.GetLastRefresh() != 0 {
-			metrics.Gauge(ch, metrics.DescExternalRefresh, float64(ext.GetLastRefresh()), ext.GetTrustDomain())
-		}
-		metrics.Gauge(ch, metrics.DescExternalError, metrics.Bool(ext.GetError() != ""), ext.GetTrustDomain())
-	}
+	metrics.ExternalTrustDomains(ch, s.externalStatus())
 }
 
 // credentialExpiry is when the hub's own credential expires; valid once Ready.

@@ -214,8 +214,6 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 	if st.lastErr != nil {
 		resp.Store.Error, resp.Store.FailingSince = st.lastErr.Error(), st.since.Unix()
 	}
-	for _, im := range s.importers {
-		resp.External = append(resp.External, im.status())
-	}
+	resp.External = s.externalStatus()
 	return resp, nil
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -56,9 +57,15 @@ type Config struct {
 	Timers          gossip.Timers
 	// CredentialTTL is the lifetime of issued cluster credentials.
 	CredentialTTL time.Duration
-	// BundleListen, if set, serves every member's SPIFFE bundle over
-	// https_spiffe at https://<addr>/<trust domain>.
+	// BundleListen, if set, serves every member's SPIFFE bundle at
+	// https://<addr>/<trust domain>.
 	BundleListen string
+	// BundleProfile is the bundle endpoint's profile: https_spiffe (the
+	// default; the endpoint presents spiffe://<mesh>/hub) or https_web
+	// (it presents BundleCertFile, a web PKI certificate, with its key).
+	BundleProfile  string
+	BundleCertFile string
+	BundleKeyFile  string
 	// External trust domains whose bundles the hub imports and relays.
 	External []ExternalTrustDomain
 	Logger   *slog.Logger
@@ -119,6 +126,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if err := cfg.validateBundleProfile(); err != nil {
+		return nil, err
 	}
 	if cfg.CredentialTTL == 0 {
 		cfg.CredentialTTL = DefaultCredentialTTL
@@ -219,7 +229,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.split = newSplitListener(lis, trust.ServerTLS(cred, trust.Bundle(s.td, s.ca.Cert)), s.log)
 	members, admission := s.newServers()
 
+	var bundleConf *tls.Config
 	if s.cfg.BundleListen != "" {
+		if bundleConf, err = s.bundleTLS(cred); err != nil {
+			lis.Close()
+			return err
+		}
 		if s.bundleLis, err = net.Listen("tcp", s.cfg.BundleListen); err != nil {
 			lis.Close()
 			return fmt.Errorf("hub: bundle endpoint on %s: %w", s.cfg.BundleListen, err)
@@ -242,7 +257,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.maintain(ctx, cred) })
 	if s.bundleLis != nil {
-		g.Go(func() error { return serveBundles(ctx, s.bundleLis, cred, s.bundles, s.log) })
+		g.Go(func() error { return serveBundles(ctx, s.bundleLis, bundleConf, s.bundles, s.log) })
 	}
 	for _, im := range s.importers {
 		g.Go(func() error { return im.run(ctx) })

@@ -63,7 +63,7 @@ func (s *Server) loadTrustState() error {
 		if err := ext.Validate(); err != nil {
 			return err
 		}
-		im := &importer{ext: ext, set: s.external, log: s.log.With("trust_domain", ext.TrustDomain)}
+		im := &importer{ext: ext, set: s.external, now: s.cfg.Now, log: s.log.With("trust_domain", ext.TrustDomain, "url", ext.URL)}
 		if ext.EndpointID.MemberOf(ext.TrustDomain) {
 			im.auth = trust.NewBundleSet()
 			if held, err := s.external.GetBundleForTrustDomain(ext.TrustDomain); err == nil {
@@ -104,6 +104,15 @@ func (s *Server) externalBundles() []*hubpb.ExternalBundle {
 		if data, err := b.Marshal(); err == nil {
 			out = append(out, &hubpb.ExternalBundle{TrustDomain: td.Name(), Bundle: data})
 		}
+	}
+	return out
+}
+
+// externalStatus describes every imported trust domain, in flag order.
+func (s *Server) externalStatus() []*hubpb.ExternalTrustDomain {
+	out := make([]*hubpb.ExternalTrustDomain, 0, len(s.importers))
+	for _, im := range s.importers {
+		out = append(out, im.status())
 	}
 	return out
 }

@@ -135,6 +135,7 @@ type Member struct {
 	hubSynced   bool
 	due         map[string]time.Time // cluster -> when to fetch from peers
 	changed     chan struct{}        // closed on the next change of the view
+	external    map[spiffeid.TrustDomain]*externalState
 	conns       map[string]*grpc.ClientConn
 }
 
@@ -182,6 +183,7 @@ func New(cfg Config) (*Member, error) {
 		ready:        make(chan struct{}),
 		due:          make(map[string]time.Time),
 		changed:      make(chan struct{}),
+		external:     make(map[spiffeid.TrustDomain]*externalState),
 		conns:        make(map[string]*grpc.ClientConn),
 	}
 	return m, nil

@@ -15,7 +15,7 @@ func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Describe sends the descriptions of every metric a member exports.
 func Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(metrics.Common, metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings,
+	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings,
 		metrics.DescGossipForeignClaims, metrics.DescGossipClosed, metrics.DescGossipDropped) {
 		ch <- d
 	}
@@ -32,6 +32,7 @@ func (c memberCollector) Collect(ch chan<- prometheus.Metric) {
 	st := m.StatusNow()
 	metrics.Status(ch, st, now, len(m.gossip.Members())+1)
 	metrics.Bundles(ch, m.bundles)
+	metrics.ExternalTrustDomains(ch, st.GetExternal())
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(m.cfg.Credential.Expiry()), "cluster")
 	metrics.Gauge(ch, metrics.DescCertExpiry, metrics.Unix(metrics.Earliest(m.cfg.CA)), "mesh_ca")
 	rot := m.authority.Status()

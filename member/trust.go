@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -180,24 +181,90 @@ func (m *Member) applyRemovals(ctx context.Context, removals []*hubpb.Removal) {
 	}
 }
 
-// applyExternal takes bundles the hub imported from outside the federation.
+// applyExternal takes bundles the hub imported from outside the federation
+// and wakes the view's watchers when one changed, so that agents and
+// gateways get a new or revoked external root at once rather than at the
+// next unrelated change.
 func (m *Member) applyExternal(bundles []*hubpb.ExternalBundle) {
+	changed := false
 	for _, eb := range bundles {
 		td, err := spiffeid.TrustDomainFromString(eb.GetTrustDomain())
 		if err != nil {
+			m.log.Warn("external bundle refused: bad trust domain", "trust_domain", eb.GetTrustDomain(), "err", err)
 			continue
 		}
-		b, err := trust.ParseBundle(td, eb.GetBundle())
-		if err != nil {
-			m.log.Warn("external bundle refused", "trust_domain", eb.GetTrustDomain(), "err", err)
-			continue
-		}
-		if changed, err := m.bundles.Update(b); err != nil {
-			m.log.Warn("external bundle refused", "trust_domain", td, "err", err)
-		} else if changed {
-			m.log.Info("external bundle updated", "trust_domain", td)
+		updated, err := m.updateExternal(td, eb.GetBundle())
+		m.noteExternal(td, updated, err)
+		changed = changed || updated
+	}
+	if changed {
+		m.mu.Lock()
+		m.notifyLocked()
+		m.mu.Unlock()
+	}
+}
+
+func (m *Member) updateExternal(td spiffeid.TrustDomain, data []byte) (bool, error) {
+	b, err := trust.ParseBundle(td, data)
+	if err == nil {
+		var updated bool
+		if updated, err = m.bundles.Update(b); err == nil {
+			if updated {
+				seq, _ := b.SequenceNumber()
+				m.log.Info("external bundle updated", "trust_domain", td, "sequence", seq, "roots", len(b.X509Authorities()))
+			}
+			return updated, nil
 		}
 	}
+	m.log.Warn("external bundle refused", "trust_domain", td, "err", err)
+	return false, err
+}
+
+// noteExternal records, for status, when an imported bundle last changed
+// here and the last refusal.
+func (m *Member) noteExternal(td spiffeid.TrustDomain, updated bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.external[td]
+	if st == nil {
+		st = &externalState{}
+		m.external[td] = st
+	}
+	if updated {
+		st.updated = m.cfg.Now()
+	}
+	st.err = err
+}
+
+// externalStatus describes every imported trust domain this member holds.
+func (m *Member) externalStatus() []*hubpb.ExternalTrustDomain {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*hubpb.ExternalTrustDomain, 0, len(m.external))
+	for td, st := range m.external {
+		e := &hubpb.ExternalTrustDomain{TrustDomain: td.Name()}
+		if b, err := m.bundles.GetBundleForTrustDomain(td); err == nil {
+			e.BundleSequence, _ = b.SequenceNumber()
+			e.Roots = uint32(len(b.X509Authorities()))
+		}
+		if !st.updated.IsZero() {
+			e.LastRefresh = st.updated.Unix()
+		}
+		if st.err != nil {
+			e.Error = st.err.Error()
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *hubpb.ExternalTrustDomain) int {
+		return strings.Compare(a.GetTrustDomain(), b.GetTrustDomain())
+	})
+	return out
+}
+
+// externalState is what a member knows of one imported trust domain.
+type externalState struct {
+	updated time.Time // when its bundle last changed here
+	err     error     // the last refusal; nil once a bundle is taken
 }
 
 // startRotation adds a new root and publishes it.

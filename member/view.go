@@ -53,6 +53,7 @@ func (m *Member) StatusNow() *hubpb.StatusResponse {
 	if m.cfg.PolicyWarnings != nil {
 		st.PolicyWarnings = m.cfg.PolicyWarnings()
 	}
+	st.External = m.externalStatus()
 	return st
 }
 

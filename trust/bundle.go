@@ -157,6 +157,12 @@ func (s *BundleSet) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	return b.X509Bundle(), nil
 }
 
+// SameKeys reports whether two bundles hold the same X.509 and JWT
+// authorities, whatever their sequence and refresh hint.
+func SameKeys(a, b *spiffebundle.Bundle) bool {
+	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle())
+}
+
 // Expiry returns the earliest expiry among a bundle's X.509 authorities.
 func Expiry(b *spiffebundle.Bundle) time.Time {
 	var out time.Time

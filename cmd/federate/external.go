@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/trust"
@@ -16,7 +17,7 @@ type externalFlag []hub.ExternalTrustDomain
 
 func (e *externalFlag) String() string { return fmt.Sprint(len(*e)) }
 
-// Set parses td=NAME,url=URL,profile=https_spiffe|https_web[,endpoint-id=ID][,bundle=FILE][,ca=FILE].
+// Set parses td=NAME,url=URL,profile=https_spiffe|https_web[,endpoint-id=ID][,bundle=FILE][,ca=FILE][,refresh=DURATION].
 func (e *externalFlag) Set(v string) error {
 	var ext hub.ExternalTrustDomain
 	ext.Profile = hub.ProfileHTTPSSPIFFE
@@ -48,8 +49,12 @@ func (e *externalFlag) Set(v string) error {
 					ext.Roots.AddCert(c)
 				}
 			}
+		case "refresh":
+			if ext.MaxRefresh, err = time.ParseDuration(val); err == nil && ext.MaxRefresh < time.Second {
+				err = fmt.Errorf("%s is below the 1s minimum", val)
+			}
 		default:
-			return fmt.Errorf("unknown key %q: want td, url, profile, endpoint-id, bundle or ca", key)
+			return fmt.Errorf("unknown key %q: want td, url, profile, endpoint-id, bundle, ca or refresh", key)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)

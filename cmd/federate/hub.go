@@ -29,11 +29,16 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address members dial, IP:port (default: --gossip, or --advertise's host with --gossip's port)")
 	fs.StringVar(&cfg.GossipProfile, "gossip-profile", "wan", "gossip timing: wan, or lan for faster failure detection on one network")
 	fs.DurationVar(&cfg.CredentialTTL, "credential-ttl", hub.DefaultCredentialTTL, "lifetime of cluster credentials; members renew at half life")
-	fs.StringVar(&cfg.BundleListen, "bundle-listen", "", "serve every member's SPIFFE bundle (https_spiffe, hub ID spiffe://<mesh>/hub) at https://ADDR/<trust domain>")
+	fs.StringVar(&cfg.BundleListen, "bundle-listen", "", "serve every member's SPIFFE bundle at https://ADDR/<trust domain> (docs/spire.md)")
+	fs.StringVar(&cfg.BundleProfile, "bundle-profile", hub.ProfileHTTPSSPIFFE, "bundle endpoint profile: https_spiffe (presents spiffe://<mesh>/hub) or\n"+
+		"https_web (presents --bundle-cert, a web PKI certificate, so a peer such as SPIRE needs no mesh bundle first)")
+	fs.StringVar(&cfg.BundleCertFile, "bundle-cert", "", "https_web: PEM certificate chain of the bundle endpoint; reread when it changes")
+	fs.StringVar(&cfg.BundleKeyFile, "bundle-key", "", "https_web: PEM private key of --bundle-cert")
 	var external externalFlag
 	fs.Var(&external, "import-trust-domain", "import an external trust domain's bundle and relay it to every member;\n"+
-		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE]\n"+
-		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web); repeatable")
+		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE][,refresh=DURATION]\n"+
+		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web;\n"+
+		"refresh: poll at least this often, whatever the endpoint's refresh hint); repeatable")
 	timers.register(fs)
 	logs.register(fs)
 	metrics.register(fs)

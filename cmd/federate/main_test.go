@@ -76,7 +76,7 @@ func TestHelpIsComplete(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]string{
 		"hub": {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl",
-			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--import-trust-domain", "--log-level", "--metrics-listen"},
+			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--bundle-profile", "--bundle-cert", "--bundle-key", "--import-trust-domain", "--log-level", "--metrics-listen"},
 		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca", "--trust-domain"},
 		"join":         {"--token", "--data-dir", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret"},
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",

@@ -70,6 +70,20 @@ type statusJSON struct {
 	PolicyWarnings []policyWarningJSON `json:"policyWarnings,omitempty"`
 	// The hub's store health (from the hub only).
 	Store *storeJSON `json:"store,omitempty"`
+	// Imported trust domains outside the federation.
+	ExternalTrustDomains []externalJSON `json:"externalTrustDomains,omitempty"`
+}
+
+// externalJSON is an imported trust domain: the hub fetches it from url, a
+// control plane holds what the hub relayed (no url, no next refresh).
+type externalJSON struct {
+	TrustDomain    string `json:"trustDomain"`
+	URL            string `json:"url,omitempty"`
+	BundleSequence uint64 `json:"bundleSequence"`
+	Roots          uint32 `json:"roots"`
+	LastRefresh    string `json:"lastRefresh,omitempty"`
+	NextRefresh    string `json:"nextRefresh,omitempty"`
+	Error          string `json:"error,omitempty"`
 }
 
 type storeJSON struct {
@@ -124,6 +138,12 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 	if s := st.GetStore(); s != nil {
 		out.Store = &storeJSON{WriteFailures: s.GetWriteFailures(), Error: s.GetError(), FailingSince: formatUnixTime(s.GetFailingSince())}
 	}
+	for _, e := range st.GetExternal() {
+		out.ExternalTrustDomains = append(out.ExternalTrustDomains, externalJSON{
+			TrustDomain: e.GetTrustDomain(), URL: e.GetUrl(), BundleSequence: e.GetBundleSequence(), Roots: e.GetRoots(),
+			LastRefresh: formatUnixTime(e.GetLastRefresh()), NextRefresh: formatUnixTime(e.GetNextRefresh()), Error: e.GetError(),
+		})
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
@@ -142,6 +162,7 @@ func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 	tw.Flush()
 	fmt.Fprintf(w, "mesh %s: %d clusters; stale after %s, dead after %s, expired after %s\n", st.GetMesh(), len(st.GetClusters()),
 		time.Duration(st.GetStaleAfterMs())*time.Millisecond, time.Duration(st.GetDeadAfterMs())*time.Millisecond, time.Duration(st.GetExpireAfterMs())*time.Millisecond)
+	writeExternalTable(w, st.GetExternal(), now)
 	for _, pw := range st.GetPolicyWarnings() {
 		fmt.Fprintf(w, "warning: %s\n", policyWarning(pw))
 	}
@@ -150,6 +171,33 @@ func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 			"  the hub refuses changes (publishes, tokens, removals) until a write succeeds: free space on its disk\n",
 			formatUnixTime(s.GetFailingSince()), s.GetWriteFailures(), s.GetError())
 	}
+}
+
+// writeExternalTable lists the imported trust domains under the clusters.
+func writeExternalTable(w io.Writer, exts []*hubpb.ExternalTrustDomain, now time.Time) {
+	if len(exts) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMPORTED TRUST DOMAIN\tBUNDLE\tROOTS\tLAST REFRESH\tNEXT REFRESH\tURL\tERROR")
+	for _, e := range exts {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", e.GetTrustDomain(), e.GetBundleSequence(), e.GetRoots(),
+			relativeTime(e.GetLastRefresh(), now), relativeTime(e.GetNextRefresh(), now), dash(e.GetUrl()), dash(e.GetError()))
+	}
+	tw.Flush()
+}
+
+// relativeTime reads "12s ago" or "in 4m48s"; "-" for never.
+func relativeTime(sec int64, now time.Time) string {
+	if sec == 0 {
+		return "-"
+	}
+	d := time.Unix(sec, 0).Sub(now).Round(time.Second)
+	if d < 0 {
+		return (-d).String() + " ago"
+	}
+	return "in " + d.String()
 }
 
 func formatUnixTime(sec int64) string {

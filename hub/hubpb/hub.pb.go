@@ -1655,15 +1655,25 @@ func (x *PolicyWarning) GetMessage() string {
 	return ""
 }
 
+// An imported trust domain outside the federation. The hub fetches its
+// bundle; a control plane reports what the hub relayed to it.
 type ExternalTrustDomain struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	TrustDomain    string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	Url            string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
-	BundleSequence uint64                 `protobuf:"varint,3,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
-	LastRefresh    int64                  `protobuf:"varint,4,opt,name=last_refresh,json=lastRefresh,proto3" json:"last_refresh,omitempty"`
-	Error          string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// The bundle endpoint (hub only).
+	Url            string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	BundleSequence uint64 `protobuf:"varint,3,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	// Unix seconds: the hub's last successful fetch; a control plane's last
+	// change of the bundle it holds.
+	LastRefresh int64 `protobuf:"varint,4,opt,name=last_refresh,json=lastRefresh,proto3" json:"last_refresh,omitempty"`
+	// The last fetch error or refused bundle; empty once a fetch succeeds.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Unix seconds of the hub's next fetch (hub only).
+	NextRefresh int64 `protobuf:"varint,6,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
+	// Number of X.509 roots in the bundle held.
+	Roots         uint32 `protobuf:"varint,7,opt,name=roots,proto3" json:"roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExternalTrustDomain) Reset() {
@@ -1729,6 +1739,20 @@ func (x *ExternalTrustDomain) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ExternalTrustDomain) GetNextRefresh() int64 {
+	if x != nil {
+		return x.NextRefresh
+	}
+	return 0
+}
+
+func (x *ExternalTrustDomain) GetRoots() uint32 {
+	if x != nil {
+		return x.Roots
+	}
+	return 0
 }
 
 var File_hub_hubpb_hub_proto protoreflect.FileDescriptor
@@ -1852,13 +1876,15 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
 	"\x05field\x18\x03 \x01(\tR\x05field\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xac\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xe5\x01\n" +
 	"\x13ExternalTrustDomain\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12'\n" +
 	"\x0fbundle_sequence\x18\x03 \x01(\x04R\x0ebundleSequence\x12!\n" +
 	"\flast_refresh\x18\x04 \x01(\x03R\vlastRefresh\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error2\xf0\x03\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12!\n" +
+	"\fnext_refresh\x18\x06 \x01(\x03R\vnextRefresh\x12\x14\n" +
+	"\x05roots\x18\a \x01(\rR\x05roots2\xf0\x03\n" +
 	"\x03Hub\x12C\n" +
 	"\x04Join\x12\x1c.federate.hub.v1.JoinRequest\x1a\x1d.federate.hub.v1.JoinResponse\x12F\n" +
 	"\x05Renew\x12\x1d.federate.hub.v1.RenewRequest\x1a\x1e.federate.hub.v1.RenewResponse\x12X\n" +

@@ -59,13 +59,19 @@ var (
 	DescPolicyWarnings = prometheus.NewDesc("federate_policy_warnings",
 		"Warnings about locality policies and failure domains, as 'federate status' lists them.", nil, nil)
 
+	// Imported trust domains: the hub fetches them, control planes hold
+	// what the hub relays.
+	DescExternalRefresh = prometheus.NewDesc("federate_external_bundle_refresh_timestamp_seconds",
+		"When (Unix seconds) the bundle of an imported trust domain was last fetched (hub) or last changed (control plane).", []string{"trust_domain"}, nil)
+	DescExternalNextRefresh = prometheus.NewDesc("federate_external_bundle_next_refresh_timestamp_seconds",
+		"When (Unix seconds) the hub fetches an imported trust domain's bundle next.", []string{"trust_domain"}, nil)
+	DescExternalError = prometheus.NewDesc("federate_external_bundle_error",
+		"1 if the last fetch of an imported trust domain's bundle failed or its bundle was refused, else 0.", []string{"trust_domain"}, nil)
+	External = []*prometheus.Desc{DescExternalRefresh, DescExternalNextRefresh, DescExternalError}
+
 	// Hub only.
 	DescSubscribers = prometheus.NewDesc("federate_hub_subscribers",
 		"Open Subscribe streams: control planes the hub relays to now.", nil, nil)
-	DescExternalRefresh = prometheus.NewDesc("federate_external_bundle_refresh_timestamp_seconds",
-		"When (Unix seconds) the bundle of an imported trust domain was last fetched.", []string{"trust_domain"}, nil)
-	DescExternalError = prometheus.NewDesc("federate_external_bundle_error",
-		"1 if the last fetch of an imported trust domain's bundle failed, else 0.", []string{"trust_domain"}, nil)
 )
 
 var (
@@ -113,6 +119,21 @@ func Bundles(ch chan<- prometheus.Metric, set *trust.BundleSet) {
 		if exp := trust.Expiry(b); !exp.IsZero() {
 			Gauge(ch, DescBundleExpiry, Unix(exp), td.Name())
 		}
+	}
+}
+
+// ExternalTrustDomains reports the refresh times and error state of every
+// imported trust domain, as status shows them.
+func ExternalTrustDomains(ch chan<- prometheus.Metric, exts []*hubpb.ExternalTrustDomain) {
+	for _, ext := range exts {
+		td := ext.GetTrustDomain()
+		if ext.GetLastRefresh() != 0 {
+			Gauge(ch, DescExternalRefresh, float64(ext.GetLastRefresh()), td)
+		}
+		if ext.GetNextRefresh() != 0 {
+			Gauge(ch, DescExternalNextRefresh, float64(ext.GetNextRefresh()), td)
+		}
+		Gauge(ch, DescExternalError, Bool(ext.GetError() != ""), td)
 	}
 }
 
