@@ -19,9 +19,13 @@ KUBE_VERSION               := v1.37.2
 FEDERATE_CACHE             ?= $(HOME)/.cache/federate
 export FEDERATE_CACHE
 export FEDERATE_KUBE_APISERVER := $(FEDERATE_CACHE)/kube-apiserver-$(KUBE_VERSION)
+# The real istiod (pilot-discovery) the Istio tests run, built once per pin
+# (scripts/pilot-discovery.sh).
+ISTIO_PIN                  := v0.0.0-20260827124520-eed52ebb66ad
+export FEDERATE_PILOT_DISCOVERY := $(FEDERATE_CACHE)/pilot-discovery-$(ISTIO_PIN)
 SHELL_SCRIPTS              := $(wildcard kind-clusters/*.sh scripts/*.sh)
 
-.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver shellcheck
+.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver pilot-discovery shellcheck
 
 all: build
 
@@ -46,7 +50,7 @@ lab-down:
 	bin/federate lab down --dir $(LAB_DIR)
 
 ## test: every check and every test (what CI runs)
-test: kube-apiserver check
+test: kube-apiserver pilot-discovery check
 
 ## check: formatting, vet, staticcheck, tidy, generated code, race tests
 check: fmt vet staticcheck tidy proto-check shellcheck race
@@ -55,6 +59,11 @@ check: fmt vet staticcheck tidy proto-check shellcheck race
 ## $(FEDERATE_CACHE) (15 to 20 minutes once; reused after)
 kube-apiserver:
 	@sh scripts/kube-apiserver.sh >/dev/null
+
+## pilot-discovery: build Istio's pilot-discovery (istiod) for the Istio
+## tests into $(FEDERATE_CACHE) (20 to 30 minutes once; reused after)
+pilot-discovery:
+	@sh scripts/pilot-discovery.sh >/dev/null
 
 ## shellcheck: the kind lab's and the repository's shell scripts
 shellcheck:
@@ -90,7 +99,7 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	done; rm -rf $$tmp; exit $$status
 
 ## race: unit and integration tests with the race detector (fuzz seeds run too)
-race: kube-apiserver
+race: kube-apiserver pilot-discovery
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: control-plane benchmarks (docs/benchmarks.md), then the gateway
