@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -33,6 +34,10 @@ type istiodView struct {
 }
 
 func (v istiodView) Changed() <-chan struct{} { return v.m.Changed() }
+
+func (v istiodView) Roots() []*x509.Certificate {
+	return v.m.Authority().Bundle().X509Authorities()
+}
 
 func (v istiodView) Remotes() []istiod.Remote {
 	var out []istiod.Remote

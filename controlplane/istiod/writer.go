@@ -2,6 +2,7 @@ package istiod
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,8 @@ const retryInterval = 5 * time.Second
 type View interface {
 	Changed() <-chan struct{}
 	Remotes() []Remote
+	// Roots are the roots of federate's own trust bundle.
+	Roots() []*x509.Certificate
 }
 
 // Config configures a Writer.
@@ -62,8 +65,17 @@ func New(cfg Config) (*Writer, error) {
 // Run writes what istiod needs after every change of view until ctx ends;
 // a failed write is retried. It returns nil when ctx ends.
 func (w *Writer) Run(ctx context.Context, view View) error {
+	lastTrust := ""
 	for {
 		changed := view.Changed()
+		if err := w.CheckTrust(ctx, view.Roots()); fmt.Sprint(err) != lastTrust && ctx.Err() == nil {
+			lastTrust = fmt.Sprint(err)
+			if err != nil {
+				w.log.Error("istiod: sidecars and federate do not trust each other", "err", err)
+			} else {
+				w.log.Info("istiod: sidecars trust federate's root (or istiod has not published its root yet)")
+			}
+		}
 		var retry *time.Timer
 		var retryC <-chan time.Time
 		if err := w.Reconcile(ctx, view.Remotes()); err != nil && ctx.Err() == nil {

@@ -2,11 +2,15 @@ package istiod_test
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	networkingpb "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -19,6 +23,7 @@ import (
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/kube"
 	"github.com/federate/federate/registry/registrypb"
+	"github.com/federate/federate/trust"
 )
 
 // startIstioCluster runs a kube-apiserver with the Istio kinds the writer
@@ -216,5 +221,37 @@ func assertUntouched(ctx context.Context, t *testing.T, ic istioclient.Interface
 	}
 	if len(got.Labels) != 0 || !slices.Equal(got.Spec.Hosts, want.Spec.Hosts) {
 		t.Errorf("the foreign ServiceEntry was changed: labels %v, hosts %v", got.Labels, got.Spec.Hosts)
+	}
+}
+
+// The trust check accepts istiod's root when it is federate's, refuses
+// another with what to do, and waits while istiod has published none.
+func TestIntegrationTrustCheck(t *testing.T) {
+	t.Parallel()
+	c, ic := startIstioCluster(t, "east")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := istiod.New(istiod.Config{Kube: c.Client, Istio: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, _ := trust.NewCA(spiffeid.RequireTrustDomainFromString("shop"), time.Now())
+	other, _ := trust.NewCA(spiffeid.RequireTrustDomainFromString("cluster.local"), time.Now())
+	if err := w.CheckTrust(ctx, []*x509.Certificate{shared.Cert}); err != nil {
+		t.Errorf("before istiod published a root: %v", err)
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: istiod.RootConfigMap, Namespace: istiod.DefaultNamespace},
+		Data:       map[string]string{istiod.RootConfigMapKey: string(trust.EncodeCertificates(shared.Cert))},
+	}
+	if _, err := c.Client.CoreV1().ConfigMaps(istiod.DefaultNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CheckTrust(ctx, []*x509.Certificate{other.Cert, shared.Cert}); err != nil {
+		t.Errorf("shared root: %v", err)
+	}
+	err = w.CheckTrust(ctx, []*x509.Certificate{other.Cert})
+	if !errors.Is(err, istiod.ErrTrustMismatch) || !strings.Contains(err.Error(), "--cacerts") {
+		t.Errorf("istiod on another root: %v", err)
 	}
 }
