@@ -8,8 +8,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -23,7 +25,13 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/federate/federate/internal/kubetest"
 	"github.com/federate/federate/trust"
+	networkingpb "istio.io/api/networking/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
@@ -148,3 +156,57 @@ func clusters(ctx context.Context, conn *grpc.ClientConn, node *corepb.Node) (ma
 }
 
 func mustTD(s string) spiffeid.TrustDomain { return spiffeid.RequireTrustDomainFromString(s) }
+
+// istioGatewayIP is the address of an existing Istio east-west gateway
+// (TEST-NET-1): nothing listens there, istiod only has to name it.
+const istioGatewayIP = "192.0.2.10"
+
+// applyIstioEastWest is what an Istio multi-network mesh already has in
+// east: Istio's east-west gateway Service for network net-west (west's
+// Istio network) and a service istiod knows on net-west, legacy.
+func applyIstioEastWest(ctx context.Context, t *testing.T, k *kubetest.Cluster, ic istioclient.Interface) {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio-eastwestgateway", Namespace: "istio-system", Labels: map[string]string{"topology.istio.io/network": "net-west"}},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Ports:    []corev1.ServicePort{{Name: "tls", Port: 15443, Protocol: corev1.ProtocolTCP}},
+			Selector: map[string]string{"istio": "eastwestgateway"},
+		},
+	}
+	created, err := k.Client.CoreV1().Services("istio-system").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: istioGatewayIP}}
+	if _, err := k.Client.CoreV1().Services("istio-system").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: "shop"}}
+	se.Spec.Hosts = []string{"legacy.shop.svc.cluster.local"}
+	se.Spec.Location = networkingpb.ServiceEntry_MESH_INTERNAL
+	se.Spec.Resolution = networkingpb.ServiceEntry_STATIC
+	se.Spec.Ports = []*networkingpb.ServicePort{{Name: "http", Number: 8080, Protocol: "HTTP"}}
+	se.Spec.WorkloadSelector = &networkingpb.WorkloadSelector{Labels: map[string]string{"app": "legacy"}}
+	if _, err := ic.NetworkingV1().ServiceEntries("shop").Create(ctx, se, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	we := &networkingv1.WorkloadEntry{ObjectMeta: metav1.ObjectMeta{Name: "legacy-1", Namespace: "shop"}}
+	we.Spec.Address, we.Spec.Network = "10.20.0.5", "net-west"
+	we.Spec.Labels = map[string]string{"app": "legacy", "security.istio.io/tlsMode": "istio"}
+	if _, err := ic.NetworkingV1().WorkloadEntries("shop").Create(ctx, we, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// endpointAddrs lists the addresses of an assignment's endpoints.
+func endpointAddrs(cla *endpointpb.ClusterLoadAssignment) []string {
+	var out []string
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+		}
+	}
+	return out
+}

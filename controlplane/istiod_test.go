@@ -96,6 +96,7 @@ func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 		Gateway: fedtest.GatewayListener(t).Addr().String(),
 	})
 	applyCoffeeRule(ctx, t, ic)
+	applyIstioEastWest(ctx, t, k, ic)
 
 	conn := dialIstiod(t, pilot.XDSAddr)
 	node := sidecarNode("east", "net-east", "shop", &corepb.Locality{Region: "eu", Zone: "a"})
@@ -137,6 +138,18 @@ func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 		}
 		cla = msgs[0].(*endpointpb.ClusterLoadAssignment)
 		return checkLocalities(cla, gwAddr, map[string]uint32{"eu/a": 0, "eu/b": 1})
+	})
+	// Coexistence: the service istiod knew on Istio's network keeps Istio's
+	// east-west gateway, and federate's gateway gets only federate's.
+	fedtest.EventuallyNil(t, 30*time.Second, "legacy's endpoints at Istio's east-west gateway", func() error {
+		msgs, err := adsFetch(ctx, conn, node, endpointType, "outbound|8080||legacy.shop.svc.cluster.local")
+		if err != nil || len(msgs) != 1 {
+			return fmt.Errorf("%d assignments, %v", len(msgs), err)
+		}
+		if got := endpointAddrs(msgs[0].(*endpointpb.ClusterLoadAssignment)); !slices.Equal(got, []string{istioGatewayIP + ":15443"}) {
+			return fmt.Errorf("legacy's endpoints %v, want only Istio's gateway", got)
+		}
+		return nil
 	})
 	msgs, err := adsFetch(ctx, conn, node, endpointType, "outbound|80|v1|"+coffeeHost)
 	if err != nil || len(msgs) != 1 {
