@@ -54,6 +54,7 @@ var istioALPNs = []string{"istio", "istio-peer-exchange", "istio-http/1.0", "ist
 // sidecars; removing west removes what was written.
 func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 	t.Parallel()
+	kubetest.IstiodBinary(t) // fails at once, saying how to build it, when it is missing
 	ctx := fedtest.DeadlineContext(t, 4*time.Minute)
 	tm := fedtest.NewMesh(t, testTimers)
 	tm.Join("east")
