@@ -92,7 +92,7 @@ func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	pilot := k.StartIstiod(t, kubetest.IstiodConfig{ClusterID: "east", MeshConfig: "trustDomain: east.shop\n", CACertsDir: eastCA})
-	tm.StartControlPlane("east", controlplane.Config{
+	east := tm.StartControlPlane("east", controlplane.Config{
 		Kube: kube, IstioWrite: true, Source: fedtest.NewSource(), PluginCADir: eastCA,
 		Gateway: fedtest.GatewayListener(t).Addr().String(),
 	})
@@ -164,6 +164,16 @@ func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 	// issues to its sidecars) reaches west's backend through west's gateway,
 	// and verifies it with the root istiod hands its sidecars.
 	sidecarRoot := istiodRoot(ctx, t, k)
+	check, err := istiod.New(istiod.Config{Kube: k.Client, Istio: ic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fedtest.EventuallyNil(t, 30*time.Second, "istiod's root published in federate-system and in east's bundle", func() error {
+		if _, err := k.Client.CoreV1().ConfigMaps(istiod.DefaultNamespace).Get(ctx, istiod.RootConfigMap, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		return check.CheckTrust(ctx, east.Member().Authority().Bundle().X509Authorities())
+	})
 	sleep := issueFromCACerts(t, eastCA, "east.shop", "/ns/shop/sa/sleep")
 	got, err := callThroughGateway(gwAddr.String(), "outbound_.80_._."+coffeeHost, sleep, sidecarRoot)
 	if err != nil || got != "coffee from west for spiffe://east.shop/ns/shop/sa/sleep\n" {
