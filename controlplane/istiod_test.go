@@ -318,7 +318,11 @@ func istioMTLS(t *testing.T, c *clusterpb.Cluster) (sni string, sans []string) {
 		}
 		v := up.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext()
 		for _, s := range v.GetMatchTypedSubjectAltNames() {
-			sans = append(sans, s.GetMatcher().GetExact()+s.GetMatcher().GetPrefix())
+			sans = append(sans, s.GetMatcher().GetExact())
+		}
+		//lint:ignore SA1019 istiod still fills the deprecated field
+		for _, m := range v.GetMatchSubjectAltNames() {
+			sans = append(sans, m.GetExact())
 		}
 		return up.GetSni(), sans
 	}
