@@ -61,7 +61,7 @@ kube-apiserver:
 	@sh scripts/kube-apiserver.sh >/dev/null
 
 ## pilot-discovery: build Istio's pilot-discovery (istiod) for the Istio
-## tests into $(FEDERATE_CACHE) (20 to 30 minutes once; reused after)
+## tests into $(FEDERATE_CACHE) (15 to 40 minutes once; reused after)
 pilot-discovery:
 	@sh scripts/pilot-discovery.sh >/dev/null
 

@@ -29,7 +29,7 @@ func IstiodBinary(t testing.TB) string {
 		}
 	}
 	if st, err := os.Stat(bin); err != nil || st.IsDir() {
-		t.Fatalf("no pilot-discovery at %q ($%s): run 'make pilot-discovery' (20 to 30 minutes once), or 'make test', which builds it and sets $%s", bin, IstiodBinaryEnv, IstiodBinaryEnv)
+		t.Fatalf("no pilot-discovery at %q ($%s): run 'make pilot-discovery' (15 to 40 minutes once), or 'make test', which builds it and sets $%s", bin, IstiodBinaryEnv, IstiodBinaryEnv)
 	}
 	return bin
 }
