@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds Istio's real pilot-discovery (istiod) that the Istio tests run, once per pinned
 # version, into a cache directory outside the repository, and prints the binary's path.
-# A finished binary is reused; a build takes about 15 minutes of CPU time: 41 minutes of wall time measured on two cores shared with other builds.
+# A finished binary is reused; a build takes about 15 minutes of CPU time (41 minutes
+# of wall time measured on two cores shared with other builds).
 #
 # istio.io/istio has no replace directives at this pin, so a scratch module in a
 # temporary directory that requires it is enough (unlike kube-apiserver, no module is

@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -114,10 +115,6 @@ func (c *Cluster) StartIstiod(t testing.TB, cfg IstiodConfig) *Istiod {
 }
 
 func portOf(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[i+1:]
-		}
-	}
-	return addr
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }
