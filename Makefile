@@ -22,9 +22,13 @@ export FEDERATE_KUBE_APISERVER := $(FEDERATE_CACHE)/kube-apiserver-$(KUBE_VERSIO
 # The real spire-server the SPIRE federation tests run (scripts/spire-server.sh).
 SPIRE_VERSION              := v1.13.3
 export FEDERATE_SPIRE_SERVER := $(FEDERATE_CACHE)/spire-server-$(SPIRE_VERSION)
+# The real istiod (pilot-discovery) the Istio tests run, built once per pin
+# (scripts/pilot-discovery.sh).
+ISTIO_PIN                  := v0.0.0-20260827124520-eed52ebb66ad
+export FEDERATE_PILOT_DISCOVERY := $(FEDERATE_CACHE)/pilot-discovery-$(ISTIO_PIN)
 SHELL_SCRIPTS              := $(wildcard kind-clusters/*.sh scripts/*.sh)
 
-.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver spire-server shellcheck
+.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver spire-server pilot-discovery shellcheck
 
 all: build
 
@@ -49,7 +53,7 @@ lab-down:
 	bin/federate lab down --dir $(LAB_DIR)
 
 ## test: every check and every test (what CI runs)
-test: kube-apiserver spire-server check
+test: kube-apiserver spire-server pilot-discovery check
 
 ## check: formatting, vet, staticcheck, tidy, generated code, race tests
 check: fmt vet staticcheck tidy proto-check shellcheck race
@@ -63,6 +67,11 @@ kube-apiserver:
 ## $(FEDERATE_CACHE) (once; reused after)
 spire-server:
 	@sh scripts/spire-server.sh >/dev/null
+
+## pilot-discovery: build Istio's pilot-discovery (istiod) for the Istio
+## tests into $(FEDERATE_CACHE) (15 to 40 minutes once; reused after)
+pilot-discovery:
+	@sh scripts/pilot-discovery.sh >/dev/null
 
 ## shellcheck: the kind lab's and the repository's shell scripts
 shellcheck:
@@ -98,7 +107,7 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	done; rm -rf $$tmp; exit $$status
 
 ## race: unit and integration tests with the race detector (fuzz seeds run too)
-race: kube-apiserver spire-server
+race: kube-apiserver spire-server pilot-discovery
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: control-plane benchmarks (docs/benchmarks.md), then the gateway

@@ -78,6 +78,11 @@ type Config struct {
 	Kube *Kube
 	// Source, if set, replaces the file and Kubernetes sources.
 	Source Source
+	// IstioWrite, with Kube, writes into the cluster what an unmodified
+	// istiod needs to route its sidecars to the other clusters' services
+	// through their gateways: ServiceEntries, WorkloadEntries and gateway
+	// Services (package istiod; docs/istio.md).
+	IstioWrite bool
 
 	// Listen is the federation API's address (peer fetch, status, CSR,
 	// xDS, VM workloads); Advertise is what peers dial (default: Gateway,
@@ -143,6 +148,9 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	if _, err := parseGateway(cfg.Gateway, cfg.Network, cfg.Locality); err != nil {
 		return nil, err
+	}
+	if cfg.IstioWrite && cfg.Kube == nil {
+		return nil, errors.New("controlplane: writing Istio resources for istiod needs a Kubernetes cluster (--kubeconfig or --in-cluster)")
 	}
 	if len(cfg.ServingNames) > membership.MaxServingNames {
 		return nil, fmt.Errorf("controlplane: %d serving names; the limit is %d", len(cfg.ServingNames), membership.MaxServingNames)
@@ -297,6 +305,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	g.Go(func() error { return source.Run(ctx, func(s []*registry.Service) { p.publish(ctx, s) }) })
 	g.Go(func() error { return c.workloads.Run(ctx, func(s []*registry.Service) { p.publish(ctx, s) }) })
 	g.Go(func() error { return c.routing.Run(ctx) })
+	if cfg.IstioWrite {
+		g.Go(func() error { return c.runIstiod(ctx, m) })
+	}
 	c.log.Info("control plane running", "cluster", cfg.Cluster, "api", m.Addr(), "gossip", m.GossipAddr())
 	return g.Wait()
 }

@@ -27,6 +27,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			"      --data-dir /var/lib/federate --config-dir /etc/federate/services --gateway 198.51.100.1:15443", stdout)
 	var cluster, network, localityStr, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
 	var trustDomain, cacerts, gatewayCred, internalHost, servingNames string
+	var istioWrite bool
 	var maxSVIDTTL, refreshHint time.Duration
 	var vmGrace, vmSVIDTTL time.Duration
 	var timers timerFlags
@@ -48,6 +49,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&servingNames, "serving-name", "", "comma-separated DNS names and IP addresses this control plane's certificate carries besides\n"+
 		"controlplane.<cluster>.federate.internal, for proxyless gRPC applications that dial it by them\n"+
 		"(the hub grants them at the credential's next renewal, which starts at once)")
+	fs.BoolVar(&istioWrite, "istio-write", false, "with --kubeconfig or --in-cluster: write ServiceEntries, WorkloadEntries and gateway Services\n"+
+		"so that the cluster's unmodified istiod sends its sidecars to the other clusters' services\n"+
+		"through their federate gateways (docs/istio.md)")
 	fs.StringVar(&trustDomain, "trust-domain", "", "this cluster's SPIFFE trust domain (default <cluster>.<mesh>; must match its join token)")
 	fs.StringVar(&cacerts, "cacerts", "", "directory of Istio plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); default: a generated root kept in the store")
 	fs.DurationVar(&maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
@@ -67,6 +71,9 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	if !kf.enabled() && configDir == "" {
 		return errors.New("missing --config-dir (or --kubeconfig / --in-cluster for a Kubernetes cluster)")
 	}
+	if istioWrite && !kf.enabled() {
+		return errors.New("--istio-write writes into a Kubernetes cluster: add --kubeconfig F or --in-cluster")
+	}
 	if err := timers.validate(); err != nil {
 		return err
 	}
@@ -83,7 +90,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		Listen: listen, Advertise: advertise, GossipBind: gossipBind, GossipProfile: gossipProfile,
 		Gateway: gateway, InternalHost: internalHost, Timers: timers.Timers,
 		TrustDomain: trustDomain, PluginCADir: cacerts, MaxSVIDTTL: maxSVIDTTL, BundleRefresh: refreshHint,
-		GatewaySVIDOut: gatewayCred, VMGrace: vmGrace, VMSVIDTTL: vmSVIDTTL, Logger: log,
+		GatewaySVIDOut: gatewayCred, VMGrace: vmGrace, VMSVIDTTL: vmSVIDTTL, IstioWrite: istioWrite, Logger: log,
 	}
 	if servingNames != "" {
 		cfg.ServingNames = strings.Split(servingNames, ",")

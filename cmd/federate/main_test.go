@@ -82,7 +82,7 @@ func TestHelpIsComplete(t *testing.T) {
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
-			"--gateway-service", "--log-level", "--metrics-listen", "--serving-name"},
+			"--gateway-service", "--log-level", "--metrics-listen", "--serving-name", "--istio-write"},
 		"status":          {"--hub", "--server", "-o", "--credential"},
 		"lab up":          {"--dir", "--clusters", "--isolate", "--log-level"},
 		"lab app":         {"--listen", "--service", "--cluster", "--instance"},
@@ -154,6 +154,17 @@ func TestBadTimersAreRefused(t *testing.T) {
 		"--stale-after", "10s", "--dead-after", "5s"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "--dead-after") {
 		t.Errorf("err = %v, want a message about --dead-after", err)
+	}
+}
+
+// --istio-write writes into a Kubernetes cluster, so it needs one.
+func TestIstioWriteNeedsKubernetes(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"controlplane", "--cluster", "east", "--network", "net-east", "--data-dir", t.TempDir(),
+		"--config-dir", t.TempDir(), "--istio-write"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+		t.Errorf("--istio-write without a cluster: err = %v", err)
 	}
 }
 
