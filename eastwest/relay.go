@@ -22,6 +22,7 @@ type relayed struct {
 	upstream atomic.Pointer[net.TCPConn]
 	left     atomic.Int32 // directions still copying
 	closed   atomic.Bool
+	started  atomic.Bool // halves are set: close may read them
 	stop     func() bool // unregisters the drain's close
 	halves   [2]half     // to upstream, to client
 }
@@ -45,7 +46,7 @@ type half struct {
 func (r *relayed) close() {
 	r.closed.Store(true)
 	for i := range r.halves {
-		if h := &r.halves[i]; h.r != nil && r.g.parker.claim(h) {
+		if h := &r.halves[i]; r.started.Load() && r.g.parker.claim(h) {
 			r.g.endHalf(h)
 		}
 	}
@@ -71,6 +72,10 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 	r.upstream.Store(upstream)
 	r.halves[0] = half{r: r, dst: upstream, src: client, bytes: &g.stats.bytesToUpstream}
 	r.halves[1] = half{r: r, dst: client, src: upstream, bytes: &g.stats.bytesToClient}
+	r.started.Store(true)
+	if r.closed.Load() {
+		r.close() // a drain that came before the upstream was set
+	}
 	g.parker.track(r)
 	// Each direction gets a fresh goroutine: their stacks stay small while
 	// the connection idles, where this one's grew reading the hello.
