@@ -21,13 +21,18 @@ const (
 
 // specialsExport is a service central exports while the hub is frozen;
 // like menu, its one endpoint (the %s) is an address where nothing listens.
-const specialsExport = `apiVersion: networking.istio.io/v1
+const specialsExport = `---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: specials, namespace: shop}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: specials, namespace: shop}
-export: true
 spec:
   hosts: [specials.shop.svc.cluster.local]
   ports: [{number: 8085, name: http, protocol: HTTP}]
+  resolution: STATIC
   endpoints: [{address: %s, ports: {http: 8085}, serviceAccount: specials}]
 `
 
