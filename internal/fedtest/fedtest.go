@@ -62,19 +62,25 @@ func NewMesh(t testing.TB, timers gossip.Timers) *Mesh {
 	return NewMeshWith(t, timers, nil)
 }
 
-// NewMeshWith is NewMesh with a hook to adjust the hub's Config.
-func NewMeshWith(t testing.TB, timers gossip.Timers, configure func(*hub.Config)) *Mesh {
-	t.Helper()
+// newMesh is a mesh with no hub and no member yet; FEDERATE_TEST_DEBUG
+// turns on its debug logs.
+func newMesh(t testing.TB, timers gossip.Timers) *Mesh {
 	level := slog.LevelWarn
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	tm := &Mesh{
+	return &Mesh{
 		t: t, Dir: t.TempDir(), timers: timers,
-		log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		members:      make(map[string]*Member),
-		ConfigureHub: configure,
+		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		members: make(map[string]*Member),
 	}
+}
+
+// NewMeshWith is NewMesh with a hook to adjust the hub's Config.
+func NewMeshWith(t testing.TB, timers gossip.Timers, configure func(*hub.Config)) *Mesh {
+	t.Helper()
+	tm := newMesh(t, timers)
+	tm.ConfigureHub = configure
 	t.Cleanup(func() {
 		tm.mu.Lock()
 		ms := make([]*Member, 0, len(tm.members))

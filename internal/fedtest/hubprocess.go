@@ -2,7 +2,6 @@ package fedtest
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,15 +41,7 @@ func BuildFederate(t testing.TB) string {
 // resumes and kills the hub, after it stopped the members.
 func NewMeshWithHubProcess(t testing.TB, timers gossip.Timers, bin string) (*Mesh, *HubProcess) {
 	t.Helper()
-	level := slog.LevelWarn
-	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	tm := &Mesh{
-		t: t, Dir: t.TempDir(), timers: timers,
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		members: make(map[string]*Member),
-	}
+	tm := newMesh(t, timers)
 	tm.HubAddr, tm.HubGossip = FreeAddr(t), FreeAddr(t)
 	hp := startHubProcess(t, bin, tm)
 	tm.hubStop = hp.Stop
