@@ -17,6 +17,7 @@ import (
 
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/testport"
 )
 
 // childArgsEnv makes this test binary run 'federate' with the arguments it
@@ -54,7 +55,7 @@ type hubProcess struct {
 // stopped it, then ends it.
 func startHubProcess(t *testing.T) *hubProcess {
 	t.Helper()
-	h := &hubProcess{Addr: fedtest.FreeAddr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
+	h := &hubProcess{Addr: testport.Addr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
 	args := []string{"hub", "--mesh", "shop", "--listen", h.Addr, "--gossip", "127.0.0.1:0", "--data-dir", h.Dir, "--log-level", "warn"}
 	h.cmd = exec.Command(os.Args[0])
 	encoded, _ := json.Marshal(args)

@@ -24,6 +24,7 @@ import (
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
+	"github.com/federate/federate/internal/testport"
 )
 
 // TestIntegrationKubeFederation runs the hub and three control planes with
@@ -37,9 +38,9 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	hostIP := kubetest.HostIP(t)
 	tmp := t.TempDir()
 	hubDir := filepath.Join(tmp, "hub")
-	hubAddr := kubetest.FreeAddr(t)
+	hubAddr := testport.Addr(t)
 	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop",
-		"--gossip", kubetest.FreeAddr(t), "--gossip-profile", "lan")
+		"--gossip", testport.Addr(t), "--gossip-profile", "lan")
 	admin := filepath.Join(hubDir, hub.AdminCredFile)
 	fedtest.EventuallyNil(t, 30*time.Second, "the hub's admin credential", func() error { _, err := os.Stat(admin); return err })
 
@@ -59,11 +60,11 @@ func TestIntegrationKubeFederation(t *testing.T) {
 		if !strings.Contains(out, "credential in Secret federate-system/federate-membership") {
 			t.Errorf("join output: %s", out)
 		}
-		gatewayAddr[c.Name] = net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, kubetest.FreeAddr(t))))
+		gatewayAddr[c.Name] = net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, testport.Addr(t))))
 		dataDir := filepath.Join(tmp, c.Name)
-		api := kubetest.FreeAddr(t)
+		api := testport.Addr(t)
 		background(t, "controlplane", "--cluster", c.Name, "--network", "net-"+c.Name, "--locality", "region-"+c.Name+"/zone-a",
-			"--data-dir", dataDir, "--kubeconfig", c.Kubeconfig, "--listen", api, "--gossip", kubetest.FreeAddr(t),
+			"--data-dir", dataDir, "--kubeconfig", c.Kubeconfig, "--listen", api, "--gossip", testport.Addr(t),
 			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h")
 		startGateway(t, dataDir, c.Name, api, gatewayAddr[c.Name])
 	}
@@ -72,7 +73,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	defer cancel()
 
 	// order in east: a Service, an EndpointSlice at a local process, an export.
-	backend := net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, kubetest.FreeAddr(t))))
+	backend := net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, testport.Addr(t))))
 	startBackend(t, backend, "order says hello\n")
 	_, err := east.Client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "order", Namespace: "shop"},
