@@ -17,7 +17,7 @@ import (
 // pilot-discovery' builds it and the Makefile sets this for the tests.
 const IstiodBinaryEnv = "FEDERATE_PILOT_DISCOVERY"
 
-// IstioPin is the istio.io/istio version scripts/pilot-discovery.sh builds.
+// IstioPin is the istio.io/istio version scripts/build-server.sh builds (the Makefile pins it).
 const IstioPin = "v0.0.0-20260827124520-eed52ebb66ad"
 
 // IstiodBinary returns the pilot-discovery to run: $FEDERATE_PILOT_DISCOVERY,

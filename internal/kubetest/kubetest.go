@@ -30,7 +30,7 @@ import (
 // it and the Makefile sets this for the tests.
 const BinaryEnv = "FEDERATE_KUBE_APISERVER"
 
-// Version is the kube-apiserver version scripts/kube-apiserver.sh builds.
+// Version is the kube-apiserver version scripts/build-server.sh builds (the Makefile pins it).
 const Version = "v1.37.2"
 
 const (
