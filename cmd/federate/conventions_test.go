@@ -51,14 +51,14 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"status", "--bogus"}, cli.ExitUsage, "unknown flag: --bogus", "federate status"},
 		{[]string{"status", "-o", "xml", "--hub", "h:1"}, cli.ExitUsage, `-o "xml": want table, json or yaml`, "federate status"},
 		{[]string{"token"}, cli.ExitUsage, "want 'token create'", "federate token"},
-		{[]string{"lab", "sideways"}, cli.ExitUsage, `unknown subcommand "sideways": want 'lab up', 'lab verify', 'lab status', 'lab down'`, "federate lab"},
+		{[]string{"lab", "sideways"}, cli.ExitUsage, `unknown subcommand "sideways": want 'lab down', 'lab status', 'lab up', 'lab verify'`, "federate lab"},
 		{[]string{"token", "create", "--cluster", "east"}, cli.ExitUsage, "--hub is required", "federate token create"},
 		{[]string{"hub", "--listen", "127.0.0.1:0"}, cli.ExitUsage, "--data-dir is required", "federate hub"},
 		{[]string{"cluster", "remove", "--hub", "h:1"}, cli.ExitUsage, "name the cluster to remove", "federate cluster remove"},
 		{[]string{"cluster", "remove", "a", "b", "--hub", "h:1"}, cli.ExitUsage, `unexpected argument "b"`, "federate cluster remove"},
 		{append(xds, "extra"), cli.ExitUsage, `unexpected argument "extra"`, "federate xds bootstrap"},
 		{[]string{"hub", "--listen", "x", "--data-dir", "d", "--mesh", "m", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml": want text or json`, "federate hub"},
-		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", filepath.Join(t.TempDir(), "missing.pem")}, 1, "missing.pem", ""},
+		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", filepath.Join(t.TempDir(), "missing.pem")}, 1, "trust: read credential: open ", ""},
 	}
 	for _, tc := range cases {
 		stdout, stderr, code := federateProcess(t, nil, tc.args...)
@@ -68,12 +68,16 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		if stdout != "" {
 			t.Errorf("federate %v: wrote to stdout:\n%s", tc.args, stdout)
 		}
-		if !strings.HasPrefix(stderr, "federate: ") || !strings.Contains(stderr, tc.want) {
+		if !strings.Contains(stderr, "federate: "+tc.want) {
 			t.Errorf("federate %v: stderr %q, want %q after 'federate: '", tc.args, stderr, tc.want)
 		}
 		if hint := "Run '" + tc.wantHelp + " --help' for usage."; tc.wantHelp != "" && !strings.Contains(stderr, hint) {
 			t.Errorf("federate %v: stderr %q lacks %q", tc.args, stderr, hint)
 		}
+	}
+	// Without a command, the commands are listed on stderr.
+	if _, stderr, _ := federateProcess(t, nil); !strings.Contains(stderr, "Available Commands:\n  cluster") {
+		t.Errorf("federate without a command: stderr lacks the commands:\n%s", stderr)
 	}
 	stdout, stderr, code := federateProcess(t, nil, "cluster", "remove", "--help")
 	if code != 0 || stderr != "" || !strings.Contains(stdout, "federate cluster remove NAME") {

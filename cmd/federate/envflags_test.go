@@ -23,7 +23,6 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 	t.Setenv("FEDERATE_CREDENTIAL", admin)
 
 	// token create: neither flag, YAML out.
-	var tokens []tokenJSON
 	for _, cluster := range []string{"north", "south"} {
 		var tok tokenJSON
 		if err := yaml.Unmarshal([]byte(runOK(t, "token", "create", "--cluster", cluster, "-o", "yaml")), &tok); err != nil {
@@ -32,7 +31,6 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 		if tok.Cluster != cluster || !strings.HasPrefix(tok.Token, "fedjoin1.") || tok.ExpiresAt == "" {
 			t.Fatalf("token create -o yaml for %s: %+v", cluster, tok)
 		}
-		tokens = append(tokens, tok)
 		runOK(t, "join", "--token", tok.Token, "--data-dir", t.TempDir())
 	}
 
