@@ -97,6 +97,7 @@ func runControlPlane(c *cobra.Command, f *controlPlaneFlags) error {
 	if err != nil {
 		return err
 	}
+	cli.BridgeKlog(log)
 	cfg := controlplane.Config{
 		Cluster: f.cluster, Network: f.network, Locality: locality, DataDir: f.dataDir, ConfigDir: f.configDir,
 		Listen: f.listen, Advertise: f.advertise, GossipBind: f.gossipBind, GossipProfile: f.gossipProfile,
@@ -108,7 +109,6 @@ func runControlPlane(c *cobra.Command, f *controlPlaneFlags) error {
 		cfg.ServingNames = strings.Split(f.servingNames, ",")
 	}
 	if f.kubernetes() {
-		cli.BridgeKlog(log)
 		if cfg.Kube, err = f.kube.connect(); err != nil {
 			if errors.Is(err, errNoKubeconfig) {
 				return fmt.Errorf("%w, or give --config-dir DIR for services from YAML files", err)

@@ -32,6 +32,7 @@ func hubCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cli.BridgeKlog(log)
 			cfg.Timers, cfg.Logger, cfg.External = timers.Timers, log, external
 			return runHub(c.Context(), cfg, &metrics)
 		})

@@ -47,9 +47,9 @@ func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFl
 	if err != nil {
 		return err
 	}
+	cli.BridgeKlog(log)
 	var kube *controlplane.Kube
 	if dir == "" {
-		cli.BridgeKlog(log)
 		if kube, err = kf.connect(); err != nil {
 			return fmt.Errorf("%w (or keep the membership in a directory: --data-dir DIR)", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"runtime"
 	"strings"
 	"testing"
@@ -151,13 +152,16 @@ func TestLogFormatsAndKlogBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	BridgeKlog(log)
-	defer klog.ClearLogger()
+	BridgeKlog(slog.New(slog.DiscardHandler))
+	BridgeKlog(log) // the latest wins
 	klog.InfoS("watch restarted", "resource", "services")
+	klog.Background().WithValues("informer", "slices").Info("synced")
 	klog.Flush()
-	var line map[string]any
-	if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line); err != nil || line["msg"] != "watch restarted" || line["resource"] != "services" {
-		t.Errorf("klog through slog: %q (%v), want one JSON line", buf.String(), err)
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	var first, second map[string]any
+	if len(lines) != 2 || json.Unmarshal(lines[0], &first) != nil || json.Unmarshal(lines[1], &second) != nil ||
+		first["msg"] != "watch restarted" || first["resource"] != "services" || second["informer"] != "slices" {
+		t.Errorf("klog through slog: %q, want two JSON lines with klog's values", buf.String())
 	}
 	for _, bad := range [][2]string{{"loud", "text"}, {"info", "xml"}} {
 		l.level, l.format = bad[0], bad[1]

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
 )
 
 // LogFlags are --log-level and --log-format of a command that logs.
@@ -35,7 +34,3 @@ func (l *LogFlags) Logger(w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, Usagef("--log-format %q: want text or json", l.format)
 }
-
-// BridgeKlog sends klog's output (client-go, apimachinery) through log,
-// so that a process's logs have one format and one level.
-func BridgeKlog(log *slog.Logger) { klog.SetSlogLogger(log) }
