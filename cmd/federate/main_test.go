@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/internal/fedtest"
 )
 
@@ -17,6 +19,9 @@ func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(childArgsEnv); ok {
 		os.Exit(runChild(args))
 	}
+	// klog's logger is set once, before any test's client-go goroutine
+	// reads it; each command then points it at its own logger.
+	cli.BridgeKlog(slog.New(slog.DiscardHandler))
 	fedtest.Main(m)
 }
 
