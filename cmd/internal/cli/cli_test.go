@@ -67,7 +67,13 @@ func TestExecuteReportsUsageErrors(t *testing.T) {
 			t.Errorf("%v: stderr %q, stdout %q, want %q and the help pointer", tc.args, stderr.String(), stdout.String(), want)
 		}
 	}
-	var stderr bytes.Buffer
+	// A one-letter flag keeps its old long spelling, as Go's flag package
+	// took it: --o for -o.
+	var stdout, stderr bytes.Buffer
+	if err := Execute(context.Background(), testRoot(new([]string)), []string{"version", "--o", "json"}, &stdout, &stderr); err != nil || !json.Valid(stdout.Bytes()) {
+		t.Errorf("version --o json: %v, %q", err, stdout.String())
+	}
+	stderr.Reset()
 	if code := ExitCode("bin", errors.New("the hub does not answer"), &stderr); code != 1 || stderr.String() != "bin: the hub does not answer\n" {
 		t.Errorf("a failure: exit code %d, stderr %q", code, stderr.String())
 	}
