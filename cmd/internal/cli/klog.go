@@ -28,7 +28,9 @@ func BridgeKlog(log *slog.Logger) {
 
 // forward is a slog.Handler that hands each record to klogTarget's
 // handler, with the attributes and groups klog added on the way.
-type forward struct{ ops []func(slog.Handler) slog.Handler }
+type forward struct {
+	ops []func(slog.Handler) slog.Handler
+}
 
 func (f forward) target() slog.Handler {
 	h := klogTarget.Load().Handler()
