@@ -43,6 +43,12 @@ func clusterRemoveCommand() *cobra.Command {
 	}
 	client.register(cmd, "hub address")
 	out.Register(cmd)
+	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return client.completeClusters(c, args, toComplete)
+	}
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,7 +24,8 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 	t.Setenv("FEDERATE_CREDENTIAL", admin)
 
 	// token create: neither flag, YAML out.
-	for _, cluster := range []string{"north", "south"} {
+	dirs := map[string]string{}
+	for _, cluster := range []string{"north", "south", "east"} {
 		var tok tokenJSON
 		if err := yaml.Unmarshal([]byte(runOK(t, "token", "create", "--cluster", cluster, "-o", "yaml")), &tok); err != nil {
 			t.Fatal(err)
@@ -31,8 +33,18 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 		if tok.Cluster != cluster || !strings.HasPrefix(tok.Token, "fedjoin1.") || tok.ExpiresAt == "" {
 			t.Fatalf("token create -o yaml for %s: %+v", cluster, tok)
 		}
-		runOK(t, "join", "--token", tok.Token, "--data-dir", t.TempDir())
+		dirs[cluster] = t.TempDir()
+		runOK(t, "join", "--token", tok.Token, "--data-dir", dirs[cluster])
 	}
+	// east runs a control plane, so that the hub lists it.
+	background(t, "controlplane", "--cluster", "east", "--network", "net-east", "--locality", "r/z", "--data-dir", dirs["east"],
+		"--config-dir", t.TempDir(), "--listen", fedtest.FreeAddr(t), "--gossip", fedtest.FreeAddr(t), "--log-level", "warn")
+	fedtest.EventuallyNil(t, 30*time.Second, "the hub lists east", func() error {
+		if out, err := runErr(t, "status"); err != nil || !strings.Contains(out, "east") {
+			return fmt.Errorf("status: %v\n%s", err, out)
+		}
+		return nil
+	})
 
 	// status: YAML and JSON are one document.
 	var fromYAML, fromJSON statusJSON
@@ -46,10 +58,21 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 		t.Errorf("status -o yaml %+v, -o json %+v", fromYAML, fromJSON)
 	}
 
-	// trust rotate finds the hub through the environment: the hub answers
-	// that it has no control plane address for north yet.
-	if _, err := runErr(t, "trust", "rotate", "--cluster", "north"); err == nil || !strings.Contains(err.Error(), `cluster "north"`) {
-		t.Errorf("trust rotate with $FEDERATE_HUB: %v, want the hub's answer about north", err)
+	// Completion asks the hub for the cluster names.
+	for _, args := range [][]string{{"cluster", "remove", ""}, {"trust", "rotate", "--cluster", ""}} {
+		if got := strings.Fields(runOK(t, append([]string{"__complete"}, args...)...)); !contains(got, "east") {
+			t.Errorf("completing %q: %v, want east from the hub", args, got)
+		}
+	}
+
+	// trust rotate finds the hub, then east's control plane, through the
+	// environment, and prints each step as a JSON line.
+	lines := strings.Split(strings.TrimSpace(runOK(t, "trust", "rotate", "--cluster", "east", "-o", "json")), "\n")
+	for _, line := range lines {
+		var step rotationJSON
+		if err := json.Unmarshal([]byte(line), &step); err != nil || step.Cluster != "east" || step.Phase == "" || step.BundleSequence == 0 {
+			t.Errorf("trust rotate -o json: line %q (%v), want a step of east's rotation", line, err)
+		}
 	}
 
 	// cluster remove: flags before the name, then after it.

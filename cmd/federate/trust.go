@@ -58,6 +58,7 @@ func trustRotateCommand() *cobra.Command {
 	fs.BoolVar(&wait, "wait", false, "wait until the old root is dropped")
 	client.register(cmd, "hub address, to find the cluster's control plane")
 	out.Register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("cluster", client.completeClusters)
 	return cmd
 }
 

@@ -58,6 +58,7 @@ func vmConfigureCommand() *cobra.Command {
 	fs.StringVar(&f.internalIP, "internal-ip", "", "the VM's IP address, written as ISTIO_SVC_IP (default: the agent finds it)")
 	fs.DurationVar(&f.ttl, "token-ttl", workloads.DefaultTokenTTL, "how long the token is valid; the VM needs it only for its first start")
 	f.client.register(cmd, "hub address, to find the cluster's control plane")
+	_ = cmd.RegisterFlagCompletionFunc("cluster", f.client.completeClusters)
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
 	_ = cmd.MarkFlagDirname("output")
 	return cmd
