@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -37,12 +38,29 @@ func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
 	fs.Lookup("context").Usage = "the kubeconfig context to use (default: its current context)"
 	fs.Lookup("namespace").Usage = "namespace of the membership Secret" +
 		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane] + " (default " + controlplane.DefaultKubeNamespace + ")"
+	_ = cmd.RegisterFlagCompletionFunc("context", k.completeContexts)
+	_ = cmd.MarkFlagFilename("kubeconfig")
 	fs.BoolVar(&k.inCluster, "in-cluster", false, "like --kubeconfig, with the Pod's ServiceAccount")
 	fs.StringVar(&k.kubeNamespace, "kube-namespace", "", "the same as --namespace")
 	fs.StringVar(&k.secret, "membership-secret", controlplane.DefaultMembershipSecret, "name of the Secret that holds the cluster credential")
 	if controlPlane {
 		fs.StringVar(&k.gatewayService, "gateway-service", controlplane.DefaultGatewayService, "with --kubeconfig and no --gateway: the LoadBalancer Service whose address is announced as this cluster's gateway")
 	}
+}
+
+// completeContexts completes --context with the kubeconfig's contexts, as
+// kubectl does.
+func (k *kubeFlags) completeContexts(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	raw, err := k.config.ToRawKubeConfigLoader().RawConfig()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []cobra.Completion
+	for name, c := range raw.Contexts {
+		names = append(names, cobra.CompletionWithDesc(name, c.Cluster))
+	}
+	slices.Sort(names)
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
 // explicit reports whether a flag asks for a Kubernetes cluster.

@@ -77,6 +77,13 @@ func TestKubeconfigFlagsFollowKubectl(t *testing.T) {
 			t.Errorf("%v: host %s, namespace %s, want %s in %s", tc.args, kube.Config.Host, kube.Namespace, tc.host, tc.ns)
 		}
 	}
+	// --context completes with $KUBECONFIG's contexts, or --kubeconfig's.
+	if got := strings.Fields(runOK(t, "__complete", "join", "--context", "")); !contains(got, "east") || !contains(got, "west") {
+		t.Errorf("completing --context: %v, want east and west", got)
+	}
+	if got := strings.Fields(runOK(t, "__complete", "controlplane", "--kubeconfig", writeKubeconfig(t, "central"), "--context", "")); !contains(got, "central") || contains(got, "east") {
+		t.Errorf("completing --context after --kubeconfig: %v, want central alone", got)
+	}
 	// Without a kubeconfig anywhere, join asks for one or for --data-dir.
 	t.Setenv("KUBECONFIG", "")
 	if _, err := runErr(t, "join", "--token", "fedjoin1.x"); err == nil || !strings.Contains(err.Error(), "--data-dir") {
