@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/testport"
@@ -33,11 +34,7 @@ func runChild(args string) int {
 		fmt.Fprintln(os.Stderr, "federate test child:", childArgsEnv, err)
 		return 2
 	}
-	if err := run(ctx, list, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "federate:", err)
-		return 1
-	}
-	return 0
+	return cli.ExitCode("federate", run(ctx, list, os.Stdout, os.Stderr), os.Stderr)
 }
 
 // hubProcess is 'federate hub' running in a child process.
