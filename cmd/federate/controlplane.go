@@ -100,11 +100,14 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 			return err
 		}
 	}
+	if cfg.LeaderElection, err = kf.leaderElection(); err != nil {
+		return err
+	}
 	cp, err := controlplane.New(cfg)
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := metrics.start(cp.Ready(), nil, cp.Collector(), log)
+	stopMetrics, err := metrics.start(cp.Live, cp.Readiness, cp.Collector(), log)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := metrics.start(srv.Ready(), srv.StoreError, srv.Collector(), log)
+	stopMetrics, err := metrics.start(srv.Live, srv.Readiness, srv.Collector(), log)
 	if err != nil {
 		return err
 	}

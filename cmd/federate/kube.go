@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 
 	"github.com/federate/federate/controlplane"
 	"k8s.io/client-go/kubernetes"
@@ -19,6 +20,9 @@ type kubeFlags struct {
 	namespace      string
 	secret         string
 	gatewayService string
+	podName        string
+	leader         controlplane.LeaderElection
+	leaderElect    bool
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet, controlPlane bool) {
@@ -29,8 +33,33 @@ func (k *kubeFlags) register(fs *flag.FlagSet, controlPlane bool) {
 		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane])
 	fs.StringVar(&k.secret, "membership-secret", controlplane.DefaultMembershipSecret, "name of the Secret that holds the cluster credential")
 	if controlPlane {
+		k.registerLeaderElection(fs)
 		fs.StringVar(&k.gatewayService, "gateway-service", controlplane.DefaultGatewayService, "with --kubeconfig and no --gateway: the LoadBalancer Service whose address is announced as this cluster's gateway")
 	}
+}
+
+func (k *kubeFlags) registerLeaderElection(fs *flag.FlagSet) {
+	fs.BoolVar(&k.leaderElect, "leader-elect", false, "with --kubeconfig or --in-cluster: run only while this replica holds a Lease in --kube-namespace;\n"+
+		"other replicas stand by and take over when it stops (docs/operations.md)")
+	fs.StringVar(&k.leader.Lease, "leader-elect-resource-name", controlplane.DefaultLeaseName, "name of the leader election Lease")
+	fs.DurationVar(&k.leader.LeaseDuration, "leader-elect-lease-duration", controlplane.DefaultLeaseDuration, "how long standbys wait after the leader's last renewal before taking over")
+	fs.DurationVar(&k.leader.RenewDeadline, "leader-elect-renew-deadline", controlplane.DefaultRenewDeadline, "how long the leader retries renewing before it stops leading")
+	fs.DurationVar(&k.leader.RetryPeriod, "leader-elect-retry-period", controlplane.DefaultRetryPeriod, "how often replicas try to acquire or renew the Lease")
+	fs.StringVar(&k.podName, "pod-name", os.Getenv("POD_NAME"), "this replica's Pod (default $POD_NAME): with --leader-elect, labelled "+controlplane.RoleLabel+"="+controlplane.RoleLeader+"\n"+
+		"or "+controlplane.RoleStandby+" for the Service to select the leader; also the Lease identity (default the host name)")
+}
+
+// leaderElection is the control plane's leader election, or nil.
+func (k *kubeFlags) leaderElection() (*controlplane.LeaderElection, error) {
+	if !k.leaderElect {
+		return nil, nil
+	}
+	if !k.enabled() {
+		return nil, errors.New("--leader-elect keeps a Lease in a Kubernetes cluster: add --kubeconfig F or --in-cluster")
+	}
+	le := k.leader
+	le.Identity = k.podName
+	return &le, nil
 }
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
@@ -53,5 +82,5 @@ func (k *kubeFlags) connect() (*controlplane.Kube, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &controlplane.Kube{Config: config, Client: client, Namespace: k.namespace, Secret: k.secret, GatewayService: k.gatewayService}, nil
+	return &controlplane.Kube{Config: config, Client: client, Namespace: k.namespace, Secret: k.secret, GatewayService: k.gatewayService, PodName: k.podName}, nil
 }

@@ -38,7 +38,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	tmp := t.TempDir()
 	hubDir := filepath.Join(tmp, "hub")
 	hubAddr := kubetest.FreeAddr(t)
-	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop",
+	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop", "--metrics-listen", "127.0.0.1:0",
 		"--gossip", kubetest.FreeAddr(t), "--gossip-profile", "lan")
 	admin := filepath.Join(hubDir, hub.AdminCredFile)
 	fedtest.EventuallyNil(t, 30*time.Second, "the hub's admin credential", func() error { _, err := os.Stat(admin); return err })
@@ -63,7 +63,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 		dataDir := filepath.Join(tmp, c.Name)
 		api := kubetest.FreeAddr(t)
 		background(t, "controlplane", "--cluster", c.Name, "--network", "net-"+c.Name, "--locality", "region-"+c.Name+"/zone-a",
-			"--data-dir", dataDir, "--kubeconfig", c.Kubeconfig, "--listen", api, "--gossip", kubetest.FreeAddr(t),
+			"--data-dir", dataDir, "--kubeconfig", c.Kubeconfig, "--listen", api, "--metrics-listen", "127.0.0.1:0", "--gossip", kubetest.FreeAddr(t),
 			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h")
 		startGateway(t, dataDir, c.Name, api, gatewayAddr[c.Name])
 	}
