@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back")
 	fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
 	fs.StringVar(&listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
-	fs.StringVar(&health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /stats, /metrics (Prometheus)")
+	fs.StringVar(&health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /livez, /stats, /metrics (Prometheus)")
 	fs.StringVar(&nodeID, "node-id", "", "xDS node ID (default: the host name)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -180,6 +180,9 @@ func healthHandler(routes *xdsclient.Routes, gw *eastwest.Gateway) http.Handler 
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	// Alive while the process answers, never tied to the control plane: a
+	// gateway that lost it keeps routing with its last routes.
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
