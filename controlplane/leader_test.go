@@ -11,7 +11,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/internal/fedtest"
@@ -56,14 +59,22 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 	west := tm.AddCluster("west")
 	west.Update(t, fedtest.CoffeeService("west", "payment", 2, 9090))
 	tm.Join("east")
+	// The replicas run as a ServiceAccount with only the permissions
+	// docs/operations.md lists for leader election.
+	asSA := leaderRBAC(ctx, t, k, ns)
+	saClient, err := kubernetes.NewForConfig(asSA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	kube := func(pod string) *controlplane.Kube {
-		return &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret, PodName: pod}
+		return &controlplane.Kube{Config: asSA, Client: saClient, Namespace: ns, Secret: controlplane.DefaultMembershipSecret, PodName: pod}
 	}
 	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "east"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kube("").SaveMembership(ctx, ms); err != nil {
+	admin := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
+	if err := admin.SaveMembership(ctx, ms); err != nil {
 		t.Fatal(err)
 	}
 	createPods(ctx, t, k, ns, "federate-controlplane-0", "federate-controlplane-1")
@@ -228,6 +239,33 @@ func TestIntegrationLeaderStopsWhenLeaseLost(t *testing.T) {
 	if holder := leaseHolder(ctx, t, k, ns); holder != other {
 		t.Errorf("the Lease is held by %q: the replica that lost it released another's Lease", holder)
 	}
+}
+
+// leaderRBAC binds a ServiceAccount to what a control plane replica under
+// leader election needs in its namespace, and returns its client config.
+func leaderRBAC(ctx context.Context, t *testing.T, k *kubetest.Cluster, ns string) *rest.Config {
+	t.Helper()
+	token := k.ServiceAccountToken(t, ns, "federate-controlplane")
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "federate-controlplane-leader"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{controlplane.DefaultMembershipSecret}, Verbs: []string{"get", "update"}},
+		},
+	}
+	if _, err := k.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "federate-controlplane-leader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "federate-controlplane", Namespace: ns}},
+	}
+	if _, err := k.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return k.ConfigWithToken(token)
 }
 
 func createPods(ctx context.Context, t *testing.T, k *kubetest.Cluster, ns string, names ...string) {
