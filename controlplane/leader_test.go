@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,11 +26,12 @@ import (
 
 // replica is one of a cluster's control plane replicas, run by a test.
 type replica struct {
-	name string
-	cp   *controlplane.ControlPlane
-	stop context.CancelFunc
-	done chan struct{} // closed when Run returned err
-	err  error
+	name   string
+	cp     *controlplane.ControlPlane
+	source *fedtest.Source
+	stop   context.CancelFunc
+	done   chan struct{} // closed when Run returned err
+	err    error
 }
 
 // wait waits until Run returned, and returns its error.
@@ -47,8 +49,9 @@ func (r *replica) wait(t *testing.T) error {
 // Two replicas of one cluster's control plane: exactly one leads and
 // publishes, the other stands by, Ready but labelled a standby; when the
 // leader stops, the standby takes over within the lease duration, signs
-// with the same CA, publishes under a newer incarnation, and the two never
-// lead at once.
+// with the same CA and publishes under a newer incarnation; a replica that
+// returns on its old volume and leads again outranks the one before it;
+// two never lead at once.
 func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 	t.Parallel()
 	k := kubetest.Start(t, "east")[0]
@@ -81,13 +84,15 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 
 	const lease = 6 * time.Second
 	services := []*registry.Service{fedtest.CoffeeService("east", "orders", 3, 8080), fedtest.CoffeeService("east", "barista", 2, 8080)}
-	sources := map[string]*fedtest.Source{}
-	var replicas []*replica
-	for _, pod := range []string{"federate-controlplane-0", "federate-controlplane-1"} {
-		sources[pod] = fedtest.NewSource(services...)
+	pods := []string{"federate-controlplane-0", "federate-controlplane-1"}
+	dataDirs := map[string]string{pods[0]: t.TempDir(), pods[1]: t.TempDir()} // each replica's own volume
+	var slots [2]atomic.Pointer[replica]
+	start := func(slot int, svcs ...*registry.Service) *replica {
+		pod := pods[slot]
+		src := fedtest.NewSource(svcs...)
 		cp, err := controlplane.New(controlplane.Config{
-			Cluster: "east", Network: "net-east", DataDir: filepath.Join(t.TempDir(), pod), Gateway: "192.0.2.10:15443",
-			Kube: kube(pod), Source: sources[pod], Timers: testTimers, GossipProfile: "lan", GossipRejoin: time.Second,
+			Cluster: "east", Network: "net-east", DataDir: dataDirs[pod], Gateway: "192.0.2.10:15443",
+			Kube: kube(pod), Source: src, Timers: testTimers, GossipProfile: "lan", GossipRejoin: time.Second,
 			GossipSeeds: tm.Seeds(), Logger: tm.Logger().With("node", pod),
 			LeaderElection: &controlplane.LeaderElection{
 				Identity: pod, LeaseDuration: lease, RenewDeadline: 4 * time.Second, RetryPeriod: 500 * time.Millisecond,
@@ -96,15 +101,18 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &replica{name: pod, cp: cp, done: make(chan struct{})}
+		r := &replica{name: pod, cp: cp, source: src, done: make(chan struct{})}
 		var rctx context.Context
 		rctx, r.stop = context.WithCancel(ctx)
 		go func() { defer close(r.done); r.err = cp.Run(rctx) }()
 		t.Cleanup(func() { r.stop(); _ = r.wait(t) })
-		replicas = append(replicas, r)
+		slots[slot].Store(r)
+		return r
 	}
+	start(0, services...)
+	start(1, services...)
 
-	// Sample who leads all along: never both.
+	// Sample who leads all along: never two at once.
 	var both atomic.Int64
 	watching, stopWatching := context.WithCancel(ctx)
 	watched := make(chan struct{})
@@ -118,7 +126,7 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if replicas[0].cp.Leading() && replicas[1].cp.Leading() {
+			if slots[0].Load().cp.Leading() && slots[1].Load().cp.Leading() {
 				both.Add(1)
 			}
 		}
@@ -127,8 +135,8 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 
 	var leader, standby *replica
 	fedtest.Eventually(t, 60*time.Second, "one replica leading and the other ready as a standby", func() bool {
-		for i, r := range replicas {
-			other := replicas[1-i]
+		for i := range slots {
+			r, other := slots[i].Load(), slots[1-i].Load()
 			if r.cp.Leading() && r.cp.Readiness() == nil && !other.cp.Leading() && other.cp.Readiness() == nil {
 				leader, standby = r, other
 				return true
@@ -160,12 +168,14 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 		v := west.Member.Version("east")
 		return v.GetIncarnation() > first.GetIncarnation() && len(west.Member.Services("east")) == len(services)
 	})
+	second := west.Member.Version("east")
 	t.Logf("the standby led %s after the leader stopped (lease %s)", took.Round(time.Millisecond), lease)
 
 	// The new leader publishes changes, with the same CA as before.
-	sources[standby.name].Set(append(services, fedtest.CoffeeService("east", "roaster", 1, 8080))...)
+	more := append(services, fedtest.CoffeeService("east", "roaster", 1, 8080))
+	standby.source.Set(more...)
 	fedtest.Eventually(t, 30*time.Second, "west seeing the service the new leader added", func() bool {
-		return len(west.Member.Services("east")) == len(services)+1
+		return len(west.Member.Services("east")) == len(more)
 	})
 	if got := standby.cp.Member().Authority().Bundle().X509Authorities(); !sameCerts(got, roots) {
 		t.Errorf("the new leader signs with other roots than the old one: a takeover would break every workload's certificate")
@@ -173,6 +183,23 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 	wantLabels(ctx, t, k, ns, map[string]string{standby.name: controlplane.RoleLeader})
 	if holder := leaseHolder(ctx, t, k, ns); holder != standby.name {
 		t.Errorf("the Lease is held by %q after the takeover, want %s", holder, standby.name)
+	}
+
+	// The first replica comes back on its old volume, stands by, and
+	// leads again when the second stops: its slice, stored under the first
+	// incarnation, must still win over the second leader's.
+	back := start(slices.Index(pods, leader.name), append(more, fedtest.CoffeeService("east", "grinder", 1, 8080))...)
+	wantLabels(ctx, t, k, ns, map[string]string{back.name: controlplane.RoleStandby})
+	standby.stop()
+	if err := standby.wait(t); err != nil {
+		t.Errorf("the second leader, stopped: %v", err)
+	}
+	fedtest.Eventually(t, 30*time.Second, "west seeing the returning replica's slice", func() bool {
+		v := west.Member.Version("east")
+		return back.cp.Leading() && v.GetIncarnation() > second.GetIncarnation() && len(west.Member.Services("east")) == len(more)+1
+	})
+	if got := back.cp.Member().Authority().Bundle().X509Authorities(); !sameCerts(got, roots) {
+		t.Errorf("the returning replica signs with other roots")
 	}
 	if n := both.Load(); n > 0 {
 		t.Errorf("both replicas led at once in %d samples", n)
