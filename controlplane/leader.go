@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/leaderelection"
@@ -103,6 +104,9 @@ func (c *ControlPlane) runElected(ctx context.Context) error {
 	le := c.election
 	k := c.cfg.Kube
 	if err := c.labelPod(ctx, RoleStandby); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it stood by
+		}
 		return err
 	}
 	c.role.Store(roleStandby)
@@ -113,10 +117,11 @@ func (c *ControlPlane) runElected(ctx context.Context) error {
 	electing, stopElecting := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElecting()
 	var (
-		mu      sync.Mutex // guards leading
-		leading bool
-		runErr  error
-		ran     = make(chan struct{})
+		mu       sync.Mutex // guards leading and finished
+		leading  bool       // OnStartedLeading runs the control plane
+		finished bool       // the elector returned: too late to lead
+		runErr   error
+		ran      = make(chan struct{})
 	)
 	stopStandby := context.AfterFunc(ctx, func() {
 		mu.Lock()
@@ -136,7 +141,13 @@ func (c *ControlPlane) runElected(ctx context.Context) error {
 		ReleaseOnCancel: true, Name: "federate-controlplane-" + c.cfg.Cluster,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(lease context.Context) {
+				// client-go starts this on its own goroutine and may
+				// return before it runs: once Run returned, do nothing.
 				mu.Lock()
+				if finished {
+					mu.Unlock()
+					return
+				}
 				leading = true
 				mu.Unlock()
 				defer close(ran)
@@ -152,6 +163,7 @@ func (c *ControlPlane) runElected(ctx context.Context) error {
 	c.elector.Store(elector)
 	elector.Run(electing)
 	mu.Lock()
+	finished = true
 	started := leading
 	mu.Unlock()
 	if started {
@@ -198,12 +210,15 @@ func (c *ControlPlane) labelPod(ctx context.Context, role string) error {
 		if err == nil {
 			return nil
 		}
+		if apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
+			return fmt.Errorf("controlplane: label Pod %s/%s %s=%s: %w (check --pod-name, and that the control plane may get and patch pods in its namespace)", k.Namespace, k.PodName, RoleLabel, role, err)
+		}
 		c.log.Warn("label this Pod; retrying", "pod", k.Namespace+"/"+k.PodName, "label", RoleLabel+"="+role, "err", err)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("controlplane: label Pod %s/%s %s=%s: %w (the control plane needs get and patch on pods in its namespace)", k.Namespace, k.PodName, RoleLabel, role, err)
+			return fmt.Errorf("controlplane: label Pod %s/%s %s=%s: %w", k.Namespace, k.PodName, RoleLabel, role, err)
 		case <-t.C:
 		}
 		delay = min(2*delay, 5*time.Second)
