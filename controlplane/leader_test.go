@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -353,4 +354,32 @@ func sameCerts(a, b []*x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// Leader election needs a Kubernetes cluster for its Lease and timers in
+// client-go's order; New says so before anything starts.
+func TestLeaderElectionConfigIsChecked(t *testing.T) {
+	t.Parallel()
+	kube := &controlplane.Kube{Namespace: controlplane.DefaultKubeNamespace, Secret: controlplane.DefaultMembershipSecret}
+	for _, tc := range []struct {
+		name    string
+		kube    *controlplane.Kube
+		le      controlplane.LeaderElection
+		wantErr string
+	}{
+		{"defaults", kube, controlplane.LeaderElection{Identity: "a"}, ""},
+		{"no cluster", nil, controlplane.LeaderElection{Identity: "a"}, "--kubeconfig or --in-cluster"},
+		{"renew past the lease", kube, controlplane.LeaderElection{Identity: "a", LeaseDuration: 5 * time.Second, RenewDeadline: 10 * time.Second}, "lease duration 5s > renew deadline 10s"},
+		{"retry past the renew deadline", kube, controlplane.LeaderElection{Identity: "a", RetryPeriod: time.Minute}, "> retry period 1m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			le := tc.le
+			_, err := controlplane.New(controlplane.Config{
+				Cluster: "east", Network: "net-east", DataDir: t.TempDir(), ConfigDir: t.TempDir(), Kube: tc.kube, LeaderElection: &le,
+			})
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("New: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
 }
