@@ -94,7 +94,7 @@ func New(cfg Config) (*Server, error) {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // kubelet's grpc probe: plaintext HTTP/2
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second, Protocols: &protocols}
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, Protocols: &protocols}
 	return s, nil
 }
 
