@@ -73,6 +73,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 			backoff.reset()
 			m.mu.Lock()
 			m.hubSynced = true
+			m.federated.Store(true)
 			// The hub says what it holds of our slice: a hub restored from
 			// an older file gets everything newer.
 			m.acked = resp.GetYourVersion()
@@ -114,6 +115,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 	// Bundles first: whoever sees the new record version also sees its bundle.
 	registry.ApplyBundles(m.bundles, m.set, fresh, m.log)
 	applied := m.set.Apply(fresh)
+	m.federated.Store(true)
 	m.mu.Lock()
 	m.notifyLocked()
 	m.mu.Unlock()
@@ -234,6 +236,7 @@ func (m *Member) maintainLoop(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
+		m.maintained.Beat()
 		now := m.cfg.Now()
 		m.live.Observe(m.gossip.Members(), now)
 		changed := false
