@@ -10,8 +10,10 @@ STATE=$LAB/.state
 CLUSTERS=(east west central)
 HUB_CLUSTER=east
 MESH=shop
-FEDERATE_IMAGE=federate/federate:dev
-GATEWAY_IMAGE=federate/eastwest-gateway:dev
+# The images 'make images' builds for the lab; deploy/overlays/lab names
+# the same repository and tag.
+IMAGE_REPOSITORY=federate
+IMAGE_TAG=dev
 NS=federate-system
 
 say() { printf '==> %s\n' "$*"; }
