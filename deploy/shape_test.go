@@ -63,7 +63,7 @@ func (m manifests) ofKind(kind string) []*unstructured.Unstructured {
 // readiness on /healthz/ready and a liveness probe; the control plane with
 // 2 replicas, /livez and /readyz on its metrics port and Lease RBAC; every
 // container non-root with requests and limits.
-func checkPods(t *testing.T, m manifests) {
+func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 	t.Helper()
 	var gw appsv1.Deployment
 	if !m.get(t, "Deployment", "eastwest-gateway", &gw) {
@@ -91,20 +91,28 @@ func checkPods(t *testing.T, m manifests) {
 	if n := len(cp.Spec.Template.Spec.Containers); n != 1 {
 		t.Errorf("the control plane's pod has %d containers: the gateway belongs in its own Deployment", n)
 	}
-	checkHealthProbes(t, cp.Spec.Template.Spec.Containers[0], "the control plane")
+	checkHealthProbes(t, cp.Spec.Template.Spec.Containers[0], "the control plane", grpcReadiness)
 	checkPDB(t, m, cp.Spec.Template.Labels, "the control plane")
 	checkLeaseRBAC(t, m)
 	checkContainers(t, m)
 }
 
 // checkHealthProbes: liveness on /livez and readiness on /readyz, both on
-// the port --metrics-listen serves.
-func checkHealthProbes(t *testing.T, c corev1.Container, who string) {
+// the port --metrics-listen serves; or with grpcReadiness, readiness by the
+// gRPC health service on the container's grpc port.
+func checkHealthProbes(t *testing.T, c corev1.Container, who string, grpcReadiness bool) {
 	t.Helper()
 	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/livez" {
 		t.Errorf("%s's liveness probe is %+v, want GET /livez", who, p)
 	} else if !servesMetricsOn(c, p.HTTPGet.Port.String()) {
 		t.Errorf("%s's liveness probe targets port %s, not the --metrics-listen port", who, p.HTTPGet.Port.String())
+	}
+	if grpcReadiness {
+		grpcPort := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "grpc" })
+		if p := c.ReadinessProbe; p == nil || p.GRPC == nil || grpcPort < 0 || p.GRPC.Port != c.Ports[grpcPort].ContainerPort {
+			t.Errorf("%s's readiness probe is %+v, want gRPC health on its grpc port", who, p)
+		}
+		return
 	}
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
 		t.Errorf("%s's readiness probe is %+v, want GET /readyz", who, p)
@@ -202,12 +210,12 @@ func checkContainers(t *testing.T, m manifests) {
 // The default install and the bases are production-shaped.
 func TestDefaultInstallPodsAreProductionShaped(t *testing.T) {
 	m := decode(t, render(t, "."))
-	checkPods(t, m)
+	checkPods(t, m, false)
 	var hub appsv1.StatefulSet
 	if !decode(t, render(t, "hub")).get(t, "StatefulSet", "federate-hub", &hub) {
 		t.Fatal("no hub StatefulSet")
 	}
-	checkHealthProbes(t, hub.Spec.Template.Spec.Containers[0], "the hub")
+	checkHealthProbes(t, hub.Spec.Template.Spec.Containers[0], "the hub", false)
 	checkContainers(t, decode(t, render(t, "hub")))
 }
 
@@ -260,7 +268,7 @@ func TestOverlaysNameTheirCluster(t *testing.T) {
 				t.Errorf("%d CRDs, want MCS's 2 and Istio's 4", len(m.ofKind("CustomResourceDefinition")))
 			}
 			checkImages(t, m, repo, tag)
-			checkPods(t, m)
+			checkPods(t, m, false)
 		})
 	}
 }

@@ -43,3 +43,42 @@ wait_lb() {
 	done
 	die "no LoadBalancer address for $svc in $c: is cloud-provider-kind running? (see $STATE/cloud-provider-kind.log)"
 }
+
+# copy_gateway_credential puts the gateway's first SVID, which the control
+# plane writes into its volume (gateway.pem, beside the mesh CA's ca.pem),
+# into the Secret federate-gateway that the gateway Deployment mounts. The
+# images hold no shell, so a short-lived Pod with one reads the volume.
+copy_gateway_credential() {
+	local c=$1 pod=federate-gateway-credential out
+	kc "$c" -n "$NS" delete pod "$pod" --ignore-not-found >/dev/null
+	kc "$c" -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $pod
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}
+  containers:
+  - name: read
+    image: curlimages/curl
+    command: [sh, -c, 'until [ -s /data/gateway.pem ] && [ -s /data/ca.pem ]; do sleep 1; done; base64 /data/gateway.pem | tr -d "\n"; echo; base64 /data/ca.pem | tr -d "\n"']
+    volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: data-federate-controlplane-0, readOnly: true}
+YAML
+	kc "$c" -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout=180s >/dev/null ||
+		die "could not read the gateway credential in $c: kubectl --context $(ctx "$c") -n $NS describe pod $pod"
+	out=$(kc "$c" -n "$NS" logs "pod/$pod")
+	kc "$c" -n "$NS" delete pod "$pod" --wait=false >/dev/null
+	kc "$c" -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: federate-gateway
+data:
+  gateway.pem: $(printf '%s\n' "$out" | sed -n 1p)
+  ca.pem: $(printf '%s\n' "$out" | sed -n 2p)
+YAML
+}
