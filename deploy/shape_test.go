@@ -70,7 +70,7 @@ func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 		t.Fatal("no eastwest-gateway Deployment")
 	}
 	if gw.Spec.Replicas == nil || *gw.Spec.Replicas < 2 {
-		t.Errorf("the gateway runs %v replicas, want 2 or more", gw.Spec.Replicas)
+		t.Errorf("the gateway runs %d replicas, want 2 or more", replicas(gw.Spec.Replicas))
 	}
 	gc := gw.Spec.Template.Spec.Containers[0]
 	if p := gc.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz/ready" {
@@ -86,7 +86,7 @@ func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 		t.Fatal("no federate-controlplane StatefulSet")
 	}
 	if cp.Spec.Replicas == nil || *cp.Spec.Replicas < 2 {
-		t.Errorf("the control plane runs %v replicas, want 2 or more", cp.Spec.Replicas)
+		t.Errorf("the control plane runs %d replicas, want 2 or more", replicas(cp.Spec.Replicas))
 	}
 	if n := len(cp.Spec.Template.Spec.Containers); n != 1 {
 		t.Errorf("the control plane's pod has %d containers: the gateway belongs in its own Deployment", n)
@@ -95,6 +95,15 @@ func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 	checkPDB(t, m, cp.Spec.Template.Labels, "the control plane")
 	checkLeaseRBAC(t, m)
 	checkContainers(t, m)
+}
+
+// replicas is a workload's replica count, 1 when unset as Kubernetes
+// defaults it.
+func replicas(n *int32) int32 {
+	if n == nil {
+		return 1
+	}
+	return *n
 }
 
 // checkHealthProbes: liveness on /livez and readiness on /readyz, both on
