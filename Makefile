@@ -64,6 +64,7 @@ images:
 		$(GO) run ./deploy/images/cmd/mkimage --name $$name --reference $(IMAGE_REPOSITORY)/$$name:$(IMAGE_TAG) \
 			$(foreach arch,$(IMAGE_PLATFORMS),--binary linux/$(arch)=bin/linux_$(arch)/$$name) \
 			--version "$(VERSION)" --source $(IMAGE_SOURCE) --revision "$$(git rev-parse HEAD 2>/dev/null)" \
+			--created "$$(git log -1 --format=%cI 2>/dev/null)" \
 			--ca-certificates "$$ca" --out dist/$$name.oci.tar || exit 1; \
 	done
 

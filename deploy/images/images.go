@@ -62,8 +62,8 @@ type Spec struct {
 	// Version and Source become the OCI labels; Revision (a commit) is
 	// optional.
 	Version, Source, Revision string
-	// Created is the images' creation time; the zero time keeps builds
-	// reproducible.
+	// Created is the images' creation time, e.g. the commit's; the zero
+	// time means the Unix epoch. Either keeps builds reproducible.
 	Created time.Time
 	// CACertificates, if set, is a PEM bundle installed as
 	// /etc/ssl/certs/ca-certificates.crt for web-PKI TLS.
@@ -90,6 +90,9 @@ func (s Spec) validate() error {
 func Build(s Spec) (v1.ImageIndex, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
+	}
+	if s.Created.IsZero() {
+		s.Created = time.Unix(0, 0)
 	}
 	base, err := baseLayer(s.CACertificates)
 	if err != nil {

@@ -190,7 +190,7 @@ func checkImage(t *testing.T, img v1.Image, spec Spec, plat *v1.Platform) {
 	if cf.Architecture != plat.Architecture || cf.OS != "linux" {
 		t.Errorf("config says %s/%s, index says %s", cf.OS, cf.Architecture, plat)
 	}
-	for k, want := range map[string]string{LabelVersion: "v1.2.3", LabelSource: spec.Source, LabelRevision: "abc123", LabelTitle: spec.Name} {
+	for k, want := range map[string]string{LabelVersion: "v1.2.3", LabelSource: spec.Source, LabelRevision: "abc123", LabelTitle: spec.Name, LabelCreated: "1970-01-01T00:00:00Z"} {
 		if c.Labels[k] != want {
 			t.Errorf("%s: label %s = %q, want %q", plat, k, c.Labels[k], want)
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/federate/federate/deploy/images"
 )
@@ -42,7 +43,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("mkimage", flag.ContinueOnError)
 	spec := images.Spec{Binaries: binaryFlag{}}
-	var out string
+	var out, created string
 	fs.StringVar(&spec.Name, "name", "", "the program: federate or eastwest-gateway")
 	fs.Var(binaryFlag(spec.Binaries), "binary", "PLATFORM=PATH of a static binary, e.g. linux/amd64=bin/linux_amd64/federate; repeat per platform")
 	fs.StringVar(&spec.Reference, "reference", "", "the image's name and tag, REPOSITORY:TAG")
@@ -50,12 +51,20 @@ func run(args []string) error {
 	fs.StringVar(&spec.Source, "source", "https://github.com/federate/federate", "the org.opencontainers.image.source label")
 	fs.StringVar(&spec.Revision, "revision", "", "the org.opencontainers.image.revision label (a commit)")
 	fs.StringVar(&spec.CACertificates, "ca-certificates", "", "PEM bundle to install as /etc/ssl/certs/ca-certificates.crt (optional)")
+	fs.StringVar(&created, "created", "", "the images' creation time, RFC 3339 (default: the Unix epoch); make images passes the commit's time")
 	fs.StringVar(&out, "out", "", "the OCI archive to write, e.g. dist/federate.oci.tar")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if out == "" {
 		return errors.New("--out is required")
+	}
+	if created != "" {
+		t, err := time.Parse(time.RFC3339, created)
+		if err != nil {
+			return fmt.Errorf("--created %q: want an RFC 3339 time such as 2026-12-03T08:00:00Z", created)
+		}
+		spec.Created = t
 	}
 	idx, err := images.Build(spec)
 	if err != nil {
