@@ -131,6 +131,7 @@ func TestChartRendersEveryValueSet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkGolden(t, data, filepath.Join("testdata", "chart-"+v.name+".yaml"))
 			m := decode(t, data)
 			checkImages(t, m, v.repo, v.tag)
 			checkContainers(t, m)
@@ -154,6 +155,24 @@ func TestChartRendersEveryValueSet(t *testing.T) {
 				t.Errorf("%d ServiceMonitors, want %d", n, wantMonitors)
 			}
 		})
+	}
+}
+
+// checkGolden compares a render with its golden file ('go test ./deploy
+// -update' rewrites it), so that a change to the chart shows in review.
+func checkGolden(t *testing.T, got []byte, path string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: run 'go test ./deploy -run TestChartRendersEveryValueSet -update'", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the chart's render differs from %s: run 'go test ./deploy -run TestChartRendersEveryValueSet -update' and review the diff", path)
 	}
 }
 
