@@ -107,7 +107,7 @@ gateway:
   podDisruptionBudget: {maxUnavailable: 1}
   service: {annotations: {service.beta.kubernetes.io/aws-load-balancer-type: nlb}}
 hub: {enabled: true, mesh: shop, advertise: "198.51.100.2:15012"}
-probes: {grpc: {enabled: true}}
+probes: {grpc: {enabled: false}}
 metrics: {port: 9090, serviceMonitor: {enabled: true}}
 nodeSelector: {kubernetes.io/os: linux}
 `},
@@ -136,7 +136,7 @@ func TestChartRendersEveryValueSet(t *testing.T) {
 			checkImages(t, m, v.repo, v.tag)
 			checkContainers(t, m)
 			if v.cluster {
-				checkPods(t, m, strings.Contains(v.values, "grpc: {enabled: true}"))
+				checkPods(t, m, !strings.Contains(v.values, "grpc: {enabled: false}"))
 				checkClusterArgs(t, m, v.parse(t))
 			} else if len(m.ofKind("Deployment")) != 0 || m.get(t, "StatefulSet", "federate-controlplane", &appsv1.StatefulSet{}) {
 				t.Error("a hub-only release runs a control plane or gateway")
@@ -207,8 +207,8 @@ func checkHub(t *testing.T, m manifests, values map[string]any) {
 			t.Errorf("hub args %v lack %s", c.Args, want)
 		}
 	}
-	_, grpcReadiness := values["probes"]
-	checkHealthProbes(t, c, "the hub", grpcReadiness)
+	_, httpStartup := values["probes"]
+	checkHealthProbes(t, c, "the hub", !httpStartup)
 	if hv["store"] != "etcd" {
 		if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--store") }) {
 			t.Errorf("a bolt hub runs with %v", c.Args)

@@ -63,7 +63,7 @@ func (m manifests) ofKind(kind string) []*unstructured.Unstructured {
 // readiness on /healthz/ready and a liveness probe; the control plane with
 // 2 replicas, /livez and /readyz on its metrics port and Lease RBAC; every
 // container non-root with requests and limits.
-func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
+func checkPods(t *testing.T, m manifests, grpcStartup bool) {
 	t.Helper()
 	var gw appsv1.Deployment
 	if !m.get(t, "Deployment", "eastwest-gateway", &gw) {
@@ -76,8 +76,8 @@ func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 	if p := gc.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz/ready" {
 		t.Errorf("the gateway's readiness probe is %+v, want GET /healthz/ready", p)
 	}
-	if gc.LivenessProbe == nil {
-		t.Error("the gateway has no liveness probe")
+	if p := gc.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/livez" {
+		t.Errorf("the gateway's liveness probe is %+v, want GET /livez", p)
 	}
 	checkPDB(t, m, gw.Spec.Template.Labels, "the gateway")
 
@@ -91,7 +91,8 @@ func checkPods(t *testing.T, m manifests, grpcReadiness bool) {
 	if n := len(cp.Spec.Template.Spec.Containers); n != 1 {
 		t.Errorf("the control plane's pod has %d containers: the gateway belongs in its own Deployment", n)
 	}
-	checkHealthProbes(t, cp.Spec.Template.Spec.Containers[0], "the control plane", grpcReadiness)
+	checkHealthProbes(t, cp.Spec.Template.Spec.Containers[0], "the control plane", grpcStartup)
+	checkLeaderElection(t, m, cp)
 	checkPDB(t, m, cp.Spec.Template.Labels, "the control plane")
 	checkLeaseRBAC(t, m)
 	checkContainers(t, m)
@@ -107,24 +108,26 @@ func replicas(n *int32) int32 {
 }
 
 // checkHealthProbes: liveness on /livez and readiness on /readyz, both on
-// the port --metrics-listen serves; or with grpcReadiness, readiness by the
-// gRPC health service on the container's grpc port.
-func checkHealthProbes(t *testing.T, c corev1.Container, who string, grpcReadiness bool) {
+// the port --metrics-listen serves, and a startup probe: with grpcStartup
+// the kubelet's gRPC probe of the gRPC health service on that port.
+func checkHealthProbes(t *testing.T, c corev1.Container, who string, grpcStartup bool) {
 	t.Helper()
 	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/livez" {
 		t.Errorf("%s's liveness probe is %+v, want GET /livez", who, p)
 	} else if !servesMetricsOn(c, p.HTTPGet.Port.String()) {
 		t.Errorf("%s's liveness probe targets port %s, not the --metrics-listen port", who, p.HTTPGet.Port.String())
 	}
-	if grpcReadiness {
-		grpcPort := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "grpc" })
-		if p := c.ReadinessProbe; p == nil || p.GRPC == nil || grpcPort < 0 || p.GRPC.Port != c.Ports[grpcPort].ContainerPort {
-			t.Errorf("%s's readiness probe is %+v, want gRPC health on its grpc port", who, p)
-		}
-		return
-	}
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
 		t.Errorf("%s's readiness probe is %+v, want GET /readyz", who, p)
+	}
+	p := c.StartupProbe
+	switch {
+	case p == nil:
+		t.Errorf("%s has no startup probe", who)
+	case grpcStartup && (p.GRPC == nil || !servesMetricsOn(c, itoa(p.GRPC.Port))):
+		t.Errorf("%s's startup probe is %+v, want gRPC health on the --metrics-listen port", who, p)
+	case !grpcStartup && (p.HTTPGet == nil || p.HTTPGet.Path != "/livez"):
+		t.Errorf("%s's startup probe is %+v, want GET /livez", who, p)
 	}
 }
 
@@ -164,6 +167,26 @@ func checkPDB(t *testing.T, m manifests, podLabels map[string]string, who string
 		}
 	}
 	t.Errorf("no PodDisruptionBudget selects %s's pods", who)
+}
+
+// checkLeaderElection: the replicas elect a leader (--leader-elect, with
+// their Pod's name), and the Service sends traffic to the leader only.
+func checkLeaderElection(t *testing.T, m manifests, cp appsv1.StatefulSet) {
+	t.Helper()
+	c := cp.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--leader-elect") {
+		t.Errorf("the control plane's replicas run without --leader-elect: %v", c.Args)
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		t.Error("the control plane lacks $POD_NAME, its Lease identity and the Pod it labels")
+	}
+	var svc corev1.Service
+	m.get(t, "Service", "federate-controlplane", &svc)
+	if svc.Spec.Selector["federate.io/role"] != "leader" {
+		t.Errorf("the control plane's Service selects %v, not only the leader", svc.Spec.Selector)
+	}
 }
 
 func checkLeaseRBAC(t *testing.T, m manifests) {
@@ -219,12 +242,12 @@ func checkContainers(t *testing.T, m manifests) {
 // The default install and the bases are production-shaped.
 func TestDefaultInstallPodsAreProductionShaped(t *testing.T) {
 	m := decode(t, render(t, "."))
-	checkPods(t, m, false)
+	checkPods(t, m, true)
 	var hub appsv1.StatefulSet
 	if !decode(t, render(t, "hub")).get(t, "StatefulSet", "federate-hub", &hub) {
 		t.Fatal("no hub StatefulSet")
 	}
-	checkHealthProbes(t, hub.Spec.Template.Spec.Containers[0], "the hub", false)
+	checkHealthProbes(t, hub.Spec.Template.Spec.Containers[0], "the hub", true)
 	checkContainers(t, decode(t, render(t, "hub")))
 }
 
@@ -277,7 +300,7 @@ func TestOverlaysNameTheirCluster(t *testing.T) {
 				t.Errorf("%d CRDs, want MCS's 2 and Istio's 4", len(m.ofKind("CustomResourceDefinition")))
 			}
 			checkImages(t, m, repo, tag)
-			checkPods(t, m, false)
+			checkPods(t, m, true)
 		})
 	}
 }

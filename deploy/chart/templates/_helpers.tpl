@@ -35,7 +35,9 @@ capabilities:
 {{- end -}}
 
 {{/* Liveness, readiness and startup probes of the hub and control plane:
-/livez and /readyz on the metrics port, or the gRPC health service. */}}
+/livez and /readyz on the metrics port, and the kubelet's gRPC probe of the
+standard gRPC health service there (its "liveness" service follows /livez)
+while the process starts. */}}
 {{- define "federate.probes" -}}
 livenessProbe:
   httpGet:
@@ -44,22 +46,20 @@ livenessProbe:
   periodSeconds: 10
   failureThreshold: 3
 readinessProbe:
-{{- if .root.Values.probes.grpc.enabled }}
-  grpc:
-    port: {{ .grpcPort }}
-    {{- with .root.Values.probes.grpc.mode }}
-    mode: {{ . }}
-    {{- end }}
-{{- else }}
   httpGet:
     path: /readyz
     port: http-metrics
-{{- end }}
   periodSeconds: 5
 startupProbe:
+{{- if .Values.probes.grpc.enabled }}
+  grpc:
+    port: {{ .Values.metrics.port }}
+    service: liveness
+{{- else }}
   httpGet:
     path: /livez
     port: http-metrics
+{{- end }}
   periodSeconds: 2
   failureThreshold: 60
 {{- end -}}
