@@ -49,7 +49,15 @@ wait_lb() {
 # into the Secret federate-gateway that the gateway Deployment mounts. The
 # images hold no shell, so a short-lived Pod with one reads the volume.
 copy_gateway_credential() {
-	local c=$1 pod=federate-gateway-credential out
+	local c=$1 pod=federate-gateway-credential out leader i
+	# The leading replica wrote it: it labels its Pod federate.io/role=leader.
+	for i in $(seq 1 90); do
+		leader=$(kc "$c" -n "$NS" get pods -l federate.io/role=leader -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+		[ -n "$leader" ] && break
+		[ "$i" -eq 1 ] && say "waiting for $c's control plane to elect a leader"
+		sleep 2
+	done
+	[ -n "$leader" ] || die "no control plane replica leads in $c: kubectl --context $(ctx "$c") -n $NS logs statefulset/federate-controlplane"
 	kc "$c" -n "$NS" delete pod "$pod" --ignore-not-found >/dev/null
 	kc "$c" -n "$NS" apply -f - >/dev/null <<YAML
 apiVersion: v1
@@ -66,7 +74,7 @@ spec:
     volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
   volumes:
   - name: data
-    persistentVolumeClaim: {claimName: data-federate-controlplane-0, readOnly: true}
+    persistentVolumeClaim: {claimName: data-$leader, readOnly: true}
 YAML
 	kc "$c" -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout=180s >/dev/null ||
 		die "could not read the gateway credential in $c: kubectl --context $(ctx "$c") -n $NS describe pod $pod"
