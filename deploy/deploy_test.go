@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,11 +19,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-// kustomizations are the bases users apply, by directory.
-var kustomizations = []string{".", "crds", "crds/mcs", "crds/istio", "hub", "controlplane", "gateway"}
+// kustomizations are the bases and overlays users apply, by directory.
+var kustomizations = []string{".", "crds/mcs", "crds/istio", "hub", "controlplane", "gateway",
+	"overlays/east", "overlays/west", "overlays/central", "overlays/hub"}
 
-// goldens are the bases with golden files: the others only combine them.
-var goldens = []string{"crds/mcs", "crds/istio", "hub", "controlplane", "gateway"}
+// goldens are the kustomizations with golden files: the others only
+// combine them, or differ from overlays/east by the cluster's name.
+var goldens = []string{"crds/mcs", "crds/istio", "hub", "controlplane", "gateway", "overlays/east", "overlays/hub"}
 
 func render(t *testing.T, dir string) []byte {
 	t.Helper()
@@ -41,6 +44,9 @@ func render(t *testing.T, dir string) []byte {
 func goldenName(dir string) string {
 	if dir == "." {
 		return "all.yaml"
+	}
+	if name, ok := strings.CutPrefix(dir, "overlays/"); ok {
+		return "overlay-" + name + ".yaml"
 	}
 	return filepath.Base(filepath.Clean(dir)) + ".yaml"
 }

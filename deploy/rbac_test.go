@@ -12,11 +12,13 @@ import (
 	networkingpb "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
@@ -161,6 +163,26 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 		t.Fatalf("save a renewed credential: %v", err)
 	}
 
+	// Leader election: its Lease, and a leader or standby label on its own
+	// Pod, in its namespace.
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "federate-controlplane", Namespace: "federate-system"}}
+	if lease, err = sa.CoordinationV1().Leases("federate-system").Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create the leader Lease: %v", err)
+	}
+	if _, err := sa.CoordinationV1().Leases("federate-system").Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("renew the leader Lease: %v", err)
+	}
+	_, err = admin.CoreV1().Pods("federate-system").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "federate-controlplane-0"},
+		Spec: corev1.PodSpec{ServiceAccountName: "federate-controlplane", AutomountServiceAccountToken: new(false),
+			Containers: []corev1.Container{{Name: "controlplane", Image: "federate"}}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	if _, err := sa.CoreV1().Pods("federate-system").Patch(ctx, "federate-controlplane-0", types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"federate.io/role":"leader"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("label its Pod leader: %v", err)
+	}
+
 	// And no more.
 	mcsSA, err := mcsclient.NewForConfig(asSA)
 	mustCreate(err)
@@ -178,6 +200,10 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	denied["delete a Service"] = sa.CoreV1().Services("shop").Delete(ctx, "order", metav1.DeleteOptions{})
 	denied["delete a Namespace"] = sa.CoreV1().Namespaces().Delete(ctx, "shop", metav1.DeleteOptions{})
 	_, denied["list Pods"] = sa.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
+	_, denied["take a Lease elsewhere"] = sa.CoordinationV1().Leases("shop").Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+	_, denied["create a Pod"] = sa.CoreV1().Pods("federate-system").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "x", Image: "x"}}},
+	}, metav1.CreateOptions{})
 	_, denied["list ConfigMaps"] = sa.CoreV1().ConfigMaps("federate-system").List(ctx, metav1.ListOptions{})
 	denied["delete a ServiceExport"] = mcsSA.MulticlusterV1beta1().ServiceExports("shop").Delete(ctx, "order", metav1.DeleteOptions{})
 	_, denied["create a ServiceExport"] = mcsSA.MulticlusterV1beta1().ServiceExports("shop").Create(ctx, &mcsv1beta1.ServiceExport{

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Brings up three kind clusters federated by a hub: builds the images, loads
-# them into kind, gives gateways LoadBalancer addresses (cloud-provider-kind),
-# applies deploy/, joins every cluster with a token and deploys the coffee
-# shop. Stop everything with down.sh.
+# Brings up three kind clusters federated by a hub: builds the images with
+# 'make images' (no Docker build), loads the archives into kind, gives
+# gateways LoadBalancer addresses (cloud-provider-kind), applies each
+# cluster's overlay deploy/overlays/<cluster>, joins every cluster with a
+# token and deploys the coffee shop. Stop everything with down.sh.
 # shellcheck source=kind-clusters/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-need docker kind kubectl go openssl cloud-provider-kind
+need docker kind kubectl go make openssl cloud-provider-kind
 mkdir -p "$STATE"
 
-say "building the federate CLI and the images"
+say "building the federate CLI and the images (no Docker build: make images)"
 (cd "$ROOT" && go build -o "$STATE/bin/" ./cmd/federate)
-docker build -f "$LAB/Dockerfile" --target federate -t "$FEDERATE_IMAGE" "$ROOT"
-docker build -f "$LAB/Dockerfile" --target eastwest-gateway -t "$GATEWAY_IMAGE" "$ROOT"
+# Only the host's platform: kind's nodes run it, and one platform builds in
+# half the time. A release builds both (make images).
+make -C "$ROOT" --no-print-directory images IMAGE_REPOSITORY="$IMAGE_REPOSITORY" IMAGE_TAG="$IMAGE_TAG" \
+	IMAGE_PLATFORMS="$(go env GOARCH)"
 
 for c in "${CLUSTERS[@]}"; do
 	if kind get clusters | grep -qx "$c"; then
@@ -21,7 +24,8 @@ for c in "${CLUSTERS[@]}"; do
 		say "creating cluster $c"
 		kind create cluster --config "$LAB/$c.yaml"
 	fi
-	kind load docker-image --name "$c" "$FEDERATE_IMAGE" "$GATEWAY_IMAGE"
+	kind load image-archive --name "$c" "$ROOT/dist/federate.oci.tar"
+	kind load image-archive --name "$c" "$ROOT/dist/eastwest-gateway.oci.tar"
 done
 
 if [ ! -f "$STATE/cloud-provider-kind.pid" ] || ! kill -0 "$(cat "$STATE/cloud-provider-kind.pid")" 2>/dev/null; then
@@ -31,7 +35,7 @@ if [ ! -f "$STATE/cloud-provider-kind.pid" ] || ! kill -0 "$(cat "$STATE/cloud-p
 fi
 
 say "deploying the hub in $HUB_CLUSTER"
-kc "$HUB_CLUSTER" apply -k "$ROOT/deploy/hub"
+kc "$HUB_CLUSTER" apply -k "$ROOT/deploy/overlays/hub"
 hub_ip=$(wait_lb "$HUB_CLUSTER" federate-hub)
 kc "$HUB_CLUSTER" -n "$NS" create configmap federate-hub \
 	--from-literal=mesh="$MESH" --from-literal=advertise="$hub_ip:15012" --dry-run=client -o yaml |
@@ -40,12 +44,8 @@ kc "$HUB_CLUSTER" -n "$NS" rollout restart statefulset/federate-hub
 kc "$HUB_CLUSTER" -n "$NS" rollout status statefulset/federate-hub --timeout=180s
 
 for c in "${CLUSTERS[@]}"; do
-	say "deploying the control plane and gateway in $c"
-	kc "$c" apply --server-side -k "$ROOT/deploy"
-	kc "$c" -n "$NS" create configmap federate-cluster --from-literal=cluster="$c" \
-		--from-literal=network="net-$c" --from-literal=locality="region-$c/region-$c-a" --dry-run=client -o yaml |
-		kc "$c" apply -f -
-	kc "$c" -n "$NS" label service eastwest-gateway --overwrite "topology.istio.io/network=net-$c"
+	say "deploying the control plane and gateway in $c (deploy/overlays/$c)"
+	kc "$c" apply --server-side -k "$ROOT/deploy/overlays/$c"
 
 	say "joining $c"
 	token=$(kc "$HUB_CLUSTER" -n "$NS" exec federate-hub-0 -- \
@@ -57,6 +57,8 @@ for c in "${CLUSTERS[@]}"; do
 done
 for c in "${CLUSTERS[@]}"; do
 	kc "$c" -n "$NS" rollout status statefulset/federate-controlplane --timeout=300s
+	copy_gateway_credential "$c"
+	kc "$c" -n "$NS" rollout status deployment/eastwest-gateway --timeout=180s
 done
 
 say "deploying the coffee shop"
