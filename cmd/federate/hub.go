@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"time"
 
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/membership"
 )
 
 func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "create-ca" {
+		return runHubCreateCA(args[1:], stdout)
+	}
 	fs := newFlags("hub", "hub --listen ADDR --data-dir DIR --mesh NAME [flags]",
 		"Runs the federation hub: it admits clusters with join tokens, stores every\n"+
 			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
@@ -39,6 +44,15 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE][,refresh=DURATION]\n"+
 		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web;\n"+
 		"refresh: poll at least this often, whatever the endpoint's refresh hint); repeatable")
+	var endpoints string
+	fs.StringVar(&cfg.Store, "store", hub.StoreBolt, "where the hub keeps its state: bbolt (DATA-DIR/"+hub.StoreFile+", one hub) or etcd (any number of replicas; docs/hub-ha.md)")
+	fs.StringVar(&endpoints, "etcd-endpoints", "", "etcd: client URLs, comma-separated, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379")
+	fs.StringVar(&cfg.Etcd.CertFile, "etcd-cert", "", "etcd: the hub's client certificate (PEM)")
+	fs.StringVar(&cfg.Etcd.KeyFile, "etcd-key", "", "etcd: the key of --etcd-cert (PEM)")
+	fs.StringVar(&cfg.Etcd.CAFile, "etcd-ca", "", "etcd: the CA of etcd's serving certificates (PEM)")
+	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", hub.DefaultEtcdPrefix, "etcd: the key prefix of this federation")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "the mesh CA, certificate and key (PEM), that every replica mounts; required with --store etcd\n"+
+		"(create it once with 'federate hub create-ca')")
 	timers.register(fs)
 	logs.register(fs)
 	metrics.register(fs)
@@ -56,6 +70,7 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cfg.Timers, cfg.Logger, cfg.External = timers.Timers, log, external
+	cfg.Etcd.Endpoints = membership.HubAddrs(endpoints)
 	srv, err := hub.New(cfg)
 	if err != nil {
 		return err
@@ -66,4 +81,25 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer stopMetrics()
 	return srv.Run(ctx)
+}
+
+func runHubCreateCA(args []string, stdout io.Writer) error {
+	fs := newFlags("hub create-ca", "hub create-ca --mesh NAME --out FILE",
+		"Creates the mesh CA that hub replicas on etcd share (docs/hub-ha.md): its certificate\n"+
+			"and key in one PEM file, never overwritten. Mount the file in every replica, e.g.\n"+
+			"as a Kubernetes Secret, and pass it as --ca-file.", stdout)
+	mesh := fs.String("mesh", "", "mesh name; also the hub's SPIFFE trust domain")
+	out := fs.String("out", "", "file to create")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "mesh", "out"); err != nil {
+		return err
+	}
+	fp, err := hub.CreateCAFile(*mesh, *out, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created the mesh CA of %q in %s (%s)\n", *mesh, *out, fp)
+	return nil
 }
