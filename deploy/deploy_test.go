@@ -19,10 +19,10 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // kustomizations are the bases users apply, by directory.
-var kustomizations = []string{".", "crds", "crds/mcs", "crds/istio", "hub", "controlplane", "gateway"}
+var kustomizations = []string{".", "crds", "crds/mcs", "crds/istio", "hub", "hub-ha", "controlplane", "gateway"}
 
 // goldens are the bases with golden files: the others only combine them.
-var goldens = []string{"crds/mcs", "crds/istio", "hub", "controlplane", "gateway"}
+var goldens = []string{"crds/mcs", "crds/istio", "hub", "hub-ha", "controlplane", "gateway"}
 
 func render(t *testing.T, dir string) []byte {
 	t.Helper()
