@@ -19,6 +19,8 @@ func runHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
 			"creates the mesh CA and writes DIR/"+membership.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
 			"which 'federate token create' and 'federate status' use.\n\n"+
+			"With --store etcd, any number of replicas share an etcd (docs/hub-ha.md) and the\n"+
+			"mesh CA in --ca-file, created once with 'federate hub create-ca --mesh NAME --out FILE'.\n\n"+
 			"Example:\n"+
 			"  federate hub --mesh shop --data-dir /var/lib/federate-hub --listen 0.0.0.0:15012 \\\n"+
 			"      --advertise 203.0.113.10:15012 --metrics-listen 0.0.0.0:15020", stdout)
