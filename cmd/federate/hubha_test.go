@@ -35,7 +35,7 @@ func TestHubCreateCAAndEtcdFlags(t *testing.T) {
 	}
 	for args, want := range map[string]string{
 		"--store etcd --etcd-endpoints https://127.0.0.1:2379 --etcd-cert c --etcd-key k --etcd-ca a": "--ca-file",
-		"--store etcd --ca-file " + path: "--etcd-endpoints",
+		"--store etcd --ca-file " + path:                                              "--etcd-endpoints",
 		"--store etcd --ca-file " + path + " --etcd-endpoints https://127.0.0.1:2379": "--etcd-cert, --etcd-key and --etcd-ca",
 		"--store postgres": "unknown store",
 	} {
