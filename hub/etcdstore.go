@@ -22,7 +22,7 @@ const DefaultEtcdPrefix = "/federate/"
 const (
 	// etcdTimeout bounds one etcd call: past it a write is refused with
 	// Unavailable rather than held while etcd is away.
-	etcdTimeout = 3 * time.Second
+	etcdTimeout = 5 * time.Second
 	// etcdMaxOps stays under etcd's default --max-txn-ops (128);
 	// etcdMaxTxnBytes under its default --max-request-bytes (1.5 MiB).
 	etcdMaxOps      = 100

@@ -76,7 +76,27 @@ func Start(t testing.TB, n int) *Cluster {
 			t.Fatal(err)
 		}
 	}
+	c.awaitWrites(t)
 	return c
+}
+
+// awaitWrites returns once the cluster commits a write: members are ready
+// before their leader has settled.
+func (c *Cluster) awaitWrites(t testing.TB) {
+	t.Helper()
+	cli := c.Client(t)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := cli.Put(ctx, "/etcdtest/ready", "yes")
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcdtest: the cluster commits no write after %s: %v", startTimeout, err)
+		}
+	}
 }
 
 func (c *Cluster) start(i int, pki *pki) error {
