@@ -91,6 +91,7 @@ hub:
   etcd:
     endpoints: [https://etcd-0.etcd:2379, https://etcd-1.etcd:2379, https://etcd-2.etcd:2379]
     tlsSecret: federate-hub-etcd
+  caSecret: federate-hub-ca
 metrics: {serviceMonitor: {enabled: true, labels: {release: prometheus}}}
 `},
 	{name: "everything", cluster: true, hub: true, repo: "registry.example/federate", tag: "v0.5.0-rc.1", values: `
@@ -219,7 +220,8 @@ func checkHub(t *testing.T, m manifests, values map[string]any) {
 		t.Errorf("the HA hub runs %d replicas, want 3", *hub.Spec.Replicas)
 	}
 	for _, want := range []string{"--store=etcd", "--etcd-endpoints=https://etcd-0.etcd:2379,https://etcd-1.etcd:2379,https://etcd-2.etcd:2379",
-		"--etcd-cert=/etc/federate/etcd/tls.crt", "--etcd-key=/etc/federate/etcd/tls.key", "--etcd-ca=/etc/federate/etcd/ca.crt"} {
+		"--etcd-cert=/etc/federate/etcd/tls.crt", "--etcd-key=/etc/federate/etcd/tls.key", "--etcd-ca=/etc/federate/etcd/ca.crt",
+		"--ca-file=/etc/federate/ca/ca.pem", "--gossip-advertise=$(POD_IP):15015"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("HA hub args %v lack %s", c.Args, want)
 		}
@@ -230,6 +232,13 @@ func checkHub(t *testing.T, m manifests, values map[string]any) {
 	})
 	if !mounted || !secret {
 		t.Error("the etcd client Secret is not mounted at /etc/federate/etcd")
+	}
+	caMounted := slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == "/etc/federate/ca" })
+	caSecret := slices.ContainsFunc(hub.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Secret != nil && v.Secret.SecretName == "federate-hub-ca"
+	})
+	if !caMounted || !caSecret {
+		t.Error("the mesh CA Secret is not mounted at /etc/federate/ca")
 	}
 	checkPDB(t, m, hub.Spec.Template.Labels, "the hub")
 }
@@ -243,6 +252,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		"hub without mesh":    {`{controlPlane: {enabled: false}, gateway: {enabled: false}, hub: {enabled: true}}`, "hub.mesh"},
 		"replicated bolt hub": {`{controlPlane: {enabled: false}, gateway: {enabled: false}, hub: {enabled: true, mesh: m, advertise: "a:1", replicas: 2}}`, "hub.store=etcd"},
 		"etcd without certs":  {`{controlPlane: {enabled: false}, gateway: {enabled: false}, hub: {enabled: true, mesh: m, advertise: "a:1", store: etcd, etcd: {endpoints: ["https://e:2379"]}}}`, "hub.etcd.tlsSecret"},
+		"etcd without CA":     {`{controlPlane: {enabled: false}, gateway: {enabled: false}, hub: {enabled: true, mesh: m, advertise: "a:1", store: etcd, etcd: {endpoints: ["https://e:2379"], tlsSecret: s}}}`, "hub.caSecret"},
 		"unknown store":       {`{controlPlane: {enabled: false}, gateway: {enabled: false}, hub: {enabled: true, mesh: m, advertise: "a:1", store: mysql}}`, "store"},
 		"bad locality":        {`{cluster: {name: east, network: n, locality: "just-a-region"}}`, "locality"},
 		"zero gateways":       {`{cluster: {name: east, network: n, locality: r/z}, gateway: {replicas: 0}}`, "replicas"},

@@ -21,11 +21,11 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // kustomizations are the bases and overlays users apply, by directory.
 var kustomizations = []string{".", "crds/mcs", "crds/istio", "hub", "controlplane", "gateway",
-	"overlays/east", "overlays/west", "overlays/central", "overlays/hub"}
+	"overlays/east", "overlays/west", "overlays/central", "overlays/hub", "hub-ha"}
 
 // goldens are the kustomizations with golden files: the others only
 // combine them, or differ from overlays/east by the cluster's name.
-var goldens = []string{"crds/mcs", "crds/istio", "hub", "controlplane", "gateway", "overlays/east", "overlays/hub"}
+var goldens = []string{"crds/mcs", "crds/istio", "hub", "controlplane", "gateway", "overlays/east", "overlays/hub", "hub-ha"}
 
 func render(t *testing.T, dir string) []byte {
 	t.Helper()

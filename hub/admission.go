@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
@@ -59,11 +60,9 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	s.tokenMu.Lock()
-	defer s.tokenMu.Unlock()
-	data, err := s.store.Get(store.BucketTokens, tok.ID)
+	data, err := s.backend.Get(ctx, store.BucketTokens, tok.ID)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "read token: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "read token: %v", err)
 	}
 	var rec tokenRecord
 	if data == nil || json.Unmarshal(data, &rec) != nil {
@@ -90,12 +89,18 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	rec.UsedAt = now
-	data, _ = json.Marshal(rec)
+	used, _ := json.Marshal(rec)
 	// The token's use and the credential are recorded together: a removal
-	// lists the credential, even of a cluster that never publishes.
-	err = s.write(ctx, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: data}, recordCredential(rec.Cluster, cert, now))
+	// lists the credential, even of a cluster that never publishes. The
+	// write happens only if the token is as read: of concurrent joins with
+	// one token, on any replicas, one wins.
+	won, err := s.writeIf(ctx, store.BucketTokens, tok.ID, data, store.Op{Bucket: store.BucketTokens, Key: tok.ID, Value: used}, recordCredential(rec.Cluster, cert, now))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "record token use: %v", err)
+	}
+	if !won {
+		s.log.Warn("join refused: token used concurrently", "cluster", tok.Cluster)
+		return nil, status.Errorf(codes.PermissionDenied, "%v by a concurrent join; create a new one with 'federate token create'", membership.ErrTokenUsed)
 	}
 	s.log.Info("cluster joined", "cluster", rec.Cluster, "id", id)
 	return &hubpb.JoinResponse{
@@ -103,12 +108,17 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 		Cluster:      rec.Cluster,
 		Certificates: [][]byte{cert.Raw, s.ca.Cert.Raw},
 		Ca:           s.ca.Cert.Raw,
-		GossipSeeds:  s.gossipSeeds(),
+		GossipSeeds:  s.gossipSeeds(ctx),
 	}, nil
 }
 
-func (s *Server) gossipSeeds() []string {
-	seeds := []string{s.gossip.Addr()}
+func (s *Server) gossipSeeds(ctx context.Context) []string {
+	var seeds []string
+	for _, r := range s.replicas(ctx) {
+		if r.Gossip != "" && !slices.Contains(seeds, r.Gossip) {
+			seeds = append(seeds, r.Gossip)
+		}
+	}
 	for _, m := range s.gossip.Members() {
 		if m.Cluster != "" && len(seeds) < 8 {
 			// The node name selects the cluster behind a gateway.
@@ -147,7 +157,7 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 	}
 	// A credential the hub cannot record is not issued: a removal must be
 	// able to list it. Expired ones are forgotten on the way.
-	issued, err := s.issuedCredentials(c.Cluster)
+	issued, err := s.issuedCredentials(ctx, c.Cluster)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read credentials: %v", err)
 	}
@@ -176,7 +186,7 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 	if ttl > maxTokenTTL {
 		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, maxTokenTTL)
 	}
-	tok, err := membership.NewToken(req.GetCluster(), s.cfg.Advertise, trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
+	tok, err := membership.NewToken(req.GetCluster(), s.hubAddrs(ctx), trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

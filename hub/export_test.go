@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -20,7 +21,7 @@ func (s *Server) SliceClusters() []string { return s.set.Clusters() }
 // TokenUsedAt returns when the hub recorded the use of the token with this
 // ID: zero if it was never used.
 func (s *Server) TokenUsedAt(id string) (time.Time, error) {
-	data, err := s.store.Get(store.BucketTokens, id)
+	data, err := s.backend.Get(context.Background(), store.BucketTokens, id)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -50,3 +51,7 @@ func (s *Server) SubscribersOf(cluster string) int {
 // MaxUnauthenticatedConns is the limit of open connections without a
 // client certificate.
 const MaxUnauthenticatedConns = maxUnauthenticatedConns
+
+// HoldWatch stops a replica's etcd watch until release is called, as a
+// long partition from etcd would.
+func (s *Server) HoldWatch() (release func()) { return s.follower.hold() }

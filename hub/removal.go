@@ -43,10 +43,10 @@ func recordCredential(cluster string, cert *x509.Certificate, now time.Time) sto
 }
 
 // issuedCredentials lists the credentials issued to cluster, oldest first.
-func (s *Server) issuedCredentials(cluster string) ([]issuedCredential, error) {
+func (s *Server) issuedCredentials(ctx context.Context, cluster string) ([]issuedCredential, error) {
 	prefix := metaCredentialPrefix + cluster + "/"
 	var out []issuedCredential
-	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
+	err := s.backend.ForEach(ctx, store.BucketMeta, func(key string, value []byte) error {
 		var ic issuedCredential
 		if strings.HasPrefix(key, prefix) && json.Unmarshal(value, &ic) == nil {
 			out = append(out, ic)
@@ -72,8 +72,8 @@ func expiredCredentialOps(cluster string, issued []issuedCredential, now time.Ti
 // its last removal (it holds a credential whether or not it published;
 // hubs before the credential records knew a cluster only so), and the IDs
 // of the unused ones.
-func (s *Server) clusterTokens(cluster string, removedAt time.Time) (admitted bool, unused []string, err error) {
-	err = s.store.ForEach(store.BucketTokens, func(id string, value []byte) error {
+func (s *Server) clusterTokens(ctx context.Context, cluster string, removedAt time.Time) (admitted bool, unused []string, err error) {
+	err = s.backend.ForEach(ctx, store.BucketTokens, func(id string, value []byte) error {
 		var rec tokenRecord
 		if json.Unmarshal(value, &rec) != nil || rec.Cluster != cluster {
 			return nil
@@ -103,7 +103,7 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 	if err := registry.ValidClusterName(cluster); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	issued, err := s.issuedCredentials(cluster)
+	issued, err := s.issuedCredentials(ctx, cluster)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read credentials of %q: %v", cluster, err)
 	}
@@ -118,8 +118,7 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 	// it must join again); then the cluster's own streams end, and its
 	// credential is refused when it reconnects.
 	s.broadcast(&hubpb.SubscribeResponse{Removals: []*hubpb.Removal{{Cluster: cluster, RemovedAt: at.UnixNano()}}}, "")
-	resp.StreamsClosed = int32(s.endStreams(cluster, status.Errorf(codes.PermissionDenied,
-		"cluster %q was removed from the federation; join again with a new token", cluster)))
+	resp.StreamsClosed = int32(s.endStreams(cluster, removedError(cluster)))
 	s.log.Warn("cluster removed from the federation", "cluster", cluster, "by", c.ID,
 		"credentials_revoked", len(resp.GetCredentials()), "streams_closed", resp.GetStreamsClosed(), "services_withdrawn", resp.GetServicesWithdrawn())
 	return resp, nil
@@ -128,7 +127,7 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 // removeLocked persists and applies a removal; the caller holds pubMu.
 func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issuedCredential, at time.Time) (*hubpb.RemoveClusterResponse, error) {
 	entries := s.set.Entries(cluster)
-	admitted, unused, err := s.clusterTokens(cluster, s.removed[cluster])
+	admitted, unused, err := s.clusterTokens(ctx, cluster, s.removed[cluster])
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read tokens: %v", err)
 	}
@@ -151,13 +150,7 @@ func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issu
 	}
 	resp := &hubpb.RemoveClusterResponse{RemovedAt: at.UnixNano(), TokensRevoked: int32(len(unused))}
 	for k, e := range entries {
-		if k == registry.InfoKey {
-			if e.Info != nil {
-				if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
-					s.bundles.Remove(td)
-				}
-			}
-		} else if !e.Deleted {
+		if k != registry.InfoKey && !e.Deleted {
 			resp.ServicesWithdrawn++
 		}
 	}
@@ -166,11 +159,27 @@ func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issu
 			resp.Credentials = append(resp.Credentials, &hubpb.IssuedCredential{Serial: ic.Serial, IssuedAt: ic.IssuedAt.Unix(), ExpiresAt: ic.ExpiresAt.Unix()})
 		}
 	}
+	s.forgetCluster(cluster, at)
+	return resp, nil
+}
+
+// forgetCluster drops a removed cluster from memory and refuses its
+// credentials issued until at; the caller holds pubMu.
+func (s *Server) forgetCluster(cluster string, at time.Time) {
+	if e := s.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
+		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
+			s.bundles.Remove(td)
+		}
+	}
 	s.set.Remove(cluster)
 	s.live.Forget(cluster)
 	s.removed[cluster] = at
 	s.verifier.Revoke(cluster, at)
-	return resp, nil
+}
+
+// removedError ends a removed cluster's streams.
+func removedError(cluster string) error {
+	return status.Errorf(codes.PermissionDenied, "cluster %q was removed from the federation; join again with a new token", cluster)
 }
 
 // issueTime is when a new credential of cluster counts as issued: now, or

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -69,8 +69,15 @@ type Config struct {
 	BundleKeyFile  string
 	// External trust domains whose bundles the hub imports and relays.
 	External []ExternalTrustDomain
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Store is StoreBolt (the default: DataDir/hub.db, one hub) or
+	// StoreEtcd (replicas sharing Etcd).
+	Store string
+	Etcd  EtcdConfig
+	// CAFile, if set, holds the mesh CA (certificate and key, PEM) instead
+	// of the store; replicas on etcd each mount the same one.
+	CAFile string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server is the federation hub.
@@ -85,7 +92,7 @@ type Server struct {
 	live *gossip.Liveness
 
 	// Set in Run before serving.
-	store     *store.Store
+	backend   backend
 	ca        *trust.CA
 	verifier  *registry.Verifier
 	gossip    *gossip.Node
@@ -101,8 +108,9 @@ type Server struct {
 	removed   map[string]time.Time // guarded by pubMu
 	stopping  chan struct{}        // closed when Run begins to stop: ends the streams
 
-	pubMu   sync.Mutex // serializes verify-persist-apply of published records
-	tokenMu sync.Mutex // serializes token use
+	pubMu     sync.Mutex // serializes verify-persist-apply of published records
+	follower  follower   // the etcd watch, with replicas
+	replicaID string     // this replica's key in etcd's list of replicas
 
 	subMu sync.Mutex // guards subs
 	subs  map[*subscriber]struct{}
@@ -135,18 +143,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CredentialTTL == 0 {
 		cfg.CredentialTTL = DefaultCredentialTTL
 	}
+	if err := cfg.validateStore(); err != nil {
+		return nil, err
+	}
 	return &Server{
-		cfg:      cfg,
-		td:       td,
-		log:      cfg.Logger.With("component", "hub"),
-		set:      registry.NewSet(false),
-		live:     gossip.NewLiveness(cfg.Timers, cfg.Now()),
-		subs:     make(map[*subscriber]struct{}),
-		ready:    make(chan struct{}),
-		stopping: make(chan struct{}),
-		bundles:  trust.NewBundleSet(),
-		external: trust.NewBundleSet(),
-		removed:  make(map[string]time.Time),
+		cfg:       cfg,
+		td:        td,
+		log:       cfg.Logger.With("component", "hub"),
+		set:       registry.NewSet(false),
+		live:      gossip.NewLiveness(cfg.Timers, cfg.Now()),
+		subs:      make(map[*subscriber]struct{}),
+		ready:     make(chan struct{}),
+		stopping:  make(chan struct{}),
+		bundles:   trust.NewBundleSet(),
+		external:  trust.NewBundleSet(),
+		removed:   make(map[string]time.Time),
+		replicaID: rand.Text()[:16],
 	}, nil
 }
 
@@ -184,19 +196,33 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("hub: data directory: %w", err)
 	}
-	store, err := store.Open(filepath.Join(s.cfg.DataDir, StoreFile))
+	b, err := s.openBackend(ctx)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	s.store = store
+	defer b.Close()
+	s.backend = b
+	// With etcd, what other replicas write from this revision on reaches
+	// this one by the watch; the load below includes at least as much.
+	eb, replicated := b.(*etcdBackend)
+	var from int64
+	if replicated {
+		if from, err = eb.revision(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.loadIdentity(ctx); err != nil {
 		return err
 	}
-	if err := s.loadRecords(); err != nil {
+	if replicated {
+		if err := s.checkEtcd(ctx, eb); err != nil {
+			return err
+		}
+	}
+	if err := s.loadRecords(ctx); err != nil {
 		return err
 	}
-	if err := s.loadTrustState(); err != nil {
+	if err := s.loadTrustState(ctx); err != nil {
 		return err
 	}
 	cred, err := s.issueOwn(membership.HubID(s.td), hubCredentialTTL)
@@ -264,10 +290,16 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, im := range s.importers {
 		g.Go(func() error { return im.run(ctx) })
 	}
+	if replicated {
+		g.Go(func() error { return s.follow(ctx, eb, from+1) })
+	}
 	select {
 	case <-s.gossip.Ready():
 	case <-ctx.Done():
 		return g.Wait()
+	}
+	if replicated {
+		g.Go(func() error { return s.announce(ctx, eb) })
 	}
 	close(s.ready)
 	s.log.Info("hub serving", "addr", s.Addr(), "gossip", s.GossipAddr(), "mesh", s.cfg.Mesh, "clusters", len(s.set.Clusters()))
@@ -352,7 +384,16 @@ func (s *Server) removeCluster(ctx context.Context, cluster string) {
 }
 
 func (s *Server) loadIdentity(ctx context.Context) error {
-	data, err := s.store.Get(store.BucketMeta, metaCA)
+	if s.cfg.CAFile != "" {
+		ca, err := loadCAFile(s.td, s.cfg.CAFile)
+		if err != nil {
+			return err
+		}
+		s.ca = ca
+		s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
+		return nil
+	}
+	data, err := s.backend.Get(ctx, store.BucketMeta, metaCA)
 	if err != nil {
 		return err
 	}
@@ -364,22 +405,22 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 		if data, err = ca.MarshalPEM(); err != nil {
 			return err
 		}
-		if err := s.store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaCA, Value: data}); err != nil {
+		if err := s.backend.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaCA, Value: data}); err != nil {
 			return err
 		}
 		s.log.Info("created hub CA", "fingerprint", trust.Fingerprint(ca.Cert))
 	}
 	if s.ca, err = trust.ParseCA(s.td, data); err != nil {
-		return fmt.Errorf("hub: CA in %s: %w", s.store.Path(), err)
+		return fmt.Errorf("hub: CA in %s: %w", s.backend.Where(), err)
 	}
 	s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
 	return nil
 }
 
-func (s *Server) loadRecords() error {
-	recs, err := store.LoadRecords(s.store)
+func (s *Server) loadRecords(ctx context.Context) error {
+	recs, err := loadRecords(ctx, s.backend)
 	if err != nil {
-		return fmt.Errorf("hub: %w", err)
+		return err
 	}
 	s.set.Apply(recs)
 	return nil

@@ -30,7 +30,7 @@ func (s *Server) Bundles() *trust.BundleSet { return s.bundles }
 
 // loadTrustState restores removals and imported bundles, and prepares an
 // importer per external trust domain.
-func (s *Server) loadTrustState() error {
+func (s *Server) loadTrustState(ctx context.Context) error {
 	var recs []registry.Verified
 	for _, c := range s.set.Clusters() {
 		for _, e := range s.set.Entries(c) {
@@ -40,7 +40,7 @@ func (s *Server) loadTrustState() error {
 		}
 	}
 	registry.ApplyBundles(s.bundles, s.set, recs, s.log)
-	err := s.store.ForEach(store.BucketMeta, func(key string, value []byte) error {
+	err := s.backend.ForEach(ctx, store.BucketMeta, func(key string, value []byte) error {
 		if cluster, ok := strings.CutPrefix(key, store.MetaRemovedPrefix); ok && len(value) == 8 {
 			at := time.Unix(0, int64(binary.BigEndian.Uint64(value)))
 			s.removed[cluster] = at

@@ -25,9 +25,16 @@ type storeHealth struct {
 
 // write persists ops and notes whether the disk took them.
 func (s *Server) write(ctx context.Context, ops ...store.Op) error {
-	err := s.store.Write(ctx, ops...)
+	err := s.backend.Write(ctx, ops...)
 	s.noteWrite(err)
 	return err
+}
+
+// writeIf is write for backend.WriteIf.
+func (s *Server) writeIf(ctx context.Context, bucket, key string, want []byte, ops ...store.Op) (bool, error) {
+	ok, err := s.backend.WriteIf(ctx, bucket, key, want, ops...)
+	s.noteWrite(err)
+	return ok, err
 }
 
 // noteWrite records the outcome of a store write. A write given up by its
@@ -42,7 +49,7 @@ func (s *Server) noteWrite(err error) {
 	defer h.mu.Unlock()
 	if err == nil {
 		if h.lastErr != nil {
-			s.log.Info("store writes succeed again", "path", s.store.Path(), "failed_for", now.Sub(h.failingSince).Round(time.Second), "failures", h.failures)
+			s.log.Info("store writes succeed again", "store", s.backend.Where(), "failed_for", now.Sub(h.failingSince).Round(time.Second), "failures", h.failures)
 		}
 		h.lastErr, h.failingSince = nil, time.Time{}
 		return
@@ -54,8 +61,8 @@ func (s *Server) noteWrite(err error) {
 	h.lastErr = err
 	if now.Sub(h.lastLogged) >= storeLogEvery {
 		h.lastLogged = now
-		s.log.Error("store write failed: the hub refuses changes until its writes succeed; free space on its disk",
-			"path", s.store.Path(), "err", err, "failures", h.failures, "failing_since", h.failingSince.UTC().Format(time.RFC3339))
+		s.log.Error("store write failed: the hub refuses changes until its writes succeed; "+s.backend.Remedy(),
+			"store", s.backend.Where(), "err", err, "failures", h.failures, "failing_since", h.failingSince.UTC().Format(time.RFC3339))
 	}
 }
 
@@ -68,8 +75,8 @@ func (s *Server) StoreError() error {
 	if h.lastErr == nil {
 		return nil
 	}
-	return fmt.Errorf("hub: store writes fail since %s (%d failures): %v; free space on the disk of %s",
-		h.failingSince.UTC().Format(time.RFC3339), h.failures, h.lastErr, s.cfg.DataDir)
+	return fmt.Errorf("hub: store writes fail since %s (%d failures): %v; %s",
+		h.failingSince.UTC().Format(time.RFC3339), h.failures, h.lastErr, s.backend.Remedy())
 }
 
 // storeState is the store's health as status and metrics report it.

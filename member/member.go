@@ -149,6 +149,7 @@ type Member struct {
 	changed     chan struct{}        // closed on the next change of the view
 	external    map[spiffeid.TrustDomain]*externalState
 	conns       map[string]*grpc.ClientConn
+	hubOrder    string // guarded by mu: see hubAddr
 }
 
 // New validates cfg; it does no I/O.

@@ -181,7 +181,7 @@ func (m *Member) publish(ctx context.Context) error {
 	if len(own) == 0 {
 		return nil
 	}
-	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
+	conn, err := m.conn(m.hubAddr(), membership.HubID(m.td))
 	if err != nil {
 		return err
 	}

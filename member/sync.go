@@ -3,6 +3,7 @@ package member
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -37,7 +39,10 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		m.log.Warn("hub stream ended; reconnecting", "hub", m.cfg.Hub, "err", err)
+		m.log.Warn("hub stream ended; reconnecting", "hub", m.hubAddr(), "err", err)
+		if errors.Is(err, errReplicaLeft) {
+			continue // another replica is tried first, at once
+		}
 		if !backoff.wait(ctx, nil) {
 			return nil
 		}
@@ -45,7 +50,7 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 }
 
 func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
-	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
+	conn, err := m.conn(m.hubAddr(), membership.HubID(m.td))
 	if err != nil {
 		return err
 	}
@@ -56,7 +61,8 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 	waiting := time.AfterFunc(membership.CallTimeout, func() {
 		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
 	})
-	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true))
+	var replica peer.Peer
+	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true), grpc.Peer(&replica))
 	waiting.Stop()
 	if err != nil {
 		return err
@@ -64,6 +70,9 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
+			if status.Code(err) == codes.Unavailable && replica.Addr != nil && m.leaveReplica(replica.Addr.String()) {
+				return fmt.Errorf("%w: %w", errReplicaLeft, err)
+			}
 			return err
 		}
 		m.applyRemovals(ctx, resp.GetRemovals())
@@ -313,7 +322,7 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	if err != nil {
 		return
 	}
-	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
+	conn, err := m.conn(m.hubAddr(), membership.HubID(m.td))
 	if err != nil {
 		return
 	}
@@ -375,7 +384,8 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 		// reached directly ignores it.
 		tlsConf.ServerName = sni.Internal(sni.ControlPlane, cluster)
 	}
-	c, err := grpc.NewClient(addr,
+	// A hub given as every replica's address fails over between them.
+	c, err := membership.NewHubClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(membership.MaxMessageBytes), grpc.MaxCallSendMsgSize(membership.MaxMessageBytes)),
 		grpc.WithConnectParams(grpc.ConnectParams{

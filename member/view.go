@@ -110,3 +110,7 @@ func (m *Member) Touch() {
 	defer m.mu.Unlock()
 	m.notifyLocked()
 }
+
+// HubStreamSynced reports whether the member's stream from the hub (any
+// replica) is open and has sent everything the hub held when it opened.
+func (m *Member) HubStreamSynced() bool { return m.hubConnected() }

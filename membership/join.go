@@ -57,7 +57,7 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 	// The mesh name is learnt from the hub's certificate, checked against the pin.
 	var ca *x509.Certificate
 	tlsConf := trust.PinnedTLS(tok.CA, "/hub", func(c *x509.Certificate) { ca = c })
-	conn, err := grpc.NewClient(tok.Hub, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
+	conn, err := NewHubClient(tok.Hub, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 	if err != nil {
 		return nil, fmt.Errorf("membership: dial %s: %w", tok.Hub, err)
 	}
@@ -163,6 +163,6 @@ func dial(addr, serverName, credentialPath, caPath string) (*grpc.ClientConn, er
 	td := cred.ID().TrustDomain()
 	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), AuthorizeMember(td))
 	tlsConf.ServerName = serverName
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+	return NewHubClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,11 +18,14 @@ func hubCommand() *cobra.Command {
 	var logs cli.LogFlags
 	var metrics metricsFlags
 	var external externalFlag
+	var endpoints string
 	cmd := command("hub --listen ADDR --data-dir DIR --mesh NAME [flags]", "run the federation hub",
 		"Runs the federation hub: it admits clusters with join tokens, stores every\n"+
 			"cluster's slice in DIR/"+hub.StoreFile+" and relays it to the others. On first start it\n"+
 			"creates the mesh CA and writes DIR/"+membership.CAFile+" and the admin credential DIR/"+hub.AdminCredFile+",\n"+
-			"which 'federate token create' and 'federate status' use.",
+			"which 'federate token create' and 'federate status' use.\n\n"+
+			"With --store etcd, any number of replicas share an etcd (docs/hub-ha.md) and the\n"+
+			"mesh CA in --ca-file, created once with 'federate hub create-ca --mesh NAME --out FILE'.",
 		func(c *cobra.Command) error {
 			if err := cli.Required(c, "listen", "data-dir", "mesh"); err != nil {
 				return err
@@ -34,6 +39,7 @@ func hubCommand() *cobra.Command {
 			}
 			cli.BridgeKlog(log)
 			cfg.Timers, cfg.Logger, cfg.External = timers.Timers, log, external
+			cfg.Etcd.Endpoints = membership.HubAddrs(endpoints)
 			return runHub(c.Context(), cfg, &metrics)
 		})
 	cmd.Example = "  federate hub --mesh shop --data-dir /var/lib/federate-hub --listen 0.0.0.0:15012 \\\n" +
@@ -56,9 +62,18 @@ func hubCommand() *cobra.Command {
 		"td=NAME,url=URL[,profile=https_spiffe|https_web][,endpoint-id=SPIFFE-ID][,bundle=FILE][,ca=FILE][,refresh=DURATION]\n"+
 		"(bundle: the first bundle of a self-serving https_spiffe endpoint; ca: roots for https_web;\n"+
 		"refresh: poll at least this often, whatever the endpoint's refresh hint); repeatable")
+	fs.StringVar(&cfg.Store, "store", hub.StoreBolt, "where the hub keeps its state: bbolt (DATA-DIR/"+hub.StoreFile+", one hub) or etcd (any number of replicas; docs/hub-ha.md)")
+	fs.StringVar(&endpoints, "etcd-endpoints", "", "etcd: client URLs, comma-separated, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379")
+	fs.StringVar(&cfg.Etcd.CertFile, "etcd-cert", "", "etcd: the hub's client certificate (PEM)")
+	fs.StringVar(&cfg.Etcd.KeyFile, "etcd-key", "", "etcd: the key of --etcd-cert (PEM)")
+	fs.StringVar(&cfg.Etcd.CAFile, "etcd-ca", "", "etcd: the CA of etcd's serving certificates (PEM)")
+	fs.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", hub.DefaultEtcdPrefix, "etcd: the key prefix of this federation")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "the mesh CA, certificate and key (PEM), that every replica mounts; required with --store etcd\n"+
+		"(create it once with 'federate hub create-ca')")
 	timers.register(fs)
 	logs.Register(cmd)
 	metrics.register(fs)
+	cmd.AddCommand(hubCreateCACommand())
 	return cmd
 }
 
@@ -73,4 +88,26 @@ func runHub(ctx context.Context, cfg hub.Config, metrics *metricsFlags) error {
 	}
 	defer stopMetrics()
 	return srv.Run(ctx)
+}
+
+func hubCreateCACommand() *cobra.Command {
+	var mesh, out string
+	cmd := command("create-ca --mesh NAME --out FILE", "create the mesh CA that hub replicas on etcd share",
+		"Creates the mesh CA that hub replicas on etcd share (docs/hub-ha.md): its certificate\n"+
+			"and key in one PEM file, never overwritten. Mount the file in every replica, e.g.\n"+
+			"as a Kubernetes Secret, and pass it as --ca-file.",
+		func(c *cobra.Command) error {
+			if err := cli.Required(c, "mesh", "out"); err != nil {
+				return err
+			}
+			fp, err := hub.CreateCAFile(mesh, out, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "created the mesh CA of %q in %s (%s)\n", mesh, out, fp)
+			return nil
+		})
+	cmd.Flags().StringVar(&mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
+	cmd.Flags().StringVar(&out, "out", "", "file to create")
+	return cmd
 }

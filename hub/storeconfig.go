@@ -1,0 +1,40 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/federate/federate/registry/store"
+)
+
+// validateStore checks the store settings; replicas need etcd and a CA
+// file, since the CA key is never written to etcd.
+func (c *Config) validateStore() error {
+	switch c.Store {
+	case "", StoreBolt:
+		c.Store = StoreBolt
+		return nil
+	case StoreEtcd:
+		if err := c.Etcd.validate(); err != nil {
+			return err
+		}
+		if c.CAFile == "" {
+			return fmt.Errorf("hub: --store etcd needs --ca-file, the mesh CA every replica mounts; create it once with 'federate hub create-ca --mesh %s --out FILE'", c.Mesh)
+		}
+		return nil
+	default:
+		return fmt.Errorf("hub: unknown store %q; use %s (one hub) or %s (replicas)", c.Store, StoreBolt, StoreEtcd)
+	}
+}
+
+func (s *Server) openBackend(ctx context.Context) (backend, error) {
+	if s.cfg.Store == StoreEtcd {
+		return openEtcd(ctx, s.cfg.Etcd)
+	}
+	st, err := store.Open(filepath.Join(s.cfg.DataDir, StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	return &boltBackend{st: st}, nil
+}
