@@ -11,6 +11,7 @@ import (
 	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
@@ -38,13 +39,13 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 			return nil
 		}
 		m.log.Warn("hub stream ended; reconnecting", "hub", m.cfg.Hub, "err", err)
-		if !backoff.wait(ctx, nil) {
+		if !backoff.Wait(ctx, nil) {
 			return nil
 		}
 	}
 }
 
-func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
+func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 	conn, err := m.conn(m.cfg.Hub, membership.HubID(m.td))
 	if err != nil {
 		return err
@@ -70,7 +71,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
 		if resp.GetSynced() {
-			backoff.reset()
+			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
 			// The hub says what it holds of our slice: a hub restored from
@@ -151,6 +152,9 @@ func (m *Member) onDigest(d gossip.Digest) {
 func (m *Member) fetchLoop(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	// A failed fetch is tried again after a jittered backoff per cluster,
+	// or sooner if a digest brings it forward.
+	backoffs := make(map[string]*retry.Backoff)
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,9 +173,21 @@ func (m *Member) fetchLoop(ctx context.Context) error {
 		}
 		m.mu.Unlock()
 		for _, c := range ready {
-			if err := m.fetchFromPeers(ctx, c); err != nil {
-				m.log.Warn("peer fetch failed; will retry on next digest", "cluster", c, "err", err)
+			err := m.fetchFromPeers(ctx, c)
+			if err == nil {
+				delete(backoffs, c)
+				continue
 			}
+			if backoffs[c] == nil {
+				backoffs[c] = newBackoff()
+			}
+			wait := backoffs[c].Next()
+			m.log.Warn("peer fetch failed; retrying", "cluster", c, "retry_in", wait, "err", err)
+			m.mu.Lock()
+			if _, ok := m.due[c]; !ok {
+				m.due[c] = m.cfg.Now().Add(wait)
+			}
+			m.mu.Unlock()
 		}
 	}
 }
@@ -299,7 +315,7 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	leaf := m.cfg.Credential.Leaf()
 	namesDue := !m.namesAsked && !hasNames(leaf, append([]string{sni.Internal(sni.ControlPlane, m.cfg.Cluster)}, m.cfg.ServingNames...))
-	if now.Before(trust.RenewAt(leaf)) && !namesDue {
+	if now.Before(trust.RenewAt(leaf)) && !namesDue || now.Before(m.renewRetryAt) {
 		return
 	}
 	key, err := trust.GenerateKey()
@@ -323,9 +339,13 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 		return
 	}
 	if err != nil {
-		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
+		wait := m.renewRetry.Next()
+		m.renewRetryAt = now.Add(wait)
+		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "retry_in", wait, "err", err)
 		return
 	}
+	m.renewRetry.Reset()
+	m.renewRetryAt = time.Time{}
 	certs, err := trust.ParseCertificates(resp.GetCertificates())
 	if err != nil {
 		m.log.Error("renewed credential is malformed", "err", err)

@@ -21,13 +21,13 @@ func TestJitterSpreadsAFleetsRetries(t *testing.T) {
 	at := make([]time.Duration, agents)
 	for attempt := 1; attempt <= 8; attempt++ {
 		bound := min(first<<(attempt-1), last)
-		buckets := make(map[time.Duration]int)
+		buckets := make(map[int]int)
 		for i, b := range fleet {
 			d := b.Next()
 			if d < bound/2 || d >= bound {
 				t.Fatalf("attempt %d: wait %s, want within [%s, %s)", attempt, d, bound/2, bound)
 			}
-			buckets[d*10/bound]++
+			buckets[int(d*10/bound)]++
 			at[i] += d
 		}
 		// The window [bound/2, bound) has five tenths; uniform jitter puts
