@@ -137,12 +137,15 @@ func (m *Member) onDigest(d gossip.Digest) {
 		return
 	}
 	m.mu.Lock()
-	if _, ok := m.due[d.Cluster]; !ok {
-		delay := peerFetchDelay
-		if !m.hubSynced {
-			delay = 0
-		}
-		m.due[d.Cluster] = m.cfg.Now().Add(delay)
+	delay := peerFetchDelay
+	if !m.hubSynced {
+		delay = 0
+	}
+	// The earlier wins: a digest brings a retry's backoff forward, and a
+	// fetch already due keeps its time.
+	at := m.cfg.Now().Add(delay)
+	if due, ok := m.due[d.Cluster]; !ok || at.Before(due) {
+		m.due[d.Cluster] = at
 	}
 	m.mu.Unlock()
 	signal(m.fetchNow)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -121,11 +120,7 @@ func writeVMBootstrap(outDir, cluster, ns, name, internalIP string, gwAddr netip
 	if err != nil {
 		return fmt.Errorf("control plane of %s: its SPIFFE ID %q: %v", cluster, resp.GetControlPlaneId(), err)
 	}
-	labels := maps.Clone(wg.GetTemplate().GetLabels())
-	if labels == nil {
-		labels = make(map[string]string)
-	}
-	maps.Copy(labels, wg.GetMetadata().GetLabels())
+	labels := agent.GroupLabels(wg)
 	return agent.WriteBootstrap(outDir, agent.BootstrapConfig{
 		Mesh: resp.GetMesh(), Cluster: cluster, Network: cmp.Or(wg.GetTemplate().GetNetwork(), resp.GetNetwork()),
 		Namespace: ns, Group: name, ServiceAccount: wg.GetTemplate().GetServiceAccount(), TrustDomain: resp.GetTrustDomain(),
