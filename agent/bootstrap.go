@@ -102,7 +102,7 @@ func LoadBootstrap(dir string) (*Bootstrap, error) {
 	read := func(name string) ([]byte, error) {
 		data, err := os.ReadFile(path(name))
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fileErr(name, "missing: copy the files 'federate vm configure' wrote into %s", dir)
+			return nil, fileErr(name, "missing: install the files 'federate vm configure' wrote into %s (docs/vms.md)", dir)
 		}
 		if err != nil {
 			return nil, readError(path(name), err)

@@ -107,7 +107,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	expires := time.Unix(resp.GetExpires(), 0).UTC()
 	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
 	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
-	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
+	fmt.Fprintf(stdout, "On the VM, with the federate-agent package installed:\n  sudo install -m 0640 -g federate-agent %s/* /etc/federate/\n  sudo systemctl enable --now federate-agent\n", outDir)
 	fmt.Fprintf(stdout, "To call federated services, write /etc/federate/%s: an Istio Sidecar with one egress listener\n"+
 		"(bind: 127.0.0.1, captureMode: NONE) per service (docs/vms.md).\n", agent.SidecarFile)
 	return nil
