@@ -109,7 +109,13 @@ func TestIntegrationDocumentedStepsStartTheAgentAsItsUser(t *testing.T) {
 	cluster := flagValue(t, configure[0], "--cluster")
 	tm.Join(cluster)
 	lis := fedtest.GatewayListener(t)
-	cp := tm.StartControlPlane(cluster, controlplane.Config{Gateway: lis.Addr().String()})
+	// The cluster's services, from the docs' cross-cluster example.
+	configDir := t.TempDir()
+	services := docBlock(t, doc, "## The first cross-cluster call", "yaml")
+	if err := os.WriteFile(filepath.Join(configDir, "payment.yaml"), []byte(services), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := tm.StartControlPlane(cluster, controlplane.Config{Gateway: lis.Addr().String(), ConfigDir: configDir})
 	tm.StartGateway(cp, lis, nil)
 
 	// On the administrator's machine, in a directory of its own.
@@ -159,7 +165,9 @@ func TestIntegrationDocumentedStepsStartTheAgentAsItsUser(t *testing.T) {
 			}
 			dpkgRoot(t, root, "-i", deb)
 			writeSidecar(t, root)
-		case "install":
+		case "install", "cp":
+			// Whichever way the docs copy the files, they must work; a
+			// plain cp first shows why cp alone does not.
 			copyThenFail(t, root, outDir)
 			output(t, step[0], onTheVM(t, root, admin, step[1:])...)
 		case "systemctl":

@@ -217,15 +217,26 @@ func TestBuildNamesAMissingBinary(t *testing.T) {
 	}
 }
 
-// Packages ship stripped binaries: this test's own executable has its
-// symbol table, and Build refuses it, saying how to strip it.
+// Packages ship stripped binaries: a Go program built with its symbol
+// table is refused, with how to strip it.
 func TestBuildRefusesAnUnstrippedBinary(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	src := t.TempDir()
+	for name, content := range map[string]string{
+		"go.mod":  "module hello\n\ngo 1.22\n",
+		"main.go": "package main\n\nfunc main() { println(\"hello\") }\n",
+	} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(src, "federate-agent")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	out := t.TempDir()
-	_, err = Build(Options{Binary: self, Version: "1.0.0", FilesDir: "files", OutDir: out})
+	_, err := Build(Options{Binary: bin, Version: "1.0.0", FilesDir: "files", OutDir: out})
 	if err == nil || !strings.Contains(err.Error(), "not stripped") || !strings.Contains(err.Error(), "-ldflags='-s -w'") {
 		t.Errorf("err = %v, want a refusal that says how to strip the binary", err)
 	}
