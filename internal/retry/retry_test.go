@@ -44,6 +44,8 @@ func TestJitterSpreadsAFleetsRetries(t *testing.T) {
 		if spread := sorted[agents-1] - sorted[0]; spread < bound/3 {
 			t.Errorf("attempt %d: the fleet's attempts all fall within %s", attempt, spread)
 		}
+		t.Logf("attempt %d: %d agents retry from %s to %s after the outage, per tenth of the window %v",
+			attempt, agents, sorted[0].Round(time.Millisecond), sorted[agents-1].Round(time.Millisecond), buckets)
 	}
 }
 
