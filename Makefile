@@ -10,37 +10,38 @@ PROTOC_VERSION             := 3.21
 PROTOS                     := registry/registrypb/registry.proto hub/hubpb/hub.proto agent/agentpb/agent.proto
 LAB_DIR                    ?= .lab
 VERSION                    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0)
+COMMIT                     := $(shell git rev-parse HEAD 2>/dev/null)
+# What each binary's 'version' command and federate_build_info report.
+LDFLAGS                    := -X github.com/federate/federate/cmd/internal/cli.version=$(VERSION) -X github.com/federate/federate/cmd/internal/cli.commit=$(COMMIT)
 
 export PATH := $(TOOLS):$(PATH)
 
-# The real kube-apiserver the Kubernetes tests run, built once per version
-# outside the repository (scripts/kube-apiserver.sh).
+# The real servers the tests run, built once per pinned version outside the
+# repository (scripts/build-server.sh): the kube-apiserver (the version of
+# internal/tools/kube-apiserver/go.mod), SPIRE's server and Istio's istiod.
 KUBE_VERSION               := v1.37.2
 FEDERATE_CACHE             ?= $(HOME)/.cache/federate
 export FEDERATE_CACHE
 export FEDERATE_KUBE_APISERVER := $(FEDERATE_CACHE)/kube-apiserver-$(KUBE_VERSION)
-# The real spire-server the SPIRE federation tests run (scripts/spire-server.sh).
 SPIRE_VERSION              := v1.13.3
 export FEDERATE_SPIRE_SERVER := $(FEDERATE_CACHE)/spire-server-$(SPIRE_VERSION)
-# The real istiod (pilot-discovery) the Istio tests run, built once per pin
-# (scripts/pilot-discovery.sh).
 ISTIO_PIN                  := v0.0.0-20260827124520-eed52ebb66ad
 export FEDERATE_PILOT_DISCOVERY := $(FEDERATE_CACHE)/pilot-discovery-$(ISTIO_PIN)
 SHELL_SCRIPTS              := $(wildcard kind-clusters/*.sh scripts/*.sh)
 
-.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean kube-apiserver spire-server pilot-discovery shellcheck
+.PHONY: all build packages lab lab-down test check fmt vet staticcheck tidy proto-check race fuzz-seeds bench generate tools clean setup servers kube-apiserver spire-server pilot-discovery shellcheck
 
 all: build
 
 ## build: compile the binaries into bin/
 build:
 	@[ -x bin/federate ] || echo "building bin/federate, bin/eastwest-gateway and bin/federate-agent: the first build downloads and compiles every dependency (14 minutes measured on 2 busy cores with empty caches; later builds take seconds)"
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 ## packages: the VM agent's dist/federate-agent_<version>-1_amd64.deb and
 ## dist/federate-agent-<version>-1.x86_64.rpm (nfpm), version from 'git describe'
 packages:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/federate-agent ./cmd/federate-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/federate-agent ./cmd/federate-agent
 	$(GO) run ./deploy/packages/cmd/mkpkg --binary bin/federate-agent --version "$(VERSION)" --out dist
 
 ## lab: build, then start the embedded lab (stop it with 'make lab-down')
@@ -52,26 +53,31 @@ lab-down:
 	@test -x bin/federate || $(MAKE) --no-print-directory build
 	bin/federate lab down --dir $(LAB_DIR)
 
-## test: every check and every test (what CI runs)
-test: kube-apiserver spire-server pilot-discovery check
+## test: set up this machine, then every check and every test (what CI runs)
+test: setup check
+
+## setup: install the commands the tests run (Debian packages, as root) or
+## name the missing ones, then build the real servers
+setup:
+	@sh scripts/setup.sh
+	@$(MAKE) --no-print-directory servers
+
+## servers: build the kube-apiserver, spire-server and pilot-discovery the
+## tests run into $(FEDERATE_CACHE), side by side (once; reused after)
+servers:
+	@$(MAKE) --no-print-directory -j3 kube-apiserver spire-server pilot-discovery
 
 ## check: formatting, vet, staticcheck, tidy, generated code, race tests
 check: fmt vet staticcheck tidy proto-check shellcheck race
 
-## kube-apiserver: build the kube-apiserver for the Kubernetes tests into
-## $(FEDERATE_CACHE) (15 to 20 minutes once; reused after)
 kube-apiserver:
-	@sh scripts/kube-apiserver.sh >/dev/null
+	@sh scripts/build-server.sh kube-apiserver $(KUBE_VERSION) >/dev/null
 
-## spire-server: build SPIRE's server for the SPIRE federation tests into
-## $(FEDERATE_CACHE) (once; reused after)
 spire-server:
-	@sh scripts/spire-server.sh >/dev/null
+	@sh scripts/build-server.sh spire-server $(SPIRE_VERSION) >/dev/null
 
-## pilot-discovery: build Istio's pilot-discovery (istiod) for the Istio
-## tests into $(FEDERATE_CACHE) (15 to 40 minutes once; reused after)
 pilot-discovery:
-	@sh scripts/pilot-discovery.sh >/dev/null
+	@sh scripts/build-server.sh pilot-discovery $(ISTIO_PIN) >/dev/null
 
 ## shellcheck: the kind lab's and the repository's shell scripts
 shellcheck:
@@ -107,7 +113,7 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	done; rm -rf $$tmp; exit $$status
 
 ## race: unit and integration tests with the race detector (fuzz seeds run too)
-race: kube-apiserver spire-server pilot-discovery
+race: servers
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: control-plane benchmarks (docs/benchmarks.md), then the gateway

@@ -10,6 +10,7 @@ import (
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/testport"
 	"github.com/federate/federate/member"
 	"github.com/federate/federate/registry"
 )
@@ -119,7 +120,7 @@ func TestGossipConvergesWhenGatewaysStartLate(t *testing.T) {
 	gatewayAddr := map[string]string{}
 	for _, name := range names {
 		tm.Join(name)
-		gatewayAddr[name] = fedtest.FreeAddr(t) // not listening until the gateway starts
+		gatewayAddr[name] = testport.Addr(t) // not listening until the gateway starts
 		members[name] = startBehindGateway(ctx, t, tm, name, gatewayAddr[name])
 	}
 	// Every member has joined the hub, which has tried to tell the others.

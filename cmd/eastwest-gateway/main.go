@@ -4,11 +4,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/xdsclient"
 	"github.com/federate/federate/hub/hubpb"
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -36,57 +38,59 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cli.ExitCode("eastwest-gateway", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "eastwest-gateway:", err)
-		os.Exit(1)
-	}
+	os.Exit(code)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("eastwest-gateway", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() {
-		fmt.Fprint(stdout, "Usage: eastwest-gateway --control-plane ADDR --credential FILE [flags]\n\n"+
-			"Routes cross-cluster TLS by SNI (outbound_.<port>_.<subset>_.<host>) to this\n"+
-			"cluster's exported services, without terminating it. Its configuration comes\n"+
-			"from the control plane over xDS; its SVID (written by the control plane into\n"+
-			"its data directory as gateway.pem) is renewed with the SVID itself. It also\n"+
-			"routes its own cluster's internal names, controlplane.<cluster>.federate.internal\n"+
-			"and gossip.<cluster>.federate.internal, to the control plane, so that other\n"+
-			"clusters and VM agents need to reach only this port. Any other name is refused.\n\n"+
-			"Example:\n"+
-			"  eastwest-gateway --control-plane 127.0.0.1:15013 --credential /var/lib/federate/gateway.pem\n\nFlags:\n")
-		fs.PrintDefaults()
+	return cli.Execute(ctx, rootCommand(), args, stdout, stderr)
+}
+
+func rootCommand() *cobra.Command {
+	var o options
+	var logs cli.LogFlags
+	root := &cobra.Command{
+		Use:   "eastwest-gateway --control-plane ADDR --credential FILE [flags]",
+		Short: "a cluster's east-west gateway",
+		Long: "Routes cross-cluster TLS by SNI (outbound_.<port>_.<subset>_.<host>) to this\n" +
+			"cluster's exported services, without terminating it. Its configuration comes\n" +
+			"from the control plane over xDS; its SVID (written by the control plane into\n" +
+			"its data directory as gateway.pem) is renewed with the SVID itself. It also\n" +
+			"routes its own cluster's internal names, controlplane.<cluster>.federate.internal\n" +
+			"and gossip.<cluster>.federate.internal, to the control plane, so that other\n" +
+			"clusters and VM agents need to reach only this port. Any other name is refused.",
+		Example: "  eastwest-gateway --control-plane 127.0.0.1:15013 --credential /var/lib/federate/gateway.pem",
+		Args:    cli.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.credPath = cmp.Or(o.credPath, os.Getenv("FEDERATE_CREDENTIAL"))
+			if o.controlPlane == "" || o.credPath == "" {
+				return cli.Usagef("--control-plane and --credential (or $FEDERATE_CREDENTIAL) are required")
+			}
+			log, err := logs.Logger(c.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cli.BridgeKlog(log)
+			if o.nodeID == "" {
+				o.nodeID, _ = os.Hostname()
+			}
+			if o.caPath == "" {
+				o.caPath = filepath.Join(filepath.Dir(o.credPath), "ca.pem")
+			}
+			return serve(c.Context(), o, log)
+		},
 	}
-	var controlPlane, credPath, caPath, listen, health, nodeID, level string
-	fs.StringVar(&controlPlane, "control-plane", "", "the control plane's federation API address")
-	fs.StringVar(&credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back")
-	fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
-	fs.StringVar(&listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
-	fs.StringVar(&health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /stats, /metrics (Prometheus)")
-	fs.StringVar(&nodeID, "node-id", "", "xDS node ID (default: the host name)")
-	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if controlPlane == "" || credPath == "" {
-		fs.Usage()
-		return errors.New("--control-plane and --credential are required")
-	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	if nodeID == "" {
-		nodeID, _ = os.Hostname()
-	}
-	if caPath == "" {
-		caPath = filepath.Join(filepath.Dir(credPath), "ca.pem")
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	return serve(ctx, options{controlPlane: controlPlane, credPath: credPath, caPath: caPath, listen: listen, health: health, nodeID: nodeID}, log)
+	fs := root.Flags()
+	fs.StringVar(&o.controlPlane, "control-plane", "", "the control plane's federation API address")
+	fs.StringVar(&o.credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back (default $FEDERATE_CREDENTIAL)")
+	fs.StringVar(&o.caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
+	fs.StringVar(&o.listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
+	fs.StringVar(&o.health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /stats, /metrics (Prometheus)")
+	fs.StringVar(&o.nodeID, "node-id", "", "xDS node ID (default: the host name)")
+	logs.Register(root)
+	root.AddCommand(cli.VersionCommand("eastwest-gateway"))
+	return root
 }
 
 // options are the gateway's flags.
@@ -181,7 +185,7 @@ func healthHandler(routes *xdsclient.Routes, gw *eastwest.Gateway) http.Handler 
 		fmt.Fprintln(w, "ready")
 	})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(gw.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(gw.Collector(), cli.BuildInfoCollector("eastwest-gateway"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/federate/federate/cmd/internal/cli"
 )
 
 // serveMetrics serves /metrics and /healthz (200 once ready reports true)
@@ -27,7 +29,7 @@ func serveMetrics(addr string, c prometheus.Collector, ready func() bool, log *s
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c, cli.BuildInfoCollector("federate-agent"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

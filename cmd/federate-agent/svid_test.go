@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,10 +10,10 @@ import (
 
 func TestSVIDModeHelpAndBadInput(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"svid", "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {
+	if err := run(context.Background(), []string{"svid", "--help"}, &out, &out); err != nil {
 		t.Fatalf("svid --help: %v", err)
 	}
-	for _, f := range []string{"-config-dir", "-state-dir", "-svid-dir", "-bundle-refresh", "-log-level"} {
+	for _, f := range []string{"--config-dir", "--state-dir", "--svid-dir", "--bundle-refresh", "--log-level", "--log-format"} {
 		if !strings.Contains(out.String(), "  "+f+" ") {
 			t.Errorf("svid --help does not document %s:\n%s", f, out.String())
 		}

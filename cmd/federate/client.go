@@ -1,33 +1,53 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"github.com/federate/federate/hub"
-	"github.com/federate/federate/membership"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/membership"
 )
 
 // callTimeout bounds one CLI call once the server answered the handshake.
 const callTimeout = membership.CallTimeout
 
-// clientFlags choose the credential a CLI command presents.
+// clientFlags choose the hub a CLI command asks and the credential it
+// presents; $FEDERATE_HUB and $FEDERATE_CREDENTIAL stand in for the flags.
 type clientFlags struct {
+	hub        string
 	credential string
 	ca         string
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.credential, "credential", os.Getenv("FEDERATE_CREDENTIAL"),
+// register adds --hub (described by hubUsage), --credential and --ca.
+func (c *clientFlags) register(cmd *cobra.Command, hubUsage string) {
+	fs := cmd.Flags()
+	fs.StringVar(&c.hub, "hub", "", hubUsage+" (default $FEDERATE_HUB)")
+	fs.StringVar(&c.credential, "credential", "",
 		"credential file: the hub's "+hub.AdminCredFile+", or a cluster's "+membership.CredentialFile+" (default $FEDERATE_CREDENTIAL)")
 	fs.StringVar(&c.ca, "ca", "", "mesh CA file (default: "+membership.CAFile+" beside the credential)")
+}
+
+// hubAddr is --hub, else $FEDERATE_HUB.
+func (c *clientFlags) hubAddr() string { return cmp.Or(c.hub, os.Getenv("FEDERATE_HUB")) }
+
+// requireHub is a usage error when neither --hub nor $FEDERATE_HUB names
+// the hub.
+func (c *clientFlags) requireHub(cmd *cobra.Command) error {
+	if c.hubAddr() == "" {
+		return cli.Usagef("--hub is required, or set FEDERATE_HUB (see '%s --help')", cmd.CommandPath())
+	}
+	return nil
 }
 
 // server names what a CLI command talks to, for its error messages.
@@ -98,12 +118,13 @@ func (s server) callError(what string, err error) error {
 }
 
 func (c *clientFlags) files() (credential, ca string, err error) {
-	if c.credential == "" {
-		return "", "", fmt.Errorf("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
+	credential = cmp.Or(c.credential, os.Getenv("FEDERATE_CREDENTIAL"))
+	if credential == "" {
+		return "", "", cli.Usagef("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
 	}
 	ca = c.ca
 	if ca == "" {
-		ca = filepath.Join(filepath.Dir(c.credential), membership.CAFile)
+		ca = filepath.Join(filepath.Dir(credential), membership.CAFile)
 	}
-	return c.credential, ca, nil
+	return credential, ca, nil
 }

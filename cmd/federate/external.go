@@ -17,6 +17,9 @@ type externalFlag []hub.ExternalTrustDomain
 
 func (e *externalFlag) String() string { return fmt.Sprint(len(*e)) }
 
+// Type names the value in --help.
+func (e *externalFlag) Type() string { return "spec" }
+
 // Set parses td=NAME,url=URL,profile=https_spiffe|https_web[,endpoint-id=ID][,bundle=FILE][,ca=FILE][,refresh=DURATION].
 func (e *externalFlag) Set(v string) error {
 	var ext hub.ExternalTrustDomain

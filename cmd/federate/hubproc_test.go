@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/testport"
 )
 
 // childArgsEnv makes this test binary run 'federate' with the arguments it
@@ -32,11 +34,7 @@ func runChild(args string) int {
 		fmt.Fprintln(os.Stderr, "federate test child:", childArgsEnv, err)
 		return 2
 	}
-	if err := run(ctx, list, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "federate:", err)
-		return 1
-	}
-	return 0
+	return cli.ExitCode("federate", run(ctx, list, os.Stdout, os.Stderr), os.Stderr)
 }
 
 // hubProcess is 'federate hub' running in a child process.
@@ -54,7 +52,7 @@ type hubProcess struct {
 // stopped it, then ends it.
 func startHubProcess(t *testing.T) *hubProcess {
 	t.Helper()
-	h := &hubProcess{Addr: fedtest.FreeAddr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
+	h := &hubProcess{Addr: testport.Addr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
 	args := []string{"hub", "--mesh", "shop", "--listen", h.Addr, "--gossip", "127.0.0.1:0", "--data-dir", h.Dir, "--log-level", "warn"}
 	h.cmd = exec.Command(os.Args[0])
 	encoded, _ := json.Marshal(args)

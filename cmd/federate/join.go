@@ -2,41 +2,56 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/membership"
 )
 
-func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("join", "join --token TOKEN (--data-dir DIR | --kubeconfig F | --in-cluster)",
+func joinCommand() *cobra.Command {
+	var token, dir string
+	var kf kubeFlags
+	var logs cli.LogFlags
+	cmd := command("join --token TOKEN (--data-dir DIR | [--kubeconfig F] [--context C] [-n NS] | --in-cluster)",
+		"admit this cluster to a federation with a one-time token",
 		"Admits this cluster to the federation. It checks that the hub presents the CA\n"+
 			"named in the token, sends a certificate request (the key never leaves this\n"+
 			"machine) and writes the cluster credential, the mesh CA and the federation\n"+
-			"settings into DIR, where 'federate controlplane --data-dir DIR' finds them.", stdout)
-	var token, dir string
+			"settings into DIR, where 'federate controlplane --data-dir DIR' finds them.\n"+
+			"Without --data-dir it keeps them in a Secret of the Kubernetes cluster that\n"+
+			"--kubeconfig, $KUBECONFIG or ~/.kube/config (and --context) name, or with\n"+
+			"--in-cluster the Pod's own.",
+		func(c *cobra.Command) error { return runJoin(c, token, dir, &kf, &logs) })
+	fs := cmd.Flags()
 	fs.StringVar(&token, "token", "", "join token from 'federate token create'")
 	fs.StringVar(&dir, "data-dir", "", "the control plane's data directory")
-	var kf kubeFlags
-	kf.register(fs, false)
-	if err := parse(fs, args); err != nil {
+	kf.register(cmd, false)
+	logs.Register(cmd)
+	return cmd
+}
+
+func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFlags) error {
+	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+	if err := cli.Required(c, "token"); err != nil {
 		return err
 	}
-	if err := required(fs, "token"); err != nil {
+	if dir != "" && kf.explicit() {
+		return cli.Usagef("give one of --data-dir, --kubeconfig/--context or --in-cluster: where to keep the membership")
+	}
+	log, err := logs.Logger(stderr)
+	if err != nil {
 		return err
 	}
-	if (dir == "") == !kf.enabled() {
-		return errors.New("give exactly one of --data-dir, --kubeconfig or --in-cluster: where to keep the membership")
-	}
+	cli.BridgeKlog(log)
 	var kube *controlplane.Kube
-	if kf.enabled() {
-		var err error
+	if dir == "" {
 		if kube, err = kf.connect(); err != nil {
-			return err
+			return fmt.Errorf("%w (or keep the membership in a directory: --data-dir DIR)", err)
 		}
 	}
 	tok, err := membership.ParseToken(token)

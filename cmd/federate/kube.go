@@ -1,57 +1,125 @@
 package main
 
 import (
+	"cmp"
 	"errors"
-	"flag"
 	"fmt"
+	"slices"
 
-	"github.com/federate/federate/controlplane"
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/controlplane"
 )
 
 // kubeFlags select the Kubernetes mode: services from the cluster's API,
-// the membership in a Secret.
+// the membership in a Secret. The kubeconfig flags are kubectl's
+// (k8s.io/cli-runtime): --kubeconfig or $KUBECONFIG, --context, -n.
 type kubeFlags struct {
-	kubeconfig     string
+	config         *genericclioptions.ConfigFlags
 	inCluster      bool
-	namespace      string
+	kubeNamespace  string
 	secret         string
 	gatewayService string
 }
 
-func (k *kubeFlags) register(fs *flag.FlagSet, controlPlane bool) {
-	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster: keep the membership in a Secret there"+
-		map[bool]string{true: ", and take services from its ServiceExports instead of --config-dir", false: ""}[controlPlane])
+func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
+	fs := cmd.Flags()
+	// Only the flags that choose a cluster and a namespace: credentials
+	// and servers come from the kubeconfig.
+	k.config = &genericclioptions.ConfigFlags{KubeConfig: ptr.To(""), Context: ptr.To(""), Namespace: ptr.To("")}
+	k.config.AddFlags(fs)
+	fs.Lookup("kubeconfig").Usage = "kubeconfig of the cluster (default $KUBECONFIG, else ~/.kube/config): keep the membership in a Secret there" +
+		map[bool]string{true: ", and take services from its ServiceExports instead of --config-dir", false: ""}[controlPlane]
+	fs.Lookup("context").Usage = "the kubeconfig context to use (default: its current context)"
+	fs.Lookup("namespace").Usage = "namespace of the membership Secret" +
+		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane] + " (default " + controlplane.DefaultKubeNamespace + ")"
+	_ = cmd.RegisterFlagCompletionFunc("context", k.completeContexts)
+	_ = cmd.MarkFlagFilename("kubeconfig")
 	fs.BoolVar(&k.inCluster, "in-cluster", false, "like --kubeconfig, with the Pod's ServiceAccount")
-	fs.StringVar(&k.namespace, "kube-namespace", controlplane.DefaultKubeNamespace, "namespace of the membership Secret"+
-		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane])
+	fs.StringVar(&k.kubeNamespace, "kube-namespace", "", "the same as --namespace")
 	fs.StringVar(&k.secret, "membership-secret", controlplane.DefaultMembershipSecret, "name of the Secret that holds the cluster credential")
 	if controlPlane {
 		fs.StringVar(&k.gatewayService, "gateway-service", controlplane.DefaultGatewayService, "with --kubeconfig and no --gateway: the LoadBalancer Service whose address is announced as this cluster's gateway")
 	}
 }
 
-func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
+// completeContexts completes --context with the kubeconfig's contexts, as
+// kubectl does.
+func (k *kubeFlags) completeContexts(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	raw, err := k.config.ToRawKubeConfigLoader().RawConfig()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []cobra.Completion
+	for name, c := range raw.Contexts {
+		names = append(names, cobra.CompletionWithDesc(name, c.Cluster))
+	}
+	slices.Sort(names)
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
 
-// connect builds the client from --kubeconfig or the in-cluster config.
+// explicit reports whether a flag asks for a Kubernetes cluster.
+func (k *kubeFlags) explicit() bool {
+	return *k.config.KubeConfig != "" || *k.config.Context != "" || k.inCluster
+}
+
+// namespace is -n, else --kube-namespace, else federate's own namespace
+// (never the context's: the Secret lives beside the control plane).
+func (k *kubeFlags) namespace() (string, error) {
+	n, old := *k.config.Namespace, k.kubeNamespace
+	if n != "" && old != "" && n != old {
+		return "", cli.Usagef("--namespace %s and --kube-namespace %s disagree: give one", n, old)
+	}
+	return cmp.Or(n, old, controlplane.DefaultKubeNamespace), nil
+}
+
+// connect builds the client from the kubeconfig or the in-cluster config.
 func (k *kubeFlags) connect() (*controlplane.Kube, error) {
-	if k.kubeconfig != "" && k.inCluster {
-		return nil, errors.New("--kubeconfig and --in-cluster exclude each other: pick one")
+	ns, err := k.namespace()
+	if err != nil {
+		return nil, err
+	}
+	if *k.config.KubeConfig != "" && k.inCluster {
+		return nil, cli.Usagef("--kubeconfig and --in-cluster exclude each other: pick one")
 	}
 	var config *rest.Config
-	var err error
 	if k.inCluster {
 		if config, err = rest.InClusterConfig(); err != nil {
 			return nil, fmt.Errorf("--in-cluster: %w (outside a Pod, use --kubeconfig)", err)
 		}
-	} else if config, err = clientcmd.BuildConfigFromFlags("", k.kubeconfig); err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", k.kubeconfig, err)
+	} else if config, err = k.kubeconfig(); err != nil {
+		return nil, err
 	}
 	client, err := kubernetes.NewForConfig(config)
 	if err != nil {
 		return nil, err
 	}
-	return &controlplane.Kube{Config: config, Client: client, Namespace: k.namespace, Secret: k.secret, GatewayService: k.gatewayService}, nil
+	return &controlplane.Kube{Config: config, Client: client, Namespace: ns, Secret: k.secret, GatewayService: k.gatewayService}, nil
+}
+
+// errNoKubeconfig is the kubeconfig loader's answer when no file names a
+// cluster.
+var errNoKubeconfig = errors.New("no kubeconfig names a cluster")
+
+// kubeconfig loads the REST config as kubectl does: --kubeconfig, else
+// $KUBECONFIG, else ~/.kube/config; --context picks the context.
+func (k *kubeFlags) kubeconfig() (*rest.Config, error) {
+	loader := k.config.ToRawKubeConfigLoader()
+	raw, err := loader.RawConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG): %w", err)
+	}
+	if len(raw.Contexts) == 0 {
+		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG, ~/.kube/config): %w: pass --kubeconfig FILE or --in-cluster", errNoKubeconfig)
+	}
+	config, err := loader.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG) with --context %q: %w", *k.config.Context, err)
+	}
+	return config, nil
 }

@@ -16,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
+	"github.com/federate/federate/internal/testport"
 )
 
 // TestIntegrationKubeFederation runs the hub and three control planes with
@@ -37,12 +39,22 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	hostIP := kubetest.HostIP(t)
 	tmp := t.TempDir()
 	hubDir := filepath.Join(tmp, "hub")
-	hubAddr := kubetest.FreeAddr(t)
+	hubAddr := testport.Addr(t)
 	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop",
-		"--gossip", kubetest.FreeAddr(t), "--gossip-profile", "lan")
+		"--gossip", testport.Addr(t), "--gossip-profile", "lan")
 	admin := filepath.Join(hubDir, hub.AdminCredFile)
 	fedtest.EventuallyNil(t, 30*time.Second, "the hub's admin credential", func() error { _, err := os.Stat(admin); return err })
 
+	// east runs with its own --kubeconfig, as the docs show; west and
+	// central pick their context in one kubeconfig of all three, as
+	// kubectl users do.
+	merged := mergeKubeconfigs(t, clusters)
+	kubeArgs := func(c *kubetest.Cluster) []string {
+		if c.Name == "east" {
+			return []string{"--kubeconfig", c.Kubeconfig}
+		}
+		return []string{"--kubeconfig", merged, "--context", c.Name, "-n", controlplane.DefaultKubeNamespace}
+	}
 	gatewayAddr := map[string]string{}
 	for _, c := range clusters {
 		c.InstallCRDs(t)
@@ -55,16 +67,17 @@ func TestIntegrationKubeFederation(t *testing.T) {
 			token = strings.TrimSpace(stdout.String())
 			return err
 		})
-		out := runOK(t, "join", "--token", token, "--kubeconfig", c.Kubeconfig)
+		out := runOK(t, append([]string{"join", "--token", token}, kubeArgs(c)...)...)
 		if !strings.Contains(out, "credential in Secret federate-system/federate-membership") {
 			t.Errorf("join output: %s", out)
 		}
-		gatewayAddr[c.Name] = net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, kubetest.FreeAddr(t))))
+		gatewayAddr[c.Name] = net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, testport.Addr(t))))
 		dataDir := filepath.Join(tmp, c.Name)
-		api := kubetest.FreeAddr(t)
-		background(t, "controlplane", "--cluster", c.Name, "--network", "net-"+c.Name, "--locality", "region-"+c.Name+"/zone-a",
-			"--data-dir", dataDir, "--kubeconfig", c.Kubeconfig, "--listen", api, "--gossip", kubetest.FreeAddr(t),
-			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h")
+		api := testport.Addr(t)
+		background(t, append([]string{"controlplane", "--cluster", c.Name, "--network", "net-" + c.Name, "--locality", "region-" + c.Name + "/zone-a",
+			"--data-dir", dataDir, "--listen", api, "--gossip", testport.Addr(t),
+			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"},
+			kubeArgs(c)...)...)
 		startGateway(t, dataDir, c.Name, api, gatewayAddr[c.Name])
 	}
 	east, west, central := clusters[0], clusters[1], clusters[2]
@@ -72,7 +85,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	defer cancel()
 
 	// order in east: a Service, an EndpointSlice at a local process, an export.
-	backend := net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, kubetest.FreeAddr(t))))
+	backend := net.JoinHostPort(hostIP, strconv.Itoa(portOf(t, testport.Addr(t))))
 	startBackend(t, backend, "order says hello\n")
 	_, err := east.Client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "order", Namespace: "shop"},
@@ -165,4 +178,23 @@ func portOf(t *testing.T, addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// mergeKubeconfigs writes one kubeconfig with every cluster's context,
+// named after the cluster.
+func mergeKubeconfigs(t *testing.T, clusters []*kubetest.Cluster) string {
+	t.Helper()
+	var paths []string
+	for _, c := range clusters {
+		paths = append(paths, c.Kubeconfig)
+	}
+	cfg, err := (&clientcmd.ClientConfigLoadingRules{Precedence: paths}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -6,80 +6,49 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/internal/lab"
 )
 
-func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "app" {
-		return runLabApp(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "grpc-app" {
-		return runLabGRPCApp(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "grpc-caller" {
-		return runLabGRPCCaller(ctx, args[1:], stdout)
-	}
-	if len(args) == 0 || !slices.Contains([]string{"up", "verify", "down", "status"}, args[0]) {
-		fmt.Fprintln(stderr, "Usage: federate lab up|verify|down|status [--dir DIR] [--clusters N]")
-		return fmt.Errorf("want 'lab up', 'lab verify', 'lab down' or 'lab status'")
-	}
-	verb := args[0]
-	fs := newFlags("lab "+verb, "lab "+verb+" [--dir DIR] [--clusters N] [--isolate]",
-		"The embedded lab runs a hub and N clusters' control planes as local processes on\n"+
-			"loopback, joins them with one-time tokens and loads the coffee-shop services.\n"+
-			"'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
-			"every address and process; 'verify' plays the scenario (local-first routing,\n"+
-			"failover, a dead gateway, a hub outage, a frozen hub, a root rotation, a VM joining,\n"+
-			"proxyless gRPC failing over) and\n"+
-			"prints a row per step; 'status' prints the hub's view; 'down' stops the\n"+
-			"processes and removes DIR.", stdout)
+const labAbout = "The embedded lab runs a hub and N clusters' control planes as local processes on\n" +
+	"loopback, joins them with one-time tokens and loads the coffee-shop services."
+
+func labCommand() *cobra.Command {
+	return cli.Group("lab", "run the embedded lab (lab up|verify|status|down)", labAbout,
+		labUpCommand(), labVerifyCommand(), labStatusCommand(), labDownCommand(),
+		labAppCommand(), labGRPCAppCommand(), labGRPCCallerCommand())
+}
+
+func labDirFlag(cmd *cobra.Command, dir *string) {
+	cmd.Flags().StringVar(dir, "dir", lab.DefaultDir, "lab directory")
+	_ = cmd.MarkFlagDirname("dir")
+}
+
+func labUpCommand() *cobra.Command {
 	var dir, logLevel string
 	var n int
 	var isolate bool
-	fs.StringVar(&dir, "dir", lab.DefaultDir, "lab directory")
-	fs.IntVar(&n, "clusters", lab.DefaultClusters, "number of clusters (up only)")
-	fs.StringVar(&logLevel, "log-level", "info", "log level of the lab's processes (up only): debug, info, warn or error")
-	fs.BoolVar(&isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (up only; needs root and iproute2)")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
+	cmd := command("up [--dir DIR] [--clusters N] [--isolate]", "start the lab",
+		labAbout+"\n'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
+			"every address and process.",
+		func(c *cobra.Command) error { return labUp(c, dir, n, logLevel, isolate) })
+	labDirFlag(cmd, &dir)
+	fs := cmd.Flags()
+	fs.IntVar(&n, "clusters", lab.DefaultClusters, "number of clusters")
+	fs.StringVar(&logLevel, "log-level", "info", "log level of the lab's processes: debug, info, warn or error")
+	fs.BoolVar(&isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (needs root and iproute2)")
+	return cmd
+}
+
+func labUp(c *cobra.Command, dir string, n int, logLevel string, isolate bool) error {
+	ctx, stdout := c.Context(), c.OutOrStdout()
 	self := invokedAs()
 	cmd := func(args ...string) string { return lab.Command(self, args...) }
-	switch verb {
-	case "verify":
-		st, err := lab.Load(dir)
-		if err != nil || !st.Running() {
-			return fmt.Errorf("no running lab in %s: start one with '%s'", dir, cmd("lab", "up", "--dir", dir))
-		}
-		fmt.Fprintf(stdout, "Playing the coffee-shop scenario on the lab in %s:\n", dir)
-		start := time.Now()
-		results, err := lab.Verify(ctx, st, stdout)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout)
-		lab.WriteTable(stdout, results)
-		fmt.Fprintln(stdout, "\n"+lab.Summary(results, time.Since(start)))
-		for _, r := range results {
-			if !r.OK {
-				return fmt.Errorf("step %q failed: see the table above and the logs in %s", r.Step, dir)
-			}
-		}
-		fmt.Fprintln(stdout, "Every step passed.")
-		return nil
-	case "down":
-		return lab.Down(dir, stdout)
-	case "status":
-		st, err := lab.Load(dir)
-		if err != nil {
-			return fmt.Errorf("no lab in %s: start one with '%s'", dir, cmd("lab", "up", "--dir", dir))
-		}
-		return printLabStatus(ctx, st, stdout)
-	}
 	start := time.Now()
 	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, n)
 	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel, Isolate: isolate, Command: self})
@@ -87,7 +56,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintf(stdout, "\nThe lab is up after %s. The hub's view:\n\n", time.Since(start).Round(time.Millisecond))
-	if err := printLabStatus(ctx, st, stdout); err != nil {
+	if err := printLabStatus(ctx, st, stdout, &cli.Output{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nAddresses and processes: %s\n", filepath.Join(dir, lab.StateFile))
@@ -96,6 +65,69 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "Play the scenario: %s\n", cmd("lab", "verify", "--dir", dir))
 	fmt.Fprintf(stdout, "Stop the lab:      %s\n", cmd("lab", "down", "--dir", dir))
 	return nil
+}
+
+func labVerifyCommand() *cobra.Command {
+	var dir string
+	cmd := command("verify [--dir DIR]", "play the coffee-shop scenario on the running lab",
+		"Plays the scenario on the lab in DIR (local-first routing, failover, a dead\n"+
+			"gateway, a hub outage, a frozen hub, a root rotation, a VM joining, proxyless\n"+
+			"gRPC failing over) and prints a row per step.",
+		func(c *cobra.Command) error { return labVerify(c.Context(), dir, c.OutOrStdout()) })
+	labDirFlag(cmd, &dir)
+	return cmd
+}
+
+func labVerify(ctx context.Context, dir string, stdout io.Writer) error {
+	st, err := lab.Load(dir)
+	if err != nil || !st.Running() {
+		return fmt.Errorf("no running lab in %s: start one with '%s'", dir, lab.Command(invokedAs(), "lab", "up", "--dir", dir))
+	}
+	fmt.Fprintf(stdout, "Playing the coffee-shop scenario on the lab in %s:\n", dir)
+	start := time.Now()
+	results, err := lab.Verify(ctx, st, stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	lab.WriteTable(stdout, results)
+	fmt.Fprintln(stdout, "\n"+lab.Summary(results, time.Since(start)))
+	for _, r := range results {
+		if !r.OK {
+			return fmt.Errorf("step %q failed: see the table above and the logs in %s", r.Step, dir)
+		}
+	}
+	fmt.Fprintln(stdout, "Every step passed.")
+	return nil
+}
+
+func labStatusCommand() *cobra.Command {
+	var dir string
+	var out cli.Output
+	cmd := command("status [--dir DIR] [-o table|json|yaml]", "print the hub's view of the lab",
+		"Prints the hub's view of the lab in DIR, as 'federate status' does.",
+		func(c *cobra.Command) error {
+			if err := out.Check(); err != nil {
+				return err
+			}
+			st, err := lab.Load(dir)
+			if err != nil {
+				return fmt.Errorf("no lab in %s: start one with '%s'", dir, lab.Command(invokedAs(), "lab", "up", "--dir", dir))
+			}
+			return printLabStatus(c.Context(), st, c.OutOrStdout(), &out)
+		})
+	labDirFlag(cmd, &dir)
+	out.Register(cmd)
+	return cmd
+}
+
+func labDownCommand() *cobra.Command {
+	var dir string
+	cmd := command("down [--dir DIR]", "stop the lab's processes and remove its directory",
+		"Stops the lab's processes and removes DIR; without a lab it says so and succeeds.",
+		func(c *cobra.Command) error { return lab.Down(dir, c.OutOrStdout()) })
+	labDirFlag(cmd, &dir)
+	return cmd
 }
 
 // invokedAs is how the user ran this binary, for commands that messages
@@ -111,32 +143,10 @@ func invokedAs() string {
 	return filepath.Base(os.Args[0])
 }
 
-func printLabStatus(ctx context.Context, st *lab.State, w io.Writer) error {
+func printLabStatus(ctx context.Context, st *lab.State, w io.Writer, out *cli.Output) error {
 	resp, err := st.Status(ctx, "")
 	if err != nil {
 		return fmt.Errorf("hub status: %w", err)
 	}
-	writeStatusTable(w, resp, time.Now())
-	return nil
-}
-
-// runLabApp runs one of the lab's coffee-shop apps; 'lab up' starts them.
-func runLabApp(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("lab app", "lab app --listen ADDR --service NAME --cluster NAME --instance NAME",
-		"Runs one coffee-shop app of the embedded lab: an HTTP server that answers\n"+
-			"every request with the service, cluster and instance that served it.\n"+
-			"'federate lab up' starts one per instance, behind its federate-agent.", stdout)
-	var listen string
-	var r lab.Reply
-	fs.StringVar(&listen, "listen", "", "address to serve on")
-	fs.StringVar(&r.Service, "service", "", "the service this app is an instance of")
-	fs.StringVar(&r.Cluster, "cluster", "", "the cluster it runs in")
-	fs.StringVar(&r.Instance, "instance", "", "its instance name")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "listen", "service", "cluster", "instance"); err != nil {
-		return err
-	}
-	return lab.ServeApp(ctx, listen, r)
+	return printStatus(w, out, resp)
 }

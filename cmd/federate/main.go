@@ -4,133 +4,75 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/federate/federate/cmd/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cli.ExitCode("federate", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "federate:", err)
-		os.Exit(1)
-	}
+	os.Exit(code)
 }
 
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-}
-
-func commands() []command {
-	return []command{
-		{"hub", "run the federation hub", runHub},
-		{"token", "create join tokens (token create)", runToken},
-		{"join", "admit this cluster to a federation with a one-time token", runJoin},
-		{"controlplane", "run a cluster's control plane", runControlPlane},
-		{"status", "show every cluster of the federation", runStatus},
-		{"trust", "rotate a cluster's root (trust rotate)", runTrust},
-		{"cluster", "remove a cluster from the federation (cluster remove)", runCluster},
-		{"vm", "onboard VMs of an Istio WorkloadGroup (vm configure)", runVM},
-		{"xds", "write a proxyless gRPC application's xDS bootstrap (xds bootstrap)", runXDS},
-		{"lab", "run the embedded lab (lab up|verify|status|down)", runLab},
-	}
-}
-
+// run runs the command line args; help and data go to stdout, progress
+// and logs to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
+	return cli.Execute(ctx, rootCommand(), args, stdout, stderr)
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "federate",
+		Short: "federate joins service meshes across clusters and VMs",
+		Long: "federate joins service meshes across clusters and VMs.\n\n" +
+			"Client commands take --hub and --credential, or $FEDERATE_HUB and $FEDERATE_CREDENTIAL.",
+		Args: rootArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			c.SetOut(c.ErrOrStderr())
+			_ = c.Usage()
+			return cli.Usagef("no command given")
+		},
+	}
+	root.SuggestionsMinimumDistance = 2
+	root.AddCommand(
+		hubCommand(),
+		tokenCommand(),
+		joinCommand(),
+		controlPlaneCommand(),
+		statusCommand(),
+		trustCommand(),
+		clusterCommand(),
+		vmCommand(),
+		xdsCommand(),
+		labCommand(),
+		cli.VersionCommand("federate"),
+	)
+	return root
+}
+
+// rootArgs refuses an unknown command, suggesting close ones.
+func rootArgs(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
 		return nil
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			if subs, ok := subcommands[c.name]; ok && len(args) == 2 && isHelp(args[1]) {
-				subcommandUsage(stdout, c, subs)
-				return flag.ErrHelp
-			}
-			return c.run(ctx, args[1:], stdout, stderr)
-		}
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		return cli.Usagef("unknown command %q: did you mean %q?", args[0], s[0])
 	}
-	usage(stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return cli.Usagef("unknown command %q", args[0])
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "federate joins service meshes across clusters and VMs.")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Usage: federate <command> [flags]")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Commands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
+// command returns a leaf command that takes no positional argument; use is
+// its usage line after "federate".
+func command(use, short, long string, run func(c *cobra.Command) error) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Long: long, Args: cli.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return run(c) },
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'federate <command> --help' for a command's flags.")
-}
-
-// subcommands are the usage lines of the commands that take a subcommand,
-// for 'federate <command> --help'.
-var subcommands = map[string][]string{
-	"token":   {"token create --hub ADDR --cluster NAME [--ttl 1h]"},
-	"trust":   {"trust rotate --cluster NAME --hub ADDR [--wait]"},
-	"cluster": {"cluster remove NAME --hub ADDR"},
-	"vm":      {"vm configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR)"},
-	"xds":     {xdsBootstrapUsage},
-	"lab":     {"lab up [--dir DIR] [--clusters N] [--isolate]", "lab verify [--dir DIR]", "lab status [--dir DIR]", "lab down [--dir DIR]"},
-}
-
-func isHelp(arg string) bool {
-	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
-}
-
-func subcommandUsage(w io.Writer, c command, subs []string) {
-	fmt.Fprintln(w, "Usage:")
-	for _, s := range subs {
-		fmt.Fprintln(w, "  federate "+s)
-	}
-	fmt.Fprintf(w, "\n%s.\n\nRun 'federate %s <subcommand> --help' for its flags.\n", strings.ToUpper(c.summary[:1])+c.summary[1:], c.name)
-}
-
-// newFlags returns a flag set whose --help prints a usage line and every flag.
-func newFlags(name, usageLine, description string, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: federate %s\n\n%s\n\nFlags:\n", usageLine, description)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses flags and rejects positional arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
-
-// required returns an error naming the first empty flag.
-func required(fs *flag.FlagSet, names ...string) error {
-	for _, n := range names {
-		if fs.Lookup(n).Value.String() == "" {
-			return fmt.Errorf("--%s is required (see 'federate %s --help')", n, fs.Name())
-		}
-	}
-	return nil
 }

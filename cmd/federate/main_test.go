@@ -3,8 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/internal/fedtest"
 )
 
@@ -19,6 +19,9 @@ func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(childArgsEnv); ok {
 		os.Exit(runChild(args))
 	}
+	// klog's logger is set once, before any test's client-go goroutine
+	// reads it; each command then points it at its own logger.
+	cli.BridgeKlog(slog.New(slog.DiscardHandler))
 	fedtest.Main(m)
 }
 
@@ -76,20 +79,26 @@ func TestHelpIsComplete(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]string{
 		"hub": {"--listen", "--data-dir", "--mesh", "--gossip", "--stale-after", "--dead-after", "--expire-after", "--credential-ttl",
-			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--bundle-profile", "--bundle-cert", "--bundle-key", "--import-trust-domain", "--log-level", "--metrics-listen"},
-		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca", "--trust-domain"},
-		"join":         {"--token", "--data-dir", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret"},
+			"--advertise", "--gossip-advertise", "--gossip-profile", "--bundle-listen", "--bundle-profile", "--bundle-cert", "--bundle-key", "--import-trust-domain", "--log-level",
+			"--log-format", "--metrics-listen"},
+		"token create": {"--hub", "--cluster", "--ttl", "--credential", "--ca", "--trust-domain", "-o"},
+		"join": {"--token", "--data-dir", "--kubeconfig", "--context", "-n", "--in-cluster", "--kube-namespace", "--membership-secret",
+			"--log-level", "--log-format"},
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
-			"--gateway-service", "--log-level", "--metrics-listen", "--serving-name", "--istio-write"},
-		"status":          {"--hub", "--server", "-o", "--credential"},
+			"--gateway-service", "--log-level", "--log-format", "--metrics-listen", "--serving-name", "--istio-write", "--context", "-n"},
+		"status":          {"--hub", "--server", "-o", "--credential", "--ca"},
 		"lab up":          {"--dir", "--clusters", "--isolate", "--log-level"},
+		"lab verify":      {"--dir"},
+		"lab status":      {"--dir", "-o"},
+		"lab down":        {"--dir"},
 		"lab app":         {"--listen", "--service", "--cluster", "--instance"},
 		"lab grpc-app":    {"--listen", "--svid-dir"},
 		"lab grpc-caller": {"--target", "--out", "--interval"},
-		"trust rotate":    {"--cluster", "--hub", "--wait", "--credential"},
-		"cluster remove":  {"--hub", "--credential"},
+		"trust rotate":    {"--cluster", "--hub", "--wait", "--credential", "-o"},
+		"cluster remove":  {"--hub", "--credential", "-o"},
+		"version":         {"-o"},
 		"xds bootstrap":   {"--control-plane", "--namespace", "--name", "--ip", "--svid-dir", "--refresh-interval", "-o"},
 		"vm configure":    {"-f", "--cluster", "-o", "--hub", "--control-plane", "--gateway", "--internal-ip", "--token-ttl", "--credential", "--ca"},
 	}
@@ -97,21 +106,32 @@ func TestHelpIsComplete(t *testing.T) {
 		t.Run(cmd, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			args := append(strings.Fields(cmd), "--help")
-			err := run(context.Background(), args, &out, &errOut)
-			if !errors.Is(err, flag.ErrHelp) {
-				t.Fatalf("run %v: err = %v, want flag.ErrHelp", args, err)
+			if err := run(context.Background(), args, &out, &errOut); err != nil {
+				t.Fatalf("run %v: %v", args, err)
+			}
+			if errOut.Len() > 0 {
+				t.Errorf("help wrote to stderr: %s", errOut.String())
 			}
 			help := out.String()
-			if !strings.Contains(help, "Usage: federate "+cmd) {
+			if !strings.Contains(help, "Usage:\n  federate "+cmd) {
 				t.Errorf("help lacks the usage line:\n%s", help)
 			}
 			for _, f := range flags {
-				if name := strings.TrimLeft(f, "-"); !strings.Contains(help, "  -"+name+" ") && !strings.Contains(help, "  -"+name+"\n") {
+				if !documents(help, f) {
 					t.Errorf("help does not document %s:\n%s", f, help)
 				}
 			}
 		})
 	}
+}
+
+// documents reports whether help lists flag f: "--name" as a long flag,
+// "-x" as a shorthand.
+func documents(help, f string) bool {
+	if name, ok := strings.CutPrefix(f, "--"); ok {
+		return strings.Contains(help, "  --"+name+" ") || strings.Contains(help, ", --"+name+" ")
+	}
+	return strings.Contains(help, "  "+f+", --")
 }
 
 func TestTopLevelUsage(t *testing.T) {
@@ -120,9 +140,9 @@ func TestTopLevelUsage(t *testing.T) {
 	if err := run(context.Background(), []string{"--help"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range commands() {
-		if !strings.Contains(out.String(), c.name) {
-			t.Errorf("usage does not list %q", c.name)
+	for _, c := range rootCommand().Commands() {
+		if !strings.Contains(out.String(), "  "+c.Name()+" ") {
+			t.Errorf("usage does not list %q", c.Name())
 		}
 	}
 	if err := run(context.Background(), []string{"bogus"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "unknown command") {

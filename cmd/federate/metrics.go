@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,13 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+
+	"github.com/federate/federate/cmd/internal/cli"
 )
 
 // metricsFlags serve Prometheus metrics and a health check for the hub
 // and the control plane.
 type metricsFlags struct{ listen string }
 
-func (f *metricsFlags) register(fs *flag.FlagSet) {
+func (f *metricsFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.listen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz, e.g. 0.0.0.0:15020 (default: off)")
 }
 
@@ -54,7 +56,7 @@ func (f *metricsFlags) start(ready <-chan struct{}, check func() error, c promet
 
 func metricsHandler(ready <-chan struct{}, check func() error, c prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c, cli.BuildInfoCollector("federate"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

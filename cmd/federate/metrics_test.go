@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -64,6 +62,7 @@ func TestHubServesMetrics(t *testing.T) {
 		"federate_hub_unauthenticated_connections 0\n",
 		`federate_certificate_expiry_timestamp_seconds{kind="hub"}`,
 		`federate_liveness_timer_seconds{timer="stale_after"} 30`,
+		`federate_build_info{binary="federate",commit="`,
 		"go_goroutines ",
 	} {
 		if !strings.Contains(body, want) {
@@ -88,10 +87,10 @@ func TestMetricsFlagIsDocumented(t *testing.T) {
 	t.Parallel()
 	for _, cmd := range []string{"hub", "controlplane"} {
 		var out bytes.Buffer
-		if err := run(context.Background(), []string{cmd, "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {
+		if err := run(context.Background(), []string{cmd, "--help"}, &out, &out); err != nil {
 			t.Fatalf("%s --help: %v", cmd, err)
 		}
-		if !strings.Contains(out.String(), "-metrics-listen") {
+		if !strings.Contains(out.String(), "--metrics-listen") {
 			t.Errorf("%s --help does not document --metrics-listen", cmd)
 		}
 	}

@@ -5,62 +5,67 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
 )
 
-func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	fs := newFlags("status", "status [--hub ADDR | --server ADDR] [-o table|json]",
+func statusCommand() *cobra.Command {
+	var server string
+	var client clientFlags
+	var out cli.Output
+	cmd := command("status [--hub ADDR | --server ADDR] [-o table|json|yaml]", "show every cluster of the federation",
 		"Shows every cluster of the federation: its state (alive, suspect, stale or\n"+
 			"dead), slice version, services and endpoints, propagation lag, trust domain\n"+
-			"and bundle sequence, as the hub, or one control plane, sees it.", stdout)
-	var hubAddr, server, output string
-	var client clientFlags
-	fs.StringVar(&hubAddr, "hub", os.Getenv("FEDERATE_HUB"), "hub address (default $FEDERATE_HUB)")
-	fs.StringVar(&server, "server", "", "ask this control plane instead of the hub")
-	fs.StringVar(&output, "o", "table", "output format: table or json")
-	client.register(fs)
-	if err := parse(fs, args); err != nil {
+			"and bundle sequence, as the hub, or one control plane, sees it.",
+		func(c *cobra.Command) error { return runStatus(c, server, &client, &out) })
+	cmd.Flags().StringVar(&server, "server", "", "ask this control plane instead of the hub")
+	client.register(cmd, "hub address")
+	out.Register(cmd)
+	return cmd
+}
+
+func runStatus(c *cobra.Command, server string, client *clientFlags, out *cli.Output) error {
+	if err := out.Check(); err != nil {
 		return err
 	}
-	addr := hubAddr
+	addr, srv := client.hubAddr(), hubAt(client.hubAddr())
 	if server != "" {
-		addr = server
+		addr, srv = server, serverAt("control plane", server)
 	}
 	if addr == "" {
-		return fmt.Errorf("pass --hub ADDR or --server ADDR (or set FEDERATE_HUB)")
+		return cli.Usagef("pass --hub ADDR or --server ADDR (or set FEDERATE_HUB)")
 	}
-	if output != "table" && output != "json" {
-		return fmt.Errorf("-o %q: want table or json", output)
-	}
-	srv := hubAt(addr)
-	if server != "" {
-		srv = serverAt("control plane", addr)
-	}
-	conn, err := client.connectTo(ctx, srv)
+	conn, err := client.connectTo(c.Context(), srv)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(c.Context(), callTimeout)
 	defer cancel()
 	st, err := hubpb.NewRegistryClient(conn).Status(ctx, &hubpb.StatusRequest{})
 	if err != nil {
 		return srv.callError("status from "+addr, err)
 	}
-	if output == "json" {
-		return writeStatusJSON(stdout, st)
-	}
-	writeStatusTable(stdout, st, time.Now())
-	return nil
+	return printStatus(c.OutOrStdout(), out, st)
 }
 
-// statusJSON is the stable shape of 'federate status -o json'.
+// printStatus writes st as -o asks: the table, or statusJSON.
+func printStatus(w io.Writer, out *cli.Output, st *hubpb.StatusResponse) error {
+	return out.Print(w, statusView(st), func(w io.Writer) error {
+		writeStatusTable(w, st, time.Now())
+		return nil
+	})
+}
+
+// statusJSON is the stable shape of 'federate status -o json' (and -o
+// yaml, with the same field names).
 type statusJSON struct {
 	Mesh     string              `json:"mesh"`
 	Clusters []clusterStatusJSON `json:"clusters"`
@@ -118,6 +123,13 @@ type clusterStatusJSON struct {
 }
 
 func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(statusView(st))
+}
+
+// statusView is st in the shape of statusJSON.
+func statusView(st *hubpb.StatusResponse) statusJSON {
 	out := statusJSON{Mesh: st.GetMesh(), Clusters: []clusterStatusJSON{}, Timers: map[string]string{
 		"staleAfter":  (time.Duration(st.GetStaleAfterMs()) * time.Millisecond).String(),
 		"deadAfter":   (time.Duration(st.GetDeadAfterMs()) * time.Millisecond).String(),
@@ -144,9 +156,7 @@ func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
 			LastRefresh: formatUnixTime(e.GetLastRefresh()), NextRefresh: formatUnixTime(e.GetNextRefresh()), Error: e.GetError(),
 		})
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return out
 }
 
 func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {

@@ -2,42 +2,69 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
-	"github.com/federate/federate/hub/hubpb"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
+
+	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/hub/hubpb"
 )
 
-func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		fmt.Fprintln(stderr, "Usage: federate trust rotate --cluster NAME --hub ADDR [--wait]")
-		return errors.New("want 'trust rotate'")
-	}
-	fs := newFlags("trust rotate", "trust rotate --cluster NAME --hub ADDR [--wait]",
+func trustCommand() *cobra.Command {
+	return cli.Group("trust", "rotate a cluster's root (trust rotate)", "Manages clusters' roots.", trustRotateCommand())
+}
+
+// rotationJSON is one line of 'federate trust rotate -o json' (one
+// document of -o yaml).
+type rotationJSON struct {
+	Cluster        string `json:"cluster"`
+	ElapsedMs      int64  `json:"elapsedMs"`
+	Phase          string `json:"phase"`
+	BundleSequence uint64 `json:"bundleSequence"`
+	Message        string `json:"message"`
+}
+
+func trustRotateCommand() *cobra.Command {
+	var cluster string
+	var wait bool
+	var client clientFlags
+	var out cli.Output
+	cmd := command("rotate --cluster NAME --hub ADDR [--wait]", "rotate a cluster's root without failed requests",
 		"Rotates a cluster's root without failed requests: the control plane adds a new\n"+
 			"root to its bundle, waits until every live member has it, switches signing to\n"+
 			"it, and drops the old root once every SVID the old root signed has expired.\n"+
 			"Without --wait the command returns once signing has switched; the rest\n"+
-			"happens in the background and 'federate status' shows the phase.", stdout)
-	var cluster, hubAddr string
-	var wait bool
-	var client clientFlags
+			"happens in the background and 'federate status' shows the phase. With -o json\n"+
+			"each step is one JSON object on its own line; with -o yaml one document.",
+		func(c *cobra.Command) error {
+			if err := cli.Required(c, "cluster"); err != nil {
+				return err
+			}
+			if err := client.requireHub(c); err != nil {
+				return err
+			}
+			if err := out.Check(); err != nil {
+				return err
+			}
+			return rotate(c, &client, &out, cluster, wait)
+		})
+	fs := cmd.Flags()
 	fs.StringVar(&cluster, "cluster", "", "cluster whose root to rotate")
-	fs.StringVar(&hubAddr, "hub", "", "hub address, to find the cluster's control plane")
 	fs.BoolVar(&wait, "wait", false, "wait until the old root is dropped")
-	client.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	if err := required(fs, "cluster", "hub"); err != nil {
-		return err
-	}
-	addr, err := controlPlaneAddr(ctx, &client, hubAddr, cluster)
+	client.register(cmd, "hub address, to find the cluster's control plane")
+	out.Register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("cluster", client.completeClusters)
+	return cmd
+}
+
+func rotate(c *cobra.Command, client *clientFlags, out *cli.Output, cluster string, wait bool) error {
+	ctx, stdout := c.Context(), c.OutOrStdout()
+	addr, err := controlPlaneAddr(ctx, client, client.hubAddr(), cluster)
 	if err != nil {
 		return err
 	}
@@ -51,74 +78,44 @@ func runTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("rotate %s: %s", cluster, status.Convert(err).Message())
 	}
 	start := time.Now()
-	for {
+	for n := 0; ; n++ {
 		p, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			fmt.Fprintf(stdout, "Rotation of %s: done after %s.\n", cluster, time.Since(start).Round(time.Millisecond))
+			if out.Table() {
+				fmt.Fprintf(stdout, "Rotation of %s: done after %s.\n", cluster, time.Since(start).Round(time.Millisecond))
+			}
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("rotate %s: %s", cluster, status.Convert(err).Message())
 		}
-		fmt.Fprintf(stdout, "[%s] %-8s bundle sequence %d: %s\n", time.Since(start).Round(time.Millisecond), p.GetPhase(), p.GetBundleSequence(), p.GetMessage())
+		elapsed := time.Since(start).Round(time.Millisecond)
+		v := rotationJSON{Cluster: cluster, ElapsedMs: elapsed.Milliseconds(), Phase: p.GetPhase(), BundleSequence: p.GetBundleSequence(), Message: p.GetMessage()}
+		if err := printRotation(stdout, out, n, v, elapsed); err != nil {
+			return err
+		}
 	}
 }
 
-func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "remove" {
-		fmt.Fprintln(stderr, "Usage: federate cluster remove NAME --hub ADDR")
-		return errors.New("want 'cluster remove'")
-	}
-	fs := newFlags("cluster remove", "cluster remove NAME --hub ADDR",
-		"Removes a cluster from the federation: its slice and bundle are withdrawn from\n"+
-			"every member, and its credential is refused from then on. It can come back\n"+
-			"only by joining again with a new token.", stdout)
-	var cluster, hubAddr string
-	var client clientFlags
-	fs.StringVar(&hubAddr, "hub", os.Getenv("FEDERATE_HUB"), "hub address (default $FEDERATE_HUB)")
-	client.register(fs)
-	args = args[1:]
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cluster, args = args[0], args[1:]
-	}
-	if err := parse(fs, args); err != nil {
+// printRotation writes one step: a table row, a JSON line or a YAML
+// document.
+func printRotation(w io.Writer, out *cli.Output, n int, v rotationJSON, elapsed time.Duration) error {
+	switch out.Format() {
+	case "table":
+		_, err := fmt.Fprintf(w, "[%s] %-8s bundle sequence %d: %s\n", elapsed, v.Phase, v.BundleSequence, v.Message)
+		return err
+	case "json":
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
 		return err
 	}
-	if cluster == "" {
-		fs.Usage()
-		return errors.New("name the cluster to remove: federate cluster remove NAME --hub ADDR")
+	if n > 0 {
+		fmt.Fprintln(w, "---")
 	}
-	if err := required(fs, "hub"); err != nil {
-		return err
-	}
-	conn, err := client.connect(ctx, hubAddr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	resp, err := hubpb.NewHubClient(conn).RemoveCluster(ctx, &hubpb.RemoveClusterRequest{Cluster: cluster})
-	if err != nil {
-		return hubAt(hubAddr).callError("remove "+cluster, err)
-	}
-	writeRemoval(stdout, cluster, resp)
-	return nil
-}
-
-// writeRemoval says what a removal revoked.
-func writeRemoval(w io.Writer, cluster string, resp *hubpb.RemoveClusterResponse) {
-	at := time.Unix(0, resp.GetRemovedAt()).UTC().Format(time.RFC3339)
-	fmt.Fprintf(w, "Cluster %q removed at %s.\n", cluster, at)
-	fmt.Fprintf(w, "  services withdrawn everywhere: %d (and its trust bundle)\n", resp.GetServicesWithdrawn())
-	fmt.Fprintf(w, "  credentials revoked: every one issued to %s until %s; unexpired ones the hub issued: %d\n", cluster, at, len(resp.GetCredentials()))
-	for _, c := range resp.GetCredentials() {
-		fmt.Fprintf(w, "    serial %s, issued %s, would have expired %s\n", c.GetSerial(),
-			time.Unix(c.GetIssuedAt(), 0).UTC().Format(time.RFC3339), time.Unix(c.GetExpiresAt(), 0).UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintf(w, "  unused join tokens revoked: %d\n", resp.GetTokensRevoked())
-	fmt.Fprintf(w, "  hub streams closed: %d\n", resp.GetStreamsClosed())
-	fmt.Fprintln(w, "It can come back only by joining again with a new token.")
+	return out.Print(w, v, nil)
 }
 
 // controlPlaneAddr looks up a cluster's federation API address at the hub.

@@ -3,9 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -13,21 +11,32 @@ import (
 
 	networkingpb "istio.io/api/networking/v1alpha3"
 
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/status"
 
 	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/controlplane/workloads"
 	"github.com/federate/federate/registry/file"
 )
 
-func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "configure" {
-		fmt.Fprintln(stderr, "Usage: federate vm configure -f workloadgroup.yaml --cluster NAME -o DIR [flags]")
-		return errors.New("want 'vm configure'")
-	}
-	fs := newFlags("vm configure", "vm configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR) [flags]",
+func vmCommand() *cobra.Command {
+	return cli.Group("vm", "onboard VMs of an Istio WorkloadGroup (vm configure)", "Onboards VMs into a cluster of the federation.", vmConfigureCommand())
+}
+
+// vmFlags are the flags of 'federate vm configure'.
+type vmFlags struct {
+	groupFile, cluster, outDir, cpAddr, gateway, internalIP string
+	ttl                                                     time.Duration
+	client                                                  clientFlags
+}
+
+func vmConfigureCommand() *cobra.Command {
+	var f vmFlags
+	cmd := command("configure -f workloadgroup.yaml --cluster NAME -o DIR (--hub ADDR | --control-plane ADDR) [flags]",
+		"write the bootstrap files of a WorkloadGroup's VMs",
 		"Onboards VMs of an Istio WorkloadGroup into a cluster: the cluster's control\n"+
 			"plane records the group and mints a short-lived one-time token bound to it,\n"+
 			"and DIR receives the files to copy to each VM's /etc/federate:\n"+
@@ -37,47 +46,52 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"  istio-token    the one-time token (mode 0600; one VM uses it once)\n"+
 			"  hosts          maps the control plane's name to the cluster's gateway\n"+
 			"The group's spec.template.serviceAccount is required: VMs get its SPIFFE ID.\n"+
-			"Run it again for a new token when a VM has used the last one.", stdout)
-	var groupFile, cluster, outDir, hubAddr, cpAddr, gateway, internalIP string
-	var ttl time.Duration
-	var client clientFlags
-	fs.StringVar(&groupFile, "f", "", "the WorkloadGroup YAML file (networking.istio.io)")
-	fs.StringVar(&cluster, "cluster", "", "the cluster the VMs join")
-	fs.StringVar(&outDir, "o", "", "directory to write the bootstrap files into")
-	fs.StringVar(&hubAddr, "hub", os.Getenv("FEDERATE_HUB"), "hub address, to find the cluster's control plane (default $FEDERATE_HUB)")
-	fs.StringVar(&cpAddr, "control-plane", "", "the cluster's control plane address, instead of asking the hub")
-	fs.StringVar(&gateway, "gateway", "", "IP:port at which VMs reach the cluster's east-west gateway (default: the gateway the cluster announces)")
-	fs.StringVar(&internalIP, "internal-ip", "", "the VM's IP address, written as ISTIO_SVC_IP (default: the agent finds it)")
-	fs.DurationVar(&ttl, "token-ttl", workloads.DefaultTokenTTL, "how long the token is valid; the VM needs it only for its first start")
-	client.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
+			"Run it again for a new token when a VM has used the last one.",
+		func(c *cobra.Command) error { return runVMConfigure(c, &f) })
+	fs := cmd.Flags()
+	fs.StringVarP(&f.groupFile, "file", "f", "", "the WorkloadGroup YAML file (networking.istio.io)")
+	fs.StringVar(&f.cluster, "cluster", "", "the cluster the VMs join")
+	fs.StringVarP(&f.outDir, "output", "o", "", "directory to write the bootstrap files into")
+	fs.StringVar(&f.cpAddr, "control-plane", "", "the cluster's control plane address, instead of asking the hub")
+	fs.StringVar(&f.gateway, "gateway", "", "IP:port at which VMs reach the cluster's east-west gateway (default: the gateway the cluster announces)")
+	fs.StringVar(&f.internalIP, "internal-ip", "", "the VM's IP address, written as ISTIO_SVC_IP (default: the agent finds it)")
+	fs.DurationVar(&f.ttl, "token-ttl", workloads.DefaultTokenTTL, "how long the token is valid; the VM needs it only for its first start")
+	f.client.register(cmd, "hub address, to find the cluster's control plane")
+	_ = cmd.RegisterFlagCompletionFunc("cluster", f.client.completeClusters)
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+	_ = cmd.MarkFlagDirname("output")
+	return cmd
+}
+
+func runVMConfigure(c *cobra.Command, f *vmFlags) error {
+	ctx, stdout := c.Context(), c.OutOrStdout()
+	if err := cli.Required(c, "file", "cluster", "output"); err != nil {
 		return err
 	}
-	if err := required(fs, "f", "cluster", "o"); err != nil {
-		return err
+	hubAddr := f.client.hubAddr()
+	if hubAddr == "" && f.cpAddr == "" {
+		return cli.Usagef("--hub (or $FEDERATE_HUB) or --control-plane is required (see 'federate vm configure --help')")
 	}
-	if hubAddr == "" && cpAddr == "" {
-		return errors.New("--hub or --control-plane is required (see 'federate vm configure --help')")
-	}
-	if internalIP != "" {
-		if _, err := netip.ParseAddr(internalIP); err != nil {
-			return fmt.Errorf("--internal-ip %q is not an IP address", internalIP)
+	if f.internalIP != "" {
+		if _, err := netip.ParseAddr(f.internalIP); err != nil {
+			return cli.Usagef("--internal-ip %q is not an IP address", f.internalIP)
 		}
 	}
-	ns, name, spec, err := readWorkloadGroup(groupFile)
+	ns, name, spec, err := readWorkloadGroup(f.groupFile)
 	if err != nil {
 		return err
 	}
 	wg, err := workloads.ParseWorkloadGroupSpec(ns, name, spec)
 	if err != nil {
-		return fmt.Errorf("%s: %w", groupFile, err)
+		return fmt.Errorf("%s: %w", f.groupFile, err)
 	}
+	cpAddr := f.cpAddr
 	if cpAddr == "" {
-		if cpAddr, err = controlPlaneAddr(ctx, &client, hubAddr, cluster); err != nil {
+		if cpAddr, err = controlPlaneAddr(ctx, &f.client, hubAddr, f.cluster); err != nil {
 			return err
 		}
 	}
-	conn, err := client.connectControlPlane(ctx, cpAddr, cluster)
+	conn, err := f.client.connectControlPlane(ctx, cpAddr, f.cluster)
 	if err != nil {
 		return err
 	}
@@ -85,29 +99,27 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := agentpb.NewWorkloadsClient(conn).CreateBootstrap(cctx, &agentpb.CreateBootstrapRequest{
-		Namespace: ns, Name: name, SpecJson: spec, TtlSeconds: int64(ttl / time.Second),
+		Namespace: ns, Name: name, SpecJson: spec, TtlSeconds: int64(f.ttl / time.Second),
 	})
 	if err != nil {
-		return fmt.Errorf("control plane of %s: %s", cluster, status.Convert(err).Message())
+		return fmt.Errorf("control plane of %s: %s", f.cluster, status.Convert(err).Message())
 	}
+	gateway := cmp.Or(f.gateway, resp.GetGateway())
 	if gateway == "" {
-		gateway = resp.GetGateway()
-	}
-	if gateway == "" {
-		return fmt.Errorf("cluster %s announces no east-west gateway (controlplane --gateway): pass --gateway IP:PORT", cluster)
+		return fmt.Errorf("cluster %s announces no east-west gateway (controlplane --gateway): pass --gateway IP:PORT", f.cluster)
 	}
 	gwAddr, err := netip.ParseAddrPort(gateway)
 	if err != nil {
 		return fmt.Errorf("gateway %q: want IP:PORT, since the hosts file maps a name to an IP address", gateway)
 	}
 
-	if err := writeVMBootstrap(outDir, cluster, ns, name, internalIP, gwAddr, wg, resp); err != nil {
+	if err := writeVMBootstrap(f.outDir, f.cluster, ns, name, f.internalIP, gwAddr, wg, resp); err != nil {
 		return err
 	}
 	expires := time.Unix(resp.GetExpires(), 0).UTC()
-	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, cluster, outDir)
+	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, f.cluster, f.outDir)
 	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
-	fmt.Fprintf(stdout, "On the VM, with the federate-agent package installed:\n  sudo install -m 0640 -g federate-agent %s/* /etc/federate/\n  sudo systemctl enable --now federate-agent\n", outDir)
+	fmt.Fprintf(stdout, "On the VM, with the federate-agent package installed:\n  sudo install -m 0640 -g federate-agent %s/* /etc/federate/\n  sudo systemctl enable --now federate-agent\n", f.outDir)
 	fmt.Fprintf(stdout, "To call federated services, write /etc/federate/%s: an Istio Sidecar with one egress listener\n"+
 		"(bind: 127.0.0.1, captureMode: NONE) per service (docs/vms.md).\n", agent.SidecarFile)
 	return nil

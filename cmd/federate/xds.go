@@ -1,25 +1,26 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/federate/federate/agent"
+	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/trust"
 )
 
-const xdsBootstrapUsage = "xds bootstrap --control-plane HOST:PORT --namespace NS --name NAME [--svid-dir DIR] [-o FILE]"
+func xdsCommand() *cobra.Command {
+	return cli.Group("xds", "write a proxyless gRPC application's xDS bootstrap (xds bootstrap)", "Writes xDS configuration for proxyless gRPC applications.", xdsBootstrapCommand())
+}
 
-func runXDS(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "bootstrap" {
-		fmt.Fprintln(stderr, "Usage: federate "+xdsBootstrapUsage)
-		return errors.New("want 'xds bootstrap'")
-	}
-	fs := newFlags("xds bootstrap", xdsBootstrapUsage,
+func xdsBootstrapCommand() *cobra.Command {
+	var b xds.GRPCBootstrap
+	var svidDir, out string
+	cmd := command("bootstrap --control-plane HOST:PORT --namespace NS --name NAME [--svid-dir DIR] [-o FILE]",
+		"write a proxyless gRPC application's xDS bootstrap",
 		"Writes the xDS bootstrap of a proxyless gRPC application (grpc-go, grpc-java,\n"+
 			"grpc C++): point GRPC_XDS_BOOTSTRAP at the file and dial xds:///HOST:PORT, for\n"+
 			"example xds:///order.shop.svc.cluster.local:9090. It says:\n"+
@@ -33,9 +34,9 @@ func runXDS(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			"from 'federate-agent svid', which keeps them renewed. The application needs\n"+
 			"xDS credentials (grpc-go: credentials/xds) and, to call other clusters\n"+
 			"through their gateways, GRPC_EXPERIMENTAL_XDS_SNI=true. See\n"+
-			"docs/proxyless-grpc.md.", stdout)
-	var b xds.GRPCBootstrap
-	var svidDir, out string
+			"docs/proxyless-grpc.md.",
+		func(c *cobra.Command) error { return writeXDSBootstrap(c, b, svidDir, out) })
+	fs := cmd.Flags()
 	fs.StringVar(&b.Server, "control-plane", "", "HOST:PORT of the cluster's control plane; HOST must be in its certificate:\n"+
 		"controlplane.<cluster>.federate.internal:15443 through the gateway (map the name to the\n"+
 		"gateway in /etc/hosts), or a name or address given to 'federate controlplane --serving-name'")
@@ -44,15 +45,17 @@ func runXDS(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&b.IP, "ip", "127.0.0.1", "the application's IP address, for the node ID")
 	fs.StringVar(&svidDir, "svid-dir", agent.DefaultSVIDDir, "the directory 'federate-agent svid --svid-dir' keeps the SVID files in")
 	fs.DurationVar(&b.RefreshInterval, "refresh-interval", xds.DefaultRefreshInterval, "how often the application rereads the SVID files")
-	fs.StringVar(&out, "o", "-", "file to write the bootstrap to; - is standard output")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	if err := required(fs, "control-plane", "namespace", "name"); err != nil {
+	fs.StringVarP(&out, "output", "o", "-", "file to write the bootstrap to; - is standard output")
+	return cmd
+}
+
+func writeXDSBootstrap(c *cobra.Command, b xds.GRPCBootstrap, svidDir, out string) error {
+	stdout, stderr := c.OutOrStdout(), c.ErrOrStderr()
+	if err := cli.Required(c, "control-plane", "namespace", "name"); err != nil {
 		return err
 	}
 	if !filepath.IsAbs(svidDir) {
-		return fmt.Errorf("--svid-dir %q: want an absolute path, since the application may run elsewhere", svidDir)
+		return cli.Usagef("--svid-dir %q: want an absolute path, since the application may run elsewhere", svidDir)
 	}
 	// The same SVID file is the certificate and the key: renewed in one
 	// rename, the watcher never pairs a new chain with an old key.
@@ -62,7 +65,7 @@ func runXDS(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	b.ControlPlaneRootsFile = filepath.Join(svidDir, agent.ControlPlaneCAFile)
 	data, err := b.JSON()
 	if err != nil {
-		return fmt.Errorf("%w (see 'federate xds bootstrap --help')", err)
+		return cli.Usagef("%w (see 'federate xds bootstrap --help')", err)
 	}
 	data = append(data, '\n')
 	if out == "-" {

@@ -14,6 +14,7 @@ import (
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/controlplane/xds"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/testport"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/trust"
@@ -131,7 +132,7 @@ func TestIntegrationVMAcrossClustersThroughGateways(t *testing.T) {
 	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
 		t.Fatalf("vm configure: %v\n%s", err, out)
 	}
-	outbound := fedtest.FreeAddr(t)
+	outbound := testport.Addr(t)
 	sidecar := "inbound: {listen: 127.0.0.1:0}\noutbound:\n- {host: payment.shop.svc.cluster.local, port: 8081, listen: '" + outbound + "'}\n"
 	writeSidecar(t, dir, sidecar)
 	startAgent(t, agentBin, dir, t.TempDir())

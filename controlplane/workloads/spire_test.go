@@ -15,6 +15,7 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/spiretest"
+	"github.com/federate/federate/internal/testport"
 	"github.com/federate/federate/membership"
 )
 
@@ -37,7 +38,7 @@ func TestIntegrationSPIREFederationBothWays(t *testing.T) {
 	t.Parallel()
 	buildBinaries()
 	centralTD := spiffeid.RequireTrustDomainFromString("central.shop")
-	hubBundleAddr := fedtest.FreeAddr(t)
+	hubBundleAddr := testport.Addr(t)
 	spire := spiretest.Start(t, spiretest.Config{TrustDomain: "spire.example", FederatesWith: []spiretest.Federation{{
 		TrustDomain: centralTD.Name(), URL: "https://" + hubBundleAddr + "/" + centralTD.Name(), EndpointID: "spiffe://shop/hub",
 	}}})
@@ -152,7 +153,7 @@ func TestIntegrationSPIREImportsOverHTTPSWeb(t *testing.T) {
 	pki := fedtest.NewWebPKI(t, dir)
 	certFile, keyFile := filepath.Join(dir, "bundle.pem"), filepath.Join(dir, "bundle-key.pem")
 	pki.Issue(certFile, keyFile, "localhost", "127.0.0.1")
-	hubBundleAddr := fedtest.FreeAddr(t)
+	hubBundleAddr := testport.Addr(t)
 	eastTD := spiffeid.RequireTrustDomainFromString("east.shop")
 	spire := spiretest.Start(t, spiretest.Config{TrustDomain: "spire.example", WebRoots: pki.CAFile, FederatesWith: []spiretest.Federation{{
 		TrustDomain: eastTD.Name(), URL: "https://" + hubBundleAddr + "/" + eastTD.Name(),

@@ -7,12 +7,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +19,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/testport"
 	"github.com/federate/federate/member"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
@@ -104,11 +102,11 @@ func NewMeshWith(t testing.TB, timers gossip.Timers, configure func(*hub.Config)
 func (tm *Mesh) StartHub() {
 	tm.t.Helper()
 	if tm.HubAddr == "" {
-		tm.HubAddr = FreeAddr(tm.t)
+		tm.HubAddr = testport.Addr(tm.t)
 	}
 	listen := tm.HubAddr
 	if tm.HubGossip == "" {
-		tm.HubGossip = FreeAddr(tm.t)
+		tm.HubGossip = testport.Addr(tm.t)
 	}
 	cfg := hub.Config{
 		Mesh: "shop", Listen: listen, GossipBind: tm.HubGossip, DataDir: filepath.Join(tm.Dir, "hub"),
@@ -317,22 +315,6 @@ func (m *Member) Update(t testing.TB, services ...*registry.Service) {
 	if err := m.Member.Update(ctx, ClusterInfo(m.Name), services); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// FreeAddr returns a loopback TCP address free now, from
-// below the kernel's ephemeral port range, so that no outgoing connection
-// takes it while a stopped hub is away.
-func FreeAddr(tb testing.TB) string {
-	tb.Helper()
-	for range 1000 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	tb.Fatal("no free port below the ephemeral range")
-	return ""
 }
 
 // Member returns a started member by cluster name, or nil.

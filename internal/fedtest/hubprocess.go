@@ -13,6 +13,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/testport"
 )
 
 // HubProcess is a hub run as its own process of the federate binary, so
@@ -42,7 +43,7 @@ func BuildFederate(t testing.TB) string {
 func NewMeshWithHubProcess(t testing.TB, timers gossip.Timers, bin string) (*Mesh, *HubProcess) {
 	t.Helper()
 	tm := newMesh(t, timers)
-	tm.HubAddr, tm.HubGossip = FreeAddr(t), FreeAddr(t)
+	tm.HubAddr, tm.HubGossip = testport.Addr(t), testport.Addr(t)
 	hp := startHubProcess(t, bin, tm)
 	tm.hubStop = hp.Stop
 	// Registered after the hub's: runs first, while the hub still runs.

@@ -9,13 +9,15 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/federate/federate/internal/testport"
 )
 
 // IstiodBinaryEnv names Istio's pilot-discovery (istiod) binary; 'make
 // pilot-discovery' builds it and the Makefile sets this for the tests.
 const IstiodBinaryEnv = "FEDERATE_PILOT_DISCOVERY"
 
-// IstioPin is the istio.io/istio version scripts/pilot-discovery.sh builds.
+// IstioPin is the istio.io/istio version scripts/build-server.sh builds (the Makefile pins it).
 const IstioPin = "v0.0.0-20260827124520-eed52ebb66ad"
 
 // IstiodBinary returns the pilot-discovery to run: $FEDERATE_PILOT_DISCOVERY,
@@ -73,12 +75,12 @@ func (c *Cluster) StartIstiod(t testing.TB, cfg IstiodConfig) *Istiod {
 		}
 	}
 	c.EnsureNamespace(t, "istio-system", nil)
-	xdsAddr, httpAddr := FreeAddr(t), FreeAddr(t)
+	xdsAddr, httpAddr := testport.Addr(t), testport.Addr(t)
 	cmd := exec.Command(bin, "discovery",
 		"--kubeconfig", kubeconfig, "--clusterID", cfg.ClusterID, "--registries", "Kubernetes",
 		"--meshConfig", mesh, "--networksConfig", networks,
 		"--grpcAddr", xdsAddr, "--httpAddr", httpAddr, "--httpsAddr", "", "--secureGRPCAddr", "",
-		"--monitoringAddr", FreeAddr(t), "--ctrlz_port", portOf(FreeAddr(t)),
+		"--monitoringAddr", testport.Addr(t), "--ctrlz_port", portOf(testport.Addr(t)),
 		"--namespace", "istio-system", "--domain", "cluster.local")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),

@@ -6,17 +6,16 @@ package kubetest
 
 import (
 	"context"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/federate/federate/internal/testport"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,7 +30,7 @@ import (
 // it and the Makefile sets this for the tests.
 const BinaryEnv = "FEDERATE_KUBE_APISERVER"
 
-// Version is the kube-apiserver version scripts/kube-apiserver.sh builds.
+// Version is the kube-apiserver version scripts/build-server.sh builds (the Makefile pins it).
 const Version = "v1.37.2"
 
 const (
@@ -98,7 +97,7 @@ func Start(t testing.TB, names ...string) []*Cluster {
 
 	clusters := make([]*Cluster, len(names))
 	for i, name := range names {
-		c := &Cluster{Name: name, env: env, addr: FreeAddr(t), dir: filepath.Join(dir, name)}
+		c := &Cluster{Name: name, env: env, addr: testport.Addr(t), dir: filepath.Join(dir, name)}
 		if err := os.MkdirAll(c.dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +153,7 @@ func (e *Env) startEtcd() {
 	if err != nil {
 		t.Fatal("etcd is not installed: apt-get install -y etcd-server (or run .ci/run, which installs it)")
 	}
-	client, peer := FreeAddr(t), FreeAddr(t)
+	client, peer := testport.Addr(t), testport.Addr(t)
 	e.etcdURL = "http://" + client
 	logPath := filepath.Join(e.dir, "etcd.log")
 	cmd := exec.Command(etcd,
@@ -349,22 +348,4 @@ func (c *Cluster) EnsureNamespace(t testing.TB, name string, labels map[string]s
 	if _, err := c.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("label namespace %s: %v", name, err)
 	}
-}
-
-// FreeAddr returns a loopback address whose port is free now, from below
-// the kernel's ephemeral range so that no outgoing connection takes it
-// while a stopped server is away.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	for range 1000 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return addr
-	}
-	t.Fatal("no free loopback port between 20000 and 32000")
-	return ""
 }

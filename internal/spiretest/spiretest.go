@@ -29,7 +29,7 @@ import (
 // and the Makefile sets this for the tests.
 const BinaryEnv = "FEDERATE_SPIRE_SERVER"
 
-// Version is the SPIRE version scripts/spire-server.sh builds.
+// Version is the SPIRE version scripts/build-server.sh builds (the Makefile pins it).
 const Version = "v1.13.3"
 
 const (
