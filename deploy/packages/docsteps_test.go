@@ -20,6 +20,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/testport"
 )
 
 // docBlock returns the first fenced block of lang after heading in doc.
@@ -229,7 +230,7 @@ func onTheVM(t *testing.T, root, admin string, args []string) []string {
 // may be taken on a shared test machine.
 func writeSidecar(t *testing.T, root string) {
 	t.Helper()
-	_, portText, _ := strings.Cut(fedtest.FreeAddr(t), ":")
+	_, portText, _ := strings.Cut(testport.Addr(t), ":")
 	port, _ := strconv.Atoi(portText)
 	sidecar := "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: payment-vm, namespace: shop}\nspec:\n" +
 		"  ingress:\n  - port: {number: " + strconv.Itoa(port) + ", protocol: TLS, name: mtls}\n    bind: 127.0.0.1\n    captureMode: NONE\n"
