@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"k8s.io/client-go/tools/leaderelection"
 
 	"github.com/federate/federate/controlplane/internal/connguard"
 	"github.com/federate/federate/controlplane/routing"
@@ -112,6 +114,9 @@ type Config struct {
 	HandshakeTimeout       time.Duration
 	UnauthenticatedTimeout time.Duration
 	IdleTimeout            time.Duration
+	// LeaderElection, with Kube, runs the control plane only while this
+	// replica holds a Lease; the others stand by (see LeaderElection).
+	LeaderElection *LeaderElection
 	// ServingNames are DNS names and IP addresses the control plane's
 	// certificate carries besides its internal name, for proxyless gRPC
 	// applications that dial it by them (see member.Config.ServingNames).
@@ -123,10 +128,15 @@ type Config struct {
 // federation, its source of services, VM workloads and the xDS of its
 // gateways and clients, assembled in Run.
 type ControlPlane struct {
-	cfg   Config
-	log   *slog.Logger
-	guard *connguard.Guard
-	ready chan struct{}
+	cfg      Config
+	log      *slog.Logger
+	guard    *connguard.Guard
+	ready    chan struct{}
+	election *LeaderElection // with defaults; nil without leader election
+
+	role      atomic.Int32 // roleStarting, roleStandby or roleLeader
+	elector   atomic.Pointer[leaderelection.LeaderElector]
+	published atomic.Bool // the source delivered its first set of services
 
 	// Set in Run before ready is closed.
 	member    *member.Member
@@ -151,6 +161,17 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	if cfg.IstioWrite && cfg.Kube == nil {
 		return nil, errors.New("controlplane: writing Istio resources for istiod needs a Kubernetes cluster (--kubeconfig or --in-cluster)")
+	}
+	var election *LeaderElection
+	if cfg.LeaderElection != nil {
+		if cfg.Kube == nil {
+			return nil, errors.New("controlplane: leader election keeps a Lease in a Kubernetes cluster: add --kubeconfig or --in-cluster")
+		}
+		le, err := cfg.LeaderElection.withDefaults()
+		if err != nil {
+			return nil, err
+		}
+		election = &le
 	}
 	if len(cfg.ServingNames) > membership.MaxServingNames {
 		return nil, fmt.Errorf("controlplane: %d serving names; the limit is %d", len(cfg.ServingNames), membership.MaxServingNames)
@@ -179,7 +200,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout, UnauthenticatedTimeout: cfg.UnauthenticatedTimeout, IdleTimeout: cfg.IdleTimeout,
 		Keepalive: membership.ServerKeepaliveParameters(), Logger: cfg.Logger,
 	})
-	return &ControlPlane{cfg: cfg, log: cfg.Logger, guard: guard, ready: make(chan struct{})}, nil
+	return &ControlPlane{cfg: cfg, log: cfg.Logger, guard: guard, ready: make(chan struct{}), election: election}, nil
 }
 
 // Ready is closed once the control plane serves its last-known state.
@@ -203,10 +224,12 @@ type collector struct{ c *ControlPlane }
 func (l collector) Describe(ch chan<- *prometheus.Desc) {
 	member.Describe(ch)
 	l.c.guard.Describe(ch)
+	ch <- descLeader
 }
 
 func (l collector) Collect(ch chan<- prometheus.Metric) {
 	l.c.guard.Collect(ch)
+	collectLeader(l.c, ch)
 	select {
 	case <-l.c.ready:
 		l.c.member.Collector().Collect(ch)
@@ -215,8 +238,20 @@ func (l collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Run assembles the control plane and runs it until ctx is done or a part
-// fails; every goroutine it starts has returned when it does.
+// fails; every goroutine it starts has returned when it does. With leader
+// election it first stands by until this replica holds the Lease, and
+// returns ErrLostLease if it loses it.
 func (c *ControlPlane) Run(ctx context.Context) error {
+	if c.election != nil {
+		return c.runElected(ctx)
+	}
+	c.role.Store(roleLeader)
+	return c.run(ctx)
+}
+
+// run assembles the control plane and runs it until ctx is done or a part
+// fails.
+func (c *ControlPlane) run(ctx context.Context) error {
 	cfg := c.cfg
 	if cfg.Kube != nil {
 		if err := cfg.Kube.prepare(ctx, cfg.DataDir, &cfg.Gateway, c.log); err != nil {
@@ -251,13 +286,18 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controlplane: trust domain %q: %w", td, err)
 	}
+	if cfg.Kube != nil && cfg.PluginCADir == "" {
+		if err := cfg.Kube.shareCA(ctx, st, own); err != nil {
+			return err
+		}
+	}
 	xdsServer := xds.NewServer(ctx, c.log, xds.WithAuthorizer(authorizeXDS(own)))
 	var services grpcServices
 	m, err := c.newMember(ms, st, &services)
 	if err != nil {
 		return err
 	}
-	source, err := c.newSource(m)
+	source, err := c.newSource(m, st)
 	if err != nil {
 		return err
 	}
@@ -302,7 +342,12 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		p.mirror = make(chan []workloads.EntryStatus, 1)
 		g.Go(func() error { ks.mirrorWorkloads(ctx, p.mirror); return nil })
 	}
-	g.Go(func() error { return source.Run(ctx, func(s []*registry.Service) { p.publish(ctx, s) }) })
+	g.Go(func() error {
+		return source.Run(ctx, func(s []*registry.Service) {
+			p.publish(ctx, s)
+			c.published.Store(true)
+		})
+	})
 	g.Go(func() error { return c.workloads.Run(ctx, func(s []*registry.Service) { p.publish(ctx, s) }) })
 	g.Go(func() error { return c.routing.Run(ctx) })
 	if cfg.IstioWrite {
@@ -330,19 +375,19 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		},
 		Timers: cfg.Timers, Logger: c.log,
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
-		RegisterServices: services.register, ServingNames: cfg.ServingNames,
+		RegisterServices: services.register, ServingNames: cfg.ServingNames, NewIncarnation: c.election != nil,
 		ServerOptions:  c.guard.ServerOptions,
 		PolicyWarnings: func() []*hubpb.PolicyWarning { return append(c.routing.PolicyWarnings(), c.notExported()...) },
 	})
 }
 
-func (c *ControlPlane) newSource(m *member.Member) (Source, error) {
+func (c *ControlPlane) newSource(m *member.Member, st *store.Store) (Source, error) {
 	cfg := c.cfg
 	switch {
 	case cfg.Source != nil:
 		return cfg.Source, nil
 	case cfg.Kube != nil:
-		return cfg.Kube.newSource(cfg, m)
+		return cfg.Kube.newSource(cfg, m, st)
 	}
 	td := cfg.TrustDomain
 	if td == "" {

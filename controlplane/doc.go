@@ -4,5 +4,7 @@
 // directory, the Kubernetes API, or a caller's), the VM workloads
 // (controlplane/workloads), and the xDS of its gateways and clients
 // (controlplane/routing over controlplane/xds), waiting for every part when
-// it stops. cmd/federate only parses flags into a Config.
+// it stops. With LeaderElection, replicas share a Kubernetes Lease and only
+// the holder runs any of that (leader.go); Live and Readiness answer the
+// probes. cmd/federate only parses flags into a Config.
 package controlplane

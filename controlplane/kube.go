@@ -21,6 +21,7 @@ import (
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/kube"
+	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
@@ -50,6 +51,9 @@ type Kube struct {
 	// GatewayService is the LoadBalancer Service whose address is announced
 	// when Config.Gateway is empty.
 	GatewayService string
+	// PodName, if set, is this replica's Pod in Namespace: under leader
+	// election the control plane labels it with its role (RoleLabel).
+	PodName string
 }
 
 // membershipFiles are the files 'federate join' writes, kept as the keys
@@ -86,6 +90,11 @@ func (k *Kube) SaveMembership(ctx context.Context, ms *membership.Membership) er
 	case apierrors.IsNotFound(err):
 		_, err = secrets.Create(ctx, want, metav1.CreateOptions{})
 	case err == nil:
+		// A new join keeps the cluster's CA: its workloads' certificates
+		// stay valid.
+		if ca := cur.Data[CAStateKey]; len(ca) > 0 {
+			data[CAStateKey] = ca
+		}
 		cur.Data, cur.Labels = data, want.Labels
 		_, err = secrets.Update(ctx, cur, metav1.UpdateOptions{})
 	}
@@ -224,6 +233,7 @@ func (k *Kube) prepare(ctx context.Context, dataDir string, gateway *string, log
 // the other clusters, and keeps the membership Secret's credential current.
 type kubeSource struct {
 	kube     *Kube
+	store    *store.Store // whose CA state is kept in the Secret, unless nil
 	source   *kube.Source
 	member   *member.Member
 	cluster  string
@@ -231,7 +241,7 @@ type kubeSource struct {
 	log      *slog.Logger
 }
 
-func (k *Kube) newSource(cfg Config, m *member.Member) (*kubeSource, error) {
+func (k *Kube) newSource(cfg Config, m *member.Member, st *store.Store) (*kubeSource, error) {
 	td := cfg.TrustDomain
 	if td == "" {
 		td = registry.DefaultTrustDomain(cfg.Cluster, m.Mesh())
@@ -241,7 +251,11 @@ func (k *Kube) newSource(cfg Config, m *member.Member) (*kubeSource, error) {
 		return nil, err
 	}
 	credPath := filepath.Join(cfg.DataDir, membership.CredentialFile)
-	return &kubeSource{kube: k, source: src, member: m, cluster: cfg.Cluster, credPath: credPath, log: cfg.Logger}, nil
+	ks := &kubeSource{kube: k, source: src, member: m, cluster: cfg.Cluster, credPath: credPath, log: cfg.Logger}
+	if cfg.PluginCADir == "" {
+		ks.store = st
+	}
+	return ks, nil
 }
 
 // Run runs the source, the remote feed and the credential sync until ctx
@@ -316,16 +330,27 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 			return fmt.Errorf("membership Secret %s was replaced (a new 'federate join'?): restart the control plane to use it", s.kube.secretRef())
 		}
 		now, err := os.ReadFile(s.credPath)
-		if err != nil || bytes.Equal(now, last) {
+		renewed := err == nil && !bytes.Equal(now, last)
+		if renewed {
+			sec.Data[membership.CredentialFile] = now
+		}
+		rotated := false
+		if s.store != nil {
+			if rotated, err = syncCA(s.store, sec.Data); err != nil {
+				s.log.Warn("read the cluster CA's state", "err", err)
+			}
+		}
+		if !renewed && !rotated {
 			continue
 		}
-		sec.Data[membership.CredentialFile] = now
 		if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
-			s.log.Warn("save the renewed credential in the membership Secret; retrying", "secret", s.kube.secretRef(), "err", err)
+			s.log.Warn("save the renewed credential or CA in the membership Secret; retrying", "secret", s.kube.secretRef(), "err", err)
 			continue
 		}
-		last = now
-		s.log.Info("saved the renewed cluster credential", "secret", s.kube.secretRef())
+		if renewed {
+			last = now
+			s.log.Info("saved the renewed cluster credential", "secret", s.kube.secretRef())
+		}
 	}
 }
 

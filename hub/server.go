@@ -15,6 +15,7 @@ import (
 
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/probe"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/store"
@@ -107,6 +108,7 @@ type Server struct {
 	subs  map[*subscriber]struct{}
 
 	storeHealth storeHealth
+	maintained  probe.Heartbeat // beats on every turn of maintain
 }
 
 // New validates cfg and returns a hub; it does no I/O.
@@ -317,6 +319,7 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 			return nil
 		case <-tick.C:
 		}
+		s.maintained.Beat()
 		now := s.cfg.Now()
 		s.live.Observe(s.gossip.Members(), now)
 		for _, c := range s.set.Clusters() {

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/probe"
 	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
@@ -96,6 +98,11 @@ type Config struct {
 	ServingNames []string
 	// PolicyWarnings, if set, adds the routing's warnings to status.
 	PolicyWarnings func() []*hubpb.PolicyWarning
+	// NewIncarnation starts a new incarnation on every start, newer than
+	// the stored one, instead of continuing it. Replicas of a control
+	// plane under leader election each have their own store: a new leader
+	// must outrank whatever the previous one published.
+	NewIncarnation bool
 }
 
 // Member is one cluster's part in the federation: it publishes the
@@ -120,6 +127,11 @@ type Member struct {
 	bundleMu   sync.Mutex // guards the encoded bundle cache
 	bundleJSON []byte
 	bundleSeq  uint64
+
+	// maintained beats on every turn of the maintenance loop; federated
+	// is set once the hub synced, or a store or a peer brought state.
+	maintained probe.Heartbeat
+	federated  atomic.Bool
 
 	// namesAsked is set once a renewal asked for the serving names; only
 	// the sync loop touches it.
@@ -331,6 +343,12 @@ func (m *Member) load(ctx context.Context) error {
 		return fmt.Errorf("member: %w", err)
 	}
 	m.set.Apply(recs)
+	for _, r := range recs {
+		if r.Record.GetCluster() != m.cfg.Cluster {
+			m.federated.Store(true) // the last known state of the others
+			break
+		}
+	}
 	if err := m.loadTrust(ctx, recs); err != nil {
 		return err
 	}
@@ -342,10 +360,11 @@ func (m *Member) load(ctx context.Context) error {
 	defer m.mu.Unlock()
 	if len(inc) == 8 {
 		m.incarnation = binary.BigEndian.Uint64(inc)
-	} else {
+	}
+	if len(inc) != 8 || m.cfg.NewIncarnation {
 		// A new store is a new incarnation, so that our fresh records win
 		// over whatever an earlier life of this cluster published.
-		m.incarnation = uint64(m.cfg.Now().UnixNano())
+		m.incarnation = max(uint64(m.cfg.Now().UnixNano()), m.incarnation+1)
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], m.incarnation)
 		if err := m.cfg.Store.Write(ctx, store.Op{Bucket: store.BucketMeta, Key: metaIncarnation, Value: b[:]}); err != nil {

@@ -74,6 +74,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
+			m.federated.Store(true)
 			// The hub says what it holds of our slice: a hub restored from
 			// an older file gets everything newer.
 			m.acked = resp.GetYourVersion()
@@ -115,6 +116,7 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 	// Bundles first: whoever sees the new record version also sees its bundle.
 	registry.ApplyBundles(m.bundles, m.set, fresh, m.log)
 	applied := m.set.Apply(fresh)
+	m.federated.Store(true)
 	m.mu.Lock()
 	m.notifyLocked()
 	m.mu.Unlock()
@@ -253,6 +255,7 @@ func (m *Member) maintainLoop(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
+		m.maintained.Beat()
 		now := m.cfg.Now()
 		m.live.Observe(m.gossip.Members(), now)
 		changed := false

@@ -18,9 +18,13 @@ import (
 )
 
 const (
-	metaAuthority = "authority"
+	metaAuthority = AuthorityKey
 	rotationProbe = 2 * time.Second
 )
+
+// AuthorityKey is the store's meta key of the cluster CA's state (without
+// a plug-in CA), which a control plane may seed before the member starts.
+const AuthorityKey = "authority"
 
 // Bundles returns every federated trust domain's bundle, kept current. It
 // is what TLS configurations of gateways and agents verify peers against.

@@ -86,7 +86,7 @@ func rootCommand() *cobra.Command {
 	fs.StringVar(&o.credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back (default $FEDERATE_CREDENTIAL)")
 	fs.StringVar(&o.caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
-	fs.StringVar(&o.health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /stats, /metrics (Prometheus)")
+	fs.StringVar(&o.health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /livez, /stats, /metrics (Prometheus)")
 	fs.StringVar(&o.nodeID, "node-id", "", "xDS node ID (default: the host name)")
 	logs.Register(root)
 	root.AddCommand(cli.VersionCommand("eastwest-gateway"))
@@ -184,6 +184,9 @@ func healthHandler(routes *xdsclient.Routes, gw *eastwest.Gateway) http.Handler 
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	// Alive while the process answers, never tied to the control plane: a
+	// gateway that lost it keeps routing with its last routes.
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw.Collector(), cli.BuildInfoCollector("eastwest-gateway"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

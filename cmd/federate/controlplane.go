@@ -116,11 +116,14 @@ func runControlPlane(c *cobra.Command, f *controlPlaneFlags) error {
 			return err
 		}
 	}
+	if cfg.LeaderElection, err = f.kube.leaderElection(cfg.Kube != nil); err != nil {
+		return err
+	}
 	cp, err := controlplane.New(cfg)
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := f.metrics.start(cp.Ready(), nil, cp.Collector(), log)
+	stopMetrics, err := f.metrics.start(cp.Live, cp.Readiness, cp.Collector(), log)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func runHub(ctx context.Context, cfg hub.Config, metrics *metricsFlags) error {
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := metrics.start(srv.Ready(), srv.StoreError, srv.Collector(), cfg.Logger)
+	stopMetrics, err := metrics.start(srv.Live, srv.Readiness, srv.Collector(), cfg.Logger)
 	if err != nil {
 		return err
 	}

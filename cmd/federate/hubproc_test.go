@@ -53,7 +53,7 @@ type hubProcess struct {
 func startHubProcess(t *testing.T) *hubProcess {
 	t.Helper()
 	h := &hubProcess{Addr: testport.Addr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
-	args := []string{"hub", "--mesh", "shop", "--listen", h.Addr, "--gossip", "127.0.0.1:0", "--data-dir", h.Dir, "--log-level", "warn"}
+	args := []string{"hub", "--mesh", "shop", "--listen", h.Addr, "--gossip", "127.0.0.1:0", "--data-dir", h.Dir, "--log-level", "warn", "--metrics-listen", "127.0.0.1:0"}
 	h.cmd = exec.Command(os.Args[0])
 	encoded, _ := json.Marshal(args)
 	h.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(encoded))

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -25,6 +27,9 @@ type kubeFlags struct {
 	kubeNamespace  string
 	secret         string
 	gatewayService string
+	podName        string
+	leader         controlplane.LeaderElection
+	leaderElect    bool
 }
 
 func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
@@ -44,6 +49,7 @@ func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
 	fs.StringVar(&k.kubeNamespace, "kube-namespace", "", "the same as --namespace")
 	fs.StringVar(&k.secret, "membership-secret", controlplane.DefaultMembershipSecret, "name of the Secret that holds the cluster credential")
 	if controlPlane {
+		k.registerLeaderElection(fs)
 		fs.StringVar(&k.gatewayService, "gateway-service", controlplane.DefaultGatewayService, "with --kubeconfig and no --gateway: the LoadBalancer Service whose address is announced as this cluster's gateway")
 	}
 }
@@ -61,6 +67,31 @@ func (k *kubeFlags) completeContexts(*cobra.Command, []string, string) ([]cobra.
 	}
 	slices.Sort(names)
 	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (k *kubeFlags) registerLeaderElection(fs *pflag.FlagSet) {
+	fs.BoolVar(&k.leaderElect, "leader-elect", false, "with --kubeconfig or --in-cluster: run only while this replica holds a Lease in --kube-namespace;\n"+
+		"other replicas stand by and take over when it stops (docs/operations.md)")
+	fs.StringVar(&k.leader.Lease, "leader-elect-resource-name", controlplane.DefaultLeaseName, "name of the leader election Lease")
+	fs.DurationVar(&k.leader.LeaseDuration, "leader-elect-lease-duration", controlplane.DefaultLeaseDuration, "how long standbys wait after the leader's last renewal before taking over")
+	fs.DurationVar(&k.leader.RenewDeadline, "leader-elect-renew-deadline", controlplane.DefaultRenewDeadline, "how long the leader retries renewing before it stops leading")
+	fs.DurationVar(&k.leader.RetryPeriod, "leader-elect-retry-period", controlplane.DefaultRetryPeriod, "how often replicas try to acquire or renew the Lease")
+	fs.StringVar(&k.podName, "pod-name", os.Getenv("POD_NAME"), "this replica's Pod (default $POD_NAME): with --leader-elect, labelled "+controlplane.RoleLabel+"="+controlplane.RoleLeader+"\n"+
+		"or "+controlplane.RoleStandby+" for the Service to select the leader; also the Lease identity (default the host name)")
+}
+
+// leaderElection is the control plane's leader election, or nil; inKube
+// says whether the control plane runs against a Kubernetes cluster.
+func (k *kubeFlags) leaderElection(inKube bool) (*controlplane.LeaderElection, error) {
+	if !k.leaderElect {
+		return nil, nil
+	}
+	if !inKube {
+		return nil, errors.New("--leader-elect keeps a Lease in a Kubernetes cluster: add --kubeconfig F or --in-cluster")
+	}
+	le := k.leader
+	le.Identity = k.podName
+	return &le, nil
 }
 
 // explicit reports whether a flag asks for a Kubernetes cluster.
@@ -99,7 +130,7 @@ func (k *kubeFlags) connect() (*controlplane.Kube, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &controlplane.Kube{Config: config, Client: client, Namespace: ns, Secret: k.secret, GatewayService: k.gatewayService}, nil
+	return &controlplane.Kube{Config: config, Client: client, Namespace: ns, Secret: k.secret, GatewayService: k.gatewayService, PodName: k.podName}, nil
 }
 
 // errNoKubeconfig is the kubeconfig loader's answer when no file names a

@@ -40,7 +40,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 	tmp := t.TempDir()
 	hubDir := filepath.Join(tmp, "hub")
 	hubAddr := testport.Addr(t)
-	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop",
+	background(t, "hub", "--listen", hubAddr, "--data-dir", hubDir, "--mesh", "shop", "--metrics-listen", "127.0.0.1:0",
 		"--gossip", testport.Addr(t), "--gossip-profile", "lan")
 	admin := filepath.Join(hubDir, hub.AdminCredFile)
 	fedtest.EventuallyNil(t, 30*time.Second, "the hub's admin credential", func() error { _, err := os.Stat(admin); return err })
@@ -75,7 +75,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 		dataDir := filepath.Join(tmp, c.Name)
 		api := testport.Addr(t)
 		background(t, append([]string{"controlplane", "--cluster", c.Name, "--network", "net-" + c.Name, "--locality", "region-" + c.Name + "/zone-a",
-			"--data-dir", dataDir, "--listen", api, "--gossip", testport.Addr(t),
+			"--data-dir", dataDir, "--listen", api, "--metrics-listen", "127.0.0.1:0", "--gossip", testport.Addr(t),
 			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"},
 			kubeArgs(c)...)...)
 		startGateway(t, dataDir, c.Name, api, gatewayAddr[c.Name])

@@ -50,6 +50,11 @@ func TestHubServesMetrics(t *testing.T) {
 		case <-tick.C:
 		}
 	}
+	for _, path := range []string{"/livez", "/readyz"} {
+		if code, body := get(path); code != http.StatusOK {
+			t.Errorf("%s of a running hub: %d %s", path, code, body)
+		}
+	}
 	code, body := get("/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)

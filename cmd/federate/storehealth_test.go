@@ -2,42 +2,12 @@ package main
 
 import (
 	"bytes"
-	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/federate/federate/hub/hubpb"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// /healthz fails, with the reason, while the hub's store writes fail, and
-// answers ok again once they succeed.
-func TestHealthzFailsWhileStoreFails(t *testing.T) {
-	t.Parallel()
-	ready := make(chan struct{})
-	close(ready)
-	var storeErr error
-	h := metricsHandler(ready, func() error { return storeErr }, prometheus.NewRegistry())
-	get := func() (int, string) {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
-		return rec.Code, rec.Body.String()
-	}
-	if code, body := get(); code != http.StatusOK {
-		t.Fatalf("/healthz of a healthy hub: %d %s", code, body)
-	}
-	storeErr = errors.New("hub: store writes fail since 2026-01-02T03:04:05Z (3 failures): no space left on device")
-	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "no space left on device") {
-		t.Errorf("/healthz while the store fails: %d %q, want 503 with the reason", code, body)
-	}
-	storeErr = nil
-	if code, _ := get(); code != http.StatusOK {
-		t.Errorf("/healthz once writes succeed again: %d", code)
-	}
-}
 
 // 'federate status' shows a failing hub store, in the table and in JSON.
 func TestStatusShowsStoreFailure(t *testing.T) {

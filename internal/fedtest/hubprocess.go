@@ -62,7 +62,7 @@ func startHubProcess(t testing.TB, bin string, tm *Mesh) *HubProcess {
 	hp.cmd = exec.Command(bin, "hub", "--mesh", "shop", "--data-dir", filepath.Join(tm.Dir, "hub"),
 		"--listen", tm.HubAddr, "--gossip", tm.HubGossip, "--gossip-profile", "lan",
 		"--stale-after", tm.timers.StaleAfter.String(), "--dead-after", tm.timers.DeadAfter.String(),
-		"--expire-after", tm.timers.ExpireAfter.String(), "--log-level", "info")
+		"--expire-after", tm.timers.ExpireAfter.String(), "--log-level", "info", "--metrics-listen", "127.0.0.1:0")
 	hp.cmd.Stdout, hp.cmd.Stderr = logFile, logFile
 	if err := hp.cmd.Start(); err != nil {
 		t.Fatalf("start the hub: %v", err)

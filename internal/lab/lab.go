@@ -217,7 +217,8 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 var timerArgs = []string{"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"}
 
 func (st *State) commonArgs() []string {
-	args := append([]string(nil), timerArgs...)
+	// Many processes share the host: each picks a free health port.
+	args := append([]string{"--metrics-listen", "127.0.0.1:0"}, timerArgs...)
 	if st.LogLevel != "" {
 		args = append(args, "--log-level", st.LogLevel)
 	}
