@@ -38,10 +38,10 @@ build:
 	@[ -x bin/federate ] || echo "building bin/federate, bin/eastwest-gateway and bin/federate-agent: the first build downloads and compiles every dependency (14 minutes measured on 2 busy cores with empty caches; later builds take seconds)"
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-## packages: the VM agent's dist/federate-agent_<version>_amd64.deb and .rpm
-## (nfpm), version from 'git describe'
+## packages: the VM agent's dist/federate-agent_<version>-1_amd64.deb and
+## dist/federate-agent-<version>-1.x86_64.rpm (nfpm), version from 'git describe'
 packages:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/federate-agent ./cmd/federate-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/federate-agent ./cmd/federate-agent
 	$(GO) run ./deploy/packages/cmd/mkpkg --binary bin/federate-agent --version "$(VERSION)" --out dist
 
 ## images: OCI image archives of the hub/control plane (federate) and the

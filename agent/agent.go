@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/federate/federate/agent/agentpb"
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/trust"
 )
 
@@ -211,32 +212,43 @@ func (a *Agent) credential(ctx context.Context, b *Bootstrap) (*trust.Credential
 	return cred, nil
 }
 
+// Reconnect waits: the first under reconnectFirst, doubling to under
+// reconnectMax while the control plane stays away.
+const (
+	reconnectFirst = 400 * time.Millisecond
+	reconnectMax   = 10 * time.Second
+)
+
 // connectLoop keeps the registration stream open, reconnecting with
 // backoff. A refusal that retrying cannot fix ends the agent.
 func (a *Agent) connectLoop(ctx context.Context, cp *controlPlane, reg *agentpb.Register, sidecar *Sidecar) error {
-	wait := 200 * time.Millisecond
+	// Jittered: every VM of a cluster loses its stream when the control
+	// plane restarts, and they must not all come back at once.
+	backoff := retry.New(reconnectFirst, reconnectMax)
 	for {
-		err := a.session(ctx, cp, reg, sidecar)
+		var configured atomic.Bool
+		err := a.session(ctx, cp, reg, sidecar, &configured)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if configured.Load() {
+			backoff.Reset() // the stream worked: a new outage starts short
 		}
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.FailedPrecondition, codes.InvalidArgument:
 			return cp.explain("register", err)
 		}
+		wait := backoff.Next()
 		a.log.Warn("control plane stream ended; reconnecting", "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Sleep(ctx, wait, nil) {
 			return nil
-		case <-t.C:
 		}
-		wait = min(wait*2, 5*time.Second)
 	}
 }
 
-func (a *Agent) session(ctx context.Context, cp *controlPlane, reg *agentpb.Register, sidecar *Sidecar) error {
+// session registers and follows one stream; configured is set once a
+// configuration arrives on it.
+func (a *Agent) session(ctx context.Context, cp *controlPlane, reg *agentpb.Register, sidecar *Sidecar, configured *atomic.Bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := agentpb.NewWorkloadsClient(cp.conn).Connect(ctx)
@@ -255,6 +267,7 @@ func (a *Agent) session(ctx context.Context, cp *controlPlane, reg *agentpb.Regi
 				return
 			}
 			sidecar.Update(cfg)
+			configured.Store(true)
 			a.log.Debug("configuration from the control plane", "entry", cfg.GetEntry(), "upstreams", len(cfg.GetUpstreams()), "bundles", len(cfg.GetBundles()))
 			a.readyOnce.Do(func() {
 				a.log.Info("registered", "entry", cfg.GetEntry())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
+	"istio.io/api/label"
 	meshpb "istio.io/api/mesh/v1alpha1"
 	networkingpb "istio.io/api/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
@@ -101,10 +102,10 @@ func LoadBootstrap(dir string) (*Bootstrap, error) {
 	read := func(name string) ([]byte, error) {
 		data, err := os.ReadFile(path(name))
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fileErr(name, "missing: copy the files 'federate vm configure' wrote into %s", dir)
+			return nil, fileErr(name, "missing: install the files 'federate vm configure' wrote into %s (docs/vms.md)", dir)
 		}
 		if err != nil {
-			return nil, &FileError{Path: path(name), Err: err}
+			return nil, readError(path(name), err)
 		}
 		return data, nil
 	}
@@ -215,7 +216,7 @@ func (b *Bootstrap) ReadToken() (string, error) {
 		return "", &FileError{Path: p, Err: errors.New("missing, and there is no valid SVID to renew: run 'federate vm configure' for a new token")}
 	}
 	if err != nil {
-		return "", &FileError{Path: p, Err: err}
+		return "", readError(p, err)
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" {
@@ -233,12 +234,12 @@ type BootstrapConfig struct {
 	// Network is the VMs' network.
 	Network   string
 	Namespace string
-	// Group is the WorkloadGroup's name, which also names the workloads
-	// and their canonical service.
+	// Group is the WorkloadGroup's name, which also names the workloads,
+	// and their canonical service unless a label does (CanonicalService).
 	Group          string
 	ServiceAccount string
 	TrustDomain    string
-	// Labels are the group's template and metadata labels.
+	// Labels are the group's metadata and template labels (GroupLabels).
 	Labels map[string]string
 	// Ports are the template's ports; their numbers are the VM's inbound
 	// ports.
@@ -289,10 +290,15 @@ type bootstrapFile struct {
 // files renders the bootstrap files.
 func (c BootstrapConfig) files() ([]bootstrapFile, error) {
 	cpHost := ControlPlaneHost(c.Cluster)
-	labels := c.Labels
+	// As istioctl does: the canonical service and revision come from the
+	// labels, and the labels then carry them.
+	service, revision := CanonicalService(c.Labels, c.Group)
+	labels := maps.Clone(c.Labels)
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	labels[label.ServiceCanonicalName.Name] = service
+	labels[label.ServiceCanonicalRevision.Name] = revision
 	labelsJSON, err := json.Marshal(labels)
 	if err != nil {
 		return nil, err
@@ -303,7 +309,8 @@ func (c BootstrapConfig) files() ([]bootstrapFile, error) {
 	}
 	// Istio's proxy metadata, which mesh.yaml repeats.
 	meta := map[string]string{
-		"CANONICAL_SERVICE":        c.Group,
+		"CANONICAL_SERVICE":        service,
+		"CANONICAL_REVISION":       revision,
 		EnvGroup:                   c.Group,
 		EnvCluster:                 c.Cluster,
 		"ISTIO_META_MESH_ID":       c.Mesh,

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ func TestBootstrapRoundTrip(t *testing.T) {
 	cfg := BootstrapConfig{
 		Mesh: "shop", Cluster: "central", Network: "net-central", Namespace: "cafe", Group: "barista",
 		ServiceAccount: "barista", TrustDomain: "central.shop",
-		Labels:  map[string]string{"app": "barista", "quote": `it's "fine"`},
+		Labels:  map[string]string{"app": "espresso", "version": "v2", "quote": `it's "fine"`},
 		Ports:   map[string]uint32{"http": 8080, "grpc": 9090},
 		Address: "192.0.2.7",
 		Gateway: netip.MustParseAddrPort("198.51.100.1:15443"), ControlPlaneID: spiffeid.RequireFromString("spiffe://shop/cluster/central"),
@@ -46,7 +47,12 @@ func TestBootstrapRoundTrip(t *testing.T) {
 	want := Bootstrap{
 		Dir: dir, ControlPlane: host + ":15443", ControlPlaneID: cfg.ControlPlaneID, Cluster: "central", Network: "net-central",
 		Namespace: "cafe", Group: "barista", ID: spiffeid.RequireFromString("spiffe://central.shop/ns/cafe/sa/barista"),
-		Address: "192.0.2.7", Labels: cfg.Labels, Hosts: map[string]string{host: "198.51.100.1"}, Probe: cfg.Probe,
+		Address: "192.0.2.7", Hosts: map[string]string{host: "198.51.100.1"}, Probe: cfg.Probe,
+		// The group's labels, and the canonical ones istioctl adds.
+		Labels: map[string]string{
+			"app": "espresso", "version": "v2", "quote": `it's "fine"`,
+			"service.istio.io/canonical-name": "espresso", "service.istio.io/canonical-revision": "v2",
+		},
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform(), cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })); diff != "" {
 		t.Errorf("LoadBootstrap mismatch (-want +got):\n%s", diff)
@@ -54,7 +60,7 @@ func TestBootstrapRoundTrip(t *testing.T) {
 	if len(b.Roots) != len(roots) || !b.Roots[0].Equal(roots[0]) {
 		t.Errorf("roots: read %d certificates, want the %d written", len(b.Roots), len(roots))
 	}
-	for k, v := range map[string]string{"ISTIO_META_MESH_ID": "shop", "ISTIO_INBOUND_PORTS": "8080,9090", "ISTIO_SERVICE": "barista.cafe", "CANONICAL_SERVICE": "barista"} {
+	for k, v := range map[string]string{"ISTIO_META_MESH_ID": "shop", "ISTIO_INBOUND_PORTS": "8080,9090", "ISTIO_SERVICE": "barista.cafe", "CANONICAL_SERVICE": "espresso", "CANONICAL_REVISION": "v2"} {
 		if b.Env[k] != v {
 			t.Errorf("cluster.env %s = %q, want %q", k, b.Env[k], v)
 		}
@@ -74,7 +80,12 @@ func TestBootstrapRoundTrip(t *testing.T) {
 	if b, err = LoadBootstrap(dir); err != nil {
 		t.Fatal(err)
 	}
-	if b.Address != "" || b.Probe != nil || len(b.Labels) != 0 {
-		t.Errorf("minimal bootstrap read back as address %q, probe %v, labels %v", b.Address, b.Probe, b.Labels)
+	// Without labels, the group names the canonical service, as in Istio.
+	wantLabels := map[string]string{"service.istio.io/canonical-name": "barista", "service.istio.io/canonical-revision": "latest"}
+	if b.Address != "" || b.Probe != nil || !maps.Equal(b.Labels, wantLabels) {
+		t.Errorf("minimal bootstrap read back as address %q, probe %v, labels %v; want labels %v", b.Address, b.Probe, b.Labels, wantLabels)
+	}
+	if b.Env["CANONICAL_SERVICE"] != "barista" || b.Env["CANONICAL_REVISION"] != "latest" {
+		t.Errorf("minimal bootstrap: CANONICAL_SERVICE %q, CANONICAL_REVISION %q; want barista, latest", b.Env["CANONICAL_SERVICE"], b.Env["CANONICAL_REVISION"])
 	}
 }

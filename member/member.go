@@ -15,6 +15,7 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/probe"
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/store"
@@ -30,7 +31,14 @@ const (
 	// peerFetchDelay gives the hub stream a head start before a member
 	// fetches a newer version it heard of by gossip from a peer.
 	peerFetchDelay = 300 * time.Millisecond
-	maxBackoff     = 5 * time.Second
+	// Retries against the hub and peers wait under firstBackoff first,
+	// then twice as long after each failure, up to under maxBackoff.
+	firstBackoff = 100 * time.Millisecond
+	maxBackoff   = 5 * time.Second
+	// Failed credential renewals wait longer: the credential has half its
+	// life left.
+	firstRenewBackoff = time.Second
+	maxRenewBackoff   = time.Minute
 	// maxConnectBackoff bounds gRPC's wait between reconnect attempts,
 	// which by default grows to two minutes: it bounds how long members
 	// take to find a hub that was down for a while.
@@ -128,6 +136,10 @@ type Member struct {
 	// namesAsked is set once a renewal asked for the serving names; only
 	// the sync loop touches it.
 	namesAsked bool
+	// renewRetry spaces failed credential renewals; renewRetryAt is when
+	// the next may run. Only the sync loop touches them.
+	renewRetry   *retry.Backoff
+	renewRetryAt time.Time
 
 	publishNow   chan struct{}
 	fetchNow     chan struct{}
@@ -195,12 +207,18 @@ func New(cfg Config) (*Member, error) {
 		advertiseNow: make(chan struct{}, 1),
 		ready:        make(chan struct{}),
 		due:          make(map[string]time.Time),
+		renewRetry:   retry.New(firstRenewBackoff, maxRenewBackoff),
 		changed:      make(chan struct{}),
 		external:     make(map[spiffeid.TrustDomain]*externalState),
 		conns:        make(map[string]*grpc.ClientConn),
 	}
 	return m, nil
 }
+
+// newBackoff is the jittered backoff of a retry loop against the hub or a
+// peer: every member loses a restarted hub at the same moment, and must
+// not come back at the same moment.
+func newBackoff() *retry.Backoff { return retry.New(firstBackoff, maxBackoff) }
 
 // Ready is closed once the member serves its last-known state.
 func (m *Member) Ready() <-chan struct{} { return m.ready }

@@ -3,10 +3,8 @@ package member
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sort"
-	"time"
 
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
@@ -159,12 +157,12 @@ func (m *Member) publishLoop(ctx context.Context) error {
 			m.mu.Unlock()
 			// The hub stream's resync wakes us: no need to sleep out the
 			// backoff once the hub is back.
-			if !backoff.wait(ctx, m.publishNow) {
+			if !backoff.Wait(ctx, m.publishNow) {
 				return nil
 			}
 			continue
 		}
-		backoff.reset()
+		backoff.Reset()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -204,28 +202,4 @@ func (m *Member) publish(ctx context.Context) error {
 	m.acked = last
 	m.mu.Unlock()
 	return nil
-}
-
-// backoff is a jittered exponential retry delay.
-type backoff struct{ next time.Duration }
-
-func newBackoff() *backoff { return &backoff{next: 100 * time.Millisecond} }
-
-func (b *backoff) reset() { b.next = 100 * time.Millisecond }
-
-// wait sleeps for the next delay, or until wake fires; false if ctx
-// ended first.
-func (b *backoff) wait(ctx context.Context, wake <-chan struct{}) bool {
-	d := b.next/2 + rand.N(b.next/2+1)
-	b.next = min(b.next*2, maxBackoff)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	case <-wake:
-		return true
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/federate/federate/eastwest/sni"
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
@@ -43,13 +44,13 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 		if errors.Is(err, errReplicaLeft) {
 			continue // another replica is tried first, at once
 		}
-		if !backoff.wait(ctx, nil) {
+		if !backoff.Wait(ctx, nil) {
 			return nil
 		}
 	}
 }
 
-func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
+func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 	conn, err := m.conn(m.hubAddr(), membership.HubID(m.td))
 	if err != nil {
 		return err
@@ -79,7 +80,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *backoff) error {
 		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
 		if resp.GetSynced() {
-			backoff.reset()
+			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
 			m.federated.Store(true)
@@ -147,12 +148,15 @@ func (m *Member) onDigest(d gossip.Digest) {
 		return
 	}
 	m.mu.Lock()
-	if _, ok := m.due[d.Cluster]; !ok {
-		delay := peerFetchDelay
-		if !m.hubSynced {
-			delay = 0
-		}
-		m.due[d.Cluster] = m.cfg.Now().Add(delay)
+	delay := peerFetchDelay
+	if !m.hubSynced {
+		delay = 0
+	}
+	// The earlier wins: a digest brings a retry's backoff forward, and a
+	// fetch already due keeps its time.
+	at := m.cfg.Now().Add(delay)
+	if due, ok := m.due[d.Cluster]; !ok || at.Before(due) {
+		m.due[d.Cluster] = at
 	}
 	m.mu.Unlock()
 	signal(m.fetchNow)
@@ -162,6 +166,9 @@ func (m *Member) onDigest(d gossip.Digest) {
 func (m *Member) fetchLoop(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	// A failed fetch is tried again after a jittered backoff per cluster,
+	// or sooner if a digest brings it forward.
+	backoffs := make(map[string]*retry.Backoff)
 	for {
 		select {
 		case <-ctx.Done():
@@ -180,9 +187,21 @@ func (m *Member) fetchLoop(ctx context.Context) error {
 		}
 		m.mu.Unlock()
 		for _, c := range ready {
-			if err := m.fetchFromPeers(ctx, c); err != nil {
-				m.log.Warn("peer fetch failed; will retry on next digest", "cluster", c, "err", err)
+			err := m.fetchFromPeers(ctx, c)
+			if err == nil {
+				delete(backoffs, c)
+				continue
 			}
+			if backoffs[c] == nil {
+				backoffs[c] = newBackoff()
+			}
+			wait := backoffs[c].Next()
+			m.log.Warn("peer fetch failed; retrying", "cluster", c, "retry_in", wait, "err", err)
+			m.mu.Lock()
+			if _, ok := m.due[c]; !ok {
+				m.due[c] = m.cfg.Now().Add(wait)
+			}
+			m.mu.Unlock()
 		}
 	}
 }
@@ -311,7 +330,7 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 	leaf := m.cfg.Credential.Leaf()
 	namesDue := !m.namesAsked && !hasNames(leaf, append([]string{sni.Internal(sni.ControlPlane, m.cfg.Cluster)}, m.cfg.ServingNames...))
-	if now.Before(trust.RenewAt(leaf)) && !namesDue {
+	if now.Before(trust.RenewAt(leaf)) && !namesDue || now.Before(m.renewRetryAt) {
 		return
 	}
 	key, err := trust.GenerateKey()
@@ -335,9 +354,13 @@ func (m *Member) renewIfDue(ctx context.Context, now time.Time) {
 		return
 	}
 	if err != nil {
-		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "err", err)
+		wait := m.renewRetry.Next()
+		m.renewRetryAt = now.Add(wait)
+		m.log.Warn("credential renewal failed; retrying", "expires", leaf.NotAfter, "retry_in", wait, "err", err)
 		return
 	}
+	m.renewRetry.Reset()
+	m.renewRetryAt = time.Time{}
 	certs, err := trust.ParseCertificates(resp.GetCertificates())
 	if err != nil {
 		m.log.Error("renewed credential is malformed", "err", err)

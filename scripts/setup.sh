@@ -7,7 +7,7 @@ set -eu
 
 # command:package pairs; gcc is for the race detector.
 needs="gcc:gcc protoc:protobuf-compiler shellcheck:shellcheck etcd:etcd-server
-ip:iproute2 flock:util-linux rpm:rpm systemd-analyze:systemd dpkg-deb:dpkg git:git"
+ip:iproute2 flock:util-linux rpm:rpm systemd-analyze:systemd dpkg-deb:dpkg lintian:lintian git:git"
 
 missing=
 for need in $needs; do

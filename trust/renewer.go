@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/federate/federate/internal/retry"
 )
 
 // SignFunc trades a certificate request for a chain, leaf first. Callers
@@ -29,7 +31,8 @@ type Renewer struct {
 	OnRenew func(*Credential)
 }
 
-// minRetry and maxRetry bound the wait between failed renewals.
+// minRetry and maxRetry bound the wait between failed renewals: the first
+// is under minRetry, and they double to under maxRetry.
 const (
 	minRetry = time.Second
 	maxRetry = time.Minute
@@ -45,32 +48,25 @@ func (r *Renewer) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	retry := minRetry
+	// Jittered, so that the many workloads of a CA that went away do not
+	// all come back to it at once.
+	backoff := retry.New(minRetry, maxRetry)
 	for {
-		wait := RenewAt(r.Credential.Leaf()).Sub(now())
-		t := time.NewTimer(max(wait, 0))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Sleep(ctx, max(RenewAt(r.Credential.Leaf()).Sub(now()), 0), nil) {
 			return nil
-		case <-t.C:
 		}
 		if err := r.renew(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("certificate renewal failed; retrying", "id", r.Credential.ID(), "expires", r.Credential.Expiry(), "retry_in", retry, "err", err)
-			t := time.NewTimer(retry)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			wait := backoff.Next()
+			log.Warn("certificate renewal failed; retrying", "id", r.Credential.ID(), "expires", r.Credential.Expiry(), "retry_in", wait, "err", err)
+			if !retry.Sleep(ctx, wait, nil) {
 				return nil
-			case <-t.C:
 			}
-			retry = min(retry*2, maxRetry)
 			continue
 		}
-		retry = minRetry
+		backoff.Reset()
 		log.Debug("certificate renewed", "id", r.Credential.ID(), "expires", r.Credential.Expiry())
 		if r.OnRenew != nil {
 			r.OnRenew(r.Credential)

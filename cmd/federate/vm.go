@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -120,7 +119,7 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 	expires := time.Unix(resp.GetExpires(), 0).UTC()
 	fmt.Fprintf(stdout, "Wrote the bootstrap files of WorkloadGroup %s/%s in cluster %s to %s.\n", ns, name, f.cluster, f.outDir)
 	fmt.Fprintf(stdout, "The token in %s is good for one VM until %s.\n", agent.TokenFile, expires.Format(time.RFC3339))
-	fmt.Fprintf(stdout, "On the VM: copy the files into /etc/federate, then 'systemctl enable --now federate-agent'.\n")
+	fmt.Fprintf(stdout, "On the VM, with the federate-agent package installed:\n  sudo install -m 0640 -g federate-agent %s/* /etc/federate/\n  sudo systemctl enable --now federate-agent\n", f.outDir)
 	fmt.Fprintf(stdout, "To call federated services, write /etc/federate/%s: an Istio Sidecar with one egress listener\n"+
 		"(bind: 127.0.0.1, captureMode: NONE) per service (docs/vms.md).\n", agent.SidecarFile)
 	return nil
@@ -133,11 +132,7 @@ func writeVMBootstrap(outDir, cluster, ns, name, internalIP string, gwAddr netip
 	if err != nil {
 		return fmt.Errorf("control plane of %s: its SPIFFE ID %q: %v", cluster, resp.GetControlPlaneId(), err)
 	}
-	labels := maps.Clone(wg.GetTemplate().GetLabels())
-	if labels == nil {
-		labels = make(map[string]string)
-	}
-	maps.Copy(labels, wg.GetMetadata().GetLabels())
+	labels := agent.GroupLabels(wg)
 	return agent.WriteBootstrap(outDir, agent.BootstrapConfig{
 		Mesh: resp.GetMesh(), Cluster: cluster, Network: cmp.Or(wg.GetTemplate().GetNetwork(), resp.GetNetwork()),
 		Namespace: ns, Group: name, ServiceAccount: wg.GetTemplate().GetServiceAccount(), TrustDomain: resp.GetTrustDomain(),

@@ -13,15 +13,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/registry/kube"
 )
 
 // DefaultNamespace holds the gateway Services unless Config says otherwise.
 const DefaultNamespace = "federate-system"
 
-// retryInterval is how long a failed write waits before the next attempt
-// when nothing changes meanwhile.
-const retryInterval = 5 * time.Second
+// A failed write waits under retryFirst before the next attempt when
+// nothing changes meanwhile, then twice as long after each failure, up to
+// under retryMax.
+const (
+	retryFirst = 5 * time.Second
+	retryMax   = time.Minute
+)
 
 // View is the federation as the writer needs it: the other clusters, and a
 // channel closed at their next change.
@@ -66,6 +71,7 @@ func New(cfg Config) (*Writer, error) {
 // a failed write is retried. It returns nil when ctx ends.
 func (w *Writer) Run(ctx context.Context, view View) error {
 	lastTrust := ""
+	backoff := retry.New(retryFirst, retryMax)
 	for {
 		changed := view.Changed()
 		if err := w.CheckTrust(ctx, view.Roots()); fmt.Sprint(err) != lastTrust && ctx.Err() == nil {
@@ -76,23 +82,19 @@ func (w *Writer) Run(ctx context.Context, view View) error {
 				w.log.Info("istiod: sidecars trust federate's root (or istiod has not published its root yet)")
 			}
 		}
-		var retry *time.Timer
-		var retryC <-chan time.Time
 		if err := w.Reconcile(ctx, view.Remotes()); err != nil && ctx.Err() == nil {
-			w.log.Warn("istiod: write the remote services for istiod; retrying", "err", err)
-			retry = time.NewTimer(retryInterval)
-			retryC = retry.C
+			wait := backoff.Next()
+			w.log.Warn("istiod: write the remote services for istiod; retrying", "retry_in", wait, "err", err)
+			if !retry.Sleep(ctx, wait, changed) {
+				return nil
+			}
+			continue
 		}
+		backoff.Reset()
 		select {
 		case <-ctx.Done():
-		case <-changed:
-		case <-retryC:
-		}
-		if retry != nil {
-			retry.Stop()
-		}
-		if ctx.Err() != nil {
 			return nil
+		case <-changed:
 		}
 	}
 }

@@ -1,4 +1,6 @@
 // Package packages builds the VM agent's .deb and .rpm with nfpm: the
-// binary, a hardened systemd unit, the maintainer scripts that create the
-// agent's system user, and /etc/federate files that upgrades keep.
+// stripped binary, a hardened systemd unit, the agent's system user
+// (sysusers.d) and directories (tmpfiles.d), maintainer scripts that
+// purge them, copyright, changelog and manual page, and /etc/federate
+// files that upgrades keep.
 package packages

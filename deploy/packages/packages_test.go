@@ -49,16 +49,28 @@ func build(t *testing.T, version string) (deb, rpm string) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho federate-agent\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	paths, err := Build(Options{Binary: bin, Version: version, FilesDir: "files", OutDir: filepath.Join(dir, "dist"), MTime: time.Unix(1700000000, 0)})
+	return buildWith(t, bin, version)
+}
+
+// buildWith packages bin and checks the packages' names.
+func buildWith(t *testing.T, bin, version string) (deb, rpm string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "dist")
+	paths, err := Build(Options{Binary: bin, Version: version, FilesDir: "files", OutDir: out, MTime: time.Unix(1700000000, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each format's conventional name: name_version-revision_arch.deb and
+	// name-version-release.arch.rpm.
 	want := []string{
-		filepath.Join(dir, "dist", "federate-agent_"+version+"_amd64.deb"),
-		filepath.Join(dir, "dist", "federate-agent_"+version+"_amd64.rpm"),
+		filepath.Join(out, "federate-agent_"+version+"-1_amd64.deb"),
+		filepath.Join(out, "federate-agent-"+version+"-1.x86_64.rpm"),
 	}
 	if len(paths) != 2 || paths[0] != want[0] || paths[1] != want[1] {
 		t.Fatalf("Build wrote %v, want %v", paths, want)
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, ".*")); len(left) > 0 {
+		t.Errorf("Build left %v behind", left)
 	}
 	return paths[0], paths[1]
 }
@@ -67,10 +79,18 @@ func TestDebListsBinaryUnitConfigAndScripts(t *testing.T) {
 	dpkgDeb := tool(t, "dpkg-deb", "dpkg")
 	deb, _ := build(t, "1.2.0")
 	info := output(t, dpkgDeb, "--info", deb)
-	contains(t, "dpkg-deb --info", info, "Package: federate-agent", "Version: 1.2.0-1", "Architecture: amd64", "postinst", "prerm", "conffiles")
+	contains(t, "dpkg-deb --info", info, "Package: federate-agent", "Version: 1.2.0-1", "Architecture: amd64",
+		"Depends: systemd | systemd-standalone-sysusers | systemd-sysusers, systemd | systemd-standalone-tmpfiles",
+		"postinst", "prerm", "postrm", "conffiles")
+	if strings.Contains(info, "License:") || strings.Contains(info, "passwd") {
+		t.Errorf("the control file has a License field or depends on passwd:\n%s", info)
+	}
 	files := output(t, dpkgDeb, "--contents", deb)
 	contains(t, "dpkg-deb --contents", files,
 		"./usr/bin/federate-agent", "./usr/lib/systemd/system/federate-agent.service",
+		"./usr/lib/sysusers.d/federate-agent.conf", "./usr/lib/tmpfiles.d/federate-agent.conf",
+		"./usr/share/doc/federate-agent/copyright", "./usr/share/doc/federate-agent/changelog.Debian.gz",
+		"./usr/share/man/man1/federate-agent.1.gz", "./usr/share/lintian/overrides/federate-agent",
 		"./etc/federate/agent.env", "./etc/federate/sidecar.yaml", "./var/lib/federate-agent/")
 	if !regexp.MustCompile(`-rwxr-xr-x root/root .* \./usr/bin/federate-agent`).MatchString(files) {
 		t.Errorf("the binary is not mode 0755 root/root:\n%s", files)
@@ -85,27 +105,47 @@ func TestDebListsBinaryUnitConfigAndScripts(t *testing.T) {
 		t.Errorf("conffiles = %q, want both files in /etc/federate", got)
 	}
 	postinst, err := os.ReadFile(filepath.Join(dir, "postinst"))
-	if err != nil || !strings.Contains(string(postinst), "useradd") {
-		t.Errorf("postinst does not create the user: %v\n%s", err, postinst)
+	if err != nil || !strings.Contains(string(postinst), "systemd-sysusers") {
+		t.Errorf("postinst does not create the user with systemd-sysusers: %v\n%s", err, postinst)
 	}
 }
 
-func TestRPMListsBinaryUnitConfigAndScripts(t *testing.T) {
+// The rpm has rpm's conventional name, which the documented
+// 'rpm -i federate-agent-*.rpm' matches, and needs what the rpm families
+// create users with.
+func TestRPMIsNamedAndListsWhatItInstalls(t *testing.T) {
 	rpmTool := tool(t, "rpm", "rpm")
-	_, rpm := build(t, "1.2.0")
+	deb, rpm := build(t, "1.2.0")
+	if ok, _ := filepath.Match("federate-agent-*.rpm", filepath.Base(rpm)); !ok {
+		t.Errorf("'rpm -i federate-agent-*.rpm' does not match %s", filepath.Base(rpm))
+	}
+	if ok, _ := filepath.Match("federate-agent-*.rpm", filepath.Base(deb)); ok {
+		t.Errorf("'rpm -i federate-agent-*.rpm' matches the .deb %s", filepath.Base(deb))
+	}
 	info := output(t, rpmTool, "-qip", rpm)
-	contains(t, "rpm -qip", info, "Name        : federate-agent", "Version     : 1.2.0", "Architecture: x86_64")
+	contains(t, "rpm -qip", info, "Name        : federate-agent", "Version     : 1.2.0", "Release     : 1", "Architecture: x86_64", "License     : Apache-2.0")
+	if requires := output(t, rpmTool, "-qp", "--requires", rpm); !regexp.MustCompile(`(?m)^systemd$`).MatchString(requires) || strings.Contains(requires, "passwd") {
+		t.Errorf("rpm requires:\n%s\nwant systemd (systemd-sysusers), not Debian's passwd", requires)
+	}
 	files := output(t, rpmTool, "-qlp", rpm)
 	contains(t, "rpm -qlp", files,
 		"/usr/bin/federate-agent", "/usr/lib/systemd/system/federate-agent.service",
+		"/usr/lib/sysusers.d/federate-agent.conf", "/usr/lib/tmpfiles.d/federate-agent.conf",
+		"/usr/share/licenses/federate-agent/copyright", "/usr/share/man/man1/federate-agent.1.gz",
 		"/etc/federate/agent.env", "/etc/federate/sidecar.yaml", "/var/lib/federate-agent")
+	if strings.Contains(files, "changelog.Debian") || strings.Contains(files, "lintian") {
+		t.Errorf("the rpm carries Debian's files:\n%s", files)
+	}
 	config := output(t, rpmTool, "-qcp", rpm)
 	contains(t, "rpm -qcp", config, "/etc/federate/agent.env", "/etc/federate/sidecar.yaml")
 	if strings.Contains(config, "/usr/bin") {
 		t.Errorf("the binary is marked as a config file:\n%s", config)
 	}
+	if license := output(t, rpmTool, "-qp", "--licensefiles", rpm); !strings.Contains(license, "/usr/share/licenses/federate-agent/copyright") {
+		t.Errorf("no %%license file:\n%s", license)
+	}
 	scripts := output(t, rpmTool, "-qp", "--scripts", rpm)
-	contains(t, "rpm --scripts", scripts, "postinstall scriptlet", "useradd", "preuninstall scriptlet")
+	contains(t, "rpm --scripts", scripts, "postinstall scriptlet", "systemd-sysusers", "preuninstall scriptlet", "postuninstall scriptlet", "userdel")
 	// %config(noreplace): rpm's file flags carry 'n' for noreplace.
 	flags := output(t, rpmTool, "-qp", "--qf", `[%{FILEFLAGS:fflags} %{FILENAMES}\n]`, rpm)
 	for _, f := range []string{"/etc/federate/agent.env", "/etc/federate/sidecar.yaml"} {
@@ -149,96 +189,6 @@ func TestUnitVerifiesAndIsHardened(t *testing.T) {
 	}
 }
 
-// The .deb installs into a throwaway root with dpkg --root. Its maintainer
-// scripts run without chroot (--force-script-chrootless) and honour
-// DPKG_ROOT, so the root needs no shell or tools of its own. An upgrade
-// keeps an edited config file.
-func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
-	dpkg := tool(t, "dpkg", "dpkg")
-	tool(t, "useradd", "passwd")
-	root := t.TempDir()
-	for _, d := range []string{"etc", "var/lib/dpkg/info", "var/lib/dpkg/updates"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, content := range map[string]string{
-		"var/lib/dpkg/status": "",
-		"etc/passwd":          "root:x:0:0:root:/root:/bin/sh\n",
-		"etc/group":           "root:x:0:\n",
-		"etc/shadow":          "root:*:19000:0:99999:7:::\n",
-		"etc/gshadow":         "root:*::\n",
-	} {
-		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	install := func(deb string) {
-		t.Helper()
-		// The throwaway root has no passwd package to satisfy Depends.
-		output(t, dpkg, "--root="+root, "--force-script-chrootless", "--force-depends", "--force-confold", "--log=/dev/null", "-i", deb)
-	}
-	v1, _ := build(t, "1.0.0")
-	install(v1)
-
-	st, err := os.Stat(filepath.Join(root, "usr/bin/federate-agent"))
-	if err != nil || st.Mode().Perm() != 0o755 {
-		t.Fatalf("binary: %v %v", st, err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "usr/lib/systemd/system/federate-agent.service")); err != nil {
-		t.Fatalf("unit: %v", err)
-	}
-	passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
-	m := regexp.MustCompile(`(?m)^federate-agent:x:(\d+):(\d+):[^:]*:/var/lib/federate-agent:(\S+)$`).FindStringSubmatch(string(passwd))
-	if m == nil {
-		t.Fatalf("no federate-agent user in the root's /etc/passwd:\n%s", passwd)
-	}
-	if uid, _ := strconv.Atoi(m[1]); uid == 0 || uid >= 1000 {
-		t.Errorf("uid %d is not a system uid", uid)
-	}
-	if !strings.HasSuffix(m[3], "nologin") {
-		t.Errorf("the user's shell is %s, want nologin", m[3])
-	}
-	group, _ := os.ReadFile(filepath.Join(root, "etc/group"))
-	if !regexp.MustCompile(`(?m)^federate-agent:x:` + m[2] + `:`).Match(group) {
-		t.Errorf("no federate-agent group %s in /etc/group:\n%s", m[2], group)
-	}
-	owner := func(path string) string {
-		t.Helper()
-		return strings.TrimSpace(output(t, "stat", "-c", "%u:%g %a", filepath.Join(root, path)))
-	}
-	if got, want := owner("var/lib/federate-agent"), m[1]+":"+m[2]+" 750"; got != want {
-		t.Errorf("/var/lib/federate-agent is %s, want %s", got, want)
-	}
-	if got, want := owner("etc/federate"), "0:"+m[2]+" 750"; got != want {
-		t.Errorf("/etc/federate is %s, want %s", got, want)
-	}
-	if got, want := owner("etc/federate/agent.env"), "0:"+m[2]+" 640"; got != want {
-		t.Errorf("/etc/federate/agent.env is %s, want %s", got, want)
-	}
-	if st := output(t, dpkg, "--root="+root, "-s", "federate-agent"); !strings.Contains(st, "Status: install ok installed") {
-		t.Errorf("dpkg -s:\n%s", st)
-	}
-
-	// An operator's edit survives an upgrade, and the user is not created twice.
-	env := filepath.Join(root, "etc/federate/agent.env")
-	if err := os.WriteFile(env, []byte("FEDERATE_AGENT_ARGS=--log-level debug\n"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	v2, _ := build(t, "1.0.1")
-	install(v2)
-	if got, _ := os.ReadFile(env); string(got) != "FEDERATE_AGENT_ARGS=--log-level debug\n" {
-		t.Errorf("the upgrade replaced the edited agent.env: %q", got)
-	}
-	if st := output(t, dpkg, "--root="+root, "-s", "federate-agent"); !strings.Contains(st, "Version: 1.0.1-1") {
-		t.Errorf("after the upgrade, dpkg -s:\n%s", st)
-	}
-	passwd, _ = os.ReadFile(filepath.Join(root, "etc/passwd"))
-	if n := len(regexp.MustCompile(`(?m)^federate-agent:`).FindAllString(string(passwd), -1)); n != 1 {
-		t.Errorf("%d federate-agent users after the upgrade", n)
-	}
-}
-
 func TestVersion(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"v1.2.0", "1.2.0"},
@@ -264,5 +214,33 @@ func TestBuildNamesAMissingBinary(t *testing.T) {
 	_, err := Build(Options{Binary: filepath.Join(t.TempDir(), "nope"), Version: "1.0.0", FilesDir: "files", OutDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "make packages") {
 		t.Errorf("err = %v, want the missing path and what to do", err)
+	}
+}
+
+// Packages ship stripped binaries: a Go program built with its symbol
+// table is refused, with how to strip it.
+func TestBuildRefusesAnUnstrippedBinary(t *testing.T) {
+	src := t.TempDir()
+	for name, content := range map[string]string{
+		"go.mod":  "module hello\n\ngo 1.22\n",
+		"main.go": "package main\n\nfunc main() { println(\"hello\") }\n",
+	} {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(src, "federate-agent")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out := t.TempDir()
+	_, err := Build(Options{Binary: bin, Version: "1.0.0", FilesDir: "files", OutDir: out})
+	if err == nil || !strings.Contains(err.Error(), "not stripped") || !strings.Contains(err.Error(), "-ldflags='-s -w'") {
+		t.Errorf("err = %v, want a refusal that says how to strip the binary", err)
+	}
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		t.Errorf("a refused build left %d files in the output directory", len(left))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/locality"
 )
 
@@ -77,21 +77,19 @@ func NewClient(cfg ClientConfig) *Client {
 
 // Run follows the configuration until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
-	wait := 100 * time.Millisecond
+	// Jittered: every gateway of a cluster loses its stream when the
+	// control plane restarts.
+	backoff := retry.New(100*time.Millisecond, 5*time.Second)
 	for {
 		err := c.stream(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		c.log.Warn("xDS stream ended; keeping the last configuration and reconnecting", "err", err)
-		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		wait := backoff.Next()
+		c.log.Warn("xDS stream ended; keeping the last configuration and reconnecting", "retry_in", wait, "err", err)
+		if !retry.Sleep(ctx, wait, nil) {
 			return nil
-		case <-t.C:
 		}
-		wait = min(wait*2, 5*time.Second)
 	}
 }
 

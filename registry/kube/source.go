@@ -24,6 +24,7 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 	mcsinformers "sigs.k8s.io/mcs-api/pkg/client/informers/externalversions"
 
+	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/registry"
 )
 
@@ -41,8 +42,11 @@ const (
 	ManagedBy      = "federate"
 	// DefaultDomainSuffix is the cluster DNS domain of service hostnames.
 	DefaultDomainSuffix = "cluster.local"
-	// DefaultRetry is the first wait before a failed write is tried again.
+	// DefaultRetry bounds the first wait before a failed write is tried
+	// again.
 	DefaultRetry = time.Second
+	// maxRetry bounds the waits while writes keep failing.
+	maxRetry = 30 * time.Second
 )
 
 // Config configures a Source.
@@ -59,8 +63,9 @@ type Config struct {
 	TrustDomain string
 	// DomainSuffix is the cluster DNS domain (default cluster.local).
 	DomainSuffix string
-	// Retry is the first wait before failed writes are retried (default
-	// DefaultRetry); it doubles up to 30 s while they keep failing.
+	// Retry bounds the first wait before failed writes are retried
+	// (default DefaultRetry); the bound doubles up to 30 s while they keep
+	// failing, and each wait is jittered within the upper half of it.
 	Retry time.Duration
 	// Logger receives the source's reports; nil means slog.Default().
 	Logger *slog.Logger
@@ -241,10 +246,12 @@ func allSynced[K comparable](m map[K]bool) bool {
 func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry.Service)) error {
 	var published []*registry.Service
 	first := true
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	wait := s.cfg.Retry
+	retryTimer := time.NewTimer(time.Hour)
+	retryTimer.Stop()
+	defer retryTimer.Stop()
+	// Jittered: the control planes of many clusters may lose the same API
+	// server, or one write may race another replica's.
+	backoff := retry.New(s.cfg.Retry, maxRetry)
 	for {
 		services, verdicts := s.build(l)
 		if first || !equal(published, services) {
@@ -268,17 +275,17 @@ func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry
 			if raced(err) {
 				level = slog.LevelDebug // our cache was behind our own write
 			}
+			wait := backoff.Next()
 			s.log.Log(ctx, level, "kube registry: cannot write to the cluster; retrying", "in", wait, "err", err)
-			retry.Reset(wait)
-			wait = min(2*wait, 30*time.Second)
+			retryTimer.Reset(wait)
 		} else {
-			wait = s.cfg.Retry
+			backoff.Reset()
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
-		case <-retry.C:
+		case <-retryTimer.C:
 		}
 	}
 }

@@ -1,10 +1,11 @@
 #!/bin/sh
-# Creates the agent's system user and gives it its directories. It honours
-# DPKG_ROOT, so the package also installs into another root directory
-# (dpkg --root DIR --force-script-chrootless).
+# Creates the agent's system user (sysusers.d), and gives it its state
+# directory and read access to /etc/federate (tmpfiles.d), as Debian's
+# dh_installsysusers and dh_installtmpfiles and Fedora's macros do. It
+# honours DPKG_ROOT, so the package also installs into another root
+# directory (dpkg --root DIR --force-script-chrootless).
 set -e
 
-user=federate-agent
 root="${DPKG_ROOT:-}"
 
 # deb passes "configure [old-version]"; rpm passes 1 (install) or 2 (upgrade).
@@ -15,35 +16,25 @@ configure) upgrade="${2:-}" ;;
 *) exit 0 ;;
 esac
 
-if ! grep -q "^$user:" "$root/etc/passwd"; then
-	nologin=/usr/sbin/nologin
-	[ -x "$root$nologin" ] || nologin=/sbin/nologin
-	useradd ${root:+--prefix "$root"} --system --user-group \
-		--home-dir /var/lib/federate-agent --no-create-home \
-		--shell "$nologin" --comment "federate VM agent" "$user"
-fi
-
-# Numeric IDs from the target's files: in another root, the host does not
-# know the user.
-uid=$(grep "^$user:" "$root/etc/passwd" | cut -d: -f3)
-gid=$(grep "^$user:" "$root/etc/group" | cut -d: -f3)
-
-install -d -m 0750 "$root/var/lib/federate-agent"
-chown "$uid:$gid" "$root/var/lib/federate-agent"
-# The agent reads its configuration and bootstrap files; only root writes them.
-chown "0:$gid" "$root/etc/federate"
-chmod 0750 "$root/etc/federate"
-for f in "$root"/etc/federate/*; do
-	[ -f "$f" ] && chgrp "$gid" "$f"
-done
+systemd-sysusers ${root:+--root="$root"} federate-agent.conf
+# Files copied into /etc/federate before the package was installed get
+# the group and mode that 'install -m 0640 -g federate-agent' gives them.
+systemd-tmpfiles ${root:+--root="$root"} --create federate-agent.conf
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 	systemctl daemon-reload
 	if [ -n "$upgrade" ]; then
-		systemctl try-restart federate-agent.service
+		# Debian's wrapper honours policy-rc.d; the rpm families restart
+		# as their %systemd_postun_with_restart does.
+		if command -v deb-systemd-invoke >/dev/null; then
+			deb-systemd-invoke restart federate-agent.service
+		else
+			systemctl try-restart federate-agent.service
+		fi
 	else
-		echo "federate-agent: copy the files 'federate vm configure' wrote into /etc/federate, then run"
-		echo "  systemctl enable --now federate-agent"
+		echo "federate-agent: install the files 'federate vm configure' wrote into /etc/federate:"
+		echo "  install -m 0640 -g federate-agent DIR/* /etc/federate/"
+		echo "then run: systemctl enable --now federate-agent"
 	fi
 fi
 exit 0

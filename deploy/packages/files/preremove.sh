@@ -1,6 +1,7 @@
 #!/bin/sh
-# Stops the agent before its files go. The user and /etc/federate stay, so
-# that a reinstall finds its identity and configuration.
+# Stops and disables the agent before its files go. The user, its state
+# and /etc/federate stay until a purge (postremove), so that a reinstall
+# finds its identity and configuration.
 set -e
 
 # deb passes "remove" (or "upgrade" when replaced); rpm passes 0 on removal
@@ -11,6 +12,12 @@ remove | 0) ;;
 esac
 
 if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then
-	systemctl disable --now federate-agent.service || true
+	if command -v deb-systemd-invoke >/dev/null; then
+		deb-systemd-invoke stop federate-agent.service || true
+		deb-systemd-helper disable federate-agent.service || true
+	else
+		# The rpm families, as their %systemd_preun does.
+		systemctl disable --now federate-agent.service || true
+	fi
 fi
 exit 0

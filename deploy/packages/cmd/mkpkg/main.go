@@ -23,13 +23,15 @@ func run(args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	fs.Usage = func() {
 		fmt.Fprint(stdout, "Usage: mkpkg --binary FILE --version V [flags]\n\n"+
-			"Writes OUT/federate-agent_<version>_amd64.deb and .rpm: the agent binary,\n"+
-			"its systemd unit, the scripts that create its system user, and the\n"+
+			"Writes OUT/federate-agent_<version>-1_amd64.deb and\n"+
+			"OUT/federate-agent-<version>-1.x86_64.rpm: the agent binary (stripped), its\n"+
+			"systemd unit, its user (sysusers.d) and directories (tmpfiles.d), the\n"+
+			"scripts that purge them, copyright, changelog and manual page, and the\n"+
 			"configuration files in /etc/federate that upgrades keep.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var opts packages.Options
-	fs.StringVar(&opts.Binary, "binary", "bin/federate-agent", "the federate-agent executable")
+	fs.StringVar(&opts.Binary, "binary", "bin/federate-agent", "the federate-agent executable, stripped (go build -ldflags='-s -w')")
 	fs.StringVar(&opts.Version, "version", "", "package version, or the output of 'git describe --tags --always --dirty'")
 	fs.StringVar(&opts.FilesDir, "files", "deploy/packages/files", "directory of the unit, scripts and configuration templates")
 	fs.StringVar(&opts.OutDir, "out", "dist", "output directory")
