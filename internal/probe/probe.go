@@ -61,7 +61,7 @@ type Config struct {
 	// Collectors, if any, are exported at /metrics with the Go runtime's
 	// and the process's metrics.
 	Collectors []prometheus.Collector
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Server serves the probes; New listens, Run serves.
