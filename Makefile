@@ -56,8 +56,8 @@ IMAGE_SOURCE     := https://github.com/federate/federate
 images:
 	@[ -x bin/linux_arm64/federate ] || echo "building the images' binaries for $(IMAGE_PLATFORMS): the first arm64 build compiles every dependency again (about 10 minutes on 2 busy cores; later builds take seconds)"
 	@for arch in $(IMAGE_PLATFORMS); do \
-		echo "CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w' -o bin/linux_$$arch/ ./cmd/federate ./cmd/eastwest-gateway"; \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w' -o bin/linux_$$arch/ ./cmd/federate ./cmd/eastwest-gateway || exit 1; \
+		echo "CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/federate ./cmd/eastwest-gateway"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o bin/linux_$$arch/ ./cmd/federate ./cmd/eastwest-gateway || exit 1; \
 	done
 	@mkdir -p dist
 	@ca=; [ -f /etc/ssl/certs/ca-certificates.crt ] && ca=/etc/ssl/certs/ca-certificates.crt; \
