@@ -157,3 +157,49 @@ func verifySVID(t *testing.T, c *trust.Credential, roots *x509.CertPool) {
 		t.Errorf("gateway SVID does not chain to the cluster CA: %v", err)
 	}
 }
+
+// A gateway Secret whose ca.pem is not the mesh CA (the Secret was edited,
+// or the cluster joined again) is rewritten well before its SVID's renew
+// point, and so is a deleted one.
+func TestIntegrationGatewaySecretFollowsMeshCA(t *testing.T) {
+	t.Parallel()
+	k := kubetest.Start(t, "west")[0]
+	ns := controlplane.DefaultKubeNamespace
+	k.EnsureNamespace(t, ns, nil)
+	ctx := fedtest.DeadlineContext(t, 3*time.Minute)
+	tm := fedtest.NewMesh(t, testTimers)
+	tm.Join("west")
+	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "west"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
+	if err := kube.SaveMembership(ctx, ms); err != nil {
+		t.Fatal(err)
+	}
+	tm.StartControlPlane("west", controlplane.Config{
+		Gateway: "192.0.2.20:15443", Kube: kube, Source: fedtest.NewSource(fedtest.CoffeeService("west", "payment", 2, 9090)),
+		MaxSVIDTTL: time.Hour,
+	})
+	wantID := "spiffe://west.shop" + controlplane.GatewayPath
+	first := waitGatewaySVID(ctx, t, k, ns, ms.CA, wantID, nil)
+
+	secrets := k.Client.CoreV1().Secrets(ns)
+	sec, err := secrets.Get(ctx, controlplane.DefaultGatewaySecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["ca.pem"] = []byte("a CA of another mesh")
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := waitGatewaySVID(ctx, t, k, ns, ms.CA, wantID, first.Leaf())
+	if !time.Now().Before(trust.RenewAt(first.Leaf())) {
+		t.Fatal("the test ran past the first SVID's renew point: the rewrite proves nothing")
+	}
+
+	if err := secrets.Delete(ctx, controlplane.DefaultGatewaySecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitGatewaySVID(ctx, t, k, ns, ms.CA, wantID, second.Leaf())
+}
