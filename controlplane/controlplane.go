@@ -336,6 +336,9 @@ func (c *ControlPlane) run(ctx context.Context) error {
 		return errors.Join(err, g.Wait())
 	}
 	close(c.ready)
+	if cfg.Kube != nil {
+		g.Go(func() error { cfg.Kube.keepGatewaySecret(ctx, m, cfg.MaxSVIDTTL, c.log); return nil })
+	}
 
 	p := &publisher{member: m, workloads: c.workloads, info: &registry.ClusterInfo{Network: cfg.Network, Locality: cfg.Locality, Gateways: gateways}, log: c.log}
 	if ks, ok := source.(*kubeSource); ok {

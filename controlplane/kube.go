@@ -51,6 +51,9 @@ type Kube struct {
 	// GatewayService is the LoadBalancer Service whose address is announced
 	// when Config.Gateway is empty.
 	GatewayService string
+	// GatewaySecret is the Secret the control plane keeps with the east-west
+	// gateway's SVID and the mesh CA (default DefaultGatewaySecret).
+	GatewaySecret string
 	// PodName, if set, is this replica's Pod in Namespace: under leader
 	// election the control plane labels it with its role (RoleLabel).
 	PodName string

@@ -279,7 +279,8 @@ func leaderRBAC(ctx context.Context, t *testing.T, k *kubetest.Cluster, ns strin
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "patch"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{controlplane.DefaultMembershipSecret}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{controlplane.DefaultMembershipSecret, controlplane.DefaultGatewaySecret}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 		},
 	}
 	if _, err := k.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {

@@ -163,6 +163,20 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 		t.Fatalf("save a renewed credential: %v", err)
 	}
 
+	// The leader keeps the gateway's Secret: creates it, reads and
+	// rewrites it.
+	gw := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "federate-gateway"}, Data: map[string][]byte{"gateway.pem": []byte("first"), "ca.pem": []byte("ca")}}
+	if _, err := sa.CoreV1().Secrets("federate-system").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create the gateway Secret: %v", err)
+	}
+	if gw, err = sa.CoreV1().Secrets("federate-system").Get(ctx, "federate-gateway", metav1.GetOptions{}); err != nil {
+		t.Fatalf("read the gateway Secret: %v", err)
+	}
+	gw.Data["gateway.pem"] = []byte("renewed")
+	if _, err := sa.CoreV1().Secrets("federate-system").Update(ctx, gw, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("rewrite the gateway Secret: %v", err)
+	}
+
 	// Leader election: its Lease, and a leader or standby label on its own
 	// Pod, in its namespace.
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "federate-controlplane", Namespace: "federate-system"}}
@@ -192,7 +206,11 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	_, denied["read another Secret"] = sa.CoreV1().Secrets("federate-system").Get(ctx, "someone-elses", metav1.GetOptions{})
 	_, denied["list Secrets"] = sa.CoreV1().Secrets("federate-system").List(ctx, metav1.ListOptions{})
 	_, denied["read Secrets elsewhere"] = sa.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
-	_, denied["create a Secret"] = sa.CoreV1().Secrets("federate-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "new"}}, metav1.CreateOptions{})
+	// Create cannot be limited by name: the Role allows it in its own
+	// namespace only.
+	_, denied["create a Secret elsewhere"] = sa.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "new"}}, metav1.CreateOptions{})
+	_, denied["rewrite another Secret"] = sa.CoreV1().Secrets("federate-system").Update(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses"}, Data: map[string][]byte{"x": []byte("y")}}, metav1.UpdateOptions{})
+	denied["delete the gateway Secret"] = sa.CoreV1().Secrets("federate-system").Delete(ctx, "federate-gateway", metav1.DeleteOptions{})
 	denied["delete the membership Secret"] = sa.CoreV1().Secrets("federate-system").Delete(ctx, "federate-membership", metav1.DeleteOptions{})
 	_, denied["create a Service"] = sa.CoreV1().Services("shop").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "evil"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 1}}},

@@ -57,7 +57,6 @@ for c in "${CLUSTERS[@]}"; do
 done
 for c in "${CLUSTERS[@]}"; do
 	kc "$c" -n "$NS" rollout status statefulset/federate-controlplane --timeout=300s
-	copy_gateway_credential "$c"
 	kc "$c" -n "$NS" rollout status deployment/eastwest-gateway --timeout=180s
 done
 

@@ -56,7 +56,9 @@ func rootCommand() *cobra.Command {
 		Long: "Routes cross-cluster TLS by SNI (outbound_.<port>_.<subset>_.<host>) to this\n" +
 			"cluster's exported services, without terminating it. Its configuration comes\n" +
 			"from the control plane over xDS; its SVID (written by the control plane into\n" +
-			"its data directory as gateway.pem) is renewed with the SVID itself. It also\n" +
+			"its data directory as gateway.pem, or in Kubernetes into the Secret\n" +
+			"federate-gateway) is renewed with the SVID itself; a read-only file (a\n" +
+			"mounted Secret) keeps renewals in memory and is re-read when it changes. It also\n" +
 			"routes its own cluster's internal names, controlplane.<cluster>.federate.internal\n" +
 			"and gossip.<cluster>.federate.internal, to the control plane, so that other\n" +
 			"clusters and VM agents need to reach only this port. Any other name is refused.",
@@ -83,7 +85,7 @@ func rootCommand() *cobra.Command {
 	}
 	fs := root.Flags()
 	fs.StringVar(&o.controlPlane, "control-plane", "", "the control plane's federation API address")
-	fs.StringVar(&o.credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back (default $FEDERATE_CREDENTIAL)")
+	fs.StringVar(&o.credPath, "credential", "", "the gateway's SVID and key (PEM); renewals are written back unless it is read-only (default $FEDERATE_CREDENTIAL)")
 	fs.StringVar(&o.caPath, "ca", "", "mesh CA certificate (default: ca.pem beside the credential)")
 	fs.StringVar(&o.listen, "listen", "0.0.0.0:15443", "TLS passthrough address")
 	fs.StringVar(&o.health, "health", "0.0.0.0:15021", "health, stats and metrics address: /healthz/ready, /livez, /stats, /metrics (Prometheus)")
@@ -134,6 +136,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	file := newCredentialFile(credPath, cred, log)
 	renewer := &trust.Renewer{
 		Credential: cred, Logger: log,
 		Sign: func(ctx context.Context, csr []byte) ([]*x509.Certificate, error) {
@@ -143,11 +146,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 			}
 			return trust.ParseCertificates(resp.GetCertificates())
 		},
-		OnRenew: func(c *trust.Credential) {
-			if err := c.Save(credPath); err != nil {
-				log.Error("save renewed credential", "path", credPath, "err", err)
-			}
-		},
+		OnRenew: file.saveRenewal,
 	}
 	healthLis, err := net.Listen("tcp", health)
 	if err != nil {
@@ -158,6 +157,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(ctx) })
 	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { return file.watch(ctx) })
 	g.Go(func() error { return gw.Run(ctx) })
 	g.Go(func() error {
 		if err := httpSrv.Serve(healthLis); !errors.Is(err, http.ErrServerClosed) {

@@ -27,6 +27,7 @@ type kubeFlags struct {
 	kubeNamespace  string
 	secret         string
 	gatewayService string
+	gatewaySecret  string
 	podName        string
 	leader         controlplane.LeaderElection
 	leaderElect    bool
@@ -51,6 +52,7 @@ func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
 	if controlPlane {
 		k.registerLeaderElection(fs)
 		fs.StringVar(&k.gatewayService, "gateway-service", controlplane.DefaultGatewayService, "with --kubeconfig and no --gateway: the LoadBalancer Service whose address is announced as this cluster's gateway")
+		fs.StringVar(&k.gatewaySecret, "gateway-secret", controlplane.DefaultGatewaySecret, "the Secret, in --namespace, the leader keeps with the east-west gateway's SVID (gateway.pem) and the mesh CA (ca.pem) for the gateway's Pods to mount")
 	}
 }
 
@@ -130,7 +132,7 @@ func (k *kubeFlags) connect() (*controlplane.Kube, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &controlplane.Kube{Config: config, Client: client, Namespace: ns, Secret: k.secret, GatewayService: k.gatewayService, PodName: k.podName}, nil
+	return &controlplane.Kube{Config: config, Client: client, Namespace: ns, Secret: k.secret, GatewayService: k.gatewayService, GatewaySecret: k.gatewaySecret, PodName: k.podName}, nil
 }
 
 // errNoKubeconfig is the kubeconfig loader's answer when no file names a

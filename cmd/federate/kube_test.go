@@ -56,6 +56,7 @@ func TestIntegrationKubeFederation(t *testing.T) {
 		return []string{"--kubeconfig", merged, "--context", c.Name, "-n", controlplane.DefaultKubeNamespace}
 	}
 	gatewayAddr := map[string]string{}
+	gatewaySecret := map[string]string{"east": "east-gateway", "west": controlplane.DefaultGatewaySecret, "central": controlplane.DefaultGatewaySecret}
 	for _, c := range clusters {
 		c.InstallCRDs(t)
 		c.EnsureNamespace(t, controlplane.DefaultKubeNamespace, nil)
@@ -76,7 +77,8 @@ func TestIntegrationKubeFederation(t *testing.T) {
 		api := testport.Addr(t)
 		background(t, append([]string{"controlplane", "--cluster", c.Name, "--network", "net-" + c.Name, "--locality", "region-" + c.Name + "/zone-a",
 			"--data-dir", dataDir, "--listen", api, "--metrics-listen", "127.0.0.1:0", "--gossip", testport.Addr(t),
-			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"},
+			"--gateway", gatewayAddr[c.Name], "--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h",
+			"--gateway-secret", gatewaySecret[c.Name]},
 			kubeArgs(c)...)...)
 		startGateway(t, dataDir, c.Name, api, gatewayAddr[c.Name])
 	}
@@ -144,6 +146,20 @@ func TestIntegrationKubeFederation(t *testing.T) {
 				err = fmt.Errorf("read %q", got)
 			}
 			return err
+		})
+	}
+
+	// Each control plane keeps its gateway's Secret under --gateway-secret.
+	for _, c := range clusters {
+		fedtest.EventuallyNil(t, 30*time.Second, "the gateway Secret in "+c.Name, func() error {
+			sec, err := c.Client.CoreV1().Secrets(controlplane.DefaultKubeNamespace).Get(ctx, gatewaySecret[c.Name], metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if len(sec.Data["gateway.pem"]) == 0 || len(sec.Data["ca.pem"]) == 0 {
+				return fmt.Errorf("keys: %v", sec.Data)
+			}
+			return nil
 		})
 	}
 

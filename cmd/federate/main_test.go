@@ -87,7 +87,7 @@ func TestHelpIsComplete(t *testing.T) {
 		"controlplane": {"--cluster", "--network", "--locality", "--data-dir", "--config-dir", "--listen", "--gossip", "--gateway", "--stale-after",
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
-			"--gateway-service", "--log-level", "--log-format", "--metrics-listen", "--serving-name", "--istio-write", "--context", "-n",
+			"--gateway-service", "--gateway-secret", "--log-level", "--log-format", "--metrics-listen", "--serving-name", "--istio-write", "--context", "-n",
 			"--leader-elect", "--leader-elect-resource-name", "--leader-elect-lease-duration", "--pod-name"},
 		"status":          {"--hub", "--server", "-o", "--credential", "--ca"},
 		"lab up":          {"--dir", "--clusters", "--isolate", "--log-level"},
