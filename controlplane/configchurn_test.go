@@ -26,7 +26,7 @@ const (
 	churnRewrites = 1000
 	deleteEvery   = 2 * time.Millisecond // 1,000 deletes over about 2 s
 	configPoll    = 20 * time.Millisecond
-	finalStateIn  = 2 * time.Second
+	finalStateIn  = 10 * time.Second // logged: about 1 s on an idle machine
 )
 
 // stableServices stay in the config directory for the whole run: none of
@@ -39,7 +39,7 @@ var stableServices = []string{"order", "payment", "inventory", "ledger", "shippi
 // waiting until the control plane has read the empty file. Peers watch
 // every record they apply: no service whose file still exists is ever
 // withdrawn, changes keep flowing while the deletes run, and after each
-// phase the final state is at every peer within 2 s.
+// phase the final state reaches every peer (logged: about 1 s when idle).
 func TestIntegrationConfigDirChurn(t *testing.T) {
 	t.Parallel()
 	tm := fedtest.NewMesh(t, testTimers)

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	clientretry "k8s.io/client-go/util/retry"
 
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/internal/fedtest"
@@ -243,14 +244,20 @@ func TestIntegrationLeaderStopsWhenLeaseLost(t *testing.T) {
 
 	// Another holder takes the Lease, as a replica would once the leader
 	// had been cut off past the lease duration.
+	// The replica renews it meanwhile: retry on a conflict, as any writer.
 	leases := k.Client.CoordinationV1().Leases(ns)
-	l, err := leases.Get(ctx, controlplane.DefaultLeaseName, metav1.GetOptions{})
+	other := "replica-b"
+	err = clientretry.RetryOnConflict(clientretry.DefaultRetry, func() error {
+		l, err := leases.Get(ctx, controlplane.DefaultLeaseName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.NewMicroTime(time.Now())
+		l.Spec.HolderIdentity, l.Spec.AcquireTime, l.Spec.RenewTime = &other, &now, &now
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	other, now := "replica-b", metav1.NewMicroTime(time.Now())
-	l.Spec.HolderIdentity, l.Spec.AcquireTime, l.Spec.RenewTime = &other, &now, &now
-	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	select {
