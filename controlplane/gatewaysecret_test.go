@@ -19,7 +19,6 @@ import (
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
-	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 )
 
@@ -54,14 +53,7 @@ func TestIntegrationGatewaySecretKeptCurrent(t *testing.T) {
 	ctx := fedtest.DeadlineContext(t, 3*time.Minute)
 	tm := fedtest.NewMesh(t, testTimers)
 	tm.Join("east")
-	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "east"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kube := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
-	if err := kube.SaveMembership(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	kube, ms := saveMembership(ctx, t, tm, k, ns, "east")
 	secrets := k.Client.CoreV1().Secrets(ns)
 	foreign := map[string][]byte{"gateway.pem": []byte("someone else's"), "ca.pem": []byte("not ours")}
 	if _, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controlplane.DefaultGatewaySecret}, Data: foreign}, metav1.CreateOptions{}); err != nil {
@@ -169,14 +161,7 @@ func TestIntegrationGatewaySecretFollowsMeshCA(t *testing.T) {
 	ctx := fedtest.DeadlineContext(t, 3*time.Minute)
 	tm := fedtest.NewMesh(t, testTimers)
 	tm.Join("west")
-	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "west"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kube := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
-	if err := kube.SaveMembership(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	kube, ms := saveMembership(ctx, t, tm, k, ns, "west")
 	tm.StartControlPlane("west", controlplane.Config{
 		Gateway: "192.0.2.20:15443", Kube: kube, Source: fedtest.NewSource(fedtest.CoffeeService("west", "payment", 2, 9090)),
 		MaxSVIDTTL: time.Hour,

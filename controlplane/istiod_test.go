@@ -21,7 +21,6 @@ import (
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
-	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 )
 
@@ -67,14 +66,7 @@ func TestIntegrationIstiodRoutesSidecarsThroughGateway(t *testing.T) {
 	// East: a kube-apiserver with istiod on east's CA under the same root,
 	// and east's control plane writing for istiod.
 	k, ic := startIstioKube(t)
-	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "east"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kube := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: istiod.DefaultNamespace, Secret: controlplane.DefaultMembershipSecret}
-	if err := kube.SaveMembership(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	kube, _ := saveMembership(ctx, t, tm, k, istiod.DefaultNamespace, "east")
 	pilot := k.StartIstiod(t, kubetest.IstiodConfig{ClusterID: "east", MeshConfig: "trustDomain: east.shop\n", CACertsDir: eastCA})
 	east := tm.StartControlPlane("east", controlplane.Config{
 		Kube: kube, IstioWrite: true, Source: fedtest.NewSource(), PluginCADir: eastCA,

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -22,7 +21,6 @@ import (
 	"github.com/federate/federate/controlplane"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/kubetest"
-	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 )
 
@@ -74,14 +72,7 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 	kube := func(pod string) *controlplane.Kube {
 		return &controlplane.Kube{Config: asSA, Client: saClient, Namespace: ns, Secret: controlplane.DefaultMembershipSecret, PodName: pod}
 	}
-	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "east"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
-	if err := admin.SaveMembership(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	admin, ms := saveMembership(ctx, t, tm, k, ns, "east")
 	createPods(ctx, t, k, ns, "federate-controlplane-0", "federate-controlplane-1")
 
 	const lease = 6 * time.Second
@@ -218,14 +209,7 @@ func TestIntegrationLeaderStopsWhenLeaseLost(t *testing.T) {
 	ctx := fedtest.DeadlineContext(t, 2*time.Minute)
 	tm := fedtest.NewMesh(t, testTimers)
 	tm.Join("east")
-	ms, err := membership.LoadMembership(filepath.Join(tm.Dir, "east"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := &controlplane.Kube{Config: k.Config, Client: k.Client, Namespace: ns, Secret: controlplane.DefaultMembershipSecret}
-	if err := kc.SaveMembership(ctx, ms); err != nil {
-		t.Fatal(err)
-	}
+	kc, _ := saveMembership(ctx, t, tm, k, ns, "east")
 	cp, err := controlplane.New(controlplane.Config{
 		Cluster: "east", Network: "net-east", DataDir: t.TempDir(), Gateway: "192.0.2.10:15443",
 		Kube: kc, Source: fedtest.NewSource(fedtest.CoffeeService("east", "orders", 2, 8080)), Timers: testTimers,

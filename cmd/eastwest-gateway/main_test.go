@@ -1,52 +1,30 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/cmd/internal/clitest"
 	"github.com/federate/federate/eastwest"
 	"github.com/federate/federate/eastwest/xdsclient"
 	"github.com/federate/federate/internal/fedtest"
 )
 
-// childArgsEnv makes this test binary run the gateway's command line (a
-// JSON list) and exit as main does.
-const childArgsEnv = "EASTWEST_GATEWAY_TEST_CHILD_ARGS"
-
 func TestMain(m *testing.M) {
-	if args, ok := os.LookupEnv(childArgsEnv); ok {
-		var list []string
-		_ = json.Unmarshal([]byte(args), &list)
-		os.Exit(cli.ExitCode("eastwest-gateway", run(context.Background(), list, os.Stdout, os.Stderr), os.Stderr))
-	}
+	clitest.Main("eastwest-gateway", run)
 	fedtest.Main(m)
 }
 
+// gatewayProcess runs the gateway's command line in its own process, with
+// no credential from the environment.
 func gatewayProcess(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	encoded, _ := json.Marshal(args)
-	cmd := exec.CommandContext(ctx, os.Args[0])
-	cmd.Env = append(os.Environ(), childArgsEnv+"="+string(encoded), "FEDERATE_CREDENTIAL=")
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	var exit *exec.ExitError
-	if err := cmd.Run(); err != nil && !errors.As(err, &exit) {
-		t.Fatal(err)
-	}
-	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+	return clitest.Run(t, []string{"FEDERATE_CREDENTIAL="}, args...)
 }
 
 // Usage errors exit 2 on stderr; --help and version answer on stdout; a

@@ -1,53 +1,29 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/cmd/internal/clitest"
 	"github.com/federate/federate/internal/fedtest"
 )
 
-// childArgsEnv makes this test binary run the agent's command line (a
-// JSON list) and exit as main does.
-const childArgsEnv = "FEDERATE_AGENT_TEST_CHILD_ARGS"
-
 func TestMain(m *testing.M) {
-	if args, ok := os.LookupEnv(childArgsEnv); ok {
-		var list []string
-		_ = json.Unmarshal([]byte(args), &list)
-		os.Exit(cli.ExitCode("federate-agent", run(context.Background(), list, os.Stdout, os.Stderr), os.Stderr))
-	}
+	clitest.Main("federate-agent", run)
 	fedtest.Main(m)
 }
 
+// agentProcess runs the agent's command line in its own process.
 func agentProcess(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	encoded, _ := json.Marshal(args)
-	cmd := exec.CommandContext(ctx, os.Args[0])
-	cmd.Env = append(os.Environ(), childArgsEnv+"="+string(encoded))
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	var exit *exec.ExitError
-	if err := cmd.Run(); err != nil && !errors.As(err, &exit) {
-		t.Fatal(err)
-	}
-	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+	return clitest.Run(t, nil, args...)
 }
 
 // Usage errors exit 2 on stderr, in the agent and its svid mode; --help

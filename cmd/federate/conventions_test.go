@@ -1,38 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/federate/federate/cmd/internal/cli"
-	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/cmd/internal/clitest"
 )
-
-// federateProcess runs 'federate args' as its own process (this test
-// binary, through runChild, which exits as main does) and returns its
-// stdout, stderr and exit code.
-func federateProcess(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx := fedtest.DeadlineContext(t, 30*time.Second)
-	encoded, _ := json.Marshal(args)
-	cmd := exec.CommandContext(ctx, os.Args[0])
-	cmd.Env = append(append(os.Environ(), env...), childArgsEnv+"="+string(encoded))
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("federate %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
-}
 
 // A wrong command line exits 2, says what is wrong and where the help is
 // on stderr, and prints nothing on stdout; a failure of the work exits 1;
@@ -61,7 +37,7 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", filepath.Join(t.TempDir(), "missing.pem")}, 1, "trust: read credential: open ", ""},
 	}
 	for _, tc := range cases {
-		stdout, stderr, code := federateProcess(t, nil, tc.args...)
+		stdout, stderr, code := clitest.Run(t, nil, tc.args...)
 		if code != tc.code {
 			t.Errorf("federate %v: exit code %d, want %d\nstderr: %s", tc.args, code, tc.code, stderr)
 		}
@@ -76,10 +52,10 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		}
 	}
 	// Without a command, the commands are listed on stderr.
-	if _, stderr, _ := federateProcess(t, nil); !strings.Contains(stderr, "Available Commands:\n  cluster") {
+	if _, stderr, _ := clitest.Run(t, nil); !strings.Contains(stderr, "Available Commands:\n  cluster") {
 		t.Errorf("federate without a command: stderr lacks the commands:\n%s", stderr)
 	}
-	stdout, stderr, code := federateProcess(t, nil, "cluster", "remove", "--help")
+	stdout, stderr, code := clitest.Run(t, nil, "cluster", "remove", "--help")
 	if code != 0 || stderr != "" || !strings.Contains(stdout, "federate cluster remove NAME") {
 		t.Errorf("cluster remove --help: exit %d, stderr %q, stdout:\n%s", code, stderr, stdout)
 	}

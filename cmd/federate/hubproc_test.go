@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,27 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/cmd/internal/clitest"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/testport"
 )
-
-// childArgsEnv makes this test binary run 'federate' with the arguments it
-// holds (a JSON list) instead of the tests: a hub in its own process,
-// whose memory a test can measure and which it can freeze.
-const childArgsEnv = "FEDERATE_TEST_CHILD_ARGS"
-
-func runChild(args string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var list []string
-	if err := json.Unmarshal([]byte(args), &list); err != nil {
-		fmt.Fprintln(os.Stderr, "federate test child:", childArgsEnv, err)
-		return 2
-	}
-	return cli.ExitCode("federate", run(ctx, list, os.Stdout, os.Stderr), os.Stderr)
-}
 
 // hubProcess is 'federate hub' running in a child process.
 type hubProcess struct {
@@ -54,9 +36,7 @@ func startHubProcess(t *testing.T) *hubProcess {
 	t.Helper()
 	h := &hubProcess{Addr: testport.Addr(t), Dir: t.TempDir(), log: &lockedBuffer{}, exited: make(chan struct{})}
 	args := []string{"hub", "--mesh", "shop", "--listen", h.Addr, "--gossip", "127.0.0.1:0", "--data-dir", h.Dir, "--log-level", "warn", "--metrics-listen", "127.0.0.1:0"}
-	h.cmd = exec.Command(os.Args[0])
-	encoded, _ := json.Marshal(args)
-	h.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(encoded))
+	h.cmd = clitest.Command(context.Background(), args...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	// Should the test binary die, the kernel kills the hub, stopped or not.
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,13 +11,12 @@ import (
 	"time"
 
 	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/cmd/internal/clitest"
 	"github.com/federate/federate/internal/fedtest"
 )
 
 func TestMain(m *testing.M) {
-	if args, ok := os.LookupEnv(childArgsEnv); ok {
-		os.Exit(runChild(args))
-	}
+	clitest.Main("federate", run)
 	// klog's logger is set once, before any test's client-go goroutine
 	// reads it; each command then points it at its own logger.
 	cli.BridgeKlog(slog.New(slog.DiscardHandler))
