@@ -9,20 +9,21 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/controlplane"
 )
 
 // kubeFlags select the Kubernetes mode: services from the cluster's API,
-// the membership in a Secret. The kubeconfig flags are kubectl's
-// (k8s.io/cli-runtime): --kubeconfig or $KUBECONFIG, --context, -n.
+// the membership in a Secret. The kubeconfig flags are kubectl's:
+// --kubeconfig or $KUBECONFIG, --context, -n.
 type kubeFlags struct {
-	config         *genericclioptions.ConfigFlags
+	kubeconfigPath string
+	context        string
+	namespaceFlag  string
 	inCluster      bool
 	kubeNamespace  string
 	secret         string
@@ -37,13 +38,11 @@ func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
 	fs := cmd.Flags()
 	// Only the flags that choose a cluster and a namespace: credentials
 	// and servers come from the kubeconfig.
-	k.config = &genericclioptions.ConfigFlags{KubeConfig: ptr.To(""), Context: ptr.To(""), Namespace: ptr.To("")}
-	k.config.AddFlags(fs)
-	fs.Lookup("kubeconfig").Usage = "kubeconfig of the cluster (default $KUBECONFIG, else ~/.kube/config): keep the membership in a Secret there" +
-		map[bool]string{true: ", and take services from its ServiceExports instead of --config-dir", false: ""}[controlPlane]
-	fs.Lookup("context").Usage = "the kubeconfig context to use (default: its current context)"
-	fs.Lookup("namespace").Usage = "namespace of the membership Secret" +
-		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane] + " (default " + controlplane.DefaultKubeNamespace + ")"
+	fs.StringVar(&k.kubeconfigPath, "kubeconfig", "", "kubeconfig of the cluster (default $KUBECONFIG, else ~/.kube/config): keep the membership in a Secret there"+
+		map[bool]string{true: ", and take services from its ServiceExports instead of --config-dir", false: ""}[controlPlane])
+	fs.StringVar(&k.context, "context", "", "the kubeconfig context to use (default: its current context)")
+	fs.StringVarP(&k.namespaceFlag, "namespace", "n", "", "namespace of the membership Secret"+
+		map[bool]string{true: " and the gateway Service", false: ""}[controlPlane]+" (default "+controlplane.DefaultKubeNamespace+")")
 	_ = cmd.RegisterFlagCompletionFunc("context", k.completeContexts)
 	_ = cmd.MarkFlagFilename("kubeconfig")
 	fs.BoolVar(&k.inCluster, "in-cluster", false, "like --kubeconfig, with the Pod's ServiceAccount")
@@ -59,7 +58,7 @@ func (k *kubeFlags) register(cmd *cobra.Command, controlPlane bool) {
 // completeContexts completes --context with the kubeconfig's contexts, as
 // kubectl does.
 func (k *kubeFlags) completeContexts(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-	raw, err := k.config.ToRawKubeConfigLoader().RawConfig()
+	raw, err := k.loader().RawConfig()
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -98,13 +97,13 @@ func (k *kubeFlags) leaderElection(inKube bool) (*controlplane.LeaderElection, e
 
 // explicit reports whether a flag asks for a Kubernetes cluster.
 func (k *kubeFlags) explicit() bool {
-	return *k.config.KubeConfig != "" || *k.config.Context != "" || k.inCluster
+	return k.kubeconfigPath != "" || k.context != "" || k.inCluster
 }
 
 // namespace is -n, else --kube-namespace, else federate's own namespace
 // (never the context's: the Secret lives beside the control plane).
 func (k *kubeFlags) namespace() (string, error) {
-	n, old := *k.config.Namespace, k.kubeNamespace
+	n, old := k.namespaceFlag, k.kubeNamespace
 	if n != "" && old != "" && n != old {
 		return "", cli.Usagef("--namespace %s and --kube-namespace %s disagree: give one", n, old)
 	}
@@ -117,7 +116,7 @@ func (k *kubeFlags) connect() (*controlplane.Kube, error) {
 	if err != nil {
 		return nil, err
 	}
-	if *k.config.KubeConfig != "" && k.inCluster {
+	if k.kubeconfigPath != "" && k.inCluster {
 		return nil, cli.Usagef("--kubeconfig and --in-cluster exclude each other: pick one")
 	}
 	var config *rest.Config
@@ -139,10 +138,17 @@ func (k *kubeFlags) connect() (*controlplane.Kube, error) {
 // cluster.
 var errNoKubeconfig = errors.New("no kubeconfig names a cluster")
 
-// kubeconfig loads the REST config as kubectl does: --kubeconfig, else
+// loader reads the kubeconfig as kubectl does: --kubeconfig, else
 // $KUBECONFIG, else ~/.kube/config; --context picks the context.
+func (k *kubeFlags) loader() clientcmd.ClientConfig {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = k.kubeconfigPath
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context})
+}
+
+// kubeconfig loads the REST config the kubeconfig names.
 func (k *kubeFlags) kubeconfig() (*rest.Config, error) {
-	loader := k.config.ToRawKubeConfigLoader()
+	loader := k.loader()
 	raw, err := loader.RawConfig()
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG): %w", err)
@@ -152,7 +158,7 @@ func (k *kubeFlags) kubeconfig() (*rest.Config, error) {
 	}
 	config, err := loader.ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG) with --context %q: %w", *k.config.Context, err)
+		return nil, fmt.Errorf("--kubeconfig (or $KUBECONFIG) with --context %q: %w", k.context, err)
 	}
 	return config, nil
 }
