@@ -72,7 +72,7 @@ func TestIntegrationLeaderElectionHandsOver(t *testing.T) {
 	kube := func(pod string) *controlplane.Kube {
 		return &controlplane.Kube{Config: asSA, Client: saClient, Namespace: ns, Secret: controlplane.DefaultMembershipSecret, PodName: pod}
 	}
-	admin, ms := saveMembership(ctx, t, tm, k, ns, "east")
+	saveMembership(ctx, t, tm, k, ns, "east")
 	createPods(ctx, t, k, ns, "federate-controlplane-0", "federate-controlplane-1")
 
 	const lease = 6 * time.Second
