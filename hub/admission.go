@@ -1,11 +1,8 @@
 package hub
 
 import (
-	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -20,38 +17,23 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// issueOwn issues a credential from the hub CA with a fresh key; the chain
-// includes the CA so that joining clusters can pin it.
+// issueOwn issues a credential from the hub CA with a fresh key.
 func (s *Server) issueOwn(id spiffeid.ID, ttl time.Duration) (*trust.Credential, error) {
-	key, err := trust.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := s.ca.Issue(id, key.Public(), ttl, s.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	return trust.NewCredential([]*x509.Certificate{leaf, s.ca.Cert}, key)
+	return issueFrom(s.ca, id, ttl, s.cfg.Now())
 }
 
-// writeAdmin writes the CA and an admin credential for the CLI.
+// writeAdmin writes the CA and an admin credential for the CLI, keeping
+// an admin credential of this CA with more than 30 days left.
 func (s *Server) writeAdmin() error {
-	// Written only when it changed: a hub on a full disk still starts.
-	caPEM, caPath := trust.EncodeCertificates(s.ca.Cert), filepath.Join(s.cfg.DataDir, membership.CAFile)
-	if cur, err := os.ReadFile(caPath); err != nil || !bytes.Equal(cur, caPEM) {
-		if err := trust.WriteFileAtomic(caPath, caPEM, 0o644); err != nil {
-			return err
-		}
+	if err := writeCAPEM(s.ca, s.cfg.DataDir); err != nil {
+		return err
 	}
 	path := filepath.Join(s.cfg.DataDir, AdminCredFile)
 	if c, err := trust.LoadCredential(path); err == nil && s.cfg.Now().Add(30*24*time.Hour).Before(c.Expiry()) && c.Leaf().CheckSignatureFrom(s.ca.Cert) == nil {
 		return nil
 	}
-	admin, err := s.issueOwn(membership.AdminID(s.td), 365*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	return admin.Save(path)
+	_, err := issueAdmin(s.ca, s.cfg.DataDir, 365*24*time.Hour, s.cfg.Now())
+	return err
 }
 
 // Join trades a one-time token for a cluster credential.

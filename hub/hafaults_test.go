@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +70,11 @@ func TestHAForeignDataRefused(t *testing.T) {
 			cfg := h.replicaConfig(9)
 			cfg.Etcd.Prefix = c.prefix
 			if c.name == "another mesh" {
-				cfg.Mesh = "cafe" // the prefix holds shop's federation
+				// The prefix holds shop's federation; cafe has a CA of its own.
+				cfg.Mesh, cfg.CAFile = "cafe", filepath.Join(t.TempDir(), "cafe-ca.pem")
+				if _, err := hub.CreateCAFile("cafe", cfg.CAFile, time.Now()); err != nil {
+					t.Fatal(err)
+				}
 				cfg.Logger = h.Logger()
 			}
 			err = startErr(t, cfg)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -73,7 +74,7 @@ func hubCommand() *cobra.Command {
 	timers.register(fs)
 	logs.Register(cmd)
 	metrics.register(fs)
-	cmd.AddCommand(hubCreateCACommand())
+	cmd.AddCommand(hubCreateCACommand(), hubAdminCredentialCommand())
 	return cmd
 }
 
@@ -109,5 +110,38 @@ func hubCreateCACommand() *cobra.Command {
 		})
 	cmd.Flags().StringVar(&mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
 	cmd.Flags().StringVar(&out, "out", "", "file to create")
+	return cmd
+}
+
+func hubAdminCredentialCommand() *cobra.Command {
+	var mesh, caFile, out string
+	var validFor time.Duration
+	cmd := command("admin-credential --mesh NAME --ca-file FILE --out DIR", "issue an operator's admin credential from the shared mesh CA file",
+		"Issues an admin credential from the mesh CA file that hub replicas on etcd share\n"+
+			"(docs/hub-ha.md), for an operator who cannot read a replica's --data-dir: writes\n"+
+			"DIR/"+hub.AdminCredFile+" and DIR/"+membership.CAFile+". It works against every replica. It can mint\n"+
+			"tokens and remove clusters: keep it as you keep a kubeconfig, and keep it short-lived.",
+		func(c *cobra.Command) error {
+			if err := cli.Required(c, "mesh", "ca-file", "out"); err != nil {
+				return err
+			}
+			if validFor <= 0 {
+				return cli.Usagef("--valid-for %s: give a positive duration, e.g. 24h", validFor)
+			}
+			expiry, err := hub.WriteAdminCredential(mesh, caFile, out, validFor, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "wrote %s (valid until %s) and %s\n",
+				filepath.Join(out, hub.AdminCredFile), expiry.UTC().Format(time.RFC3339), filepath.Join(out, membership.CAFile))
+			return nil
+		})
+	fs := cmd.Flags()
+	fs.StringVar(&mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
+	fs.StringVar(&caFile, "ca-file", "", "the mesh CA file the replicas mount (from 'federate hub create-ca')")
+	fs.StringVar(&out, "out", "", "directory to write the credential and the CA certificate to")
+	fs.DurationVar(&validFor, "valid-for", 24*time.Hour, "how long the credential is valid")
+	_ = cmd.MarkFlagFilename("ca-file")
+	_ = cmd.MarkFlagDirname("out")
 	return cmd
 }

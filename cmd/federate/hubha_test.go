@@ -7,10 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/trust"
 )
 
 // 'federate hub create-ca' writes the CA file replicas share, once; a hub
-// on etcd without one, or without etcd's TLS files, says what to pass.
+// on etcd without one, or without etcd's TLS files, says what to pass;
+// 'hub admin-credential' issues an operator's credential from it.
 func TestHubCreateCAAndEtcdFlags(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -32,6 +36,18 @@ func TestHubCreateCAAndEtcdFlags(t *testing.T) {
 	}
 	if again, _ := os.ReadFile(path); !bytes.Equal(again, first) {
 		t.Fatal("second create-ca changed the file")
+	}
+	ops := filepath.Join(dir, "ops")
+	out.Reset()
+	if err := run(context.Background(), []string{"hub", "admin-credential", "--mesh", "shop", "--ca-file", path, "--out", ops}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.LoadCredential(filepath.Join(ops, hub.AdminCredFile)); err != nil || !strings.Contains(out.String(), "valid until") {
+		t.Errorf("admin-credential printed %q; credential: %v", out.String(), err)
+	}
+	err = run(context.Background(), []string{"hub", "admin-credential", "--mesh", "shop", "--ca-file", path, "--out", ops, "--valid-for", "0s"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--valid-for") {
+		t.Errorf("admin-credential --valid-for 0s: %v, want a usage error", err)
 	}
 	for args, want := range map[string]string{
 		"--store etcd --etcd-endpoints https://127.0.0.1:2379 --etcd-cert c --etcd-key k --etcd-ca a": "--ca-file",
