@@ -73,6 +73,7 @@ type Gateway struct {
 	dialer   net.Dialer
 	outliers *outliers
 	stats    counters
+	conns    liveConns
 	parker   *parker // nil while not serving, or if the kernel refused one
 }
 
@@ -169,13 +170,19 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		}
 	}
 	// Connections outlive ctx by the drain; closing is how they end early.
-	connCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
-	defer closeConns()
+	// connCtx ends the dials under way; closing each connection ends
+	// the rest.
+	connCtx, cancelConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelConns()
+	closeConns := func() {
+		cancelConns()
+		g.conns.closeAll()
+	}
 	stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 	defer stopListening()
 
 	var wg sync.WaitGroup
-	g.parker = newParker(g.log)
+	g.parker = newParker(g.log, &g.conns)
 	if g.parker != nil {
 		go g.parker.run(func(h *half) { go g.copyHalf(h) })
 		// Stopped once every connection ended: parked ones resume until then.
