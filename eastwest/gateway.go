@@ -74,7 +74,8 @@ type Gateway struct {
 	outliers *outliers
 	stats    counters
 	conns    liveConns
-	parker   *parker // nil while not serving, or if the kernel refused one
+	work     *workers // nil while not serving
+	parker   *parker  // nil while not serving, or if the kernel refused one
 }
 
 // New checks cfg and returns a gateway; it does no I/O.
@@ -182,9 +183,12 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	defer stopListening()
 
 	var wg sync.WaitGroup
+	g.work = newWorkers()
+	// Every task has ended once the drain is over (wg counts them).
+	defer g.work.stop()
 	g.parker = newParker(g.log, &g.conns)
 	if g.parker != nil {
-		go g.parker.run(func(h *half) { go g.copyHalf(h) })
+		go g.parker.run(func(h *half) { g.work.run(func() { g.copyHalf(h) }) })
 		// Stopped once every connection ended: parked ones resume until then.
 		defer g.parker.stop()
 	}
@@ -194,7 +198,11 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		wg.Go(func() { g.returnMemory(memCtx, g.cfg.ReturnMemoryEvery) })
 	}
 	err := g.accept(ctx, lis, func(c *net.TCPConn) {
-		wg.Go(func() { g.serveConn(connCtx, c, &wg) })
+		wg.Add(1)
+		g.work.run(func() {
+			defer wg.Done()
+			g.serveConn(connCtx, c, &wg)
+		})
 	})
 	lis.Close()
 	stopReturningMemory()

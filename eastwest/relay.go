@@ -77,12 +77,12 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 	if r.closed.Load() {
 		r.close() // a drain that came before the upstream was set
 	}
-	// Each direction gets a fresh goroutine: their stacks stay small while
-	// the connection idles, where this one's grew reading the hello.
+	// This worker relays one direction, another the other. An idle
+	// direction parks and gives its worker back.
 	r.left.Store(2)
 	wg.Add(2)
-	go g.copyHalf(&r.halves[0])
-	go g.copyHalf(&r.halves[1])
+	g.work.run(func() { g.copyHalf(&r.halves[1]) })
+	g.copyHalf(&r.halves[0])
 }
 
 // copyHalf relays one direction. When src ends, dst's write half is
