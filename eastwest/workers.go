@@ -4,7 +4,7 @@ import "sync/atomic"
 
 // maxIdleWorkers is how many workers wait for a task at most; the others
 // end. Their stacks (about 8 KiB each) are what they keep.
-const maxIdleWorkers = 16
+const maxIdleWorkers = 8
 
 // workers run a connection's tasks (reading its hello and connecting,
 // relaying a direction) on goroutines that stay for the next task. A new
