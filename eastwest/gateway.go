@@ -73,7 +73,9 @@ type Gateway struct {
 	dialer   net.Dialer
 	outliers *outliers
 	stats    counters
-	parker   *parker // nil while not serving, or if the kernel refused one
+	conns    liveConns
+	work     *workers // nil while not serving
+	parker   *parker  // nil while not serving, or if the kernel refused one
 }
 
 // New checks cfg and returns a gateway; it does no I/O.
@@ -169,15 +171,24 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		}
 	}
 	// Connections outlive ctx by the drain; closing is how they end early.
-	connCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
-	defer closeConns()
+	// connCtx ends the dials under way; closing each connection ends
+	// the rest.
+	connCtx, cancelConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelConns()
+	closeConns := func() {
+		cancelConns()
+		g.conns.closeAll()
+	}
 	stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 	defer stopListening()
 
 	var wg sync.WaitGroup
-	g.parker = newParker(g.log)
+	g.work = newWorkers()
+	// Every task has ended once the drain is over (wg counts them).
+	defer g.work.stop()
+	g.parker = newParker(g.log, &g.conns)
 	if g.parker != nil {
-		go g.parker.run(func(h *half) { go g.copyHalf(h) })
+		go g.parker.run(func(h *half) { g.work.run(func() { g.copyHalf(h) }) })
 		// Stopped once every connection ended: parked ones resume until then.
 		defer g.parker.stop()
 	}
@@ -187,7 +198,11 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 		wg.Go(func() { g.returnMemory(memCtx, g.cfg.ReturnMemoryEvery) })
 	}
 	err := g.accept(ctx, lis, func(c *net.TCPConn) {
-		wg.Go(func() { g.serveConn(connCtx, c, &wg) })
+		wg.Add(1)
+		g.work.run(func() {
+			defer wg.Done()
+			g.serveConn(connCtx, c, &wg)
+		})
 	})
 	lis.Close()
 	stopReturningMemory()

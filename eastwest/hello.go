@@ -23,6 +23,7 @@ type helloRead struct {
 	n       int     // bytes received
 	hello   sni.ClientHello
 	err     error
+	tryOnce bool // read what is there and return, without waiting
 }
 
 // bytes returns what was received, the hello and anything after it, all

@@ -29,7 +29,7 @@ func (h *helloRead) read(fd uintptr) bool {
 		case err == syscall.EAGAIN:
 			h.partial = append(h.partial, (*buf)[kept:have]...)
 			helloScratch.Put(buf)
-			return false
+			return h.tryOnce
 		case err != nil:
 			h.err = err
 		case n == 0:
@@ -59,11 +59,21 @@ func (h *helloRead) read(fd uintptr) bool {
 // HelloTimeout of now. On success the caller forwards h.bytes() and
 // calls h.release.
 func (g *Gateway) readHello(c *net.TCPConn, h *helloRead) error {
-	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
-		return err
-	}
 	raw, err := c.SyscallConn()
 	if err != nil {
+		return err
+	}
+	// With TCP_DEFER_ACCEPT the hello is there when the connection is:
+	// a first try without a deadline saves arming and clearing a timer.
+	h.tryOnce = true
+	if err := raw.Read(h.read); err != nil {
+		return err
+	}
+	h.tryOnce = false
+	if h.err != nil || h.scratch != nil {
+		return h.err
+	}
+	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
 		return err
 	}
 	if err := raw.Read(h.read); err != nil {

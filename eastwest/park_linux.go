@@ -30,21 +30,22 @@ type parker struct {
 	wake [2]int // a pipe in the epoll; closing its write end stops run
 	done chan struct{}
 
+	conns *liveConns // where the sweeper looks for idle directions
+
 	mu     sync.Mutex
 	parked map[uint64]*half
 	next   uint64
-	relays map[*relayed]struct{}
 }
 
 // newParker returns a parker, or nil (no parking) if the kernel refuses
 // an epoll instance.
-func newParker(log *slog.Logger) *parker {
+func newParker(log *slog.Logger, conns *liveConns) *parker {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		log.Warn("idle connections will keep their goroutines: epoll_create1 failed", "err", err)
 		return nil
 	}
-	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, relays: map[*relayed]struct{}{}}
+	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, conns: conns}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		log.Warn("idle connections will keep their goroutines: pipe2 failed", "err", err)
@@ -127,31 +128,13 @@ func (p *parker) stop() {
 	<-p.done
 }
 
-// track and untrack keep the set of relays the sweeper looks at.
-func (p *parker) track(r *relayed) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	p.relays[r] = struct{}{}
-	p.mu.Unlock()
-}
-
-func (p *parker) untrack(r *relayed) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	delete(p.relays, r)
-	p.mu.Unlock()
-}
-
 // sweep asks each direction that waits and moved nothing since the last
 // sweep to park: a read deadline in the past wakes its goroutine.
 func (p *parker) sweep() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for r := range p.relays {
+	p.conns.each(func(r *relayed) {
+		if !r.started.Load() {
+			return // still reading its hello or connecting
+		}
 		for i := range r.halves {
 			h := &r.halves[i]
 			moved := h.moved.Load()
@@ -161,7 +144,7 @@ func (p *parker) sweep() {
 			}
 			h.seen = moved
 		}
-	}
+	})
 }
 
 // park registers h's source in the epoll; true means h's goroutine must

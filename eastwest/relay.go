@@ -22,8 +22,7 @@ type relayed struct {
 	upstream atomic.Pointer[net.TCPConn]
 	left     atomic.Int32 // directions still copying
 	closed   atomic.Bool
-	started  atomic.Bool // halves are set: close may read them
-	stop     func() bool // unregisters the drain's close
+	started  atomic.Bool // halves are set: close and the sweeper may read them
 	halves   [2]half     // to upstream, to client
 }
 
@@ -61,10 +60,12 @@ func (r *relayed) close() {
 func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
 	r := &relayed{g: g, wg: wg, client: client}
 	// Closing ends every phase: the hello read, the relay.
-	r.stop = context.AfterFunc(ctx, r.close)
+	if !g.conns.add(r) {
+		r.close() // the drain ended
+	}
 	upstream, ok := g.connect(ctx, client)
 	if !ok {
-		r.stop()
+		g.conns.remove(r)
 		client.Close()
 		g.stats.active.Add(-1)
 		return
@@ -76,13 +77,12 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 	if r.closed.Load() {
 		r.close() // a drain that came before the upstream was set
 	}
-	g.parker.track(r)
-	// Each direction gets a fresh goroutine: their stacks stay small while
-	// the connection idles, where this one's grew reading the hello.
+	// This worker relays one direction, another the other. An idle
+	// direction parks and gives its worker back.
 	r.left.Store(2)
 	wg.Add(2)
-	go g.copyHalf(&r.halves[0])
-	go g.copyHalf(&r.halves[1])
+	g.work.run(func() { g.copyHalf(&r.halves[1]) })
+	g.copyHalf(&r.halves[0])
 }
 
 // copyHalf relays one direction. When src ends, dst's write half is
@@ -103,8 +103,7 @@ func (g *Gateway) copyHalf(h *half) {
 func (g *Gateway) endHalf(h *half) {
 	r := h.r
 	if r.left.Add(-1) == 0 {
-		r.stop()
-		g.parker.untrack(r)
+		g.conns.remove(r)
 		r.close()
 		g.stats.active.Add(-1)
 	}

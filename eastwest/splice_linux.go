@@ -66,18 +66,26 @@ var plainBuffers = sync.Pool{New: func() any {
 // direction as bulk: its next reads splice.
 const plainSize = 16 << 10
 
-// direction is one way of a relayed connection. Its fill and flush run
-// inside syscall.RawConn.Read and Write. Between a fill and its flush it
-// holds either a pipe or, at the open-file limit, a plain buffer.
+// direction is one way of a relayed connection. It relays inside one
+// syscall.RawConn.Read on src, writing each piece to dst with a
+// RawConn.Write nested in it: Go's poller forgets src's readiness at the
+// start of every Read, so only within one Read may a direction wait
+// without first reading EAGAIN. Between a fill and its flush it holds
+// either a pipe or a plain buffer.
 type direction struct {
 	half    *half
+	dst     syscall.RawConn
+	flushTo func(fd uintptr) bool // d.flush, made once
 	pipe    *pipe
 	buf     *[]byte
 	off     int  // in buf, the first byte not yet written
 	pending int  // bytes read and not yet written
 	bulk    bool // the last read filled a plain buffer or spliced as much
-	err     error
-	eof     bool
+	// waitFirst: the next fill waits for the poller instead of a read
+	// that would find nothing (the last read drained src).
+	waitFirst bool
+	err       error
+	eof       bool
 }
 
 // copyConn moves h.src's bytes to h.dst until src ends: with read and
@@ -93,11 +101,12 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	d := &direction{half: h}
-	fill, flush := d.fill, d.flush
+	d := &direction{half: h, dst: dstRaw}
+	d.flushTo = d.flush
+	relay := d.relay
 	defer d.release()
 	for {
-		if err := srcRaw.Read(fill); err != nil {
+		if err := srcRaw.Read(relay); err != nil {
 			if h.kicked.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 				if p.park(h) {
 					return true, nil
@@ -109,23 +118,44 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 		if d.err != nil {
 			return false, d.err
 		}
-		if d.eof {
-			return false, h.dst.CloseWrite()
+		return false, h.dst.CloseWrite() // d.eof
+	}
+}
+
+// relay is the RawConn.Read callback: it moves what src has to dst and
+// returns false to wait until src is readable, true once src ended or
+// either side failed.
+func (d *direction) relay(fd uintptr) bool {
+	for {
+		if d.waitFirst {
+			// The poller registered src edge-triggered, and this Read
+			// has not reset it since the read that drained src: bytes
+			// or a close that came since wake the wait.
+			d.waitFirst = false
+			d.half.waiting.Store(true)
+			return false
+		}
+		if !d.fill(fd) {
+			return false
+		}
+		if d.err != nil || d.eof {
+			return true
 		}
 		n := d.pending
-		if err := dstRaw.Write(flush); err != nil {
-			return false, err
+		if err := d.dst.Write(d.flushTo); err != nil {
+			d.err = err
+			return true
 		}
 		if d.err != nil {
-			return false, d.err
+			return true
 		}
-		h.bytes.Add(uint64(n))
+		d.half.bytes.Add(uint64(n))
 	}
 }
 
 // fill moves what src has into the pipe (or buffer). With nothing to read
-// it gives the pipe back and returns false: RawConn.Read then waits until
-// src is readable and calls it again.
+// it gives the pipe back and returns false: relay then waits until src is
+// readable.
 func (d *direction) fill(fd uintptr) bool {
 	d.half.waiting.Store(false)
 	if d.pipe == nil && d.buf == nil {
@@ -170,6 +200,13 @@ func (d *direction) fill(fd uintptr) bool {
 		d.half.moved.Add(1)
 		d.pending, d.off = n, 0
 		d.bulk = n >= plainSize
+		// A plain read that did not fill its buffer took all the socket
+		// had (tcp_recvmsg stops short only when its queue is empty), so
+		// the next fill waits for the poller instead of reading EAGAIN:
+		// a small exchange costs a read and a write, not three calls. A
+		// splice can stop short for lack of room in the pipe: bulk reads
+		// go on until EAGAIN.
+		d.waitFirst = d.pipe == nil && n < len(*d.buf)
 	}
 	return true
 }

@@ -17,6 +17,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/metrics"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -111,6 +113,7 @@ func run(listen, name, upstream string, lifetime time.Duration, watchStdin, echo
 	if opts.statsEvery > 0 {
 		go printStats(ctx, gw, opts.statsEvery)
 	}
+	go printMemoryOnSignal(ctx)
 	return gw.Serve(ctx, lis)
 }
 
@@ -165,4 +168,31 @@ func serveEcho(ctx context.Context, addr *net.TCPAddr) error {
 	}
 	conns.Wait()
 	return nil
+}
+
+// printMemoryOnSignal prints the runtime's memory classes and goroutine
+// count to standard error on each SIGUSR1: where a process's RSS goes.
+func printMemoryOnSignal(ctx context.Context) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+		}
+		var samples []metrics.Sample
+		for _, d := range metrics.All() {
+			if strings.HasPrefix(d.Name, "/memory/classes/") || d.Name == "/sched/goroutines:goroutines" {
+				samples = append(samples, metrics.Sample{Name: d.Name})
+			}
+		}
+		metrics.Read(samples)
+		for _, s := range samples {
+			if s.Value.Kind() == metrics.KindUint64 {
+				fmt.Fprintf(os.Stderr, "%s %d\n", s.Name, s.Value.Uint64())
+			}
+		}
+	}
 }
