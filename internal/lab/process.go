@@ -16,11 +16,18 @@ import (
 
 func (st *State) processes() []int {
 	pids := []int{st.Hub.PID}
+	for _, h := range st.Hubs {
+		pids = append(pids, h.PID)
+	}
 	for _, c := range st.Clusters {
 		pids = append(pids, c.PID, c.Gateway.PID)
 	}
 	for _, w := range append(st.Workloads, st.Proxyless...) {
 		pids = append(pids, w.AgentPID, w.AppPID)
+	}
+	// etcd last: hub replicas that stop leave their listing in it.
+	for _, m := range st.Etcd {
+		pids = append(pids, m.PID)
 	}
 	return pids
 }
