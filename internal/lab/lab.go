@@ -60,11 +60,11 @@ type Options struct {
 
 // State is what lab.json records: every process and address the lab started.
 type State struct {
-	Mesh       string         `json:"mesh"`
-	LogLevel   string         `json:"logLevel,omitempty"`
-	LogFormat  string         `json:"logFormat,omitempty"`
-	Dir        string         `json:"dir"`
-	Credential string         `json:"credential"`
+	Mesh       string `json:"mesh"`
+	LogLevel   string `json:"logLevel,omitempty"`
+	LogFormat  string `json:"logFormat,omitempty"`
+	Dir        string `json:"dir"`
+	Credential string `json:"credential"`
 	// Hub is the hub; in an HA lab, its Addr lists every replica's
 	// address (clients fail over between them) and the rest is the first
 	// replica's.
@@ -74,7 +74,7 @@ type State struct {
 	Hubs     []HubReplica   `json:"hubs,omitempty"`
 	Etcd     []EtcdMember   `json:"etcd,omitempty"`
 	CAFile   string         `json:"caFile,omitempty"`
-	Clusters   []ClusterState `json:"clusters"`
+	Clusters []ClusterState `json:"clusters"`
 	// Workloads are the coffee shop's instances, each behind its sidecar.
 	Workloads []WorkloadState `json:"workloads"`
 	// Proxyless are the proxyless gRPC step's apps, each with its
