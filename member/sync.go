@@ -83,8 +83,9 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
-			if replica.Addr != nil {
-				m.hubReplica = replica.Addr.String()
+			// grpc.Peer fills replica only when the stream ends.
+			if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil {
+				m.hubReplica = p.Addr.String()
 			}
 			m.federated.Store(true)
 			// The hub says what it holds of our slice: a hub restored from
