@@ -105,6 +105,8 @@ type verifier struct {
 	st       *State
 	progress io.Writer
 	failedTo string // the cluster payment failed over to
+	// etcdRestarted names the etcd member the leader step restarted.
+	etcdRestarted string
 }
 
 // load calls service through from's sidecar every interval until stopped,

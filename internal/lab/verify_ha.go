@@ -83,11 +83,11 @@ func (v *verifier) hubReplicaKilled(ctx context.Context, _ WorkloadState) StepRe
 	defer watch.Wait()
 	for i := range haChanges {
 		if i == haKillAfter {
+			killed = time.Now() // the signal, not the exit, which is polled for
 			if err := v.st.killHubReplica(victim); err != nil {
 				r.Happened = err.Error()
 				return r
 			}
-			killed = time.Now()
 			watch.Go(func() { moved = v.watchFailover(ctx, v.st.Hubs[victim].Address, killed) })
 		}
 		c := v.st.Clusters[i%len(v.st.Clusters)]
