@@ -9,10 +9,12 @@ import (
 )
 
 // How often, and how patiently, a replica asks each etcd member whether it
-// answers.
+// answers, and how many checks in a row a member must miss to be left:
+// one slow answer on a busy host is no reason to move calls.
 const (
-	endpointCheckEvery   = time.Second
-	endpointCheckTimeout = time.Second
+	endpointCheckEvery    = time.Second
+	endpointCheckTimeout  = 1500 * time.Millisecond
+	endpointMissesToLeave = 2
 )
 
 // watchEndpoints keeps the etcd client on the members that answer. A
@@ -24,6 +26,7 @@ const (
 // calls then say what is wrong.
 func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) error {
 	using := b.cfg.Endpoints
+	misses := make(map[string]int)
 	tick := time.NewTicker(endpointCheckEvery)
 	defer tick.Stop()
 	for {
@@ -32,7 +35,18 @@ func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) erro
 			return nil
 		case <-tick.C:
 		}
-		answering := b.answering(ctx)
+		answered := b.answering(ctx)
+		var answering []string
+		for _, ep := range b.cfg.Endpoints {
+			if slices.Contains(answered, ep) {
+				misses[ep] = 0
+			} else {
+				misses[ep]++
+			}
+			if misses[ep] < endpointMissesToLeave {
+				answering = append(answering, ep)
+			}
+		}
 		if len(answering) == 0 {
 			answering = b.cfg.Endpoints
 		}

@@ -15,9 +15,9 @@ const (
 	etcdWritesResumeWithin = 5 * time.Second
 	etcdMemberBackWithin   = 30 * time.Second
 	etcdFrozenFor          = 10 * time.Second
-	// A replica stops calling a member that does not answer its status
-	// within about 2 s (hub/etcdhealth.go).
-	etcdFrozenNoticedWithin = 3 * time.Second
+	// A replica stops calling a member that missed two status checks in
+	// a row, about 3.5 s after it froze (hub/etcdhealth.go).
+	etcdFrozenNoticedWithin = 5 * time.Second
 	// hubWriteTimeout bounds one probe write beyond the hub's own bound
 	// (5 s for each etcd call; a token creation makes two).
 	hubWriteTimeout = 12 * time.Second
@@ -109,7 +109,7 @@ func (v *verifier) writesResume(ctx context.Context, since time.Time) (resumed [
 // etcdMemberFrozen: a follower is frozen (SIGSTOP) for 10 s, keeping its
 // sockets, while every replica takes a write every 250 ms. Writes keep
 // working: through every replica they succeed in every second of the
-// freeze, and once the replicas noticed the frozen member (3 s) none
+// freeze, and once the replicas noticed the frozen member (5 s) none
 // fails; before that, those their etcd client sent to it fail after the
 // hub's 5 s etcd timeout (counted). Resumed, the member is healthy and
 // every write succeeds. The frozen member is not the one the last step
