@@ -9,6 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 PROTOC_VERSION             := 3.21
 PROTOS                     := registry/registrypb/registry.proto hub/hubpb/hub.proto agent/agentpb/agent.proto
 LAB_DIR                    ?= .lab
+LAB_FLAGS                  ?=
 VERSION                    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0)
 COMMIT                     := $(shell git rev-parse HEAD 2>/dev/null)
 # What each binary's 'version' command and federate_build_info report.
@@ -69,9 +70,10 @@ images:
 			--ca-certificates "$$ca" --out dist/$$name.oci.tar || exit 1; \
 	done
 
-## lab: build, then start the embedded lab (stop it with 'make lab-down')
+## lab: build, then start the embedded lab (stop it with 'make lab-down');
+## LAB_FLAGS=--ha runs the hub as 3 replicas on a 3-member etcd
 lab: build
-	bin/federate lab up --dir $(LAB_DIR)
+	bin/federate lab up --dir $(LAB_DIR) $(LAB_FLAGS)
 
 ## lab-down: stop the lab and remove $(LAB_DIR); without a lab, says so and succeeds
 lab-down:

@@ -12,6 +12,15 @@ import (
 
 // What the external tests read of a running hub's state.
 
+// EtcdEndpointsInUse returns the etcd endpoints the hub's client calls,
+// or nil for a hub on bbolt.
+func (s *Server) EtcdEndpointsInUse() []string {
+	if eb, ok := s.backend.(*etcdBackend); ok {
+		return eb.cli.Endpoints()
+	}
+	return nil
+}
+
 // SliceVersion returns the version of a cluster's slice the hub holds, or nil.
 func (s *Server) SliceVersion(cluster string) *registry.Version { return s.set.Version(cluster) }
 

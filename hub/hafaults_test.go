@@ -3,7 +3,9 @@ package hub_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,32 @@ func TestHACompactedWatchResyncs(t *testing.T) {
 	})
 	fedtest.Eventually(t, 10*time.Second, "west on replica 1 receives every service east published meanwhile", func() bool {
 		return west.records("east") == 7
+	})
+}
+
+// A replica calls only the etcd members that answer: with one stopped, its
+// client leaves that member within seconds and writes go to the others;
+// restarted, the member is called again. (The lab's frozen member, which
+// holds its connections open, is where this matters: see 'lab verify
+// --ha'.)
+func TestHAEtcdMemberThatDoesNotAnswerIsLeft(t *testing.T) {
+	h := newHAMesh(t, 1)
+	h.Etcd.Stop(t, 0)
+	rest := h.Etcd.Endpoints[1:]
+	fedtest.Eventually(t, 10*time.Second, "the replica leaves the stopped member", func() bool {
+		return slices.Equal(h.Hub.EtcdEndpointsInUse(), rest)
+	})
+	ctx := fedtest.DeadlineContext(t, 60*time.Second)
+	for i := range 10 {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := h.AdminClient().CreateToken(cctx, &hubpb.CreateTokenRequest{Cluster: fmt.Sprintf("north%d", i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("token create %d with a member stopped: %v", i, err)
+		}
+	}
+	h.Etcd.Restart(t, 0)
+	fedtest.Eventually(t, 20*time.Second, "the replica calls the restarted member again", func() bool {
+		return len(h.Hub.EtcdEndpointsInUse()) == 3
 	})
 }

@@ -292,6 +292,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if replicated {
 		g.Go(func() error { return s.follow(ctx, eb, from+1) })
+		g.Go(func() error { return eb.watchEndpoints(ctx, s.log) })
 	}
 	select {
 	case <-s.gossip.Ready():

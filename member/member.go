@@ -157,6 +157,7 @@ type Member struct {
 	counter     uint64
 	acked       *registry.Version // newest own version the hub confirmed
 	hubSynced   bool
+	hubReplica  string               // the address the synced stream comes from
 	due         map[string]time.Time // cluster -> when to fetch from peers
 	changed     chan struct{}        // closed on the next change of the view
 	external    map[spiffeid.TrustDomain]*externalState

@@ -15,7 +15,7 @@ func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Describe sends the descriptions of every metric a member exports.
 func Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescHubConnected, metrics.DescRotation, metrics.DescPolicyWarnings,
+	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescHubConnected, metrics.DescHubReplica, metrics.DescRotation, metrics.DescPolicyWarnings,
 		metrics.DescGossipForeignClaims, metrics.DescGossipClosed, metrics.DescGossipDropped) {
 		ch <- d
 	}
@@ -41,6 +41,9 @@ func (c memberCollector) Collect(ch chan<- prometheus.Metric) {
 		metrics.Gauge(ch, metrics.DescRotation, metrics.Bool(rot.Phase == p), p)
 	}
 	metrics.Gauge(ch, metrics.DescHubConnected, metrics.Bool(m.hubConnected()))
+	if replica := m.hubReplicaAddr(); replica != "" {
+		metrics.Gauge(ch, metrics.DescHubReplica, 1, replica)
+	}
 	metrics.Gauge(ch, metrics.DescPolicyWarnings, float64(len(st.GetPolicyWarnings())))
 	metrics.Gossip(ch, m.gossip.Stats())
 }
@@ -50,4 +53,12 @@ func (m *Member) hubConnected() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.hubSynced
+}
+
+// hubReplicaAddr is the address of the hub replica whose stream is synced,
+// or "" while none is.
+func (m *Member) hubReplicaAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hubReplica
 }

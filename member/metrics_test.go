@@ -102,6 +102,7 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 		`federate_services{cluster="east"}`:                             1,
 		`federate_unhealthy_endpoints{cluster="east"}`:                  0,
 		`federate_hub_connected`:                                        1,
+		`federate_hub_replica{address="` + tm.HubAddr + `"}`:            1,
 		`federate_gossip_members`:                                       3, // hub, east, west
 		`federate_root_rotation_phase{phase="stable"}`:                  1,
 		`federate_liveness_timer_seconds{timer="stale_after"}`:          testTimers.StaleAfter.Seconds(),
@@ -159,6 +160,7 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 	// Without the hub, west says so.
 	tm.StopHub()
 	w.eventually(5*time.Second, "hub disconnected in west's metrics", func(m map[string]float64) bool {
-		return m[`federate_hub_connected`] == 0
+		_, replica := m[`federate_hub_replica{address="`+tm.HubAddr+`"}`]
+		return m[`federate_hub_connected`] == 0 && !replica
 	})
 }

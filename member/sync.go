@@ -35,7 +35,7 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 	for {
 		err := m.subscribe(ctx, backoff)
 		m.mu.Lock()
-		m.hubSynced = false
+		m.hubSynced, m.hubReplica = false, ""
 		m.mu.Unlock()
 		if ctx.Err() != nil {
 			return nil
@@ -83,6 +83,10 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
+			// grpc.Peer fills replica only when the stream ends.
+			if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil {
+				m.hubReplica = p.Addr.String()
+			}
 			m.federated.Store(true)
 			// The hub says what it holds of our slice: a hub restored from
 			// an older file gets everything newer.

@@ -21,7 +21,7 @@ const labAbout = "The embedded lab runs a hub and N clusters' control planes as 
 func labCommand() *cobra.Command {
 	return cli.Group("lab", "run the embedded lab (lab up|verify|status|down)", labAbout,
 		labUpCommand(), labVerifyCommand(), labStatusCommand(), labDownCommand(),
-		labAppCommand(), labGRPCAppCommand(), labGRPCCallerCommand())
+		labAppCommand(), labGRPCAppCommand(), labGRPCCallerCommand(), labEtcdCommand())
 }
 
 func labDirFlag(cmd *cobra.Command, dir *string) {
@@ -30,28 +30,38 @@ func labDirFlag(cmd *cobra.Command, dir *string) {
 }
 
 func labUpCommand() *cobra.Command {
-	var dir, logLevel string
-	var n int
-	var isolate bool
-	cmd := command("up [--dir DIR] [--clusters N] [--isolate]", "start the lab",
+	var dir string
+	opts := lab.Options{}
+	cmd := command("up [--dir DIR] [--clusters N] [--isolate] [--ha]", "start the lab",
 		labAbout+"\n'up' returns once every cluster sees every other and writes DIR/"+lab.StateFile+" with\n"+
-			"every address and process.",
-		func(c *cobra.Command) error { return labUp(c, dir, n, logLevel, isolate) })
+			"every address and process. With --ha the hub runs as 3 replicas on a 3-member\n"+
+			"etcd (docs/hub-ha.md) instead of one hub on its bbolt file.",
+		func(c *cobra.Command) error {
+			if opts.LogFormat != "text" && opts.LogFormat != "json" {
+				return cli.Usagef("--log-format %q: want text or json", opts.LogFormat)
+			}
+			opts.Dir = dir
+			return labUp(c, opts)
+		})
 	labDirFlag(cmd, &dir)
 	fs := cmd.Flags()
-	fs.IntVar(&n, "clusters", lab.DefaultClusters, "number of clusters")
-	fs.StringVar(&logLevel, "log-level", "info", "log level of the lab's processes: debug, info, warn or error")
-	fs.BoolVar(&isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (needs root and iproute2)")
+	fs.IntVar(&opts.Clusters, "clusters", lab.DefaultClusters, "number of clusters")
+	fs.StringVar(&opts.LogLevel, "log-level", "info", "log level of the lab's processes: debug, info, warn or error")
+	fs.StringVar(&opts.LogFormat, "log-format", "text", "log format of the lab's processes: text (logfmt) or json")
+	fs.BoolVar(&opts.HA, "ha", false, "run the hub as 3 replicas on a 3-member etcd, each member a separate process with\nclient mTLS on free loopback ports; 'lab verify' then kills replicas and etcd members")
+	fs.BoolVar(&opts.Isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (needs root and iproute2)")
 	return cmd
 }
 
-func labUp(c *cobra.Command, dir string, n int, logLevel string, isolate bool) error {
+func labUp(c *cobra.Command, opts lab.Options) error {
+	dir := opts.Dir
 	ctx, stdout := c.Context(), c.OutOrStdout()
 	self := invokedAs()
 	cmd := func(args ...string) string { return lab.Command(self, args...) }
 	start := time.Now()
-	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, n)
-	st, err := lab.Up(ctx, lab.Options{Dir: dir, Clusters: n, Out: stdout, LogLevel: logLevel, Isolate: isolate, Command: self})
+	fmt.Fprintf(stdout, "Starting the federate lab in %s with %d clusters.\n", dir, opts.Clusters)
+	opts.Out, opts.Command = stdout, self
+	st, err := lab.Up(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -72,7 +82,9 @@ func labVerifyCommand() *cobra.Command {
 	cmd := command("verify [--dir DIR]", "play the coffee-shop scenario on the running lab",
 		"Plays the scenario on the lab in DIR (local-first routing, failover, a dead\n"+
 			"gateway, a hub outage, a frozen hub, a root rotation, a VM joining, proxyless\n"+
-			"gRPC failing over) and prints a row per step.",
+			"gRPC failing over) and prints a row per step. On a lab started with --ha, the\n"+
+			"hub outage steps are a hub replica killed, the etcd leader killed and an etcd\n"+
+			"member frozen.",
 		func(c *cobra.Command) error { return labVerify(c.Context(), dir, c.OutOrStdout()) })
 	labDirFlag(cmd, &dir)
 	return cmd

@@ -44,8 +44,13 @@ type Options struct {
 	AgentBinary string
 	// Out receives progress lines.
 	Out io.Writer
-	// LogLevel is passed to every process (default info).
-	LogLevel string
+	// LogLevel and LogFormat are passed to every process (default info
+	// and text).
+	LogLevel  string
+	LogFormat string
+	// HA runs the hub as replicas on a 3-member etcd instead of one hub
+	// on its bbolt file.
+	HA bool
 	// Isolate runs each cluster in its own network namespace (root only).
 	Isolate bool
 	// Command is how the user runs federate, for the commands that
@@ -55,12 +60,21 @@ type Options struct {
 
 // State is what lab.json records: every process and address the lab started.
 type State struct {
-	Mesh       string         `json:"mesh"`
-	LogLevel   string         `json:"logLevel,omitempty"`
-	Dir        string         `json:"dir"`
-	Credential string         `json:"credential"`
-	Hub        Process        `json:"hub"`
-	Clusters   []ClusterState `json:"clusters"`
+	Mesh       string `json:"mesh"`
+	LogLevel   string `json:"logLevel,omitempty"`
+	LogFormat  string `json:"logFormat,omitempty"`
+	Dir        string `json:"dir"`
+	Credential string `json:"credential"`
+	// Hub is the hub; in an HA lab, its Addr lists every replica's
+	// address (clients fail over between them) and the rest is the first
+	// replica's.
+	Hub Process `json:"hub"`
+	// Hubs and Etcd are an HA lab's hub replicas and etcd members; CAFile
+	// the mesh CA the replicas share.
+	Hubs     []HubReplica   `json:"hubs,omitempty"`
+	Etcd     []EtcdMember   `json:"etcd,omitempty"`
+	CAFile   string         `json:"caFile,omitempty"`
+	Clusters []ClusterState `json:"clusters"`
 	// Workloads are the coffee shop's instances, each behind its sidecar.
 	Workloads []WorkloadState `json:"workloads"`
 	// Proxyless are the proxyless gRPC step's apps, each with its
@@ -101,6 +115,8 @@ type ClusterState struct {
 	Network   string `json:"network"`
 	Locality  string `json:"locality"`
 	ConfigDir string `json:"configDir"`
+	// Metrics is the control plane's health and metrics address.
+	Metrics string `json:"metrics,omitempty"`
 	// Gateway is the cluster's east-west gateway process; its Addr is the
 	// TLS passthrough port and Health its health and stats address.
 	Gateway GatewayState `json:"gateway"`
@@ -119,6 +135,9 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if opts.Clusters < 2 {
 		return nil, fmt.Errorf("lab: --clusters %d: a federation needs at least 2", opts.Clusters)
 	}
+	if opts.HA && opts.Isolate {
+		return nil, fmt.Errorf("lab: --ha and --isolate cannot be combined yet: run one of them")
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -133,6 +152,9 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 		return nil, err
 	}
 	p := progress{out: opts.Out, total: 6}
+	if opts.HA {
+		p.total++
+	}
 	defer func() {
 		if err == nil {
 			return
@@ -148,7 +170,7 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin,
+	st := &State{Mesh: Mesh, Dir: dir, LogLevel: opts.LogLevel, LogFormat: opts.LogFormat, Binary: bin, GatewayBinary: gwBin, AgentBinary: agentBin,
 		Loopback: fmt.Sprintf("127.%d.%d", 1+rand.IntN(254), rand.IntN(256))}
 	cs := clusters(opts.Clusters)
 	// Whatever fails below, leave no process or namespace behind.
@@ -170,13 +192,11 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 		hubHost = hubIP
 	}
 
-	p.step("starting the hub")
-	conn, err := st.startHubAndWait(ctx, bin, hubHost)
+	conn, err := st.startHubs(ctx, &p, hubHost, opts.HA)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	p.done("hub at " + st.Hub.Addr)
 
 	st.Clusters = nil
 	p.step(fmt.Sprintf("joining %d clusters with one-time tokens", len(cs)))
@@ -216,11 +236,24 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 // timerArgs are the lab's staleness timers: short, so that failures show.
 var timerArgs = []string{"--gossip-profile", "lan", "--stale-after", "5s", "--dead-after", "15s", "--expire-after", "1h"}
 
-func (st *State) commonArgs() []string {
-	// Many processes share the host: each picks a free health port.
-	args := append([]string{"--metrics-listen", "127.0.0.1:0"}, timerArgs...)
+// commonArgs are the hub's and control planes' flags; metrics is the
+// health and metrics address, "" for any free port.
+func (st *State) commonArgs(metrics string) []string {
+	if metrics == "" {
+		metrics = "127.0.0.1:0" // many processes share the host
+	}
+	args := append([]string{"--metrics-listen", metrics}, timerArgs...)
+	return append(args, st.logArgs()...)
+}
+
+// logArgs pass the lab's log level and format on to a process.
+func (st *State) logArgs() []string {
+	var args []string
 	if st.LogLevel != "" {
 		args = append(args, "--log-level", st.LogLevel)
+	}
+	if st.LogFormat != "" {
+		args = append(args, "--log-format", st.LogFormat)
 	}
 	return args
 }
@@ -229,7 +262,7 @@ func (st *State) commonArgs() []string {
 // (again, after StopHub).
 func (st *State) StartHub(bin string) error {
 	args := append([]string{"hub", "--listen", st.Hub.Addr, "--gossip", st.Hub.Gossip, "--bundle-listen", st.Hub.Bundles,
-		"--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, st.commonArgs()...)
+		"--data-dir", st.Hub.DataDir, "--mesh", st.Mesh}, st.commonArgs("")...)
 	pid, err := start(bin, st.Hub.Log, args...)
 	if err != nil {
 		return err
@@ -242,9 +275,7 @@ func (st *State) StartHub(bin string) error {
 func (st *State) startGateway(c *ClusterState) error {
 	args := []string{"--control-plane", c.Addr, "--credential", filepath.Join(c.DataDir, "gateway.pem"),
 		"--listen", c.Gateway.Addr, "--health", c.Gateway.Health, "--node-id", c.Name + "-gateway"}
-	if st.LogLevel != "" {
-		args = append(args, "--log-level", st.LogLevel)
-	}
+	args = append(args, st.logArgs()...)
 	pid, err := st.startIn(c.Name, st.GatewayBinary, c.Gateway.Log, args...)
 	if err != nil {
 		return err

@@ -8,23 +8,50 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/federate/federate/membership"
 )
 
 // TestIntegrationLab builds the real binaries and brings two labs up at
 // the same time, in two directories, as separate processes: each cluster
 // sees every other, both pass every step of 'lab verify' at the same time,
 // and down leaves no process or directory behind.
-func TestIntegrationLab(t *testing.T) { testLab(t, 2, false) }
+func TestIntegrationLab(t *testing.T) { testLab(t, 2, Options{}) }
 
 // TestIntegrationLabIsolated runs one lab with every cluster in its own
 // network namespace, where only gateways and the hub are reachable.
-func TestIntegrationLabIsolated(t *testing.T) { testLab(t, 1, true) }
+func TestIntegrationLabIsolated(t *testing.T) { testLab(t, 1, Options{Isolate: true}) }
 
-func testLab(t *testing.T, labs int, isolate bool) {
+// TestIntegrationLabHA runs one lab with the hub as 3 replica processes on
+// a 3-member etcd (separate processes too). Its verify steps SIGKILL the
+// replica every control plane streams from while the clusters export 30
+// services (each control plane on another replica within 2 s, no change
+// lost at any cluster or surviving replica), SIGKILL the etcd leader
+// (every replica takes writes again within 5 s) and SIGSTOP a follower
+// (no write fails); down stops the replicas and etcd too.
+func TestIntegrationLabHA(t *testing.T) { testLab(t, 1, Options{HA: true, LogFormat: "json"}) }
+
+// --ha and --isolate are refused together, before anything starts.
+func TestUpHAIsolated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lab")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Up(ctx, Options{Dir: dir, Clusters: 3, HA: true, Isolate: true, Out: new(bytes.Buffer)})
+	if err == nil || !strings.Contains(err.Error(), "--ha and --isolate") {
+		t.Fatalf("up --ha --isolate: %v, want a refusal naming both", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused lab left %s: %v", dir, err)
+	}
+}
+
+func testLab(t *testing.T, labs int, opts Options) {
+	isolate := opts.Isolate
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
@@ -34,7 +61,7 @@ func testLab(t *testing.T, labs int, isolate bool) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
 	// Every lab comes up at the same time.
@@ -46,7 +73,9 @@ func testLab(t *testing.T, labs int, isolate bool) {
 	for i := range labs {
 		dirs[i] = filepath.Join(tmp, fmt.Sprintf("lab%d", i+1))
 		wg.Go(func() {
-			states[i], errs[i] = Up(ctx, Options{Dir: dirs[i], Clusters: 3, Binary: bin, Out: &outs[i], Isolate: isolate})
+			o := opts
+			o.Dir, o.Clusters, o.Binary, o.Out = dirs[i], 3, bin, &outs[i]
+			states[i], errs[i] = Up(ctx, o)
 		})
 	}
 	wg.Wait()
@@ -103,7 +132,10 @@ func testLab(t *testing.T, labs int, isolate bool) {
 		t.Errorf("second lab up: err = %v, want 'already running'", err)
 	}
 
-	if !isolate {
+	if opts.HA {
+		checkHASteps(t, results[0])
+	}
+	if !isolate && !opts.HA {
 		// A process whose address is taken exits, and the error says which
 		// address and where its log is.
 		log := filepath.Join(tmp, "taken.log")
@@ -128,13 +160,18 @@ func testLab(t *testing.T, labs int, isolate bool) {
 // processes, what every cluster sees and calls across clusters.
 func checkLab(ctx context.Context, t *testing.T, dir, out string) *State {
 	t.Helper()
-	if !strings.Contains(out, "[6/6] starting the coffee shop") {
-		t.Errorf("progress output missing the last step:\n%s", out)
-	}
 	// lab.json records every process, and all of them run.
 	saved, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	last := "[6/6] starting the coffee shop"
+	if len(saved.Hubs) > 0 {
+		last = "[7/7] starting the coffee shop"
+		checkHAState(t, saved)
+	}
+	if !strings.Contains(out, last) {
+		t.Errorf("progress output missing the last step:\n%s", out)
 	}
 	if len(saved.Clusters) != 3 || saved.Hub.Addr == "" {
 		t.Fatalf("lab.json: %+v", saved)
@@ -236,6 +273,80 @@ func TestCommand(t *testing.T) {
 	} {
 		if got := Command(c.self, c.args...); got != c.want {
 			t.Errorf("Command(%q, %q) = %q, want %q", c.self, c.args, got, c.want)
+		}
+	}
+}
+
+// checkHAState checks what lab.json says of an HA lab: 3 hub replicas and
+// 3 etcd members, each with its address and a running process, the
+// members' client URLs on https, and the hub field naming every replica.
+func checkHAState(t *testing.T, st *State) {
+	t.Helper()
+	if len(st.Hubs) != 3 || len(st.Etcd) != 3 {
+		t.Fatalf("lab.json lists %d hubs and %d etcd members, want 3 and 3", len(st.Hubs), len(st.Etcd))
+	}
+	var addrs []string
+	for _, h := range st.Hubs {
+		if h.Address == "" || !alive(h.PID) {
+			t.Errorf("hub replica %+v: no address or not running", h)
+		}
+		addrs = append(addrs, h.Address)
+	}
+	if st.Hub.Addr != strings.Join(addrs, ",") {
+		t.Errorf("hub.addr = %q, want every replica: %q", st.Hub.Addr, strings.Join(addrs, ","))
+	}
+	for _, m := range st.Etcd {
+		if !strings.HasPrefix(m.Address, "https://") || !alive(m.PID) {
+			t.Errorf("etcd member %+v: no https client URL or not running", m)
+		}
+	}
+	// Every control plane holds every replica's address, and --log-format
+	// reached the processes.
+	for _, c := range st.Clusters {
+		ms, err := membership.LoadMembership(c.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := membership.HubAddrs(ms.Hub); !sameSet(got, addrs) {
+			t.Errorf("%s's membership names hubs %q, want every replica %q", c.Name, got, addrs)
+		}
+		if len(ms.GossipSeeds) < 3 {
+			t.Errorf("%s's gossip seeds %q, want every replica's", c.Name, ms.GossipSeeds)
+		}
+		data, err := os.ReadFile(c.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, []byte("{")) {
+			t.Errorf("%s logs %q..., want JSON lines (--log-format json)", c.Name, firstLine(data))
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) })
+}
+
+func firstLine(data []byte) string {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	return string(line)
+}
+
+// checkHASteps checks that verify played the HA steps, not the single
+// hub's, and that the replica's death moved every control plane.
+func checkHASteps(t *testing.T, results []StepResult) {
+	t.Helper()
+	want := []string{"a hub replica is killed under a stream of changes", "the etcd leader is killed", "an etcd member is frozen"}
+	var got []string
+	for _, r := range results {
+		got = append(got, r.Step)
+		if r.Step == "the hub is down; west exports menu" {
+			t.Errorf("an HA lab played the single hub's step %q", r.Step)
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("verify played %q, missing %q", got, w)
 		}
 	}
 }

@@ -14,13 +14,30 @@ import (
 	"google.golang.org/grpc"
 )
 
-func (st *State) processes() []int {
+// processes are every process of the lab, etcd's last.
+func (st *State) processes() []int { return append(st.federateProcesses(), st.etcdProcesses()...) }
+
+func (st *State) federateProcesses() []int {
 	pids := []int{st.Hub.PID}
+	if len(st.Hubs) > 0 {
+		pids = nil // Hub is the first replica
+	}
+	for _, h := range st.Hubs {
+		pids = append(pids, h.PID)
+	}
 	for _, c := range st.Clusters {
 		pids = append(pids, c.PID, c.Gateway.PID)
 	}
 	for _, w := range append(st.Workloads, st.Proxyless...) {
 		pids = append(pids, w.AgentPID, w.AppPID)
+	}
+	return pids
+}
+
+func (st *State) etcdProcesses() []int {
+	var pids []int
+	for _, m := range st.Etcd {
+		pids = append(pids, m.PID)
 	}
 	return pids
 }
@@ -44,18 +61,23 @@ func (st *State) shutdown() int {
 	return n
 }
 
-// stop terminates every process, politely first, and returns how many
-// were running.
+// stop terminates every process, politely first, etcd's once the hub
+// replicas that use it have stopped, and returns how many were running.
 func (st *State) stop() int {
+	return terminate(st.federateProcesses()) + terminate(st.etcdProcesses())
+}
+
+// terminate stops pids, politely first, and returns how many were running.
+func terminate(pids []int) int {
 	n := 0
-	for _, pid := range st.processes() {
+	for _, pid := range pids {
 		if alive(pid) {
 			n++
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range st.processes() {
+	for _, pid := range pids {
 		for alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond) // polling another process's exit
 		}

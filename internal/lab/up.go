@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/federate/federate/hub"
@@ -37,6 +38,34 @@ func binaries(opts Options) (bin, gwBin, agentBin string, err error) {
 		return "", "", "", fmt.Errorf("lab: the agent binary: %w; build it with 'make build'", err)
 	}
 	return bin, gwBin, agentBin, nil
+}
+
+// startHubs starts the hub, or with ha etcd and the hub replicas, and
+// returns an admin connection once it serves.
+func (st *State) startHubs(ctx context.Context, p *progress, host string, ha bool) (*grpc.ClientConn, error) {
+	if !ha {
+		p.step("starting the hub")
+		conn, err := st.startHubAndWait(ctx, st.Binary, host)
+		if err == nil {
+			p.done("hub at " + st.Hub.Addr)
+		}
+		return conn, err
+	}
+	p.step(fmt.Sprintf("starting etcd: %d members, clients with mTLS", etcdMembers))
+	if err := st.planEtcd(); err != nil {
+		return nil, err
+	}
+	if err := st.startEtcd(ctx); err != nil {
+		return nil, err
+	}
+	p.done(strings.Join(st.etcdEndpoints(), ", "))
+	p.step(fmt.Sprintf("starting %d hub replicas on etcd", hubReplicas))
+	conn, err := st.startHubReplicas(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	p.done("hubs at " + st.Hub.Addr)
+	return conn, nil
 }
 
 // startHubAndWait starts the hub and returns an admin connection once it
@@ -100,6 +129,7 @@ func (st *State) joinClusters(ctx context.Context, conn *grpc.ClientConn, cs []c
 		}
 		st.Clusters = append(st.Clusters, ClusterState{
 			Process: Process{Addr: st.freeAddr(st.ip(1)), Gossip: st.freeAddr(st.ip(1)), DataDir: cdir, Log: filepath.Join(st.Dir, c.Name+".log")},
+			Metrics: st.freeAddr(st.ip(1)),
 			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
 			Gateway: GatewayState{Addr: gateway, Health: st.freeAddr(st.ip(1)), Log: filepath.Join(st.Dir, c.Name+"-gateway.log")},
 		})
@@ -114,7 +144,7 @@ func (st *State) startControlPlanes(bin string) error {
 		c := &st.Clusters[i]
 		args := append([]string{"controlplane", "--cluster", c.Name, "--network", c.Network, "--locality", c.Locality,
 			"--data-dir", c.DataDir, "--config-dir", c.ConfigDir, "--listen", c.Addr, "--gossip", c.Gossip,
-			"--gateway", c.Gateway.Addr, "--serving-name", hostOf(c.Addr)}, st.commonArgs()...)
+			"--gateway", c.Gateway.Addr, "--serving-name", hostOf(c.Addr)}, st.commonArgs(c.Metrics)...)
 		c.PID, err = st.startIn(c.Name, bin, c.Log, args...)
 		if err != nil {
 			return err

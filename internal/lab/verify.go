@@ -40,11 +40,15 @@ func Verify(ctx context.Context, st *State, progress io.Writer) ([]StepResult, e
 	if err != nil {
 		return nil, err
 	}
-	steps := []func(context.Context, WorkloadState) StepResult{
-		v.isolation, v.localFirst, v.instancesFail, v.gatewayDies, v.failBack,
-		v.hubDown, v.hubBack, v.frozenHub, v.rotation, v.vmJoins, // verify_frozen.go
-		v.proxylessGRPC, // verify_grpc.go
+	// The hub's outage: the one hub killed, restarted and frozen, or with
+	// replicas, one of them killed and etcd's members killed and frozen.
+	hubSteps := []func(context.Context, WorkloadState) StepResult{v.hubDown, v.hubBack, v.frozenHub} // verify_frozen.go
+	if len(st.Hubs) > 0 {
+		hubSteps = []func(context.Context, WorkloadState) StepResult{v.hubReplicaKilled, v.etcdLeaderKilled, v.etcdMemberFrozen} // verify_ha.go, verify_etcd.go
 	}
+	steps := []func(context.Context, WorkloadState) StepResult{v.isolation, v.localFirst, v.instancesFail, v.gatewayDies, v.failBack}
+	steps = append(steps, hubSteps...)
+	steps = append(steps, v.rotation, v.vmJoins, v.proxylessGRPC) // verify_grpc.go
 	var results []StepResult
 	for _, step := range steps {
 		if ctx.Err() != nil {
@@ -101,6 +105,8 @@ type verifier struct {
 	st       *State
 	progress io.Writer
 	failedTo string // the cluster payment failed over to
+	// etcdRestarted names the etcd member the leader step restarted.
+	etcdRestarted string
 }
 
 // load calls service through from's sidecar every interval until stopped,

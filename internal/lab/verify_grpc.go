@@ -195,9 +195,7 @@ func (st *State) startSVIDAgent(ctx context.Context, w *WorkloadState, sa string
 		return fmt.Errorf("lab: vm configure %s in %s: %v\n%s", w.Name, w.Cluster, err, out)
 	}
 	args := []string{"svid", "--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--svid-dir", filepath.Join(w.Dir, "svid")}
-	if st.LogLevel != "" {
-		args = append(args, "--log-level", st.LogLevel)
-	}
+	args = append(args, st.logArgs()...)
 	log := filepath.Join(w.Dir, "agent.log")
 	if w.AgentPID, err = st.startIn(w.Cluster, st.AgentBinary, log, args...); err != nil {
 		return err

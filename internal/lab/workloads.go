@@ -183,9 +183,7 @@ spec:
 		return err
 	}
 	args := []string{"--config-dir", config, "--state-dir", filepath.Join(w.Dir, "state"), "--address", w.Address}
-	if st.LogLevel != "" {
-		args = append(args, "--log-level", st.LogLevel)
-	}
+	args = append(args, st.logArgs()...)
 	w.AgentPID, err = st.startIn(w.Cluster, st.AgentBinary, filepath.Join(w.Dir, "agent.log"), args...)
 	return err
 }
