@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
@@ -37,12 +38,18 @@ type benchMember struct {
 
 func newBenchMesh(tb testing.TB, clusters int, onApply func(string, []*registry.Record)) *benchMesh {
 	tb.Helper()
+	return newBenchMeshWith(tb, clusters, benchTimers, onApply)
+}
+
+// newBenchMeshWith is newBenchMesh with the members' liveness timers.
+func newBenchMeshWith(tb testing.TB, clusters int, timers gossip.Timers, onApply func(string, []*registry.Record)) *benchMesh {
+	tb.Helper()
 	level := slog.LevelError
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	tm := fedtest.NewMeshWith(tb, benchTimers, func(c *hub.Config) { c.Logger = log.With("node", "hub") })
+	tm := fedtest.NewMeshWith(tb, timers, func(c *hub.Config) { c.Logger = log.With("node", "hub") })
 	bm := &benchMesh{Mesh: tm, tb: tb, admin: tm.AdminRegistry()}
 	for i := range clusters {
 		name := fmt.Sprintf("c%02d", i)
