@@ -28,6 +28,9 @@ type benchMesh struct {
 	tb      testing.TB
 	admin   hubpb.RegistryClient
 	members []*benchMember
+	// serviceName, if set, names service si of cluster ci; the default
+	// gives every cluster the same names.
+	serviceName func(ci, si int) string
 }
 
 type benchMember struct {
@@ -44,6 +47,13 @@ func newBenchMesh(tb testing.TB, clusters int, onApply func(string, []*registry.
 // newBenchMeshWith is newBenchMesh with the members' liveness timers.
 func newBenchMeshWith(tb testing.TB, clusters int, timers gossip.Timers, onApply func(string, []*registry.Record)) *benchMesh {
 	tb.Helper()
+	return newBenchMeshConfigured(tb, clusters, timers, onApply, nil)
+}
+
+// newBenchMeshConfigured is newBenchMeshWith with a hook to adjust the
+// config of member i.
+func newBenchMeshConfigured(tb testing.TB, clusters int, timers gossip.Timers, onApply func(string, []*registry.Record), configure func(int, *member.Config)) *benchMesh {
+	tb.Helper()
 	level := slog.LevelError
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -59,6 +69,9 @@ func newBenchMeshWith(tb testing.TB, clusters int, timers gossip.Timers, onApply
 			c.Gossip.Logger = c.Logger
 			if onApply != nil {
 				c.OnApply = func(recs []*registry.Record) { onApply(name, recs) }
+			}
+			if configure != nil {
+				configure(i, c)
 			}
 		})
 		bm.members = append(bm.members, &benchMember{name: name, member: m.Member})
@@ -81,6 +94,12 @@ func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
 	errs := make(chan error, len(bm.members))
 	for ci, m := range bm.members {
 		m.services = benchServices(ci, m.name, services, endpoints)
+		if bm.serviceName != nil {
+			for si, svc := range m.services {
+				svc.Name = bm.serviceName(ci, si)
+				svc.Hostname = svc.Name + ".bench.svc.cluster.local"
+			}
+		}
 		go func() { errs <- m.member.Update(ctx, fedtest.ClusterInfo(m.name), m.services) }()
 	}
 	for range bm.members {

@@ -11,13 +11,16 @@ import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
 	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 )
 
 // The federation of BenchmarkScale100: 100 clusters of 10 services with 10
 // endpoints each (1,000 services, 10,000 endpoints), in which each cluster
-// imports the first 5 services of each of the next 10 clusters.
+// imports the first 5 services of each of the next 10 clusters (scoped
+// import: the hub sends it those 50 services and every cluster's info).
 const (
 	scaleClusters    = 100
 	scaleServices    = 10
@@ -32,6 +35,22 @@ const (
 // benchmark can time dead detection.
 var scaleTimers = gossip.Timers{StaleAfter: 2 * time.Second, DeadAfter: time.Minute, ExpireAfter: time.Hour}
 
+// scaleServiceName names service si of cluster ci, so that the
+// federation has 1,000 distinct services.
+func scaleServiceName(ci, si int) string { return fmt.Sprintf("svc-%02d-%02d", ci, si) }
+
+// scaleImports returns the hostnames cluster ci imports: the first
+// scaleImportEach services of each of the scaleImportFrom clusters after it.
+func scaleImports(ci int) []string {
+	var out []string
+	for k := 1; k <= scaleImportFrom; k++ {
+		for si := range scaleImportEach {
+			out = append(out, scaleServiceName((ci+k)%scaleClusters, si)+".bench.svc.cluster.local")
+		}
+	}
+	return out
+}
+
 // importersOf returns the clusters that import the services of cluster
 // owner: the scaleImportFrom clusters before it.
 func importersOf(owner int) map[string]bool {
@@ -45,7 +64,8 @@ func importersOf(owner int) map[string]bool {
 // BenchmarkScale100 runs 100 clusters in this process with real gRPC over
 // mTLS, memberlist over the real transport and one bbolt file each. It
 // reports the time from the first member's start until every member holds
-// every slice and sees every cluster alive (converge-s); how long a change
+// every slice's version (the 50 services it imports and every cluster's
+// info) and sees every cluster alive (converge-s); how long a change
 // of an imported service takes to be applied in every cluster importing it
 // at 20 changes/s (p50-ms, p99-ms); the hub's heap per endpoint; the heap
 // per member; and the time from one member stopping until every other
@@ -57,7 +77,10 @@ func BenchmarkScale100(b *testing.B) {
 		rec := newApplyRecorder()
 		before := heapBytes()
 		start := time.Now()
-		bm := newBenchMeshWith(b, scaleClusters, scaleTimers, rec.onApply)
+		bm := newBenchMeshConfigured(b, scaleClusters, scaleTimers, rec.onApply, func(i int, c *member.Config) {
+			c.Imports = registry.NewScope(scaleImports(i))
+		})
+		bm.serviceName = scaleServiceName
 		bm.load(scaleServices, scaleEndpoints, 5*time.Minute)
 		bm.waitFor(2*time.Minute, "every cluster alive everywhere", bm.allAlive)
 		converge := time.Since(start)
