@@ -398,7 +398,7 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		Timers: cfg.Timers, Logger: c.log,
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
 		RegisterServices: services.register, ServingNames: cfg.ServingNames, NewIncarnation: c.election != nil,
-		Imports:          c.imports.scope(),
+		Imports:        c.imports.scope(),
 		ServerOptions:  c.guard.ServerOptions,
 		PolicyWarnings: func() []*hubpb.PolicyWarning { return append(c.routing.PolicyWarnings(), c.notExported()...) },
 	})

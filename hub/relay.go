@@ -76,7 +76,7 @@ func (e *refusedError) Error() string { return e.err.Error() }
 
 // commit persists the records that are newer than what the hub holds, then
 // applies them. Nothing is applied that is not on disk.
-func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*registrypb.SignedRecord, error) {
+func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]registry.Verified, error) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	fresh := s.set.Newer(recs)

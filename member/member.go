@@ -169,9 +169,9 @@ type Member struct {
 	changed     chan struct{}        // closed on the next change of the view
 	external    map[spiffeid.TrustDomain]*externalState
 	conns       map[string]*grpc.ClientConn
-	hubOrder    string // guarded by mu: see hubAddr
-	scope       *registry.Scope             // what we import; nil: every service
-	restream    context.CancelCauseFunc     // ends the current hub stream
+	hubOrder    string                  // guarded by mu: see hubAddr
+	scope       *registry.Scope         // what we import; nil: every service
+	restream    context.CancelCauseFunc // ends the current hub stream
 }
 
 // New validates cfg; it does no I/O.

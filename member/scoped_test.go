@@ -278,8 +278,12 @@ func (h *countingHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h *countingHandler) WithAttrs(as []slog.Attr) slog.Handler { return &forward{h, h.Handler.WithAttrs(as)} }
-func (h *countingHandler) WithGroup(g string) slog.Handler       { return &forward{h, h.Handler.WithGroup(g)} }
+func (h *countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &forward{h, h.Handler.WithAttrs(as)}
+}
+func (h *countingHandler) WithGroup(g string) slog.Handler {
+	return &forward{h, h.Handler.WithGroup(g)}
+}
 
 func (h *countingHandler) warnings() []string {
 	h.mu.Lock()
@@ -302,8 +306,10 @@ func (f *forward) Handle(ctx context.Context, r slog.Record) error {
 	return f.Handler.Handle(ctx, r)
 }
 
-func (f *forward) WithAttrs(as []slog.Attr) slog.Handler { return &forward{f.root, f.Handler.WithAttrs(as)} }
-func (f *forward) WithGroup(g string) slog.Handler       { return &forward{f.root, f.Handler.WithGroup(g)} }
+func (f *forward) WithAttrs(as []slog.Attr) slog.Handler {
+	return &forward{f.root, f.Handler.WithAttrs(as)}
+}
+func (f *forward) WithGroup(g string) slog.Handler { return &forward{f.root, f.Handler.WithGroup(g)} }
 
 // An import of a service nobody exports is pending in status, quietly,
 // and imported as soon as a cluster exports it.
