@@ -34,6 +34,8 @@ const (
 
 // scaleClusters is 100; FEDERATE_SCALE_CLUSTERS runs fewer (at least 11)
 // when the machine cannot hold 100 members, and the benchmark says so.
+// FEDERATE_SCALE_IMPORT_ALL=1 makes every cluster import every service,
+// as before scoped import, for comparison.
 var scaleClusters = scaleSize()
 
 func scaleSize() int {
@@ -91,7 +93,9 @@ func BenchmarkScale100(b *testing.B) {
 		before := heapBytes()
 		start := time.Now()
 		bm := newBenchMeshConfigured(b, scaleClusters, scaleTimers, rec.onApply, func(i int, c *member.Config) {
-			c.Imports = registry.NewScope(scaleImports(i))
+			if os.Getenv("FEDERATE_SCALE_IMPORT_ALL") == "" {
+				c.Imports = registry.NewScope(scaleImports(i))
+			}
 		})
 		bm.serviceName = scaleServiceName
 		bm.load(scaleServices, scaleEndpoints, 5*time.Minute)
