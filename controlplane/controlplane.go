@@ -121,7 +121,16 @@ type Config struct {
 	// certificate carries besides its internal name, for proxyless gRPC
 	// applications that dial it by them (see member.Config.ServingNames).
 	ServingNames []string
-	Logger       *slog.Logger
+	// Imports are the services (hostnames) the cluster imports; "*" or
+	// nil is every service, as before scoped import. A non-nil, empty
+	// list imports none but those the sources name (ImportServiceImports).
+	// SetImports changes the list while the control plane runs.
+	Imports []string
+	// ImportServiceImports, with Kube, also imports the services that the
+	// cluster's own ServiceImports (those federate does not manage) name:
+	// the cluster imports only what they and Imports name.
+	ImportServiceImports bool
+	Logger               *slog.Logger
 }
 
 // ControlPlane is one cluster's control plane: its member of the
@@ -143,6 +152,7 @@ type ControlPlane struct {
 	routing   *routing.Routing
 	workloads *workloads.Server
 	files     *file.Source // nil unless services come from ConfigDir
+	imports   importSources
 }
 
 // New checks cfg; it does no I/O.
@@ -173,6 +183,12 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		election = &le
 	}
+	if err := registry.CheckImports(cfg.Imports); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	if cfg.ImportServiceImports && cfg.Kube == nil {
+		return nil, errors.New("controlplane: importing what ServiceImports name needs a Kubernetes cluster (--kubeconfig or --in-cluster)")
+	}
 	if len(cfg.ServingNames) > membership.MaxServingNames {
 		return nil, fmt.Errorf("controlplane: %d serving names; the limit is %d", len(cfg.ServingNames), membership.MaxServingNames)
 	}
@@ -200,7 +216,9 @@ func New(cfg Config) (*ControlPlane, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout, UnauthenticatedTimeout: cfg.UnauthenticatedTimeout, IdleTimeout: cfg.IdleTimeout,
 		Keepalive: membership.ServerKeepaliveParameters(), Logger: cfg.Logger,
 	})
-	return &ControlPlane{cfg: cfg, log: cfg.Logger, guard: guard, ready: make(chan struct{}), election: election}, nil
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, guard: guard, ready: make(chan struct{}), election: election}
+	cp.imports.init(cfg)
+	return cp, nil
 }
 
 // Ready is closed once the control plane serves its last-known state.
@@ -293,11 +311,12 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	}
 	xdsServer := xds.NewServer(ctx, c.log, xds.WithAuthorizer(authorizeXDS(own)))
 	var services grpcServices
+	c.loadKubeImports(ctx)
 	m, err := c.newMember(ms, st, &services)
 	if err != nil {
 		return err
 	}
-	source, err := c.newSource(m, st)
+	source, err := c.newSource(ctx, m, st)
 	if err != nil {
 		return err
 	}
@@ -379,18 +398,23 @@ func (c *ControlPlane) newMember(ms *membership.Membership, st *store.Store, ser
 		Timers: cfg.Timers, Logger: c.log,
 		TrustDomain: cfg.TrustDomain, PluginCADir: cfg.PluginCADir, MaxSVIDTTL: cfg.MaxSVIDTTL, BundleRefreshHint: cfg.BundleRefresh,
 		RegisterServices: services.register, ServingNames: cfg.ServingNames, NewIncarnation: c.election != nil,
+		Imports:        c.imports.scope(),
 		ServerOptions:  c.guard.ServerOptions,
 		PolicyWarnings: func() []*hubpb.PolicyWarning { return append(c.routing.PolicyWarnings(), c.notExported()...) },
 	})
 }
 
-func (c *ControlPlane) newSource(m *member.Member, st *store.Store) (Source, error) {
+func (c *ControlPlane) newSource(ctx context.Context, m *member.Member, st *store.Store) (Source, error) {
 	cfg := c.cfg
 	switch {
 	case cfg.Source != nil:
 		return cfg.Source, nil
 	case cfg.Kube != nil:
-		return cfg.Kube.newSource(cfg, m, st)
+		var onRequested func([]string)
+		if cfg.ImportServiceImports {
+			onRequested = func(hosts []string) { c.setKubeImports(ctx, hosts) }
+		}
+		return cfg.Kube.newSource(cfg, m, st, onRequested)
 	}
 	td := cfg.TrustDomain
 	if td == "" {

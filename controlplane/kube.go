@@ -244,12 +244,13 @@ type kubeSource struct {
 	log      *slog.Logger
 }
 
-func (k *Kube) newSource(cfg Config, m *member.Member, st *store.Store) (*kubeSource, error) {
+func (k *Kube) newSource(cfg Config, m *member.Member, st *store.Store, onRequested func([]string)) (*kubeSource, error) {
 	td := cfg.TrustDomain
 	if td == "" {
 		td = registry.DefaultTrustDomain(cfg.Cluster, m.Mesh())
 	}
-	src, err := kube.New(kube.Config{Kube: k.Config, Cluster: cfg.Cluster, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td, Logger: cfg.Logger})
+	src, err := kube.New(kube.Config{Kube: k.Config, Cluster: cfg.Cluster, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td,
+		OnRequestedImports: onRequested, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

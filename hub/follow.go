@@ -10,7 +10,6 @@ import (
 
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry"
-	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -133,15 +132,15 @@ func (s *Server) applyChanges(changes []change) {
 
 // applyRecords applies records another replica stored and relays the new
 // ones; those this replica stored itself are no longer newer.
-func (s *Server) applyRecords(recs []registry.Verified) map[string][]*registrypb.SignedRecord {
+func (s *Server) applyRecords(recs []registry.Verified) map[string][]registry.Verified {
 	s.pubMu.Lock()
 	fresh := s.set.Newer(recs)
 	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
 	applied := s.set.Apply(fresh)
 	s.pubMu.Unlock()
-	byCluster := make(map[string][]*registrypb.SignedRecord)
+	byCluster := make(map[string][]registry.Verified)
 	for _, v := range applied {
-		byCluster[v.Record.GetCluster()] = append(byCluster[v.Record.GetCluster()], v.Signed)
+		byCluster[v.Record.GetCluster()] = append(byCluster[v.Record.GetCluster()], v)
 	}
 	for cluster, out := range byCluster {
 		s.fanout(cluster, out)

@@ -19,6 +19,7 @@ import (
 
 type subscriber struct {
 	cluster string
+	scope   *registry.Scope // what the cluster imports; nil: everything
 	ch      chan *hubpb.SubscribeResponse
 	done    chan struct{} // closed by end
 	once    sync.Once
@@ -75,7 +76,7 @@ func (e *refusedError) Error() string { return e.err.Error() }
 
 // commit persists the records that are newer than what the hub holds, then
 // applies them. Nothing is applied that is not on disk.
-func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*registrypb.SignedRecord, error) {
+func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]registry.Verified, error) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	fresh := s.set.Newer(recs)
@@ -89,21 +90,32 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]*regis
 		return nil, err
 	}
 	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
-	applied := s.set.Apply(fresh)
-	out := make([]*registrypb.SignedRecord, len(applied))
-	for i, v := range applied {
-		out[i] = v.Signed
-	}
-	return out, nil
+	return s.set.Apply(fresh), nil
 }
 
-// fanout relays one cluster's records to every other subscriber: a member
-// drops its own records, after paying to verify them.
-func (s *Server) fanout(cluster string, recs []*registrypb.SignedRecord) {
+// fanout relays one cluster's records to every other subscriber, each
+// the records it imports (scope.go); the owner's own stream is skipped.
+func (s *Server) fanout(cluster string, recs []registry.Verified) {
 	if len(recs) == 0 {
 		return
 	}
-	s.broadcast(&hubpb.SubscribeResponse{Records: recs}, cluster)
+	signed := make([]*registrypb.SignedRecord, len(recs))
+	for i, v := range recs {
+		signed[i] = v.Signed
+	}
+	all := &hubpb.SubscribeResponse{Records: signed}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for sub := range s.subs {
+		if sub.cluster == cluster {
+			continue
+		}
+		u := all
+		if !sub.scope.All() {
+			u = s.scoped(sub.scope, cluster, recs)
+		}
+		s.queue(sub, u)
+	}
 }
 
 // broadcast queues an update for every subscriber but the one of cluster
@@ -115,11 +127,17 @@ func (s *Server) broadcast(u *hubpb.SubscribeResponse, skip string) {
 		if skip != "" && sub.cluster == skip {
 			continue
 		}
-		select {
-		case sub.ch <- u:
-		default:
-			sub.end(status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions"))
-		}
+		s.queue(sub, u)
+	}
+}
+
+// queue queues u for sub, or cuts sub off when its queue is full; the
+// caller holds subMu.
+func (s *Server) queue(sub *subscriber, u *hubpb.SubscribeResponse) {
+	select {
+	case sub.ch <- u:
+	default:
+		sub.end(status.Error(codes.ResourceExhausted, "subscriber fell too far behind; reconnect to resume from your versions"))
 	}
 }
 
@@ -130,7 +148,8 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	if err != nil {
 		return err
 	}
-	sub := &subscriber{cluster: c.Cluster, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), done: make(chan struct{})}
+	scope := requestScope(req.GetImports())
+	sub := &subscriber{cluster: c.Cluster, scope: scope, ch: make(chan *hubpb.SubscribeResponse, subscriberBuffer), done: make(chan struct{})}
 	s.subMu.Lock()
 	s.subs[sub] = struct{}{}
 	s.subMu.Unlock()
@@ -152,12 +171,15 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		}
 		known[c.Cluster] = s.set.Version(c.Cluster)
 	}
-	backlog := s.set.Since(known)
+	backlog := s.set.SinceIn(known, scope, importsBeyond(scope, req.GetNewImports()))
 	first := &hubpb.SubscribeResponse{Removals: s.removals(), ExternalBundles: s.externalBundles()}
 	if err := membership.SendBatches(backlog, func(b []*registrypb.SignedRecord, last bool) error {
 		resp := &hubpb.SubscribeResponse{Records: b, Synced: last}
 		if last && c.Cluster != "" {
 			resp.YourVersion = s.set.Version(c.Cluster)
+		}
+		if last && !scope.All() {
+			resp.SliceVersions = s.sliceVersions(c.Cluster)
 		}
 		if first != nil {
 			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
@@ -166,7 +188,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	}); err != nil {
 		return err
 	}
-	s.log.Debug("subscriber synced", "caller", c.ID, "records", len(backlog))
+	s.log.Debug("subscriber synced", "caller", c.ID, "records", len(backlog), "imports", len(scope.Hosts()), "imports_all", scope.All())
 	for {
 		select {
 		case <-stream.Context().Done():
@@ -182,8 +204,12 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 				}
 				continue
 			}
-			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
-				return stream.Send(&hubpb.SubscribeResponse{Records: b})
+			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, last bool) error {
+				resp := &hubpb.SubscribeResponse{Records: b}
+				if last {
+					resp.SliceVersions = u.GetSliceVersions()
+				}
+				return stream.Send(resp)
 			}); err != nil {
 				return err
 			}
@@ -191,12 +217,16 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 	}
 }
 
-// Fetch returns every record newer than the caller's versions.
+// Fetch returns every record the caller imports newer than its versions;
+// the hub holds every slice whole, so the answer is complete for each.
 func (s *Server) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.FetchResponse, error) {
 	if _, err := s.identify(ctx); err != nil {
 		return nil, err
 	}
-	return &hubpb.FetchResponse{Records: s.set.Since(req.GetKnown().GetVersions())}, nil
+	return &hubpb.FetchResponse{
+		Records:  s.set.SinceIn(req.GetKnown().GetVersions(), requestScope(req.GetImports()), nil),
+		Complete: &hubpb.VersionVector{Versions: s.set.Versions()},
+	}, nil
 }
 
 func (s *Server) identify(ctx context.Context) (membership.Caller, error) {
@@ -209,6 +239,7 @@ func (s *Server) Status(ctx context.Context, _ *hubpb.StatusRequest) (*hubpb.Sta
 		return nil, err
 	}
 	resp := gossip.BuildStatus(s.cfg.Mesh, "", s.set, s.live, s.gossip.Members(), s.cfg.Now())
+	s.addImportStatus(resp)
 	st := s.storeStatus()
 	resp.Store = &hubpb.StoreHealth{WriteFailures: st.failures}
 	if st.lastErr != nil {

@@ -241,6 +241,7 @@ func (r *applyRecorder) slowest(n int) []applySample {
 type pendingChange struct {
 	owner   string
 	start   time.Time
+	only    map[string]bool // the receivers measured; nil for any
 	applied map[string]bool // receivers that applied it
 	waiting int             // receivers that have not
 }
@@ -250,9 +251,15 @@ func newApplyRecorder() *applyRecorder {
 }
 
 func (r *applyRecorder) expect(seq int, owner string, receivers int) {
+	r.expectFrom(seq, owner, receivers, nil)
+}
+
+// expectFrom is expect measuring only the receivers listed, when only is
+// not nil.
+func (r *applyRecorder) expectFrom(seq int, owner string, receivers int, only map[string]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.changes[seq] = &pendingChange{owner: owner, start: time.Now(), applied: make(map[string]bool), waiting: receivers}
+	r.changes[seq] = &pendingChange{owner: owner, start: time.Now(), only: only, applied: make(map[string]bool), waiting: receivers}
 	r.missing += receivers
 }
 
@@ -271,7 +278,7 @@ func (r *applyRecorder) onApply(cluster string, recs []*registry.Record) {
 			continue
 		}
 		c := r.changes[seq]
-		if c == nil || c.owner != rec.GetCluster() || c.applied[cluster] || c.waiting == 0 {
+		if c == nil || c.owner != rec.GetCluster() || c.applied[cluster] || c.waiting == 0 || c.only != nil && !c.only[cluster] {
 			continue
 		}
 		c.applied[cluster] = true

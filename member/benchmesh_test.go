@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
@@ -27,6 +28,9 @@ type benchMesh struct {
 	tb      testing.TB
 	admin   hubpb.RegistryClient
 	members []*benchMember
+	// serviceName, if set, names service si of cluster ci; the default
+	// gives every cluster the same names.
+	serviceName func(ci, si int) string
 }
 
 type benchMember struct {
@@ -37,12 +41,25 @@ type benchMember struct {
 
 func newBenchMesh(tb testing.TB, clusters int, onApply func(string, []*registry.Record)) *benchMesh {
 	tb.Helper()
+	return newBenchMeshWith(tb, clusters, benchTimers, onApply)
+}
+
+// newBenchMeshWith is newBenchMesh with the members' liveness timers.
+func newBenchMeshWith(tb testing.TB, clusters int, timers gossip.Timers, onApply func(string, []*registry.Record)) *benchMesh {
+	tb.Helper()
+	return newBenchMeshConfigured(tb, clusters, timers, onApply, nil)
+}
+
+// newBenchMeshConfigured is newBenchMeshWith with a hook to adjust the
+// config of member i.
+func newBenchMeshConfigured(tb testing.TB, clusters int, timers gossip.Timers, onApply func(string, []*registry.Record), configure func(int, *member.Config)) *benchMesh {
+	tb.Helper()
 	level := slog.LevelError
 	if os.Getenv("FEDERATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	tm := fedtest.NewMeshWith(tb, benchTimers, func(c *hub.Config) { c.Logger = log.With("node", "hub") })
+	tm := fedtest.NewMeshWith(tb, timers, func(c *hub.Config) { c.Logger = log.With("node", "hub") })
 	bm := &benchMesh{Mesh: tm, tb: tb, admin: tm.AdminRegistry()}
 	for i := range clusters {
 		name := fmt.Sprintf("c%02d", i)
@@ -52,6 +69,9 @@ func newBenchMesh(tb testing.TB, clusters int, onApply func(string, []*registry.
 			c.Gossip.Logger = c.Logger
 			if onApply != nil {
 				c.OnApply = func(recs []*registry.Record) { onApply(name, recs) }
+			}
+			if configure != nil {
+				configure(i, c)
 			}
 		})
 		bm.members = append(bm.members, &benchMember{name: name, member: m.Member})
@@ -74,6 +94,12 @@ func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
 	errs := make(chan error, len(bm.members))
 	for ci, m := range bm.members {
 		m.services = benchServices(ci, m.name, services, endpoints)
+		if bm.serviceName != nil {
+			for si, svc := range m.services {
+				svc.Name = bm.serviceName(ci, si)
+				svc.Hostname = svc.Name + ".bench.svc.cluster.local"
+			}
+		}
 		go func() { errs <- m.member.Update(ctx, fedtest.ClusterInfo(m.name), m.services) }()
 	}
 	for range bm.members {

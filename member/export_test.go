@@ -24,3 +24,6 @@ func (m *Member) HubSynced() bool { return m.hubConnected() }
 // GossipStats is what the member's gossip refused, and its open
 // connections by peer.
 func (m *Member) GossipStats() gossip.Stats { return m.gossip.Stats() }
+
+// PeerFetches is how many fetches the member asked of peers.
+func (m *Member) PeerFetches() int64 { return m.peerFetches.Load() }

@@ -98,6 +98,9 @@ type Config struct {
 	ServingNames []string
 	// PolicyWarnings, if set, adds the routing's warnings to status.
 	PolicyWarnings func() []*hubpb.PolicyWarning
+	// Imports are the services the member imports (see registry.Scope);
+	// nil imports every service. SetImports changes them.
+	Imports *registry.Scope
 	// NewIncarnation starts a new incarnation on every start, newer than
 	// the stored one, instead of continuing it. Replicas of a control
 	// plane under leader election each have their own store: a new leader
@@ -132,6 +135,8 @@ type Member struct {
 	// is set once the hub synced, or a store or a peer brought state.
 	maintained probe.Heartbeat
 	federated  atomic.Bool
+	// peerFetches counts the fetches asked of peers.
+	peerFetches atomic.Int64
 
 	// namesAsked is set once a renewal asked for the serving names; only
 	// the sync loop touches it.
@@ -151,6 +156,9 @@ type Member struct {
 	// make, so that the set never runs ahead of the file; it is held across
 	// an fsync and so never under mu.
 	writeMu sync.Mutex
+	// held is the scope the stored records of other clusters are whole
+	// for, up to the set's versions; guarded by writeMu.
+	held *registry.Scope
 
 	mu          sync.Mutex // guards the fields below; never held across I/O
 	incarnation uint64
@@ -162,7 +170,9 @@ type Member struct {
 	changed     chan struct{}        // closed on the next change of the view
 	external    map[spiffeid.TrustDomain]*externalState
 	conns       map[string]*grpc.ClientConn
-	hubOrder    string // guarded by mu: see hubAddr
+	hubOrder    string                  // guarded by mu: see hubAddr
+	scope       *registry.Scope         // what we import; nil: every service
+	restream    context.CancelCauseFunc // ends the current hub stream
 }
 
 // New validates cfg; it does no I/O.
@@ -212,6 +222,7 @@ func New(cfg Config) (*Member, error) {
 		changed:      make(chan struct{}),
 		external:     make(map[spiffeid.TrustDomain]*externalState),
 		conns:        make(map[string]*grpc.ClientConn),
+		scope:        cfg.Imports,
 	}
 	return m, nil
 }
@@ -271,6 +282,9 @@ func (m *Member) started() bool {
 func (m *Member) Run(ctx context.Context) error {
 	if err := m.load(ctx); err != nil {
 		return err
+	}
+	if err := m.loadImports(ctx); err != nil {
+		return fmt.Errorf("member: %w", err)
 	}
 	lis, err := net.Listen("tcp", m.cfg.Listen)
 	if err != nil {

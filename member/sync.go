@@ -40,6 +40,9 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errImportsChanged) {
+			continue // subscribe again at once, for the new imports
+		}
 		m.log.Warn("hub stream ended; reconnecting", "hub", m.hubAddr(), "err", err)
 		if errors.Is(err, errReplicaLeft) {
 			continue // another replica is tried first, at once
@@ -55,21 +58,29 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 	if err != nil {
 		return err
 	}
-	known := m.set.Versions()
-	delete(known, m.cfg.Cluster)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	m.mu.Lock()
+	scope := m.scope
+	m.restream = cancel
+	m.mu.Unlock()
+	req := m.subscription(scope)
 	// Wait for the hub instead of failing fast: the stream resumes as soon
 	// as a restarted hub accepts connections, not after our retry backoff.
 	waiting := time.AfterFunc(membership.CallTimeout, func() {
 		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
 	})
 	var replica peer.Peer
-	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, &hubpb.SubscribeRequest{Known: &hubpb.VersionVector{Versions: known}}, grpc.WaitForReady(true), grpc.Peer(&replica))
+	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, req, grpc.WaitForReady(true), grpc.Peer(&replica))
 	waiting.Stop()
 	if err != nil {
 		return err
 	}
 	for {
 		resp, err := stream.Recv()
+		if errors.Is(context.Cause(ctx), errImportsChanged) {
+			return errImportsChanged
+		}
 		if err != nil {
 			if status.Code(err) == codes.Unavailable && replica.Addr != nil && m.leaveReplica(replica.Addr.String()) {
 				return fmt.Errorf("%w: %w", errReplicaLeft, err)
@@ -79,7 +90,9 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 		m.applyRemovals(ctx, resp.GetRemovals())
 		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
+		m.advance(ctx, resp.GetSliceVersions())
 		if resp.GetSynced() {
+			m.markHeld(ctx, scope)
 			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
@@ -100,6 +113,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 
 // receive verifies, persists and applies records of other clusters.
 func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord, from string) {
+	scope := m.Imports()
 	var recs []registry.Verified
 	for _, sr := range signed {
 		rec, err := m.verifier.Verify(sr)
@@ -109,6 +123,9 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		}
 		if rec.GetCluster() == m.cfg.Cluster {
 			continue // we are the authority on our own slice
+		}
+		if !scope.Includes(rec.GetKey()) {
+			continue // a peer or an older hub that sends every service
 		}
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 	}
@@ -241,13 +258,19 @@ func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
-		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}})
+		m.peerFetches.Add(1)
+		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}, Imports: m.fetchImports()})
 		cancel()
 		if err != nil {
 			lastErr = fmt.Errorf("%s: %w", src.Name, err)
 			continue
 		}
 		m.receive(ctx, resp.GetRecords(), src.Name)
+		if !m.Imports().All() {
+			// Only a scoped member leaves records out; one that imports
+			// everything trusts the records alone, as before.
+			m.advance(ctx, resp.GetComplete())
+		}
 		if registry.Compare(m.set.Version(cluster), want) >= 0 {
 			m.log.Info("caught up from a peer", "cluster", cluster, "peer", src.Name, "version", registry.FormatVersion(want))
 			return nil

@@ -36,7 +36,7 @@ func (m *Member) Fetch(ctx context.Context, req *hubpb.FetchRequest) (*hubpb.Fet
 	if _, err := membership.Identify(ctx, m.td, m.verifier); err != nil {
 		return nil, err
 	}
-	return &hubpb.FetchResponse{Records: m.set.Since(req.GetKnown().GetVersions())}, nil
+	return m.serveFetch(req), nil
 }
 
 // Status reports every cluster as this member sees it.
@@ -54,6 +54,7 @@ func (m *Member) StatusNow() *hubpb.StatusResponse {
 		st.PolicyWarnings = m.cfg.PolicyWarnings()
 	}
 	st.External = m.externalStatus()
+	m.addImportStatus(st)
 	return st
 }
 

@@ -18,8 +18,8 @@ import (
 // controlPlaneFlags are the flags of 'federate controlplane'.
 type controlPlaneFlags struct {
 	cluster, network, locality, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
-	trustDomain, cacerts, gatewayCred, internalHost, servingNames                                         string
-	istioWrite                                                                                            bool
+	trustDomain, cacerts, gatewayCred, internalHost, servingNames, imports                                string
+	istioWrite, importServiceImports                                                                      bool
 	maxSVIDTTL, refreshHint, vmGrace, vmSVIDTTL                                                           time.Duration
 	timers                                                                                                timerFlags
 	logs                                                                                                  cli.LogFlags
@@ -58,6 +58,10 @@ func controlPlaneCommand() *cobra.Command {
 	fs.StringVar(&f.servingNames, "serving-name", "", "comma-separated DNS names and IP addresses this control plane's certificate carries besides\n"+
 		"controlplane.<cluster>.federate.internal, for proxyless gRPC applications that dial it by them\n"+
 		"(the hub grants them at the credential's next renewal, which starts at once)")
+	fs.StringVar(&f.imports, "import", "", "comma-separated hostnames of the services this cluster imports, or * for every service\n"+
+		"(the default): the hub then sends only those services, and every cluster's gateways and trust (docs/imports.md)")
+	fs.BoolVar(&f.importServiceImports, "import-service-imports", false, "with a Kubernetes cluster: import only the services that --import and the cluster's own\n"+
+		"ServiceImports (those federate does not manage) name (docs/imports.md)")
 	fs.BoolVar(&f.istioWrite, "istio-write", false, "with a Kubernetes cluster: write ServiceEntries, WorkloadEntries and gateway Services\n"+
 		"so that the cluster's unmodified istiod sends its sidecars to the other clusters' services\n"+
 		"through their federate gateways (docs/istio.md)")
@@ -108,6 +112,15 @@ func runControlPlane(c *cobra.Command, f *controlPlaneFlags) error {
 	if f.servingNames != "" {
 		cfg.ServingNames = strings.Split(f.servingNames, ",")
 	}
+	if c.Flags().Changed("import") {
+		if cfg.Imports, err = registry.ParseImports(f.imports); err != nil {
+			return cli.Usagef("--import: %w", err)
+		}
+	}
+	if f.importServiceImports && !f.kubernetes() {
+		return cli.Usagef("--import-service-imports reads the ServiceImports of a Kubernetes cluster: add --kubeconfig F or --in-cluster")
+	}
+	cfg.ImportServiceImports = f.importServiceImports
 	if f.kubernetes() {
 		if cfg.Kube, err = f.kube.connect(); err != nil {
 			if errors.Is(err, errNoKubeconfig) {

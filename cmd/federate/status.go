@@ -23,7 +23,9 @@ func statusCommand() *cobra.Command {
 	cmd := command("status [--hub ADDR | --server ADDR] [-o table|json|yaml]", "show every cluster of the federation",
 		"Shows every cluster of the federation: its state (alive, suspect, stale or\n"+
 			"dead), slice version, services and endpoints, propagation lag, trust domain\n"+
-			"and bundle sequence, as the hub, or one control plane, sees it.",
+			"and bundle sequence, as the hub, or one control plane, sees it; and, for a\n"+
+			"cluster that imports some services only, each import and the clusters that\n"+
+			"export it (pending while none does).",
 		func(c *cobra.Command) error { return runStatus(c, server, &client, &out) })
 	cmd.Flags().StringVar(&server, "server", "", "ask this control plane instead of the hub")
 	client.register(cmd, "hub address")
@@ -120,6 +122,10 @@ type clusterStatusJSON struct {
 	Gateway            string `json:"gateway"`
 	RootExpiry         string `json:"rootExpiry,omitempty"`
 	RotationPhase      string `json:"rotationPhase,omitempty"`
+	// What the cluster imports, when the server knows: every service, or
+	// the services listed.
+	ImportsAll bool         `json:"importsAll,omitempty"`
+	Imports    []importJSON `json:"imports,omitempty"`
 }
 
 func writeStatusJSON(w io.Writer, st *hubpb.StatusResponse) error {
@@ -142,6 +148,7 @@ func statusView(st *hubpb.StatusResponse) statusJSON {
 			UnhealthyEndpoints: c.GetUnhealthyEndpoints(), LastSeen: time.UnixMilli(c.GetLastSeen()).UTC().Format(time.RFC3339Nano),
 			LagMs: c.GetLagMs(), TrustDomain: c.GetTrustDomain(), BundleSequence: c.GetBundleSequence(), Gateway: c.GetGateway(),
 			RootExpiry: formatUnix(c.GetRootExpiry()), RotationPhase: c.GetRotationPhase(),
+			ImportsAll: c.GetImportsAll(), Imports: importsView(c.GetImports()),
 		})
 	}
 	for _, pw := range st.GetPolicyWarnings() {
@@ -172,6 +179,7 @@ func writeStatusTable(w io.Writer, st *hubpb.StatusResponse, now time.Time) {
 	tw.Flush()
 	fmt.Fprintf(w, "mesh %s: %d clusters; stale after %s, dead after %s, expired after %s\n", st.GetMesh(), len(st.GetClusters()),
 		time.Duration(st.GetStaleAfterMs())*time.Millisecond, time.Duration(st.GetDeadAfterMs())*time.Millisecond, time.Duration(st.GetExpireAfterMs())*time.Millisecond)
+	writeImportsTable(w, st.GetClusters())
 	writeExternalTable(w, st.GetExternal(), now)
 	for _, pw := range st.GetPolicyWarnings() {
 		fmt.Fprintf(w, "warning: %s\n", policyWarning(pw))

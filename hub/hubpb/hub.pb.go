@@ -492,8 +492,14 @@ func (x *VersionVector) GetVersions() map[string]*registrypb.Version {
 }
 
 type SubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Known         *VersionVector         `protobuf:"bytes,1,opt,name=known,proto3" json:"known,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Known *VersionVector         `protobuf:"bytes,1,opt,name=known,proto3" json:"known,omitempty"`
+	// The services the caller imports. Absent (an older member) or holding
+	// "*": every service. Cluster info records are sent to every caller.
+	Imports *ImportList `protobuf:"bytes,2,opt,name=imports,proto3" json:"imports,omitempty"`
+	// Hostnames the caller imports but held nothing of when it took known
+	// (an import added since): their records are sent whole.
+	NewImports    []string `protobuf:"bytes,3,rep,name=new_imports,json=newImports,proto3" json:"new_imports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +541,66 @@ func (x *SubscribeRequest) GetKnown() *VersionVector {
 	return nil
 }
 
+func (x *SubscribeRequest) GetImports() *ImportList {
+	if x != nil {
+		return x.Imports
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetNewImports() []string {
+	if x != nil {
+		return x.NewImports
+	}
+	return nil
+}
+
+// ImportList names the services (hostnames) a cluster imports; "*" is
+// every service.
+type ImportList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosts         []string               `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportList) Reset() {
+	*x = ImportList{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportList) ProtoMessage() {}
+
+func (x *ImportList) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportList.ProtoReflect.Descriptor instead.
+func (*ImportList) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ImportList) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
 type SubscribeResponse struct {
 	state   protoimpl.MessageState     `protogen:"open.v1"`
 	Records []*registrypb.SignedRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
@@ -546,14 +612,18 @@ type SubscribeResponse struct {
 	ExternalBundles []*ExternalBundle `protobuf:"bytes,4,rep,name=external_bundles,json=externalBundles,proto3" json:"external_bundles,omitempty"`
 	// On the synced message: the newest version of the caller's own slice
 	// that the hub holds, so that the caller republishes what is newer.
-	YourVersion   *registrypb.Version `protobuf:"bytes,5,opt,name=your_version,json=yourVersion,proto3" json:"your_version,omitempty"`
+	YourVersion *registrypb.Version `protobuf:"bytes,5,opt,name=your_version,json=yourVersion,proto3" json:"your_version,omitempty"`
+	// For a caller that imports some services only: the versions of the
+	// slices whose records this message (or the catch-up it completes)
+	// leaves out. The caller holds every record it imports up to them.
+	SliceVersions *VersionVector `protobuf:"bytes,6,opt,name=slice_versions,json=sliceVersions,proto3" json:"slice_versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[10]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +635,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[10]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +648,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{10}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubscribeResponse) GetRecords() []*registrypb.SignedRecord {
@@ -616,6 +686,13 @@ func (x *SubscribeResponse) GetYourVersion() *registrypb.Version {
 	return nil
 }
 
+func (x *SubscribeResponse) GetSliceVersions() *VersionVector {
+	if x != nil {
+		return x.SliceVersions
+	}
+	return nil
+}
+
 // Removal records that a cluster was removed from the federation: records
 // and credentials it had before removed_at are refused from then on.
 type Removal struct {
@@ -629,7 +706,7 @@ type Removal struct {
 
 func (x *Removal) Reset() {
 	*x = Removal{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +718,7 @@ func (x *Removal) String() string {
 func (*Removal) ProtoMessage() {}
 
 func (x *Removal) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[11]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +731,7 @@ func (x *Removal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Removal.ProtoReflect.Descriptor instead.
 func (*Removal) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{11}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Removal) GetCluster() string {
@@ -682,7 +759,7 @@ type ExternalBundle struct {
 
 func (x *ExternalBundle) Reset() {
 	*x = ExternalBundle{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +771,7 @@ func (x *ExternalBundle) String() string {
 func (*ExternalBundle) ProtoMessage() {}
 
 func (x *ExternalBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[12]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +784,7 @@ func (x *ExternalBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBundle.ProtoReflect.Descriptor instead.
 func (*ExternalBundle) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{12}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExternalBundle) GetTrustDomain() string {
@@ -733,7 +810,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +822,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[13]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +835,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{13}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveClusterRequest) GetCluster() string {
@@ -788,7 +865,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +877,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[14]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +890,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{14}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveClusterResponse) GetRemovedAt() int64 {
@@ -865,7 +942,7 @@ type IssuedCredential struct {
 
 func (x *IssuedCredential) Reset() {
 	*x = IssuedCredential{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +954,7 @@ func (x *IssuedCredential) String() string {
 func (*IssuedCredential) ProtoMessage() {}
 
 func (x *IssuedCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[15]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +967,7 @@ func (x *IssuedCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCredential.ProtoReflect.Descriptor instead.
 func (*IssuedCredential) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{15}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IssuedCredential) GetSerial() string {
@@ -927,7 +1004,7 @@ type SignCertificateRequest struct {
 
 func (x *SignCertificateRequest) Reset() {
 	*x = SignCertificateRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1016,7 @@ func (x *SignCertificateRequest) String() string {
 func (*SignCertificateRequest) ProtoMessage() {}
 
 func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[16]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1029,7 @@ func (x *SignCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{16}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignCertificateRequest) GetCsr() []byte {
@@ -986,7 +1063,7 @@ type SignCertificateResponse struct {
 
 func (x *SignCertificateResponse) Reset() {
 	*x = SignCertificateResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1075,7 @@ func (x *SignCertificateResponse) String() string {
 func (*SignCertificateResponse) ProtoMessage() {}
 
 func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[17]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1088,7 @@ func (x *SignCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{17}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SignCertificateResponse) GetCertificates() [][]byte {
@@ -1031,7 +1108,7 @@ type RotateRootRequest struct {
 
 func (x *RotateRootRequest) Reset() {
 	*x = RotateRootRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1120,7 @@ func (x *RotateRootRequest) String() string {
 func (*RotateRootRequest) ProtoMessage() {}
 
 func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[18]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1133,7 @@ func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
 func (*RotateRootRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{18}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RotateRootRequest) GetWait() bool {
@@ -1077,7 +1154,7 @@ type RotateRootProgress struct {
 
 func (x *RotateRootProgress) Reset() {
 	*x = RotateRootProgress{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1166,7 @@ func (x *RotateRootProgress) String() string {
 func (*RotateRootProgress) ProtoMessage() {}
 
 func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[19]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1179,7 @@ func (x *RotateRootProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRootProgress.ProtoReflect.Descriptor instead.
 func (*RotateRootProgress) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{19}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RotateRootProgress) GetPhase() string {
@@ -1127,15 +1204,17 @@ func (x *RotateRootProgress) GetMessage() string {
 }
 
 type FetchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Known         *VersionVector         `protobuf:"bytes,1,opt,name=known,proto3" json:"known,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Known *VersionVector         `protobuf:"bytes,1,opt,name=known,proto3" json:"known,omitempty"`
+	// The services the caller imports; absent: every service.
+	Imports       *ImportList `protobuf:"bytes,2,opt,name=imports,proto3" json:"imports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1226,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[20]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1239,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{20}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchRequest) GetKnown() *VersionVector {
@@ -1170,16 +1249,26 @@ func (x *FetchRequest) GetKnown() *VersionVector {
 	return nil
 }
 
+func (x *FetchRequest) GetImports() *ImportList {
+	if x != nil {
+		return x.Imports
+	}
+	return nil
+}
+
 type FetchResponse struct {
-	state         protoimpl.MessageState     `protogen:"open.v1"`
-	Records       []*registrypb.SignedRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	state   protoimpl.MessageState     `protogen:"open.v1"`
+	Records []*registrypb.SignedRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// The slice versions up to which the records answer the request whole:
+	// the server holds every record the caller imports up to them.
+	Complete      *VersionVector `protobuf:"bytes,2,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1280,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[21]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,12 +1293,19 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{21}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchResponse) GetRecords() []*registrypb.SignedRecord {
 	if x != nil {
 		return x.Records
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetComplete() *VersionVector {
+	if x != nil {
+		return x.Complete
 	}
 	return nil
 }
@@ -1222,7 +1318,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1330,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[22]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1343,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{22}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
 }
 
 type ClusterStatus struct {
@@ -1269,14 +1365,20 @@ type ClusterStatus struct {
 	RootExpiry    int64  `protobuf:"varint,14,opt,name=root_expiry,json=rootExpiry,proto3" json:"root_expiry,omitempty"`
 	RotationPhase string `protobuf:"bytes,15,opt,name=rotation_phase,json=rotationPhase,proto3" json:"rotation_phase,omitempty"`
 	// The cluster control plane's federation API address.
-	ApiAddress    string `protobuf:"bytes,16,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	ApiAddress string `protobuf:"bytes,16,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// The services the cluster imports, when it imports some only; set by
+	// the hub for clusters subscribed to it, and by a control plane for its
+	// own cluster.
+	Imports []*Import `protobuf:"bytes,17,rep,name=imports,proto3" json:"imports,omitempty"`
+	// The cluster imports every service (the default).
+	ImportsAll    bool `protobuf:"varint,18,opt,name=imports_all,json=importsAll,proto3" json:"imports_all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1390,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[23]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1403,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{23}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -1416,6 +1518,83 @@ func (x *ClusterStatus) GetApiAddress() string {
 	return ""
 }
 
+func (x *ClusterStatus) GetImports() []*Import {
+	if x != nil {
+		return x.Imports
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetImportsAll() bool {
+	if x != nil {
+		return x.ImportsAll
+	}
+	return false
+}
+
+// Import is one service a cluster imports.
+type Import struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Host  string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// imported (some cluster exports it) or pending (none does yet).
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// The clusters that export it, sorted.
+	From          []string `protobuf:"bytes,3,rep,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Import) Reset() {
+	*x = Import{}
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Import) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Import) ProtoMessage() {}
+
+func (x *Import) ProtoReflect() protoreflect.Message {
+	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Import.ProtoReflect.Descriptor instead.
+func (*Import) Descriptor() ([]byte, []int) {
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Import) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Import) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Import) GetFrom() []string {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Mesh          string                 `protobuf:"bytes,1,opt,name=mesh,proto3" json:"mesh,omitempty"`
@@ -1436,7 +1615,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1627,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[24]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1640,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{24}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetMesh() string {
@@ -1535,7 +1714,7 @@ type StoreHealth struct {
 
 func (x *StoreHealth) Reset() {
 	*x = StoreHealth{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1726,7 @@ func (x *StoreHealth) String() string {
 func (*StoreHealth) ProtoMessage() {}
 
 func (x *StoreHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[25]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1739,7 @@ func (x *StoreHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreHealth.ProtoReflect.Descriptor instead.
 func (*StoreHealth) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{25}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StoreHealth) GetError() string {
@@ -1599,7 +1778,7 @@ type PolicyWarning struct {
 
 func (x *PolicyWarning) Reset() {
 	*x = PolicyWarning{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1790,7 @@ func (x *PolicyWarning) String() string {
 func (*PolicyWarning) ProtoMessage() {}
 
 func (x *PolicyWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[26]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1803,7 @@ func (x *PolicyWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyWarning.ProtoReflect.Descriptor instead.
 func (*PolicyWarning) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{26}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PolicyWarning) GetRule() string {
@@ -1678,7 +1857,7 @@ type ExternalTrustDomain struct {
 
 func (x *ExternalTrustDomain) Reset() {
 	*x = ExternalTrustDomain{}
-	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1869,7 @@ func (x *ExternalTrustDomain) String() string {
 func (*ExternalTrustDomain) ProtoMessage() {}
 
 func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_hub_hubpb_hub_proto_msgTypes[27]
+	mi := &file_hub_hubpb_hub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1882,7 @@ func (x *ExternalTrustDomain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalTrustDomain.ProtoReflect.Descriptor instead.
 func (*ExternalTrustDomain) Descriptor() ([]byte, []int) {
-	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{27}
+	return file_hub_hubpb_hub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExternalTrustDomain) GetTrustDomain() string {
@@ -1791,15 +1970,22 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\bversions\x18\x01 \x03(\v2,.federate.hub.v1.VersionVector.VersionsEntryR\bversions\x1aZ\n" +
 	"\rVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
-	"\x05value\x18\x02 \x01(\v2\x1d.federate.registry.v1.VersionR\x05value:\x028\x01\"H\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.federate.registry.v1.VersionR\x05value:\x028\x01\"\xa0\x01\n" +
 	"\x10SubscribeRequest\x124\n" +
-	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"\xad\x02\n" +
+	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\x125\n" +
+	"\aimports\x18\x02 \x01(\v2\x1b.federate.hub.v1.ImportListR\aimports\x12\x1f\n" +
+	"\vnew_imports\x18\x03 \x03(\tR\n" +
+	"newImports\"\"\n" +
+	"\n" +
+	"ImportList\x12\x14\n" +
+	"\x05hosts\x18\x01 \x03(\tR\x05hosts\"\xf4\x02\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x124\n" +
 	"\bremovals\x18\x02 \x03(\v2\x18.federate.hub.v1.RemovalR\bremovals\x12\x16\n" +
 	"\x06synced\x18\x03 \x01(\bR\x06synced\x12J\n" +
 	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\x12@\n" +
-	"\fyour_version\x18\x05 \x01(\v2\x1d.federate.registry.v1.VersionR\vyourVersion\"B\n" +
+	"\fyour_version\x18\x05 \x01(\v2\x1d.federate.registry.v1.VersionR\vyourVersion\x12E\n" +
+	"\x0eslice_versions\x18\x06 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\rsliceVersions\"B\n" +
 	"\aRemoval\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
 	"\n" +
@@ -1833,12 +2019,14 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"\x12RotateRootProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"D\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"{\n" +
 	"\fFetchRequest\x124\n" +
-	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\"M\n" +
+	"\x05known\x18\x01 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\x05known\x125\n" +
+	"\aimports\x18\x02 \x01(\v2\x1b.federate.hub.v1.ImportListR\aimports\"\x89\x01\n" +
 	"\rFetchResponse\x12<\n" +
-	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\"\x0f\n" +
-	"\rStatusRequest\"\xa1\x04\n" +
+	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x12:\n" +
+	"\bcomplete\x18\x02 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\bcomplete\"\x0f\n" +
+	"\rStatusRequest\"\xf5\x04\n" +
 	"\rClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x1a\n" +
@@ -1858,7 +2046,14 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"rootExpiry\x12%\n" +
 	"\x0erotation_phase\x18\x0f \x01(\tR\rrotationPhase\x12\x1f\n" +
 	"\vapi_address\x18\x10 \x01(\tR\n" +
-	"apiAddress\"\x91\x03\n" +
+	"apiAddress\x121\n" +
+	"\aimports\x18\x11 \x03(\v2\x17.federate.hub.v1.ImportR\aimports\x12\x1f\n" +
+	"\vimports_all\x18\x12 \x01(\bR\n" +
+	"importsAll\"F\n" +
+	"\x06Import\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04from\x18\x03 \x03(\tR\x04from\"\x91\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12:\n" +
 	"\bclusters\x18\x02 \x03(\v2\x1e.federate.hub.v1.ClusterStatusR\bclusters\x12$\n" +
@@ -1912,7 +2107,7 @@ func file_hub_hubpb_hub_proto_rawDescGZIP() []byte {
 	return file_hub_hubpb_hub_proto_rawDescData
 }
 
-var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_hub_hubpb_hub_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*JoinRequest)(nil),             // 0: federate.hub.v1.JoinRequest
 	(*JoinResponse)(nil),            // 1: federate.hub.v1.JoinResponse
@@ -1924,71 +2119,78 @@ var file_hub_hubpb_hub_proto_goTypes = []any{
 	(*PublishResponse)(nil),         // 7: federate.hub.v1.PublishResponse
 	(*VersionVector)(nil),           // 8: federate.hub.v1.VersionVector
 	(*SubscribeRequest)(nil),        // 9: federate.hub.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 10: federate.hub.v1.SubscribeResponse
-	(*Removal)(nil),                 // 11: federate.hub.v1.Removal
-	(*ExternalBundle)(nil),          // 12: federate.hub.v1.ExternalBundle
-	(*RemoveClusterRequest)(nil),    // 13: federate.hub.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),   // 14: federate.hub.v1.RemoveClusterResponse
-	(*IssuedCredential)(nil),        // 15: federate.hub.v1.IssuedCredential
-	(*SignCertificateRequest)(nil),  // 16: federate.hub.v1.SignCertificateRequest
-	(*SignCertificateResponse)(nil), // 17: federate.hub.v1.SignCertificateResponse
-	(*RotateRootRequest)(nil),       // 18: federate.hub.v1.RotateRootRequest
-	(*RotateRootProgress)(nil),      // 19: federate.hub.v1.RotateRootProgress
-	(*FetchRequest)(nil),            // 20: federate.hub.v1.FetchRequest
-	(*FetchResponse)(nil),           // 21: federate.hub.v1.FetchResponse
-	(*StatusRequest)(nil),           // 22: federate.hub.v1.StatusRequest
-	(*ClusterStatus)(nil),           // 23: federate.hub.v1.ClusterStatus
-	(*StatusResponse)(nil),          // 24: federate.hub.v1.StatusResponse
-	(*StoreHealth)(nil),             // 25: federate.hub.v1.StoreHealth
-	(*PolicyWarning)(nil),           // 26: federate.hub.v1.PolicyWarning
-	(*ExternalTrustDomain)(nil),     // 27: federate.hub.v1.ExternalTrustDomain
-	nil,                             // 28: federate.hub.v1.VersionVector.VersionsEntry
-	(*registrypb.SignedRecord)(nil), // 29: federate.registry.v1.SignedRecord
-	(*registrypb.Version)(nil),      // 30: federate.registry.v1.Version
+	(*ImportList)(nil),              // 10: federate.hub.v1.ImportList
+	(*SubscribeResponse)(nil),       // 11: federate.hub.v1.SubscribeResponse
+	(*Removal)(nil),                 // 12: federate.hub.v1.Removal
+	(*ExternalBundle)(nil),          // 13: federate.hub.v1.ExternalBundle
+	(*RemoveClusterRequest)(nil),    // 14: federate.hub.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),   // 15: federate.hub.v1.RemoveClusterResponse
+	(*IssuedCredential)(nil),        // 16: federate.hub.v1.IssuedCredential
+	(*SignCertificateRequest)(nil),  // 17: federate.hub.v1.SignCertificateRequest
+	(*SignCertificateResponse)(nil), // 18: federate.hub.v1.SignCertificateResponse
+	(*RotateRootRequest)(nil),       // 19: federate.hub.v1.RotateRootRequest
+	(*RotateRootProgress)(nil),      // 20: federate.hub.v1.RotateRootProgress
+	(*FetchRequest)(nil),            // 21: federate.hub.v1.FetchRequest
+	(*FetchResponse)(nil),           // 22: federate.hub.v1.FetchResponse
+	(*StatusRequest)(nil),           // 23: federate.hub.v1.StatusRequest
+	(*ClusterStatus)(nil),           // 24: federate.hub.v1.ClusterStatus
+	(*Import)(nil),                  // 25: federate.hub.v1.Import
+	(*StatusResponse)(nil),          // 26: federate.hub.v1.StatusResponse
+	(*StoreHealth)(nil),             // 27: federate.hub.v1.StoreHealth
+	(*PolicyWarning)(nil),           // 28: federate.hub.v1.PolicyWarning
+	(*ExternalTrustDomain)(nil),     // 29: federate.hub.v1.ExternalTrustDomain
+	nil,                             // 30: federate.hub.v1.VersionVector.VersionsEntry
+	(*registrypb.SignedRecord)(nil), // 31: federate.registry.v1.SignedRecord
+	(*registrypb.Version)(nil),      // 32: federate.registry.v1.Version
 }
 var file_hub_hubpb_hub_proto_depIdxs = []int32{
-	29, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
-	30, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
-	28, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
+	31, // 0: federate.hub.v1.PublishRequest.records:type_name -> federate.registry.v1.SignedRecord
+	32, // 1: federate.hub.v1.PublishResponse.version:type_name -> federate.registry.v1.Version
+	30, // 2: federate.hub.v1.VersionVector.versions:type_name -> federate.hub.v1.VersionVector.VersionsEntry
 	8,  // 3: federate.hub.v1.SubscribeRequest.known:type_name -> federate.hub.v1.VersionVector
-	29, // 4: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
-	11, // 5: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
-	12, // 6: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
-	30, // 7: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
-	15, // 8: federate.hub.v1.RemoveClusterResponse.credentials:type_name -> federate.hub.v1.IssuedCredential
-	8,  // 9: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
-	29, // 10: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
-	30, // 11: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
-	23, // 12: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
-	27, // 13: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
-	26, // 14: federate.hub.v1.StatusResponse.policy_warnings:type_name -> federate.hub.v1.PolicyWarning
-	25, // 15: federate.hub.v1.StatusResponse.store:type_name -> federate.hub.v1.StoreHealth
-	30, // 16: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
-	0,  // 17: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
-	2,  // 18: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
-	4,  // 19: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
-	6,  // 20: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
-	9,  // 21: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
-	13, // 22: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
-	16, // 23: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
-	18, // 24: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
-	20, // 25: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
-	22, // 26: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
-	1,  // 27: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
-	3,  // 28: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
-	5,  // 29: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
-	7,  // 30: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
-	10, // 31: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
-	14, // 32: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
-	17, // 33: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
-	19, // 34: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
-	21, // 35: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
-	24, // 36: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	10, // 4: federate.hub.v1.SubscribeRequest.imports:type_name -> federate.hub.v1.ImportList
+	31, // 5: federate.hub.v1.SubscribeResponse.records:type_name -> federate.registry.v1.SignedRecord
+	12, // 6: federate.hub.v1.SubscribeResponse.removals:type_name -> federate.hub.v1.Removal
+	13, // 7: federate.hub.v1.SubscribeResponse.external_bundles:type_name -> federate.hub.v1.ExternalBundle
+	32, // 8: federate.hub.v1.SubscribeResponse.your_version:type_name -> federate.registry.v1.Version
+	8,  // 9: federate.hub.v1.SubscribeResponse.slice_versions:type_name -> federate.hub.v1.VersionVector
+	16, // 10: federate.hub.v1.RemoveClusterResponse.credentials:type_name -> federate.hub.v1.IssuedCredential
+	8,  // 11: federate.hub.v1.FetchRequest.known:type_name -> federate.hub.v1.VersionVector
+	10, // 12: federate.hub.v1.FetchRequest.imports:type_name -> federate.hub.v1.ImportList
+	31, // 13: federate.hub.v1.FetchResponse.records:type_name -> federate.registry.v1.SignedRecord
+	8,  // 14: federate.hub.v1.FetchResponse.complete:type_name -> federate.hub.v1.VersionVector
+	32, // 15: federate.hub.v1.ClusterStatus.slice_version:type_name -> federate.registry.v1.Version
+	25, // 16: federate.hub.v1.ClusterStatus.imports:type_name -> federate.hub.v1.Import
+	24, // 17: federate.hub.v1.StatusResponse.clusters:type_name -> federate.hub.v1.ClusterStatus
+	29, // 18: federate.hub.v1.StatusResponse.external:type_name -> federate.hub.v1.ExternalTrustDomain
+	28, // 19: federate.hub.v1.StatusResponse.policy_warnings:type_name -> federate.hub.v1.PolicyWarning
+	27, // 20: federate.hub.v1.StatusResponse.store:type_name -> federate.hub.v1.StoreHealth
+	32, // 21: federate.hub.v1.VersionVector.VersionsEntry.value:type_name -> federate.registry.v1.Version
+	0,  // 22: federate.hub.v1.Hub.Join:input_type -> federate.hub.v1.JoinRequest
+	2,  // 23: federate.hub.v1.Hub.Renew:input_type -> federate.hub.v1.RenewRequest
+	4,  // 24: federate.hub.v1.Hub.CreateToken:input_type -> federate.hub.v1.CreateTokenRequest
+	6,  // 25: federate.hub.v1.Hub.Publish:input_type -> federate.hub.v1.PublishRequest
+	9,  // 26: federate.hub.v1.Hub.Subscribe:input_type -> federate.hub.v1.SubscribeRequest
+	14, // 27: federate.hub.v1.Hub.RemoveCluster:input_type -> federate.hub.v1.RemoveClusterRequest
+	17, // 28: federate.hub.v1.ControlPlane.SignCertificate:input_type -> federate.hub.v1.SignCertificateRequest
+	19, // 29: federate.hub.v1.ControlPlane.RotateRoot:input_type -> federate.hub.v1.RotateRootRequest
+	21, // 30: federate.hub.v1.Registry.Fetch:input_type -> federate.hub.v1.FetchRequest
+	23, // 31: federate.hub.v1.Registry.Status:input_type -> federate.hub.v1.StatusRequest
+	1,  // 32: federate.hub.v1.Hub.Join:output_type -> federate.hub.v1.JoinResponse
+	3,  // 33: federate.hub.v1.Hub.Renew:output_type -> federate.hub.v1.RenewResponse
+	5,  // 34: federate.hub.v1.Hub.CreateToken:output_type -> federate.hub.v1.CreateTokenResponse
+	7,  // 35: federate.hub.v1.Hub.Publish:output_type -> federate.hub.v1.PublishResponse
+	11, // 36: federate.hub.v1.Hub.Subscribe:output_type -> federate.hub.v1.SubscribeResponse
+	15, // 37: federate.hub.v1.Hub.RemoveCluster:output_type -> federate.hub.v1.RemoveClusterResponse
+	18, // 38: federate.hub.v1.ControlPlane.SignCertificate:output_type -> federate.hub.v1.SignCertificateResponse
+	20, // 39: federate.hub.v1.ControlPlane.RotateRoot:output_type -> federate.hub.v1.RotateRootProgress
+	22, // 40: federate.hub.v1.Registry.Fetch:output_type -> federate.hub.v1.FetchResponse
+	26, // 41: federate.hub.v1.Registry.Status:output_type -> federate.hub.v1.StatusResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hub_hubpb_hub_proto_init() }
@@ -2002,7 +2204,7 @@ func file_hub_hubpb_hub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hub_hubpb_hub_proto_rawDesc), len(file_hub_hubpb_hub_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -167,7 +168,11 @@ func (s *Source) applyImport(ctx context.Context, l *listers, imp *imported) err
 	case err != nil:
 		return fmt.Errorf("ServiceImport %s: %w", ref, err)
 	case cur.Labels[ManagedByLabel] != ManagedBy:
-		s.log.Warn("kube registry: a ServiceImport that the control plane does not manage is in the way; leaving it alone", "serviceImport", ref)
+		level := slog.LevelWarn
+		if s.cfg.OnRequestedImports != nil {
+			level = slog.LevelDebug // a request for the service (requests.go)
+		}
+		s.log.Log(ctx, level, "kube registry: a ServiceImport that the control plane does not manage is in the way; leaving it alone", "serviceImport", ref)
 		return nil
 	case !equality.Semantic.DeepEqual(cur.Spec, spec):
 		next := cur.DeepCopy()

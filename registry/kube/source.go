@@ -67,6 +67,11 @@ type Config struct {
 	// (default DefaultRetry); the bound doubles up to 30 s while they keep
 	// failing, and each wait is jittered within the upper half of it.
 	Retry time.Duration
+	// OnRequestedImports, if set, receives the hostnames that the
+	// cluster's unmanaged ServiceImports name (requests.go) after the
+	// informers synced and whenever they change; it runs on Run's
+	// goroutine. The source then leaves those ServiceImports alone quietly.
+	OnRequestedImports func(hosts []string)
 	// Logger receives the source's reports; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -245,6 +250,7 @@ func allSynced[K comparable](m map[K]bool) bool {
 // loop recomputes after every change and retries failed writes.
 func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry.Service)) error {
 	var published []*registry.Service
+	var requests []string
 	first := true
 	retryTimer := time.NewTimer(time.Hour)
 	retryTimer.Stop()
@@ -259,6 +265,7 @@ func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry
 			s.log.Info("kube registry: exported services", "services", len(services))
 			onChange(cloneAll(services))
 		}
+		requests = s.reportRequested(l, requests, first)
 		if first {
 			first = false
 			close(s.synced)

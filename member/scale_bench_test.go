@@ -1,0 +1,205 @@
+package member_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/hub"
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/member"
+	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
+	"github.com/federate/federate/trust"
+)
+
+// The federation of BenchmarkScale100: 100 clusters of 10 services with 10
+// endpoints each (1,000 services, 10,000 endpoints), in which each cluster
+// imports the first 5 services of each of the next 10 clusters (scoped
+// import: the hub sends it those 50 services and every cluster's info).
+const (
+	scaleServices    = 10
+	scaleEndpoints   = 10
+	scaleImportFrom  = 10
+	scaleImportEach  = 5
+	scaleChanges     = 400
+	scaleChangesRate = 20 // per second
+)
+
+// scaleClusters is 100; FEDERATE_SCALE_CLUSTERS runs fewer (at least 11)
+// when the machine cannot hold 100 members, and the benchmark says so.
+// FEDERATE_SCALE_IMPORT_ALL=1 makes every cluster import every service,
+// as before scoped import, for comparison.
+var scaleClusters = scaleSize()
+
+func scaleSize() int {
+	n, err := strconv.Atoi(os.Getenv("FEDERATE_SCALE_CLUSTERS"))
+	if err != nil || n <= scaleImportFrom {
+		return 100
+	}
+	return n
+}
+
+// scaleTimers mark a silent cluster down after 2 seconds, so that the
+// benchmark can time dead detection.
+var scaleTimers = gossip.Timers{StaleAfter: 2 * time.Second, DeadAfter: time.Minute, ExpireAfter: time.Hour}
+
+// scaleServiceName names service si of cluster ci, so that the
+// federation has 1,000 distinct services.
+func scaleServiceName(ci, si int) string { return fmt.Sprintf("svc-%02d-%02d", ci, si) }
+
+// scaleImports returns the hostnames cluster ci imports: the first
+// scaleImportEach services of each of the scaleImportFrom clusters after it.
+func scaleImports(ci int) []string {
+	var out []string
+	for k := 1; k <= scaleImportFrom; k++ {
+		for si := range scaleImportEach {
+			out = append(out, scaleServiceName((ci+k)%scaleClusters, si)+".bench.svc.cluster.local")
+		}
+	}
+	return out
+}
+
+// importersOf returns the clusters that import the services of cluster
+// owner: the scaleImportFrom clusters before it.
+func importersOf(owner int) map[string]bool {
+	out := make(map[string]bool, scaleImportFrom)
+	for k := 1; k <= scaleImportFrom; k++ {
+		out[fmt.Sprintf("c%02d", (owner-k+scaleClusters)%scaleClusters)] = true
+	}
+	return out
+}
+
+// BenchmarkScale100 runs 100 clusters in this process with real gRPC over
+// mTLS, memberlist over the real transport and one bbolt file each. It
+// reports the time from the first member's start until every member holds
+// every slice's version (the 50 services it imports and every cluster's
+// info) and sees every cluster alive (converge-s); how long a change
+// of an imported service takes to be applied in every cluster importing it
+// at 20 changes/s (p50-ms, p99-ms); the hub's heap per endpoint; the heap
+// per member; and the time from one member stopping until every other
+// marks it down (dead-detect-s).
+//
+//	go test -run='^$' -bench='Scale100$' -benchtime=1x -timeout=30m ./member/
+func BenchmarkScale100(b *testing.B) {
+	for range b.N {
+		rec := newApplyRecorder()
+		before := heapBytes()
+		start := time.Now()
+		bm := newBenchMeshConfigured(b, scaleClusters, scaleTimers, rec.onApply, func(i int, c *member.Config) {
+			if os.Getenv("FEDERATE_SCALE_IMPORT_ALL") == "" {
+				c.Imports = registry.NewScope(scaleImports(i))
+			}
+		})
+		bm.serviceName = scaleServiceName
+		bm.load(scaleServices, scaleEndpoints, 5*time.Minute)
+		bm.waitFor(2*time.Minute, "every cluster alive everywhere", bm.allAlive)
+		converge := time.Since(start)
+		processBytes := heapBytes() - before
+
+		b.ResetTimer()
+		lags, rate := bm.scaleChanges(b, rec)
+		dead := bm.timeDeadDetection(b)
+		b.StopTimer()
+
+		hubBytes := bm.hubSetBytes(b)
+		endpoints := float64(scaleClusters * scaleServices * scaleEndpoints)
+		lat := summarize(lags)
+		b.ReportMetric(ms(lat.p50), "p50-ms")
+		b.ReportMetric(ms(lat.p99), "p99-ms")
+		b.ReportMetric(float64(hubBytes)/endpoints, "hub-bytes/endpoint")
+		b.ReportMetric(float64(int64(processBytes)-int64(hubBytes))/float64(scaleClusters), "member-bytes")
+		b.ReportMetric(converge.Seconds(), "converge-s")
+		b.ReportMetric(dead.Seconds(), "dead-detect-s")
+		b.Logf("%d clusters converged in %s; %d applies at %.1f changes/s: p50 %s p99 %s max %s (slowest %v); hub %.1f MiB, process %.1f MiB; a stopped cluster down everywhere in %s",
+			scaleClusters, converge.Round(time.Millisecond), len(lags), rate, lat.p50, lat.p99, lat.max, rec.slowest(3),
+			mib(hubBytes), mib(processBytes), dead.Round(time.Millisecond))
+	}
+}
+
+// scaleChanges changes imported services of random clusters at
+// scaleChangesRate and returns how long each change took to be applied by
+// each importer, with the rate reached.
+func (bm *benchMesh) scaleChanges(b *testing.B, rec *applyRecorder) ([]time.Duration, float64) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	tick := time.NewTicker(time.Second / scaleChangesRate)
+	defer tick.Stop()
+	began := time.Now()
+	for seq := 1; seq <= scaleChanges; seq++ {
+		<-tick.C
+		owner := rng.IntN(scaleClusters)
+		bmem := bm.members[owner]
+		i := rng.IntN(scaleImportEach)
+		bmem.services[i] = changeService(bmem.services[i], seq)
+		rec.expectFrom(seq, bmem.name, scaleImportFrom, importersOf(owner))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := bmem.member.Update(ctx, fedtest.ClusterInfo(bmem.name), bmem.services)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	rate := float64(scaleChanges) / time.Since(began).Seconds()
+	lags, missing := rec.wait(30 * time.Second)
+	if missing > 0 {
+		b.Fatalf("%d of %d applies never arrived", missing, scaleChanges*scaleImportFrom)
+	}
+	return lags, rate
+}
+
+// timeDeadDetection stops the last member and times until every other
+// marks it down.
+func (bm *benchMesh) timeDeadDetection(b *testing.B) time.Duration {
+	gone := bm.members[len(bm.members)-1]
+	start := time.Now()
+	bm.StopMember(gone.name)
+	bm.waitFor(time.Minute, gone.name+" down everywhere", func() bool {
+		for _, m := range bm.members[:len(bm.members)-1] {
+			if !m.member.ClusterDown(gone.name) {
+				return false
+			}
+		}
+		return true
+	})
+	return time.Since(start)
+}
+
+// allAlive reports whether every member sees every other cluster up.
+func (bm *benchMesh) allAlive() bool {
+	for _, m := range bm.members {
+		for _, other := range bm.members {
+			if other != m && m.member.ClusterDown(other.name) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// hubSetBytes stops the federation and measures the heap of the hub's
+// records as the hub holds them after Publish.
+func (bm *benchMesh) hubSetBytes(b *testing.B) uint64 {
+	bm.stop()
+	wire, err := storedRecords(filepath.Join(bm.Dir, "hub", hub.StoreFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := trust.LoadCertificates(filepath.Join(bm.Dir, "hub", membership.CAFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	held, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if want := scaleClusters * scaleServices * scaleEndpoints; eps != want {
+		b.Fatalf("the hub holds %d endpoints, want %d", eps, want)
+	}
+	return held
+}
