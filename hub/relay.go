@@ -182,9 +182,7 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 				}
 				continue
 			}
-			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
-				return stream.Send(&hubpb.SubscribeResponse{Records: b})
-			}); err != nil {
+			if err := s.relayEnc.send(stream, u); err != nil {
 				return err
 			}
 		}

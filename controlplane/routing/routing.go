@@ -79,6 +79,9 @@ type Routing struct {
 	clients  *xds.Clients              // the last clients' configuration served
 	rules    map[string]*locality.Rule // by host, as last built
 	built    uint64                    // snapshots built; the version of the next
+	// reuse carries the clients' resources from one build to the next,
+	// so that a change renders only the hosts it touches.
+	reuse xds.Reuse
 }
 
 // New checks cfg; it does no I/O.
@@ -355,6 +358,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 		Views: clusterViews, Subsets: subsets, Policy: clientPolicy,
 		ClusterDown: m.ClusterDown,
 		GatewayDown: r.prober.isDown,
+		Reuse:       &r.reuse,
 	}, ruleExports(hosts))
 	if err != nil {
 		return err
