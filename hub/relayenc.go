@@ -22,9 +22,9 @@ const encodedUpdates = 64
 // compression, which is every member's; a compressed stream encodes its
 // own.
 type relayEncoder struct {
-	mu      sync.Mutex
-	byMsg   map[*hubpb.SubscribeResponse]*encodedUpdate
-	order   []*hubpb.SubscribeResponse // oldest first
+	mu    sync.Mutex
+	byMsg map[*hubpb.SubscribeResponse]*encodedUpdate
+	order []*hubpb.SubscribeResponse // oldest first
 	// For tests: updates sent through the shared encodings, and
 	// encodings made.
 	sends, encodes atomic.Int64
