@@ -81,7 +81,8 @@ type Routing struct {
 	built    uint64                    // snapshots built; the version of the next
 	// reuse carries the clients' resources from one build to the next,
 	// so that a change renders only the hosts it touches.
-	reuse xds.Reuse
+	reuse        xds.Reuse
+	gatewayReuse xds.GatewayReuse
 }
 
 // New checks cfg; it does no I/O.
@@ -349,6 +350,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	gw, err := xds.Build(xds.Input{
 		Version: version, Network: network, Services: m.Services(self), Subsets: subsets,
 		Cluster: self, Internal: internal, Locality: loc, Policy: gatewayPolicy,
+		Reuse: &r.gatewayReuse,
 	})
 	if err != nil {
 		return err

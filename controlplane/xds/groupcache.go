@@ -47,10 +47,9 @@ type nodeGroup struct {
 // pendingWatch is a watch made before its group had a snapshot; once the
 // group has one it becomes a watch of the linear cache (cancel).
 type pendingWatch struct {
-	create    func(*cachev3.LinearCache) (func(), error)
-	typ       resourcev3.Type
-	cancel    func()
-	cancelled bool
+	create func(*cachev3.LinearCache) (func(), error)
+	typ    resourcev3.Type
+	cancel func()
 }
 
 var _ cachev3.Cache = (*groupCache)(nil)
@@ -102,7 +101,6 @@ func (c *groupCache) watch(group string, typ resourcev3.Type, create func(*cache
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		p.cancelled = true
 		delete(g.pending, p)
 		if p.cancel != nil {
 			p.cancel()

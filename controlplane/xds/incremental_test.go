@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,4 +229,85 @@ func TestReuseRebuildsOnlyWhatChanged(t *testing.T) {
 	if _, ok := last[resourcev3.EndpointType+" "+ClusterName(9090, "", "svc3.shop.svc.cluster.local")]; ok {
 		t.Error("svc3's assignment is still served after svc3 was removed")
 	}
+}
+
+// A gateway build that reuses the last one renders again only the
+// services whose message, subsets or policy changed, and equals a build
+// from scratch.
+func TestGatewayReuseRebuildsOnlyWhatChanged(t *testing.T) {
+	in := labInput(t)
+	reuse := &GatewayReuse{}
+	build := func() map[string]types.Resource {
+		t.Helper()
+		reused := in
+		reused.Reuse = reuse
+		snap, err := Build(reused)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := Build(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make(map[string]types.Resource)
+		for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType} {
+			got, want := snap.GetResources(typ), fresh.GetResources(typ)
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d resources reused, %d built fresh", typ, len(got), len(want))
+			}
+			for name, r := range got {
+				if !proto.Equal(r, want[name]) {
+					t.Fatalf("%s %s differs from a build from scratch", typ, name)
+				}
+				if typ != resourcev3.ListenerType {
+					out[name] = r
+				}
+			}
+		}
+		return out
+	}
+	last := build()
+	step := func(what, host string) {
+		t.Helper()
+		next := build()
+		var rebuilt, want []string
+		for name, r := range next {
+			if last[name] != r {
+				rebuilt = append(rebuilt, name)
+			}
+			if strings.HasSuffix(name, "_."+host) && !strings.HasPrefix(name, "internal") {
+				want = append(want, name)
+			}
+		}
+		slices.Sort(rebuilt)
+		slices.Sort(want)
+		if host == "" {
+			want = nil
+		}
+		if !slices.Equal(rebuilt, want) {
+			t.Errorf("%s: rebuilt %v, want %v", what, rebuilt, want)
+		}
+		last = next
+	}
+	step("nothing changed", "")
+	var changed string
+	in.Services = slices.Clone(in.Services)
+	for i, svc := range in.Services {
+		if len(svc.GetEndpoints()) > 0 {
+			c := proto.Clone(svc).(*registry.Service)
+			c.Endpoints[0].Weight++
+			in.Services[i], changed = c, c.GetHostname()
+			break
+		}
+	}
+	step("one service's endpoint weight changed", changed)
+	p := GatewayPolicy()
+	p.PanicThreshold = 10
+	in.Policy = func(host, _ string, _ uint32) locality.Policy {
+		if host == changed {
+			return p
+		}
+		return GatewayPolicy()
+	}
+	step("its policy changed", changed)
 }
