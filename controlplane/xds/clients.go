@@ -104,10 +104,6 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 				hosts[svc.GetHostname()] = h
 			}
 			h.keys = append(h.keys, sourceKey{cluster: v.Name, info: v.Info, service: svc, down: down})
-			if down {
-				svc = unhealthy(svc)
-			}
-			h.sources = append(h.sources, locality.Source{Cluster: v.Name, Info: v.Info, Service: svc})
 			for _, p := range svc.GetPorts() {
 				if _, ok := h.ports[p.GetNumber()]; !ok {
 					h.ports[p.GetNumber()] = p
@@ -154,9 +150,23 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 
 // hostSources is every cluster's service of one hostname, and its ports.
 type hostSources struct {
-	keys    []sourceKey // what the sources were made from, for reuse
-	sources []locality.Source
-	ports   map[uint32]*registry.Port
+	keys  []sourceKey
+	ports map[uint32]*registry.Port
+}
+
+// sources are the host's services as clients see them: those of a
+// cluster that is down are unhealthy. Made only when the host is
+// rendered, since the copies cost what the services hold.
+func (h *hostSources) sources() []locality.Source {
+	out := make([]locality.Source, len(h.keys))
+	for i, k := range h.keys {
+		svc := k.service
+		if k.down {
+			svc = unhealthy(svc)
+		}
+		out[i] = locality.Source{Cluster: k.cluster, Info: k.info, Service: svc}
+	}
+	return out
 }
 
 // buildHost renders one host's listeners, clusters and endpoints and
@@ -165,6 +175,7 @@ type hostSources struct {
 func buildHost(in ClientsInput, host string, h *hostSources) (*builtHost, error) {
 	b := &builtHost{sources: h.keys, subsets: in.Subsets[host], priorities: make(map[string]locality.Priorities)}
 	client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
+	all := h.sources()
 	for _, number := range sortedKeys(h.ports) {
 		port := h.ports[number]
 		for _, sub := range append([]Subset{{}}, in.Subsets[host]...) {
@@ -173,7 +184,7 @@ func buildHost(in ClientsInput, host string, h *hostSources) (*builtHost, error)
 				policy = in.Policy(host, sub.Name, number)
 			}
 			b.policies = append(b.policies, policyRead{subset: sub.Name, port: number, policy: policy})
-			sources := subsetSources(h.sources, sub)
+			sources := subsetSources(all, sub)
 			eps, warnings := locality.SplitHorizon(in.Network, port, sources)
 			for i := range eps {
 				if eps[i].Network != in.Network && in.GatewayDown != nil {
