@@ -9,11 +9,16 @@ import (
 	"github.com/federate/federate/registry/registrypb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/proto"
 )
 
-// encodedUpdates is how many recent updates keep their encoding for
-// subscribers still to send them; one further behind encodes for itself.
-const encodedUpdates = 64
+// The recent updates keep their encodings for the subscribers still to
+// send them, up to this many and this many bytes; a subscriber further
+// behind encodes for itself.
+const (
+	encodedUpdates = 64
+	encodedBytes   = 8 << 20
+)
 
 // relayEncoder encodes each relayed update once for every subscriber:
 // without it, every subscriber stream marshalled (and sized) the same
@@ -25,6 +30,7 @@ type relayEncoder struct {
 	mu    sync.Mutex
 	byMsg map[*hubpb.SubscribeResponse]*encodedUpdate
 	order []*hubpb.SubscribeResponse // oldest first
+	bytes int                        // of the encodings held
 	// For tests: updates sent through the shared encodings, and
 	// encodings made.
 	sends, encodes atomic.Int64
@@ -34,6 +40,7 @@ type relayEncoder struct {
 type encodedUpdate struct {
 	once    sync.Once
 	batches []*grpc.PreparedMsg
+	size    int // bytes encoded, set under relayEncoder.mu once known
 	err     error
 }
 
@@ -46,14 +53,18 @@ func (e *relayEncoder) send(stream grpc.ServerStreamingServer[hubpb.SubscribeRes
 	e.sends.Add(1)
 	enc.once.Do(func() {
 		e.encodes.Add(1)
+		size := 0
 		enc.err = membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, _ bool) error {
 			msg := new(grpc.PreparedMsg)
-			if err := msg.Encode(stream, &hubpb.SubscribeResponse{Records: b}); err != nil {
+			batch := &hubpb.SubscribeResponse{Records: b}
+			if err := msg.Encode(stream, batch); err != nil {
 				return err
 			}
+			size += proto.Size(batch)
 			enc.batches = append(enc.batches, msg)
 			return nil
 		})
+		e.held(u, enc, size)
 	})
 	if enc.err != nil {
 		return sendRecords(stream, u.GetRecords())
@@ -76,14 +87,34 @@ func (e *relayEncoder) lookup(u *hubpb.SubscribeResponse) *encodedUpdate {
 	if e.byMsg == nil {
 		e.byMsg = make(map[*hubpb.SubscribeResponse]*encodedUpdate)
 	}
-	if len(e.order) >= encodedUpdates {
-		delete(e.byMsg, e.order[0])
-		e.order = e.order[1:]
+	for len(e.order) >= encodedUpdates {
+		e.evictOldestLocked()
 	}
 	enc := &encodedUpdate{}
 	e.byMsg[u] = enc
 	e.order = append(e.order, u)
 	return enc
+}
+
+// held counts an encoding's bytes, and drops the oldest encodings while
+// they hold more than encodedBytes.
+func (e *relayEncoder) held(u *hubpb.SubscribeResponse, enc *encodedUpdate, size int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.byMsg[u] != enc {
+		return // dropped while it was encoded
+	}
+	enc.size = size
+	e.bytes += size
+	for e.bytes > encodedBytes && len(e.order) > 1 {
+		e.evictOldestLocked()
+	}
+}
+
+func (e *relayEncoder) evictOldestLocked() {
+	e.bytes -= e.byMsg[e.order[0]].size
+	delete(e.byMsg, e.order[0])
+	e.order = e.order[1:]
 }
 
 // sendRecords sends records in batches, encoding them for this stream.
