@@ -199,21 +199,6 @@ func (c *groupCache) version(group string, typ resourcev3.Type) string {
 	return strconv.FormatUint(g.versions[typ], 10)
 }
 
-// resources returns the resources of typ the group holds.
-func (c *groupCache) resources(group string, typ resourcev3.Type) map[string]types.Resource {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	g := c.groups[group]
-	if g == nil || g.held == nil {
-		return nil
-	}
-	out := make(map[string]types.Resource, len(g.held[typ]))
-	for name, r := range g.held[typ] {
-		out[name] = r
-	}
-	return out
-}
-
 // cacheLogger keeps the linear caches' warnings and errors and drops
 // their per-watch chatter.
 type cacheLogger struct{ log *slog.Logger }
