@@ -57,6 +57,9 @@ type ClientsInput struct {
 	// Either may be nil.
 	ClusterDown func(cluster string) bool
 	GatewayDown func(addr string) bool
+	// Reuse, if set, keeps what this build renders for the next one (see
+	// Reuse); nil renders everything.
+	Reuse *Reuse
 }
 
 // ClientWarning is a surprise in the configuration of one service port,
