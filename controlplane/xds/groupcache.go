@@ -14,10 +14,17 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// servedTypes are the resource types a snapshot carries. A request for
-// any other type is held open and never answered, as the snapshot cache
-// did for types without resources.
-var servedTypes = []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType}
+// servedTypes are the resource types a snapshot may carry; a request for
+// any other type is held open and never answered.
+var servedTypes = func() []resourcev3.Type {
+	var out []resourcev3.Type
+	for t := types.ResponseType(0); t < types.UnknownType; t++ {
+		if url, err := cachev3.GetResponseTypeURL(t); err == nil {
+			out = append(out, url)
+		}
+	}
+	return out
+}()
 
 // groupCache serves each node group from one linear cache per resource
 // type, so that a new snapshot costs what changed in it: a resource keeps
