@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -105,13 +106,13 @@ func (s *Set) applyLocked(v Verified, now time.Time) bool {
 		sl.Incarnation = inc
 		sl.Version = nil
 		sl.services, sl.endpoints = 0, 0
+		sl.sorted = nil
 	}
 	old := sl.Entries[rec.GetKey()]
 	if old != nil && Compare(old.Version, rec.GetVersion()) >= 0 {
 		return false
 	}
 	sl.count(rec.GetKey(), old, -1)
-	sl.sorted = nil
 	e := &Entry{Version: rec.GetVersion(), Signed: v.Signed, Deleted: rec.GetDeleted()}
 	if svc := rec.GetService(); svc != nil {
 		e.Endpoints = len(svc.GetEndpoints())
@@ -122,6 +123,7 @@ func (s *Set) applyLocked(v Verified, now time.Time) bool {
 	}
 	sl.Entries[rec.GetKey()] = e
 	sl.count(rec.GetKey(), e, 1)
+	sl.sorted = resorted(sl.sorted, liveService(rec.GetKey(), old), liveService(rec.GetKey(), e))
 	if Compare(rec.GetVersion(), sl.Version) > 0 {
 		sl.Version = rec.GetVersion()
 		sl.SignedAt = time.Unix(0, rec.GetSignedAt())
@@ -329,4 +331,43 @@ func (s *Set) Info(cluster string) *ClusterInfo {
 		}
 	}
 	return nil
+}
+
+// liveService is the service an entry holds, or nil.
+func liveService(key string, e *Entry) *Service {
+	if e == nil || e.Deleted || key == InfoKey {
+		return nil
+	}
+	return e.Service
+}
+
+// resorted returns the sorted list with old replaced by svc (either may
+// be nil), as a new slice: readers may hold the previous one. A list not
+// made yet (nil) stays so, for Services to sort when asked.
+func resorted(sorted []*Service, old, svc *Service) []*Service {
+	if sorted == nil || old == nil && svc == nil {
+		return sorted
+	}
+	byHost := func(h string) int {
+		return sort.Search(len(sorted), func(i int) bool { return sorted[i].GetHostname() >= h })
+	}
+	switch {
+	case old != nil && svc != nil:
+		i := byHost(old.GetHostname())
+		if old.GetHostname() != svc.GetHostname() || i == len(sorted) || sorted[i] != old {
+			return nil // not as expected: sort again when asked
+		}
+		out := slices.Clone(sorted)
+		out[i] = svc
+		return out
+	case old != nil:
+		i := byHost(old.GetHostname())
+		if i == len(sorted) || sorted[i] != old {
+			return nil
+		}
+		return slices.Concat(sorted[:i], sorted[i+1:])
+	default:
+		i := byHost(svc.GetHostname())
+		return slices.Concat(sorted[:i], []*Service{svc}, sorted[i:])
+	}
 }
