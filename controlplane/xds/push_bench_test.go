@@ -58,11 +58,16 @@ func benchPush(b *testing.B, delta bool) {
 	for i := range services {
 		services[i] = benchService(i, 0)
 	}
+	// The builds reuse what did not change, as the control plane's do, so
+	// the server compares the changed host's resources only.
+	reuse := &Reuse{}
+	info := &registry.ClusterInfo{Network: "n"}
 	version := 0
 	publish := func() {
 		version++
 		c, err := BuildClients(ClientsInput{Version: fmt.Sprint(version), Cluster: "east", Network: "n",
-			Views: []ClusterView{{Name: "east", Info: &registry.ClusterInfo{Network: "n"}, Services: services}}})
+			Reuse: reuse,
+			Views: []ClusterView{{Name: "east", Info: info, Services: services}}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -86,7 +91,8 @@ func benchPush(b *testing.B, delta bool) {
 		changed := i % benchServices
 		services[changed] = benchService(changed, i+1)
 		c, err := BuildClients(ClientsInput{Version: fmt.Sprint(version + 1), Cluster: "east", Network: "n",
-			Views: []ClusterView{{Name: "east", Info: &registry.ClusterInfo{Network: "n"}, Services: services}}})
+			Reuse: reuse,
+			Views: []ClusterView{{Name: "east", Info: info, Services: services}}})
 		if err != nil {
 			b.Fatal(err)
 		}
