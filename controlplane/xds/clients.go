@@ -95,7 +95,11 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 		defer in.Reuse.mu.Unlock()
 		in.Reuse.startLocked(in)
 	}
-	hosts := make(map[string]*hostSources)
+	size := 0
+	for _, v := range in.Views {
+		size += len(v.Services)
+	}
+	hosts := make(map[string]*hostSources, size)
 	views := slices.Clone(in.Views)
 	slices.SortFunc(views, func(a, b ClusterView) int { return cmp.Compare(a.Name, b.Name) })
 	for _, v := range views {
@@ -103,14 +107,12 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 		for _, svc := range v.Services {
 			h := hosts[svc.GetHostname()]
 			if h == nil {
-				h = &hostSources{ports: make(map[uint32]*registry.Port)}
+				h = &hostSources{}
 				hosts[svc.GetHostname()] = h
 			}
 			h.keys = append(h.keys, sourceKey{cluster: v.Name, info: v.Info, service: svc, down: down})
 			for _, p := range svc.GetPorts() {
-				if _, ok := h.ports[p.GetNumber()]; !ok {
-					h.ports[p.GetNumber()] = p
-				}
+				h.addPort(p)
 			}
 		}
 	}
@@ -154,7 +156,16 @@ func BuildClients(in ClientsInput) (*Clients, error) {
 // hostSources is every cluster's service of one hostname, and its ports.
 type hostSources struct {
 	keys  []sourceKey
-	ports map[uint32]*registry.Port
+	ports []*registry.Port // by number, the first of each number seen
+}
+
+// addPort keeps the first port of each number, sorted: a service has few,
+// so a slice costs less than a map for each of the federation's hosts.
+func (h *hostSources) addPort(p *registry.Port) {
+	i, found := slices.BinarySearchFunc(h.ports, p.GetNumber(), func(q *registry.Port, n uint32) int { return cmp.Compare(q.GetNumber(), n) })
+	if !found {
+		h.ports = slices.Insert(h.ports, i, p)
+	}
 }
 
 // sources are the host's services as clients see them: those of a
@@ -179,8 +190,8 @@ func buildHost(in ClientsInput, host string, h *hostSources) (*builtHost, error)
 	b := &builtHost{sources: h.keys, subsets: in.Subsets[host], priorities: make(map[string]locality.Priorities)}
 	client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
 	all := h.sources()
-	for _, number := range sortedKeys(h.ports) {
-		port := h.ports[number]
+	for _, port := range h.ports {
+		number := port.GetNumber()
 		for _, sub := range append([]Subset{{}}, in.Subsets[host]...) {
 			policy := locality.DefaultPolicy()
 			if in.Policy != nil {

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"reflect"
 	"sort"
 	"sync"
 
@@ -58,7 +57,7 @@ func (r *GatewayReuse) lookupLocked(in Input, svc *registry.Service) *builtServi
 		return nil
 	}
 	for _, p := range b.policies {
-		if !reflect.DeepEqual(gatewayPolicy(in, host, p.subset, p.port), p.policy) {
+		if !samePolicy(gatewayPolicy(in, host, p.subset, p.port), p.policy) {
 			return nil
 		}
 	}

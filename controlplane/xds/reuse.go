@@ -103,7 +103,7 @@ func (r *Reuse) lookupLocked(in ClientsInput, host string, h *hostSources) *buil
 		if in.Policy != nil {
 			policy = in.Policy(host, p.subset, p.port)
 		}
-		if !reflect.DeepEqual(policy, p.policy) {
+		if !samePolicy(policy, p.policy) {
 			return nil
 		}
 	}
@@ -148,4 +148,15 @@ func sameSubsets(a, b []Subset) bool {
 	return slices.EqualFunc(a, b, func(x, y Subset) bool {
 		return x.Name == y.Name && maps.Equal(x.Labels, y.Labels)
 	})
+}
+
+// samePolicy is reflect.DeepEqual for policies, without its cost for the
+// common ones that configure no lists.
+func samePolicy(a, b locality.Policy) bool {
+	if len(a.Distribute)+len(a.Failover)+len(a.FailoverPriority)+len(b.Distribute)+len(b.Failover)+len(b.FailoverPriority) == 0 {
+		return a.Disabled == b.Disabled && a.OutlierDetection == b.OutlierDetection && a.PanicThreshold == b.PanicThreshold &&
+			(a.Distribute == nil) == (b.Distribute == nil) && (a.Failover == nil) == (b.Failover == nil) &&
+			(a.FailoverPriority == nil) == (b.FailoverPriority == nil)
+	}
+	return reflect.DeepEqual(a, b)
 }
