@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -134,7 +135,9 @@ func ads(t *testing.T, addr string, conf *tls.Config, node string) ([]string, er
 		if err != nil {
 			return nil, err
 		}
-		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+		// A stream the server already refused fails Send with io.EOF;
+		// its status comes with Recv.
+		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
 		}
 		resp, err := stream.Recv()
@@ -160,7 +163,9 @@ func adsDelta(t *testing.T, addr string, conf *tls.Config, node string) ([]strin
 		if err != nil {
 			return nil, err
 		}
-		if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil {
+		// A stream the server already refused fails Send with io.EOF;
+		// its status comes with Recv.
+		if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: resourcev3.ListenerType}); err != nil && !errors.Is(err, io.EOF) {
 			return nil, err
 		}
 		resp, err := stream.Recv()

@@ -112,7 +112,7 @@ func (s *Server) fanout(cluster string, recs []registry.Verified) {
 		}
 		u := all
 		if !sub.scope.All() {
-			u = s.scoped(sub.scope, cluster, recs)
+			u = s.scoped(sub.scope, cluster, recs, all)
 		}
 		s.queue(sub, u)
 	}
@@ -204,13 +204,14 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 				}
 				continue
 			}
-			if err := membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, last bool) error {
-				resp := &hubpb.SubscribeResponse{Records: b}
-				if last {
-					resp.SliceVersions = u.GetSliceVersions()
-				}
-				return stream.Send(resp)
-			}); err != nil {
+			// An update shared by the subscribers is encoded once for all;
+			// a scoped one, with the slice version of what it left out, is
+			// this subscriber's own.
+			send := s.relayEnc.send
+			if u.GetSliceVersions() != nil {
+				send = sendScoped
+			}
+			if err := send(stream, u); err != nil {
 				return err
 			}
 		}

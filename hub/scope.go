@@ -3,8 +3,10 @@ package hub
 import (
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	"google.golang.org/grpc"
 )
 
 // requestScope is the scope a subscriber or a fetch asks for: absent is
@@ -31,8 +33,9 @@ func importsBeyond(scope *registry.Scope, added []string) []string {
 // scoped is the update of one cluster's records for a subscriber that
 // imports scope only: the records it imports, and, when some were left
 // out, the slice's version, so that the subscriber's version of the slice
-// keeps up with gossip's and it does not fetch what it left out.
-func (s *Server) scoped(scope *registry.Scope, cluster string, recs []registry.Verified) *hubpb.SubscribeResponse {
+// keeps up with gossip's and it does not fetch what it left out; all,
+// shared by every subscriber, when it leaves nothing out.
+func (s *Server) scoped(scope *registry.Scope, cluster string, recs []registry.Verified, all *hubpb.SubscribeResponse) *hubpb.SubscribeResponse {
 	u := &hubpb.SubscribeResponse{}
 	var newest *registry.Version
 	for _, v := range recs {
@@ -43,10 +46,23 @@ func (s *Server) scoped(scope *registry.Scope, cluster string, recs []registry.V
 			u.Records = append(u.Records, v.Signed)
 		}
 	}
-	if len(u.Records) < len(recs) {
-		u.SliceVersions = &hubpb.VersionVector{Versions: map[string]*registrypb.Version{cluster: newest}}
+	if len(u.Records) == len(recs) {
+		return all // nothing left out: the update every subscriber shares
 	}
+	u.SliceVersions = &hubpb.VersionVector{Versions: map[string]*registrypb.Version{cluster: newest}}
 	return u
+}
+
+// sendScoped sends a subscriber's own update in batches, the slice
+// versions with the last.
+func sendScoped(stream grpc.ServerStreamingServer[hubpb.SubscribeResponse], u *hubpb.SubscribeResponse) error {
+	return membership.SendBatches(u.GetRecords(), func(b []*registrypb.SignedRecord, last bool) error {
+		resp := &hubpb.SubscribeResponse{Records: b}
+		if last {
+			resp.SliceVersions = u.GetSliceVersions()
+		}
+		return stream.Send(resp)
+	})
 }
 
 // sliceVersions is every slice's version but own's, for a scoped

@@ -114,6 +114,8 @@ type Server struct {
 
 	subMu sync.Mutex // guards subs
 	subs  map[*subscriber]struct{}
+	// relayEnc encodes each relayed update once for all subscribers.
+	relayEnc relayEncoder
 
 	storeHealth storeHealth
 	maintained  probe.Heartbeat // beats on every turn of maintain

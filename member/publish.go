@@ -28,14 +28,7 @@ func (m *Member) digest() gossip.Digest {
 	return d
 }
 
-func (m *Member) ownInfo() *registry.ClusterInfo {
-	for _, s := range m.set.Summaries() {
-		if s.Cluster == m.cfg.Cluster {
-			return s.Info
-		}
-	}
-	return nil
-}
+func (m *Member) ownInfo() *registry.ClusterInfo { return m.set.Info(m.cfg.Cluster) }
 
 // Update replaces this cluster's exported state. Only what changed is
 // re-signed, stored and published.

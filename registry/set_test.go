@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/federate/federate/registry"
@@ -82,7 +83,8 @@ func checkSetInvariants(t *testing.T, s *registry.Set) {
 	versions := s.Versions()
 	for _, c := range s.Clusters() {
 		var newest *registry.Version
-		live := 0
+		live, endpoints := 0, 0
+		var hosts []string
 		for k, e := range s.Entries(c) {
 			if registry.Compare(e.Version, newest) > 0 {
 				newest = e.Version
@@ -92,7 +94,21 @@ func checkSetInvariants(t *testing.T, s *registry.Set) {
 			}
 			if !e.Deleted && k != registry.InfoKey {
 				live++
+				endpoints += e.Endpoints
+				if e.Service != nil {
+					hosts = append(hosts, e.Service.GetHostname())
+				}
 			}
+		}
+		// The counts and the sorted list are kept as records apply, not
+		// counted when read: they must match a count from scratch.
+		slices.Sort(hosts)
+		var listed []string
+		for _, svc := range s.Services(c) {
+			listed = append(listed, svc.GetHostname())
+		}
+		if !slices.Equal(listed, hosts) {
+			t.Fatalf("Services(%s) lists %v, want %v", c, listed, hosts)
 		}
 		if registry.Compare(s.Version(c), newest) != 0 {
 			t.Fatalf("%s is at %s but its newest entry is %s", c, registry.FormatVersion(s.Version(c)), registry.FormatVersion(newest))
@@ -101,8 +117,8 @@ func checkSetInvariants(t *testing.T, s *registry.Set) {
 			t.Fatalf("Versions has %s at %s, want %s", c, registry.FormatVersion(versions[c]), registry.FormatVersion(newest))
 		}
 		for _, sum := range s.Summaries() {
-			if sum.Cluster == c && sum.Services != live {
-				t.Fatalf("summary of %s counts %d services, want %d", c, sum.Services, live)
+			if sum.Cluster == c && (sum.Services != live || sum.Endpoints != endpoints) {
+				t.Fatalf("summary of %s counts %d services and %d endpoints, want %d and %d", c, sum.Services, sum.Endpoints, live, endpoints)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -36,17 +37,26 @@ type Slice struct {
 	// owner signed it; the difference is the propagation lag.
 	Applied  time.Time
 	SignedAt time.Time
+
+	// Kept as entries change, so that reading them costs nothing per
+	// service: the live services and their endpoints, and the live
+	// services sorted by hostname (nil until asked for after a change).
+	services, endpoints int
+	sorted              []*Service
 }
 
 // Services counts the live services and their endpoints.
 func (sl *Slice) Services() (services, endpoints int) {
-	for k, e := range sl.Entries {
-		if k != InfoKey && !e.Deleted {
-			services++
-			endpoints += e.Endpoints
-		}
+	return sl.services, sl.endpoints
+}
+
+// count adds (sign 1) or takes away (sign -1) an entry's service.
+func (sl *Slice) count(key string, e *Entry, sign int) {
+	if e == nil || key == InfoKey || e.Deleted {
+		return
 	}
-	return services, endpoints
+	sl.services += sign
+	sl.endpoints += sign * e.Endpoints
 }
 
 // Set holds every known cluster's slice and merges records into it by owner
@@ -95,10 +105,14 @@ func (s *Set) applyLocked(v Verified, now time.Time) bool {
 		clear(sl.Entries)
 		sl.Incarnation = inc
 		sl.Version = nil
+		sl.services, sl.endpoints = 0, 0
+		sl.sorted = nil
 	}
-	if old := sl.Entries[rec.GetKey()]; old != nil && Compare(old.Version, rec.GetVersion()) >= 0 {
+	old := sl.Entries[rec.GetKey()]
+	if old != nil && Compare(old.Version, rec.GetVersion()) >= 0 {
 		return false
 	}
+	sl.count(rec.GetKey(), old, -1)
 	e := &Entry{Version: rec.GetVersion(), Signed: v.Signed, Deleted: rec.GetDeleted()}
 	if svc := rec.GetService(); svc != nil {
 		e.Endpoints = len(svc.GetEndpoints())
@@ -108,6 +122,8 @@ func (s *Set) applyLocked(v Verified, now time.Time) bool {
 		e.Service = rec.GetService()
 	}
 	sl.Entries[rec.GetKey()] = e
+	sl.count(rec.GetKey(), e, 1)
+	sl.sorted = resorted(sl.sorted, liveService(rec.GetKey(), old), liveService(rec.GetKey(), e))
 	if Compare(rec.GetVersion(), sl.Version) > 0 {
 		sl.Version = rec.GetVersion()
 		sl.SignedAt = time.Unix(0, rec.GetSignedAt())
@@ -224,22 +240,36 @@ func (s *Set) Summaries() []Summary {
 }
 
 // Services returns a cluster's live services sorted by hostname. The
-// returned messages are shared: callers must not modify them.
+// returned slice and messages are shared: callers must not modify them.
+// The list is sorted once per change of the slice, not once per call:
+// every build of a control plane reads every cluster's.
 func (s *Set) Services(cluster string) []*Service {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	sl := s.slices[cluster]
-	if sl == nil {
+	if sl == nil || sl.sorted != nil {
+		defer s.mu.RUnlock()
+		if sl == nil {
+			return nil
+		}
+		return sl.sorted
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl = s.slices[cluster]; sl == nil {
 		return nil
 	}
-	out := make([]*Service, 0, len(sl.Entries))
-	for k, e := range sl.Entries {
-		if k != InfoKey && !e.Deleted && e.Service != nil {
-			out = append(out, e.Service)
+	if sl.sorted == nil {
+		out := make([]*Service, 0, len(sl.Entries))
+		for k, e := range sl.Entries {
+			if k != InfoKey && !e.Deleted && e.Service != nil {
+				out = append(out, e.Service)
+			}
 		}
+		sort.Slice(out, func(i, j int) bool { return out[i].GetHostname() < out[j].GetHostname() })
+		sl.sorted = out
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetHostname() < out[j].GetHostname() })
-	return out
+	return sl.sorted
 }
 
 // Newer returns the records that Apply would accept, without applying them.
@@ -288,4 +318,56 @@ func (s *Set) Entries(cluster string) map[string]*Entry {
 		out[k] = e
 	}
 	return out
+}
+
+// Info returns the ClusterInfo a cluster publishes, or nil, without
+// describing every slice as Summaries does.
+func (s *Set) Info(cluster string) *ClusterInfo {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if sl := s.slices[cluster]; sl != nil {
+		if e := sl.Entries[InfoKey]; e != nil && !e.Deleted {
+			return e.Info
+		}
+	}
+	return nil
+}
+
+// liveService is the service an entry holds, or nil.
+func liveService(key string, e *Entry) *Service {
+	if e == nil || e.Deleted || key == InfoKey {
+		return nil
+	}
+	return e.Service
+}
+
+// resorted returns the sorted list with old replaced by svc (either may
+// be nil), as a new slice: readers may hold the previous one. A list not
+// made yet (nil) stays so, for Services to sort when asked.
+func resorted(sorted []*Service, old, svc *Service) []*Service {
+	if sorted == nil || old == nil && svc == nil {
+		return sorted
+	}
+	byHost := func(h string) int {
+		return sort.Search(len(sorted), func(i int) bool { return sorted[i].GetHostname() >= h })
+	}
+	switch {
+	case old != nil && svc != nil:
+		i := byHost(old.GetHostname())
+		if old.GetHostname() != svc.GetHostname() || i == len(sorted) || sorted[i] != old {
+			return nil // not as expected: sort again when asked
+		}
+		out := slices.Clone(sorted)
+		out[i] = svc
+		return out
+	case old != nil:
+		i := byHost(old.GetHostname())
+		if i == len(sorted) || sorted[i] != old {
+			return nil
+		}
+		return slices.Concat(sorted[:i], sorted[i+1:])
+	default:
+		i := byHost(svc.GetHostname())
+		return slices.Concat(sorted[:i], []*Service{svc}, sorted[i:])
+	}
 }

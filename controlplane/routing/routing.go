@@ -79,6 +79,10 @@ type Routing struct {
 	clients  *xds.Clients              // the last clients' configuration served
 	rules    map[string]*locality.Rule // by host, as last built
 	built    uint64                    // snapshots built; the version of the next
+	// reuse carries the clients' resources from one build to the next,
+	// so that a change renders only the hosts it touches.
+	reuse        xds.Reuse
+	gatewayReuse xds.GatewayReuse
 }
 
 // New checks cfg; it does no I/O.
@@ -198,6 +202,9 @@ func errString(err error) string {
 type ruleSet struct {
 	rules   []*locality.Rule // sorted by namespace/name
 	loadErr string           // why the last read failed; the rules are the last good ones
+	// byHost remembers ruleFor's answers, which every build asks for
+	// every host of the federation, until the rules change.
+	byHost map[string]*locality.Rule
 }
 
 // readRules reads the config directory's YAML files, as the file source
@@ -234,7 +241,7 @@ func (r *Routing) loadRules(files []file.YAMLFile, readErr error, prev ruleSet) 
 	if len(rules) > 0 || len(prev.rules) > 0 {
 		r.log.Info("DestinationRules loaded", "rules", len(rules))
 	}
-	return ruleSet{rules: rules}
+	return ruleSet{rules: rules, byHost: make(map[string]*locality.Rule)}
 }
 
 // oneLine joins the lines of an error that joins several.
@@ -252,6 +259,17 @@ func ruleHost(rule *locality.Rule) string {
 // ruleFor returns the rule for a service host: an exact host wins over a
 // wildcard, a longer wildcard over a shorter, then the first by name.
 func (rs ruleSet) ruleFor(host string) *locality.Rule {
+	if rule, ok := rs.byHost[host]; ok {
+		return rule
+	}
+	best := rs.bestRule(host)
+	if rs.byHost != nil {
+		rs.byHost[host] = best
+	}
+	return best
+}
+
+func (rs ruleSet) bestRule(host string) *locality.Rule {
 	var best *locality.Rule
 	bestLen := -1
 	for _, rule := range rs.rules {
@@ -346,6 +364,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 	gw, err := xds.Build(xds.Input{
 		Version: version, Network: network, Services: m.Services(self), Subsets: subsets,
 		Cluster: self, Internal: internal, Locality: loc, Policy: gatewayPolicy,
+		Reuse: &r.gatewayReuse,
 	})
 	if err != nil {
 		return err
@@ -355,6 +374,7 @@ func (r *Routing) build(ctx context.Context, rules ruleSet) error {
 		Views: clusterViews, Subsets: subsets, Policy: clientPolicy,
 		ClusterDown: m.ClusterDown,
 		GatewayDown: r.prober.isDown,
+		Reuse:       &r.reuse,
 	}, ruleExports(hosts))
 	if err != nil {
 		return err
@@ -379,87 +399,6 @@ func ruleExports(hosts map[string]*locality.Rule) map[string]xds.Exported {
 	for h, rule := range hosts {
 		if rule != nil {
 			out[h] = xds.Exported{Namespace: rule.Namespace, ExportTo: rule.Spec.GetExportTo()}
-		}
-	}
-	return out
-}
-
-// setWarnings collects what status shows: rules that failed to load,
-// surprises in the rules (static and against the endpoints clients see),
-// endpoints clients cannot use, and gateways that are down.
-func (r *Routing) setWarnings(rules ruleSet, hosts map[string]*locality.Rule, clients *xds.Clients, gatewayOf map[string]string) {
-	var out []*hubpb.PolicyWarning
-	seen := make(map[string]bool)
-	add := func(w *hubpb.PolicyWarning) {
-		key := w.GetRule() + "\x00" + w.GetHost() + "\x00" + w.GetField() + "\x00" + w.GetMessage()
-		if !seen[key] {
-			seen[key] = true
-			out = append(out, w)
-		}
-	}
-	if rules.loadErr != "" {
-		add(&hubpb.PolicyWarning{Message: "DestinationRules not loaded: " + rules.loadErr})
-	}
-	used := make(map[*locality.Rule][]string)
-	for h, rule := range hosts {
-		if rule != nil {
-			used[rule] = append(used[rule], h)
-		}
-	}
-	for _, rule := range rules.rules {
-		for _, w := range rule.Warnings {
-			add(&hubpb.PolicyWarning{Rule: rule.Ref(), Field: w.Field, Message: w.Message})
-		}
-		served := used[rule]
-		if len(served) == 0 {
-			add(&hubpb.PolicyWarning{Rule: rule.Ref(), Field: "spec.host", Message: fmt.Sprintf(
-				"host %q matches no service of the federation (or a more specific rule wins), so this rule applies nowhere", rule.Host)})
-			continue
-		}
-		slices.Sort(served)
-		for _, h := range served {
-			for _, w := range rule.Check(clientEndpoints(clients, h)) {
-				add(&hubpb.PolicyWarning{Rule: rule.Ref(), Host: h, Field: w.Field, Message: w.Message})
-			}
-		}
-	}
-	for _, cw := range clients.Warnings {
-		ref := ""
-		if rule := hosts[cw.Host]; rule != nil {
-			ref = rule.Ref()
-		}
-		field := cw.Warning.Field
-		if cw.Subset != "" {
-			field = strings.TrimSuffix("subset "+cw.Subset+": "+field, ": ")
-		}
-		add(&hubpb.PolicyWarning{Rule: ref, Host: cw.Host, Field: field, Message: cw.Warning.Message})
-	}
-	for _, addr := range r.prober.downList() {
-		add(&hubpb.PolicyWarning{Message: fmt.Sprintf(
-			"gateway %s of cluster %s misses its probes: clients treat the endpoints behind it as unhealthy", addr, gatewayOf[addr])})
-	}
-	r.mu.Lock()
-	r.warnings = out
-	r.mu.Unlock()
-}
-
-// clientEndpoints lists the endpoints clients see for host (every port,
-// without subsets), once each.
-func clientEndpoints(clients *xds.Clients, host string) []locality.Endpoint {
-	var out []locality.Endpoint
-	seen := make(map[string]bool)
-	for name, prio := range clients.Priorities {
-		s, err := sni.ParseIstio(name)
-		if err != nil || s.Host != host || s.Subset != "" {
-			continue
-		}
-		for _, g := range prio.Groups {
-			for _, e := range g.Endpoints {
-				if hp := e.HostPort(); !seen[hp] {
-					seen[hp] = true
-					out = append(out, e)
-				}
-			}
 		}
 	}
 	return out

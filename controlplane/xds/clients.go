@@ -3,6 +3,7 @@ package xds
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -56,6 +57,9 @@ type ClientsInput struct {
 	// Either may be nil.
 	ClusterDown func(cluster string) bool
 	GatewayDown func(addr string) bool
+	// Reuse, if set, keeps what this build renders for the next one (see
+	// Reuse); nil renders everything.
+	Reuse *Reuse
 }
 
 // ClientWarning is a surprise in the configuration of one service port,
@@ -81,101 +85,166 @@ type Clients struct {
 // cluster named as the service's SNI, and its endpoints: split horizon
 // (another network's endpoints are replaced by that cluster's gateways),
 // then the locality policy's priorities and weights for the cluster's
-// locality. The snapshot is validated and consistent.
+// locality. The snapshot is validated and consistent. With in.Reuse, a
+// host whose inputs did not change since the last build keeps the
+// resources rendered then, unvalidated again and the same messages, so a
+// change costs the hosts it touches.
 func BuildClients(in ClientsInput) (*Clients, error) {
-	type hostPorts struct {
-		sources []locality.Source
-		ports   map[uint32]*registry.Port
+	if in.Reuse != nil {
+		in.Reuse.mu.Lock()
+		defer in.Reuse.mu.Unlock()
+		in.Reuse.startLocked(in)
 	}
-	hosts := make(map[string]*hostPorts)
+	size := 0
+	for _, v := range in.Views {
+		size += len(v.Services)
+	}
+	hosts := make(map[string]*hostSources, size)
 	views := slices.Clone(in.Views)
 	slices.SortFunc(views, func(a, b ClusterView) int { return cmp.Compare(a.Name, b.Name) })
 	for _, v := range views {
 		down := in.ClusterDown != nil && v.Name != in.Cluster && in.ClusterDown(v.Name)
 		for _, svc := range v.Services {
-			if down {
-				svc = unhealthy(svc)
-			}
 			h := hosts[svc.GetHostname()]
 			if h == nil {
-				h = &hostPorts{ports: make(map[uint32]*registry.Port)}
+				h = &hostSources{}
 				hosts[svc.GetHostname()] = h
 			}
-			h.sources = append(h.sources, locality.Source{Cluster: v.Name, Info: v.Info, Service: svc})
+			h.keys = append(h.keys, sourceKey{cluster: v.Name, info: v.Info, service: svc, down: down})
 			for _, p := range svc.GetPorts() {
-				if _, ok := h.ports[p.GetNumber()]; !ok {
-					h.ports[p.GetNumber()] = p
-				}
+				h.addPort(p)
 			}
 		}
 	}
 	out := &Clients{Priorities: make(map[string]locality.Priorities)}
 	var listeners, clusters, endpoints []types.Resource
-	client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
 	for _, host := range sortedKeys(hosts) {
-		h := hosts[host]
-		for _, number := range sortedKeys(h.ports) {
-			port := h.ports[number]
-			for _, sub := range append([]Subset{{}}, in.Subsets[host]...) {
-				policy := locality.DefaultPolicy()
-				if in.Policy != nil {
-					policy = in.Policy(host, sub.Name, number)
-				}
-				sources := subsetSources(h.sources, sub)
-				eps, warnings := locality.SplitHorizon(in.Network, port, sources)
-				for i := range eps {
-					if eps[i].Network != in.Network && in.GatewayDown != nil && in.GatewayDown(eps[i].HostPort()) {
-						eps[i].Health = registrypb.Health_UNHEALTHY
-					}
-				}
-				prio := locality.Assign(policy, client, eps)
-				name := ClusterName(number, sub.Name, host)
-				cla, err := LoadAssignment(name, prio)
-				if err != nil {
-					return nil, err
-				}
-				for _, w := range append(warnings, prio.Warnings...) {
-					out.Warnings = append(out.Warnings, ClientWarning{Host: host, Port: number, Subset: sub.Name, Warning: w})
-				}
-				out.Priorities[name] = prio
-				c := clientCluster(name)
-				ApplyLocalityPolicy(c, policy)
-				if c.TransportSocket, err = upstreamTLS(name, spiffeIDs(sources)); err != nil {
-					return nil, err
-				}
-				clusters = append(clusters, c)
-				endpoints = append(endpoints, cla)
-				if sub.Name == "" {
-					lis, err := grpcListener(net.JoinHostPort(host, strconv.FormatUint(uint64(number), 10)), name)
-					if err != nil {
-						return nil, err
-					}
-					listeners = append(listeners, lis)
-				}
+		b := in.Reuse.lookupLocked(in, host, hosts[host])
+		if b == nil {
+			var err error
+			if b, err = buildHost(in, host, hosts[host]); err != nil {
+				return nil, err
 			}
 		}
+		in.Reuse.keepLocked(host, b)
+		listeners = append(listeners, b.listeners...)
+		clusters = append(clusters, b.clusters...)
+		endpoints = append(endpoints, b.endpoints...)
+		maps.Copy(out.Priorities, b.priorities)
+		out.Warnings = append(out.Warnings, b.warnings...)
 	}
-	resources := map[resourcev3.Type][]types.Resource{
+	snap, err := cachev3.NewSnapshot(in.Version, map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: listeners,
 		resourcev3.ClusterType:  clusters,
 		resourcev3.EndpointType: endpoints,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
 	}
-	for typ, list := range resources {
+	// Every host renders its clusters with their endpoints, so a build
+	// that reuses hosts is consistent by construction; one that does not
+	// is checked whole, as it always was.
+	if in.Reuse == nil {
+		if err := snap.Consistent(); err != nil {
+			return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+		}
+	}
+	out.Snapshot = snap
+	return out, nil
+}
+
+// hostSources is every cluster's service of one hostname, and its ports.
+type hostSources struct {
+	keys  []sourceKey
+	ports []*registry.Port // by number, the first of each number seen
+}
+
+// addPort keeps the first port of each number, sorted: a service has few,
+// so a slice costs less than a map for each of the federation's hosts.
+func (h *hostSources) addPort(p *registry.Port) {
+	i, found := slices.BinarySearchFunc(h.ports, p.GetNumber(), func(q *registry.Port, n uint32) int { return cmp.Compare(q.GetNumber(), n) })
+	if !found {
+		h.ports = slices.Insert(h.ports, i, p)
+	}
+}
+
+// sources are the host's services as clients see them: those of a
+// cluster that is down are unhealthy. Made only when the host is
+// rendered, since the copies cost what the services hold.
+func (h *hostSources) sources() []locality.Source {
+	out := make([]locality.Source, len(h.keys))
+	for i, k := range h.keys {
+		svc := k.service
+		if k.down {
+			svc = unhealthy(svc)
+		}
+		out[i] = locality.Source{Cluster: k.cluster, Info: k.info, Service: svc}
+	}
+	return out
+}
+
+// buildHost renders one host's listeners, clusters and endpoints and
+// validates them. The policies and gateway states it reads are recorded,
+// so that a later build can tell whether they changed.
+func buildHost(in ClientsInput, host string, h *hostSources) (*builtHost, error) {
+	b := &builtHost{sources: h.keys, subsets: in.Subsets[host], priorities: make(map[string]locality.Priorities)}
+	client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
+	all := h.sources()
+	for _, port := range h.ports {
+		number := port.GetNumber()
+		for _, sub := range append([]Subset{{}}, in.Subsets[host]...) {
+			policy := locality.DefaultPolicy()
+			if in.Policy != nil {
+				policy = in.Policy(host, sub.Name, number)
+			}
+			b.policies = append(b.policies, policyRead{subset: sub.Name, port: number, policy: policy})
+			sources := subsetSources(all, sub)
+			eps, warnings := locality.SplitHorizon(in.Network, port, sources)
+			for i := range eps {
+				if eps[i].Network != in.Network && in.GatewayDown != nil {
+					down := in.GatewayDown(eps[i].HostPort())
+					b.gateways = append(b.gateways, gatewayRead{addr: eps[i].HostPort(), down: down})
+					if down {
+						eps[i].Health = registrypb.Health_UNHEALTHY
+					}
+				}
+			}
+			prio := locality.Assign(policy, client, eps)
+			name := ClusterName(number, sub.Name, host)
+			cla, err := LoadAssignment(name, prio)
+			if err != nil {
+				return nil, err
+			}
+			for _, w := range append(warnings, prio.Warnings...) {
+				b.warnings = append(b.warnings, ClientWarning{Host: host, Port: number, Subset: sub.Name, Warning: w})
+			}
+			b.priorities[name] = prio
+			c := clientCluster(name)
+			ApplyLocalityPolicy(c, policy)
+			if c.TransportSocket, err = upstreamTLS(name, spiffeIDs(sources)); err != nil {
+				return nil, err
+			}
+			b.clusters = append(b.clusters, c)
+			b.endpoints = append(b.endpoints, cla)
+			if sub.Name == "" {
+				lis, err := grpcListener(net.JoinHostPort(host, strconv.FormatUint(uint64(number), 10)), name)
+				if err != nil {
+					return nil, err
+				}
+				b.listeners = append(b.listeners, lis)
+			}
+		}
+	}
+	for typ, list := range map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: b.listeners, resourcev3.ClusterType: b.clusters, resourcev3.EndpointType: b.endpoints,
+	} {
 		for _, r := range list {
 			if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
 				return nil, fmt.Errorf("xds: invalid %s %q: %w", typ, cachev3.GetResourceName(r), err)
 			}
 		}
 	}
-	snap, err := cachev3.NewSnapshot(in.Version, resources)
-	if err != nil {
-		return nil, fmt.Errorf("xds: snapshot: %w", err)
-	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
-	}
-	out.Snapshot = snap
-	return out, nil
+	return b, nil
 }
 
 func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {

@@ -37,9 +37,9 @@ func benchService(i, gen int) *registry.Service {
 // BenchmarkPush measures one change to one of 1,000 services, from the
 // new snapshot to a client that watches every listener, cluster and
 // endpoint assignment holding the change: the time, the bytes of the
-// responses and the resources in them. A state-of-the-world client is
-// sent every resource of every type again; a delta client only the one
-// assignment that changed.
+// responses and the resources in them. Both clients are sent the one
+// assignment that changed: the listeners and clusters, which a
+// state-of-the-world client is sent whole, did not change.
 func BenchmarkPush(b *testing.B) {
 	for _, delta := range []bool{false, true} {
 		name := "sotw"
@@ -58,11 +58,16 @@ func benchPush(b *testing.B, delta bool) {
 	for i := range services {
 		services[i] = benchService(i, 0)
 	}
+	// The builds reuse what did not change, as the control plane's do, so
+	// the server compares the changed host's resources only.
+	reuse := &Reuse{}
+	info := &registry.ClusterInfo{Network: "n"}
 	version := 0
 	publish := func() {
 		version++
 		c, err := BuildClients(ClientsInput{Version: fmt.Sprint(version), Cluster: "east", Network: "n",
-			Views: []ClusterView{{Name: "east", Info: &registry.ClusterInfo{Network: "n"}, Services: services}}})
+			Reuse: reuse,
+			Views: []ClusterView{{Name: "east", Info: info, Services: services}}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -86,7 +91,8 @@ func benchPush(b *testing.B, delta bool) {
 		changed := i % benchServices
 		services[changed] = benchService(changed, i+1)
 		c, err := BuildClients(ClientsInput{Version: fmt.Sprint(version + 1), Cluster: "east", Network: "n",
-			Views: []ClusterView{{Name: "east", Info: &registry.ClusterInfo{Network: "n"}, Services: services}}})
+			Reuse: reuse,
+			Views: []ClusterView{{Name: "east", Info: info, Services: services}}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -138,9 +144,9 @@ func newBenchClient(b *testing.B, ctx context.Context, conn *grpc.ClientConn, de
 }
 
 // receive reads and acknowledges responses until the client holds
-// version: for state of the world, a response of every type at version;
-// for delta, the assignment named changed (or, with changed empty, one
-// response of every type). It returns the bytes and resources received.
+// version: the assignment named changed or, with changed empty, one
+// response of every type (at version, for state of the world). It
+// returns the bytes and resources received.
 func (c *benchClient) receive(version, changed string) (bytes, resources int) {
 	pending := make(map[string]bool)
 	for _, typ := range benchTypes {
@@ -178,8 +184,17 @@ func (c *benchClient) receive(version, changed string) (bytes, resources int) {
 		if err != nil {
 			c.b.Fatal(err)
 		}
-		if resp.GetVersionInfo() == version {
-			delete(pending, resp.GetTypeUrl())
+		if changed == "" {
+			if resp.GetVersionInfo() == version {
+				delete(pending, resp.GetTypeUrl())
+			}
+			continue
+		}
+		// Each type has its own version; the change is the assignment.
+		for _, name := range resourceNames(c.b, resp.GetResources()) {
+			if name == changed {
+				clear(pending)
+			}
 		}
 	}
 	return bytes, resources

@@ -22,7 +22,7 @@ import (
 // snapshot.
 type Server struct {
 	log       *slog.Logger
-	cache     cachev3.SnapshotCache
+	cache     *groupCache
 	ads       serverv3.Server
 	authorize Authorizer
 
@@ -65,11 +65,11 @@ func NewServer(ctx context.Context, log *slog.Logger, opts ...Option) *Server {
 	}
 	s := &Server{
 		log: log.With("component", "xds"),
-		// Not in ADS mode, which answers only requests that name every
-		// resource of a type: a grpc-go channel names the one listener
-		// it dials. The combined server serves delta streams from the
-		// same cache, from per-resource version hashes.
-		cache:      cachev3.NewSnapshotCache(false, nodeGroups{}, nil),
+		// One linear cache per group and type: a request may name any
+		// subset (a grpc-go channel names the one listener it dials), and
+		// state-of-the-world and delta streams are served from the same
+		// per-resource versions.
+		cache:      newGroupCache(log.With("component", "xds")),
 		namespaces: make(map[string]bool),
 		streams:    make(map[streamKey]*stream),
 		nacked:     make(map[string]nacks),
@@ -144,8 +144,12 @@ func (s *Server) pushNamespaceLocked(ctx context.Context, ns string) error {
 }
 
 func (s *Server) set(ctx context.Context, group string, snap *cachev3.Snapshot) error {
-	if err := s.cache.SetSnapshot(ctx, group, snap); err != nil {
+	changed, err := s.cache.set(group, snap)
+	if err != nil {
 		return fmt.Errorf("xds: set snapshot: %w", err)
+	}
+	if !changed {
+		return nil // what was rejected is still what is served
 	}
 	s.mu.Lock()
 	maps.DeleteFunc(s.nacked, func(_ string, n nacks) bool { return n.group == group })

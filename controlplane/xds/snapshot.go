@@ -64,6 +64,9 @@ type Input struct {
 	// Policy returns the locality policy of a (host, subset, port), from
 	// its DestinationRule; nil means GatewayPolicy for all.
 	Policy func(host, subset string, port uint32) locality.Policy
+	// Reuse, if set, keeps what this build renders for the next one (see
+	// GatewayReuse); nil renders everything.
+	Reuse *GatewayReuse
 }
 
 // GatewayPolicy is the policy of a service without a DestinationRule, as
@@ -97,34 +100,27 @@ func Build(in Input) (*cachev3.Snapshot, error) {
 	)
 	services := append([]*registry.Service(nil), in.Services...)
 	sort.Slice(services, func(i, j int) bool { return services[i].GetHostname() < services[j].GetHostname() })
+	if in.Reuse != nil {
+		in.Reuse.mu.Lock()
+		defer in.Reuse.mu.Unlock()
+		in.Reuse.startLocked(in)
+	}
 	for _, svc := range services {
-		ports := append([]*registry.Port(nil), svc.GetPorts()...)
-		sort.Slice(ports, func(i, j int) bool { return ports[i].GetNumber() < ports[j].GetNumber() })
-		subsets := append([]Subset{{}}, in.Subsets[svc.GetHostname()]...)
-		for _, p := range ports {
-			for _, sub := range subsets {
-				name := ClusterName(p.GetNumber(), sub.Name, svc.GetHostname())
-				chain, err := filterChain(name)
-				if err != nil {
-					return nil, err
-				}
-				policy := GatewayPolicy()
-				if in.Policy != nil {
-					policy = in.Policy(svc.GetHostname(), sub.Name, p.GetNumber())
-				}
-				c := cluster(name)
-				ApplyLocalityPolicy(c, policy)
-				client := locality.Client{Locality: in.Locality, Network: in.Network, Cluster: in.Cluster}
-				cla, err := LoadAssignment(name, locality.Assign(policy, client, ownEndpoints(in.Network, in.Cluster, svc, p, sub)))
-				if err != nil {
-					return nil, err
-				}
-				chains = append(chains, chain)
-				clusters = append(clusters, c)
-				endpoints = append(endpoints, cla)
+		b := in.Reuse.lookupLocked(in, svc)
+		if b == nil {
+			var err error
+			if b, err = buildService(in, svc); err != nil {
+				return nil, err
 			}
 		}
+		in.Reuse.keepLocked(svc.GetHostname(), b)
+		chains = append(chains, b.chains...)
+		clusters = append(clusters, b.clusters...)
+		endpoints = append(endpoints, b.endpoints...)
 	}
+	// The services' clusters and assignments were validated when built;
+	// the rest is validated below.
+	validate := []types.Resource{}
 	components := make([]sni.Component, 0, len(in.Internal))
 	for c := range in.Internal {
 		components = append(components, c)
@@ -140,38 +136,49 @@ func Build(in Input) (*cachev3.Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
+		internalCluster := cluster(name)
 		chains = append(chains, chain)
-		clusters = append(clusters, cluster(name))
+		clusters = append(clusters, internalCluster)
 		endpoints = append(endpoints, cla)
+		validate = append(validate, internalCluster, cla)
 	}
 	lis, err := listener(port, chains)
 	if err != nil {
 		return nil, err
 	}
-	resources := map[resourcev3.Type][]types.Resource{
+	if err := validateAll(append(validate, lis)); err != nil {
+		return nil, err
+	}
+	snap, err := cachev3.NewSnapshot(in.Version, map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: {lis},
 		resourcev3.ClusterType:  clusters,
 		resourcev3.EndpointType: endpoints,
-	}
-	for typ, list := range resources {
-		for _, r := range list {
-			v, ok := r.(interface{ ValidateAll() error })
-			if !ok {
-				continue
-			}
-			if err := v.ValidateAll(); err != nil {
-				return nil, fmt.Errorf("xds: invalid %s %q: %w", typ, cachev3.GetResourceName(r), err)
-			}
-		}
-	}
-	snap, err := cachev3.NewSnapshot(in.Version, resources)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("xds: snapshot: %w", err)
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	// Every service renders its clusters with their assignments, so a
+	// build that reuses services is consistent by construction.
+	if in.Reuse == nil {
+		if err := snap.Consistent(); err != nil {
+			return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+		}
 	}
 	return snap, nil
+}
+
+// validateAll applies every resource's generated validation.
+func validateAll(resources []types.Resource) error {
+	for _, r := range resources {
+		v, ok := r.(interface{ ValidateAll() error })
+		if !ok {
+			continue
+		}
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("xds: invalid %T %q: %w", r, cachev3.GetResourceName(r), err)
+		}
+	}
+	return nil
 }
 
 func listener(port uint32, chains []*listenerpb.FilterChain) (*listenerpb.Listener, error) {

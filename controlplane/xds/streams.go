@@ -157,10 +157,8 @@ func (s *Server) onRequest(id int64, req *discoverypb.DiscoveryRequest) error {
 	}
 	grp := nodeGroups{}.ID(node)
 	s.countNACK(node.GetId(), grp)
-	snap, err := s.cache.GetSnapshot(grp)
-	rejected := ""
-	if err == nil {
-		rejected = snap.GetVersion(req.GetTypeUrl())
+	rejected := s.cache.version(grp, req.GetTypeUrl())
+	if rejected != "" {
 		req.VersionInfo = rejected
 	}
 	s.log.Warn("xDS configuration rejected; it will not be resent until it changes",

@@ -66,6 +66,9 @@ func (v *ClientViews) For(namespace string) (*cachev3.Snapshot, error) {
 	if snap, ok := v.byView[hidden]; ok {
 		return snap, nil
 	}
+	// Each view reuses its own last build: a host looks different in a
+	// view that hides some of its services.
+	in.Reuse = v.in.Reuse.view(hidden)
 	c, err := BuildClients(in)
 	if err != nil {
 		return nil, err
