@@ -59,9 +59,7 @@ func (s *Set) Advance(cluster string, v *Version) (reset bool) {
 		return false
 	case inc > sl.Incarnation:
 		reset = len(sl.Entries) > 0
-		clear(sl.Entries)
-		sl.Incarnation = inc
-		sl.Version = nil
+		sl.reset(inc)
 	}
 	if Compare(v, sl.Version) > 0 {
 		sl.Version = v
@@ -109,7 +107,7 @@ func (s *Set) Withdraw(scope *Scope, own string) []RecordRef {
 		}
 		for key := range sl.Entries {
 			if !scope.Includes(key) {
-				delete(sl.Entries, key)
+				sl.remove(key)
 				out = append(out, RecordRef{Cluster: name, Key: key})
 			}
 		}

@@ -59,6 +59,21 @@ func (sl *Slice) count(key string, e *Entry, sign int) {
 	sl.endpoints += sign * e.Endpoints
 }
 
+// reset empties the slice for its owner's new incarnation inc.
+func (sl *Slice) reset(inc uint64) {
+	clear(sl.Entries)
+	sl.Incarnation, sl.Version = inc, nil
+	sl.services, sl.endpoints, sl.sorted = 0, 0, nil
+}
+
+// remove forgets the entry of key.
+func (sl *Slice) remove(key string) {
+	e := sl.Entries[key]
+	delete(sl.Entries, key)
+	sl.count(key, e, -1)
+	sl.sorted = resorted(sl.sorted, liveService(key, e), nil)
+}
+
 // Set holds every known cluster's slice and merges records into it by owner
 // and version. It is safe for concurrent use.
 type Set struct {
@@ -102,11 +117,7 @@ func (s *Set) applyLocked(v Verified, now time.Time) bool {
 	case inc < sl.Incarnation:
 		return false
 	case inc > sl.Incarnation:
-		clear(sl.Entries)
-		sl.Incarnation = inc
-		sl.Version = nil
-		sl.services, sl.endpoints = 0, 0
-		sl.sorted = nil
+		sl.reset(inc)
 	}
 	old := sl.Entries[rec.GetKey()]
 	if old != nil && Compare(old.Version, rec.GetVersion()) >= 0 {
