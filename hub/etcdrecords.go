@@ -25,9 +25,9 @@ const etcdMaxTries = 50
 // records it wrote; the others lost to what etcd holds, which the watch
 // brings to this replica. held is the incarnation this replica holds of a
 // cluster: a record of a newer one replaces the cluster's older records.
+// Each etcd call has etcdTimeout: a large publish takes several, and may
+// take longer in all while etcd is slow but answers.
 func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, held func(cluster string) uint64) ([]registry.Verified, error) {
-	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
-	defer cancel()
 	var written []registry.Verified
 	reset := make(map[string]uint64) // cluster: the incarnation it moved to
 	for len(recs) > 0 {
@@ -38,7 +38,9 @@ func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, 
 		}
 		for _, v := range won {
 			c, inc := v.Record.GetCluster(), v.Record.GetVersion().GetIncarnation()
-			if w, ok := stored[c]; (ok && inc > w) || inc > held(c) {
+			// Older records to drop: etcd held an older incarnation, or this
+			// replica did (a reset that was cut short left some).
+			if w, ok := stored[c]; (ok && inc > w) || (held(c) != 0 && inc > held(c)) {
 				reset[c] = max(reset[c], inc)
 			}
 		}
@@ -127,7 +129,9 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 		if len(won) == 0 {
 			return nil, incarnations, nil
 		}
-		resp, err := b.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		cctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+		resp, err := b.cli.Txn(cctx).If(cmps...).Then(puts...).Commit()
+		cancel()
 		if err != nil {
 			return nil, nil, b.unavailable("write", err)
 		}
@@ -160,6 +164,8 @@ func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified)
 			gets = append(gets, clientv3.OpGet(b.key(store.BucketRecords, c+"\x00"), clientv3.WithPrefix(), clientv3.WithLimit(1)))
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	defer cancel()
 	resp, err := b.cli.Txn(ctx).Then(gets...).Commit()
 	if err != nil {
 		return nil, nil, b.unavailable("read", err)
@@ -216,7 +222,9 @@ func recordVersion(value []byte) (*registry.Version, error) {
 func (b *etcdBackend) dropOlderIncarnations(ctx context.Context, cluster string, inc uint64) error {
 	prefix := b.key(store.BucketRecords, cluster+"\x00")
 	for try := 1; ; try++ {
-		resp, err := b.cli.Get(ctx, prefix, clientv3.WithPrefix())
+		cctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+		resp, err := b.cli.Get(cctx, prefix, clientv3.WithPrefix())
+		cancel()
 		if err != nil {
 			return b.unavailable("read", err)
 		}
@@ -236,7 +244,9 @@ func (b *etcdBackend) dropOlderIncarnations(ctx context.Context, cluster string,
 		done := true
 		for len(dels) > 0 {
 			n := min(len(dels), etcdMaxOps)
-			tr, err := b.cli.Txn(ctx).If(cmps[:n]...).Then(dels[:n]...).Commit()
+			cctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+			tr, err := b.cli.Txn(cctx).If(cmps[:n]...).Then(dels[:n]...).Commit()
+			cancel()
 			if err != nil {
 				return b.unavailable("write", err)
 			}
