@@ -106,7 +106,7 @@ func BenchmarkHAFailover(b *testing.B) {
 			hb.RestartReplica(k)
 		}
 		b.StopTimer()
-		fedtest.WaitFor(b, time.Minute, "every slice everywhere after the failovers", hb.converged)
+		hb.waitConverged(time.Minute, "every slice everywhere after the failovers")
 		gap, kill := fedtest.Summarize(gaps), fedtest.Summarize(kills)
 		b.ReportMetric(fedtest.Ms(gap.P50), "gap-p50-ms")
 		b.ReportMetric(fedtest.Ms(gap.Max), "gap-max-ms")
@@ -183,7 +183,7 @@ func BenchmarkHAResync(b *testing.B) {
 			start := time.Now()
 			hb.RestartReplicas()
 			ready := time.Since(start)
-			fedtest.WaitFor(b, time.Minute, "every member to resync", hb.converged)
+			hb.waitConverged(time.Minute, "every member to resync")
 			readies, syncs, afterReady = append(readies, ready), append(syncs, time.Since(start)), append(afterReady, time.Since(start)-ready)
 			b.Logf("restart: 3 replicas ready in %s, every member synced in %s; streaming from each: %v", ready, time.Since(start), hb.spread())
 		}

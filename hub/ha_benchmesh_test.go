@@ -105,7 +105,7 @@ func (hb *haBench) load(services, endpoints int, timeout time.Duration) {
 			hb.tb.Fatal(err)
 		}
 	}
-	fedtest.WaitFor(hb.tb, timeout, "every slice everywhere", hb.converged)
+	hb.waitConverged(timeout, "every slice everywhere")
 	fedtest.WaitQuiet(hb.tb, timeout)
 	hb.tb.Logf("members streaming from each replica: %v", hb.spread())
 }
@@ -127,6 +127,50 @@ func (hb *haBench) converged() bool {
 		}
 	}
 	return hb.countSynced() == len(hb.members)
+}
+
+// waitConverged waits until converged, and says what is missing if it
+// does not come.
+func (hb *haBench) waitConverged(timeout time.Duration, what string) {
+	hb.tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !hb.converged() {
+		select {
+		case <-deadline.C:
+			hb.tb.Fatalf("timed out after %s waiting for %s: %s", timeout, what, hb.missing())
+		case <-tick.C:
+		}
+	}
+}
+
+// missing describes what keeps the mesh from having converged.
+func (hb *haBench) missing() string {
+	var out []string
+	for _, m := range hb.members {
+		if !m.member.HubStreamSynced() {
+			out = append(out, m.name+" not synced")
+		}
+	}
+	for _, owner := range hb.members {
+		want := owner.member.Version(owner.name)
+		for _, m := range hb.members {
+			if got := m.member.Version(owner.name); registry.Compare(got, want) != 0 {
+				out = append(out, fmt.Sprintf("%s holds %s at %s of %s", m.name, owner.name, registry.FormatVersion(got), registry.FormatVersion(want)))
+			}
+		}
+		for i, r := range hb.Replicas {
+			if got := r.SliceVersion(owner.name); hb.running(i) && registry.Compare(got, want) != 0 {
+				out = append(out, fmt.Sprintf("replica %d holds %s at %s of %s", i, owner.name, registry.FormatVersion(got), registry.FormatVersion(want)))
+			}
+		}
+	}
+	if len(out) > 30 {
+		out = append(out[:30], fmt.Sprintf("and %d more", len(out)-30))
+	}
+	return strings.Join(out, "; ")
 }
 
 // running reports whether replica i runs: its stop is still armed.
