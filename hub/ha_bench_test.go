@@ -167,7 +167,7 @@ func BenchmarkHAResync(b *testing.B) {
 		services   = 500
 		endpoints  = 10
 		restarts   = 3
-		settleTime = 3 * time.Minute
+		settleTime = 6 * time.Minute
 	)
 	for range b.N {
 		b.Logf("load average at start: %s", loadAverage(b))

@@ -29,7 +29,7 @@ func BenchmarkHAReplicaMemory(b *testing.B) {
 		clusters   = 20
 		services   = 500
 		endpoints  = 10
-		settleTime = 3 * time.Minute
+		settleTime = 6 * time.Minute
 	)
 	for range b.N {
 		b.Logf("load average at start: %s", loadAverage(b))
