@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -25,21 +27,40 @@ import (
 // prefix and CA file.
 type haMesh struct {
 	*fedtest.Mesh
-	t        *testing.T
+	t        testing.TB
 	Etcd     *etcdtest.Cluster
 	CAFile   string
 	Replicas []*hub.Server
 	stops    []func()
+	log      *slog.Logger // for replicas; nil: the mesh's
+	timers   gossip.Timers
+	addrs    map[int][2]string // replica i's API and gossip addresses, kept for restarts
+	stopped  map[int]bool
+
+	cliOnce sync.Once
+	cli     *clientv3.Client
 }
 
-func newHAMesh(t *testing.T, replicas int) *haMesh {
+func newHAMesh(t testing.TB, replicas int) *haMesh {
+	t.Helper()
+	return newHAMeshWith(t, replicas, gossip.Timers{}, nil)
+}
+
+// newHAMeshWith is newHAMesh with the members' liveness timers and the
+// replicas' logger (nil: the mesh's).
+func newHAMeshWith(t testing.TB, replicas int, timers gossip.Timers, log *slog.Logger) *haMesh {
 	t.Helper()
 	ec := etcdtest.Start(t, 3)
-	h := &haMesh{t: t, Etcd: ec, CAFile: filepath.Join(t.TempDir(), "mesh-ca.pem")}
+	h := &haMesh{t: t, Etcd: ec, CAFile: filepath.Join(t.TempDir(), "mesh-ca.pem"), log: log, timers: timers, addrs: make(map[int][2]string), stopped: make(map[int]bool)}
 	if _, err := hub.CreateCAFile("shop", h.CAFile, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	h.Mesh = fedtest.NewMeshWith(t, gossip.Timers{}, h.configure)
+	h.Mesh = fedtest.NewMeshWith(t, timers, func(c *hub.Config) {
+		h.configure(c)
+		if h.log != nil {
+			c.Logger = h.log.With("node", "hub0")
+		}
+	})
 	h.Replicas, h.stops = []*hub.Server{h.Hub}, []func(){h.StopHub}
 	for i := 1; i < replicas; i++ {
 		h.StartReplica(i)
@@ -53,12 +74,21 @@ func (h *haMesh) configure(c *hub.Config) {
 	c.Etcd = hub.EtcdConfig{Endpoints: h.Etcd.Endpoints, CertFile: h.Etcd.CertFile, KeyFile: h.Etcd.KeyFile, CAFile: h.Etcd.CAFile}
 }
 
-// replicaConfig is the config of replica i, on addresses of its own.
+// replicaConfig is the config of replica i, on addresses of its own,
+// the same ones again when it restarts.
 func (h *haMesh) replicaConfig(i int) hub.Config {
+	addrs, ok := h.addrs[i]
+	if !ok {
+		addrs = [2]string{testport.Addr(h.t), testport.Addr(h.t)}
+		h.addrs[i] = addrs
+	}
 	cfg := hub.Config{
-		Mesh: "shop", Listen: testport.Addr(h.t), GossipBind: testport.Addr(h.t),
+		Mesh: "shop", Listen: addrs[0], GossipBind: addrs[1],
 		DataDir: filepath.Join(h.Dir, fmt.Sprintf("hub%d", i)), GossipProfile: "lan",
-		Logger: h.Logger().With("node", fmt.Sprintf("hub%d", i)),
+		Timers: h.timers, Logger: h.Logger().With("node", fmt.Sprintf("hub%d", i)),
+	}
+	if h.log != nil {
+		cfg.Logger = h.log.With("node", fmt.Sprintf("hub%d", i))
 	}
 	h.configure(&cfg)
 	return cfg
@@ -77,10 +107,84 @@ func (h *haMesh) StartReplica(i int) {
 		h.Replicas, h.stops = append(h.Replicas, nil), append(h.stops, nil)
 	}
 	h.Replicas[i], h.stops[i] = srv, stop
+	h.stopped[i] = false
 }
 
 // StopReplica stops replica i.
-func (h *haMesh) StopReplica(i int) { h.stops[i]() }
+func (h *haMesh) StopReplica(i int) {
+	h.stops[i]()
+	h.stopped[i] = true
+}
+
+// RestartReplica starts a stopped replica i again on its addresses.
+func (h *haMesh) RestartReplica(i int) {
+	h.t.Helper()
+	if i > 0 {
+		h.StartReplica(i)
+		return
+	}
+	h.StartHub()
+	h.Replicas[0], h.stops[0] = h.Hub, h.StopHub
+	h.stopped[0] = false
+}
+
+// RestartReplicas starts every stopped replica again at once, each on
+// its addresses and data directory, as after a full outage, and returns
+// when all are ready.
+func (h *haMesh) RestartReplicas() {
+	h.t.Helper()
+	type run struct {
+		srv  *hub.Server
+		done chan error
+		stop func()
+	}
+	runs := make(map[int]*run)
+	for i := range h.Replicas {
+		if !h.stopped[i] {
+			continue
+		}
+		cfg := h.replicaConfig(i)
+		if i == 0 {
+			cfg = hub.Config{
+				Mesh: "shop", Listen: h.HubAddr, GossipBind: h.HubGossip, DataDir: filepath.Join(h.Dir, "hub"),
+				GossipProfile: "lan", Timers: h.timers, Logger: h.Logger().With("node", "hub"),
+			}
+			h.ConfigureHub(&cfg)
+		}
+		srv, err := hub.New(cfg)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &run{srv: srv, done: make(chan error, 1)}
+		go func() { r.done <- srv.Run(ctx) }()
+		r.stop = sync.OnceFunc(func() {
+			cancel()
+			select {
+			case err := <-r.done:
+				if err != nil {
+					h.t.Errorf("replica %d stopped with error: %v", i, err)
+				}
+			case <-time.After(30 * time.Second):
+				h.t.Errorf("replica %d did not stop within 30s", i)
+			}
+		})
+		h.t.Cleanup(r.stop)
+		runs[i] = r
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for i, r := range runs {
+		select {
+		case <-r.srv.Ready():
+		case err := <-r.done:
+			h.t.Fatalf("replica %d failed to start: %v", i, err)
+		case <-timeout.C:
+			h.t.Fatalf("replica %d did not become ready within 30s", i)
+		}
+		h.Replicas[i], h.stops[i], h.stopped[i] = r.srv, r.stop, false
+	}
+}
 
 // Addr is replica i's address.
 func (h *haMesh) Addr(i int) string { return h.Replicas[i].Addr() }

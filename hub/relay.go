@@ -86,11 +86,32 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]regist
 	if err := registry.CheckBundles(s.bundles, s.set, fresh); err != nil {
 		return nil, &refusedError{err}
 	}
-	if err := s.write(ctx, store.RecordOps(s.set, fresh)...); err != nil {
+	fresh, err := s.storeRecords(ctx, fresh)
+	if err != nil {
 		return nil, err
 	}
 	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
 	return s.set.Apply(fresh), nil
+}
+
+// storeRecords persists records and returns those it stored. On etcd a
+// record is stored only over an older version of its key: another replica
+// may hold a newer one this replica has yet to see, which its watch then
+// brings.
+func (s *Server) storeRecords(ctx context.Context, recs []registry.Verified) ([]registry.Verified, error) {
+	eb, replicated := s.backend.(*etcdBackend)
+	if !replicated {
+		return recs, s.write(ctx, store.RecordOps(s.set, recs)...)
+	}
+	stored, err := eb.putRecords(ctx, recs, func(cluster string) uint64 { return s.set.Version(cluster).GetIncarnation() })
+	s.noteWrite(err)
+	if err != nil {
+		return nil, err
+	}
+	if lost := len(recs) - len(stored); lost > 0 {
+		s.log.Debug("records not stored: etcd holds them newer", "cluster", recs[0].Record.GetCluster(), "records", lost)
+	}
+	return stored, nil
 }
 
 // fanout relays one cluster's records to every other subscriber, each
