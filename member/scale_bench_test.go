@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,7 @@ func importersOf(owner int) map[string]bool {
 //
 //	go test -run='^$' -bench='Scale100$' -benchtime=1x -timeout=30m ./member/
 func BenchmarkScale100(b *testing.B) {
+	raiseOpenFiles(b, uint64(scaleClusters*openFilesPerCluster))
 	for range b.N {
 		rec := newApplyRecorder()
 		before := heapBytes()
@@ -202,4 +204,24 @@ func (bm *benchMesh) hubSetBytes(b *testing.B) uint64 {
 		b.Fatalf("the hub holds %d endpoints, want %d", eps, want)
 	}
 	return held
+}
+
+// openFilesPerCluster is about what one in-process cluster holds open:
+// its gossip connections to every other member, its hub stream, listeners
+// and bbolt file; 100 clusters ran out at 20,000.
+const openFilesPerCluster = 400
+
+// raiseOpenFiles raises this process's open-file limit to need, as far as
+// the hard limit (or, as root, the kernel) allows, and stops the benchmark
+// with what to run when it cannot.
+func raiseOpenFiles(b *testing.B, need uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= need {
+		return
+	}
+	want := syscall.Rlimit{Cur: need, Max: max(lim.Max, need)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		b.Fatalf("%d clusters need about %d open files; the limit is %d and cannot be raised (%v): run 'ulimit -n %d' first, or fewer clusters with FEDERATE_SCALE_CLUSTERS",
+			scaleClusters, need, lim.Cur, err, need)
+	}
 }
