@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
-	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -61,7 +60,7 @@ func BenchmarkPropagation(b *testing.B) {
 			<-tick.C
 			bmem := bm.members[rng.IntN(clusters)]
 			i := rng.IntN(services)
-			bmem.services[i] = changeService(bmem.services[i], seq)
+			bmem.services[i] = fedtest.ChangeService(bmem.services[i], seq)
 			rec.expect(seq, bmem.name, clusters-1)
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -81,16 +80,16 @@ func BenchmarkPropagation(b *testing.B) {
 		if missing > 0 {
 			b.Fatalf("%d of %d applies never arrived", missing, changes*(clusters-1))
 		}
-		lat := summarize(lags)
-		upd := summarize(updates)
-		b.ReportMetric(ms(lat.p50), "p50-ms")
-		b.ReportMetric(ms(lat.p99), "p99-ms")
-		b.ReportMetric(ms(lat.max), "max-ms")
-		b.ReportMetric(ms(upd.p50), "update-p50-ms")
+		lat := fedtest.Summarize(lags)
+		upd := fedtest.Summarize(updates)
+		b.ReportMetric(fedtest.Ms(lat.P50), "p50-ms")
+		b.ReportMetric(fedtest.Ms(lat.P99), "p99-ms")
+		b.ReportMetric(fedtest.Ms(lat.Max), "max-ms")
+		b.ReportMetric(fedtest.Ms(upd.P50), "update-p50-ms")
 		b.ReportMetric(float64(len(lags)), "applies")
 		b.ReportMetric(rate, "changes/s")
 		b.Logf("propagation over %d applies at %.1f changes/s: p50 %s p99 %s max %s; Member.Update p50 %s p99 %s; slowest: %v",
-			len(lags), rate, lat.p50, lat.p99, lat.max, upd.p50, upd.p99, rec.slowest(5))
+			len(lags), rate, lat.P50, lat.P99, lat.Max, upd.P50, upd.P99, rec.slowest(5))
 	}
 }
 
@@ -108,9 +107,9 @@ func BenchmarkHubMemory(b *testing.B) {
 	)
 	for range b.N {
 		bm := newBenchMesh(b, clusters, nil)
-		before := heapBytes()
+		before := fedtest.HeapBytes()
 		bm.load(services, endpoints, settleTime)
-		after := heapBytes()
+		after := fedtest.HeapBytes()
 		total := float64(clusters * services * endpoints)
 
 		// The sets are measured in a quiet process.
@@ -139,7 +138,7 @@ func BenchmarkHubMemory(b *testing.B) {
 		b.ReportMetric(float64(loaded)/total, "loaded-bytes/endpoint")
 		b.ReportMetric(float64(int64(after)-int64(before))/total, "process-bytes/endpoint")
 		b.Logf("hub set: %.1f MiB for %d endpoints as published (%.0f B/endpoint), %.1f MiB as loaded from its file (%.0f B/endpoint); whole process (hub + %d members): +%.1f MiB",
-			mib(published), int(total), float64(published)/total, mib(loaded), float64(loaded)/total, clusters, mib(after-before))
+			fedtest.MiB(published), int(total), float64(published)/total, fedtest.MiB(loaded), float64(loaded)/total, clusters, fedtest.MiB(after-before))
 	}
 }
 
@@ -197,13 +196,13 @@ func BenchmarkHubResync(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r, s, st := summarize(readies), summarize(syncs), summarize(stops)
-		b.ReportMetric(ms(s.max), "resync-ms")
-		b.ReportMetric(ms(s.p50), "resync-p50-ms")
-		b.ReportMetric(ms(r.max), "ready-ms")
-		b.ReportMetric(ms(st.max), "stop-ms")
-		b.ReportMetric(ms(open+load), "open+load-ms")
-		b.ReportMetric(ms(afterOutage), "resync-after-outage-ms")
+		r, s, st := fedtest.Summarize(readies), fedtest.Summarize(syncs), fedtest.Summarize(stops)
+		b.ReportMetric(fedtest.Ms(s.Max), "resync-ms")
+		b.ReportMetric(fedtest.Ms(s.P50), "resync-p50-ms")
+		b.ReportMetric(fedtest.Ms(r.Max), "ready-ms")
+		b.ReportMetric(fedtest.Ms(st.Max), "stop-ms")
+		b.ReportMetric(fedtest.Ms(open+load), "open+load-ms")
+		b.ReportMetric(fedtest.Ms(afterOutage), "resync-after-outage-ms")
 		b.Logf("%d restarts: ready %v, all synced %v, stop %v; after a %s outage all synced in %s; opening the store takes %s and loading its records %s",
 			restarts, readies, syncs, stops, outage, afterOutage, open, load)
 	}
@@ -337,7 +336,7 @@ func storedRecords(path string) ([][]byte, error) {
 // endpoints it counts.
 func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (uint64, int, error) {
 	verifier := registry.NewVerifier(mesh, ca)
-	before := heapBytes()
+	before := fedtest.HeapBytes()
 	set := registry.NewSet(false)
 	for _, b := range wire {
 		sr := new(registrypb.SignedRecord)
@@ -350,7 +349,7 @@ func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (uint
 		}
 		set.Apply([]registry.Verified{{Record: rec, Signed: sr}})
 	}
-	after := heapBytes()
+	after := fedtest.HeapBytes()
 	eps := 0
 	for _, s := range set.Summaries() {
 		eps += s.Endpoints
@@ -382,12 +381,12 @@ func loadedSetBytes(path string) (uint64, error) {
 		return 0, err
 	}
 	defer st.Close()
-	before := heapBytes()
+	before := fedtest.HeapBytes()
 	set, err := loadHubSet(st)
 	if err != nil {
 		return 0, err
 	}
-	after := heapBytes()
+	after := fedtest.HeapBytes()
 	runtime.KeepAlive(set)
 	return after - before, nil
 }
@@ -405,39 +404,3 @@ func timeLoad(path string) (open, load time.Duration, err error) {
 	_, err = loadHubSet(st)
 	return open, time.Since(start), err
 }
-
-// heapBytes is the live heap once collections stop freeing anything:
-// objects reachable from a finalizer survive a collection, so what an
-// earlier benchmark left behind can take a few cycles to go.
-func heapBytes() uint64 {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	var last uint64
-	for range 10 {
-		runtime.GC()
-		runtime.Gosched() // let the finalizer goroutine run
-		metrics.Read(sample)
-		now := sample[0].Value.Uint64()
-		if last != 0 && now+now/1000 >= last {
-			return now
-		}
-		last = now
-	}
-	return last
-}
-
-type stats struct{ p50, p99, max time.Duration }
-
-// summarize returns nearest-rank percentiles.
-func summarize(ds []time.Duration) stats {
-	if len(ds) == 0 {
-		return stats{}
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	rank := func(p int) time.Duration { return s[(len(s)*p+99)/100-1] }
-	return stats{p50: rank(50), p99: rank(99), max: s[len(s)-1]}
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func mib(b uint64) float64 { return float64(b) / (1 << 20) }

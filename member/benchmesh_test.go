@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,8 +14,6 @@ import (
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/member"
 	"github.com/federate/federate/registry"
-	"github.com/federate/federate/registry/registrypb"
-	"google.golang.org/protobuf/proto"
 )
 
 // benchMesh is the benchmarks' federation: a fedtest.Mesh with clusters
@@ -93,7 +89,7 @@ func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
 	defer cancel()
 	errs := make(chan error, len(bm.members))
 	for ci, m := range bm.members {
-		m.services = benchServices(ci, m.name, services, endpoints)
+		m.services = fedtest.BenchServices(ci, m.name, services, endpoints)
 		if bm.serviceName != nil {
 			for si, svc := range m.services {
 				svc.Name = bm.serviceName(ci, si)
@@ -117,35 +113,7 @@ func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
 // garbage) do not land in a measurement.
 func (bm *benchMesh) waitQuiet(timeout time.Duration) {
 	bm.tb.Helper()
-	const window = 500 * time.Millisecond
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(window)
-	defer tick.Stop()
-	start := time.Now()
-	last := cpuTime(bm.tb)
-	for {
-		select {
-		case <-deadline.C:
-			bm.tb.Fatalf("the process did not quiet down within %s", timeout)
-		case <-tick.C:
-		}
-		now := cpuTime(bm.tb)
-		if now-last < window/10 {
-			bm.tb.Logf("quiet %s after convergence", time.Since(start).Round(time.Millisecond))
-			return
-		}
-		last = now
-	}
-}
-
-// cpuTime is the CPU time this process has used.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fedtest.WaitQuiet(bm.tb, timeout)
 }
 
 // converged reports whether every member holds every owner's version and
@@ -201,55 +169,5 @@ func (bm *benchMesh) countSynced() int {
 // accurate to a few milliseconds (fedtest.Eventually polls every 20ms).
 func (bm *benchMesh) waitFor(timeout time.Duration, what string, cond func() bool) {
 	bm.tb.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			bm.tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
-// benchServices returns a cluster's services: each with one port and
-// endpoints that carry locality, network and SPIFFE ID, as a control plane
-// exports them.
-func benchServices(ci int, cluster string, services, endpoints int) []*registry.Service {
-	out := make([]*registry.Service, services)
-	for si := range services {
-		name := fmt.Sprintf("svc-%04d", si)
-		s := &registry.Service{
-			Hostname: name + ".bench.svc.cluster.local", Namespace: "bench", Name: name,
-			Ports: []*registry.Port{{Name: "http", Number: 8080, Protocol: "HTTP"}},
-		}
-		for ei := range endpoints {
-			n := si*endpoints + ei
-			s.Endpoints = append(s.Endpoints, &registry.Endpoint{
-				Address:  fmt.Sprintf("10.%d.%d.%d", ci, n/250, n%250+1),
-				Ports:    map[string]uint32{"http": 8080},
-				Locality: &registry.Locality{Region: "region-" + cluster, Zone: fmt.Sprintf("zone-%d", ei%3)},
-				Network:  "net-" + cluster, Health: registrypb.Health_HEALTHY,
-				SpiffeId: "spiffe://" + cluster + ".shop/ns/bench/sa/" + name,
-			})
-		}
-		out[si] = s
-	}
-	return out
-}
-
-// changeService returns a copy of s in which one endpoint moved to a new
-// address, as when a pod is replaced, and every endpoint carries the
-// change's sequence number as its pod-template-hash label. Update keeps the
-// services it is given, so they are never changed in place.
-func changeService(s *registry.Service, seq int) *registry.Service {
-	c := proto.Clone(s).(*registry.Service)
-	ep := c.Endpoints[seq%len(c.Endpoints)]
-	ep.Address = fmt.Sprintf("10.%d.%d.%d", 200+seq/62500, seq/250%250, seq%250+1)
-	for _, ep := range c.Endpoints {
-		ep.Labels = map[string]string{"pod-template-hash": strconv.Itoa(seq)}
-	}
-	return c
+	fedtest.WaitFor(bm.tb, timeout, what, cond)
 }

@@ -92,7 +92,7 @@ func BenchmarkScale100(b *testing.B) {
 	raiseOpenFiles(b, uint64(scaleClusters*openFilesPerCluster))
 	for range b.N {
 		rec := newApplyRecorder()
-		before := heapBytes()
+		before := fedtest.HeapBytes()
 		start := time.Now()
 		bm := newBenchMeshConfigured(b, scaleClusters, scaleTimers, rec.onApply, func(i int, c *member.Config) {
 			if os.Getenv("FEDERATE_SCALE_IMPORT_ALL") == "" {
@@ -103,7 +103,7 @@ func BenchmarkScale100(b *testing.B) {
 		bm.load(scaleServices, scaleEndpoints, 5*time.Minute)
 		bm.waitFor(2*time.Minute, "every cluster alive everywhere", bm.allAlive)
 		converge := time.Since(start)
-		processBytes := heapBytes() - before
+		processBytes := fedtest.HeapBytes() - before
 
 		b.ResetTimer()
 		lags, rate := bm.scaleChanges(b, rec)
@@ -112,16 +112,16 @@ func BenchmarkScale100(b *testing.B) {
 
 		hubBytes := bm.hubSetBytes(b)
 		endpoints := float64(scaleClusters * scaleServices * scaleEndpoints)
-		lat := summarize(lags)
-		b.ReportMetric(ms(lat.p50), "p50-ms")
-		b.ReportMetric(ms(lat.p99), "p99-ms")
+		lat := fedtest.Summarize(lags)
+		b.ReportMetric(fedtest.Ms(lat.P50), "p50-ms")
+		b.ReportMetric(fedtest.Ms(lat.P99), "p99-ms")
 		b.ReportMetric(float64(hubBytes)/endpoints, "hub-bytes/endpoint")
 		b.ReportMetric(float64(int64(processBytes)-int64(hubBytes))/float64(scaleClusters), "member-bytes")
 		b.ReportMetric(converge.Seconds(), "converge-s")
 		b.ReportMetric(dead.Seconds(), "dead-detect-s")
 		b.Logf("%d clusters converged in %s; %d applies at %.1f changes/s: p50 %s p99 %s max %s (slowest %v); hub %.1f MiB, process %.1f MiB; a stopped cluster down everywhere in %s",
-			scaleClusters, converge.Round(time.Millisecond), len(lags), rate, lat.p50, lat.p99, lat.max, rec.slowest(3),
-			mib(hubBytes), mib(processBytes), dead.Round(time.Millisecond))
+			scaleClusters, converge.Round(time.Millisecond), len(lags), rate, lat.P50, lat.P99, lat.Max, rec.slowest(3),
+			fedtest.MiB(hubBytes), fedtest.MiB(processBytes), dead.Round(time.Millisecond))
 	}
 }
 
@@ -138,7 +138,7 @@ func (bm *benchMesh) scaleChanges(b *testing.B, rec *applyRecorder) ([]time.Dura
 		owner := rng.IntN(scaleClusters)
 		bmem := bm.members[owner]
 		i := rng.IntN(scaleImportEach)
-		bmem.services[i] = changeService(bmem.services[i], seq)
+		bmem.services[i] = fedtest.ChangeService(bmem.services[i], seq)
 		rec.expectFrom(seq, bmem.name, scaleImportFrom, importersOf(owner))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := bmem.member.Update(ctx, fedtest.ClusterInfo(bmem.name), bmem.services)
