@@ -113,7 +113,6 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 
 // receive verifies, persists and applies records of other clusters.
 func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord, from string) {
-	scope := m.Imports()
 	var recs []registry.Verified
 	for _, sr := range signed {
 		rec, err := m.verifier.Verify(sr)
@@ -124,9 +123,6 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		if rec.GetCluster() == m.cfg.Cluster {
 			continue // we are the authority on our own slice
 		}
-		if !scope.Includes(rec.GetKey()) {
-			continue // a peer or an older hub that sends every service
-		}
 		recs = append(recs, registry.Verified{Record: rec, Signed: sr})
 	}
 	if len(recs) == 0 {
@@ -134,7 +130,9 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 	}
 	m.writeMu.Lock()
 	defer m.writeMu.Unlock()
-	fresh := m.set.Newer(recs)
+	// The imports are read under writeMu: records of an import dropped
+	// while they were on the way must not return after its withdrawal.
+	fresh := m.set.Newer(inScope(recs, m.Imports()))
 	fresh = m.acceptBundles(fresh, from)
 	if len(fresh) == 0 {
 		return
@@ -157,6 +155,12 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		}
 		m.cfg.OnApply(out)
 	}
+}
+
+// inScope keeps the records the member imports: a peer or an older hub
+// sends every service.
+func inScope(recs []registry.Verified, scope *registry.Scope) []registry.Verified {
+	return slices.DeleteFunc(recs, func(v registry.Verified) bool { return !scope.Includes(v.Record.GetKey()) })
 }
 
 // onDigest runs on the gossip goroutine: schedule a peer fetch if the digest
