@@ -9,12 +9,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/federate/federate/internal/retry"
 	"github.com/federate/federate/member"
@@ -27,10 +31,10 @@ import (
 // mounts: its SVID (GatewayCredentialFile) and the mesh CA (ca.pem).
 const DefaultGatewaySecret = "federate-gateway"
 
-// gatewaySecretCheck bounds the wait between two looks at the gateway
-// Secret, so that a deleted or edited Secret is put right without waiting
-// for the SVID's renew point.
-const gatewaySecretCheck = 30 * time.Second
+// gatewaySecretRecheck bounds the wait between two looks at the gateway
+// Secret when its watch brings no event: a watch the RBAC refuses still
+// leaves the Secret put right within minutes.
+const gatewaySecretRecheck = 5 * time.Minute
 
 // errForeignGatewaySecret is returned for a gateway Secret that the
 // control plane did not create: it is someone else's and is left alone.
@@ -40,14 +44,19 @@ func (k *Kube) gatewaySecretName() string { return cmp.Or(k.GatewaySecret, Defau
 
 // keepGatewaySecret keeps the gateway Secret holding a valid gateway SVID
 // and the mesh CA until ctx ends: the gateway runs in its own Pod, which
-// cannot read the control plane's volume. Only the leader runs it. Failed
-// writes are retried with the common backoff.
+// cannot read the control plane's volume. Only the leader runs it. The
+// Secret is watched, so that a deleted or edited one is put right at once
+// rather than at the SVID's renew point. Failed writes are retried with
+// the common backoff.
 func (k *Kube) keepGatewaySecret(ctx context.Context, m *member.Member, ttl time.Duration, log *slog.Logger) {
 	ref := k.Namespace + "/" + k.gatewaySecretName()
+	changed := make(chan struct{}, 1)
+	stop := k.watchGatewaySecret(changed, log)
+	defer stop()
 	backoff := retry.New(time.Second, time.Minute)
 	for {
 		renewAt, err := k.syncGatewaySecret(ctx, m, ttl, log)
-		wait := min(time.Until(renewAt), gatewaySecretCheck)
+		wait := min(time.Until(renewAt), gatewaySecretRecheck)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -57,9 +66,44 @@ func (k *Kube) keepGatewaySecret(ctx context.Context, m *member.Member, ttl time
 		} else {
 			backoff.Reset()
 		}
-		if !retry.Sleep(ctx, max(wait, 0), nil) {
+		if !retry.Sleep(ctx, max(wait, 0), changed) {
 			return
 		}
+	}
+}
+
+// watchGatewaySecret signals changed whenever the gateway Secret is
+// created, edited or deleted (our own writes included: a look at a Secret
+// that is right costs one read) until stop is called.
+func (k *Kube) watchGatewaySecret(changed chan<- struct{}, log *slog.Logger) (stop func()) {
+	factory := informers.NewSharedInformerFactoryWithOptions(k.Client, 0, informers.WithNamespace(k.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", k.gatewaySecretName()).String()
+		}))
+	inf := factory.Core().V1().Secrets().Informer()
+	var warned sync.Once
+	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		warned.Do(func() {
+			log.Warn("cannot watch the gateway Secret: it is checked every "+gatewaySecretRecheck.String()+" instead; grant list and watch on it (see deploy/controlplane/rbac.yaml)",
+				"secret", k.Namespace+"/"+k.gatewaySecretName(), "err", err)
+		})
+	})
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { notify() },
+		UpdateFunc: func(any, any) { notify() },
+		DeleteFunc: func(any) { notify() },
+	})
+	done := make(chan struct{})
+	factory.Start(done)
+	return func() {
+		close(done)
+		factory.Shutdown()
 	}
 }
 

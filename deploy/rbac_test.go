@@ -176,6 +176,15 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	if _, err := sa.CoreV1().Secrets("federate-system").Update(ctx, gw, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("rewrite the gateway Secret: %v", err)
 	}
+	gwOnly := metav1.ListOptions{FieldSelector: "metadata.name=federate-gateway"}
+	if _, err := sa.CoreV1().Secrets("federate-system").List(ctx, gwOnly); err != nil {
+		t.Fatalf("list the gateway Secret by name: %v", err)
+	}
+	w, err := sa.CoreV1().Secrets("federate-system").Watch(ctx, gwOnly)
+	if err != nil {
+		t.Fatalf("watch the gateway Secret: %v", err)
+	}
+	w.Stop()
 
 	// Leader election: its Lease, and a leader or standby label on its own
 	// Pod, in its namespace.
@@ -205,6 +214,8 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	denied := map[string]error{}
 	_, denied["read another Secret"] = sa.CoreV1().Secrets("federate-system").Get(ctx, "someone-elses", metav1.GetOptions{})
 	_, denied["list Secrets"] = sa.CoreV1().Secrets("federate-system").List(ctx, metav1.ListOptions{})
+	_, denied["watch Secrets"] = sa.CoreV1().Secrets("federate-system").Watch(ctx, metav1.ListOptions{})
+	_, denied["watch the membership Secret"] = sa.CoreV1().Secrets("federate-system").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=federate-membership"})
 	_, denied["read Secrets elsewhere"] = sa.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
 	// Create cannot be limited by name: the Role allows it in its own
 	// namespace only.
