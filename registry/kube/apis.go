@@ -25,6 +25,7 @@ type listers struct {
 	serviceEntries istiolisters.ServiceEntryLister
 	groups         istiolisters.WorkloadGroupLister
 	destinations   istiolisters.DestinationRuleLister
+	sidecars       istiolisters.SidecarLister // nil unless Config.OnIstioImports is set
 }
 
 // requiredAPIs are the custom resources the source watches, by group
@@ -47,7 +48,13 @@ func (s *Source) checkAPIs(ctx context.Context) error {
 	if _, err := s.kube.Discovery().ServerVersion(); err != nil {
 		return fmt.Errorf("kube: cannot reach the Kubernetes API at %s: %w; check the kubeconfig and that the cluster is up", s.cfg.Kube.Host, err)
 	}
-	for _, api := range requiredAPIs {
+	apis := requiredAPIs
+	if s.cfg.OnIstioImports != nil {
+		apis = append(slices.Clone(apis), requiredAPIs[1])
+		apis[len(apis)-1].resources = []string{"sidecars"}
+		apis[len(apis)-1].install = "install Istio, or its CRDs alone (kubectl apply -k deploy/crds/istio): importing what Sidecars name reads them"
+	}
+	for _, api := range apis {
 		list, err := s.kube.Discovery().ServerResourcesForGroupVersion(api.groupVersion)
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("kube: %s does not serve %s: %s", s.cfg.Kube.Host, api.groupVersion, api.install)
