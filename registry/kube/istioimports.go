@@ -157,11 +157,7 @@ func IstioImports(ctx context.Context, cfg *rest.Config, suffix string) ([]strin
 	for i := range svcs.Items {
 		o.services = append(o.services, &svcs.Items[i])
 	}
-	for _, se := range ses.Items {
-		o.serviceEntries = append(o.serviceEntries, se)
-	}
-	for _, sc := range scs.Items {
-		o.sidecars = append(o.sidecars, sc)
-	}
+	o.serviceEntries = append(o.serviceEntries, ses.Items...)
+	o.sidecars = append(o.sidecars, scs.Items...)
 	return o.imports(suffix), nil
 }
