@@ -121,14 +121,14 @@ func (c *ControlPlane) loadImports(ctx context.Context, dir *file.ImportDir) err
 		if err != nil {
 			return fmt.Errorf("controlplane: the imports of the config directory: %w", err)
 		}
-		c.imports.file = imports
+		c.setSourceImportsBeforeStart(func(s *importSources) { s.file = imports })
 	}
 	if c.cfg.ImportServiceImports {
 		hosts, err := kube.RequestedImports(ctx, c.cfg.Kube.Config, "")
 		if err != nil {
 			c.log.Warn("read the ServiceImports before starting: the imports they name follow once the informers sync", "err", err)
 		} else {
-			c.imports.kube = hosts
+			c.setSourceImportsBeforeStart(func(s *importSources) { s.kube = hosts })
 		}
 	}
 	if c.cfg.ImportIstio {
@@ -136,10 +136,16 @@ func (c *ControlPlane) loadImports(ctx context.Context, dir *file.ImportDir) err
 		if err != nil {
 			c.log.Warn("read the Istio Sidecars and Services before starting: the imports they name follow once the informers sync", "err", err)
 		} else {
-			c.imports.istio = hosts
+			c.setSourceImportsBeforeStart(func(s *importSources) { s.istio = hosts })
 		}
 	}
 	return nil
+}
+
+func (c *ControlPlane) setSourceImportsBeforeStart(set func(*importSources)) {
+	c.imports.mu.Lock()
+	set(&c.imports)
+	c.imports.mu.Unlock()
 }
 
 // followImportFile reads the config directory's imports every interval

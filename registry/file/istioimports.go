@@ -102,7 +102,15 @@ func EgressImports(client string, hosts []string, declared []Declared) []string 
 // see it. Sidecars that select workloads add what they name.
 func IstioImports(namespaces []string, root string, sidecars []Sidecar, declared []Declared) []string {
 	byNamespace := map[string][]Sidecar{}
-	var out []string
+	var out, everywhere []string
+	var restricted []Declared // those whose exportTo names namespaces
+	for _, d := range declared {
+		if len(d.ExportTo) == 0 || slices.Contains(d.ExportTo, registry.ExportToAll) {
+			everywhere = append(everywhere, d.Host)
+		} else {
+			restricted = append(restricted, d)
+		}
+	}
 	for _, sc := range sidecars {
 		if sc.Selects {
 			out = append(out, EgressImports(sc.Namespace, sc.Hosts, declared)...)
@@ -121,7 +129,10 @@ func IstioImports(namespaces []string, root string, sidecars []Sidecar, declared
 		if len(own) > 0 {
 			continue
 		}
-		for _, d := range declared {
+		// Every namespace sees most services: add those once, and check
+		// the others, few, namespace by namespace.
+		out, everywhere = append(out, everywhere...), nil
+		for _, d := range restricted {
 			if registry.ExportedTo(d.ExportTo, d.Namespace, ns) {
 				out = append(out, d.Host)
 			}
