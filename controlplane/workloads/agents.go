@@ -153,7 +153,9 @@ func (w *Server) Imports() []string {
 	out := []string{}
 	for _, e := range w.entries {
 		for _, h := range e.imports {
-			if registry.CheckImports([]string{h}) == nil {
+			// A hostname only: an agent never widens its cluster's
+			// imports to every service.
+			if h != registry.ImportAll && registry.CheckImports([]string{h}) == nil {
 				out = append(out, h)
 			}
 		}

@@ -28,13 +28,20 @@ type listers struct {
 	sidecars       istiolisters.SidecarLister // nil unless Config.OnIstioImports is set
 }
 
-// requiredAPIs are the custom resources the source watches, by group
-// version, and where their definitions come from when they are missing.
-var requiredAPIs = []struct {
+// requiredAPI names custom resources the source watches, by group version,
+// and where their definitions come from when they are missing.
+type requiredAPI struct {
 	groupVersion string
 	resources    []string
 	install      string
-}{
+}
+
+// sidecarAPI is required when Sidecars name imports (OnIstioImports).
+var sidecarAPI = requiredAPI{"networking.istio.io/v1", []string{"sidecars"},
+	"install Istio, or its CRDs alone (kubectl apply -k deploy/crds/istio): importing what Sidecars name reads them"}
+
+// requiredAPIs are the custom resources the source always watches.
+var requiredAPIs = []requiredAPI{
 	{"multicluster.x-k8s.io/v1beta1", []string{"serviceexports", "serviceimports"},
 		"install the MCS API CRDs (kubectl apply -k deploy/crds/mcs)"},
 	{"networking.istio.io/v1", []string{"serviceentries", "workloadentries", "workloadgroups", "destinationrules"},
@@ -50,9 +57,7 @@ func (s *Source) checkAPIs(ctx context.Context) error {
 	}
 	apis := requiredAPIs
 	if s.cfg.OnIstioImports != nil {
-		apis = append(slices.Clone(apis), requiredAPIs[1])
-		apis[len(apis)-1].resources = []string{"sidecars"}
-		apis[len(apis)-1].install = "install Istio, or its CRDs alone (kubectl apply -k deploy/crds/istio): importing what Sidecars name reads them"
+		apis = append(slices.Clone(apis), sidecarAPI)
 	}
 	for _, api := range apis {
 		list, err := s.kube.Discovery().ServerResourcesForGroupVersion(api.groupVersion)
