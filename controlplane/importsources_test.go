@@ -79,6 +79,16 @@ func TestIntegrationControlPlaneImportSources(t *testing.T) {
 
 	writeAtomically(t, imports, cartSidecarYAML)
 	fedtest.Eventually(t, 10*time.Second, "west to import cart, as the Sidecar names, instead", holds("cart"))
+	// A file that breaks keeps what it named while another file's
+	// imports still come and go.
+	writeAtomically(t, imports, strings.Replace(cartSidecarYAML, `"*/cart`, `"cart`, 1))
+	writeAtomically(t, filepath.Join(dir, "more.yaml"), serviceImportYAML)
+	fedtest.Eventually(t, 10*time.Second, "west to add order beside the broken file's cart", holds("cart", "order"))
+	if err := os.Remove(filepath.Join(dir, "more.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	fedtest.Eventually(t, 10*time.Second, "west to drop order with its file", holds("cart"))
+	writeAtomically(t, imports, cartSidecarYAML)
 
 	// A VM of west whose sidecar calls payment.
 	vmDir := t.TempDir()
