@@ -130,7 +130,15 @@ type Config struct {
 	// cluster's own ServiceImports (those federate does not manage) name:
 	// the cluster imports only what they and Imports name.
 	ImportServiceImports bool
-	Logger               *slog.Logger
+	// ImportIstio, with Kube, also imports what the cluster's Istio
+	// Sidecars (egress hosts) and its Services' and ServiceEntries'
+	// exportTo name, as Istio computes what each namespace reaches
+	// (file.IstioImports; docs/imports.md): the cluster imports only what
+	// the sources name. The config directory's ServiceImports and
+	// Sidecars are read without a setting: their presence scopes the
+	// cluster. The VM agents' outbound lists add to any scope.
+	ImportIstio bool
+	Logger      *slog.Logger
 }
 
 // ControlPlane is one cluster's control plane: its member of the
@@ -188,6 +196,10 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	if cfg.ImportServiceImports && cfg.Kube == nil {
 		return nil, errors.New("controlplane: importing what ServiceImports name needs a Kubernetes cluster (--kubeconfig or --in-cluster)")
+	}
+	if cfg.ImportIstio && cfg.Kube == nil {
+		return nil, errors.New("controlplane: importing what Istio Sidecars and exportTo name needs a Kubernetes cluster (--kubeconfig or --in-cluster); " +
+			"without one, write the Sidecars in the config directory")
 	}
 	if len(cfg.ServingNames) > membership.MaxServingNames {
 		return nil, fmt.Errorf("controlplane: %d serving names; the limit is %d", len(cfg.ServingNames), membership.MaxServingNames)
@@ -311,7 +323,13 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	}
 	xdsServer := xds.NewServer(ctx, c.log, xds.WithAuthorizer(authorizeXDS(own)))
 	var services grpcServices
-	c.loadKubeImports(ctx)
+	var importDir *file.ImportDir
+	if cfg.ConfigDir != "" {
+		importDir = file.NewImportDir(cfg.ConfigDir, c.log)
+	}
+	if err := c.loadImports(ctx, importDir); err != nil {
+		return err
+	}
 	m, err := c.newMember(ms, st, &services)
 	if err != nil {
 		return err
@@ -370,7 +388,15 @@ func (c *ControlPlane) run(ctx context.Context) error {
 			c.published.Store(true)
 		})
 	})
-	g.Go(func() error { return c.workloads.Run(ctx, func(s []*registry.Service) { p.publish(ctx, s) }) })
+	g.Go(func() error {
+		return c.workloads.Run(ctx, func(s []*registry.Service) {
+			p.publish(ctx, s)
+			c.setAgentImports(ctx, c.workloads.Imports())
+		})
+	})
+	if importDir != nil {
+		g.Go(func() error { c.followImportFile(ctx, importDir); return nil })
+	}
 	g.Go(func() error { return c.routing.Run(ctx) })
 	if cfg.IstioWrite {
 		g.Go(func() error { return c.runIstiod(ctx, m) })
@@ -410,11 +436,14 @@ func (c *ControlPlane) newSource(ctx context.Context, m *member.Member, st *stor
 	case cfg.Source != nil:
 		return cfg.Source, nil
 	case cfg.Kube != nil:
-		var onRequested func([]string)
+		var on kubeImports
 		if cfg.ImportServiceImports {
-			onRequested = func(hosts []string) { c.setKubeImports(ctx, hosts) }
+			on.requested = func(hosts []string) { c.setKubeImports(ctx, hosts) }
 		}
-		return cfg.Kube.newSource(cfg, m, st, onRequested)
+		if cfg.ImportIstio {
+			on.istio = func(hosts []string) { c.setIstioImports(ctx, hosts) }
+		}
+		return cfg.Kube.newSource(cfg, m, st, on)
 	}
 	td := cfg.TrustDomain
 	if td == "" {

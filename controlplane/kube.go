@@ -244,13 +244,17 @@ type kubeSource struct {
 	log      *slog.Logger
 }
 
-func (k *Kube) newSource(cfg Config, m *member.Member, st *store.Store, onRequested func([]string)) (*kubeSource, error) {
+// kubeImports receive what the cluster's objects name to import; nil
+// when not asked for.
+type kubeImports struct{ requested, istio func(hosts []string) }
+
+func (k *Kube) newSource(cfg Config, m *member.Member, st *store.Store, on kubeImports) (*kubeSource, error) {
 	td := cfg.TrustDomain
 	if td == "" {
 		td = registry.DefaultTrustDomain(cfg.Cluster, m.Mesh())
 	}
 	src, err := kube.New(kube.Config{Kube: k.Config, Cluster: cfg.Cluster, Network: cfg.Network, Locality: cfg.Locality, TrustDomain: td,
-		OnRequestedImports: onRequested, Logger: cfg.Logger})
+		OnRequestedImports: on.requested, OnIstioImports: on.istio, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -296,8 +296,8 @@ func TestOverlaysNameTheirCluster(t *testing.T) {
 			if svc.Labels["topology.istio.io/network"] != "net-"+c {
 				t.Errorf("the gateway Service's network label is %q", svc.Labels["topology.istio.io/network"])
 			}
-			if len(m.ofKind("CustomResourceDefinition")) != 6 {
-				t.Errorf("%d CRDs, want MCS's 2 and Istio's 4", len(m.ofKind("CustomResourceDefinition")))
+			if len(m.ofKind("CustomResourceDefinition")) != 7 {
+				t.Errorf("%d CRDs, want MCS's 2 and Istio's 5", len(m.ofKind("CustomResourceDefinition")))
 			}
 			checkImages(t, m, repo, tag)
 			checkPods(t, m, true)

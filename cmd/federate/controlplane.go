@@ -19,7 +19,7 @@ import (
 type controlPlaneFlags struct {
 	cluster, network, locality, dataDir, configDir, listen, advertise, gossipBind, gossipProfile, gateway string
 	trustDomain, cacerts, gatewayCred, internalHost, servingNames, imports                                string
-	istioWrite, importServiceImports                                                                      bool
+	istioWrite, importServiceImports, importIstio                                                         bool
 	maxSVIDTTL, refreshHint, vmGrace, vmSVIDTTL                                                           time.Duration
 	timers                                                                                                timerFlags
 	logs                                                                                                  cli.LogFlags
@@ -62,6 +62,8 @@ func controlPlaneCommand() *cobra.Command {
 		"(the default): the hub then sends only those services, and every cluster's gateways and trust (docs/imports.md)")
 	fs.BoolVar(&f.importServiceImports, "import-service-imports", false, "with a Kubernetes cluster: import only the services that --import and the cluster's own\n"+
 		"ServiceImports (those federate does not manage) name (docs/imports.md)")
+	fs.BoolVar(&f.importIstio, "import-istio", false, "with a Kubernetes cluster: import only the services that --import and the cluster's Istio\n"+
+		"Sidecars (egress hosts) and its Services' and ServiceEntries' exportTo name (docs/imports.md)")
 	fs.BoolVar(&f.istioWrite, "istio-write", false, "with a Kubernetes cluster: write ServiceEntries, WorkloadEntries and gateway Services\n"+
 		"so that the cluster's unmodified istiod sends its sidecars to the other clusters' services\n"+
 		"through their federate gateways (docs/istio.md)")
@@ -121,6 +123,11 @@ func runControlPlane(c *cobra.Command, f *controlPlaneFlags) error {
 		return cli.Usagef("--import-service-imports reads the ServiceImports of a Kubernetes cluster: add --kubeconfig F or --in-cluster")
 	}
 	cfg.ImportServiceImports = f.importServiceImports
+	if f.importIstio && !f.kubernetes() {
+		return cli.Usagef("--import-istio reads the Sidecars, Services and ServiceEntries of a Kubernetes cluster: add --kubeconfig F or --in-cluster, " +
+			"or write the Sidecars in the --config-dir")
+	}
+	cfg.ImportIstio = f.importIstio
 	if f.kubernetes() {
 		if cfg.Kube, err = f.kube.connect(); err != nil {
 			if errors.Is(err, errNoKubeconfig) {

@@ -86,7 +86,7 @@ func TestHelpIsComplete(t *testing.T) {
 			"--advertise", "--gossip-profile", "--internal-host", "--trust-domain", "--cacerts", "--max-svid-ttl", "--bundle-refresh-hint",
 			"--gateway-credential", "--vm-grace", "--vm-svid-ttl", "--kubeconfig", "--in-cluster", "--kube-namespace", "--membership-secret",
 			"--gateway-service", "--gateway-secret", "--log-level", "--log-format", "--metrics-listen", "--serving-name", "--istio-write", "--context", "-n",
-			"--leader-elect", "--leader-elect-resource-name", "--leader-elect-lease-duration", "--pod-name", "--import", "--import-service-imports"},
+			"--leader-elect", "--leader-elect-resource-name", "--leader-elect-lease-duration", "--pod-name", "--import", "--import-service-imports", "--import-istio"},
 		"status":          {"--hub", "--server", "-o", "--credential", "--ca"},
 		"lab up":          {"--dir", "--clusters", "--isolate", "--log-level"},
 		"lab verify":      {"--dir"},

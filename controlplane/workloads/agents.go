@@ -134,6 +134,7 @@ func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *
 	e.appPorts = maps.Clone(t.GetPorts())
 	e.weight = t.GetWeight()
 	e.inboundPort = reg.GetInboundPort()
+	e.imports = slices.Clone(reg.GetImports())
 	e.probed = reg.GetProbed()
 	if e.streams == 0 {
 		e.healthy = false // a probed entry waits for its first report
@@ -141,6 +142,26 @@ func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *
 	e.streams++
 	w.changeLocked()
 	return key
+}
+
+// Imports returns, sorted, the services the agents of the entries the
+// server holds (connected, or disconnected within the grace period) have
+// outbound listeners for: what the cluster must import for its VMs.
+func (w *Server) Imports() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := []string{}
+	for _, e := range w.entries {
+		for _, h := range e.imports {
+			// A hostname only: an agent never widens its cluster's
+			// imports to every service.
+			if h != registry.ImportAll && registry.CheckImports([]string{h}) == nil {
+				out = append(out, h)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (w *Server) disconnect(key string) {

@@ -110,6 +110,7 @@ type workloadEntry struct {
 	id                     spiffeid.ID
 	weight                 uint32
 	inboundPort            uint32
+	imports                []string // the services the agent has outbound listeners for
 	probed                 bool
 	healthy                bool
 	healthMessage          string

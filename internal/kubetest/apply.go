@@ -148,10 +148,10 @@ func (c *Cluster) InstallCRDs(t testing.TB) {
 	c.ApplyFiles(t,
 		filepath.Join(dir, "mcs", "serviceexports.yaml"), filepath.Join(dir, "mcs", "serviceimports.yaml"),
 		filepath.Join(dir, "istio", "destinationrules.yaml"), filepath.Join(dir, "istio", "serviceentries.yaml"), filepath.Join(dir, "istio", "workloadentries.yaml"),
-		filepath.Join(dir, "istio", "workloadgroups.yaml"))
+		filepath.Join(dir, "istio", "workloadgroups.yaml"), filepath.Join(dir, "istio", "sidecars.yaml"))
 	for _, r := range []struct{ gv, res string }{
 		{"multicluster.x-k8s.io/v1beta1", "serviceexports"}, {"multicluster.x-k8s.io/v1beta1", "serviceimports"},
-		{"networking.istio.io/v1", "destinationrules"}, {"networking.istio.io/v1", "serviceentries"}, {"networking.istio.io/v1", "workloadentries"}, {"networking.istio.io/v1", "workloadgroups"},
+		{"networking.istio.io/v1", "destinationrules"}, {"networking.istio.io/v1", "serviceentries"}, {"networking.istio.io/v1", "workloadentries"}, {"networking.istio.io/v1", "workloadgroups"}, {"networking.istio.io/v1", "sidecars"},
 	} {
 		c.WaitForResource(t, r.gv, r.res)
 	}

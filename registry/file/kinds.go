@@ -24,6 +24,7 @@ const (
 	KindSidecar             = "Sidecar"
 	KindAuthorizationPolicy = "AuthorizationPolicy"
 	KindServiceExport       = "ServiceExport"
+	KindServiceImport       = "ServiceImport"
 )
 
 // serviceExportVersion is the MCS API version of a ServiceExport that
@@ -67,6 +68,10 @@ var knownKinds = map[string]map[string]newObject{
 	KindServiceExport: {
 		serviceExportVersion:                    func() runtime.Object { return new(mcsv1beta1.ServiceExport) },
 		mcsv1alpha1.SchemeGroupVersion.String(): func() runtime.Object { return new(mcsv1alpha1.ServiceExport) },
+	},
+	KindServiceImport: {
+		serviceExportVersion:                    func() runtime.Object { return new(mcsv1beta1.ServiceImport) },
+		mcsv1alpha1.SchemeGroupVersion.String(): func() runtime.Object { return new(mcsv1alpha1.ServiceImport) },
 	},
 }
 

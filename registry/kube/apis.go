@@ -25,15 +25,23 @@ type listers struct {
 	serviceEntries istiolisters.ServiceEntryLister
 	groups         istiolisters.WorkloadGroupLister
 	destinations   istiolisters.DestinationRuleLister
+	sidecars       istiolisters.SidecarLister // nil unless Config.OnIstioImports is set
 }
 
-// requiredAPIs are the custom resources the source watches, by group
-// version, and where their definitions come from when they are missing.
-var requiredAPIs = []struct {
+// requiredAPI names custom resources the source watches, by group version,
+// and where their definitions come from when they are missing.
+type requiredAPI struct {
 	groupVersion string
 	resources    []string
 	install      string
-}{
+}
+
+// sidecarAPI is required when Sidecars name imports (OnIstioImports).
+var sidecarAPI = requiredAPI{"networking.istio.io/v1", []string{"sidecars"},
+	"install Istio, or its CRDs alone (kubectl apply -k deploy/crds/istio): importing what Sidecars name reads them"}
+
+// requiredAPIs are the custom resources the source always watches.
+var requiredAPIs = []requiredAPI{
 	{"multicluster.x-k8s.io/v1beta1", []string{"serviceexports", "serviceimports"},
 		"install the MCS API CRDs (kubectl apply -k deploy/crds/mcs)"},
 	{"networking.istio.io/v1", []string{"serviceentries", "workloadentries", "workloadgroups", "destinationrules"},
@@ -47,7 +55,11 @@ func (s *Source) checkAPIs(ctx context.Context) error {
 	if _, err := s.kube.Discovery().ServerVersion(); err != nil {
 		return fmt.Errorf("kube: cannot reach the Kubernetes API at %s: %w; check the kubeconfig and that the cluster is up", s.cfg.Kube.Host, err)
 	}
-	for _, api := range requiredAPIs {
+	apis := requiredAPIs
+	if s.cfg.OnIstioImports != nil {
+		apis = append(slices.Clone(apis), sidecarAPI)
+	}
+	for _, api := range apis {
 		list, err := s.kube.Discovery().ServerResourcesForGroupVersion(api.groupVersion)
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("kube: %s does not serve %s: %s", s.cfg.Kube.Host, api.groupVersion, api.install)

@@ -72,6 +72,12 @@ type Config struct {
 	// informers synced and whenever they change; it runs on Run's
 	// goroutine. The source then leaves those ServiceImports alone quietly.
 	OnRequestedImports func(hosts []string)
+	// OnIstioImports, if set, receives the hostnames that the cluster's
+	// Istio Sidecars and its Services' and ServiceEntries' exportTo name
+	// (istioimports.go) after the informers synced and whenever they
+	// change; it runs on Run's goroutine. The source then also watches
+	// Sidecars, which the cluster must serve.
+	OnIstioImports func(hosts []string)
 	// Logger receives the source's reports; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -198,13 +204,18 @@ func (s *Source) Run(ctx context.Context, onChange func([]*registry.Service)) er
 		UpdateFunc: func(any, any) { s.signal() },
 		DeleteFunc: func(any) { s.signal() },
 	}
-	for _, i := range []cache.SharedIndexInformer{
+	informers := []cache.SharedIndexInformer{
 		kf.Core().V1().Services().Informer(), kf.Discovery().V1().EndpointSlices().Informer(),
 		kf.Core().V1().Namespaces().Informer(), kf.Core().V1().Nodes().Informer(),
 		mf.Multicluster().V1beta1().ServiceExports().Informer(), mf.Multicluster().V1beta1().ServiceImports().Informer(),
 		inf.Networking().V1().WorkloadEntries().Informer(), inf.Networking().V1().WorkloadGroups().Informer(),
 		inf.Networking().V1().DestinationRules().Informer(), inf.Networking().V1().ServiceEntries().Informer(),
-	} {
+	}
+	if s.cfg.OnIstioImports != nil {
+		l.sidecars = inf.Networking().V1().Sidecars().Lister()
+		informers = append(informers, inf.Networking().V1().Sidecars().Informer())
+	}
+	for _, i := range informers {
 		if _, err := i.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("kube: informer: %w", err)
 		}
@@ -250,7 +261,7 @@ func allSynced[K comparable](m map[K]bool) bool {
 // loop recomputes after every change and retries failed writes.
 func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry.Service)) error {
 	var published []*registry.Service
-	var requests []string
+	var requests, istioImports []string
 	first := true
 	retryTimer := time.NewTimer(time.Hour)
 	retryTimer.Stop()
@@ -266,6 +277,7 @@ func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry
 			onChange(cloneAll(services))
 		}
 		requests = s.reportRequested(l, requests, first)
+		istioImports = s.reportIstio(l, istioImports, first)
 		if first {
 			first = false
 			close(s.synced)
