@@ -118,7 +118,7 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 		if d.err != nil {
 			return false, d.err
 		}
-		return false, h.dst.CloseWrite() // d.eof
+		return false, endWrite(h) // d.eof
 	}
 }
 
