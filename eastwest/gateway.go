@@ -197,7 +197,7 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	if g.cfg.ReturnMemoryEvery > 0 {
 		wg.Go(func() { g.returnMemory(memCtx, g.cfg.ReturnMemoryEvery) })
 	}
-	err := g.accept(ctx, lis, func(c *net.TCPConn) {
+	err := g.accept(ctx, lis, func(c socket) {
 		wg.Add(1)
 		g.work.run(func() {
 			defer wg.Done()

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,7 +17,7 @@ import (
 type relayed struct {
 	g        *Gateway
 	wg       *sync.WaitGroup // counts each half until it ends, parked or not
-	client   *net.TCPConn
+	client   socket
 	upstream atomic.Pointer[socket]
 	left     atomic.Int32 // directions still copying
 	closed   atomic.Bool
@@ -56,7 +56,7 @@ func (r *relayed) close() {
 
 // serveConn routes one client connection and starts its relay; wg counts
 // the relay's goroutines.
-func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
+func (g *Gateway) serveConn(ctx context.Context, client socket, wg *sync.WaitGroup) {
 	r := &relayed{g: g, wg: wg, client: client}
 	// Closing ends every phase: the hello read, the relay.
 	if !g.conns.add(r) {
@@ -123,7 +123,7 @@ func (g *Gateway) endHalf(h *half) {
 // connect reads the ClientHello, routes it and connects to an upstream
 // that has received the hello (and whatever the client sent after it). It counts and logs a refusal and returns
 // false; the caller closes the client.
-func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (socket, bool) {
+func (g *Gateway) connect(ctx context.Context, client socket) (socket, bool) {
 	var h helloRead
 	defer h.release()
 	if err := g.readHello(client, &h); err != nil {
@@ -178,7 +178,10 @@ func refusalFor(err error, n int) Refusal {
 }
 
 // refuse counts a refusal; the caller closes the connection.
-func (g *Gateway) refuse(c *net.TCPConn, r Refusal, serverName string, err error) {
+func (g *Gateway) refuse(c socket, r Refusal, serverName string, err error) {
 	g.stats.refused[r].Add(1)
-	g.log.Debug("refused", "reason", r, "client", c.RemoteAddr(), "sni", serverName, "err", err)
+	// The client's address costs a system call: only when logged.
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("refused", "reason", r, "client", peerAddr(c), "sni", serverName, "err", err)
+	}
 }
