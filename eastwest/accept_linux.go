@@ -55,8 +55,7 @@ type accepted struct {
 
 func (a *accepted) accept(lfd uintptr) bool {
 	for {
-		fd, _, errno := syscall.Syscall6(syscall.SYS_ACCEPT4, lfd, 0, 0,
-			syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		fd, errno := sysAccept4(lfd)
 		switch errno {
 		case 0:
 			a.fd = int(fd)

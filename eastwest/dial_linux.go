@@ -25,23 +25,22 @@ func (g *Gateway) connectAndSend(ctx context.Context, addr string, first []byte)
 	if err != nil || ap.Addr().Zone() != "" {
 		return g.dialAndSend(ctx, addr, first)
 	}
-	family, sa := syscall.AF_INET, syscall.Sockaddr(nil)
-	if ip := ap.Addr().Unmap(); ip.Is4() {
-		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
-	} else {
-		family, sa = syscall.AF_INET6, &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
+	ip := ap.Addr().Unmap()
+	family := syscall.AF_INET
+	if !ip.Is4() {
+		family = syscall.AF_INET6
 	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	fd, err := sysSocket(family)
 	if err != nil {
 		return nil, dialError(addr, "socket", err)
 	}
 	// As Go does for every TCP connection: relayed pieces must not wait
 	// for the ACK of the one before.
-	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+	if err := sysNoDelay(fd); err != nil {
 		syscall.Close(fd)
 		return nil, dialError(addr, "setsockopt", err)
 	}
-	switch err := syscall.Connect(fd, sa); err {
+	switch err := sysConnect(fd, ip.AsSlice(), ap.Port()); err {
 	case nil, syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
 	default:
 		syscall.Close(fd)
@@ -105,7 +104,7 @@ type sender struct {
 
 func (s *sender) write(fd uintptr) bool {
 	for len(s.rest) > 0 {
-		n, err := syscall.Write(int(fd), s.rest)
+		n, err := sysWrite(int(fd), s.rest)
 		switch {
 		case err == syscall.EINTR:
 		case err == syscall.EAGAIN:
@@ -127,7 +126,7 @@ func shutdownWrite(s socket) error {
 		return err
 	}
 	var serr error
-	if err := raw.Control(func(fd uintptr) { serr = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { serr = sysShutdownWrite(int(fd)) }); err != nil {
 		return err
 	}
 	if serr != nil {

@@ -21,7 +21,7 @@ func (h *helloRead) read(fd uintptr) bool {
 	have := copy(*buf, h.partial)
 	kept := have // the bytes partial holds
 	for {
-		n, err := syscall.Read(int(fd), (*buf)[have:])
+		n, err := sysRead(int(fd), (*buf)[have:])
 		switch {
 		case err == syscall.EINTR:
 			continue
