@@ -20,14 +20,23 @@ const (
 
 // accept hands each accepted connection to handle until lis fails or ctx
 // is done.
-func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(*net.TCPConn)) error {
+func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(socket)) error {
 	var backoff time.Duration
 	var pausedAt time.Time
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
 	defer wait.Stop()
+	next, stop, err := acceptor(lis)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // lis closed already
+		}
+		return fmt.Errorf("eastwest: accept: %w", err)
+	}
+	defer stop()
+	defer context.AfterFunc(ctx, stop)()
 	for {
-		c, err := lis.AcceptTCP()
+		c, err := next()
 		if err == nil {
 			if backoff > 0 {
 				backoff = 0

@@ -14,5 +14,5 @@ func copyConn(h *half, _ *parker) (parked bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return false, h.dst.CloseWrite()
+	return false, endWrite(h)
 }

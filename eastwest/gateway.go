@@ -40,11 +40,13 @@ type Config struct {
 	// the gateway stops accepting; then they are closed.
 	DrainTimeout time.Duration
 	// ReturnMemoryEvery is the least time between two returns of memory
-	// to the OS. Every second the gateway checks whether 512 or more
-	// connections closed, or 512 directions of idle connections parked,
-	// since the last return, or 64 MiB of heap lie free: then it calls
-	// debug.FreeOSMemory (which affects the whole process). Negative turns
-	// it off.
+	// to the OS during a burst of connections. Every second the gateway
+	// checks whether 512 or more connections closed, or 512 directions of
+	// idle connections parked, since the last return, or 64 MiB of heap
+	// lie free; or whether a burst of 64 or more of those ended: then it
+	// calls debug.FreeOSMemory (which affects the whole process). A burst
+	// that had a return in its middle gets one more at its end, however
+	// soon. Negative turns it off.
 	ReturnMemoryEvery time.Duration
 	// Outlier configures passive ejection of endpoints that fail to connect.
 	Outlier OutlierConfig
@@ -197,7 +199,7 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	if g.cfg.ReturnMemoryEvery > 0 {
 		wg.Go(func() { g.returnMemory(memCtx, g.cfg.ReturnMemoryEvery) })
 	}
-	err := g.accept(ctx, lis, func(c *net.TCPConn) {
+	err := g.accept(ctx, lis, func(c socket) {
 		wg.Add(1)
 		g.work.run(func() {
 			defer wg.Done()

@@ -4,7 +4,6 @@ package eastwest
 
 import (
 	"errors"
-	"net"
 	"time"
 
 	"github.com/federate/federate/eastwest/sni"
@@ -13,7 +12,7 @@ import (
 // readHello reads until c has sent a whole ClientHello, within
 // HelloTimeout of now. Without raw non-blocking reads it holds a scratch
 // buffer while it waits.
-func (g *Gateway) readHello(c *net.TCPConn, h *helloRead) error {
+func (g *Gateway) readHello(c socket, h *helloRead) error {
 	if err := c.SetReadDeadline(time.Now().Add(g.cfg.HelloTimeout)); err != nil {
 		return err
 	}

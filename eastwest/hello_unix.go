@@ -5,7 +5,6 @@ package eastwest
 import (
 	"errors"
 	"io"
-	"net"
 	"syscall"
 	"time"
 
@@ -22,7 +21,7 @@ func (h *helloRead) read(fd uintptr) bool {
 	have := copy(*buf, h.partial)
 	kept := have // the bytes partial holds
 	for {
-		n, err := syscall.Read(int(fd), (*buf)[have:])
+		n, err := sysRead(int(fd), (*buf)[have:])
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -58,7 +57,7 @@ func (h *helloRead) read(fd uintptr) bool {
 // readHello reads until c has sent a whole ClientHello, within
 // HelloTimeout of now. On success the caller forwards h.bytes() and
 // calls h.release.
-func (g *Gateway) readHello(c *net.TCPConn, h *helloRead) error {
+func (g *Gateway) readHello(c socket, h *helloRead) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err

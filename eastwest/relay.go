@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/federate/federate/eastwest/sni"
 )
@@ -18,8 +17,8 @@ import (
 type relayed struct {
 	g        *Gateway
 	wg       *sync.WaitGroup // counts each half until it ends, parked or not
-	client   *net.TCPConn
-	upstream atomic.Pointer[net.TCPConn]
+	client   socket
+	upstream atomic.Pointer[socket]
 	left     atomic.Int32 // directions still copying
 	closed   atomic.Bool
 	started  atomic.Bool // halves are set: close and the sweeper may read them
@@ -29,7 +28,7 @@ type relayed struct {
 // half is one direction of a relayed connection.
 type half struct {
 	r        *relayed
-	dst, src *net.TCPConn
+	dst, src socket
 	bytes    *atomic.Uint64
 
 	// What the parker (park_linux.go) needs.
@@ -51,13 +50,13 @@ func (r *relayed) close() {
 	}
 	r.client.Close()
 	if u := r.upstream.Load(); u != nil {
-		u.Close()
+		(*u).Close()
 	}
 }
 
 // serveConn routes one client connection and starts its relay; wg counts
 // the relay's goroutines.
-func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.WaitGroup) {
+func (g *Gateway) serveConn(ctx context.Context, client socket, wg *sync.WaitGroup) {
 	r := &relayed{g: g, wg: wg, client: client}
 	// Closing ends every phase: the hello read, the relay.
 	if !g.conns.add(r) {
@@ -70,7 +69,7 @@ func (g *Gateway) serveConn(ctx context.Context, client *net.TCPConn, wg *sync.W
 		g.stats.active.Add(-1)
 		return
 	}
-	r.upstream.Store(upstream)
+	r.upstream.Store(&upstream)
 	r.halves[0] = half{r: r, dst: upstream, src: client, bytes: &g.stats.bytesToUpstream}
 	r.halves[1] = half{r: r, dst: client, src: upstream, bytes: &g.stats.bytesToClient}
 	r.started.Store(true)
@@ -99,6 +98,17 @@ func (g *Gateway) copyHalf(h *half) {
 	g.endHalf(h)
 }
 
+// endWrite passes the end of h's source on to its destination (a FIN),
+// unless the other direction has ended already: then endHalf closes both
+// sockets next, and the close sends the FIN, so a shutdown first would
+// cost a system call for nothing.
+func endWrite(h *half) error {
+	if h.r.left.Load() == 1 {
+		return nil
+	}
+	return closeWrite(h.dst)
+}
+
 // endHalf counts a direction's end; the last one closes the connection.
 func (g *Gateway) endHalf(h *half) {
 	r := h.r
@@ -111,9 +121,9 @@ func (g *Gateway) endHalf(h *half) {
 }
 
 // connect reads the ClientHello, routes it and connects to an upstream
-// that has received the hello. It counts and logs a refusal and returns
+// that has received the hello (and whatever the client sent after it). It counts and logs a refusal and returns
 // false; the caller closes the client.
-func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPConn, bool) {
+func (g *Gateway) connect(ctx context.Context, client socket) (socket, bool) {
 	var h helloRead
 	defer h.release()
 	if err := g.readHello(client, &h); err != nil {
@@ -134,7 +144,7 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 		g.refuse(client, reason, hello.ServerName, err)
 		return nil, false
 	}
-	upstream, err := g.dial(ctx, route.Endpoints)
+	upstream, err := g.dial(ctx, route.Endpoints, h.bytes())
 	if err != nil {
 		reason := RefusedNoUpstream
 		if resourceExhausted(err) {
@@ -143,15 +153,6 @@ func (g *Gateway) connect(ctx context.Context, client *net.TCPConn) (*net.TCPCon
 		g.refuse(client, reason, hello.ServerName, err)
 		return nil, false
 	}
-	// A few kilobytes fit the socket buffer of a fresh connection; the
-	// deadline only guards against an upstream that accepts and stalls.
-	upstream.SetWriteDeadline(time.Now().Add(g.cfg.ConnectTimeout))
-	if _, err := upstream.Write(h.bytes()); err != nil {
-		upstream.Close()
-		g.refuse(client, RefusedNoUpstream, hello.ServerName, err)
-		return nil, false
-	}
-	upstream.SetWriteDeadline(time.Time{})
 	g.stats.bytesToUpstream.Add(uint64(h.n))
 	g.stats.relayed.Add(1)
 	return upstream, true
@@ -177,73 +178,10 @@ func refusalFor(err error, n int) Refusal {
 }
 
 // refuse counts a refusal; the caller closes the connection.
-func (g *Gateway) refuse(c *net.TCPConn, r Refusal, serverName string, err error) {
+func (g *Gateway) refuse(c socket, r Refusal, serverName string, err error) {
 	g.stats.refused[r].Add(1)
-	g.log.Debug("refused", "reason", r, "client", c.RemoteAddr(), "sni", serverName, "err", err)
-}
-
-// dial connects to the first endpoint that accepts, trying at most
-// ConnectAttempts of them and skipping ejected ones, unless all are.
-func (g *Gateway) dial(ctx context.Context, endpoints []string) (*net.TCPConn, error) {
-	skipEjected := false
-	for _, addr := range endpoints {
-		if !g.outliers.ejected(addr) {
-			skipEjected = true
-			break
-		}
-	}
-	attempts := 0
-	err := errNoEndpoints
-	for _, addr := range endpoints {
-		if attempts == g.cfg.ConnectAttempts {
-			break
-		}
-		if skipEjected && g.outliers.ejected(addr) {
-			continue
-		}
-		attempts++
-		c, derr := g.dialWaitingForFDs(ctx, addr)
-		if derr == nil {
-			g.outliers.succeeded(addr)
-			return c, nil
-		}
-		if ctx.Err() != nil || resourceExhausted(derr) {
-			// The drain or this process's own limits ended it, not the
-			// endpoint: no outlier accounting.
-			return nil, derr
-		}
-		err = derr
-		g.stats.connectFailures.Add(1)
-		if g.outliers.failed(addr) {
-			g.stats.ejections.Add(1)
-			g.log.Info("endpoint ejected", "endpoint", addr, "for", g.cfg.Outlier.EjectionTime, "err", derr)
-		}
-	}
-	return nil, err
-}
-
-// dialWaitingForFDs connects to addr. When the process is out of file
-// descriptors it tries again, backing off as accept does, for up to
-// ConnectTimeout: the accepted client waits for a descriptor to free up
-// rather than being refused.
-func (g *Gateway) dialWaitingForFDs(ctx context.Context, addr string) (*net.TCPConn, error) {
-	deadline := time.Now().Add(g.cfg.ConnectTimeout)
-	var backoff time.Duration
-	for {
-		c, err := g.dialer.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return c.(*net.TCPConn), nil
-		}
-		backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-		if !resourceExhausted(err) || time.Now().Add(backoff).After(deadline) {
-			return nil, err
-		}
-		wait := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			wait.Stop()
-			return nil, err
-		case <-wait.C:
-		}
+	// The client's address costs a system call: only when logged.
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("refused", "reason", r, "client", peerAddr(c), "sni", serverName, "err", err)
 	}
 }

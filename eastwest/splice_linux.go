@@ -118,7 +118,7 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 		if d.err != nil {
 			return false, d.err
 		}
-		return false, h.dst.CloseWrite() // d.eof
+		return false, endWrite(h) // d.eof
 	}
 }
 
@@ -181,7 +181,7 @@ func (d *direction) fill(fd uintptr) bool {
 			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
 			n = int(n64)
 		} else {
-			n, err = syscall.Read(int(fd), *d.buf)
+			n, err = sysRead(int(fd), *d.buf)
 		}
 		if err != syscall.EINTR {
 			break
@@ -222,7 +222,7 @@ func (d *direction) flush(fd uintptr) bool {
 			n64, err = syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pending, spliceMove|spliceNonblock)
 			n = int(n64)
 		} else {
-			n, err = syscall.Write(int(fd), (*d.buf)[d.off:d.off+d.pending])
+			n, err = sysWrite(int(fd), (*d.buf)[d.off:d.off+d.pending])
 		}
 		switch {
 		case err == syscall.EINTR:
