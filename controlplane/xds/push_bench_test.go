@@ -21,7 +21,9 @@ const benchServices = 1000
 
 var benchTypes = []string{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType}
 
-// benchService is service i with two endpoints; gen moves the first.
+// benchService is service i with two endpoints; gen, the number of times
+// it changed, moves the first: two generations in a row never share an
+// address, or the change would be no change and nothing would be pushed.
 func benchService(i, gen int) *registry.Service {
 	port := map[string]uint32{"grpc": 9090}
 	return &registry.Service{
@@ -89,7 +91,7 @@ func benchPush(b *testing.B, delta bool) {
 	for i := range b.N {
 		b.StopTimer()
 		changed := i % benchServices
-		services[changed] = benchService(changed, i+1)
+		services[changed] = benchService(changed, i/benchServices+1)
 		c, err := BuildClients(ClientsInput{Version: fmt.Sprint(version + 1), Cluster: "east", Network: "n",
 			Reuse: reuse,
 			Views: []ClusterView{{Name: "east", Info: info, Services: services}}})
