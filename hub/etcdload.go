@@ -19,14 +19,14 @@ const etcdPageKeys = 2000
 // compacted the revision it was reading at between two of its pages.
 const etcdReadTries = 3
 
-// readAll calls fn with every key and value under the prefix as etcd held
+// readAll calls fn with every key and value under prefix as etcd held
 // them at one revision, in key order, a page at a time, and returns that
 // revision: a watch from the next one misses nothing and repeats nothing.
 // reset is called before a read that starts again (after a compaction
 // between pages), so that fn's caller drops what the earlier try gave.
-func (b *etcdBackend) readAll(ctx context.Context, reset func(), fn func(kv *mvccpb.KeyValue) error) (int64, error) {
+func (b *etcdBackend) readAll(ctx context.Context, prefix string, reset func(), fn func(kv *mvccpb.KeyValue) error) (int64, error) {
 	for try := 1; ; try++ {
-		rev, err := b.readPages(ctx, fn)
+		rev, err := b.readPages(ctx, prefix, fn)
 		if !errors.Is(err, rpctypes.ErrCompacted) {
 			return rev, err
 		}
@@ -39,9 +39,9 @@ func (b *etcdBackend) readAll(ctx context.Context, reset func(), fn func(kv *mvc
 
 // readPages is one try of readAll; an etcd error is returned as it is,
 // for readAll to tell a compaction.
-func (b *etcdBackend) readPages(ctx context.Context, fn func(kv *mvccpb.KeyValue) error) (int64, error) {
-	end := clientv3.GetPrefixRangeEnd(b.cfg.Prefix)
-	from, rev := b.cfg.Prefix, int64(0)
+func (b *etcdBackend) readPages(ctx context.Context, prefix string, fn func(kv *mvccpb.KeyValue) error) (int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from, rev := prefix, int64(0)
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(etcdPageKeys)}
 		if rev != 0 {

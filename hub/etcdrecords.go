@@ -30,9 +30,17 @@ const etcdMaxTries = 50
 func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, held func(cluster string) uint64) ([]registry.Verified, error) {
 	var written []registry.Verified
 	reset := make(map[string]uint64) // cluster: the incarnation it moved to
+	// A publish of several chunks reads its cluster once, not per chunk.
+	var known *clusterRead
+	if chunkSize(recs) < len(recs) && oneCluster(recs) {
+		var err error
+		if known, err = b.readCluster(ctx, recs[0].Record.GetCluster()); err != nil {
+			return nil, err
+		}
+	}
 	for len(recs) > 0 {
 		n := chunkSize(recs)
-		won, stored, err := b.putChunk(ctx, recs[:n])
+		won, stored, err := b.putChunk(ctx, recs[:n], known)
 		if err != nil {
 			return written, err
 		}
@@ -53,6 +61,16 @@ func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, 
 		}
 	}
 	return written, nil
+}
+
+// oneCluster reports whether recs are all of one cluster, as a publish's are.
+func oneCluster(recs []registry.Verified) bool {
+	for _, v := range recs {
+		if v.Record.GetCluster() != recs[0].Record.GetCluster() {
+			return false
+		}
+	}
+	return true
 }
 
 // chunkSize is how many of recs one transaction takes: a get and a
@@ -95,11 +113,23 @@ func (sr storedRecord) unchanged(prefix bool) clientv3.Cmp {
 }
 
 // putChunk writes the records of chunk that are newer than what etcd
-// holds, in one transaction, reading again after a conflict. It returns
-// the records written and the incarnation etcd held of each cluster.
-func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) ([]registry.Verified, map[string]uint64, error) {
+// holds, in one transaction, reading again after a conflict. Its first
+// try takes what etcd holds from known, if usable. It returns the records
+// written and the incarnation etcd held of each cluster.
+func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified, known *clusterRead) ([]registry.Verified, map[string]uint64, error) {
 	for try := 1; ; try++ {
-		keys, witnesses, err := b.readStored(ctx, chunk)
+		var keys []storedRecord
+		var witnesses map[string]storedRecord
+		var err error
+		switch {
+		case try == 1 && known.usable():
+			keys, witnesses, err = known.lookup(b, chunk)
+		default:
+			// The first read is the local etcd member's, with no round
+			// to the leader: if it is behind, the put's compares fail
+			// and the tries after read through the leader.
+			keys, witnesses, err = b.readStored(ctx, chunk, try == 1)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -113,6 +143,7 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 		}
 		var won []registry.Verified
 		var puts []clientv3.Op
+		var wrote []storedRecord
 		for i, v := range chunk {
 			inc := v.Record.GetVersion().GetIncarnation()
 			if w, ok := incarnations[v.Record.GetCluster()]; (ok && inc < w) || registry.Compare(keys[i].version, v.Record.GetVersion()) >= 0 {
@@ -124,6 +155,7 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 			}
 			won = append(won, v)
 			puts = append(puts, clientv3.OpPut(keys[i].key, string(data)))
+			wrote = append(wrote, storedRecord{key: keys[i].key, version: v.Record.GetVersion()})
 			cmps = append(cmps, keys[i].unchanged(false))
 		}
 		if len(won) == 0 {
@@ -136,8 +168,10 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 			return nil, nil, b.unavailable("write", err)
 		}
 		if resp.Succeeded {
+			known.wrote(wrote, resp.Header.GetRevision())
 			return won, incarnations, nil
 		}
+		known.changed()
 		if try == etcdMaxTries {
 			return nil, nil, fmt.Errorf("hub: the records of %s in etcd changed under each of %d tries to write %d of them; the publish can be retried",
 				chunk[0].Record.GetCluster(), try, len(won))
@@ -147,13 +181,18 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 
 // readStored reads, in one transaction, the stored version of every
 // record's key, and each cluster's first stored record: its incarnation
-// is the one etcd holds (the info record, keyed "", sorts first).
-func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified) ([]storedRecord, map[string]storedRecord, error) {
+// is the one etcd holds (the info record, keyed "", sorts first). A local
+// read may be behind etcd's latest revision; it is never ahead of it.
+func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified, local bool) ([]storedRecord, map[string]storedRecord, error) {
 	var gets []clientv3.Op
+	var opts []clientv3.OpOption
+	if local {
+		opts = append(opts, clientv3.WithSerializable())
+	}
 	keys := make([]storedRecord, len(chunk))
 	for i, v := range chunk {
 		keys[i].key = b.key(store.BucketRecords, store.RecordKey(v.Record.GetCluster(), v.Record.GetKey()))
-		gets = append(gets, clientv3.OpGet(keys[i].key))
+		gets = append(gets, clientv3.OpGet(keys[i].key, opts...))
 	}
 	var clusters []string
 	seen := make(map[string]bool)
@@ -161,7 +200,7 @@ func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified)
 		if c := v.Record.GetCluster(); !seen[c] {
 			seen[c] = true
 			clusters = append(clusters, c)
-			gets = append(gets, clientv3.OpGet(b.key(store.BucketRecords, c+"\x00"), clientv3.WithPrefix(), clientv3.WithLimit(1)))
+			gets = append(gets, clientv3.OpGet(b.key(store.BucketRecords, c+"\x00"), append(opts, clientv3.WithPrefix(), clientv3.WithLimit(1))...))
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)

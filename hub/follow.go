@@ -194,7 +194,7 @@ func (s *Server) resync(ctx context.Context, eb *etcdBackend) (int64, error) {
 		meta []change
 	)
 	signers := make(registry.SignerCache)
-	rev, err := eb.readAll(ctx, func() { recs, meta = nil, nil }, func(kv *mvccpb.KeyValue) error {
+	rev, err := eb.readAll(ctx, eb.cfg.Prefix, func() { recs, meta = nil, nil }, func(kv *mvccpb.KeyValue) error {
 		bucket, key, ok := eb.split(string(kv.Key))
 		switch {
 		case ok && bucket == store.BucketRecords:

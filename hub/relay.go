@@ -45,7 +45,7 @@ func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb
 	if c.Cluster == "" {
 		return nil, status.Error(codes.PermissionDenied, "only clusters publish slices")
 	}
-	recs, err := s.verifier.VerifyAll(req.GetRecords())
+	recs, err := s.verifyPublish(c.Cluster, req.GetRecords())
 	if err != nil {
 		s.log.Warn("publish refused", "cluster", c.Cluster, "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -113,8 +113,8 @@ type Server struct {
 	// and removed.
 	clusterMu clusterLocks
 	pubMu     sync.Mutex
-	follower  follower   // the etcd watch, with replicas
-	replicaID string     // this replica's key in etcd's list of replicas
+	follower  follower // the etcd watch, with replicas
+	replicaID string   // this replica's key in etcd's list of replicas
 
 	subMu sync.Mutex // guards subs
 	subs  map[*subscriber]struct{}

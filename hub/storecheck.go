@@ -70,7 +70,7 @@ func loadRecords(ctx context.Context, b backend) ([]registry.Verified, error) {
 func (s *Server) loadEtcd(ctx context.Context, eb *etcdBackend) ([]registry.Verified, int64, error) {
 	var recs []registry.Verified
 	signers := make(registry.SignerCache)
-	rev, err := eb.readAll(ctx, func() { recs = nil }, func(kv *mvccpb.KeyValue) error {
+	rev, err := eb.readAll(ctx, eb.cfg.Prefix, func() { recs = nil }, func(kv *mvccpb.KeyValue) error {
 		v, err := s.checkKey(eb, kv)
 		if err != nil {
 			return fmt.Errorf("hub: etcd key %q under prefix %s is not this federation's: %v; nothing was written: remove it, or give this federation its own --etcd-prefix", kv.Key, eb.cfg.Prefix, err)
