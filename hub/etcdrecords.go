@@ -125,10 +125,7 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified, k
 		case try == 1 && known.usable():
 			keys, witnesses, err = known.lookup(b, chunk)
 		default:
-			// The first read is the local etcd member's, with no round
-			// to the leader: if it is behind, the put's compares fail
-			// and the tries after read through the leader.
-			keys, witnesses, err = b.readStored(ctx, chunk, try == 1)
+			keys, witnesses, err = b.readStored(ctx, chunk)
 		}
 		if err != nil {
 			return nil, nil, err
@@ -181,18 +178,13 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified, k
 
 // readStored reads, in one transaction, the stored version of every
 // record's key, and each cluster's first stored record: its incarnation
-// is the one etcd holds (the info record, keyed "", sorts first). A local
-// read may be behind etcd's latest revision; it is never ahead of it.
-func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified, local bool) ([]storedRecord, map[string]storedRecord, error) {
+// is the one etcd holds (the info record, keyed "", sorts first).
+func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified) ([]storedRecord, map[string]storedRecord, error) {
 	var gets []clientv3.Op
-	var opts []clientv3.OpOption
-	if local {
-		opts = append(opts, clientv3.WithSerializable())
-	}
 	keys := make([]storedRecord, len(chunk))
 	for i, v := range chunk {
 		keys[i].key = b.key(store.BucketRecords, store.RecordKey(v.Record.GetCluster(), v.Record.GetKey()))
-		gets = append(gets, clientv3.OpGet(keys[i].key, opts...))
+		gets = append(gets, clientv3.OpGet(keys[i].key))
 	}
 	var clusters []string
 	seen := make(map[string]bool)
@@ -200,7 +192,7 @@ func (b *etcdBackend) readStored(ctx context.Context, chunk []registry.Verified,
 		if c := v.Record.GetCluster(); !seen[c] {
 			seen[c] = true
 			clusters = append(clusters, c)
-			gets = append(gets, clientv3.OpGet(b.key(store.BucketRecords, c+"\x00"), append(opts, clientv3.WithPrefix(), clientv3.WithLimit(1))...))
+			gets = append(gets, clientv3.OpGet(b.key(store.BucketRecords, c+"\x00"), clientv3.WithPrefix(), clientv3.WithLimit(1)))
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
