@@ -30,9 +30,17 @@ const etcdMaxTries = 50
 func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, held func(cluster string) uint64) ([]registry.Verified, error) {
 	var written []registry.Verified
 	reset := make(map[string]uint64) // cluster: the incarnation it moved to
+	// A publish of several chunks reads its cluster once, not per chunk.
+	var known *clusterRead
+	if chunkSize(recs) < len(recs) && oneCluster(recs) {
+		var err error
+		if known, err = b.readCluster(ctx, recs[0].Record.GetCluster()); err != nil {
+			return nil, err
+		}
+	}
 	for len(recs) > 0 {
 		n := chunkSize(recs)
-		won, stored, err := b.putChunk(ctx, recs[:n])
+		won, stored, err := b.putChunk(ctx, recs[:n], known)
 		if err != nil {
 			return written, err
 		}
@@ -53,6 +61,16 @@ func (b *etcdBackend) putRecords(ctx context.Context, recs []registry.Verified, 
 		}
 	}
 	return written, nil
+}
+
+// oneCluster reports whether recs are all of one cluster, as a publish's are.
+func oneCluster(recs []registry.Verified) bool {
+	for _, v := range recs {
+		if v.Record.GetCluster() != recs[0].Record.GetCluster() {
+			return false
+		}
+	}
+	return true
 }
 
 // chunkSize is how many of recs one transaction takes: a get and a
@@ -95,11 +113,20 @@ func (sr storedRecord) unchanged(prefix bool) clientv3.Cmp {
 }
 
 // putChunk writes the records of chunk that are newer than what etcd
-// holds, in one transaction, reading again after a conflict. It returns
-// the records written and the incarnation etcd held of each cluster.
-func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) ([]registry.Verified, map[string]uint64, error) {
+// holds, in one transaction, reading again after a conflict. Its first
+// try takes what etcd holds from known, if usable. It returns the records
+// written and the incarnation etcd held of each cluster.
+func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified, known *clusterRead) ([]registry.Verified, map[string]uint64, error) {
 	for try := 1; ; try++ {
-		keys, witnesses, err := b.readStored(ctx, chunk)
+		var keys []storedRecord
+		var witnesses map[string]storedRecord
+		var err error
+		switch {
+		case try == 1 && known.usable():
+			keys, witnesses, err = known.lookup(b, chunk)
+		default:
+			keys, witnesses, err = b.readStored(ctx, chunk)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -113,6 +140,7 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 		}
 		var won []registry.Verified
 		var puts []clientv3.Op
+		var wrote []storedRecord
 		for i, v := range chunk {
 			inc := v.Record.GetVersion().GetIncarnation()
 			if w, ok := incarnations[v.Record.GetCluster()]; (ok && inc < w) || registry.Compare(keys[i].version, v.Record.GetVersion()) >= 0 {
@@ -124,6 +152,7 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 			}
 			won = append(won, v)
 			puts = append(puts, clientv3.OpPut(keys[i].key, string(data)))
+			wrote = append(wrote, storedRecord{key: keys[i].key, version: v.Record.GetVersion()})
 			cmps = append(cmps, keys[i].unchanged(false))
 		}
 		if len(won) == 0 {
@@ -136,8 +165,10 @@ func (b *etcdBackend) putChunk(ctx context.Context, chunk []registry.Verified) (
 			return nil, nil, b.unavailable("write", err)
 		}
 		if resp.Succeeded {
+			known.wrote(wrote, resp.Header.GetRevision())
 			return won, incarnations, nil
 		}
+		known.changed()
 		if try == etcdMaxTries {
 			return nil, nil, fmt.Errorf("hub: the records of %s in etcd changed under each of %d tries to write %d of them; the publish can be retried",
 				chunk[0].Record.GetCluster(), try, len(won))

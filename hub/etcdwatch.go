@@ -20,18 +20,6 @@ type change struct {
 	foreign     string // set instead for a key outside the hub's buckets
 }
 
-// revision returns etcd's current revision: state read after it includes
-// every change up to it.
-func (b *etcdBackend) revision(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
-	defer cancel()
-	resp, err := b.cli.Get(ctx, b.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, b.unavailable("read", err)
-	}
-	return resp.Header.Revision, nil
-}
-
 // watch calls apply with the changes of each revision from from on, until
 // ctx ends or the watch breaks. It returns the revision to resume from,
 // and errCompacted if from is gone.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // followRetry is the pause before a broken etcd watch is opened again.
@@ -185,24 +187,35 @@ func (s *Server) applyRemoval(cluster string, at time.Time) {
 }
 
 // resync reads every record and removal again, after a watch missed
-// changes; it returns the revision the read includes.
+// changes, in one read at one revision; it returns that revision.
 func (s *Server) resync(ctx context.Context, eb *etcdBackend) (int64, error) {
-	rev, err := eb.revision(ctx)
-	if err != nil {
-		return 0, err
-	}
-	// Removals first: records stored after one (a cluster that joined
-	// again) must survive it.
-	err = eb.ForEach(ctx, store.BucketMeta, func(key string, value []byte) error {
-		s.applyMeta(key, value)
+	var (
+		recs []registry.Verified
+		meta []change
+	)
+	signers := make(registry.SignerCache)
+	rev, err := eb.readAll(ctx, eb.cfg.Prefix, func() { recs, meta = nil, nil }, func(kv *mvccpb.KeyValue) error {
+		bucket, key, ok := eb.split(string(kv.Key))
+		switch {
+		case ok && bucket == store.BucketRecords:
+			v, err := decodeRecord(key, kv.Value)
+			if err != nil {
+				return fmt.Errorf("hub: load %s: record %q: %w", eb.Where(), key, err)
+			}
+			signers.Intern(v.Signed)
+			recs = append(recs, v)
+		case ok && bucket == store.BucketMeta:
+			meta = append(meta, change{bucket: bucket, key: key, value: kv.Value})
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	recs, err := loadRecords(ctx, eb)
-	if err != nil {
-		return 0, err
+	// Removals first: records stored after one (a cluster that joined
+	// again) must survive it.
+	for _, m := range meta {
+		s.applyMeta(m.key, m.value)
 	}
 	held := make(map[string]bool)
 	for _, v := range recs {

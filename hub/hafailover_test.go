@@ -52,9 +52,14 @@ func TestHAMemberFailsOverWhenItsReplicaDies(t *testing.T) {
 	fedtest.Eventually(t, 10*time.Second, "east publishes", func() bool { return published.Load() > 20 })
 
 	// Sample west's stream while replica 0, which it streams from, dies.
+	// West has moved once a surviving replica holds its stream and it is
+	// synced: a member registers a new stream only after it let go of
+	// the old one. A sampler starved of CPU may never see the gap; the
+	// outage then counts from the kill.
 	var outage time.Duration
 	sampled := make(chan struct{})
 	sampleCtx, stopSampling := context.WithCancel(ctx)
+	killed := time.Now()
 	go func() {
 		defer close(sampled)
 		var lost time.Time
@@ -70,7 +75,11 @@ func TestHAMemberFailsOverWhenItsReplicaDies(t *testing.T) {
 			if !synced && lost.IsZero() {
 				lost = time.Now()
 			}
-			if synced && !lost.IsZero() {
+			moved := h.Replicas[1].SubscribersOf("west")+h.Replicas[2].SubscribersOf("west") > 0
+			if synced && moved {
+				if lost.IsZero() {
+					lost = killed
+				}
 				outage = time.Since(lost)
 				return
 			}

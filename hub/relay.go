@@ -45,7 +45,7 @@ func (s *Server) Publish(ctx context.Context, req *hubpb.PublishRequest) (*hubpb
 	if c.Cluster == "" {
 		return nil, status.Error(codes.PermissionDenied, "only clusters publish slices")
 	}
-	recs, err := s.verifier.VerifyAll(req.GetRecords())
+	recs, err := s.verifyPublish(c.Cluster, req.GetRecords())
 	if err != nil {
 		s.log.Warn("publish refused", "cluster", c.Cluster, "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -75,10 +75,18 @@ type refusedError struct{ err error }
 func (e *refusedError) Error() string { return e.err.Error() }
 
 // commit persists the records that are newer than what the hub holds, then
-// applies them. Nothing is applied that is not on disk.
+// applies them. Nothing is applied that is not on disk. recs are of one
+// cluster: its lock orders its publishes, while other clusters' publishes
+// are stored at the same time.
 func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]registry.Verified, error) {
-	s.pubMu.Lock()
-	defer s.pubMu.Unlock()
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	unlock, err := s.clusterMu.lock(ctx, recs[0].Record.GetCluster())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	fresh := s.set.Newer(recs)
 	if len(fresh) == 0 {
 		return nil, nil
@@ -86,10 +94,12 @@ func (s *Server) commit(ctx context.Context, recs []registry.Verified) ([]regist
 	if err := registry.CheckBundles(s.bundles, s.set, fresh); err != nil {
 		return nil, &refusedError{err}
 	}
-	fresh, err := s.storeRecords(ctx, fresh)
+	fresh, err = s.storeRecords(ctx, fresh)
 	if err != nil {
 		return nil, err
 	}
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
 	registry.ApplyBundles(s.bundles, s.set, fresh, s.log)
 	return s.set.Apply(fresh), nil
 }

@@ -107,10 +107,12 @@ func (s *Server) RemoveCluster(ctx context.Context, req *hubpb.RemoveClusterRequ
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read credentials of %q: %v", cluster, err)
 	}
+	unlock := s.clusterMu.mustLock(cluster)
 	s.pubMu.Lock()
 	at := s.cfg.Now()
 	resp, err := s.removeLocked(ctx, cluster, issued, at)
 	s.pubMu.Unlock()
+	unlock()
 	if err != nil {
 		return nil, err
 	}

@@ -108,9 +108,13 @@ type Server struct {
 	removed   map[string]time.Time // guarded by pubMu
 	stopping  chan struct{}        // closed when Run begins to stop: ends the streams
 
-	pubMu     sync.Mutex // serializes verify-persist-apply of published records
-	follower  follower   // the etcd watch, with replicas
-	replicaID string     // this replica's key in etcd's list of replicas
+	// clusterMu orders the changes of each cluster (publish, expiry,
+	// removal) from check to store to apply; pubMu guards applying them,
+	// and removed.
+	clusterMu clusterLocks
+	pubMu     sync.Mutex
+	follower  follower // the etcd watch, with replicas
+	replicaID string   // this replica's key in etcd's list of replicas
 
 	subMu sync.Mutex // guards subs
 	subs  map[*subscriber]struct{}
@@ -204,24 +208,21 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer b.Close()
 	s.backend = b
-	// With etcd, what other replicas write from this revision on reaches
-	// this one by the watch; the load below includes at least as much.
-	eb, replicated := b.(*etcdBackend)
-	var from int64
-	if replicated {
-		if from, err = eb.revision(ctx); err != nil {
-			return err
-		}
-	}
 	if err := s.loadIdentity(ctx); err != nil {
 		return err
 	}
+	// With etcd, the load reads at one revision; what other replicas
+	// write after it reaches this one by the watch.
+	eb, replicated := b.(*etcdBackend)
+	var from int64
 	if replicated {
-		if err := s.checkEtcd(ctx, eb); err != nil {
+		recs, rev, err := s.loadEtcd(ctx, eb)
+		if err != nil {
 			return err
 		}
-	}
-	if err := s.loadRecords(ctx); err != nil {
+		s.set.Apply(recs)
+		from = rev
+	} else if err := s.loadRecords(ctx); err != nil {
 		return err
 	}
 	if err := s.loadTrustState(ctx); err != nil {
@@ -375,6 +376,7 @@ func (s *Server) maintain(ctx context.Context, cred *trust.Credential) error {
 }
 
 func (s *Server) removeCluster(ctx context.Context, cluster string) {
+	defer s.clusterMu.mustLock(cluster)()
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	if err := s.write(ctx, store.Op{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}); err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/federate/federate/registry/store"
 	"github.com/federate/federate/trust"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -61,40 +61,54 @@ func loadRecords(ctx context.Context, b backend) ([]registry.Verified, error) {
 	return recs, nil
 }
 
-// checkEtcd refuses a prefix holding anything but this federation's
-// state, naming the first key that is not, before the hub writes there;
-// then it marks the prefix as this federation's.
-func (s *Server) checkEtcd(ctx context.Context, eb *etcdBackend) error {
-	ctx, cancel := context.WithTimeout(ctx, 4*etcdTimeout)
-	defer cancel()
-	resp, err := eb.cli.Get(ctx, eb.cfg.Prefix, clientv3.WithPrefix())
-	if err != nil {
-		return eb.unavailable("read", err)
-	}
-	for _, kv := range resp.Kvs {
-		bucket, key, ok := eb.split(string(kv.Key))
-		if !ok {
-			err = errors.New("it is in none of the hub's buckets (records/, meta/, tokens/)")
-		} else {
-			err = s.checkValue(bucket, key, kv.Value)
-		}
+// loadEtcd reads everything under the prefix once, at one revision, and
+// decodes each value once: anything that is not this federation's state
+// is refused, naming the first key that is not, before the hub writes
+// there; the records are kept to load. Then it marks the prefix as this
+// federation's. It returns the records and the revision of the read,
+// after which the watch goes on.
+func (s *Server) loadEtcd(ctx context.Context, eb *etcdBackend) ([]registry.Verified, int64, error) {
+	var recs []registry.Verified
+	signers := make(registry.SignerCache)
+	rev, err := eb.readAll(ctx, eb.cfg.Prefix, func() { recs = nil }, func(kv *mvccpb.KeyValue) error {
+		v, err := s.checkKey(eb, kv)
 		if err != nil {
 			return fmt.Errorf("hub: etcd key %q under prefix %s is not this federation's: %v; nothing was written: remove it, or give this federation its own --etcd-prefix", kv.Key, eb.cfg.Prefix, err)
 		}
+		if v.Signed != nil {
+			signers.Intern(v.Signed)
+			recs = append(recs, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	mark, _ := json.Marshal(federationMarker{Mesh: s.cfg.Mesh, CA: trust.Fingerprint(s.ca.Cert)})
 	if _, err := eb.WriteIf(ctx, store.BucketMeta, metaFederation, nil, store.Op{Bucket: store.BucketMeta, Key: metaFederation, Value: mark}); err != nil {
-		return err
+		return nil, 0, err
 	}
-	return nil
+	return recs, rev, nil
 }
 
-// checkValue says what is wrong with one stored value, if anything.
+// checkKey says what is wrong with one key and its value under the
+// prefix, if anything; a record comes back decoded.
+func (s *Server) checkKey(eb *etcdBackend, kv *mvccpb.KeyValue) (registry.Verified, error) {
+	bucket, key, ok := eb.split(string(kv.Key))
+	switch {
+	case !ok:
+		return registry.Verified{}, errors.New("it is in none of the hub's buckets (records/, meta/, tokens/)")
+	case bucket == store.BucketRecords:
+		return decodeRecord(key, kv.Value)
+	default:
+		return registry.Verified{}, s.checkValue(bucket, key, kv.Value)
+	}
+}
+
+// checkValue says what is wrong with one stored value of the tokens or
+// meta bucket, if anything.
 func (s *Server) checkValue(bucket, key string, value []byte) error {
 	switch bucket {
-	case store.BucketRecords:
-		_, err := decodeRecord(key, value)
-		return err
 	case store.BucketTokens:
 		var rec tokenRecord
 		if err := json.Unmarshal(value, &rec); err != nil || len(rec.SecretHash) != len(hashSecret(nil)) {
