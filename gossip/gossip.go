@@ -102,6 +102,7 @@ type Node struct {
 	local     Digest
 	newest    map[string]Digest      // by member name
 	members   map[string]MemberState // live members, by name, from memberlist events
+	aliveMeta map[string]string      // the meta NotifyAlive last accepted, by node name
 	ml        *memberlist.Memberlist
 	transport *tlsTransport
 	addr      string // advertised
@@ -148,6 +149,7 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 		local:     local,
 		newest:    make(map[string]Digest),
 		members:   make(map[string]MemberState),
+		aliveMeta: make(map[string]string),
 		ready:     make(chan struct{}),
 	}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: digestRetransmitMult}
@@ -290,6 +292,19 @@ func (g *Node) memberlistConfig() (*memberlist.Config, error) {
 	conf.Alive = (*gossipAlive)(g)
 	conf.Logger = log.New(debugWriter{g.log}, "", 0)
 	conf.DeadNodeReclaimTime = 30 * time.Second
+	// memberlist compresses every message with LZW, allocating a fresh
+	// 16 KiB table each time: with messages of a few hundred bytes over
+	// TLS this bought nothing and cost a third of the CPU of 40 members
+	// in one process, mostly in garbage collection. Members that still
+	// compress are understood: receivers decode either form.
+	conf.EnableCompression = false
+	// memberlist follows a ping that was not answered in time with a ping
+	// over a fresh stream, for members that UDP cannot reach. Packets here
+	// already travel over TCP, so the stream adds nothing but a TLS
+	// handshake, exactly when the peer or this member is overloaded.
+	// Indirect probes through other members remain, and liveness rests on
+	// heartbeats (heartbeat.go) in any case.
+	conf.DisableTcpPings = true
 	return conf, nil
 }
 
@@ -379,7 +394,7 @@ func (g *Node) SetLocal(d Digest) {
 	ml := g.ml
 	g.mu.Unlock()
 	b := d.encode()
-	g.queue.QueueBroadcast(digestBroadcast(b))
+	g.queue.QueueBroadcast(digestBroadcast{name: d.Name, msg: b})
 	if ml != nil {
 		for _, to := range g.memberAddrs() {
 			// Queued per member (packets.go): returns at once.
@@ -462,7 +477,7 @@ func (g *Node) receive(b []byte) {
 	if !newer {
 		return
 	}
-	g.queue.QueueBroadcast(digestBroadcast(b))
+	g.queue.QueueBroadcast(digestBroadcast{name: d.Name, msg: b})
 	if g.onDigest != nil {
 		g.onDigest(d)
 	}
