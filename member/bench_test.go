@@ -123,7 +123,7 @@ func BenchmarkHubMemory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		published, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire)
+		published, _, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -369,31 +369,39 @@ func storedRecords(path string) ([][]byte, error) {
 
 // publishedSetBytes is the heap a fresh registry.Set holds after the hub's
 // Publish path (decode from the wire, verify, apply) took in wire, and the
-// endpoints it counts.
-func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (uint64, int, error) {
+// endpoints it counts. held is what the heap loses when the set is
+// dropped; grew, what it gained while the set was built. They agree in a
+// quiet process; grew read low (16 B per endpoint for 12 clusters, against
+// some 200) when what the stopped federation left behind was still being
+// freed while the set was built, which dropping the set, moments later,
+// is far less exposed to.
+func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (held uint64, grew int64, eps int, err error) {
 	verifier := registry.NewVerifier(mesh, ca)
 	before := fedtest.HeapBytes()
 	set := registry.NewSet(false)
 	for _, b := range wire {
 		sr := new(registrypb.SignedRecord)
 		if err := proto.Unmarshal(b, sr); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		rec, err := verifier.Verify(sr)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		set.Apply([]registry.Verified{{Record: rec, Signed: sr}})
 	}
-	after := fedtest.HeapBytes()
-	eps := 0
+	with := fedtest.HeapBytes()
 	for _, s := range set.Summaries() {
 		eps += s.Endpoints
 	}
-	runtime.KeepAlive(set)
+	runtime.KeepAlive(set) // and not beyond: the set is garbage from here
+	without := fedtest.HeapBytes()
 	runtime.KeepAlive(verifier)
 	runtime.KeepAlive(wire)
-	return after - before, eps, nil
+	if with > without {
+		held = with - without
+	}
+	return held, int64(with) - int64(before), eps, nil
 }
 
 // loadHubSet reads a stopped hub's records into a fresh set as the hub

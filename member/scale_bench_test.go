@@ -92,7 +92,7 @@ func importersOf(owner int) map[string]bool {
 //
 //	go test -run='^$' -bench='Scale100$' -benchtime=1x -timeout=30m ./member/
 func BenchmarkScale100(b *testing.B) {
-	raiseOpenFiles(b, uint64(scaleClusters*openFilesPerCluster))
+	raiseOpenFiles(b, openFiles(scaleClusters))
 	for range b.N {
 		rec := newApplyRecorder()
 		before := fedtest.HeapBytes()
@@ -217,20 +217,23 @@ func (bm *benchMesh) hubSetBytes(b *testing.B) uint64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	held, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire)
+	held, grew, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire)
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Logf("hub set: %d B when dropped, %d B grown while built (%d records)", held, grew, len(wire))
 	if want := scaleClusters * scaleServices * scaleEndpoints; eps != want {
 		b.Fatalf("the hub holds %d endpoints, want %d", eps, want)
 	}
 	return held
 }
 
-// openFilesPerCluster is about what one in-process cluster holds open:
-// its gossip connections to every other member, its hub stream, listeners
-// and bbolt file; 100 clusters ran out at 20,000.
-const openFilesPerCluster = 400
+// openFiles is about what n clusters in this process hold open: one
+// gossip packet connection between each pair of members (both ends of it
+// in this process; a pair held two before they were duplex), and some
+// more per cluster for its hub stream, peer fetches, gossip streams,
+// listeners and bbolt file.
+func openFiles(n int) uint64 { return uint64(n * (n - 1 + 60)) }
 
 // raiseOpenFiles raises this process's open-file limit to need, as far as
 // the hard limit (or, as root, the kernel) allows, and stops the benchmark
