@@ -87,6 +87,9 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			}
 			return err
 		}
+		m.mu.Lock()
+		m.hubHeard = m.cfg.Now()
+		m.mu.Unlock()
 		m.applyRemovals(ctx, resp.GetRemovals())
 		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
@@ -170,8 +173,11 @@ func (m *Member) onDigest(d gossip.Digest) {
 	}
 	m.mu.Lock()
 	delay := peerFetchDelay
-	if !m.hubSynced {
+	switch {
+	case !m.hubSynced:
 		delay = 0
+	case m.cfg.Now().Sub(m.hubHeard) < hubFlowingWindow:
+		delay = laggingHubFetchDelay
 	}
 	// The earlier wins: a digest brings a retry's backoff forward, and a
 	// fetch already due keeps its time.
@@ -248,19 +254,7 @@ func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 		if src.API == "" {
 			continue
 		}
-		id := membership.HubID(m.td)
-		if src.Cluster != "" {
-			id = membership.ClusterID(m.td, src.Cluster)
-		}
-		conn, err := m.conn(src.API, id)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
-		m.peerFetches.Add(1)
-		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}, Imports: m.fetchImports()})
-		cancel()
+		resp, err := m.fetchFrom(ctx, src, known)
 		if err != nil {
 			lastErr = fmt.Errorf("%s: %w", src.Name, err)
 			continue
@@ -277,6 +271,31 @@ func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
 		}
 	}
 	return lastErr
+}
+
+// fetchFrom asks one source for what we import newer than known. A
+// connection to a hub is kept; one to a cluster is closed after the
+// fetch: when the hub lags (a whole fleet publishing at once) every member
+// fetches from every owner, and kept connections would pile up to one per
+// pair of clusters, each holding a descriptor on both ends for good.
+func (m *Member) fetchFrom(ctx context.Context, src gossip.MemberState, known map[string]*registry.Version) (*hubpb.FetchResponse, error) {
+	var conn *grpc.ClientConn
+	var err error
+	if src.Cluster == "" {
+		conn, err = m.conn(src.API, membership.HubID(m.td))
+	} else {
+		conn, err = m.newConn(src.API, membership.ClusterID(m.td, src.Cluster))
+		if conn != nil {
+			defer conn.Close()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
+	defer cancel()
+	m.peerFetches.Add(1)
+	return hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}, Imports: m.fetchImports()})
 }
 
 // maintainLoop tracks liveness, expires slices and renews the credential.
@@ -428,6 +447,16 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	if c, ok := m.conns[key]; ok {
 		return c, nil
 	}
+	c, err := m.newConn(addr, id)
+	if err != nil {
+		return nil, err
+	}
+	m.conns[key] = c
+	return c, nil
+}
+
+// newConn returns a new mTLS connection to addr that accepts only id.
+func (m *Member) newConn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
 	if cluster := membership.ClusterOf(m.td, id); cluster != "" {
 		// A peer behind its gateway is reached by this name; a peer
@@ -447,6 +476,5 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("member: dial %s: %w", addr, err)
 	}
-	m.conns[key] = c
 	return c, nil
 }
