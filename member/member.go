@@ -175,7 +175,7 @@ type Member struct {
 	counter     uint64
 	acked       *registry.Version // newest own version the hub confirmed
 	hubSynced   bool
-	hubHeard    time.Time // when the hub stream last brought anything
+	hubHeard    time.Time            // when the hub stream last brought anything
 	hubReplica  string               // the address the synced stream comes from
 	due         map[string]time.Time // cluster -> when to fetch from peers
 	changed     chan struct{}        // closed on the next change of the view
