@@ -103,6 +103,7 @@ type Node struct {
 	newest    map[string]Digest      // by member name
 	members   map[string]MemberState // live members, by name, from memberlist events
 	aliveMeta map[string]string      // the meta NotifyAlive last accepted, by node name
+	metaSent  Digest                 // the local digest, versions left out, last put in node meta
 	ml        *memberlist.Memberlist
 	transport *tlsTransport
 	addr      string // advertised
@@ -206,6 +207,8 @@ func (g *Node) Run(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.ml = ml
+	g.metaSent = g.local
+	g.metaSent.Incarnation, g.metaSent.Counter = 0, 0
 	g.transport = transport
 	n := ml.LocalNode()
 	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
@@ -387,11 +390,24 @@ func (g *Node) rejoin(all bool) {
 // a while): now and then a member was never picked, or only as a packet
 // that was lost, and learned of the change only at the next push/pull,
 // 30 s later. Gossip still carries it to members this one does not know.
+//
+// memberlist's node meta is updated only when what the digest says beyond
+// the slice version changed (API, gateway, bundle): an update is an alive
+// message that every member relays and decodes, and a hundred members
+// changing their slices 20 times a second spent more on those than on
+// the digests themselves. Versions travel in the digests above and in
+// every push/pull (LocalState).
 func (g *Node) SetLocal(d Digest) {
 	g.mu.Lock()
 	d.Name = g.local.Name
 	g.local = d
 	ml := g.ml
+	meta := d
+	meta.Incarnation, meta.Counter = 0, 0
+	metaChanged := meta != g.metaSent
+	if ml != nil && metaChanged {
+		g.metaSent = meta
+	}
 	g.mu.Unlock()
 	b := d.encode()
 	g.queue.QueueBroadcast(digestBroadcast{name: d.Name, msg: b})
@@ -401,6 +417,9 @@ func (g *Node) SetLocal(d Digest) {
 			if err := ml.SendToAddress(to, b); err != nil {
 				g.log.Debug("gossip digest not sent", "to", to.String(), "err", err)
 			}
+		}
+		if !metaChanged {
+			return
 		}
 		if err := ml.UpdateNode(time.Second); err != nil {
 			g.log.Debug("gossip meta update", "err", err)
