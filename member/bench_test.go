@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -375,8 +377,19 @@ func storedRecords(path string) ([][]byte, error) {
 // some 200) when what the stopped federation left behind was still being
 // freed while the set was built, which dropping the set, moments later,
 // is far less exposed to.
+//
+// FEDERATE_SCALE_HEAPPROFILE=path writes a heap profile there once the set
+// is built, with every allocation of the build sampled, to check the
+// figure against: go tool pprof -sample_index=inuse_space -top
+// -focus=publishedSetBytes path.
 func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (held uint64, grew int64, eps int, err error) {
 	verifier := registry.NewVerifier(mesh, ca)
+	profile := os.Getenv("FEDERATE_SCALE_HEAPPROFILE")
+	if profile != "" {
+		rate := runtime.MemProfileRate
+		runtime.MemProfileRate = 1
+		defer func() { runtime.MemProfileRate = rate }()
+	}
 	before := fedtest.HeapBytes()
 	set := registry.NewSet(false)
 	for _, b := range wire {
@@ -391,6 +404,11 @@ func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (held
 		set.Apply([]registry.Verified{{Record: rec, Signed: sr}})
 	}
 	with := fedtest.HeapBytes()
+	if profile != "" {
+		if err := writeHeapProfile(profile); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	for _, s := range set.Summaries() {
 		eps += s.Endpoints
 	}
@@ -402,6 +420,19 @@ func publishedSetBytes(mesh string, ca []*x509.Certificate, wire [][]byte) (held
 		held = with - without
 	}
 	return held, int64(with) - int64(before), eps, nil
+}
+
+// writeHeapProfile writes the heap profile as of the last collection.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // loadHubSet reads a stopped hub's records into a fresh set as the hub
