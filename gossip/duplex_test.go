@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/membership"
 )
@@ -106,5 +107,36 @@ func TestMembersDialingEachOtherKeepOneConnection(t *testing.T) {
 	for got := recvPacket(t, west); string(got.Buf) != "w-last"; got = recvPacket(t, west) {
 	}
 	for got := recvPacket(t, east); string(got.Buf) != "e-last"; got = recvPacket(t, east) {
+	}
+}
+
+// A member of an earlier version offers no ALPN and never reads what
+// comes back on the connection it dialed: packets to it go on a
+// connection of their own, as before.
+func TestPacketsToAMemberWithoutDuplexGoOnTheirOwnConnection(t *testing.T) {
+	t.Parallel()
+	td := spiffeid.RequireTrustDomainFromString("shop")
+	ca := newCA(t, td)
+	west := testTransport(t, ca, membership.ClusterID(td, "west"))
+	centralCred := issue(t, ca, membership.ClusterID(td, "central"))
+	central := startTransport(t, centralCred, ca, func(*gossip.TransportConfig) {})
+
+	// An older central dials west without ALPN and sends one packet.
+	old := rawDial(t, centralCred, ca, west.Addr().String(), append(gossip.Preamble(gossip.ConnPackets, "central-0a0b0c"), frame([]byte("from old"))...))
+	if p := recvPacket(t, west); string(p.Buf) != "from old" {
+		t.Fatalf("west got %q", p.Buf)
+	}
+	if _, err := west.WriteToAddress([]byte("to central"), memberlist.Address{Addr: central.Addr().String(), Name: "central-0a0b0c"}); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPacket(t, central); string(p.Buf) != "to central" {
+		t.Fatalf("central got %q", p.Buf)
+	}
+	if open := west.Stats().Open; open["central"] != 2 {
+		t.Errorf("west holds %d connections with central, want 2: the older one's and its own", open["central"])
+	}
+	old.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := old.Read(make([]byte, 1)); n > 0 || !isTimeout(err) {
+		t.Errorf("west wrote back on a connection without duplex: %d bytes, %v", n, err)
 	}
 }
