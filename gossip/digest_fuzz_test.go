@@ -60,8 +60,8 @@ func FuzzDecodeDigest(f *testing.F) {
 		if again != d {
 			t.Fatalf("round trip changed the digest:\n got %+v\nwant %+v", again, d)
 		}
-		// A queued broadcast of it is replaced by the same digest.
-		if !digestBroadcast(enc).Invalidates(digestBroadcast(b)) {
+		// A queued broadcast of it is replaced by the same member's next.
+		if !(digestBroadcast{name: again.Name, msg: enc}).Invalidates(digestBroadcast{name: d.Name, msg: b}) {
 			t.Fatalf("broadcast %s does not replace itself", b)
 		}
 	})

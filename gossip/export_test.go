@@ -90,3 +90,17 @@ func (t *tlsTransport) DropInbound() {
 		c.Close()
 	}
 }
+
+// DropSenders closes the connections this transport sends packets on, as
+// when they break.
+func (t *tlsTransport) DropSenders() {
+	t.mu.Lock()
+	senders := make([]*packetSender, 0, len(t.senders))
+	for _, s := range t.senders {
+		senders = append(senders, s)
+	}
+	t.mu.Unlock()
+	for _, s := range senders {
+		s.closeConn()
+	}
+}

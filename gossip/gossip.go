@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"strconv"
@@ -15,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 	"github.com/hashicorp/memberlist"
@@ -102,6 +99,8 @@ type Node struct {
 	local     Digest
 	newest    map[string]Digest      // by member name
 	members   map[string]MemberState // live members, by name, from memberlist events
+	aliveMeta map[string]string      // the meta NotifyAlive last accepted, by node name
+	metaSent  Digest                 // the local digest, versions left out, last put in node meta
 	ml        *memberlist.Memberlist
 	transport *tlsTransport
 	addr      string // advertised
@@ -148,6 +147,7 @@ func New(cfg Config, local Digest, onDigest func(Digest)) *Node {
 		local:     local,
 		newest:    make(map[string]Digest),
 		members:   make(map[string]MemberState),
+		aliveMeta: make(map[string]string),
 		ready:     make(chan struct{}),
 	}
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: digestRetransmitMult}
@@ -204,6 +204,8 @@ func (g *Node) Run(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.ml = ml
+	g.metaSent = g.local
+	g.metaSent.Incarnation, g.metaSent.Counter = 0, 0
 	g.transport = transport
 	n := ml.LocalNode()
 	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
@@ -253,44 +255,6 @@ func (g *Node) rejoinLoop(ctx context.Context) {
 			g.rejoin(true)
 		}
 	}
-}
-
-func (g *Node) memberlistConfig() (*memberlist.Config, error) {
-	var conf *memberlist.Config
-	switch g.cfg.Profile {
-	case "", "wan":
-		conf = memberlist.DefaultWANConfig()
-	case "lan":
-		conf = memberlist.DefaultLANConfig()
-	default:
-		return nil, fmt.Errorf("gossip: gossip profile %q: want wan or lan", g.cfg.Profile)
-	}
-	if g.cfg.Credential == nil {
-		return nil, errors.New("gossip: gossip needs the member's credential")
-	}
-	if window := ConfirmWindow * g.cfg.HeartbeatInterval; g.cfg.IdleTimeout <= window {
-		return nil, fmt.Errorf("gossip: idle timeout %s must exceed the confirmation window of %s (%d heartbeat intervals): raise it", g.cfg.IdleTimeout, window, ConfirmWindow)
-	}
-	td := g.td
-	bundle := trust.Bundle(td, g.cfg.CA...)
-	transport, err := newTLSTransport(transportConfig{
-		Bind: g.cfg.Bind, Advertise: g.cfg.Advertise,
-		Server:    trust.MTLSServer(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
-		Client:    trust.MTLSClient(g.cfg.Credential, bundle, membership.AuthorizeGossip(td), g.log),
-		LocalName: g.local.Name, Guard: g.guard, IdleTimeout: g.cfg.IdleTimeout, Log: g.log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	conf.Transport = transport
-	conf.Name = g.local.Name
-	conf.Label = g.cfg.Label
-	conf.Delegate = (*gossipDelegate)(g)
-	conf.Events = (*gossipEvents)(g)
-	conf.Alive = (*gossipAlive)(g)
-	conf.Logger = log.New(debugWriter{g.log}, "", 0)
-	conf.DeadNodeReclaimTime = 30 * time.Second
-	return conf, nil
 }
 
 // Intervals between checks that this member's advertised gossip address
@@ -372,20 +336,36 @@ func (g *Node) rejoin(all bool) {
 // a while): now and then a member was never picked, or only as a packet
 // that was lost, and learned of the change only at the next push/pull,
 // 30 s later. Gossip still carries it to members this one does not know.
+//
+// memberlist's node meta is updated only when what the digest says beyond
+// the slice version changed (API, gateway, bundle): an update is an alive
+// message that every member relays and decodes, and a hundred members
+// changing their slices 20 times a second spent more on those than on
+// the digests themselves. Versions travel in the digests above and in
+// every push/pull (LocalState).
 func (g *Node) SetLocal(d Digest) {
 	g.mu.Lock()
 	d.Name = g.local.Name
 	g.local = d
 	ml := g.ml
+	meta := d
+	meta.Incarnation, meta.Counter = 0, 0
+	metaChanged := meta != g.metaSent
+	if ml != nil && metaChanged {
+		g.metaSent = meta
+	}
 	g.mu.Unlock()
 	b := d.encode()
-	g.queue.QueueBroadcast(digestBroadcast(b))
+	g.queue.QueueBroadcast(digestBroadcast{name: d.Name, msg: b})
 	if ml != nil {
 		for _, to := range g.memberAddrs() {
 			// Queued per member (packets.go): returns at once.
 			if err := ml.SendToAddress(to, b); err != nil {
 				g.log.Debug("gossip digest not sent", "to", to.String(), "err", err)
 			}
+		}
+		if !metaChanged {
+			return
 		}
 		if err := ml.UpdateNode(time.Second); err != nil {
 			g.log.Debug("gossip meta update", "err", err)
@@ -462,7 +442,7 @@ func (g *Node) receive(b []byte) {
 	if !newer {
 		return
 	}
-	g.queue.QueueBroadcast(digestBroadcast(b))
+	g.queue.QueueBroadcast(digestBroadcast{name: d.Name, msg: b})
 	if g.onDigest != nil {
 		g.onDigest(d)
 	}

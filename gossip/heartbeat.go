@@ -52,8 +52,17 @@ func (g *Node) memberAddrs() []memberlist.Address {
 // west is checked on every connection to it.
 type gossipAlive Node
 
+// NotifyAlive checks a node's meta. Every member relays every alive
+// message it has not seen, so the same node and meta come by many times:
+// meta already accepted for the node is not decoded again.
 func (a *gossipAlive) NotifyAlive(n *memberlist.Node) error {
 	if len(n.Meta) == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	known := a.aliveMeta[n.Name] == string(n.Meta)
+	a.mu.Unlock()
+	if known {
 		return nil
 	}
 	d, err := DecodeDigest(n.Meta)
@@ -63,5 +72,8 @@ func (a *gossipAlive) NotifyAlive(n *memberlist.Node) error {
 	if d.Name != n.Name {
 		return fmt.Errorf("gossip: node %q carries the digest of node %q", n.Name, d.Name)
 	}
+	a.mu.Lock()
+	a.aliveMeta[n.Name] = string(n.Meta)
+	a.mu.Unlock()
 	return nil
 }

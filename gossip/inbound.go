@@ -16,19 +16,35 @@ import (
 
 // The inbound side of the transport: connections other members dial.
 
-// accept serves every inbound connection on its own goroutine.
+// accept serves every inbound connection on its own goroutine. An accept
+// that fails while the listener is open (out of file descriptors) is
+// retried after a pause, as net/http does: returning would leave the
+// member deaf to gossip for good.
 func (t *tlsTransport) accept() {
 	defer t.wg.Done()
+	var pause time.Duration
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
 			select {
 			case <-t.done:
+				return
 			default:
-				t.log.Error("gossip accept", "err", err)
 			}
-			return
+			if errors.Is(err, net.ErrClosed) {
+				t.log.Error("gossip accept", "err", err)
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			t.log.Error("gossip accept failed; retrying", "retry_in", pause, "err", err)
+			select {
+			case <-t.done:
+				return
+			case <-time.After(pause):
+			}
+			continue
 		}
+		pause = 0
 		if !t.track(c) {
 			c.Close()
 			return
@@ -73,7 +89,7 @@ func (t *tlsTransport) serve(raw net.Conn) {
 	c := tls.Server(raw, t.cfg.Server)
 	defer func() { t.closeInbound(c, raw) }()
 	c.SetDeadline(time.Now().Add(gossipHandshakeTimeout))
-	kind, p, err := t.admit(c)
+	kind, node, p, err := t.admit(c)
 	if err != nil {
 		t.log.Debug("gossip connection refused", "peer", raw.RemoteAddr(), "err", err)
 		return
@@ -93,39 +109,43 @@ func (t *tlsTransport) serve(raw net.Conn) {
 		case <-t.done:
 		}
 	case connPackets:
-		t.readPackets(c, p)
+		if isDuplex(c) {
+			t.addInbound(node, c, p)
+			defer t.removeInbound(node, c)
+		}
+		t.readPackets(c, p, t.cfg.IdleTimeout)
 	}
 }
 
 // admit reads the preamble of an inbound connection, which completes the
 // handshake, and checks the peer's credential and its node name.
-func (t *tlsTransport) admit(c *tls.Conn) (byte, peer, error) {
+func (t *tlsTransport) admit(c *tls.Conn) (byte, string, peer, error) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return 0, peer{}, err
+		return 0, "", peer{}, err
 	}
 	switch hdr[0] {
 	case connPackets, connStream:
 	case legacyPackets, legacyStream:
-		return 0, peer{}, errors.New("gossip: peer runs an older federate whose gossip names no node: upgrade it")
+		return 0, "", peer{}, errors.New("gossip: peer runs an older federate whose gossip names no node: upgrade it")
 	default:
-		return 0, peer{}, fmt.Errorf("gossip: unknown connection kind %q", hdr[0])
+		return 0, "", peer{}, fmt.Errorf("gossip: unknown connection kind %q", hdr[0])
 	}
 	name := make([]byte, hdr[1])
 	if _, err := io.ReadFull(c, name); err != nil {
-		return 0, peer{}, err
+		return 0, "", peer{}, err
 	}
 	p, err := t.guard.authenticate(c.ConnectionState(), time.Now())
 	if err != nil {
-		return 0, p, err
+		return 0, "", p, err
 	}
 	if len(name) == 0 {
-		return 0, p, errors.New("gossip: preamble names no node")
+		return 0, "", p, errors.New("gossip: preamble names no node")
 	}
 	if err := t.guard.claim(p, string(name), "dialing"); err != nil {
-		return 0, p, err
+		return 0, "", p, err
 	}
-	return hdr[0], p, nil
+	return hdr[0], string(name), p, nil
 }
 
 // closeInbound closes an inbound connection memberlist does not own;
@@ -159,16 +179,18 @@ func (s *trackedStream) Close() error {
 }
 
 // readPackets passes frames to memberlist until the peer goes away or
-// sends nothing for the idle timeout. Every frame, heartbeats included,
+// sends nothing for idle (if not zero). Every frame, heartbeats included,
 // confirms the peer.
-func (t *tlsTransport) readPackets(c *tls.Conn, p peer) {
+func (t *tlsTransport) readPackets(c net.Conn, p peer, idle time.Duration) {
 	var hdr [4]byte
 	for {
-		c.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
+		if idle > 0 {
+			c.SetReadDeadline(time.Now().Add(idle))
+		}
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				t.guard.count(ClosedIdle)
-				t.log.Debug("gossip connection idle; closing it", "peer", c.RemoteAddr(), "peer_id", p.id.String(), "idle", t.cfg.IdleTimeout)
+				t.log.Debug("gossip connection idle; closing it", "peer", c.RemoteAddr(), "peer_id", p.id.String(), "idle", idle)
 			}
 			return
 		}

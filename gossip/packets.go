@@ -48,6 +48,7 @@ type packetSender struct {
 
 	mu     sync.Mutex // guards the fields below; taken after the transport's mu
 	conn   net.Conn
+	dialed bool     // conn is ours, not one the peer dialed (duplex.go)
 	queue  [][]byte // frames, oldest first
 	queued int      // bytes in queue
 	ended  bool     // stop is closed
@@ -124,43 +125,41 @@ func (t *tlsTransport) sendQueued(s *packetSender) {
 	}
 }
 
-// send writes one frame, dialing first if needed; a connection the peer
-// closed is replaced once.
+// send writes one frame, connecting first if needed; a connection the
+// peer closed is replaced once.
 func (t *tlsTransport) send(s *packetSender, frame []byte) error {
 	var err error
 	for range 2 {
 		conn := s.connection()
 		if conn == nil {
-			c, p, dialErr := t.dial(s.addr, connPackets, gossipHandshakeTimeout, s.stop)
-			if dialErr != nil {
-				return dialErr
-			}
-			if conn = t.bind(s, c, p); conn == nil {
-				return net.ErrClosed
+			if conn, err = t.connect(s); err != nil {
+				return err
 			}
 		}
 		conn.SetWriteDeadline(time.Now().Add(gossipWriteTimeout))
 		if _, err = conn.Write(frame); err == nil {
 			return nil
 		}
-		s.closeConn()
+		s.closeConnIf(conn)
 	}
 	return err
 }
 
 // bind keeps c, authenticated as p, for s's next packets, and returns it;
-// or closes it and returns nil if s was dropped meanwhile.
-func (t *tlsTransport) bind(s *packetSender, c net.Conn, p peer) net.Conn {
+// or, if s was dropped meanwhile, closes c if s dialed it and returns nil.
+func (t *tlsTransport) bind(s *packetSender, c net.Conn, p peer, dialed bool) net.Conn {
 	t.mu.Lock()
 	s.peer = p
 	t.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
-		c.Close()
+		if dialed {
+			c.Close()
+		}
 		return nil
 	}
-	s.conn = c
+	s.conn, s.dialed = c, dialed
 	return c
 }
 
@@ -244,6 +243,16 @@ func (s *packetSender) pending() int {
 	return len(s.queue)
 }
 
+// dialedConnection is s's connection if s dialed it.
+func (s *packetSender) dialedConnection() net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dialed {
+		return nil
+	}
+	return s.conn
+}
+
 func (s *packetSender) connection() net.Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -255,6 +264,17 @@ func (s *packetSender) closeConn() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+}
+
+// closeConnIf closes s's connection if it is still c: a write on c
+// failed, or c's reader stopped.
+func (s *packetSender) closeConnIf(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == c {
 		s.conn.Close()
 		s.conn = nil
 	}

@@ -67,7 +67,8 @@ func (t *tlsTransport) openByPeer() map[string]int {
 		}
 	}
 	for _, s := range t.senders {
-		if s.peer.leaf != nil && s.connection() != nil {
+		// A connection the peer dialed is counted among t.conns.
+		if s.peer.leaf != nil && s.dialedConnection() != nil {
 			out[s.peer.name()]++
 		}
 	}

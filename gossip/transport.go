@@ -73,6 +73,9 @@ type tlsTransport struct {
 
 	mu      sync.Mutex // guards the fields below
 	senders map[memberlist.Address]*packetSender
+	// inbound are the duplex packet connections peers dialed, by the
+	// peer's node name (duplex.go).
+	inbound map[string]inboundPackets
 	// conns are the inbound connections, by raw connection (their peer is
 	// zero until authenticated), and the outbound streams.
 	conns  map[net.Conn]peer
@@ -100,12 +103,14 @@ func newTLSTransport(cfg transportConfig) (*tlsTransport, error) {
 		ln.Close()
 		return nil, fmt.Errorf("gossip: node name %q is longer than 255 bytes", cfg.LocalName)
 	}
+	cfg.Server = withDuplex(cfg.Server)
 	t := &tlsTransport{
 		cfg: cfg, ln: ln, advertise: adv, log: cfg.Log, guard: cfg.Guard,
 		packets: make(chan *memberlist.Packet, 256),
 		streams: make(chan net.Conn, 16),
 		done:    make(chan struct{}),
 		senders: make(map[memberlist.Address]*packetSender),
+		inbound: make(map[string]inboundPackets),
 		conns:   make(map[net.Conn]peer),
 	}
 	t.wg.Add(2)
@@ -184,6 +189,9 @@ func (t *tlsTransport) DialAddressTimeout(addr memberlist.Address, timeout time.
 func (t *tlsTransport) dial(addr memberlist.Address, kind byte, timeout time.Duration, stop <-chan struct{}) (net.Conn, peer, error) {
 	conf := t.cfg.Client.Clone()
 	conf.ServerName = gossipServerName(addr.Name)
+	if kind == connPackets {
+		conf.NextProtos = []string{duplexPackets}
+	}
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: conf}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

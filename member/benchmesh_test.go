@@ -1,6 +1,7 @@
 package member_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,9 @@ type benchMesh struct {
 	// serviceName, if set, names service si of cluster ci; the default
 	// gives every cluster the same names.
 	serviceName func(ci, si int) string
+	// quietShare, if set, is the share of a CPU under which the process
+	// counts as quiet after the load (default a tenth).
+	quietShare float64
 }
 
 type benchMember struct {
@@ -113,7 +117,7 @@ func (bm *benchMesh) load(services, endpoints int, timeout time.Duration) {
 // garbage) do not land in a measurement.
 func (bm *benchMesh) waitQuiet(timeout time.Duration) {
 	bm.tb.Helper()
-	fedtest.WaitQuiet(bm.tb, timeout)
+	fedtest.WaitQuietBelow(bm.tb, timeout, cmp.Or(bm.quietShare, 0.1))
 }
 
 // converged reports whether every member holds every owner's version and

@@ -31,6 +31,16 @@ const (
 	// peerFetchDelay gives the hub stream a head start before a member
 	// fetches a newer version it heard of by gossip from a peer.
 	peerFetchDelay = 300 * time.Millisecond
+	// While the hub stream brought something within hubFlowingWindow,
+	// the hub is working, if behind: it gets laggingHubFetchDelay. When a
+	// whole fleet publishes at once (a fleet restart, every cluster
+	// joining) the hub's fan-out lags by more than peerFetchDelay, and
+	// every member then fetched every change from its owner as well: a
+	// connection and TLS handshake each, on top of the load that made the
+	// hub lag, which lagged it further. A frozen hub brings nothing, and
+	// is passed over after peerFetchDelay, as before.
+	hubFlowingWindow     = time.Second
+	laggingHubFetchDelay = time.Second
 	// Retries against the hub and peers wait under firstBackoff first,
 	// then twice as long after each failure, up to under maxBackoff.
 	firstBackoff = 100 * time.Millisecond
@@ -165,6 +175,7 @@ type Member struct {
 	counter     uint64
 	acked       *registry.Version // newest own version the hub confirmed
 	hubSynced   bool
+	hubHeard    time.Time            // when the hub stream last brought anything
 	hubReplica  string               // the address the synced stream comes from
 	due         map[string]time.Time // cluster -> when to fetch from peers
 	changed     chan struct{}        // closed on the next change of the view

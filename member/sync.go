@@ -87,6 +87,9 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			}
 			return err
 		}
+		m.mu.Lock()
+		m.hubHeard = m.cfg.Now()
+		m.mu.Unlock()
 		m.applyRemovals(ctx, resp.GetRemovals())
 		m.applyExternal(resp.GetExternalBundles())
 		m.receive(ctx, resp.GetRecords(), "hub")
@@ -161,126 +164,6 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 // sends every service.
 func inScope(recs []registry.Verified, scope *registry.Scope) []registry.Verified {
 	return slices.DeleteFunc(recs, func(v registry.Verified) bool { return !scope.Includes(v.Record.GetKey()) })
-}
-
-// onDigest runs on the gossip goroutine: schedule a peer fetch if the digest
-// is newer than what we hold.
-func (m *Member) onDigest(d gossip.Digest) {
-	if d.Cluster == "" || d.Cluster == m.cfg.Cluster || d.Incarnation == 0 {
-		return
-	}
-	if registry.Compare(d.Version(), m.set.Version(d.Cluster)) <= 0 {
-		return
-	}
-	m.mu.Lock()
-	delay := peerFetchDelay
-	if !m.hubSynced {
-		delay = 0
-	}
-	// The earlier wins: a digest brings a retry's backoff forward, and a
-	// fetch already due keeps its time.
-	at := m.cfg.Now().Add(delay)
-	if due, ok := m.due[d.Cluster]; !ok || at.Before(due) {
-		m.due[d.Cluster] = at
-	}
-	m.mu.Unlock()
-	signal(m.fetchNow)
-}
-
-// fetchLoop fetches versions heard of by gossip that the hub did not bring.
-func (m *Member) fetchLoop(ctx context.Context) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	// A failed fetch is tried again after a jittered backoff per cluster,
-	// or sooner if a digest brings it forward.
-	backoffs := make(map[string]*retry.Backoff)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		case <-m.fetchNow:
-		}
-		now := m.cfg.Now()
-		m.mu.Lock()
-		var ready []string
-		for c, at := range m.due {
-			if !now.Before(at) {
-				ready = append(ready, c)
-				delete(m.due, c)
-			}
-		}
-		m.mu.Unlock()
-		for _, c := range ready {
-			err := m.fetchFromPeers(ctx, c)
-			if err == nil {
-				delete(backoffs, c)
-				continue
-			}
-			if backoffs[c] == nil {
-				backoffs[c] = newBackoff()
-			}
-			wait := backoffs[c].Next()
-			m.log.Warn("peer fetch failed; retrying", "cluster", c, "retry_in", wait, "err", err)
-			m.mu.Lock()
-			if _, ok := m.due[c]; !ok {
-				m.due[c] = m.cfg.Now().Add(wait)
-			}
-			m.mu.Unlock()
-		}
-	}
-}
-
-// fetchFromPeers asks the owner first, then any other member.
-func (m *Member) fetchFromPeers(ctx context.Context, cluster string) error {
-	var want *registry.Version
-	var sources []gossip.MemberState
-	for _, ms := range m.gossip.Members() {
-		if ms.Cluster == cluster {
-			want = ms.Version()
-			sources = append([]gossip.MemberState{ms}, sources...)
-		} else if ms.API != "" && ms.Cluster != m.cfg.Cluster {
-			sources = append(sources, ms)
-		}
-	}
-	if registry.Compare(want, m.set.Version(cluster)) <= 0 {
-		return nil
-	}
-	known := m.set.Versions()
-	var lastErr error = errNoSource
-	for _, src := range sources {
-		if src.API == "" {
-			continue
-		}
-		id := membership.HubID(m.td)
-		if src.Cluster != "" {
-			id = membership.ClusterID(m.td, src.Cluster)
-		}
-		conn, err := m.conn(src.API, id)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, membership.CallTimeout)
-		m.peerFetches.Add(1)
-		resp, err := hubpb.NewRegistryClient(conn).Fetch(cctx, &hubpb.FetchRequest{Known: &hubpb.VersionVector{Versions: known}, Imports: m.fetchImports()})
-		cancel()
-		if err != nil {
-			lastErr = fmt.Errorf("%s: %w", src.Name, err)
-			continue
-		}
-		m.receive(ctx, resp.GetRecords(), src.Name)
-		if !m.Imports().All() {
-			// Only a scoped member leaves records out; one that imports
-			// everything trusts the records alone, as before.
-			m.advance(ctx, resp.GetComplete())
-		}
-		if registry.Compare(m.set.Version(cluster), want) >= 0 {
-			m.log.Info("caught up from a peer", "cluster", cluster, "peer", src.Name, "version", registry.FormatVersion(want))
-			return nil
-		}
-	}
-	return lastErr
 }
 
 // maintainLoop tracks liveness, expires slices and renews the credential.
@@ -432,6 +315,16 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	if c, ok := m.conns[key]; ok {
 		return c, nil
 	}
+	c, err := m.newConn(addr, id)
+	if err != nil {
+		return nil, err
+	}
+	m.conns[key] = c
+	return c, nil
+}
+
+// newConn returns a new mTLS connection to addr that accepts only id.
+func (m *Member) newConn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	tlsConf := trust.ClientTLS(m.cfg.Credential, trust.Bundle(m.td, m.cfg.CA...), tlsconfig.AuthorizeID(id))
 	if cluster := membership.ClusterOf(m.td, id); cluster != "" {
 		// A peer behind its gateway is reached by this name; a peer
@@ -451,6 +344,5 @@ func (m *Member) conn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("member: dial %s: %w", addr, err)
 	}
-	m.conns[key] = c
 	return c, nil
 }

@@ -194,6 +194,15 @@ func CPUTime(tb testing.TB) time.Duration {
 // measurement.
 func WaitQuiet(tb testing.TB, timeout time.Duration) {
 	tb.Helper()
+	WaitQuietBelow(tb, timeout, 0.1)
+}
+
+// WaitQuietBelow is WaitQuiet for a process whose idle state uses more
+// than a tenth of a CPU (a hundred gossip members heartbeat each other
+// every second): it waits until the process used less than share of a
+// CPU over half a second.
+func WaitQuietBelow(tb testing.TB, timeout time.Duration, share float64) {
+	tb.Helper()
 	const window = 500 * time.Millisecond
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -208,8 +217,8 @@ func WaitQuiet(tb testing.TB, timeout time.Duration) {
 		case <-tick.C:
 		}
 		now := CPUTime(tb)
-		if now-last < window/10 {
-			tb.Logf("quiet %s after convergence", time.Since(start).Round(time.Millisecond))
+		if used := now - last; used < time.Duration(share*float64(window)) {
+			tb.Logf("quiet %s after convergence (%.2f of a CPU)", time.Since(start).Round(time.Millisecond), float64(used)/float64(window))
 			return
 		}
 		last = now
