@@ -219,7 +219,7 @@ func (bm *benchMesh) hubSetBytes(b *testing.B) uint64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bm.waitHeapSettled()
+	fedtest.WaitHeapSettled(bm.tb, time.Minute)
 	held, grew, eps, err := publishedSetBytes(bm.members[0].member.Mesh(), ca, wire, scaleSetCopies)
 	if err != nil {
 		b.Fatal(err)
@@ -229,27 +229,6 @@ func (bm *benchMesh) hubSetBytes(b *testing.B) uint64 {
 		b.Fatalf("the hub holds %d endpoints, want %d", eps, want)
 	}
 	return held
-}
-
-// waitHeapSettled waits until the live heap, read every half second,
-// changes by less than 0.5 %: a hundred stopped members leave goroutines,
-// timers and connections that take a while to go, and what they free
-// while the hub's set is measured would count against it (at 100
-// clusters the heap grown while building the set read 0.9 MB against the
-// 2.0 MB that dropping it freed).
-func (bm *benchMesh) waitHeapSettled() {
-	bm.tb.Helper()
-	var prev uint64
-	var at time.Time
-	bm.waitFor(time.Minute, "the heap to settle after the federation stopped", func() bool {
-		if time.Since(at) < 500*time.Millisecond {
-			return false
-		}
-		now := fedtest.HeapBytes()
-		settled := prev != 0 && max(now, prev)-min(now, prev) < prev/200
-		prev, at = now, time.Now()
-		return settled
-	})
 }
 
 // openFiles is about what n clusters in this process hold open: one
