@@ -1,7 +1,6 @@
 package member
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -9,13 +8,12 @@ import (
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 	"github.com/federate/federate/registry/store"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
 // A control plane calls Update with its whole list of services whenever
 // anything in it changed, so most of the list is what we already
-// published. Telling those services apart costs an encoding per service;
+// published. Telling those services apart costs a comparison per service;
 // it is done without writeMu, which the records of other clusters wait
 // for, and only the records that differ are signed and written under it.
 
@@ -40,11 +38,8 @@ func (m *Member) planSlice(desired map[string]proto.Message, partial bool) slice
 	// read first: a change between the two reads makes the plan stale.
 	p.held = m.set.Version(m.cfg.Cluster)
 	current := m.set.Entries(m.cfg.Cluster)
-	var enc []byte
 	for k, want := range desired {
-		var err error
-		enc, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(enc[:0], want)
-		if err == nil && alreadyPublished(current[k], p.incarnation, k, enc) {
+		if alreadyPublished(current[k], p.incarnation, k, want) {
 			continue
 		}
 		rec := &registry.Record{Key: k}
@@ -125,52 +120,14 @@ func (m *Member) commitSlice(ctx context.Context, p slicePlan, desired map[strin
 	return len(out), nil
 }
 
-// The numbers of the Record fields that carry a body.
-var (
-	recordFields = (&registry.Record{}).ProtoReflect().Descriptor().Fields()
-	infoField    = recordFields.ByName("info").Number()
-	serviceField = recordFields.ByName("service").Number()
-)
-
 // alreadyPublished reports whether cur is a live record of this
-// incarnation whose body encodes to enc. Our records are encoded
-// deterministically, so an unchanged body has the same bytes; a body
-// encoded otherwise (by an older library, say) is only signed again.
-func alreadyPublished(cur *registry.Entry, incarnation uint64, key string, enc []byte) bool {
+// incarnation that holds want.
+func alreadyPublished(cur *registry.Entry, incarnation uint64, key string, want proto.Message) bool {
 	if cur == nil || cur.Deleted || cur.Version.GetIncarnation() != incarnation {
 		return false
 	}
-	field := serviceField
 	if key == registry.InfoKey {
-		field = infoField
+		return proto.Equal(cur.Info, want)
 	}
-	body, ok := recordBody(cur.Signed.GetRecord(), field)
-	return ok && bytes.Equal(body, enc)
-}
-
-// recordBody finds the one occurrence of field in an encoded Record.
-func recordBody(b []byte, field protowire.Number) ([]byte, bool) {
-	var body []byte
-	found := false
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, false
-		}
-		b = b[n:]
-		if num == field && typ == protowire.BytesType {
-			if found {
-				return nil, false // merged on decoding: not ours
-			}
-			body, n = protowire.ConsumeBytes(b)
-			found = true
-		} else {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return nil, false
-		}
-		b = b[n:]
-	}
-	return body, found
+	return cur.Service != nil && sameService(cur.Service, want.(*registry.Service))
 }
