@@ -79,8 +79,8 @@ func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Messa
 // slice since p was made: then p may keep what that update replaced.
 func (m *Member) commitSlice(ctx context.Context, p slicePlan, desired map[string]proto.Message, partial bool) (int, error) {
 	if len(p.records) == 0 {
-		// Nothing to write: an update that changed the slice since p was
-		// made ran during this one, and may well count as the later.
+		// Nothing differed when p was made. An update that changed the
+		// slice since overlapped with this one and counts as the later.
 		return 0, nil
 	}
 	m.writeMu.Lock()
