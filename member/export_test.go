@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/federate/federate/gossip"
+	"github.com/federate/federate/registry"
 	"github.com/federate/federate/trust"
 )
 
@@ -27,3 +28,20 @@ func (m *Member) GossipStats() gossip.Stats { return m.gossip.Stats() }
 
 // PeerFetches is how many fetches the member asked of peers.
 func (m *Member) PeerFetches() int64 { return m.peerFetches.Load() }
+
+// UpdateAround is Update with between run after it compared the list with
+// the slice and before it takes the lock to write what differed; it
+// returns how many records it wrote.
+func (m *Member) UpdateAround(ctx context.Context, info *registry.ClusterInfo, services []*registry.Service, between func()) (int, error) {
+	desired, err := m.desiredSlice(info, services)
+	if err != nil {
+		return 0, err
+	}
+	p := m.planSlice(desired, false)
+	between()
+	n, err := m.commitSlice(ctx, p, desired, false)
+	if n > 0 {
+		m.announce()
+	}
+	return n, err
+}

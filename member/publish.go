@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sort"
 
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
-	"github.com/federate/federate/registry/store"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -33,93 +31,37 @@ func (m *Member) ownInfo() *registry.ClusterInfo { return m.set.Info(m.cfg.Clust
 // Update replaces this cluster's exported state. Only what changed is
 // re-signed, stored and published.
 func (m *Member) Update(ctx context.Context, info *registry.ClusterInfo, services []*registry.Service) error {
-	info = m.describe(info)
-	desired := map[string]proto.Message{registry.InfoKey: info}
-	for _, s := range services {
-		if _, dup := desired[s.GetHostname()]; dup || s.GetHostname() == "" {
-			return fmt.Errorf("member: service hostname %q is empty or listed twice", s.GetHostname())
-		}
-		desired[s.GetHostname()] = s
+	desired, err := m.desiredSlice(info, services)
+	if err != nil {
+		return err
 	}
 	n, err := m.updateLocal(ctx, desired, false)
 	if err != nil || n == 0 {
 		return err
 	}
-	// The hub is the fast path; the digest follows on its own goroutine,
-	// since spreading it waits for gossip rounds.
-	signal(m.publishNow)
-	signal(m.advertiseNow)
+	m.announce()
 	return nil
 }
 
-// updateLocal signs, stores and applies the records that differ from
-// desired, and returns how many there were. Unless partial, keys missing
-// from desired are withdrawn.
-func (m *Member) updateLocal(ctx context.Context, desired map[string]proto.Message, partial bool) (int, error) {
-	m.writeMu.Lock()
-	defer m.writeMu.Unlock()
-	m.mu.Lock()
-	incarnation, counter := m.incarnation, m.counter
-	m.mu.Unlock()
-	current := m.set.Entries(m.cfg.Cluster)
-	signer := registry.Signer{Cluster: m.cfg.Cluster, Key: m.cfg.Credential.Key(), Cert: m.cfg.Credential.Leaf().Raw}
-	now := m.cfg.Now().UnixNano()
-	var out []registry.Verified
-	sign := func(rec *registry.Record) error {
-		counter++
-		rec.Cluster = m.cfg.Cluster
-		rec.Version = &registry.Version{Incarnation: incarnation, Counter: counter}
-		rec.SignedAt = now
-		sr, err := signer.Sign(rec)
-		if err != nil {
-			return err
+// desiredSlice is our slice's records by key as Update is asked for them.
+func (m *Member) desiredSlice(info *registry.ClusterInfo, services []*registry.Service) (map[string]proto.Message, error) {
+	desired := make(map[string]proto.Message, len(services)+1)
+	desired[registry.InfoKey] = m.describe(info)
+	for _, s := range services {
+		if _, dup := desired[s.GetHostname()]; dup || s.GetHostname() == "" {
+			return nil, fmt.Errorf("member: service hostname %q is empty or listed twice", s.GetHostname())
 		}
-		out = append(out, registry.Verified{Record: rec, Signed: sr})
-		return nil
+		desired[s.GetHostname()] = s
 	}
-	keys := make([]string, 0, len(desired))
-	for k := range desired {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		want := desired[k]
-		cur := current[k]
-		if cur != nil && !cur.Deleted && cur.Version.GetIncarnation() == incarnation &&
-			(k == registry.InfoKey && proto.Equal(cur.Info, want) || k != registry.InfoKey && proto.Equal(cur.Service, want)) {
-			continue
-		}
-		rec := &registry.Record{Key: k}
-		if k == registry.InfoKey {
-			rec.Body = &registrypb.Record_Info{Info: want.(*registry.ClusterInfo)}
-		} else {
-			// A copy: the caller may change its services in place later.
-			rec.Body = &registrypb.Record_Service{Service: proto.Clone(want).(*registry.Service)}
-		}
-		if err := sign(rec); err != nil {
-			return 0, err
-		}
-	}
-	for k, cur := range current {
-		if _, ok := desired[k]; !ok && !cur.Deleted && !partial {
-			if err := sign(&registry.Record{Key: k, Deleted: true}); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if len(out) == 0 {
-		return 0, nil
-	}
-	if err := m.cfg.Store.Write(ctx, store.RecordOps(m.set, out)...); err != nil {
-		return 0, err
-	}
-	m.set.Apply(out)
-	m.mu.Lock()
-	m.counter = counter
-	m.notifyLocked()
-	m.mu.Unlock()
-	m.log.Debug("slice updated", "records", len(out), "version", fmt.Sprintf("%d.%d", incarnation, counter))
-	return len(out), nil
+	return desired, nil
+}
+
+// announce sends what updateLocal changed on its way. The hub is the
+// fast path; the digest follows on its own goroutine, since spreading it
+// waits for gossip rounds.
+func (m *Member) announce() {
+	signal(m.publishNow)
+	signal(m.advertiseNow)
 }
 
 // advertiseLoop gossips our digest after every change. Gossip.SetLocal

@@ -141,8 +141,7 @@ func (m *Member) republishInfo(ctx context.Context) error {
 	if err != nil || n == 0 {
 		return err
 	}
-	signal(m.publishNow)
-	signal(m.advertiseNow)
+	m.announce()
 	return nil
 }
 
