@@ -77,18 +77,7 @@ func (s *Set) Withdrawable(scope *Scope, own string) []RecordRef {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []RecordRef
-	for name, sl := range s.slices {
-		if name == own {
-			continue
-		}
-		for key := range sl.Entries {
-			if !scope.Includes(key) {
-				out = append(out, RecordRef{Cluster: name, Key: key})
-			}
-		}
-	}
-	return out
+	return s.outOfScopeLocked(scope, own)
 }
 
 // Withdraw forgets the records out of scope of every cluster but own,
@@ -100,6 +89,16 @@ func (s *Set) Withdraw(scope *Scope, own string) []RecordRef {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	out := s.outOfScopeLocked(scope, own)
+	for _, r := range out {
+		s.slices[r.Cluster].remove(r.Key)
+	}
+	return out
+}
+
+// outOfScopeLocked returns the records out of scope of every cluster but
+// own; the caller holds s.mu.
+func (s *Set) outOfScopeLocked(scope *Scope, own string) []RecordRef {
 	var out []RecordRef
 	for name, sl := range s.slices {
 		if name == own {
@@ -107,7 +106,6 @@ func (s *Set) Withdraw(scope *Scope, own string) []RecordRef {
 		}
 		for key := range sl.Entries {
 			if !scope.Includes(key) {
-				sl.remove(key)
 				out = append(out, RecordRef{Cluster: name, Key: key})
 			}
 		}
