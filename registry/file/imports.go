@@ -1,11 +1,9 @@
 package file
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 
 	networkingpb "istio.io/api/networking/v1alpha3"
@@ -81,68 +79,52 @@ func parseImports(name string, data []byte) (fileImports, error) {
 }
 
 // ImportDir reads the imports of a config directory again and again, as
-// the control plane polls it, and keeps each file's last good imports: a
-// file that does not read or parse, or that was emptied, keeps what it
-// last named until it parses again or is removed, so that a file being
-// written never drops an import. Each problem is logged once per file. An
-// ImportDir is used by one goroutine.
-type ImportDir struct {
-	path  string
-	log   *slog.Logger
-	files map[string]*importFile // by path
-}
-
-type importFile struct {
-	data    []byte // the content last read; nil after a failed read
-	imports fileImports
-	problem error // why the content last read is not in force; nil if it is
-}
+// the control plane polls it, and keeps each file's last good imports
+// (lastGood), so that a file being written never drops an import. Each
+// problem is logged once per file. An ImportDir is used by one goroutine.
+type ImportDir struct{ files lastGood[fileImports] }
 
 // NewImportDir returns an ImportDir for the directory path. It does no I/O.
 func NewImportDir(path string, log *slog.Logger) *ImportDir {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &ImportDir{path: path, log: log, files: make(map[string]*importFile)}
+	return &ImportDir{files: lastGood[fileImports]{
+		path:  path,
+		parse: parseImports,
+		names: fileImports.named,
+		parsesAgain: func(path string, _ fileImports) {
+			log.Info("imports: file parses again", "file", path)
+		},
+		failed: func(_ string, _ fileImports, err error) {
+			log.Warn("imports: a file of the config directory does not parse; the imports it named before stay in force until it does or is removed", "error", err)
+		},
+	}}
 }
 
 // Read reads the directory and returns the imports in force. It fails only
 // if the directory does not list; then nothing changes.
 func (d *ImportDir) Read() (Imports, error) {
-	files, unreadable, err := readDir(d.path)
-	if err != nil {
+	if err := d.files.read(); err != nil {
 		return Imports{}, err
 	}
-	present := make(map[string]bool, len(files)+len(unreadable))
-	for _, f := range files {
-		present[f.Path] = true
-		d.update(f.Path, f.Data)
-	}
-	for _, fe := range unreadable {
-		present[fe.File] = true
-		tf := d.tracked(fe.File)
-		tf.data = nil
-		d.fail(tf, fe)
-	}
-	for p := range d.files {
-		if !present[p] {
-			delete(d.files, p)
-		}
-	}
-	return d.imports(), nil
+	return mergeImports(d.files.inForce()), nil
 }
 
-// imports merges the files' imports: the ServiceImports' hostnames and
-// what each Sidecar names, its wildcards matched against every file's
+// Problems joins the problem of every file whose content last read is not
+// in force, each a *FileError; nil when every file parsed.
+func (d *ImportDir) Problems() error { return d.files.problems(true) }
+
+// mergeImports merges the files' imports: the ServiceImports' hostnames
+// and what each Sidecar names, its wildcards matched against every file's
 // ServiceEntries.
-func (d *ImportDir) imports() Imports {
+func mergeImports(files []fileImports) Imports {
 	var declared []Declared
-	for _, f := range d.files {
-		declared = append(declared, f.imports.declared...)
+	for _, f := range files {
+		declared = append(declared, f.declared...)
 	}
 	out := Imports{Hosts: []string{}}
-	for _, p := range slices.Sorted(maps.Keys(d.files)) {
-		f := d.files[p].imports
+	for _, f := range files {
 		out.Named = out.Named || f.named()
 		out.Hosts = append(out.Hosts, f.requests...)
 		for _, sc := range f.sidecars {
@@ -152,51 +134,4 @@ func (d *ImportDir) imports() Imports {
 	slices.Sort(out.Hosts)
 	out.Hosts = slices.Compact(out.Hosts)
 	return out
-}
-
-// Problems joins the problem of every file whose content last read is not
-// in force, each a *FileError; nil when every file parsed.
-func (d *ImportDir) Problems() error {
-	var errs []error
-	for _, p := range slices.Sorted(maps.Keys(d.files)) {
-		errs = append(errs, d.files[p].problem)
-	}
-	return errors.Join(errs...)
-}
-
-func (d *ImportDir) tracked(path string) *importFile {
-	tf := d.files[path]
-	if tf == nil {
-		tf = &importFile{}
-		d.files[path] = tf
-	}
-	return tf
-}
-
-func (d *ImportDir) update(path string, data []byte) {
-	tf := d.tracked(path)
-	if tf.data != nil && bytes.Equal(tf.data, data) {
-		return
-	}
-	tf.data = data
-	imports, err := parseImports(path, data)
-	if err == nil && !imports.named() && tf.imports.named() && len(bytes.TrimSpace(data)) == 0 {
-		err = &FileError{File: path, Err: errEmptied}
-	}
-	if err != nil {
-		d.fail(tf, err)
-		return
-	}
-	if tf.problem != nil {
-		d.log.Info("imports: file parses again", "file", path)
-	}
-	tf.imports, tf.problem = imports, nil
-}
-
-func (d *ImportDir) fail(tf *importFile, err error) {
-	if tf.problem != nil && tf.problem.Error() == err.Error() {
-		return
-	}
-	tf.problem = err
-	d.log.Warn("imports: a file of the config directory does not parse; the imports it named before stay in force until it does or is removed", "error", err)
 }
