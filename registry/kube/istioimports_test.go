@@ -1,10 +1,7 @@
 package kube_test
 
 import (
-	"context"
-	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +13,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/federate/federate/internal/kubetest"
-	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/kube"
 )
 
@@ -85,50 +81,23 @@ func TestIntegrationIstioObjectsNameImports(t *testing.T) {
 		t.Fatalf("IstioImports without Sidecars = %v, want %v", got, want)
 	}
 
-	var mu sync.Mutex
-	var reported []string
-	src, err := kube.New(kube.Config{
+	var reported reportedHosts
+	runSource(ctx, t, kube.Config{
 		Cluster: "east", Kube: kc.Config, Network: "net-east", TrustDomain: "east.shop", Logger: testLogger(t),
-		OnIstioImports: func(hosts []string) {
-			mu.Lock()
-			reported = hosts
-			mu.Unlock()
-		},
+		OnIstioImports: reported.set,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- src.Run(runCtx, func([]*registry.Service) {}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("source: %v", err)
-		}
-	})
-	check := func(want ...string) func() string {
-		return func() string {
-			mu.Lock()
-			defer mu.Unlock()
-			if !slices.Equal(reported, want) {
-				return fmt.Sprintf("reported %v, want %v", reported, want)
-			}
-			return ""
-		}
-	}
-	eventually(t, 30*time.Second, check(partner, reviews))
+	eventually(t, 30*time.Second, reported.are(partner, reviews))
 	// The root Sidecar: each namespace reaches its own services only; the
 	// partner's ServiceEntry is exported to web, which has none of shop's.
 	sidecar(kube.IstioRootNamespace, "./*")
-	eventually(t, 30*time.Second, check(reviews))
+	eventually(t, 30*time.Second, reported.are(reviews))
 	// web's own Sidecar: cart by name, and shop's services web sees.
 	sidecar("web", "*/"+cart, "shop/*")
-	eventually(t, 30*time.Second, check(partner, cart, reviews))
+	eventually(t, 30*time.Second, reported.are(partner, cart, reviews))
 	if err := ic.NetworkingV1().Sidecars("web").Delete(ctx, "default", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, check(reviews))
+	eventually(t, 30*time.Second, reported.are(reviews))
 	got, err = kube.IstioImports(ctx, kc.Config, "")
 	if err != nil || !slices.Equal(got, []string{reviews}) {
 		t.Fatalf("IstioImports with the root Sidecar = %v, %v; want %v", got, err, []string{reviews})

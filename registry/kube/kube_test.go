@@ -149,6 +149,50 @@ func startSource(t *testing.T, c *cluster, f *federation) {
 	f.feed()
 }
 
+// reportedHosts keeps the hosts a source last reported through one of
+// its import callbacks.
+type reportedHosts struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (r *reportedHosts) set(hosts []string) {
+	r.mu.Lock()
+	r.hosts = hosts
+	r.mu.Unlock()
+}
+
+// are is a check for eventually: the hosts last reported are want.
+func (r *reportedHosts) are(want ...string) func() string {
+	return func() string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !slices.Equal(r.hosts, want) {
+			return fmt.Sprintf("reported %v, want %v", r.hosts, want)
+		}
+		return ""
+	}
+}
+
+// runSource runs a source of cfg, discarding its services, until the
+// test ends.
+func runSource(ctx context.Context, t *testing.T, cfg kube.Config) {
+	t.Helper()
+	src, err := kube.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(runCtx, func([]*registry.Service) {}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("source: %v", err)
+		}
+	})
+}
+
 // eventually polls check until it returns "" or the timeout passes, then
 // fails with check's last complaint.
 func eventually(t *testing.T, timeout time.Duration, check func() string) {

@@ -1,10 +1,7 @@
 package kube_test
 
 import (
-	"context"
-	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +10,6 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/federate/federate/internal/kubetest"
-	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/kube"
 )
 
@@ -50,43 +46,16 @@ func TestIntegrationServiceImportsRequestServices(t *testing.T) {
 		t.Fatalf("RequestedImports = %v, want %v", got, want)
 	}
 
-	var mu sync.Mutex
-	var reported []string
-	src, err := kube.New(kube.Config{
+	var reported reportedHosts
+	runSource(ctx, t, kube.Config{
 		Cluster: "east", Kube: kc.Config, Network: "net-east", TrustDomain: "east.shop", Logger: testLogger(t),
-		OnRequestedImports: func(hosts []string) {
-			mu.Lock()
-			reported = hosts
-			mu.Unlock()
-		},
+		OnRequestedImports: reported.set,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- src.Run(runCtx, func([]*registry.Service) {}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("source: %v", err)
-		}
-	})
-	check := func(want ...string) func() string {
-		return func() string {
-			mu.Lock()
-			defer mu.Unlock()
-			if !slices.Equal(reported, want) {
-				return fmt.Sprintf("reported %v, want %v", reported, want)
-			}
-			return ""
-		}
-	}
-	eventually(t, 30*time.Second, check("reviews.shop.svc.cluster.local"))
+	eventually(t, 30*time.Second, reported.are("reviews.shop.svc.cluster.local"))
 	create("details", nil)
-	eventually(t, 30*time.Second, check("details.shop.svc.cluster.local", "reviews.shop.svc.cluster.local"))
+	eventually(t, 30*time.Second, reported.are("details.shop.svc.cluster.local", "reviews.shop.svc.cluster.local"))
 	if err := mcs.MulticlusterV1beta1().ServiceImports("shop").Delete(ctx, "reviews", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, check("details.shop.svc.cluster.local"))
+	eventually(t, 30*time.Second, reported.are("details.shop.svc.cluster.local"))
 }
