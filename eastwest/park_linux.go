@@ -11,6 +11,19 @@ import (
 // up its goroutine.
 const parkIdleAfter = time.Second
 
+// While as many directions as pollerBudget hold a goroutine, those that
+// took theirs less than parkIdleAfter ago (new connections, and idle ones
+// that woke) park once idle for parkCrowdedAfter: a burst of connections
+// then holds a goroutine for each direction in its first exchanges, not
+// for each one opened in the last second or two. Go keeps the descriptor
+// of every goroutine that ever ran at once, for reuse, never freed.
+// Directions busy for longer keep the parkIdleAfter rule, so a crowd of
+// busy connections does not park between its exchanges.
+const (
+	pollerBudget     = 128
+	parkCrowdedAfter = 25 * time.Millisecond
+)
+
 // Park states of a half.
 const (
 	halfRunning int32 = iota // a goroutine copies it, or waits in Go's poller
@@ -21,8 +34,9 @@ const (
 // needs a goroutine per waiting direction, 2 KiB of stack at least, more
 // than everything else an idle connection costs. Every parkIdleAfter the
 // parker asks the directions that moved nothing since the last sweep to
-// park: each clears its goroutine and registers its source socket in the
-// parker's own epoll; when bytes (or a close) arrive, a new goroutine
+// park (and, when crowded, the fresh ones every parkCrowdedAfter): each
+// clears its goroutine and registers its source socket in the parker's
+// own epoll; when bytes (or a close) arrive, a new goroutine
 // takes the direction over. Busy connections never park, so their path
 // is Go's poller alone.
 type parker struct {
@@ -30,7 +44,10 @@ type parker struct {
 	wake [2]int // a pipe in the epoll; closing its write end stops run
 	done chan struct{}
 
-	conns *liveConns // where the sweeper looks for idle directions
+	conns *liveConns    // where the sweeper looks for idle directions
+	stats *counters     // how many connections are open, and parked
+	hurry chan struct{} // crowded: sweep at parkCrowdedAfter from now on
+	epoch time.Time     // of the halves' heldSince
 
 	mu     sync.Mutex
 	parked map[uint64]*half
@@ -39,13 +56,13 @@ type parker struct {
 
 // newParker returns a parker, or nil (no parking) if the kernel refuses
 // an epoll instance.
-func newParker(log *slog.Logger, conns *liveConns) *parker {
+func newParker(log *slog.Logger, conns *liveConns, stats *counters) *parker {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		log.Warn("idle connections will keep their goroutines: epoll_create1 failed", "err", err)
 		return nil
 	}
-	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, conns: conns}
+	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, conns: conns, stats: stats, hurry: make(chan struct{}, 1), epoch: time.Now()}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		log.Warn("idle connections will keep their goroutines: pipe2 failed", "err", err)
@@ -76,14 +93,31 @@ func (p *parker) run(resume func(*half)) {
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
-		tick := time.NewTicker(parkIdleAfter)
-		defer tick.Stop()
+		next := time.NewTimer(parkIdleAfter)
+		defer next.Stop()
+		hurried := false
+		lastFull := time.Now()
 		for {
 			select {
 			case <-stopSweeping:
 				return
-			case <-tick.C:
-				p.sweep()
+			case <-p.hurry:
+				if !hurried {
+					hurried = true
+					next.Reset(parkCrowdedAfter)
+				}
+			case <-next.C:
+				full := !hurried || time.Since(lastFull) >= parkIdleAfter
+				if full {
+					lastFull = time.Now()
+				}
+				p.sweep(!full)
+				hurried = p.crowded()
+				if hurried {
+					next.Reset(parkCrowdedAfter)
+				} else {
+					next.Reset(parkIdleAfter)
+				}
 			}
 		}
 	}()
@@ -112,6 +146,7 @@ func (p *parker) run(resume func(*half)) {
 			h := p.parked[token]
 			p.mu.Unlock()
 			if h != nil && p.claim(h) {
+				p.took(h)
 				resume(h)
 			}
 		}
@@ -128,15 +163,48 @@ func (p *parker) stop() {
 	<-p.done
 }
 
+// crowded reports whether as many directions as pollerBudget hold a
+// goroutine: those of the connections open, less the parked ones.
+func (p *parker) crowded() bool {
+	resumes := p.stats.resumes.Load() // before parks, which are never fewer
+	parked := int64(p.stats.parks.Load() - resumes)
+	return 2*p.stats.active.Load()-parked >= pollerBudget
+}
+
+// took is told each time directions take goroutines (a connection's
+// start, a resume): it notes when, and if the poller is crowded now, it
+// hurries the sweeper.
+func (p *parker) took(hs ...*half) {
+	if p == nil {
+		return
+	}
+	now := int64(time.Since(p.epoch))
+	for _, h := range hs {
+		h.heldSince.Store(now)
+	}
+	if p.crowded() {
+		select {
+		case p.hurry <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // sweep asks each direction that waits and moved nothing since the last
-// sweep to park: a read deadline in the past wakes its goroutine.
-func (p *parker) sweep() {
+// sweep to park: a read deadline in the past wakes its goroutine. With
+// fresh, it looks only at the directions that took their goroutine less
+// than parkIdleAfter ago.
+func (p *parker) sweep(fresh bool) {
+	now := time.Since(p.epoch)
 	p.conns.each(func(r *relayed) {
 		if !r.started.Load() {
 			return // still reading its hello or connecting
 		}
 		for i := range r.halves {
 			h := &r.halves[i]
+			if fresh && now-time.Duration(h.heldSince.Load()) >= parkIdleAfter {
+				continue
+			}
 			moved := h.moved.Load()
 			if h.waiting.Load() && h.state.Load() == halfRunning && moved == h.seen && !h.kicked.Load() {
 				h.kicked.Store(true)

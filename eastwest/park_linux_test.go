@@ -99,3 +99,54 @@ func TestGatewayParksIdleConnections(t *testing.T) {
 		t.Fatalf("%d connections active and %d directions parked after the drain", st.Active, st.Parked)
 	}
 }
+
+// Once as many directions as pollerBudget hold a goroutine, the sweeper
+// hurries: idle directions park within two parkCrowdedAfter, not two
+// parkIdleAfter, so that a burst of connections does not hold a goroutine
+// per direction for a second or two.
+func TestGatewayParksSoonerWhenCrowded(t *testing.T) {
+	const conns = pollerBudget/2 + 20
+	b := startBackend(t, reviewsSNI, nil, func(c *tls.Conn, raw *net.TCPConn) {
+		raw.SetDeadline(time.Time{})
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(reviewsSNI + " " + line)); err != nil {
+				return
+			}
+		}
+	})
+	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{b.addr}}}, DrainTimeout: 200 * time.Millisecond})
+	var clients []*tls.Conn
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for range conns {
+		c, err := dialTLS(t, gw.addr, reviewsSNI, &tls.Config{RootCAs: b.roots}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(time.Minute))
+		clients = append(clients, c)
+	}
+	// Every connection moves bytes at once, then idles.
+	for _, c := range clients {
+		if got, want := ask(t, c, "ping\n"), reviewsSNI+" ping\n"; got != want {
+			t.Fatalf("reply %q, want %q", got, want)
+		}
+	}
+	idle := time.Now()
+	eventually(t, "every idle direction to park", func() bool { return gw.Stats().Parked == 2*conns })
+	took := time.Since(idle)
+	t.Logf("%d directions parked %s after they idled", 2*conns, took)
+	// Uncrowded, the first sweep after the pings only notes them, and the
+	// next one, parkIdleAfter later, parks.
+	if limit := parkIdleAfter / 2; took >= limit {
+		t.Fatalf("%d directions holding goroutines parked %s after they idled, not within %s: the crowded poller did not hurry the sweeper", 2*conns, took, limit)
+	}
+}

@@ -37,7 +37,10 @@ type half struct {
 	kicked  atomic.Bool   // asked to park
 	state   atomic.Int32  // halfRunning or halfParked
 	seen    uint64        // moved at the last sweep, the sweeper's own
-	token   uint64        // its key in the parker, while parked
+	// heldSince is when a goroutine last took the direction over, in
+	// nanoseconds since the parker's epoch.
+	heldSince atomic.Int64
+	token     uint64 // its key in the parker, while parked
 }
 
 // close closes both connections and ends the halves that are parked.
@@ -79,6 +82,7 @@ func (g *Gateway) serveConn(ctx context.Context, client socket, wg *sync.WaitGro
 	// This worker relays one direction, another the other. An idle
 	// direction parks and gives its worker back.
 	r.left.Store(2)
+	g.parker.took(&r.halves[0], &r.halves[1])
 	wg.Add(2)
 	g.work.run(func() { g.copyHalf(&r.halves[1]) })
 	g.copyHalf(&r.halves[0])
