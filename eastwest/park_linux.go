@@ -36,9 +36,9 @@ const (
 // parker asks the directions that moved nothing since the last sweep to
 // park (and, when crowded, the fresh ones every parkCrowdedAfter): each
 // clears its goroutine and registers its source socket in the parker's
-// own epoll; when bytes (or a close) arrive, a new goroutine
-// takes the direction over. Busy connections never park, so their path
-// is Go's poller alone.
+// own epoll; when bytes (or a close) arrive, a new goroutine takes the
+// direction over. Busy connections never park, so their path is Go's
+// poller alone.
 type parker struct {
 	epfd int
 	wake [2]int // a pipe in the epoll; closing its write end stops run
