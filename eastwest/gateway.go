@@ -188,7 +188,7 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	g.work = newWorkers()
 	// Every task has ended once the drain is over (wg counts them).
 	defer g.work.stop()
-	g.parker = newParker(g.log, &g.conns, &g.stats)
+	g.parker = newParker(g.log, &g.conns)
 	if g.parker != nil {
 		go g.parker.run(func(h *half) { g.work.run(func() { g.copyHalf(h) }) })
 		// Stopped once every connection ended: parked ones resume until then.

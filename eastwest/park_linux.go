@@ -2,6 +2,7 @@ package eastwest
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -11,14 +12,15 @@ import (
 // up its goroutine.
 const parkIdleAfter = time.Second
 
-// While as many directions as pollerBudget hold a goroutine, those that
-// took theirs less than parkIdleAfter ago (new connections, and idle ones
-// that woke) park once idle for parkCrowdedAfter: a burst of connections
-// then holds a goroutine for each direction in its first exchanges, not
-// for each one opened in the last second or two. Go keeps the descriptor
-// of every goroutine that ever ran at once, for reuse, never freed.
-// Directions busy for longer keep the parkIdleAfter rule, so a crowd of
-// busy connections does not park between its exchanges.
+// While pollerBudget fresh directions (those that took a goroutine less
+// than parkIdleAfter ago: new connections, and idle ones that woke) hold
+// goroutines, fresh directions park once idle for parkCrowdedAfter: a
+// burst of connections then holds a goroutine for each direction in its
+// first exchanges, not for each one opened in the last second or two. Go
+// keeps the descriptor of every goroutine that ever ran at once, for
+// reuse, never freed. Directions busy for longer keep the parkIdleAfter
+// rule, so busy connections do not park between their exchanges, and
+// only the fresh are swept that often.
 const (
 	pollerBudget     = 128
 	parkCrowdedAfter = 25 * time.Millisecond
@@ -45,9 +47,11 @@ type parker struct {
 	done chan struct{}
 
 	conns *liveConns    // where the sweeper looks for idle directions
-	stats *counters     // how many connections are open, and parked
-	hurry chan struct{} // crowded: sweep at parkCrowdedAfter from now on
+	hurry chan struct{} // crowded: sweep the fresh at parkCrowdedAfter from now on
 	epoch time.Time     // of the halves' heldSince
+
+	freshMu sync.Mutex
+	fresh   []*half // directions that took a goroutine lately, each once
 
 	mu     sync.Mutex
 	parked map[uint64]*half
@@ -56,13 +60,13 @@ type parker struct {
 
 // newParker returns a parker, or nil (no parking) if the kernel refuses
 // an epoll instance.
-func newParker(log *slog.Logger, conns *liveConns, stats *counters) *parker {
+func newParker(log *slog.Logger, conns *liveConns) *parker {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		log.Warn("idle connections will keep their goroutines: epoll_create1 failed", "err", err)
 		return nil
 	}
-	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, conns: conns, stats: stats, hurry: make(chan struct{}, 1), epoch: time.Now()}
+	p := &parker{epfd: epfd, done: make(chan struct{}), parked: map[uint64]*half{}, conns: conns, hurry: make(chan struct{}, 1), epoch: time.Now()}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		log.Warn("idle connections will keep their goroutines: pipe2 failed", "err", err)
@@ -107,12 +111,16 @@ func (p *parker) run(resume func(*half)) {
 					next.Reset(parkCrowdedAfter)
 				}
 			case <-next.C:
-				full := !hurried || time.Since(lastFull) >= parkIdleAfter
-				if full {
+				fresh := p.pruneFresh()
+				if !hurried || time.Since(lastFull) >= parkIdleAfter {
 					lastFull = time.Now()
+					p.sweep()
+				} else {
+					for _, h := range fresh {
+						p.nudge(h)
+					}
 				}
-				p.sweep(!full)
-				hurried = p.crowded()
+				hurried = len(fresh) >= pollerBudget
 				if hurried {
 					next.Reset(parkCrowdedAfter)
 				} else {
@@ -163,26 +171,25 @@ func (p *parker) stop() {
 	<-p.done
 }
 
-// crowded reports whether as many directions as pollerBudget hold a
-// goroutine: those of the connections open, less the parked ones.
-func (p *parker) crowded() bool {
-	resumes := p.stats.resumes.Load() // before parks, which are never fewer
-	parked := int64(p.stats.parks.Load() - resumes)
-	return 2*p.stats.active.Load()-parked >= pollerBudget
-}
-
 // took is told each time directions take goroutines (a connection's
-// start, a resume): it notes when, and if the poller is crowded now, it
-// hurries the sweeper.
+// start, a resume): it lists them as fresh, and hurries the sweeper once
+// pollerBudget of them are.
 func (p *parker) took(hs ...*half) {
 	if p == nil {
 		return
 	}
-	now := int64(time.Since(p.epoch))
+	now := time.Since(p.epoch)
+	p.freshMu.Lock()
 	for _, h := range hs {
-		h.heldSince.Store(now)
+		h.heldSince = now
+		if !h.listed {
+			h.listed = true
+			p.fresh = append(p.fresh, h)
+		}
 	}
-	if p.crowded() {
+	crowded := len(p.fresh) >= pollerBudget
+	p.freshMu.Unlock()
+	if crowded {
 		select {
 		case p.hurry <- struct{}{}:
 		default:
@@ -190,29 +197,46 @@ func (p *parker) took(hs ...*half) {
 	}
 }
 
-// sweep asks each direction that waits and moved nothing since the last
-// sweep to park: a read deadline in the past wakes its goroutine. With
-// fresh, it looks only at the directions that took their goroutine less
-// than parkIdleAfter ago.
-func (p *parker) sweep(fresh bool) {
+// pruneFresh drops from the fresh list the directions parked, closed, or
+// holding their goroutine for parkIdleAfter already, and returns the rest.
+func (p *parker) pruneFresh() []*half {
 	now := time.Since(p.epoch)
+	p.freshMu.Lock()
+	defer p.freshMu.Unlock()
+	kept := p.fresh[:0]
+	for _, h := range p.fresh {
+		if h.state.Load() == halfRunning && !h.r.closed.Load() && now-h.heldSince < parkIdleAfter {
+			kept = append(kept, h)
+		} else {
+			h.listed = false
+		}
+	}
+	clear(p.fresh[len(kept):])
+	p.fresh = kept
+	return slices.Clone(kept)
+}
+
+// sweep nudges every direction of every connection.
+func (p *parker) sweep() {
 	p.conns.each(func(r *relayed) {
 		if !r.started.Load() {
 			return // still reading its hello or connecting
 		}
 		for i := range r.halves {
-			h := &r.halves[i]
-			if fresh && now-time.Duration(h.heldSince.Load()) >= parkIdleAfter {
-				continue
-			}
-			moved := h.moved.Load()
-			if h.waiting.Load() && h.state.Load() == halfRunning && moved == h.seen && !h.kicked.Load() {
-				h.kicked.Store(true)
-				h.src.SetReadDeadline(time.Unix(1, 0))
-			}
-			h.seen = moved
+			p.nudge(&r.halves[i])
 		}
 	})
+}
+
+// nudge asks h to park if it waits and moved nothing since the sweep
+// before: a read deadline in the past wakes its goroutine.
+func (p *parker) nudge(h *half) {
+	moved := h.moved.Load()
+	if h.waiting.Load() && h.state.Load() == halfRunning && moved == h.seen && !h.kicked.Load() {
+		h.kicked.Store(true)
+		h.src.SetReadDeadline(time.Unix(1, 0))
+	}
+	h.seen = moved
 }
 
 // park registers h's source in the epoll; true means h's goroutine must

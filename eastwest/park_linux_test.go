@@ -100,7 +100,7 @@ func TestGatewayParksIdleConnections(t *testing.T) {
 	}
 }
 
-// Once as many directions as pollerBudget hold a goroutine, the sweeper
+// Once pollerBudget fresh directions hold a goroutine, the sweeper
 // hurries: idle directions park within two parkCrowdedAfter, not two
 // parkIdleAfter, so that a burst of connections does not hold a goroutine
 // per direction for a second or two.
@@ -134,7 +134,8 @@ func TestGatewayParksSoonerWhenCrowded(t *testing.T) {
 		c.SetDeadline(time.Now().Add(time.Minute))
 		clients = append(clients, c)
 	}
-	// Every connection moves bytes at once, then idles.
+	// All parked, every connection wakes, moves bytes and idles again.
+	eventually(t, "every idle direction to park", func() bool { return gw.Stats().Parked == 2*conns })
 	for _, c := range clients {
 		if got, want := ask(t, c, "ping\n"), reviewsSNI+" ping\n"; got != want {
 			t.Fatalf("reply %q, want %q", got, want)
@@ -148,5 +149,46 @@ func TestGatewayParksSoonerWhenCrowded(t *testing.T) {
 	// next one, parkIdleAfter later, parks.
 	if limit := parkIdleAfter / 2; took >= limit {
 		t.Fatalf("%d directions holding goroutines parked %s after they idled, not within %s: the crowded poller did not hurry the sweeper", 2*conns, took, limit)
+	}
+}
+
+// The fresh list holds each direction once, hurries the sweeper at
+// pollerBudget, and lets go of directions parked, closed, or holding
+// their goroutine for parkIdleAfter: busy connections never keep the
+// sweeper hurried.
+func TestFreshDirectionsAreYoungAndRunning(t *testing.T) {
+	p := &parker{epoch: time.Now(), hurry: make(chan struct{}, 1)}
+	var hs []*half
+	for range pollerBudget / 2 {
+		r := &relayed{}
+		for i := range r.halves {
+			r.halves[i].r = r
+			hs = append(hs, &r.halves[i])
+		}
+	}
+	p.took(hs[:len(hs)-1]...)
+	select {
+	case <-p.hurry:
+		t.Fatalf("hurried at %d fresh directions, below the budget of %d", len(hs)-1, pollerBudget)
+	default:
+	}
+	p.took(hs...)
+	select {
+	case <-p.hurry:
+	default:
+		t.Fatalf("not hurried at %d fresh directions", len(hs))
+	}
+	if got := len(p.pruneFresh()); got != len(hs) {
+		t.Fatalf("%d fresh directions listed, want %d: each once", got, len(hs))
+	}
+	hs[0].state.Store(halfParked)
+	hs[2].r.closed.Store(true) // hs[2] and hs[3]
+	hs[4].heldSince -= parkIdleAfter
+	if got, want := len(p.pruneFresh()), len(hs)-4; got != want {
+		t.Fatalf("%d fresh directions after one parked, a connection closed and one held for %s; want %d", got, parkIdleAfter, want)
+	}
+	p.took(hs[4]) // it woke again
+	if got, want := len(p.pruneFresh()), len(hs)-3; got != want {
+		t.Fatalf("%d fresh directions after one woke again, want %d", got, want)
 	}
 }

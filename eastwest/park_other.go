@@ -8,9 +8,9 @@ import "log/slog"
 // direction keeps its goroutine.
 type parker struct{}
 
-func newParker(*slog.Logger, *liveConns, *counters) *parker { return nil }
-func (p *parker) run(func(*half))                           {}
-func (p *parker) stop()                                     {}
-func (p *parker) took(...*half)                             {}
-func (p *parker) park(*half) bool                           { return false }
-func (p *parker) claim(*half) bool                          { return false }
+func newParker(*slog.Logger, *liveConns) *parker { return nil }
+func (p *parker) run(func(*half))                {}
+func (p *parker) stop()                          {}
+func (p *parker) took(...*half)                  {}
+func (p *parker) park(*half) bool                { return false }
+func (p *parker) claim(*half) bool               { return false }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/federate/federate/eastwest/sni"
 )
@@ -37,9 +38,11 @@ type half struct {
 	kicked  atomic.Bool   // asked to park
 	state   atomic.Int32  // halfRunning or halfParked
 	seen    uint64        // moved at the last sweep, the sweeper's own
-	// heldSince is when a goroutine last took the direction over, in
-	// nanoseconds since the parker's epoch.
-	heldSince atomic.Int64
+	// When a goroutine last took the direction over, since the parker's
+	// epoch, and whether it is in the parker's fresh list; under its
+	// freshMu.
+	heldSince time.Duration
+	listed    bool
 	token     uint64 // its key in the parker, while parked
 }
 
