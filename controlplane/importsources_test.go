@@ -54,10 +54,7 @@ func TestIntegrationControlPlaneImportSources(t *testing.T) {
 	t.Parallel()
 	tm := fedtest.NewMesh(t, testTimers)
 	t.Cleanup(tm.StopMembers)
-	tm.Join("east")
-	tm.StartControlPlane("east", controlplane.Config{Source: fedtest.NewSource(
-		fedtest.CoffeeService("east", "order", 2, 18080), fedtest.CoffeeService("east", "cart", 3, 18080),
-		fedtest.CoffeeService("east", "payment", 1, 18080))})
+	startEastServingCoffee(tm)
 	tm.Join("west")
 	dir := t.TempDir()
 	imports := filepath.Join(dir, "imports.yaml")
@@ -139,4 +136,13 @@ func TestControlPlaneRefusesBrokenImportFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "imports.yaml: document 1 (line 2): Sidecar shop/default: spec.egress[0].hosts[0]") {
 		t.Fatalf("Run with a broken import file: %v", err)
 	}
+}
+
+// startEastServingCoffee joins east and starts its control plane serving
+// order (2 endpoints), cart (3) and payment (1).
+func startEastServingCoffee(tm *fedtest.Mesh) {
+	tm.Join("east")
+	tm.StartControlPlane("east", controlplane.Config{Source: fedtest.NewSource(
+		fedtest.CoffeeService("east", "order", 2, 18080), fedtest.CoffeeService("east", "cart", 3, 18080),
+		fedtest.CoffeeService("east", "payment", 1, 18080))})
 }

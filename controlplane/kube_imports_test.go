@@ -44,10 +44,7 @@ func TestIntegrationKubeImportsWhatIstioNames(t *testing.T) {
 
 	tm := fedtest.NewMesh(t, testTimers)
 	t.Cleanup(tm.StopMembers)
-	tm.Join("east")
-	tm.StartControlPlane("east", controlplane.Config{Source: fedtest.NewSource(
-		fedtest.CoffeeService("east", "order", 2, 18080), fedtest.CoffeeService("east", "cart", 3, 18080),
-		fedtest.CoffeeService("east", "payment", 1, 18080))})
+	startEastServingCoffee(tm)
 	tm.Join("west")
 	kube, _ := saveMembership(ctx, t, tm, k, ns, "west")
 	west := tm.StartControlPlane("west", controlplane.Config{Gateway: "192.0.2.10:15443", Kube: kube, ImportIstio: true})

@@ -17,12 +17,7 @@ import (
 // one connection, not one each way.
 func TestPacketsTravelBackOnTheConnectionThePeerDialed(t *testing.T) {
 	t.Parallel()
-	td := spiffeid.RequireTrustDomainFromString("shop")
-	ca := newCA(t, td)
-	east := testTransport(t, ca, membership.ClusterID(td, "east"))
-	west := testTransport(t, ca, membership.ClusterID(td, "west"))
-	toWest := memberlist.Address{Addr: west.Addr().String(), Name: "west-0a0b0c"}
-	toEast := memberlist.Address{Addr: east.Addr().String(), Name: "east-0a0b0c"}
+	east, west, toEast, toWest := eastAndWest(t)
 
 	if _, err := east.WriteToAddress([]byte("to west"), toWest); err != nil {
 		t.Fatal(err)
@@ -65,12 +60,7 @@ func TestPacketsTravelBackOnTheConnectionThePeerDialed(t *testing.T) {
 // one the lesser node name dialed, and packets still cross both ways.
 func TestMembersDialingEachOtherKeepOneConnection(t *testing.T) {
 	t.Parallel()
-	td := spiffeid.RequireTrustDomainFromString("shop")
-	ca := newCA(t, td)
-	east := testTransport(t, ca, membership.ClusterID(td, "east"))
-	west := testTransport(t, ca, membership.ClusterID(td, "west"))
-	toWest := memberlist.Address{Addr: west.Addr().String(), Name: "west-0a0b0c"}
-	toEast := memberlist.Address{Addr: east.Addr().String(), Name: "east-0a0b0c"}
+	east, west, toEast, toWest := eastAndWest(t)
 
 	for i := range 20 {
 		if _, err := east.WriteToAddress([]byte{'w', byte(i)}, toWest); err != nil {
@@ -139,4 +129,17 @@ func TestPacketsToAMemberWithoutDuplexGoOnTheirOwnConnection(t *testing.T) {
 	if n, err := old.Read(make([]byte, 1)); n > 0 || !isTimeout(err) {
 		t.Errorf("west wrote back on a connection without duplex: %d bytes, %v", n, err)
 	}
+}
+
+// eastAndWest starts two members' transports under one CA, and returns
+// them with the address of each.
+func eastAndWest(t *testing.T) (east, west *gossip.Transport, toEast, toWest memberlist.Address) {
+	t.Helper()
+	td := spiffeid.RequireTrustDomainFromString("shop")
+	ca := newCA(t, td)
+	east = testTransport(t, ca, membership.ClusterID(td, "east"))
+	west = testTransport(t, ca, membership.ClusterID(td, "west"))
+	toEast = memberlist.Address{Addr: east.Addr().String(), Name: "east-0a0b0c"}
+	toWest = memberlist.Address{Addr: west.Addr().String(), Name: "west-0a0b0c"}
+	return east, west, toEast, toWest
 }
