@@ -108,9 +108,14 @@ func (g *Gateway) copyHalf(h *half) {
 // endWrite passes the end of h's source on to its destination (a FIN).
 // The last direction's FIN is sent here too, not by the close: the closer
 // closes the sockets of a connection that ended cleanly later, in a
-// batch.
+// batch. That FIN's failure is not the connection's: its peer reset it
+// already, and its sockets are closed next anyway.
 func endWrite(h *half) error {
-	return closeWrite(h.dst)
+	err := closeWrite(h.dst)
+	if h.r.left.Load() == 1 {
+		return nil
+	}
+	return err
 }
 
 // endHalf counts a direction's end; the last one closes the connection.

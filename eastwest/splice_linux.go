@@ -68,11 +68,11 @@ const plainSize = 16 << 10
 
 // direction is one way of a relayed connection. It relays inside one
 // syscall.RawConn.Read on src, writing each piece to dst with a
-// RawConn.Write nested in it, and waits only once a read said EAGAIN: a
-// read that drained the bytes leaves a FIN or a reset that came with them
-// for the next read, and the poller's wake-up for it may have been spent
-// on the bytes. Between a fill and its flush it holds either a pipe or a
-// plain buffer.
+// RawConn.Write nested in it. It waits for the poller once a read said
+// EAGAIN, or once a read left nothing behind, not even a FIN (TCP_INQ):
+// the poller's wake-up for a FIN that came right behind the bytes may
+// have been spent on the bytes. Between a fill and its flush it holds
+// either a pipe or a plain buffer.
 type direction struct {
 	half    *half
 	dst     syscall.RawConn
@@ -82,6 +82,10 @@ type direction struct {
 	off     int  // in buf, the first byte not yet written
 	pending int  // bytes read and not yet written
 	bulk    bool // the last read filled a plain buffer or spliced as much
+	rd      reader
+	// drained: the last read left src empty, so the next fill waits for
+	// the poller instead of a read that would say EAGAIN.
+	drained bool
 	err     error
 	eof     bool
 }
@@ -125,6 +129,13 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 // either side failed.
 func (d *direction) relay(fd uintptr) bool {
 	for {
+		if d.drained {
+			// Since the read, this Read has not reset the poller's
+			// readiness: bytes or a close that came since wake the wait.
+			d.drained = false
+			d.half.waiting.Store(true)
+			return false
+		}
 		if !d.fill(fd) {
 			return false
 		}
@@ -163,7 +174,7 @@ func (d *direction) fill(fd uintptr) bool {
 			d.buf = plainBuffers.Get().(*[]byte)
 		}
 	}
-	var n int
+	n, left := 0, -1
 	var err error
 	for {
 		if d.pipe != nil {
@@ -171,7 +182,7 @@ func (d *direction) fill(fd uintptr) bool {
 			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
 			n = int(n64)
 		} else {
-			n, err = sysRead(int(fd), *d.buf)
+			n, left, err = d.rd.read(int(fd), *d.buf)
 		}
 		if err != syscall.EINTR {
 			break
@@ -190,6 +201,7 @@ func (d *direction) fill(fd uintptr) bool {
 		d.half.moved.Add(1)
 		d.pending, d.off = n, 0
 		d.bulk = n >= plainSize
+		d.drained = left == 0
 	}
 	return true
 }
