@@ -2,14 +2,18 @@ package eastwest
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/federate/federate/eastwest/internal/tlstest"
 )
@@ -153,5 +157,91 @@ func TestGatewayPassesOnAFINRightBehindTheBytes(t *testing.T) {
 	if st := gw.Stats(); st.Parks != 0 {
 		t.Fatalf("%d directions parked on the way to their FIN (%d connections in %s): a FIN waited for the sweeper",
 			st.Parks, conns*rounds, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// A read says what it left: nothing, some bytes, or a FIN that waits
+// behind the bytes (more than nothing, so the direction reads on), on the
+// gateway's upstream sockets as on the ones it accepts.
+func TestReaderSaysWhatItLeft(t *testing.T) {
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	g, err := New(Config{Router: staticRouter{}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := g.dial(context.Background(), []string{lis.Addr().String()}, []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	peer, err := lis.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := io.ReadFull(peer, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := up.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd reader
+	read := func(size int) (got string, left int) {
+		t.Helper()
+		buf := make([]byte, size)
+		var n int
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, left, rerr = rd.read(int(fd), buf)
+			return rerr != syscall.EAGAIN
+		}); err != nil || rerr != nil {
+			t.Fatal(err, rerr)
+		}
+		return string(buf[:n]), left
+	}
+	send := func(s string) {
+		t.Helper()
+		if _, err := peer.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	send("abc")
+	if got, left := read(16); got != "abc" || left != 0 {
+		t.Fatalf("read %q leaving %d, want abc leaving 0", got, left)
+	}
+	send("abcdef")
+	eventually(t, "the bytes to arrive", func() bool {
+		var inq int
+		raw.Control(func(fd uintptr) { inq, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return inq == 6
+	})
+	if got, left := read(4); got != "abcd" || left != 2 {
+		t.Fatalf("read %q leaving %d, want abcd leaving 2", got, left)
+	}
+	if got, left := read(16); got != "ef" || left != 0 {
+		t.Fatalf("read %q leaving %d, want ef leaving 0", got, left)
+	}
+	send("z")
+	peer.CloseWrite()
+	eventually(t, "the FIN to arrive", func() bool {
+		var state uint8
+		raw.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				state = info.State
+			}
+		})
+		return state == unix.BPF_TCP_CLOSE_WAIT
+	})
+	if got, left := read(16); got != "z" || left <= 0 {
+		t.Fatalf("read %q leaving %d, want z and the FIN left", got, left)
+	}
+	if got, left := read(16); got != "" {
+		t.Fatalf("read %q leaving %d, want the end", got, left)
 	}
 }
