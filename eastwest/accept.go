@@ -58,6 +58,7 @@ func (g *Gateway) accept(ctx context.Context, lis *net.TCPListener, handle func(
 			return fmt.Errorf("eastwest: accept: %w", err)
 		}
 		g.stats.acceptBackoffs.Add(1)
+		g.closer.flush() // its sockets are descriptors too
 		if backoff == 0 {
 			// One line per episode, not one per retry: a full process
 			// would otherwise log dozens of lines a second.

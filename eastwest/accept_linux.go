@@ -11,11 +11,11 @@ import (
 // one that ends it (closing lis does not). Go's TCPListener.Accept asks
 // the kernel for the new socket's local address (getsockname) and sets
 // TCP_NODELAY on it, two system calls, and allocates a netFD and two
-// addresses per connection. Here accept4 takes no address; TCP_NODELAY is
-// set once on the listener, which every accepted socket inherits; and the
-// socket goes on Go's poller as an *os.File (one fcntl). A listener's
-// RawConn cannot wait, so the acceptor waits on a duplicate of lis's
-// descriptor.
+// addresses per connection. Here accept4 takes no address; TCP_NODELAY
+// is set once on the listener, which every accepted socket inherits
+// (TCP_INQ is not inherited: it is set on each); and the socket goes on
+// Go's poller as an *os.File (one fcntl). A listener's RawConn cannot
+// wait, so the acceptor waits on a duplicate of lis's descriptor.
 func acceptor(lis *net.TCPListener) (next func() (socket, error), stop func(), err error) {
 	f, err := lis.File()
 	if err != nil {
@@ -59,6 +59,7 @@ func (a *accepted) accept(lfd uintptr) bool {
 		switch errno {
 		case 0:
 			a.fd = int(fd)
+			_ = sysInq(a.fd) // without it, reads go on to EAGAIN
 			return true
 		case syscall.EINTR, syscall.ECONNABORTED:
 			// A connection reset while it waited in the backlog: the

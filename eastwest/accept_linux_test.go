@@ -9,7 +9,8 @@ import (
 
 // The gateway accepts with accept4 and sets TCP_NODELAY once, on the
 // listener: the accepted sockets must have it (inherited), or relayed
-// pieces would wait for ACKs (Nagle), and be non-blocking, on Go's poller.
+// pieces would wait for ACKs (Nagle); TCP_INQ, or reads would not say what
+// they left; and be non-blocking, on Go's poller.
 func TestAcceptorSocketsHaveNoDelay(t *testing.T) {
 	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -31,16 +32,20 @@ func TestAcceptorSocketsHaveNoDelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var nodelay, flags int
-		var nerr, ferr error
+		var nodelay, inq, flags int
+		var nerr, ierr, ferr error
 		if err := raw.Control(func(fd uintptr) {
 			nodelay, nerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
+			inq, ierr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpInq)
 			flags, ferr = fcntlFlags(int(fd))
-		}); err != nil || nerr != nil || ferr != nil {
-			t.Fatal(err, nerr, ferr)
+		}); err != nil || nerr != nil || ierr != nil || ferr != nil {
+			t.Fatal(err, nerr, ierr, ferr)
 		}
 		if nodelay == 0 {
 			t.Error("an accepted socket without TCP_NODELAY")
+		}
+		if inq == 0 {
+			t.Error("an accepted socket without TCP_INQ")
 		}
 		if flags&syscall.O_NONBLOCK == 0 {
 			t.Error("an accepted socket in blocking mode")

@@ -40,6 +40,7 @@ func (g *Gateway) connectAndSend(ctx context.Context, addr string, first []byte)
 		syscall.Close(fd)
 		return nil, dialError(addr, "setsockopt", err)
 	}
+	_ = sysInq(fd) // without it, reads go on to EAGAIN
 	switch err := sysConnect(fd, ip.AsSlice(), ap.Port()); err {
 	case nil, syscall.EINPROGRESS, syscall.EALREADY, syscall.EINTR:
 	default:

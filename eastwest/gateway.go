@@ -76,6 +76,7 @@ type Gateway struct {
 	outliers *outliers
 	stats    counters
 	conns    liveConns
+	closer   closer
 	work     *workers // nil while not serving
 	parker   *parker  // nil while not serving, or if the kernel refused one
 }
@@ -123,6 +124,7 @@ func New(cfg Config) (*Gateway, error) {
 		// and the endpoints run their own.
 		dialer:   net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1},
 		outliers: newOutliers(cfg.Outlier, cfg.Now),
+		closer:   closer{within: closeWithin},
 	}, nil
 }
 
@@ -185,6 +187,7 @@ func (g *Gateway) Serve(ctx context.Context, lis *net.TCPListener) error {
 	defer stopListening()
 
 	var wg sync.WaitGroup
+	defer g.closer.flush() // the last connections' sockets, once drained
 	g.work = newWorkers()
 	// Every task has ended once the drain is over (wg counts them).
 	defer g.work.stop()

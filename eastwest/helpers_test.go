@@ -94,6 +94,12 @@ func startGateway(t *testing.T, cfg Config) *runningGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveGateway(t, g)
+}
+
+// serveGateway is startGateway for a gateway made by New.
+func serveGateway(t *testing.T, g *Gateway) *runningGateway {
+	t.Helper()
 	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +114,7 @@ func startGateway(t *testing.T, cfg Config) *runningGateway {
 			cancel()
 			select {
 			case result = <-served:
-			case <-time.After(waitTimeout + cfg.DrainTimeout):
+			case <-time.After(waitTimeout + g.cfg.DrainTimeout):
 				result = fmt.Errorf("Serve did not return")
 			}
 		})

@@ -105,15 +105,17 @@ func (g *Gateway) copyHalf(h *half) {
 	g.endHalf(h)
 }
 
-// endWrite passes the end of h's source on to its destination (a FIN),
-// unless the other direction has ended already: then endHalf closes both
-// sockets next, and the close sends the FIN, so a shutdown first would
-// cost a system call for nothing.
+// endWrite passes the end of h's source on to its destination (a FIN).
+// The last direction's FIN is sent here too, not by the close: the closer
+// closes the sockets of a connection that ended cleanly later, in a
+// batch. That FIN's failure is not the connection's: its peer reset it
+// already, and its sockets are closed next anyway.
 func endWrite(h *half) error {
+	err := closeWrite(h.dst)
 	if h.r.left.Load() == 1 {
 		return nil
 	}
-	return closeWrite(h.dst)
+	return err
 }
 
 // endHalf counts a direction's end; the last one closes the connection.
@@ -121,7 +123,11 @@ func (g *Gateway) endHalf(h *half) {
 	r := h.r
 	if r.left.Add(-1) == 0 {
 		g.conns.remove(r)
-		r.close()
+		if r.closed.Swap(true) {
+			r.close() // ended by an error or the drain
+		} else {
+			g.closer.later(r.client, *r.upstream.Load())
+		}
 		g.stats.active.Add(-1)
 	}
 	r.wg.Done()

@@ -68,9 +68,10 @@ const plainSize = 16 << 10
 
 // direction is one way of a relayed connection. It relays inside one
 // syscall.RawConn.Read on src, writing each piece to dst with a
-// RawConn.Write nested in it: Go's poller forgets src's readiness at the
-// start of every Read, so only within one Read may a direction wait
-// without first reading EAGAIN. Between a fill and its flush it holds
+// RawConn.Write nested in it. It waits for the poller once a read said
+// EAGAIN, or once a read left nothing behind, not even a FIN (TCP_INQ):
+// the poller's wake-up for a FIN that came right behind the bytes may
+// have been spent on the bytes. Between a fill and its flush it holds
 // either a pipe or a plain buffer.
 type direction struct {
 	half    *half
@@ -81,11 +82,12 @@ type direction struct {
 	off     int  // in buf, the first byte not yet written
 	pending int  // bytes read and not yet written
 	bulk    bool // the last read filled a plain buffer or spliced as much
-	// waitFirst: the next fill waits for the poller instead of a read
-	// that would find nothing (the last read drained src).
-	waitFirst bool
-	err       error
-	eof       bool
+	rd      reader
+	// drained: the last read left src empty, so the next fill waits for
+	// the poller instead of a read that would say EAGAIN.
+	drained bool
+	err     error
+	eof     bool
 }
 
 // copyConn moves h.src's bytes to h.dst until src ends: with read and
@@ -127,11 +129,10 @@ func copyConn(h *half, p *parker) (parked bool, err error) {
 // either side failed.
 func (d *direction) relay(fd uintptr) bool {
 	for {
-		if d.waitFirst {
-			// The poller registered src edge-triggered, and this Read
-			// has not reset it since the read that drained src: bytes
-			// or a close that came since wake the wait.
-			d.waitFirst = false
+		if d.drained {
+			// Since the read, this Read has not reset the poller's
+			// readiness: bytes or a close that came since wake the wait.
+			d.drained = false
 			d.half.waiting.Store(true)
 			return false
 		}
@@ -173,7 +174,7 @@ func (d *direction) fill(fd uintptr) bool {
 			d.buf = plainBuffers.Get().(*[]byte)
 		}
 	}
-	var n int
+	n, left := 0, -1
 	var err error
 	for {
 		if d.pipe != nil {
@@ -181,7 +182,7 @@ func (d *direction) fill(fd uintptr) bool {
 			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
 			n = int(n64)
 		} else {
-			n, err = sysRead(int(fd), *d.buf)
+			n, left, err = d.rd.read(int(fd), *d.buf)
 		}
 		if err != syscall.EINTR {
 			break
@@ -200,13 +201,7 @@ func (d *direction) fill(fd uintptr) bool {
 		d.half.moved.Add(1)
 		d.pending, d.off = n, 0
 		d.bulk = n >= plainSize
-		// A plain read that did not fill its buffer took all the socket
-		// had (tcp_recvmsg stops short only when its queue is empty), so
-		// the next fill waits for the poller instead of reading EAGAIN:
-		// a small exchange costs a read and a write, not three calls. A
-		// splice can stop short for lack of room in the pipe: bulk reads
-		// go on until EAGAIN.
-		d.waitFirst = d.pipe == nil && n < len(*d.buf)
+		d.drained = left == 0
 	}
 	return true
 }
