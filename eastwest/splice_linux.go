@@ -178,9 +178,7 @@ func (d *direction) fill(fd uintptr) bool {
 	var err error
 	for {
 		if d.pipe != nil {
-			var n64 int64
-			n64, err = syscall.Splice(int(fd), nil, d.pipe.w, nil, maxSplice, spliceMove|spliceNonblock)
-			n = int(n64)
+			n, err = sysSplice(int(fd), d.pipe.w, maxSplice)
 		} else {
 			n, left, err = d.rd.read(int(fd), *d.buf)
 		}
@@ -213,9 +211,7 @@ func (d *direction) flush(fd uintptr) bool {
 		var n int
 		var err error
 		if d.pipe != nil {
-			var n64 int64
-			n64, err = syscall.Splice(d.pipe.r, nil, int(fd), nil, d.pending, spliceMove|spliceNonblock)
-			n = int(n64)
+			n, err = sysSplice(d.pipe.r, int(fd), d.pending)
 		} else {
 			n, err = sysWrite(int(fd), (*d.buf)[d.off:d.off+d.pending])
 		}

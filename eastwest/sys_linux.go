@@ -43,6 +43,19 @@ func sysWrite(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// sysSplice moves up to n bytes between a socket and a pipe. It never
+// waits (SPLICE_F_NONBLOCK on non-blocking sockets), but moving a
+// megabyte takes a while: the scheduler is not told, as HAProxy's one
+// thread does not hand its work to another, and a profile of bulk relays
+// put 6% of the gateway's CPU in the monitor thread it woke.
+func sysSplice(in, out, n int) (int, error) {
+	m, _, e := syscall.RawSyscall6(syscall.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceMove|spliceNonblock)
+	if e != 0 {
+		return -1, e
+	}
+	return int(m), nil
+}
+
 func sysAccept4(lfd uintptr) (int, syscall.Errno) {
 	fd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, lfd, 0, 0, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
 	return int(fd), e
