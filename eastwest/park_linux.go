@@ -173,7 +173,9 @@ func (p *parker) stop() {
 
 // took is told each time directions take goroutines (a connection's
 // start, a resume): it lists them as fresh, and hurries the sweeper once
-// pollerBudget of them are.
+// pollerBudget of them are. Directions of ended connections stay listed
+// until a prune: the list is pruned before it counts as crowded, or a
+// stream of short connections would hurry the sweeper with none idle.
 func (p *parker) took(hs ...*half) {
 	if p == nil {
 		return
@@ -186,6 +188,9 @@ func (p *parker) took(hs ...*half) {
 			h.listed = true
 			p.fresh = append(p.fresh, h)
 		}
+	}
+	if len(p.fresh) >= pollerBudget {
+		p.pruneLocked(now)
 	}
 	crowded := len(p.fresh) >= pollerBudget
 	p.freshMu.Unlock()
@@ -200,9 +205,14 @@ func (p *parker) took(hs ...*half) {
 // pruneFresh drops from the fresh list the directions parked, closed, or
 // holding their goroutine for parkIdleAfter already, and returns the rest.
 func (p *parker) pruneFresh() []*half {
-	now := time.Since(p.epoch)
 	p.freshMu.Lock()
 	defer p.freshMu.Unlock()
+	p.pruneLocked(time.Since(p.epoch))
+	return slices.Clone(p.fresh)
+}
+
+// pruneLocked is pruneFresh's work; p.freshMu is held.
+func (p *parker) pruneLocked(now time.Duration) {
 	kept := p.fresh[:0]
 	for _, h := range p.fresh {
 		if h.state.Load() == halfRunning && !h.r.closed.Load() && now-h.heldSince < parkIdleAfter {
@@ -213,7 +223,6 @@ func (p *parker) pruneFresh() []*half {
 	}
 	clear(p.fresh[len(kept):])
 	p.fresh = kept
-	return slices.Clone(kept)
 }
 
 // sweep nudges every direction of every connection.

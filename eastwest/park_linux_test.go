@@ -191,4 +191,21 @@ func TestFreshDirectionsAreYoungAndRunning(t *testing.T) {
 	if got, want := len(p.pruneFresh()), len(hs)-3; got != want {
 		t.Fatalf("%d fresh directions after one woke again, want %d", got, want)
 	}
+
+	// A stream of short connections leaves the directions of ended ones
+	// listed until a prune: they must not crowd the parker.
+	for _, h := range hs {
+		h.r.closed.Store(true)
+	}
+	for range pollerBudget {
+		r := &relayed{}
+		r.halves[0].r, r.halves[1].r = r, r
+		p.took(&r.halves[0], &r.halves[1])
+		r.closed.Store(true) // the connection ended
+	}
+	select {
+	case <-p.hurry:
+		t.Fatalf("hurried by the directions of %d ended connections", pollerBudget)
+	default:
+	}
 }
