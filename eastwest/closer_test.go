@@ -3,9 +3,7 @@ package eastwest
 import (
 	"crypto/tls"
 	"io"
-	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,25 +68,8 @@ func TestCloserClosesInBatchesOrWithinItsTime(t *testing.T) {
 // and its upstream have their FINs at once: the last direction to end
 // sends its FIN itself instead of leaving it to the close.
 func TestGatewaySendsTheLastFINBeforeTheClose(t *testing.T) {
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer lis.Close()
-	wg.Go(func() { // reads until the client's FIN, then answers and closes
-		c, err := lis.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(waitTimeout))
-		if _, err := io.Copy(io.Discard, c); err == nil {
-			c.Write([]byte("bye"))
-		}
-	})
-	cfg := Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{lis.Addr().String()}}}, Logger: testLogger(t)}
+	upstream := startTCPBackend(t, answerByeAtTheEnd)
+	cfg := Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{upstream}}}, Logger: testLogger(t)}
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

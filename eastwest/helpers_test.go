@@ -128,6 +128,46 @@ func serveGateway(t *testing.T, g *Gateway) *runningGateway {
 	return &runningGateway{Gateway: g, addr: lis.Addr().String(), stop: stop}
 }
 
+// startTCPBackend serves plain TCP on a loopback port until the test
+// ends: serve handles each connection, with waitTimeout to do it in, and
+// the connection is closed after.
+func startTCPBackend(t *testing.T, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		lis.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := lis.AcceptTCP()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(waitTimeout))
+				serve(c)
+			})
+		}
+	})
+	return lis.Addr().String()
+}
+
+// answerByeAtTheEnd reads until the client's FIN, then sends "bye" and
+// its own FIN.
+func answerByeAtTheEnd(c *net.TCPConn) {
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return
+	}
+	c.Write([]byte("bye"))
+	c.CloseWrite()
+}
+
 // backend is a TLS server on loopback with a self-signed certificate.
 type backend struct {
 	name     string

@@ -26,20 +26,7 @@ import (
 // waiting for its echo, make that case again and again.
 func TestGatewayRelaysPiecesThatComeWhileItWrites(t *testing.T) {
 	const pairs, size = 400, 100
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer lis.Close()
-	wg.Go(func() { // echoes each piece as it reads it
-		c, err := lis.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(waitTimeout))
+	upstream := startTCPBackend(t, func(c *net.TCPConn) { // echoes each piece as it reads it
 		buf := make([]byte, size)
 		for {
 			n, err := c.Read(buf)
@@ -51,10 +38,9 @@ func TestGatewayRelaysPiecesThatComeWhileItWrites(t *testing.T) {
 			}
 		}
 	})
-	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{lis.Addr().String()}}}})
+	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{upstream}}}})
 	hello := tlstest.ClientHello(t, &tls.Config{ServerName: reviewsSNI})
 	c := dialTCP(t, gw.addr)
-	defer c.Close() // before wg.Wait: the backend reads until it closes
 	if _, err := c.Write(hello); err != nil {
 		t.Fatal(err)
 	}
@@ -98,31 +84,8 @@ func TestGatewayRelaysPiecesThatComeWhileItWrites(t *testing.T) {
 // at once (fewer than crowd the parker).
 func TestGatewayPassesOnAFINRightBehindTheBytes(t *testing.T) {
 	const conns, rounds = 32, 4
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer lis.Close()
-	wg.Go(func() { // answers each connection's bytes with "bye" and its FIN
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(waitTimeout))
-				if _, err := io.Copy(io.Discard, c); err != nil {
-					return
-				}
-				c.Write([]byte("bye"))
-				c.(*net.TCPConn).CloseWrite()
-			})
-		}
-	})
-	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{lis.Addr().String()}}}})
+	upstream := startTCPBackend(t, answerByeAtTheEnd)
+	gw := startGateway(t, Config{Router: staticRouter{reviewsSNI: {Endpoints: []string{upstream}}}})
 	hello := tlstest.ClientHello(t, &tls.Config{ServerName: reviewsSNI})
 	start := time.Now()
 	for range rounds {
