@@ -8,6 +8,8 @@
 # See docs/benchmarks-gateway.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/haproxy-config.sh
+. scripts/haproxy-config.sh
 CONNS=${CONNS:-5000} ECHOES=${ECHOES:-10000} IDLE=${IDLE:-1000} ROUNDS=${ROUNDS:-3}
 dir=$(mktemp -d)
 pids=""
@@ -28,23 +30,7 @@ start_contender() {
 	addr=$("$dir/gwcost" -free-addr)
 	case $1 in
 	haproxy)
-		cat >"$dir/haproxy.cfg" <<CFG
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend ew
-  bind $addr
-  tcp-request inspect-delay 5s
-  tcp-request content accept if { req.ssl_hello_type 1 }
-  use_backend svc_a if { req.ssl_sni -i $name }
-backend svc_a
-  server s1 $backend
-CFG
+		haproxy_config 1 "$addr" "$name" "$backend" >"$dir/haproxy.cfg"
 		haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
 		;;
 	*)

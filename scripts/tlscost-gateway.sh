@@ -8,6 +8,8 @@
 # override the sizes. See docs/benchmarks-gateway.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/haproxy-config.sh
+. scripts/haproxy-config.sh
 THREADS=${THREADS:-1} ROUNDS=${ROUNDS:-5} FOR=${FOR:-3s} BULK_MIB=${BULK_MIB:-256}
 command -v haproxy >/dev/null || { echo "missing haproxy: apt-get install -y haproxy" >&2; exit 1; }
 dir=$(mktemp -d)
@@ -36,23 +38,7 @@ for bin in "$dir/gwbench" "$@"; do
 	i=$((i + 1))
 done
 addr=$("$dir/gwcost" -free-addr)
-cat >"$dir/haproxy.cfg" <<CFG
-global
-  nbthread $THREADS
-  maxconn 4000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend ew
-  bind $addr
-  tcp-request inspect-delay 5s
-  tcp-request content accept if { req.ssl_hello_type 1 }
-  use_backend svc_a if { req.ssl_sni -i $name }
-backend svc_a
-  server s1 $backend
-CFG
+haproxy_config "$THREADS" "$addr" "$name" "$backend" >"$dir/haproxy.cfg"
 haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
 pids="$pids $!"
 targets="$targets,haproxy=$addr=$!"

@@ -90,9 +90,21 @@ func RenameExtension(flight []byte, from, to uint16) []byte {
 // names, and a pool that trusts it.
 func Certificate(tb testing.TB, names ...string) (tls.Certificate, *x509.CertPool) {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := SelfSigned(names...)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return cert, pool
+}
+
+// SelfSigned is Certificate for commands: a self-signed ECDSA P-256
+// server certificate for names.
+func SelfSigned(names ...string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
@@ -107,13 +119,11 @@ func Certificate(tb testing.TB, names ...string) (tls.Certificate, *x509.CertPoo
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		tb.Fatal(err)
+		return tls.Certificate{}, err
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		tb.Fatal(err)
+		return tls.Certificate{}, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }

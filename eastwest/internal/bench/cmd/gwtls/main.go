@@ -21,17 +21,11 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"slices"
@@ -40,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/federate/federate/eastwest/internal/tlstest"
 )
 
 const (
@@ -240,7 +236,7 @@ func chanValues(ch <-chan error) func(func(error) bool) {
 // serveBackend answers cmdPing with one byte and cmdBulk with mib MiB
 // (in 256 KiB writes), then closes.
 func serveBackend(addr string, mib int) error {
-	cert, err := selfSigned()
+	cert, err := tlstest.SelfSigned(serverName)
 	if err != nil {
 		return err
 	}
@@ -276,25 +272,6 @@ func serveBackend(addr string, mib int) error {
 			}
 		}()
 	}
-}
-
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: serverName},
-		DNSNames:     []string{serverName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func median(rs [][4]float64, i int) float64 {
