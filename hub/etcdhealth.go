@@ -2,10 +2,14 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // How often, and how patiently, a replica asks each etcd member whether it
@@ -23,7 +27,8 @@ const (
 // them there to wait out etcdTimeout and fail, and gRPC's keepalive, which
 // runs at 10 s at the least, notices only after that. A member that
 // answers again is used again. While none answers, all are kept: the
-// calls then say what is wrong.
+// calls then say what is wrong. A call that timed out has the members
+// checked at once, and waits for the check (idempotent).
 func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) error {
 	using := b.cfg.Endpoints
 	misses := make(map[string]int)
@@ -34,13 +39,20 @@ func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) erro
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-b.checks.asked:
 		}
+		done, suspected := b.checks.begin()
 		answered := b.answering(ctx)
 		var answering []string
 		for _, ep := range b.cfg.Endpoints {
-			if slices.Contains(answered, ep) {
+			switch {
+			case slices.Contains(answered, ep):
 				misses[ep] = 0
-			} else {
+			case suspected:
+				// A call timed out, and this member does not answer
+				// either: no need to wait for a second miss.
+				misses[ep] = endpointMissesToLeave
+			default:
 				misses[ep]++
 			}
 			if misses[ep] < endpointMissesToLeave {
@@ -50,19 +62,54 @@ func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) erro
 		if len(answering) == 0 {
 			answering = b.cfg.Endpoints
 		}
-		if slices.Equal(answering, using) || ctx.Err() != nil {
-			continue
-		}
-		var silent []string
-		for _, ep := range b.cfg.Endpoints {
-			if !slices.Contains(answering, ep) {
-				silent = append(silent, ep)
+		if !slices.Equal(answering, using) && ctx.Err() == nil {
+			var silent []string
+			for _, ep := range b.cfg.Endpoints {
+				if !slices.Contains(answering, ep) {
+					silent = append(silent, ep)
+				}
 			}
+			log.Warn("etcd members answering changed: calls go to those that answer", "using", answering, "not answering", silent)
+			b.cli.SetEndpoints(answering...)
+			using = answering
 		}
-		log.Warn("etcd members answering changed: calls go to those that answer", "using", answering, "not answering", silent)
-		b.cli.SetEndpoints(answering...)
-		using = answering
+		close(done)
 	}
+}
+
+// memberChecks is how calls that timed out ask watchEndpoints for a check
+// of the members, and wait for it.
+type memberChecks struct {
+	asked chan struct{} // has a value while a call waits for the next check
+	mu    sync.Mutex
+	next  chan struct{} // closed when the next check ends
+	calls bool          // calls wait for it
+}
+
+func newMemberChecks() *memberChecks {
+	return &memberChecks{asked: make(chan struct{}, 1), next: make(chan struct{})}
+}
+
+// ask returns a channel closed once a check begun after the call ended.
+func (m *memberChecks) ask() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = true
+	select {
+	case m.asked <- struct{}{}:
+	default: // asked already
+	}
+	return m.next
+}
+
+// begin starts a check: it returns the channel to close when it ends, and
+// whether calls wait for it.
+func (m *memberChecks) begin() (done chan struct{}, asked bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	done, asked = m.next, m.calls
+	m.next, m.calls = make(chan struct{}), false
+	return done, asked
 }
 
 // answering returns the configured endpoints whose member answers its
@@ -86,4 +133,40 @@ func (b *etcdBackend) answering(ctx context.Context) []string {
 		}
 	}
 	return out
+}
+
+// etcdFirstTry bounds the first try of an idempotent call: a call sent
+// to a frozen member waits out its whole try.
+const etcdFirstTry = time.Second
+
+// idempotent makes a call that may safely be made twice. When its first
+// try times out or loses its member, it has watchEndpoints check the
+// members, which leaves one that does not answer at once, and tries again
+// on those that do with the rest of ctx's time.
+func (b *etcdBackend) idempotent(ctx context.Context, call func(context.Context) error) error {
+	first, cancel := context.WithTimeout(ctx, etcdFirstTry)
+	err := call(first)
+	cancel()
+	if err == nil || ctx.Err() != nil || !memberLost(err) {
+		return err
+	}
+	select {
+	case <-b.checks.ask():
+	case <-ctx.Done():
+		return err
+	}
+	return call(ctx)
+}
+
+// memberLost says whether err is a try that timed out or lost its
+// connection: another member may answer.
+func memberLost(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Unavailable:
+		return true
+	}
+	return false
 }

@@ -62,6 +62,7 @@ type etcdBackend struct {
 	cli    *clientv3.Client
 	cfg    EtcdConfig
 	closed sync.Once
+	checks *memberChecks // asked for by calls that timed out
 }
 
 // openEtcd connects and checks that some endpoint answers; the error names
@@ -79,7 +80,7 @@ func openEtcd(ctx context.Context, cfg EtcdConfig) (*etcdBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	b := &etcdBackend{cli: cli, cfg: cfg}
+	b := &etcdBackend{cli: cli, cfg: cfg, checks: newMemberChecks()}
 	if err := b.probe(ctx); err != nil {
 		cli.Close()
 		return nil, err
@@ -163,7 +164,11 @@ func (b *etcdBackend) split(k string) (bucket, key string, ok bool) {
 func (b *etcdBackend) Get(ctx context.Context, bucket, key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
-	resp, err := b.cli.Get(ctx, b.key(bucket, key))
+	var resp *clientv3.GetResponse
+	err := b.idempotent(ctx, func(ctx context.Context) (err error) {
+		resp, err = b.cli.Get(ctx, b.key(bucket, key))
+		return err
+	})
 	if err != nil {
 		return nil, b.unavailable("read", err)
 	}
@@ -204,7 +209,11 @@ func (b *etcdBackend) Write(ctx context.Context, ops ...store.Op) error {
 			size += opSize(eops[n])
 			n++
 		}
-		if _, err := b.cli.Txn(ctx).Then(eops[:n]...).Commit(); err != nil {
+		// Puts and deletes alone: a second try leaves what one would.
+		if err := b.idempotent(ctx, func(ctx context.Context) error {
+			_, err := b.cli.Txn(ctx).Then(eops[:n]...).Commit()
+			return err
+		}); err != nil {
 			return b.unavailable("write", err)
 		}
 		eops = eops[n:]

@@ -78,7 +78,11 @@ func (s *Server) replicas(ctx context.Context) []replicaInfo {
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
-	resp, err := eb.cli.Get(ctx, eb.key(store.BucketMeta, metaReplicaPrefix), clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := eb.idempotent(ctx, func(ctx context.Context) (err error) {
+		resp, err = eb.cli.Get(ctx, eb.key(store.BucketMeta, metaReplicaPrefix), clientv3.WithPrefix())
+		return err
+	})
 	if err != nil {
 		s.log.Warn("list hub replicas in etcd", "err", err)
 		return out

@@ -102,6 +102,11 @@ type state struct {
 	versions map[string]string                            // type -> accepted version
 	nonces   map[string]string                            // type -> last nonce
 	got      map[string]bool
+	last     *Table // the table made last, for clusters still warming
+}
+
+func newState() *state {
+	return &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
 }
 
 func (c *Client) stream(ctx context.Context) error {
@@ -112,7 +117,7 @@ func (c *Client) stream(ctx context.Context) error {
 		return err
 	}
 	node := &corepb.Node{Id: c.cfg.NodeID}
-	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
+	st := newState()
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
 		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
 			return err
@@ -263,6 +268,15 @@ func (st *state) table() *Table {
 	pickers := map[string]*locality.Picker{}
 	for sni, cluster := range st.chains {
 		cla := st.cla[cluster]
+		if cla == nil {
+			// A cluster whose endpoints have not come yet is warming, as
+			// in Envoy: its SNI keeps the route it had, or stays unknown
+			// until they come, rather than routed to no endpoint at all.
+			if addrs, ok := st.last.Lookup(sni); ok {
+				t.Routes[sni], t.Pickers[sni] = addrs, st.last.Pickers[sni]
+			}
+			continue
+		}
 		t.Routes[sni] = usable(cla)
 		pk, ok := pickers[cluster]
 		if !ok {
@@ -271,13 +285,14 @@ func (st *state) table() *Table {
 		}
 		t.Pickers[sni] = pk
 	}
+	st.last = t
 	return t
 }
 
 // Decode is the table a gateway makes of these responses, in order: what
 // it would route after receiving them.
 func Decode(responses ...*discoverypb.DiscoveryResponse) (*Table, error) {
-	st := &state{versions: map[string]string{}, nonces: map[string]string{}, got: map[string]bool{}, cla: map[string]*endpointpb.ClusterLoadAssignment{}}
+	st := newState()
 	for _, resp := range responses {
 		if err := st.apply(resp); err != nil {
 			return nil, fmt.Errorf("xdsclient: apply %s: %w", resp.GetTypeUrl(), err)

@@ -1,8 +1,10 @@
 package xdsclient
 
 import (
+	"slices"
 	"testing"
 
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -100,8 +102,75 @@ spec:
 	}
 }
 
+// A cluster whose endpoints have not come yet is warming: a new SNI
+// routed to it stays unknown, an SNI moved to it keeps its old route, the
+// others keep theirs, and both route to its endpoints once they come.
+func TestRoutesWaitForWarmingClusters(t *testing.T) {
+	snap, err := xds.Build(labInput(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lds, cds, eds := responsesOf(t, snap)
+	st := newState()
+	for _, resp := range []*discoverypb.DiscoveryResponse{lds, cds, eds} {
+		if err := st.apply(resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := st.table()
+	if len(before.Routes) < 3 {
+		t.Fatalf("the lab's input routes %d SNIs, want several", len(before.Routes))
+	}
+	var moved, donor string // two routed SNIs of different clusters
+	for sni, cluster := range st.chains {
+		switch {
+		case len(before.Routes[sni]) == 0:
+		case moved == "":
+			moved = sni
+		case donor == "" && cluster != st.chains[moved]:
+			donor = sni
+		}
+	}
+	if donor == "" {
+		t.Fatal("no two routed SNIs of different clusters")
+	}
+	const added, warmingCluster = "outbound_.80_._.added.shop.svc.cluster.local", "outbound|80||added.shop.svc.cluster.local"
+	st.chains[moved], st.chains[added] = warmingCluster, warmingCluster
+
+	warming := st.table()
+	for sni, addrs := range before.Routes {
+		if got := warming.Routes[sni]; !slices.Equal(got, addrs) {
+			t.Errorf("%s routes to %v while a cluster warms, want %v as before", sni, got, addrs)
+		}
+	}
+	if addrs, ok := warming.Lookup(added); ok {
+		t.Errorf("a new SNI of a warming cluster routes to %v, want unknown", addrs)
+	}
+
+	// The endpoints come: the donor's.
+	cla := proto.Clone(st.cla[st.chains[donor]]).(*endpointpb.ClusterLoadAssignment)
+	cla.ClusterName = warmingCluster
+	st.cla[warmingCluster] = cla
+	warm := st.table()
+	for _, sni := range []string{added, moved} {
+		if addrs, ok := warm.Lookup(sni); !ok || !slices.Equal(addrs, before.Routes[donor]) {
+			t.Errorf("once its cluster's endpoints came, %s routes to %v (%v), want %v", sni, addrs, ok, before.Routes[donor])
+		}
+	}
+}
+
 // tableOf is the routing table a gateway's client makes of snap.
 func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
+	t.Helper()
+	table, err := Decode(responsesOf(t, snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
+// responsesOf is snap as the LDS, CDS and EDS responses a client receives.
+func responsesOf(t *testing.T, snap *cachev3.Snapshot) (lds, cds, eds *discoverypb.DiscoveryResponse) {
 	t.Helper()
 	var resps []*discoverypb.DiscoveryResponse
 	for _, typ := range []resourcev3.Type{resourcev3.ListenerType, resourcev3.ClusterType, resourcev3.EndpointType} {
@@ -115,9 +184,5 @@ func tableOf(t *testing.T, snap *cachev3.Snapshot) *Table {
 		}
 		resps = append(resps, resp)
 	}
-	table, err := Decode(resps...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return table
+	return resps[0], resps[1], resps[2]
 }
