@@ -90,7 +90,8 @@ func newMemberChecks() *memberChecks {
 	return &memberChecks{asked: make(chan struct{}, 1), next: make(chan struct{})}
 }
 
-// ask returns a channel closed once a check begun after the call ended.
+// ask has the next check begin soon and returns a channel closed when it
+// has ended.
 func (m *memberChecks) ask() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -104,12 +105,12 @@ func (m *memberChecks) ask() <-chan struct{} {
 
 // begin starts a check: it returns the channel to close when it ends, and
 // whether calls wait for it.
-func (m *memberChecks) begin() (done chan struct{}, asked bool) {
+func (m *memberChecks) begin() (done chan struct{}, calls bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	done, asked = m.next, m.calls
+	done, calls = m.next, m.calls
 	m.next, m.calls = make(chan struct{}), false
-	return done, asked
+	return done, calls
 }
 
 // answering returns the configured endpoints whose member answers its
