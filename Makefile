@@ -114,8 +114,10 @@ shellcheck:
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+## vet: also as macOS builds it, where the CLI must build too
 vet:
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
 
 staticcheck: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...

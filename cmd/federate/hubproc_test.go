@@ -15,6 +15,7 @@ import (
 
 	"github.com/federate/federate/cmd/internal/clitest"
 	"github.com/federate/federate/hub"
+	"github.com/federate/federate/internal/childproc"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/testport"
 )
@@ -39,7 +40,7 @@ func startHubProcess(t *testing.T) *hubProcess {
 	h.cmd = clitest.Command(context.Background(), args...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	// Should the test binary die, the kernel kills the hub, stopped or not.
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	h.cmd.SysProcAttr = childproc.Attr()
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

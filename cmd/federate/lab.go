@@ -49,7 +49,7 @@ func labUpCommand() *cobra.Command {
 	fs.StringVar(&opts.LogLevel, "log-level", "info", "log level of the lab's processes: debug, info, warn or error")
 	fs.StringVar(&opts.LogFormat, "log-format", "text", "log format of the lab's processes: text (logfmt) or json")
 	fs.BoolVar(&opts.HA, "ha", false, "run the hub as 3 replicas on a 3-member etcd, each member a separate process with\nclient mTLS on free loopback ports; 'lab verify' then kills replicas and etcd members")
-	fs.BoolVar(&opts.Isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (needs root and iproute2)")
+	fs.BoolVar(&opts.Isolate, "isolate", false, "run each cluster in its own network namespace, joined to a shared network\nwhere only the gateways and the hub listen (Linux only; needs root and iproute2)")
 	return cmd
 }
 

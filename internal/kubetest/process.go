@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/federate/federate/internal/childproc"
 )
 
 // process is a started etcd or kube-apiserver whose output goes to a log
@@ -24,9 +26,7 @@ func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group, so that a test killed by a signal does not
-	// take the terminal's group with it, and we can stop children too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childproc.Attr()
 	err = cmd.Start()
 	f.Close()
 	if err != nil {

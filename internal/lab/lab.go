@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -137,6 +138,9 @@ func Up(ctx context.Context, opts Options) (_ *State, err error) {
 	}
 	if opts.HA && opts.Isolate {
 		return nil, fmt.Errorf("lab: --ha and --isolate cannot be combined yet: run one of them")
+	}
+	if opts.Isolate && runtime.GOOS != "linux" {
+		return nil, fmt.Errorf("lab: --isolate needs Linux network namespaces; on %s, run the lab without it", runtime.GOOS)
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/federate/federate/internal/childproc"
 	"github.com/federate/federate/trust"
 )
 
@@ -141,7 +142,7 @@ func (s *Server) start(confPath, webRoots string) {
 	if webRoots != "" {
 		s.cmd.Env = append(s.cmd.Env, "SSL_CERT_FILE="+webRoots)
 	}
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	s.cmd.SysProcAttr = childproc.Attr()
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start spire-server: %v", err)
 	}
