@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -30,6 +31,12 @@ const (
 // calls then say what is wrong. A call that timed out has the members
 // checked at once, and waits for the check (idempotent).
 func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) error {
+	b.checks.watching.Store(true)
+	defer func() {
+		b.checks.watching.Store(false)
+		done, _ := b.checks.begin() // no check comes: calls go on
+		close(done)
+	}()
 	using := b.cfg.Endpoints
 	misses := make(map[string]int)
 	tick := time.NewTicker(endpointCheckEvery)
@@ -80,10 +87,11 @@ func (b *etcdBackend) watchEndpoints(ctx context.Context, log *slog.Logger) erro
 // memberChecks is how calls that timed out ask watchEndpoints for a check
 // of the members, and wait for it.
 type memberChecks struct {
-	asked chan struct{} // has a value while a call waits for the next check
-	mu    sync.Mutex
-	next  chan struct{} // closed when the next check ends
-	calls bool          // calls wait for it
+	watching atomic.Bool   // watchEndpoints runs: checks are made
+	asked    chan struct{} // has a value while a call waits for the next check
+	mu       sync.Mutex
+	next     chan struct{} // closed when the next check ends
+	calls    bool          // calls wait for it
 }
 
 func newMemberChecks() *memberChecks {
@@ -91,8 +99,12 @@ func newMemberChecks() *memberChecks {
 }
 
 // ask has the next check begin soon and returns a channel closed when it
-// has ended.
+// has ended; nil (no wait) while no checks are made, as before the
+// replica serves.
 func (m *memberChecks) ask() <-chan struct{} {
+	if !m.watching.Load() {
+		return nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = true
@@ -151,10 +163,12 @@ func (b *etcdBackend) idempotent(ctx context.Context, call func(context.Context)
 	if err == nil || ctx.Err() != nil || !memberLost(err) {
 		return err
 	}
-	select {
-	case <-b.checks.ask():
-	case <-ctx.Done():
-		return err
+	if checked := b.checks.ask(); checked != nil {
+		select {
+		case <-checked:
+		case <-ctx.Done():
+			return err
+		}
 	}
 	return call(ctx)
 }
