@@ -21,9 +21,9 @@ import (
 // A member that hangs with its connections open (a stopped process, a hung
 // host) costs no write: a call sent to it times out after a second, the
 // replica checks the members and leaves it, and the call is made again on
-// the others, well within the hub's etcd timeout. The
-// member is reached through a proxy that stops passing bytes, as SIGSTOP
-// would stop the member ('lab verify --ha' freezes a real etcd process).
+// the others, well within the hub's etcd timeout. The member is reached
+// through a proxy that stops passing bytes, as SIGSTOP would stop it
+// ('lab verify --ha' freezes a real etcd process).
 func TestHAEtcdFrozenMemberLosesNoWrite(t *testing.T) {
 	const etcdTimeout = 5 * time.Second // hub/etcdstore.go
 	ec := etcdtest.Start(t, 3)
