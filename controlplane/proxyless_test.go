@@ -153,7 +153,7 @@ func (pm *proxylessMesh) steadyOn(t *testing.T, from time.Time, target, cluster 
 }
 
 // failures counts the failed RPCs to target that started in [from, to).
-func (pm *proxylessMesh) failures(from, to time.Time, target string) (failed, total int) {
+func (pm *proxylessMesh) failures(from, to time.Time, target string) (failed, total int, first string) {
 	for _, r := range pm.caller.since(from, target) {
 		if !r.Start.Before(to) {
 			break
@@ -161,9 +161,12 @@ func (pm *proxylessMesh) failures(from, to time.Time, target string) (failed, to
 		total++
 		if r.Err != "" {
 			failed++
+			if first == "" {
+				first = fmt.Sprintf("%s in: %s", r.Start.Sub(from).Round(time.Millisecond), r.Err)
+			}
 		}
 	}
-	return failed, total
+	return failed, total, first
 }
 
 // Acceptance for docs/proxyless-grpc.md: the recipe's client reaches three
@@ -223,7 +226,7 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 	moved := pm.steadyOn(t, stopped, stock, "east", 100, 15*time.Second)
 	localMove := moved.Sub(stopped)
 	// Failures until the 100 in a row on east: any flapping counts.
-	localFailed, localTotal := pm.failures(stopped, time.Now(), stock)
+	localFailed, localTotal, _ := pm.failures(stopped, time.Now(), stock)
 
 	// The nearest remote backend of payment dies behind east's gateway:
 	// the channel moves to central.
@@ -231,7 +234,7 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 	pm.backends["payment/east"].stop()
 	moved = pm.steadyOn(t, stopped, payment, "central", 100, 15*time.Second)
 	remoteMove := moved.Sub(stopped)
-	remoteFailed, remoteTotal := pm.failures(stopped, time.Now(), payment)
+	remoteFailed, remoteTotal, _ := pm.failures(stopped, time.Now(), payment)
 	t.Logf("stock's local backend stopped: on east after %v; %d of %d RPCs failed until 100 in a row on east", localMove.Round(time.Millisecond), localFailed, localTotal)
 	t.Logf("payment's east backend stopped: on central after %v; %d of %d RPCs failed until 100 in a row on central", remoteMove.Round(time.Millisecond), remoteFailed, remoteTotal)
 	if localMove > 2*time.Second || localFailed > 5 {
@@ -247,8 +250,8 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 		}
 	}
 	// order was untouched meanwhile.
-	if failed, total := pm.failures(measured, time.Now(), order); failed != 0 {
-		t.Errorf("%d of %d RPCs to order failed, want none", failed, total)
+	if failed, total, first := pm.failures(measured, time.Now(), order); failed != 0 {
+		t.Errorf("%d of %d RPCs to order failed, want none; the first, %s", failed, total, first)
 	}
 	for key, b := range pm.backends {
 		callers, _ := b.seen()
