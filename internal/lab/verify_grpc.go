@@ -109,6 +109,16 @@ func (v *verifier) proxylessGRPC(ctx context.Context, _ WorkloadState) StepResul
 		r.Happened += ", not back on east within 60 s"
 	}
 	r.Happened += "; " + describe(by)
+	n := 0
+	for _, res := range during {
+		if res.Err != "" {
+			if n++; n > 3 {
+				r.Happened += "; ..."
+				break
+			}
+			r.Happened += fmt.Sprintf("; failed at %+dms: %s", res.End.Sub(killed).Milliseconds(), res.Err)
+		}
+	}
 	r.OK = took <= 3*time.Second && backOK && r.Failed <= 1
 	return r
 }
