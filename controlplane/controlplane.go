@@ -327,6 +327,11 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	if cfg.ConfigDir != "" {
 		importDir = file.NewImportDir(cfg.ConfigDir, c.log)
 	}
+	saved, err := workloads.LoadSaved(st)
+	if err != nil {
+		return err
+	}
+	c.setSourceImportsBeforeStart(func(s *importSources) { s.agents = saved.Imports() })
 	if err := c.loadImports(ctx, importDir); err != nil {
 		return err
 	}
@@ -354,7 +359,7 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	}
 	c.workloads, err = workloads.New(workloads.Config{
 		Federation: m, Store: st, ConfigDir: cfg.ConfigDir, Grace: cfg.VMGrace, SVIDTTL: cfg.VMSVIDTTL,
-		Logger: c.log, Policy: c.routing.AgentPolicy,
+		Saved: saved, Logger: c.log, Policy: c.routing.AgentPolicy,
 	})
 	if err != nil {
 		return err

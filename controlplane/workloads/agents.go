@@ -87,6 +87,8 @@ func (w *Server) Connect(stream grpc.BidiStreamingServer[agentpb.AgentMessage, a
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-w.stopping:
+			return status.Error(codes.Unavailable, "the control plane is stopping: reconnect")
 		case <-recvErr:
 			return nil
 		case <-wake:
@@ -136,10 +138,12 @@ func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *
 	e.inboundPort = reg.GetInboundPort()
 	e.imports = slices.Clone(reg.GetImports())
 	e.probed = reg.GetProbed()
-	if e.streams == 0 {
+	if e.streams == 0 && !e.restored {
 		e.healthy = false // a probed entry waits for its first report
 	}
+	e.restored = false // its health is the agent's again
 	e.streams++
+	w.markLocked(key)
 	w.changeLocked()
 	return key
 }
@@ -150,11 +154,19 @@ func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *
 func (w *Server) Imports() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := []string{}
+	var lists [][]string
 	for _, e := range w.entries {
-		for _, h := range e.imports {
-			// A hostname only: an agent never widens its cluster's
-			// imports to every service.
+		lists = append(lists, e.imports)
+	}
+	return agentImports(lists...)
+}
+
+// agentImports merges agents' import lists, sorted. A hostname only: an
+// agent never widens its cluster's imports to every service.
+func agentImports(lists ...[]string) []string {
+	out := []string{}
+	for _, l := range lists {
+		for _, h := range l {
 			if h != registry.ImportAll && registry.CheckImports([]string{h}) == nil {
 				out = append(out, h)
 			}
@@ -168,14 +180,24 @@ func (w *Server) disconnect(key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := w.entries[key]
-	if e == nil {
-		return
+	if e == nil || w.isStopping() {
+		return // a stopping control plane keeps it connected, for its restart
 	}
 	e.streams--
 	if e.streams == 0 {
 		e.disconnectedAt = w.cfg.Now()
+		w.markLocked(key)
 		w.log.Info("workload entry disconnected; unhealthy until it reconnects", "entry", key, "removed_after", w.cfg.Grace)
 		w.changeLocked()
+	}
+}
+
+func (w *Server) isStopping() bool {
+	select {
+	case <-w.stopping:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -188,6 +210,7 @@ func (w *Server) setHealth(key string, healthy bool, msg string) {
 	}
 	e.healthy, e.healthMessage = healthy, msg
 	w.log.Info("workload health changed", "entry", key, "healthy", healthy, "message", msg)
+	w.markLocked(key)
 	w.changeLocked()
 }
 

@@ -35,6 +35,7 @@ spec:
 // 'federate controlplane' runs, behind its east-west gateway.
 type vmCluster struct {
 	name string
+	cfg  controlplane.Config
 	cp   *fedtest.ControlPlane
 	// gateway is the gateway the cluster announces: peers reach the
 	// control plane through it, and other clusters' workloads the VMs.
@@ -47,7 +48,9 @@ type vmCluster struct {
 	vmGwAddr  string
 }
 
-func startVMCluster(t *testing.T, tm *fedtest.Mesh, name string, grace, svidTTL time.Duration) *vmCluster {
+// startVMCluster starts it; configure, if set, adjusts the control
+// plane's Config.
+func startVMCluster(t *testing.T, tm *fedtest.Mesh, name string, grace, svidTTL time.Duration, configure ...func(*controlplane.Config)) *vmCluster {
 	t.Helper()
 	tm.Join(name)
 	lis, vmLis := fedtest.GatewayListener(t), fedtest.GatewayListener(t)
@@ -55,14 +58,31 @@ func startVMCluster(t *testing.T, tm *fedtest.Mesh, name string, grace, svidTTL 
 	if err := os.WriteFile(filepath.Join(configDir, "barista.yaml"), []byte(baristaConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cp := tm.StartControlPlane(name, controlplane.Config{
+	cfg := controlplane.Config{
 		Locality: &registry.Locality{Region: "eu-central", Zone: "a"}, ConfigDir: configDir,
 		Gateway: lis.Addr().String(), VMGrace: grace, VMSVIDTTL: svidTTL,
-	})
-	c := &vmCluster{name: name, cp: cp, gwAddr: lis.Addr().String(), vmGwAddr: vmLis.Addr().String()}
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	cp := tm.StartControlPlane(name, cfg)
+	c := &vmCluster{name: name, cfg: cfg, cp: cp, gwAddr: lis.Addr().String(), vmGwAddr: vmLis.Addr().String()}
 	c.gateway = tm.StartGateway(cp, lis, nil)
 	c.vmGateway = tm.StartGateway(cp, vmLis, nil)
 	return c
+}
+
+// restart stops the control plane and starts it again on the same
+// address and data directory, as a rolling update does; the gateways
+// follow it there. whileDown, if set, runs between the two.
+func (c *vmCluster) restart(tm *fedtest.Mesh, whileDown func()) {
+	cfg := c.cfg
+	cfg.Listen = c.cp.Member().Addr()
+	c.cp.Stop()
+	if whileDown != nil {
+		whileDown()
+	}
+	c.cp = tm.StartControlPlane(c.name, cfg)
 }
 
 // configure runs 'federate vm configure' against the cluster, for VMs
@@ -141,6 +161,12 @@ func (p *agentProcess) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// kill kills the agent, as a crash of its VM would, and waits for it.
+func (p *agentProcess) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
 }
 
 // exitError waits for the agent to fail and returns its output.

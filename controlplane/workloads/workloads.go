@@ -76,6 +76,9 @@ type Config struct {
 	// Policy returns the locality policy agents apply to an imported
 	// service port (from its DestinationRule); nil means AgentPolicy.
 	Policy func(host string, port uint32) locality.Policy
+	// Saved are the entries the store kept (LoadSaved): those of agents
+	// connected when the control plane stopped wait for them, ready.
+	Saved  *Saved
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -86,16 +89,19 @@ type Config struct {
 type Server struct {
 	agentpb.UnimplementedWorkloadsServer
 
-	cfg     Config
-	log     *slog.Logger
-	changed chan struct{} // signalled when entries change
-	sel     selectorCache
+	cfg        Config
+	log        *slog.Logger
+	changed    chan struct{} // signalled when entries change
+	saveSignal chan struct{} // signalled when an entry is to be saved
+	stopping   chan struct{} // closed when Run's context ends
+	sel        selectorCache
 
 	mu       sync.Mutex // guards the fields below
 	entries  map[string]*workloadEntry
 	services []*registry.Service // the file source's latest, before merging
 	loaded   bool                // services was set at least once
 	notify   chan struct{}       // closed at the next change; agents' streams wait on it
+	dirty    map[string]bool     // entries to save (or delete) at the next save
 }
 
 // workloadEntry is an auto-registered WorkloadEntry.
@@ -116,11 +122,16 @@ type workloadEntry struct {
 	healthMessage          string
 	streams                int
 	disconnectedAt         time.Time
+	// restored: saved while its agent was connected, and that agent has
+	// not reconnected since the control plane started (saved.go).
+	restored bool
 }
 
-func (e *workloadEntry) ready() bool { return e.streams > 0 && (e.healthy || !e.probed) }
+func (e *workloadEntry) ready() bool {
+	return (e.streams > 0 || e.restored) && (e.healthy || !e.probed)
+}
 
-// New validates cfg; it does no I/O.
+// New validates cfg and restores cfg.Saved; it does no I/O.
 func New(cfg Config) (*Server, error) {
 	if cfg.Federation == nil || cfg.Store == nil {
 		return nil, errors.New("workloads: the federation and a store are needed")
@@ -137,30 +148,46 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "workloads"),
-		changed: make(chan struct{}, 1),
-		entries: make(map[string]*workloadEntry),
-		notify:  make(chan struct{}),
-	}, nil
+	w := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "workloads"),
+		changed:    make(chan struct{}, 1),
+		saveSignal: make(chan struct{}, 1),
+		stopping:   make(chan struct{}),
+		entries:    make(map[string]*workloadEntry),
+		notify:     make(chan struct{}),
+		dirty:      make(map[string]bool),
+	}
+	w.restore(cfg.Saved, cfg.Now())
+	return w, nil
 }
 
 // Register adds the Workloads API to the control plane's gRPC server.
 func (w *Server) Register(s *grpc.Server) { agentpb.RegisterWorkloadsServer(s, w) }
 
-// Run removes entries disconnected for longer than the grace period and
-// calls publish after every change of the entries, once the file source
-// has delivered its services. It returns nil when ctx is done.
+// Run removes entries disconnected for longer than the grace period,
+// saves the entries that changed, and calls publish after every change of
+// the entries, once the file source has delivered its services. It
+// returns nil when ctx is done, once the last changes are saved.
 func (w *Server) Run(ctx context.Context, publish func([]*registry.Service)) error {
 	tick := time.NewTicker(min(time.Second, w.cfg.Grace/4))
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// The agents' streams end now; their entries are saved as
+			// connected, to wait for them after the restart.
+			close(w.stopping)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			w.save(sctx)
+			cancel()
 			return nil
 		case <-tick.C:
 			w.sweep()
+			w.save(ctx)
+			continue
+		case <-w.saveSignal:
+			w.save(ctx)
 			continue
 		case <-w.changed:
 		}
@@ -181,6 +208,7 @@ func (w *Server) sweep() {
 	for key, e := range w.entries {
 		if e.streams == 0 && now.Sub(e.disconnectedAt) >= w.cfg.Grace {
 			delete(w.entries, key)
+			w.markLocked(key)
 			removed = append(removed, key)
 		}
 	}

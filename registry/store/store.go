@@ -23,6 +23,9 @@ const (
 	BucketRecords = "records" // <cluster>\x00<key> -> SignedRecord
 	BucketMeta    = "meta"    // small named values: incarnation, CA, keys
 	BucketTokens  = "tokens"  // join tokens by id
+	// BucketWorkloads keeps a control plane's auto-registered
+	// WorkloadEntries by <namespace>/<name> (JSON).
+	BucketWorkloads = "workloads"
 )
 
 // MetaRemovedPrefix keys, in BucketMeta, when each removed cluster's
@@ -81,7 +84,7 @@ func Open(path string) (s *Store, err error) {
 		return nil, damaged(path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{BucketRecords, BucketMeta, BucketTokens} {
+		for _, b := range []string{BucketRecords, BucketMeta, BucketTokens, BucketWorkloads} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
