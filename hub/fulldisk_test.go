@@ -4,14 +4,11 @@ package hub_test
 
 import (
 	"bytes"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/tmpfs"
 	"github.com/federate/federate/membership"
 	"github.com/federate/federate/registry"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,44 +38,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// mountTmpfs mounts a tmpfs of size bytes at dir until the test ends. The
-// unmount is lazy: it may run before the hub that uses dir has stopped.
-func mountTmpfs(t *testing.T, dir string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
-		t.Fatalf("mount a %d KiB tmpfs at %s (the test needs root): %v", size>>10, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-}
-
-// fillDisk writes a file in dir until the file system is full, and
-// returns its name.
-func fillDisk(t *testing.T, dir string) string {
-	t.Helper()
-	name := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", dir, err)
-			}
-			return name
-		}
-	}
 }
 
 // gatherHub reads one of the hub's metrics, unlabelled.
@@ -113,7 +73,7 @@ func TestIntegrationHubOnFullDisk(t *testing.T) {
 	tm := fedtest.NewMeshWith(t, gossip.Timers{}, func(c *hub.Config) {
 		if disk == "" {
 			disk = c.DataDir
-			mountTmpfs(t, disk, 4<<20)
+			tmpfs.Mount(t, disk, 4<<20)
 		}
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
@@ -123,7 +83,7 @@ func TestIntegrationHubOnFullDisk(t *testing.T) {
 	held := tm.Hub.SliceVersion("east")
 	ctx := fedtest.DeadlineContext(t, 90*time.Second)
 
-	filler := fillDisk(t, disk)
+	filler := tmpfs.Fill(t, disk)
 	// Large enough to need pages the store does not have yet.
 	east.Update(t, fedtest.CoffeeService("east", "order", 2, 18080), fedtest.CoffeeService("east", "catalog", 800, 18084))
 	want := east.Member.Version("east")
@@ -175,7 +135,7 @@ func TestIntegrationHubOnFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	tm.StopHub()
-	fillDisk(t, disk)
+	tmpfs.Fill(t, disk)
 	tm.StartHub()
 	if _, err := tm.AdminRegistry().Status(ctx, &hubpb.StatusRequest{}); err != nil {
 		t.Fatalf("status of a hub started on a full disk: %v", err)
