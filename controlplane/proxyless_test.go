@@ -199,6 +199,14 @@ func TestIntegrationProxylessGRPCFromTheDocs(t *testing.T) {
 		t.Fatalf("xDS through west's gateway by controlplane.west.federate.internal: %v", err)
 	}
 
+	// Order's channel reaches both its clusters before anything is
+	// measured: a connection still being made under load may keep an RPC
+	// waiting past its 1 s deadline, which is not what this test is about.
+	fedtest.Eventually(t, 30*time.Second, "50 RPCs to order in a row answered, by east and central", func() bool {
+		got, ok := pm.count(begin, order, 50)
+		return ok && got[""] == 0 && got["east"] > 0 && got["central"] > 0
+	})
+
 	// Balancing: 1000 RPCs to each service.
 	measured := time.Now()
 	const n = 1000
