@@ -327,7 +327,7 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	if cfg.ConfigDir != "" {
 		importDir = file.NewImportDir(cfg.ConfigDir, c.log)
 	}
-	saved, err := workloads.LoadSaved(st)
+	saved, err := workloads.LoadSaved(st, cfg.VMGrace, time.Now())
 	if err != nil {
 		return err
 	}

@@ -61,26 +61,52 @@ func (e *workloadEntry) saved() savedEntry {
 // Saved is what a control plane's store holds of its entries: LoadSaved
 // reads it before the control plane starts, Config.Saved restores it.
 type Saved struct {
-	entries map[string]savedEntry
-	bad     map[string]error // entries that do not decode
+	at      time.Time             // when they were read
+	entries map[string]savedEntry // those that come back
+	// dropped are the keys of the entries that do not: their grace period
+	// ended while the control plane was down, or they do not decode.
+	dropped map[string]string // key -> why
 }
 
-// LoadSaved reads the entries st keeps. One that does not decode is
-// dropped when they are restored, with a warning: its agent registers it
-// again when it reconnects.
-func LoadSaved(st *store.Store) (*Saved, error) {
-	s := &Saved{entries: map[string]savedEntry{}, bad: map[string]error{}}
+// aliveKey, in store.BucketMeta, is when the workload server last wrote
+// to the store: every save writes it, and it is written every quarter
+// grace period while there are entries. A store not written within a
+// grace period (a control plane down for longer, or a standby replica's
+// store from when it last led) holds entries that may be long gone: each
+// is then counted as disconnected since that time.
+const aliveKey = "workloads-alive"
+
+// LoadSaved reads the entries st keeps, as of now, for a grace period of
+// grace (0: DefaultGrace). An entry whose grace period ended while the
+// control plane was down does not come back, nor does one that does not
+// decode: its agent registers it again when it reconnects.
+func LoadSaved(st *store.Store, grace time.Duration, now time.Time) (*Saved, error) {
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	s := &Saved{at: now, entries: map[string]savedEntry{}, dropped: map[string]string{}}
+	var alive time.Time
+	if raw, err := st.Get(store.BucketMeta, aliveKey); err != nil {
+		return nil, fmt.Errorf("workloads: read %s: %w", st.Path(), err)
+	} else if raw != nil {
+		_ = alive.UnmarshalText(raw) // unreadable: the zero time, long ago
+	}
 	err := st.ForEach(store.BucketWorkloads, func(key string, value []byte) error {
 		var e savedEntry
 		err := json.Unmarshal(value, &e)
 		if err == nil {
 			_, err = spiffeid.FromString(e.ID)
 		}
-		if err != nil {
-			s.bad[key] = err
-			return nil
+		switch {
+		case err != nil:
+			s.dropped[key] = "does not decode: " + err.Error()
+		case e.Connected && now.Sub(alive) > grace:
+			s.dropped[key] = fmt.Sprintf("connected when the store was last written, %s ago, longer than the grace period", now.Sub(alive).Round(time.Second))
+		case !e.Connected && now.Sub(e.DisconnectedAt) >= grace:
+			s.dropped[key] = "its grace period ended while the control plane was down"
+		default:
+			s.entries[key] = e
 		}
-		s.entries[key] = e
 		return nil
 	})
 	if err != nil {
@@ -89,7 +115,7 @@ func LoadSaved(st *store.Store) (*Saved, error) {
 	return s, nil
 }
 
-// Imports are the services the saved entries' agents import.
+// Imports are the services the agents of the entries that come back import.
 func (s *Saved) Imports() []string {
 	if s == nil {
 		return nil
@@ -101,15 +127,15 @@ func (s *Saved) Imports() []string {
 	return agentImports(lists...)
 }
 
-// restore makes the saved entries the server's, as of now: one whose agent
-// was connected is ready as it was, until its agent reconnects or the
-// grace period ends.
-func (w *Server) restore(s *Saved, now time.Time) {
+// restore makes the saved entries the server's: one whose agent was
+// connected is ready as it was, until its agent reconnects or the grace
+// period, counted from the restart, ends.
+func (w *Server) restore(s *Saved) {
 	if s == nil {
 		return
 	}
-	for key, err := range s.bad {
-		w.log.Warn("a saved workload entry does not decode; dropped until its agent registers again", "entry", key, "err", err)
+	for key, why := range s.dropped {
+		w.log.Info("a saved workload entry does not come back; its agent registers it again when it connects", "entry", key, "reason", why)
 		w.dirty[key] = true // deleted at the first save
 	}
 	for key, se := range s.entries {
@@ -124,7 +150,7 @@ func (w *Server) restore(s *Saved, now time.Time) {
 			e.locality, _ = registry.ParseLocality(se.Locality)
 		}
 		if e.restored {
-			e.disconnectedAt = now
+			e.disconnectedAt = s.at
 		}
 		w.entries[key] = e
 	}
@@ -141,9 +167,12 @@ func (w *Server) markLocked(key string) {
 }
 
 // save writes the entries marked since the last save, in one
-// transaction. A failed write is logged and tried again at the next save:
-// the entries in memory are unaffected.
-func (w *Server) save(ctx context.Context) {
+// transaction, with the time (aliveKey); with beat it writes the time even
+// if no entry changed, at most every quarter grace period and only while
+// there are entries. A failed write is logged and tried again at the next
+// save: the entries in memory are unaffected.
+func (w *Server) save(ctx context.Context, beat bool) {
+	now := w.cfg.Now()
 	w.mu.Lock()
 	var ops []store.Op
 	for key := range w.dirty {
@@ -153,18 +182,24 @@ func (w *Server) save(ctx context.Context) {
 		}
 		ops = append(ops, op)
 	}
+	beat = beat && len(w.entries) > 0 && now.Sub(w.beaten) >= w.cfg.Grace/4
 	dirty := w.dirty
 	w.dirty = map[string]bool{}
 	w.mu.Unlock()
-	if len(ops) == 0 {
+	if len(ops) == 0 && !beat {
 		return
 	}
-	if err := w.cfg.Store.Write(ctx, ops...); err != nil {
-		w.log.Warn("save the workload entries: a restart before the next save forgets their last changes", "entries", len(ops), "err", err)
-		w.mu.Lock()
+	alive, _ := now.MarshalText()
+	ops = append(ops, store.Op{Bucket: store.BucketMeta, Key: aliveKey, Value: alive})
+	err := w.cfg.Store.Write(ctx, ops...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.log.Warn("save the workload entries: a restart before the next save forgets their last changes", "entries", len(dirty), "err", err)
 		for key := range dirty {
 			w.dirty[key] = true // saved at the next tick
 		}
-		w.mu.Unlock()
+		return
 	}
+	w.beaten = now
 }

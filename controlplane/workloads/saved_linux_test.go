@@ -46,7 +46,7 @@ func TestSavedEntriesWaitOutAFullDisk(t *testing.T) {
 	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	w.save(ctx)
+	w.save(ctx, false)
 	if !strings.Contains(logs.String(), "save the workload entries") || !strings.Contains(logs.String(), "no space left on device") {
 		t.Fatalf("the failed save was not logged with its cause:\n%s", logs.String())
 	}
@@ -57,12 +57,12 @@ func TestSavedEntriesWaitOutAFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	w.save(ctx)
-	saved, err := LoadSaved(st)
+	w.save(ctx, false)
+	saved, err := LoadSaved(st, DefaultGrace, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(saved.entries) != 3 || len(saved.bad) != 0 {
-		t.Errorf("saved %d entries (%d bad) once there was space, want the 3", len(saved.entries), len(saved.bad))
+	if len(saved.entries) != 3 || len(saved.dropped) != 0 {
+		t.Errorf("saved %d entries (%d dropped) once there was space, want the 3", len(saved.entries), len(saved.dropped))
 	}
 }

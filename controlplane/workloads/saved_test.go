@@ -17,6 +17,7 @@ import (
 // saved connected is ready as it was until the grace period ends, one
 // saved disconnected keeps its time; one that does not decode is dropped
 // from the store, and the others' imports are what the cluster imports.
+// A store last written longer than a grace period ago brings none back.
 func TestSavedEntriesComeBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	st, err := store.Open(path)
@@ -38,19 +39,28 @@ func TestSavedEntriesComeBack(t *testing.T) {
 		w.markLocked(e.namespace + "/" + e.name)
 	}
 	w.mu.Unlock()
-	w.save(context.Background())
+	w.save(context.Background(), false)
 	if err := st.Write(context.Background(), store.Op{Bucket: store.BucketWorkloads, Key: "shop/broken", Value: []byte("{not json")}); err != nil {
 		t.Fatal(err)
 	}
 
-	saved, err := LoadSaved(st)
+	// Long after: the store is stale, nothing comes back.
+	stale, err := LoadSaved(st, DefaultGrace, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale.entries) != 0 || len(stale.dropped) != 3 || len(stale.Imports()) != 0 {
+		t.Errorf("a minute later, %d entries come back, %d dropped, imports %v; want none, 3, none", len(stale.entries), len(stale.dropped), stale.Imports())
+	}
+
+	later := now.Add(time.Second)
+	saved, err := LoadSaved(st, DefaultGrace, later)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := saved.Imports(), []string{"payment.shop.svc.cluster.local", "stock.shop.svc.cluster.local"}; !slices.Equal(got, want) {
 		t.Errorf("saved imports %v, want %v (a hostname only, never every service)", got, want)
 	}
-	later := now.Add(time.Minute)
 	r := testServer(t, st, saved, later)
 	got := map[string]EntryStatus{}
 	for _, e := range r.Entries() {
@@ -76,7 +86,7 @@ func TestSavedEntriesComeBack(t *testing.T) {
 	// them and the broken one from the store.
 	r.cfg.Now = func() time.Time { return later.Add(r.cfg.Grace) }
 	r.sweep()
-	r.save(context.Background())
+	r.save(context.Background(), false)
 	left := 0
 	if err := st.ForEach(store.BucketWorkloads, func(key string, _ []byte) error { left++; return nil }); err != nil {
 		t.Fatal(err)

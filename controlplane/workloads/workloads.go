@@ -102,6 +102,7 @@ type Server struct {
 	loaded   bool                // services was set at least once
 	notify   chan struct{}       // closed at the next change; agents' streams wait on it
 	dirty    map[string]bool     // entries to save (or delete) at the next save
+	beaten   time.Time           // when the last save wrote aliveKey
 }
 
 // workloadEntry is an auto-registered WorkloadEntry.
@@ -158,7 +159,7 @@ func New(cfg Config) (*Server, error) {
 		notify:     make(chan struct{}),
 		dirty:      make(map[string]bool),
 	}
-	w.restore(cfg.Saved, cfg.Now())
+	w.restore(cfg.Saved)
 	return w, nil
 }
 
@@ -179,15 +180,15 @@ func (w *Server) Run(ctx context.Context, publish func([]*registry.Service)) err
 			// connected, to wait for them after the restart.
 			close(w.stopping)
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			w.save(sctx)
+			w.save(sctx, true)
 			cancel()
 			return nil
 		case <-tick.C:
 			w.sweep()
-			w.save(ctx)
+			w.save(ctx, true)
 			continue
 		case <-w.saveSignal:
-			w.save(ctx)
+			w.save(ctx, false)
 			continue
 		case <-w.changed:
 		}
