@@ -493,7 +493,7 @@ type publisher struct {
 	member    *member.Member
 	workloads *workloads.Server
 	info      *registry.ClusterInfo
-	mirror    chan []workloads.EntryStatus // connected VMs, for the Kubernetes API; may be nil
+	mirror    chan []workloads.EntryStatus // the VMs' entries, for the Kubernetes API; may be nil
 	log       *slog.Logger
 
 	mu sync.Mutex // serializes publish
@@ -508,7 +508,7 @@ func (p *publisher) publish(ctx context.Context, services []*registry.Service) {
 		case <-p.mirror:
 		default:
 		}
-		p.mirror <- connected(p.workloads.Entries())
+		p.mirror <- p.workloads.Entries()
 	}
 	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -516,17 +516,6 @@ func (p *publisher) publish(ctx context.Context, services []*registry.Service) {
 	if err := p.member.Update(uctx, p.info, services); err != nil && ctx.Err() == nil {
 		p.log.Error("publish local services", "err", err)
 	}
-}
-
-// connected keeps the entries whose agents are connected now.
-func connected(entries []workloads.EntryStatus) []workloads.EntryStatus {
-	var out []workloads.EntryStatus
-	for _, e := range entries {
-		if e.Connected {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // internalAddr is where the gateway reaches a local listener at addr.

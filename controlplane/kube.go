@@ -364,8 +364,11 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 
 // mirrorWorkloads keeps a WorkloadEntry in the cluster's API for every
 // connected VM agent, as Istio's auto-registration does, and deletes the
-// entries of agents that left. Changes arrive on entries; the latest set
-// wins. Failures are logged and retried on the next change.
+// entries of agents that left. An entry restored after a restart, whose
+// agent has not reconnected yet, counts as connected until its grace
+// period ends, so that the object of an agent that does not come back is
+// deleted then. Changes arrive on entries; the latest set wins. Failures
+// are logged and retried on the next change.
 func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workloads.EntryStatus) {
 	mirrored := map[kube.Workload]bool{}
 	for {
@@ -377,6 +380,9 @@ func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workl
 		}
 		keep := map[kube.Workload]bool{}
 		for _, e := range want {
+			if !e.Connected && !e.Restored {
+				continue
+			}
 			w := kube.Workload{Namespace: e.Namespace, Group: e.Group, Address: e.Address}
 			keep[w] = true
 			if mirrored[w] {

@@ -20,7 +20,8 @@ import (
 )
 
 // Connected VM agents get WorkloadEntries in the cluster's API, and lose
-// them when they leave.
+// them when they leave; so do those restored after a restart, until their
+// grace period ends; disconnected ones have none.
 func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Start(t, "east")[0]
@@ -58,13 +59,22 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 		_, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
 		return err
 	}
-	entries <- []workloads.EntryStatus{{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}}
-	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
-	entries <- nil
-	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry gone after the agent left", func() error {
+	gone := func() error {
 		if err := entry(); !apierrors.IsNotFound(err) {
 			return errors.New("the WorkloadEntry is still there")
 		}
 		return nil
-	})
+	}
+	vm := workloads.EntryStatus{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}
+	entries <- []workloads.EntryStatus{vm}
+	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
+	vm.Connected = false // disconnected, in its grace period
+	entries <- []workloads.EntryStatus{vm}
+	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry gone after the agent left", gone)
+
+	vm.Restored = true
+	entries <- []workloads.EntryStatus{vm}
+	fedtest.EventuallyNil(t, 20*time.Second, "the restored entry's WorkloadEntry in the API", entry)
+	entries <- nil
+	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry gone after the restored entry's grace period", gone)
 }

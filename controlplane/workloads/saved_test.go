@@ -66,10 +66,10 @@ func TestSavedEntriesComeBack(t *testing.T) {
 	for _, e := range r.Entries() {
 		got[e.Name] = e
 	}
-	if e := got["barista-10.0.0.1"]; !e.Healthy || e.Connected || e.Labels["app"] != "barista" {
-		t.Errorf("restored connected entry %+v, want healthy as saved, not connected yet, with its labels", e)
+	if e := got["barista-10.0.0.1"]; !e.Healthy || e.Connected || !e.Restored || e.Labels["app"] != "barista" {
+		t.Errorf("restored connected entry %+v, want healthy as saved, restored, not connected yet, with its labels", e)
 	}
-	if e, ok := got["barista-10.0.0.2"]; !ok || e.Healthy {
+	if e, ok := got["barista-10.0.0.2"]; !ok || e.Healthy || e.Restored {
 		t.Errorf("restored disconnected entry %+v (present %v), want it present and unhealthy", e, ok)
 	}
 	if len(got) != 2 {

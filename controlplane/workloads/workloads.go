@@ -297,7 +297,10 @@ func EntryName(group, address string) string {
 type EntryStatus struct {
 	Namespace, Name, Group, Address string
 	Connected, Healthy              bool
-	Labels, Annotations             map[string]string
+	// Restored: its agent was connected when the control plane stopped,
+	// and has not reconnected since it started again.
+	Restored            bool
+	Labels, Annotations map[string]string
 }
 
 // Entries returns the current entries.
@@ -308,7 +311,7 @@ func (w *Server) Entries() []EntryStatus {
 	for _, e := range w.sortedLocked() {
 		out = append(out, EntryStatus{
 			Namespace: e.namespace, Name: e.name, Group: e.group, Address: e.address,
-			Connected: e.streams > 0, Healthy: e.ready(),
+			Connected: e.streams > 0, Healthy: e.ready(), Restored: e.restored,
 			Labels: maps.Clone(e.labels), Annotations: maps.Clone(e.annotations),
 		})
 	}
