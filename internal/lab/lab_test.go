@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -118,10 +119,15 @@ func testLab(t *testing.T, labs int, opts Options) {
 		if errs[i] != nil {
 			t.Fatalf("verify in %s: %v", dirs[i], errs[i])
 		}
+		failed := false
 		for _, r := range results[i] {
 			if !r.OK {
+				failed = true
 				t.Errorf("%s: step %q failed: %s", dirs[i], r.Step, r.Happened)
 			}
+		}
+		if failed {
+			t.Logf("warnings in the logs of %s:\n%s", dirs[i], warnings(dirs[i]))
 		}
 	}
 
@@ -349,4 +355,32 @@ func checkHASteps(t *testing.T, results []StepResult) {
 			t.Errorf("verify played %q, missing %q", got, w)
 		}
 	}
+}
+
+// warnings returns the last warnings and errors of every log in a lab's
+// directory, to say why a step failed.
+func warnings(dir string) string {
+	var b strings.Builder
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		var lines []string
+		for line := range strings.Lines(string(data)) {
+			l := strings.ToLower(line)
+			if strings.Contains(l, "level=warn") || strings.Contains(l, "level=error") ||
+				strings.Contains(l, `"level":"warn`) || strings.Contains(l, `"level":"error`) {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) > 0 {
+			fmt.Fprintf(&b, "== %s\n%s", path, strings.Join(lines[max(0, len(lines)-15):], ""))
+		}
+		return nil
+	})
+	return b.String()
 }

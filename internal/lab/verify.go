@@ -312,13 +312,13 @@ func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepR
 	defer l.end()
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
-	var pids []int
+	var apps []killed
 	for _, w := range v.st.Workloads {
 		if w.Cluster == "east" && w.Service == "payment" {
-			pids = append(pids, w.AppPID)
+			apps = append(apps, killed{pid: w.AppPID, cluster: w.Cluster, addr: w.App})
 		}
 	}
-	gone := kill(pids...)
+	gone := v.kill(apps...)
 	moved, ok := l.settled(ctx, start, 10, 15*time.Second, notFrom("east"))
 	r.Took = time.Since(start)
 	total, failed, by := count(l.since(start))
@@ -336,14 +336,37 @@ func (v *verifier) instancesFail(ctx context.Context, order WorkloadState) StepR
 	return r
 }
 
-// kill SIGKILLs pids and returns when none of them runs any more: when
-// the last one's sockets were closed.
-func kill(pids ...int) time.Time {
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+// killed is a process to kill and an address it listens on.
+type killed struct {
+	pid     int
+	cluster string // whose network the address is in
+	addr    string
+}
+
+// kill SIGKILLs the processes and returns once each is gone: it no longer
+// runs and its listener refuses connections. A killed Go process's main
+// thread is a zombie before its other threads have exited, and until the
+// last one has, its sockets stay open: a listener still accepts
+// connections, which fail once it closes.
+func (v *verifier) kill(ps ...killed) time.Time {
+	for _, p := range ps {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for slices.ContainsFunc(pids, alive) && time.Now().Before(deadline) {
+	running := func(p killed) bool {
+		if alive(p.pid) {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		c, err := v.st.dialer(p.cluster)(ctx, "tcp", p.addr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	for slices.ContainsFunc(ps, running) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	return time.Now()
@@ -373,7 +396,7 @@ func (v *verifier) gatewayDies(ctx context.Context, order WorkloadState) StepRes
 	defer l.end()
 	time.Sleep(500 * time.Millisecond)
 	start := time.Now()
-	gone := kill(c.Gateway.PID)
+	gone := v.kill(killed{pid: c.Gateway.PID, cluster: c.Name, addr: c.Gateway.Addr})
 	moved, ok := l.settled(ctx, start, 10, 15*time.Second, func(a answer) bool { return a.err == nil && a.cluster != c.Name && a.cluster != "east" })
 	total, failed, by := count(l.since(start))
 	r.Requests, r.Failed = total, failed
