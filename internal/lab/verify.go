@@ -213,7 +213,7 @@ func describe(by map[string]int) string {
 }
 
 // whyFailed names the first failed answers after start, with when each
-// ended: "; failed: +312ms: <error>; ...", or "" when none failed.
+// ended: "; failed at +312ms: <error>; ...", or "" when none failed.
 func whyFailed(as []answer, start time.Time) string {
 	var b strings.Builder
 	n := 0
