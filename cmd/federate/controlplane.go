@@ -72,7 +72,7 @@ func controlPlaneCommand() *cobra.Command {
 	fs.DurationVar(&f.maxSVIDTTL, "max-svid-ttl", trust.MaxSVIDTTL, "longest workload SVID lifetime; a root rotation keeps the old root this long after switching")
 	fs.DurationVar(&f.refreshHint, "bundle-refresh-hint", trust.DefaultRefreshHint, "refresh hint published in this cluster's SPIFFE bundle")
 	fs.StringVar(&f.gatewayCred, "gateway-credential", "", "where to write the east-west gateway's first SVID if none is valid there (default DIR/"+controlplane.GatewayCredentialFile+"); the gateway renews it itself")
-	fs.DurationVar(&f.vmGrace, "vm-grace", workloads.DefaultGrace, "how long a disconnected VM's WorkloadEntry stays, unhealthy, before it is removed")
+	fs.DurationVar(&f.vmGrace, "vm-grace", workloads.DefaultGrace, "how long a disconnected VM's WorkloadEntry stays, unhealthy, before it is removed; after a restart, how long the entries of the VMs connected before wait for their agents, as they were")
 	fs.DurationVar(&f.vmSVIDTTL, "vm-svid-ttl", workloads.DefaultSVIDTTL, "lifetime of VM agents' SVIDs; agents renew at half life")
 	f.timers.register(fs)
 	f.logs.Register(cmd)
