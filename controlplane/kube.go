@@ -363,14 +363,17 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 }
 
 // mirrorWorkloads keeps a WorkloadEntry in the cluster's API for every
-// connected VM agent, as Istio's auto-registration does, and deletes the
-// entries of agents that left. An entry restored after a restart, whose
-// agent has not reconnected yet, counts as connected until its grace
-// period ends, so that the object of an agent that does not come back is
-// deleted then. Changes arrive on entries; the latest set wins. Failures
-// are logged and retried on the next change.
+// connected VM agent, as Istio's auto-registration does, with the agent's
+// probe result as its Healthy condition, and deletes the entries of
+// agents that left. An entry restored after a restart, whose agent has not
+// reconnected yet, counts as connected until its grace period ends, so
+// that the object of an agent that does not come back is deleted then.
+// Changes arrive on entries; the latest set wins. Failures are logged and
+// retried on the next change.
 func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workloads.EntryStatus) {
-	mirrored := map[kube.Workload]bool{}
+	// The objects written, and whether the health written says healthy
+	// (absent until written).
+	mirrored := map[kube.Workload]*bool{}
 	for {
 		var want []workloads.EntryStatus
 		select {
@@ -385,14 +388,22 @@ func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workl
 			}
 			w := kube.Workload{Namespace: e.Namespace, Group: e.Group, Address: e.Address}
 			keep[w] = true
-			if mirrored[w] {
+			health, ok := mirrored[w]
+			if !ok {
+				if _, err := s.source.RegisterWorkload(ctx, w); err != nil {
+					s.log.Warn("write the VM's WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
+					continue
+				}
+				mirrored[w] = nil
+			}
+			if health != nil && *health == e.Healthy {
 				continue
 			}
-			if _, err := s.source.RegisterWorkload(ctx, w); err != nil {
-				s.log.Warn("write the VM's WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
+			if err := s.source.SetWorkloadHealth(ctx, w, e.Healthy, e.HealthMessage); err != nil {
+				s.log.Warn("write the VM's health into its WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
 				continue
 			}
-			mirrored[w] = true
+			mirrored[w] = &e.Healthy
 		}
 		for w := range mirrored {
 			if keep[w] {

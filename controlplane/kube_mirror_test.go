@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 	"github.com/federate/federate/registry/kube"
 )
 
-// Connected VM agents get WorkloadEntries in the cluster's API, and lose
-// them when they leave; so do those restored after a restart, until their
-// grace period ends; disconnected ones have none.
+// Connected VM agents get WorkloadEntries in the cluster's API, with their
+// probe's result as the Healthy condition, and lose them when they leave;
+// so do those restored after a restart, until their grace period ends;
+// disconnected ones have none.
 func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Start(t, "east")[0]
@@ -65,9 +67,30 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 		}
 		return nil
 	}
-	vm := workloads.EntryStatus{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true}
+	health := func(want string) func() error {
+		return func() error {
+			we, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			got := "none"
+			for _, c := range we.Status.GetConditions() {
+				if c.GetType() == kube.HealthCondition {
+					got = c.GetStatus() + ": " + c.GetMessage()
+				}
+			}
+			if got != want {
+				return fmt.Errorf("Healthy condition %q, want %q", got, want)
+			}
+			return nil
+		}
+	}
+	vm := workloads.EntryStatus{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true, Healthy: true}
 	entries <- []workloads.EntryStatus{vm}
-	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API", entry)
+	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API, healthy", health("True: "))
+	vm.Healthy, vm.HealthMessage = false, "tcpSocket 127.0.0.1:8080: connection refused"
+	entries <- []workloads.EntryStatus{vm}
+	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry unhealthy", health("False: tcpSocket 127.0.0.1:8080: connection refused"))
 	vm.Connected = false // disconnected, in its grace period
 	entries <- []workloads.EntryStatus{vm}
 	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry gone after the agent left", gone)

@@ -136,6 +136,9 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	if _, err := src.RegisterWorkload(ctx, kube.Workload{Namespace: "shop", Group: "order-vm", Address: "10.1.2.3"}); err != nil {
 		t.Fatalf("register a VM as the ServiceAccount: %v", err)
 	}
+	if err := src.SetWorkloadHealth(ctx, kube.Workload{Namespace: "shop", Group: "order-vm", Address: "10.1.2.3"}, false, "probe failed"); err != nil {
+		t.Fatalf("write a VM's health as the ServiceAccount: %v", err)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		exp, err := mcsAdmin.MulticlusterV1beta1().ServiceExports("shop").Get(ctx, "order", metav1.GetOptions{})

@@ -299,7 +299,9 @@ type EntryStatus struct {
 	Connected, Healthy              bool
 	// Restored: its agent was connected when the control plane stopped,
 	// and has not reconnected since it started again.
-	Restored            bool
+	Restored bool
+	// HealthMessage says why its probe failed, if it did.
+	HealthMessage       string
 	Labels, Annotations map[string]string
 }
 
@@ -311,7 +313,7 @@ func (w *Server) Entries() []EntryStatus {
 	for _, e := range w.sortedLocked() {
 		out = append(out, EntryStatus{
 			Namespace: e.namespace, Name: e.name, Group: e.group, Address: e.address,
-			Connected: e.streams > 0, Healthy: e.ready(), Restored: e.restored,
+			Connected: e.streams > 0, Healthy: e.ready(), Restored: e.restored, HealthMessage: e.healthMessage,
 			Labels: maps.Clone(e.labels), Annotations: maps.Clone(e.annotations),
 		})
 	}

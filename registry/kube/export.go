@@ -207,7 +207,7 @@ func (s *Source) workloadEndpoint(svc *corev1.Service, we *networkingv1.Workload
 	}
 	health := registrypb.Health_HEALTHY
 	for _, c := range we.Status.GetConditions() {
-		if c.GetType() == "Healthy" && c.GetStatus() == "False" {
+		if c.GetType() == HealthCondition && c.GetStatus() == "False" {
 			health = registrypb.Health_UNHEALTHY
 		}
 	}

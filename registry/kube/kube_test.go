@@ -464,6 +464,8 @@ func TestIntegrationKubernetes(t *testing.T) {
 			Spec: networkingpb.WorkloadGroup{
 				Metadata: &networkingpb.WorkloadGroup_ObjectMeta{Labels: map[string]string{"app": "order"}},
 				Template: &networkingpb.WorkloadEntry{ServiceAccount: "order", Ports: map[string]uint32{"http": 28080}},
+				Probe: &networkingpb.ReadinessProbe{HealthCheckMethod: &networkingpb.ReadinessProbe_TcpSocket{
+					TcpSocket: &networkingpb.TCPHealthCheckConfig{Port: 28080}}},
 			},
 		}, metav1.CreateOptions{})
 		if err != nil {
@@ -477,7 +479,10 @@ func TestIntegrationKubernetes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the VM's WorkloadEntry is not in the API: %v", err)
 		}
+		// A group with a probe: istiod is told to honour the Healthy
+		// condition, as its own auto-registration does.
 		if got.UID != we.UID || got.Annotations[kube.AutoRegistrationGroupAnnotation] != "order-vm" || got.Spec.GetAddress() != "10.0.0.7" ||
+			got.Annotations["proxy.istio.io/health-checks-enabled"] != "true" ||
 			len(got.OwnerReferences) != 1 || got.OwnerReferences[0].Kind != "WorkloadGroup" {
 			t.Errorf("WorkloadEntry: %+v", got)
 		}
@@ -491,6 +496,23 @@ func TestIntegrationKubernetes(t *testing.T) {
 			}
 			return "the VM is not an endpoint of order"
 		})
+		// Its probe fails: the Healthy condition makes it unhealthy, then
+		// healthy again.
+		vmHealth := func() string {
+			for _, ep := range f.service("east", orderHost).GetEndpoints() {
+				if ep.GetAddress() == "10.0.0.7" {
+					return ep.GetHealth().String()
+				}
+			}
+			return "absent"
+		}
+		for _, healthy := range []bool{false, true} {
+			if err := east.src.SetWorkloadHealth(ctxT(t), kube.Workload{Namespace: "shop", Group: "order-vm", Address: "10.0.0.7"}, healthy, "probe"); err != nil {
+				t.Fatal(err)
+			}
+			wantHealth := map[bool]string{true: "HEALTHY", false: "UNHEALTHY"}[healthy]
+			eventually(t, 20*time.Second, func() string { return want(vmHealth(), wantHealth) })
+		}
 		if _, err := east.src.RegisterWorkload(ctxT(t), kube.Workload{Namespace: "shop", Group: "nope", Address: "10.0.0.8"}); err == nil ||
 			!strings.Contains(err.Error(), "no such WorkloadGroup shop/nope") {
 			t.Errorf("a VM of a missing group: %v", err)

@@ -36,7 +36,7 @@ func (s *Source) serviceEntryVerdict(l *listers, namespace, name string) verdict
 	for _, we := range entries {
 		workloads = append(workloads, &file.Document{ObjectMeta: we.ObjectMeta, WorkloadEntry: &we.Spec})
 		for _, c := range we.Status.GetConditions() {
-			if c.GetType() == "Healthy" && c.GetStatus() == "False" {
+			if c.GetType() == HealthCondition && c.GetStatus() == "False" {
 				unhealthy[we.Spec.GetAddress()] = true
 			}
 		}

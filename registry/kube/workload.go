@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingpb "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +21,15 @@ import (
 // AutoRegistrationGroupAnnotation names, on an auto-registered
 // WorkloadEntry, the WorkloadGroup it came from, as Istio does.
 const AutoRegistrationGroupAnnotation = "istio.io/autoRegistrationGroup"
+
+// HealthCondition is the WorkloadEntry status condition that says whether
+// a VM passes its readiness probe, as istiod writes it: the source counts
+// an entry whose condition is False as unhealthy.
+const HealthCondition = "Healthy"
+
+// healthChecksAnnotation tells istiod to honour HealthCondition, as its
+// own auto-registration does for a group with a probe.
+const healthChecksAnnotation = "proxy.istio.io/health-checks-enabled"
 
 // Workload is a VM that registers itself with its cluster.
 type Workload struct {
@@ -69,6 +81,9 @@ func (s *Source) RegisterWorkload(ctx context.Context, w Workload) (*networkingv
 		annotations = map[string]string{}
 	}
 	annotations[AutoRegistrationGroupAnnotation] = group.Name
+	if group.Spec.GetProbe() != nil {
+		annotations[healthChecksAnnotation] = "true"
+	}
 	controller := true
 	want := &networkingv1.WorkloadEntry{
 		ObjectMeta: metav1.ObjectMeta{
@@ -101,6 +116,43 @@ func (s *Source) RegisterWorkload(ctx context.Context, w Workload) (*networkingv
 		return nil, fmt.Errorf("kube: update WorkloadEntry %s/%s: %w", w.Namespace, want.Name, err)
 	}
 	return out, nil
+}
+
+// SetWorkloadHealth writes whether a registered VM passes its readiness
+// probe into its WorkloadEntry's status, as the HealthCondition.
+func (s *Source) SetWorkloadHealth(ctx context.Context, w Workload, healthy bool, message string) error {
+	addr, err := netip.ParseAddr(w.Address)
+	if err != nil {
+		return fmt.Errorf("kube: VM address %q is not an IP address", w.Address)
+	}
+	name := WorkloadEntryName(w.Group, addr)
+	client := s.istio.NetworkingV1().WorkloadEntries(w.Namespace)
+	cur, err := client.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("kube: WorkloadEntry %s/%s: %w", w.Namespace, name, err)
+	}
+	status, reason := "True", "ProbeSucceeded"
+	if !healthy {
+		status, reason = "False", "ProbeFailed"
+	}
+	now := timestamppb.Now()
+	cond := &metav1alpha1.IstioCondition{Type: HealthCondition, Status: status, Reason: reason, Message: message,
+		LastProbeTime: now, LastTransitionTime: now}
+	conds := cur.Status.GetConditions()
+	i := slices.IndexFunc(conds, func(c *metav1alpha1.IstioCondition) bool { return c.GetType() == HealthCondition })
+	switch {
+	case i < 0:
+		cur.Status.Conditions = append(conds, cond)
+	case conds[i].GetStatus() == status:
+		cond.LastTransitionTime = conds[i].GetLastTransitionTime()
+		conds[i] = cond
+	default:
+		conds[i] = cond
+	}
+	if _, err := client.UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("kube: write the health of WorkloadEntry %s/%s: %w", w.Namespace, name, err)
+	}
+	return nil
 }
 
 // UnregisterWorkload deletes a VM's auto-registered WorkloadEntry; a
