@@ -28,20 +28,7 @@ func TestIntegrationVMEntriesSurviveControlPlaneRestart(t *testing.T) {
 	central := startVMCluster(t, tm, "central", grace, time.Minute, func(c *controlplane.Config) { c.Imports = []string{imports} })
 	east := tm.AddCluster("east").Member
 
-	app, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	app := startProbedApp(t)
 	dir := t.TempDir()
 	federate, agentBin := binaries(t)
 	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {

@@ -2,6 +2,7 @@ package workloads_test
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,6 +198,28 @@ func baristaEndpoint(observer *member.Member, owner string) *registry.Endpoint {
 		}
 	}
 	return nil
+}
+
+// startProbedApp stands in for a VM's application that only its probe
+// reaches: it accepts and closes connections until the test ends, or until
+// the test closes it to fail the probe.
+func startProbedApp(t *testing.T) net.Listener {
+	t.Helper()
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	go func() {
+		for {
+			c, err := app.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return app
 }
 
 // baristaGroup is the WorkloadGroup of VMs whose application listens on
