@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -109,21 +110,9 @@ func (v *verifier) proxylessGRPC(ctx context.Context, _ WorkloadState) StepResul
 		r.Happened += ", not back on east within 60 s"
 	}
 	r.Happened += fmt.Sprintf("; ledger gone after %s; %s", gone.Sub(killedAt).Round(time.Millisecond), describe(by))
-	n, failedAfter := 0, 0
-	for _, res := range during {
-		if res.Err == "" {
-			continue
-		}
-		if !res.Start.Before(gone) {
-			failedAfter++
-		}
-		if n++; n <= 3 {
-			r.Happened += fmt.Sprintf("; failed at %+dms: %s", res.End.Sub(killedAt).Milliseconds(), res.Err)
-		} else if n == 4 {
-			r.Happened += "; ..."
-		}
-	}
-	r.OK = took <= 3*time.Second && backOK && failedAfter == 0
+	as := grpcAnswers(during)
+	r.Happened += whyFailed(as, killedAt)
+	r.OK = took <= 3*time.Second && backOK && failedAfter(as, gone) == 0
 	return r
 }
 
@@ -270,6 +259,18 @@ func grpcCluster(r proxyless.Result) string {
 	}
 	td, _, _ := strings.Cut(strings.TrimPrefix(r.Server, "spiffe://"), "/")
 	return strings.TrimSuffix(td, "."+Mesh)
+}
+
+// grpcAnswers are the caller's results as the load steps' answers.
+func grpcAnswers(rs []proxyless.Result) []answer {
+	out := make([]answer, len(rs))
+	for i, r := range rs {
+		out[i] = answer{began: r.Start, at: r.End, cluster: grpcCluster(r)}
+		if r.Err != "" {
+			out[i].err = errors.New(r.Err)
+		}
+	}
+	return out
 }
 
 func countGRPC(rs []proxyless.Result) map[string]int {
