@@ -260,7 +260,8 @@ func (c *conn) ended() {
 	g.mu.Unlock()
 	c.mu.Lock()
 	reason := c.closedFor
-	if reason == "" && c.streams == 0 && time.Since(c.idleSince) >= g.cfg.IdleTimeout {
+	// The guard hears of a stream's end a moment after gRPC does.
+	if reason == "" && c.streams == 0 && time.Since(c.idleSince) >= g.cfg.IdleTimeout-g.cfg.IdleTimeout/10 {
 		// Idle for that long, the connection was closed by gRPC's
 		// MaxConnectionIdle, or by the peer on its GOAWAY.
 		reason = ReasonIdle
@@ -292,25 +293,27 @@ func (h statsHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) cont
 
 func (statsHandler) HandleConn(context.Context, stats.ConnStats) {}
 
-func (statsHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-
-func (statsHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
+// TagRPC counts a stream from its start to the end of its context, which
+// gRPC cancels as it drops the stream, before the handler returns: a
+// handler may return much later, and gRPC's idle clock starts at the drop.
+func (statsHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
 	c, ok := ctx.Value(connKey{}).(*conn)
 	if !ok {
-		return
+		return ctx
 	}
-	switch s.(type) {
-	case *stats.Begin:
-		c.mu.Lock()
-		c.streams++
-		c.opened = true
-		c.mu.Unlock()
-	case *stats.End:
+	c.mu.Lock()
+	c.streams++
+	c.opened = true
+	c.mu.Unlock()
+	context.AfterFunc(ctx, func() {
 		c.mu.Lock()
 		c.streams--
 		if c.streams == 0 {
 			c.idleSince = time.Now()
 		}
 		c.mu.Unlock()
-	}
+	})
+	return ctx
 }
+
+func (statsHandler) HandleRPC(context.Context, stats.RPCStats) {}
