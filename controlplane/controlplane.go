@@ -357,10 +357,16 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.workloads, err = workloads.New(workloads.Config{
+	wcfg := workloads.Config{
 		Federation: m, Store: st, ConfigDir: cfg.ConfigDir, Grace: cfg.VMGrace, SVIDTTL: cfg.VMSVIDTTL,
 		Saved: saved, Logger: c.log, Policy: c.routing.AgentPolicy,
-	})
+	}
+	ks, onKube := source.(*kubeSource)
+	if onKube {
+		// VMs join the cluster's Services and ServiceEntries.
+		wcfg.Selectors = ks.source.WorkloadSelectors
+	}
+	c.workloads, err = workloads.New(wcfg)
 	if err != nil {
 		return err
 	}
@@ -383,7 +389,7 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	}
 
 	p := &publisher{member: m, workloads: c.workloads, info: &registry.ClusterInfo{Network: cfg.Network, Locality: cfg.Locality, Gateways: gateways}, log: c.log}
-	if ks, ok := source.(*kubeSource); ok {
+	if onKube {
 		p.mirror = make(chan []workloads.EntryStatus, 1)
 		g.Go(func() error { ks.mirrorWorkloads(ctx, p.mirror); return nil })
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -364,16 +365,22 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 
 // mirrorWorkloads keeps a WorkloadEntry in the cluster's API for every
 // connected VM agent, as Istio's auto-registration does, with the agent's
-// probe result as its Healthy condition, and deletes the entries of
-// agents that left. An entry restored after a restart, whose agent has not
-// reconnected yet, counts as connected until its grace period ends, so
-// that the object of an agent that does not come back is deleted then.
-// Changes arrive on entries; the latest set wins. Failures are logged and
-// retried on the next change.
+// probe result as its Healthy condition and its sidecar's inbound port as
+// every port (istiod, and the source while the entry is not known here,
+// route to the sidecar), and deletes the entries of agents that left. An
+// entry restored after a restart, whose agent has not reconnected yet,
+// counts as connected until its grace period ends, so that the object of
+// an agent that does not come back is deleted then. Changes arrive on
+// entries; the latest set wins. Failures are logged and retried on the
+// next change.
 func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workloads.EntryStatus) {
-	// The objects written, and whether the health written says healthy
-	// (absent until written).
-	mirrored := map[kube.Workload]*bool{}
+	// What was written, by entry, with whether the health written says
+	// healthy (nil until written).
+	type written struct {
+		w       kube.Workload
+		healthy *bool
+	}
+	mirrored := map[string]*written{}
 	for {
 		var want []workloads.EntryStatus
 		select {
@@ -381,39 +388,45 @@ func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workl
 			return
 		case want = <-entries:
 		}
-		keep := map[kube.Workload]bool{}
+		keep := map[string]bool{}
 		for _, e := range want {
 			if !e.Connected && !e.Restored {
 				continue
 			}
-			w := kube.Workload{Namespace: e.Namespace, Group: e.Group, Address: e.Address}
-			keep[w] = true
-			health, ok := mirrored[w]
-			if !ok {
+			key := e.Namespace + "/" + e.Name
+			keep[key] = true
+			w := kube.Workload{Namespace: e.Namespace, Group: e.Group, Address: e.Address,
+				Network: e.Network, Locality: e.Locality, Ports: e.Ports}
+			m := mirrored[key]
+			if m == nil || !reflect.DeepEqual(m.w, w) {
 				if _, err := s.source.RegisterWorkload(ctx, w); err != nil {
 					s.log.Warn("write the VM's WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
 					continue
 				}
-				mirrored[w] = nil
+				if m == nil {
+					m = &written{}
+					mirrored[key] = m
+				}
+				m.w = w
 			}
-			if health != nil && *health == e.Healthy {
+			if m.healthy != nil && *m.healthy == e.Healthy {
 				continue
 			}
 			if err := s.source.SetWorkloadHealth(ctx, w, e.Healthy, e.HealthMessage); err != nil {
 				s.log.Warn("write the VM's health into its WorkloadEntry", "group", e.Namespace+"/"+e.Group, "address", e.Address, "err", err)
 				continue
 			}
-			mirrored[w] = &e.Healthy
+			m.healthy = &e.Healthy
 		}
-		for w := range mirrored {
-			if keep[w] {
+		for key, m := range mirrored {
+			if keep[key] {
 				continue
 			}
-			if err := s.source.UnregisterWorkload(ctx, w); err != nil {
-				s.log.Warn("delete the VM's WorkloadEntry", "group", w.Namespace+"/"+w.Group, "address", w.Address, "err", err)
+			if err := s.source.UnregisterWorkload(ctx, m.w); err != nil {
+				s.log.Warn("delete the VM's WorkloadEntry", "group", m.w.Namespace+"/"+m.w.Group, "address", m.w.Address, "err", err)
 				continue
 			}
-			delete(mirrored, w)
+			delete(mirrored, key)
 		}
 	}
 }

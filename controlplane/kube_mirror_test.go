@@ -20,8 +20,9 @@ import (
 	"github.com/federate/federate/registry/kube"
 )
 
-// Connected VM agents get WorkloadEntries in the cluster's API, with their
-// probe's result as the Healthy condition, and lose them when they leave;
+// Connected VM agents get WorkloadEntries in the cluster's API, at their
+// sidecar's inbound port, with their probe's result as the Healthy
+// condition, and lose them when they leave;
 // so do those restored after a restart, until their grace period ends;
 // disconnected ones have none.
 func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
@@ -85,9 +86,28 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 			return nil
 		}
 	}
-	vm := workloads.EntryStatus{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7", Connected: true, Healthy: true}
+	ports := func(want uint32) func() error {
+		return func() error {
+			we, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.7", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got := we.Spec.GetPorts(); len(got) != 1 || got["http"] != want || we.Spec.GetNetwork() != "net-vm" || we.Spec.GetLocality() != "eu/a" {
+				return fmt.Errorf("ports %v, network %q, locality %q; want http at %d on net-vm in eu/a", got, we.Spec.GetNetwork(), we.Spec.GetLocality(), want)
+			}
+			return nil
+		}
+	}
+	vm := workloads.EntryStatus{Namespace: "shop", Name: "barista-10.0.3.7", Group: "barista", Address: "10.0.3.7",
+		Network: "net-vm", Locality: "eu/a", Connected: true, Healthy: true, Ports: map[string]uint32{"http": 15006}}
 	entries <- []workloads.EntryStatus{vm}
 	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API, healthy", health("True: "))
+	fedtest.EventuallyNil(t, 5*time.Second, "the WorkloadEntry names the sidecar's inbound port", ports(15006))
+	// The agent restarted, with its inbound listener elsewhere.
+	vm.Ports = map[string]uint32{"http": 15007}
+	entries <- []workloads.EntryStatus{vm}
+	fedtest.EventuallyNil(t, 20*time.Second, "the WorkloadEntry names the new inbound port", ports(15007))
+	fedtest.EventuallyNil(t, 5*time.Second, "the WorkloadEntry still healthy", health("True: "))
 	vm.Healthy, vm.HealthMessage = false, "tcpSocket 127.0.0.1:8080: connection refused"
 	entries <- []workloads.EntryStatus{vm}
 	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry unhealthy", health("False: tcpSocket 127.0.0.1:8080: connection refused"))

@@ -27,13 +27,16 @@ type selectorCache struct {
 	failing string                       // the problem last logged, until a read succeeds
 }
 
-// selectors returns the workloadSelector of every ServiceEntry in the
-// config directory, by host; callers must not change it. It reads the
-// directory as the file source does. When a file does not read or parse,
-// the selectors last read whole stay in force, as the file source keeps its
-// last good services, and the problem is logged once, until it changes or
-// the files read again.
+// selectors returns Config.Selectors, else the workloadSelector of every
+// ServiceEntry in the config directory, by host; callers must not change
+// it. It reads the directory as the file source does. When a file does
+// not read or parse, the selectors last read whole stay in force, as the
+// file source keeps its last good services, and the problem is logged
+// once, until it changes or the files read again.
 func (w *Server) selectors() map[string]map[string]string {
+	if w.cfg.Selectors != nil {
+		return w.cfg.Selectors()
+	}
 	if w.cfg.ConfigDir == "" {
 		return nil
 	}

@@ -66,8 +66,14 @@ type Federation interface {
 type Config struct {
 	Federation Federation
 	Store      *store.Store
-	// ConfigDir is the file source's directory: its ServiceEntries'
-	// workloadSelectors decide which services an entry joins.
+	// Selectors, if set, returns by hostname the labels that pick each
+	// service's workloads, as the source last read them (the Kubernetes
+	// source's Services and ServiceEntries); an entry joins the services
+	// whose labels it has. Callers of Selectors do not change its maps.
+	Selectors func() map[string]map[string]string
+	// ConfigDir is the file source's directory: without Selectors, its
+	// ServiceEntries' workloadSelectors decide which services an entry
+	// joins.
 	ConfigDir string
 	// Grace is how long a disconnected entry stays (default DefaultGrace).
 	Grace time.Duration
@@ -228,9 +234,12 @@ func (w *Server) changeLocked() {
 	signal(w.changed)
 }
 
-// Merge records the file source's services and returns them with every
+// Merge records the source's services and returns them with every
 // connected or recently disconnected entry added as an endpoint of the
-// services whose workloadSelector selects it, as Istio does.
+// services whose workloadSelector selects it, as Istio does. An entry
+// replaces the source's endpoints of its address: the WorkloadEntry
+// object that the Kubernetes mirror wrote for it, which serves in its
+// place while the entry is unknown here (to a standby that took over, say).
 func (w *Server) Merge(services []*registry.Service) []*registry.Service {
 	selectors := w.selectors()
 	w.mu.Lock()
@@ -243,13 +252,23 @@ func (w *Server) Merge(services []*registry.Service) []*registry.Service {
 			out[i] = svc
 			continue
 		}
-		c := proto.CloneOf(svc)
+		var joined []*registry.Endpoint
 		for _, e := range w.sortedLocked() {
-			if e.namespace != svc.GetNamespace() || !selects(sel, e.labels) {
-				continue
+			if e.namespace == svc.GetNamespace() && selects(sel, e.labels) {
+				joined = append(joined, e.endpoint(svc.GetPorts()))
 			}
-			c.Endpoints = append(c.Endpoints, e.endpoint(svc.GetPorts()))
 		}
+		if len(joined) == 0 {
+			out[i] = svc
+			continue
+		}
+		c := proto.CloneOf(svc)
+		c.Endpoints = slices.DeleteFunc(c.Endpoints, func(ep *registry.Endpoint) bool {
+			return slices.ContainsFunc(joined, func(j *registry.Endpoint) bool {
+				return j.GetAddress() == ep.GetAddress() && j.GetNetwork() == ep.GetNetwork()
+			})
+		})
+		c.Endpoints = append(c.Endpoints, joined...)
 		out[i] = c
 	}
 	return out
@@ -296,6 +315,7 @@ func EntryName(group, address string) string {
 // EntryStatus is an entry as 'federate status' and tests see it.
 type EntryStatus struct {
 	Namespace, Name, Group, Address string
+	Network, Locality               string
 	Connected, Healthy              bool
 	// Restored: its agent was connected when the control plane stopped,
 	// and has not reconnected since it started again.
@@ -303,18 +323,35 @@ type EntryStatus struct {
 	// HealthMessage says why its probe failed, if it did.
 	HealthMessage       string
 	Labels, Annotations map[string]string
+	// Ports are the entry's ports as a WorkloadEntry names them: every
+	// port name of its group's template and of the services it joins, all
+	// at the sidecar's inbound listener, which forwards by the SNI.
+	Ports map[string]uint32
 }
 
 // Entries returns the current entries.
 func (w *Server) Entries() []EntryStatus {
+	selectors := w.selectors()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []EntryStatus
 	for _, e := range w.sortedLocked() {
+		ports := make(map[string]uint32)
+		for name := range e.appPorts {
+			ports[name] = e.inboundPort
+		}
+		for _, svc := range w.services {
+			if sel, ok := selectors[svc.GetHostname()]; ok && e.namespace == svc.GetNamespace() && selects(sel, e.labels) {
+				for _, p := range svc.GetPorts() {
+					ports[p.GetName()] = e.inboundPort
+				}
+			}
+		}
 		out = append(out, EntryStatus{
 			Namespace: e.namespace, Name: e.name, Group: e.group, Address: e.address,
+			Network: e.network, Locality: registry.FormatLocality(e.locality),
 			Connected: e.streams > 0, Healthy: e.ready(), Restored: e.restored, HealthMessage: e.healthMessage,
-			Labels: maps.Clone(e.labels), Annotations: maps.Clone(e.annotations),
+			Labels: maps.Clone(e.labels), Annotations: maps.Clone(e.annotations), Ports: ports,
 		})
 	}
 	return out

@@ -26,6 +26,9 @@ type verdict struct {
 	reason  mcsv1beta1.ServiceExportConditionReason
 	message string
 	service *registry.Service // set when valid
+	// selector picks the workloads that serve it: the Service's selector
+	// or the ServiceEntry's workloadSelector; VM agents' entries join by it.
+	selector map[string]string
 }
 
 // build turns every ServiceExport into a registry.Service, sorted by
@@ -59,7 +62,7 @@ func (s *Source) build(l *listers) ([]*registry.Service, map[string]verdict) {
 		out := s.service(l, svc)
 		services = append(services, out)
 		verdicts[key] = verdict{valid: true, reason: mcsv1beta1.ServiceExportReasonValid,
-			message: "exported as " + out.GetHostname(), service: out}
+			message: "exported as " + out.GetHostname(), service: out, selector: svc.Spec.Selector}
 	}
 	slices.SortFunc(services, func(a, b *registry.Service) int { return cmp.Compare(a.GetHostname(), b.GetHostname()) })
 	return services, verdicts

@@ -53,5 +53,6 @@ func (s *Source) serviceEntryVerdict(l *listers, namespace, name string) verdict
 		}
 	}
 	return verdict{valid: true, reason: mcsv1beta1.ServiceExportReasonValid,
-		message: "exported the Istio ServiceEntry as " + out.GetHostname(), service: (*registry.Service)(out)}
+		message: "exported the Istio ServiceEntry as " + out.GetHostname(), service: (*registry.Service)(out),
+		selector: se.Spec.GetWorkloadSelector().GetLabels()}
 }

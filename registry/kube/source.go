@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -105,6 +106,7 @@ type Source struct {
 	remoteSet bool // SetRemote was called: imports may be reconciled
 	listers   *listers
 	synced    chan struct{}
+	selectors map[string]map[string]string // by hostname, of the services last published
 }
 
 // New checks cfg and makes the clients; it does no I/O.
@@ -258,9 +260,29 @@ func allSynced[K comparable](m map[K]bool) bool {
 	return true
 }
 
+// WorkloadSelectors returns, by hostname, the labels that pick the
+// workloads of each service last published: its Service's selector or its
+// ServiceEntry's workloadSelector. Callers must not change them.
+func (s *Source) WorkloadSelectors() map[string]map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.selectors
+}
+
+func workloadSelectors(verdicts map[string]verdict) map[string]map[string]string {
+	out := make(map[string]map[string]string)
+	for _, v := range verdicts {
+		if v.valid && len(v.selector) > 0 {
+			out[v.service.GetHostname()] = maps.Clone(v.selector)
+		}
+	}
+	return out
+}
+
 // loop recomputes after every change and retries failed writes.
 func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry.Service)) error {
 	var published []*registry.Service
+	var selected map[string]map[string]string
 	var requests, istioImports []string
 	first := true
 	retryTimer := time.NewTimer(time.Hour)
@@ -271,8 +293,12 @@ func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry
 	backoff := retry.New(s.cfg.Retry, maxRetry)
 	for {
 		services, verdicts := s.build(l)
-		if first || !equal(published, services) {
-			published = services
+		selectors := workloadSelectors(verdicts)
+		if first || !equal(published, services) || !maps.EqualFunc(selected, selectors, maps.Equal) {
+			published, selected = services, selectors
+			s.mu.Lock()
+			s.selectors = selectors
+			s.mu.Unlock()
 			s.log.Info("kube registry: exported services", "services", len(services))
 			onChange(cloneAll(services))
 		}

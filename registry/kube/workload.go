@@ -41,6 +41,9 @@ type Workload struct {
 	// Locality and Network override the group's template when set.
 	Locality string
 	Network  string
+	// Ports, when set, replace the template's ports: by service port name,
+	// where the VM serves it (its sidecar's inbound listener).
+	Ports map[string]uint32
 }
 
 // WorkloadEntryName is Istio's name for an auto-registered WorkloadEntry:
@@ -72,6 +75,9 @@ func (s *Source) RegisterWorkload(ctx context.Context, w Workload) (*networkingv
 	spec.Address = addr.String()
 	spec.Network = cmp.Or(w.Network, spec.GetNetwork())
 	spec.Locality = cmp.Or(w.Locality, spec.GetLocality())
+	if len(w.Ports) > 0 {
+		spec.Ports = maps.Clone(w.Ports)
+	}
 	lbls := maps.Clone(group.Spec.GetMetadata().GetLabels())
 	if lbls == nil {
 		lbls = map[string]string{}
