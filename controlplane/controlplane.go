@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -391,7 +392,10 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	p := &publisher{member: m, workloads: c.workloads, info: &registry.ClusterInfo{Network: cfg.Network, Locality: cfg.Locality, Gateways: gateways}, log: c.log}
 	if onKube {
 		p.mirror = make(chan []workloads.EntryStatus, 1)
-		g.Go(func() error { ks.mirrorWorkloads(ctx, p.mirror); return nil })
+		g.Go(func() error {
+			ks.mirrorWorkloads(ctx, p.mirror, cmp.Or(cfg.VMGrace, workloads.DefaultGrace))
+			return nil
+		})
 	}
 	g.Go(func() error {
 		return source.Run(ctx, func(s []*registry.Service) {

@@ -373,20 +373,47 @@ func (s *kubeSource) syncCredential(ctx context.Context) error {
 // an agent that does not come back is deleted then. Changes arrive on
 // entries; the latest set wins. Failures are logged and retried on the
 // next change.
-func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workloads.EntryStatus) {
+func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workloads.EntryStatus, grace time.Duration) {
 	// What was written, by entry, with whether the health written says
-	// healthy (nil until written).
+	// healthy (nil until written). Adopted: written by an earlier process
+	// and not wanted here since.
 	type written struct {
 		w       kube.Workload
 		healthy *bool
+		adopted bool
 	}
 	mirrored := map[string]*written{}
+	// The objects an earlier process left (this one before a restart, a
+	// replica that led before) wait a grace period for their agents to
+	// connect here, as restored entries do; then those not wanted go.
+	adoptUntil := time.Now().Add(grace)
+	adopt := func() bool {
+		left, err := s.source.RegisteredWorkloads(ctx)
+		if err != nil {
+			s.log.Warn("list the VMs' WorkloadEntries that an earlier control plane wrote; retrying at the next change", "err", err)
+			return false
+		}
+		for _, w := range left {
+			key := w.Namespace + "/" + workloads.EntryName(w.Group, w.Address)
+			if mirrored[key] == nil {
+				mirrored[key] = &written{w: w, adopted: true}
+			}
+		}
+		return true
+	}
+	adopted := adopt()
+	graceOver := time.NewTimer(grace)
+	defer graceOver.Stop()
+	var want []workloads.EntryStatus
 	for {
-		var want []workloads.EntryStatus
 		select {
 		case <-ctx.Done():
 			return
 		case want = <-entries:
+		case <-graceOver.C: // the latest set again, without the adopted
+		}
+		if !adopted {
+			adopted = adopt()
 		}
 		keep := map[string]bool{}
 		for _, e := range want {
@@ -409,6 +436,7 @@ func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workl
 				}
 				m.w = w
 			}
+			m.adopted = false
 			if m.healthy != nil && *m.healthy == e.Healthy {
 				continue
 			}
@@ -419,12 +447,15 @@ func (s *kubeSource) mirrorWorkloads(ctx context.Context, entries <-chan []workl
 			m.healthy = &e.Healthy
 		}
 		for key, m := range mirrored {
-			if keep[key] {
+			if keep[key] || m.adopted && time.Now().Before(adoptUntil) {
 				continue
 			}
 			if err := s.source.UnregisterWorkload(ctx, m.w); err != nil {
 				s.log.Warn("delete the VM's WorkloadEntry", "group", m.w.Namespace+"/"+m.w.Group, "address", m.w.Address, "err", err)
 				continue
+			}
+			if m.adopted {
+				s.log.Info("deleted a VM's WorkloadEntry that an earlier control plane wrote: its agent did not connect within the grace period", "workloadEntry", key, "grace", grace)
 			}
 			delete(mirrored, key)
 		}

@@ -22,9 +22,10 @@ import (
 
 // Connected VM agents get WorkloadEntries in the cluster's API, at their
 // sidecar's inbound port, with their probe's result as the Healthy
-// condition, and lose them when they leave;
-// so do those restored after a restart, until their grace period ends;
-// disconnected ones have none.
+// condition, and lose them when they leave; so do those restored after a
+// restart, until their grace period ends; disconnected ones have none.
+// Objects that an earlier control plane wrote go after the grace period
+// unless their agents connected.
 func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	t.Parallel()
 	c := kubetest.Start(t, "east")[0]
@@ -50,11 +51,27 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Left by an earlier control plane: the objects of a VM that connects
+	// here and of one that does not. And one that istiod or a user wrote.
+	for _, addr := range []string{"10.0.3.7", "10.0.3.8"} {
+		if _, err := src.RegisterWorkload(ctx, kube.Workload{Namespace: "shop", Group: "barista", Address: addr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = istio.NetworkingV1().WorkloadEntries("shop").Create(ctx, &networkingv1.WorkloadEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "barista-by-hand", Namespace: "shop", Labels: map[string]string{"app": "barista"}},
+		Spec:       networkingpb.WorkloadEntry{Address: "10.0.3.9"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grace = 3 * time.Second
 	entries := make(chan []workloads.EntryStatus, 1)
 	mirrored := make(chan struct{})
+	start := time.Now()
 	go func() {
 		defer close(mirrored)
-		controlplane.MirrorWorkloads(ctx, src, "east", entries)
+		controlplane.MirrorWorkloads(ctx, src, "east", entries, grace)
 	}()
 	defer func() { cancel(); <-mirrored }()
 
@@ -103,6 +120,23 @@ func TestIntegrationKubeMirrorsVMEntries(t *testing.T) {
 	entries <- []workloads.EntryStatus{vm}
 	fedtest.EventuallyNil(t, 20*time.Second, "the VM's WorkloadEntry in the API, healthy", health("True: "))
 	fedtest.EventuallyNil(t, 5*time.Second, "the WorkloadEntry names the sidecar's inbound port", ports(15006))
+	// The earlier control plane's object goes once its grace period is
+	// over; the one written by hand stays.
+	fedtest.EventuallyNil(t, grace+20*time.Second, "the earlier control plane's WorkloadEntry deleted", func() error {
+		if _, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-10.0.3.8", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return errors.New("it is still there")
+		}
+		return nil
+	})
+	if took := time.Since(start); took < grace {
+		t.Errorf("the earlier control plane's WorkloadEntry was deleted %s after the start, before the %s grace period", took, grace)
+	}
+	if _, err := istio.NetworkingV1().WorkloadEntries("shop").Get(ctx, "barista-by-hand", metav1.GetOptions{}); err != nil {
+		t.Errorf("the WorkloadEntry written by hand: %v", err)
+	}
+	if err := ports(15006)(); err != nil {
+		t.Errorf("the connected VM's WorkloadEntry after the grace period: %v", err)
+	}
 	// The agent restarted, with its inbound listener elsewhere.
 	vm.Ports = map[string]uint32{"http": 15007}
 	entries <- []workloads.EntryStatus{vm}

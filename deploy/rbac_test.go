@@ -139,6 +139,9 @@ func TestIntegrationControlPlaneRBAC(t *testing.T) {
 	if err := src.SetWorkloadHealth(ctx, kube.Workload{Namespace: "shop", Group: "order-vm", Address: "10.1.2.3"}, false, "probe failed"); err != nil {
 		t.Fatalf("write a VM's health as the ServiceAccount: %v", err)
 	}
+	if vms, err := src.RegisteredWorkloads(ctx); err != nil || len(vms) != 1 || vms[0].Address != "10.1.2.3" {
+		t.Fatalf("list the VMs' WorkloadEntries as the ServiceAccount: %v, %v", vms, err)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		exp, err := mcsAdmin.MulticlusterV1beta1().ServiceExports("shop").Get(ctx, "order", metav1.GetOptions{})

@@ -82,6 +82,7 @@ func (s *Source) RegisterWorkload(ctx context.Context, w Workload) (*networkingv
 	if lbls == nil {
 		lbls = map[string]string{}
 	}
+	lbls[ManagedByLabel] = ManagedBy
 	annotations := maps.Clone(group.Spec.GetMetadata().GetAnnotations())
 	if annotations == nil {
 		annotations = map[string]string{}
@@ -159,6 +160,30 @@ func (s *Source) SetWorkloadHealth(ctx context.Context, w Workload, healthy bool
 		return fmt.Errorf("kube: write the health of WorkloadEntry %s/%s: %w", w.Namespace, name, err)
 	}
 	return nil
+}
+
+// RegisteredWorkloads lists the WorkloadEntries that RegisterWorkload
+// wrote, in every namespace: those of an earlier process too.
+func (s *Source) RegisteredWorkloads(ctx context.Context) ([]Workload, error) {
+	list, err := s.istio.NetworkingV1().WorkloadEntries(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		LabelSelector: ManagedByLabel + "=" + ManagedBy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kube: list the VMs' WorkloadEntries: %w", err)
+	}
+	var out []Workload
+	for _, we := range list.Items {
+		group := we.Annotations[AutoRegistrationGroupAnnotation]
+		addr, err := netip.ParseAddr(we.Spec.GetAddress())
+		if group == "" || err != nil || we.Name != WorkloadEntryName(group, addr) {
+			continue // not as RegisterWorkload writes them
+		}
+		out = append(out, Workload{
+			Namespace: we.Namespace, Group: group, Address: addr.String(),
+			Network: we.Spec.GetNetwork(), Locality: we.Spec.GetLocality(), Ports: maps.Clone(we.Spec.GetPorts()),
+		})
+	}
+	return out, nil
 }
 
 // UnregisterWorkload deletes a VM's auto-registered WorkloadEntry; a
