@@ -230,12 +230,13 @@ func (w *Server) agentConfig(key string, imports []string) *agentpb.AgentConfig 
 	selectors := w.selectors()
 	for _, svc := range services {
 		sel, ok := selectors[svc.GetHostname()]
-		if !ok || svc.GetNamespace() != ns || !selects(sel, labels) {
+		if !ok || svc.GetNamespace() != ns || !sel.Selects(labels) {
 			continue
 		}
 		for _, p := range svc.GetPorts() {
 			cfg.Inbound = append(cfg.Inbound, &agentpb.Inbound{
-				Hostname: svc.GetHostname(), Port: p.GetNumber(), TargetPort: cmp.Or(appPorts[p.GetName()], p.GetNumber()),
+				Hostname: svc.GetHostname(), Port: p.GetNumber(),
+				TargetPort: cmp.Or(appPorts[p.GetName()], sel.TargetPorts[p.GetName()], p.GetNumber()),
 			})
 		}
 	}

@@ -21,10 +21,10 @@ import (
 // selectorCache keeps the workload selectors last read whole from the
 // config directory.
 type selectorCache struct {
-	mu      sync.Mutex                   // guards the fields below
-	dir     *file.Dir                    // re-parses only the files that changed
-	good    map[string]map[string]string // by host; read-only once stored
-	failing string                       // the problem last logged, until a read succeeds
+	mu      sync.Mutex          // guards the fields below
+	dir     *file.Dir           // re-parses only the files that changed
+	good    map[string]registry.WorkloadSelector // by host; read-only once stored
+	failing string              // the problem last logged, until a read succeeds
 }
 
 // selectors returns Config.Selectors, else the workloadSelector of every
@@ -33,7 +33,7 @@ type selectorCache struct {
 // not read or parse, the selectors last read whole stay in force, as the
 // file source keeps its last good services, and the problem is logged
 // once, until it changes or the files read again.
-func (w *Server) selectors() map[string]map[string]string {
+func (w *Server) selectors() map[string]registry.WorkloadSelector {
 	if w.cfg.Selectors != nil {
 		return w.cfg.Selectors()
 	}
@@ -64,10 +64,19 @@ func (w *Server) selectors() map[string]map[string]string {
 		c.failing = ""
 		w.log.Info("the workload selectors of the config directory read again", "dir", w.cfg.ConfigDir)
 	}
-	out := make(map[string]map[string]string)
+	out := make(map[string]registry.WorkloadSelector)
 	for _, d := range docs {
 		if se := d.ServiceEntry; se != nil && len(se.GetWorkloadSelector().GetLabels()) > 0 {
-			out[se.GetHosts()[0]] = se.GetWorkloadSelector().GetLabels()
+			sel := registry.WorkloadSelector{Labels: se.GetWorkloadSelector().GetLabels()}
+			for _, p := range se.GetPorts() {
+				if t := p.GetTargetPort(); t != 0 {
+					if sel.TargetPorts == nil {
+						sel.TargetPorts = make(map[string]uint32)
+					}
+					sel.TargetPorts[p.GetName()] = t
+				}
+			}
+			out[se.GetHosts()[0]] = sel
 		}
 	}
 	c.good = out
@@ -160,16 +169,6 @@ func (w *Server) loadGroup(namespace, name string) (*workloadGroup, error) {
 		return nil, err
 	}
 	return g, nil
-}
-
-// selects reports whether every label of sel is in labels.
-func selects(sel, labels map[string]string) bool {
-	for k, v := range sel {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // dnsLabel reports whether s is an RFC 1123 label.

@@ -33,7 +33,8 @@ import (
 // federation reaches it once, at its sidecar's inbound listener, the
 // sidecar serves the Service's port, and the WorkloadEntry the control
 // plane writes names that listener too, for istiod and for a control
-// plane that does not know the entry yet.
+// plane that does not know the entry yet. The sidecar forwards to the
+// Service's targetPort, as Istio does for a WorkloadEntry without ports.
 func TestIntegrationKubeVMServesItsService(t *testing.T) {
 	t.Parallel()
 	buildBinaries()
@@ -59,18 +60,19 @@ func TestIntegrationKubeVMServesItsService(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "barista", Namespace: "shop"},
 		Spec: networkingpb.WorkloadGroup{
 			Metadata: &networkingpb.WorkloadGroup_ObjectMeta{Labels: map[string]string{"app": "barista"}},
-			Template: &networkingpb.WorkloadEntry{ServiceAccount: "barista", Ports: map[string]uint32{"http": uint32(appPort)}},
+			Template: &networkingpb.WorkloadEntry{ServiceAccount: "barista"},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The exported Service that selects it, with no Pods.
+	// The exported Service that selects it, with no Pods: the VM gets
+	// its port at its target port.
 	_, err = k.Client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "barista", Namespace: "shop"},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": "barista"},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 8083, TargetPort: intstr.FromInt32(8083)}},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 8083, TargetPort: intstr.FromInt(appPort)}},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -104,7 +106,16 @@ func TestIntegrationKubeVMServesItsService(t *testing.T) {
 
 	dir := t.TempDir()
 	federate, agentBin := binaries(t)
-	if out, err := central.configure(t, tm, federate, baristaGroup(appPort), dir, time.Minute); err != nil {
+	group := `apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: barista, namespace: shop}
+spec:
+  metadata:
+    labels: {app: barista}
+  template:
+    serviceAccount: barista
+`
+	if out, err := central.configure(t, tm, federate, group, dir, time.Minute); err != nil {
 		t.Fatalf("vm configure: %v\n%s", err, out)
 	}
 	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")

@@ -23,11 +23,15 @@ func TestSelectorsKeepLastGoodAndLogOnce(t *testing.T) {
 	var logs bytes.Buffer
 	w := &Server{cfg: Config{ConfigDir: dir}, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	write("cart.yaml", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: cart, namespace: shop}\n"+
-		"spec: {hosts: [cart.shop.internal], ports: [{number: 80, name: http}], workloadSelector: {labels: {app: cart}}}\n")
+		"spec: {hosts: [cart.shop.internal], ports: [{number: 80, name: http, targetPort: 8080}, {number: 81, name: admin}], workloadSelector: {labels: {app: cart}}}\n")
 	want := func(when string) {
 		t.Helper()
-		if got := w.selectors()["cart.shop.internal"]["app"]; got != "cart" {
+		sel := w.selectors()["cart.shop.internal"]
+		if got := sel.Labels["app"]; got != "cart" {
 			t.Fatalf("%s: selector of cart.shop.internal is app=%q, want app=cart", when, got)
+		}
+		if len(sel.TargetPorts) != 1 || sel.TargetPorts["http"] != 8080 {
+			t.Fatalf("%s: target ports of cart.shop.internal %v, want http at 8080", when, sel.TargetPorts)
 		}
 	}
 	want("good files")

@@ -66,11 +66,11 @@ type Federation interface {
 type Config struct {
 	Federation Federation
 	Store      *store.Store
-	// Selectors, if set, returns by hostname the labels that pick each
-	// service's workloads, as the source last read them (the Kubernetes
-	// source's Services and ServiceEntries); an entry joins the services
-	// whose labels it has. Callers of Selectors do not change its maps.
-	Selectors func() map[string]map[string]string
+	// Selectors, if set, returns by hostname how each service picks its
+	// workloads, as the source last read them (the Kubernetes source's
+	// Services and ServiceEntries); an entry joins the services whose
+	// labels it has. Callers of Selectors do not change its maps.
+	Selectors func() map[string]registry.WorkloadSelector
 	// ConfigDir is the file source's directory: without Selectors, its
 	// ServiceEntries' workloadSelectors decide which services an entry
 	// joins.
@@ -254,7 +254,7 @@ func (w *Server) Merge(services []*registry.Service) []*registry.Service {
 		}
 		var joined []*registry.Endpoint
 		for _, e := range w.sortedLocked() {
-			if e.namespace == svc.GetNamespace() && selects(sel, e.labels) {
+			if e.namespace == svc.GetNamespace() && sel.Selects(e.labels) {
 				joined = append(joined, e.endpoint(svc.GetPorts()))
 			}
 		}
@@ -341,7 +341,7 @@ func (w *Server) Entries() []EntryStatus {
 			ports[name] = e.inboundPort
 		}
 		for _, svc := range w.services {
-			if sel, ok := selectors[svc.GetHostname()]; ok && e.namespace == svc.GetNamespace() && selects(sel, e.labels) {
+			if sel, ok := selectors[svc.GetHostname()]; ok && e.namespace == svc.GetNamespace() && sel.Selects(e.labels) {
 				for _, p := range svc.GetPorts() {
 					ports[p.GetName()] = e.inboundPort
 				}

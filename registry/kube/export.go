@@ -28,7 +28,7 @@ type verdict struct {
 	service *registry.Service // set when valid
 	// selector picks the workloads that serve it: the Service's selector
 	// or the ServiceEntry's workloadSelector; VM agents' entries join by it.
-	selector map[string]string
+	selector registry.WorkloadSelector
 }
 
 // build turns every ServiceExport into a registry.Service, sorted by
@@ -62,10 +62,26 @@ func (s *Source) build(l *listers) ([]*registry.Service, map[string]verdict) {
 		out := s.service(l, svc)
 		services = append(services, out)
 		verdicts[key] = verdict{valid: true, reason: mcsv1beta1.ServiceExportReasonValid,
-			message: "exported as " + out.GetHostname(), service: out, selector: svc.Spec.Selector}
+			message: "exported as " + out.GetHostname(), service: out, selector: serviceSelector(svc)}
 	}
 	slices.SortFunc(services, func(a, b *registry.Service) int { return cmp.Compare(a.GetHostname(), b.GetHostname()) })
 	return services, verdicts
+}
+
+// serviceSelector picks a Service's workloads: by its selector, at its
+// numeric target ports (a named one is a Pod's port name, which VMs do
+// not have).
+func serviceSelector(svc *corev1.Service) registry.WorkloadSelector {
+	sel := registry.WorkloadSelector{Labels: maps.Clone(svc.Spec.Selector)}
+	for _, p := range svc.Spec.Ports {
+		if t := p.TargetPort.IntValue(); t > 0 && t != int(p.Port) {
+			if sel.TargetPorts == nil {
+				sel.TargetPorts = make(map[string]uint32)
+			}
+			sel.TargetPorts[p.Name] = uint32(t)
+		}
+	}
+	return sel
 }
 
 // Hostname is the federated name of a Service.

@@ -106,7 +106,7 @@ type Source struct {
 	remoteSet bool // SetRemote was called: imports may be reconciled
 	listers   *listers
 	synced    chan struct{}
-	selectors map[string]map[string]string // by hostname, of the services last published
+	selectors map[string]registry.WorkloadSelector // by hostname, of the services last published
 }
 
 // New checks cfg and makes the clients; it does no I/O.
@@ -260,29 +260,33 @@ func allSynced[K comparable](m map[K]bool) bool {
 	return true
 }
 
-// WorkloadSelectors returns, by hostname, the labels that pick the
-// workloads of each service last published: its Service's selector or its
-// ServiceEntry's workloadSelector. Callers must not change them.
-func (s *Source) WorkloadSelectors() map[string]map[string]string {
+// WorkloadSelectors returns, by hostname, how each service last published
+// picks its workloads: by its Service's selector or its ServiceEntry's
+// workloadSelector. Callers must not change them.
+func (s *Source) WorkloadSelectors() map[string]registry.WorkloadSelector {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.selectors
 }
 
-func workloadSelectors(verdicts map[string]verdict) map[string]map[string]string {
-	out := make(map[string]map[string]string)
+func workloadSelectors(verdicts map[string]verdict) map[string]registry.WorkloadSelector {
+	out := make(map[string]registry.WorkloadSelector)
 	for _, v := range verdicts {
-		if v.valid && len(v.selector) > 0 {
-			out[v.service.GetHostname()] = maps.Clone(v.selector)
+		if v.valid && len(v.selector.Labels) > 0 {
+			out[v.service.GetHostname()] = v.selector
 		}
 	}
 	return out
 }
 
+func sameSelector(a, b registry.WorkloadSelector) bool {
+	return maps.Equal(a.Labels, b.Labels) && maps.Equal(a.TargetPorts, b.TargetPorts)
+}
+
 // loop recomputes after every change and retries failed writes.
 func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry.Service)) error {
 	var published []*registry.Service
-	var selected map[string]map[string]string
+	var selected map[string]registry.WorkloadSelector
 	var requests, istioImports []string
 	first := true
 	retryTimer := time.NewTimer(time.Hour)
@@ -294,7 +298,7 @@ func (s *Source) loop(ctx context.Context, l *listers, onChange func([]*registry
 	for {
 		services, verdicts := s.build(l)
 		selectors := workloadSelectors(verdicts)
-		if first || !equal(published, services) || !maps.EqualFunc(selected, selectors, maps.Equal) {
+		if first || !equal(published, services) || !maps.EqualFunc(selected, selectors, sameSelector) {
 			published, selected = services, selectors
 			s.mu.Lock()
 			s.selectors = selectors
