@@ -21,10 +21,10 @@ import (
 // selectorCache keeps the workload selectors last read whole from the
 // config directory.
 type selectorCache struct {
-	mu      sync.Mutex          // guards the fields below
-	dir     *file.Dir           // re-parses only the files that changed
+	mu      sync.Mutex                           // guards the fields below
+	dir     *file.Dir                            // re-parses only the files that changed
 	good    map[string]registry.WorkloadSelector // by host; read-only once stored
-	failing string              // the problem last logged, until a read succeeds
+	failing string                               // the problem last logged, until a read succeeds
 }
 
 // selectors returns Config.Selectors, else the workloadSelector of every
