@@ -220,7 +220,11 @@ func (s *Sidecar) Update(c *agentpb.AgentConfig) {
 	defer s.mu.Unlock()
 	clear(s.ports)
 	for _, in := range c.GetInbound() {
-		s.ports[in.GetPort()] = in.GetTargetPort()
+		t := in.GetTargetPort()
+		if d := s.cfg.Inbound.AppPort; d != 0 && in.GetDefaultTarget() {
+			t = d // what the group and the service do not map goes to the defaultEndpoint
+		}
+		s.ports[in.GetPort()] = t
 	}
 	s.pickers = pickers
 }

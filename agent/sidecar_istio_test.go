@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/federate/federate/agent/agentpb"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -141,5 +143,36 @@ func TestSidecarFromIstioSidecarServes(t *testing.T) {
 	}
 	if got, err := roundTrip(c, "charge 4.50"); err != nil || got != "payment: charge 4.50\n" {
 		t.Fatalf("barista calling payment through its egress listener: %q, %v", got, err)
+	}
+}
+
+// The control plane's port mapping wins over the defaultEndpoint where the
+// WorkloadGroup or the service maps the port; where neither does, the
+// defaultEndpoint serves it.
+func TestSidecarDefaultEndpointTakesWhatIsNotMapped(t *testing.T) {
+	f := startSidecarFrom(t, nil, func(appPort uint32) *SidecarConfig {
+		c, err := LoadSidecarConfig(writeSidecarFile(t, fmt.Sprintf(baristaSidecar, appPort)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Inbound.Listen = "127.0.0.1:0"
+		c.Outbound = c.Outbound[:1]
+		c.Outbound[0].Listen = "127.0.0.1:0"
+		return c
+	})
+	dead := deadPort(t)
+	for _, tc := range []struct {
+		name   string
+		in     *agentpb.Inbound
+		served bool
+	}{
+		{"unmapped", &agentpb.Inbound{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: dead, DefaultTarget: true}, true},
+		{"mapped elsewhere", &agentpb.Inbound{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: dead}, false},
+	} {
+		f.sidecar.Update(&agentpb.AgentConfig{Bundles: []*agentpb.TrustBundle{f.central.bundle(), f.east.bundle()}, Inbound: []*agentpb.Inbound{tc.in}})
+		got, err := f.dialInbound(f.east.cred(t, "/ns/shop/sa/order"))
+		if served := err == nil && got == "barista: one latte\n"; served != tc.served {
+			t.Errorf("%s: the application answered %q (%v), want served %v", tc.name, got, err, tc.served)
+		}
 	}
 }

@@ -833,10 +833,14 @@ func (x *TrustBundle) GetRoots() [][]byte {
 // Inbound maps a service port that selects this workload to the
 // application's port.
 type Inbound struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
-	TargetPort    uint32                 `protobuf:"varint,3,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Hostname   string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Port       uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	TargetPort uint32                 `protobuf:"varint,3,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
+	// target_port is only the port's own number: neither the WorkloadGroup's
+	// template nor the service maps it, so a sidecar with an ingress
+	// defaultEndpoint sends the port there.
+	DefaultTarget bool `protobuf:"varint,4,opt,name=default_target,json=defaultTarget,proto3" json:"default_target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +894,13 @@ func (x *Inbound) GetTargetPort() uint32 {
 		return x.TargetPort
 	}
 	return 0
+}
+
+func (x *Inbound) GetDefaultTarget() bool {
+	if x != nil {
+		return x.DefaultTarget
+	}
+	return false
 }
 
 // Upstream is an imported service and where to send its connections.
@@ -1205,12 +1216,13 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\tupstreams\x18\x06 \x03(\v2\x1b.federate.agent.v1.UpstreamR\tupstreams\"F\n" +
 	"\vTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
-	"\x05roots\x18\x02 \x03(\fR\x05roots\"Z\n" +
+	"\x05roots\x18\x02 \x03(\fR\x05roots\"\x81\x01\n" +
 	"\aInbound\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
-	"targetPort\"\xa9\x02\n" +
+	"targetPort\x12%\n" +
+	"\x0edefault_target\x18\x04 \x01(\bR\rdefaultTarget\"\xa9\x02\n" +
 	"\bUpstream\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x120\n" +
 	"\x05ports\x18\x02 \x03(\v2\x1a.federate.registry.v1.PortR\x05ports\x123\n" +

@@ -234,9 +234,9 @@ func (w *Server) agentConfig(key string, imports []string) *agentpb.AgentConfig 
 			continue
 		}
 		for _, p := range svc.GetPorts() {
+			mapped := cmp.Or(appPorts[p.GetName()], sel.TargetPorts[p.GetName()])
 			cfg.Inbound = append(cfg.Inbound, &agentpb.Inbound{
-				Hostname: svc.GetHostname(), Port: p.GetNumber(),
-				TargetPort: cmp.Or(appPorts[p.GetName()], sel.TargetPorts[p.GetName()], p.GetNumber()),
+				Hostname: svc.GetHostname(), Port: p.GetNumber(), TargetPort: cmp.Or(mapped, p.GetNumber()), DefaultTarget: mapped == 0,
 			})
 		}
 	}
