@@ -486,6 +486,9 @@ func TestIntegrationKubernetes(t *testing.T) {
 			len(got.OwnerReferences) != 1 || got.OwnerReferences[0].Kind != "WorkloadGroup" {
 			t.Errorf("WorkloadEntry: %+v", got)
 		}
+		if sel := east.src.WorkloadSelectors()[orderHost]; sel.Labels["app"] != "order" {
+			t.Errorf("the Service's workload selector: %v", sel)
+		}
 		eventually(t, 20*time.Second, func() string {
 			svc := f.service("east", orderHost)
 			for _, ep := range svc.GetEndpoints() {
@@ -639,6 +642,11 @@ func exportedServiceEntry(t *testing.T, central, east *cluster, f *federation) {
 	eventually(t, 20*time.Second, func() string {
 		return want(central.condition("shop", "ledger", mcsv1beta1.ServiceExportConditionValid), "True/Valid: exported the Istio ServiceEntry as "+ledgerHost)
 	})
+	// VM agents' entries join it by its workloadSelector, at its targetPort.
+	sel := central.src.WorkloadSelectors()[ledgerHost]
+	if got := fmt.Sprint(sel.Labels, sel.TargetPorts); got != "map[app:ledger] map[grpc:19090]" {
+		t.Errorf("the ServiceEntry's workload selector: %s", got)
+	}
 	eventually(t, 20*time.Second, func() string {
 		return want(east.imported("shop", "ledger"), "port grpc 9090/TCP; from central; slice central -> "+hostIP+":15443;")
 	})
@@ -671,4 +679,7 @@ func exportedServiceEntry(t *testing.T, central, east *cluster, f *federation) {
 
 	central.unexport(t, "shop", "ledger")
 	eventually(t, 20*time.Second, func() string { return want(east.imported("shop", "ledger"), "absent") })
+	if sel, ok := central.src.WorkloadSelectors()[ledgerHost]; ok {
+		t.Errorf("an unexported ServiceEntry keeps its workload selector %v", sel)
+	}
 }
