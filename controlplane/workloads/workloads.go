@@ -237,7 +237,7 @@ func (w *Server) changeLocked() {
 // Merge records the source's services and returns them with every
 // connected or recently disconnected entry added as an endpoint of the
 // services whose workloadSelector selects it, as Istio does. An entry
-// replaces the source's endpoints of its address: the WorkloadEntry
+// replaces a source's endpoint at its address and ports: the WorkloadEntry
 // object that the Kubernetes mirror wrote for it, which serves in its
 // place while the entry is unknown here (to a standby that took over, say).
 func (w *Server) Merge(services []*registry.Service) []*registry.Service {
@@ -265,7 +265,7 @@ func (w *Server) Merge(services []*registry.Service) []*registry.Service {
 		c := proto.CloneOf(svc)
 		c.Endpoints = slices.DeleteFunc(c.Endpoints, func(ep *registry.Endpoint) bool {
 			return slices.ContainsFunc(joined, func(j *registry.Endpoint) bool {
-				return j.GetAddress() == ep.GetAddress() && j.GetNetwork() == ep.GetNetwork()
+				return j.GetAddress() == ep.GetAddress() && j.GetNetwork() == ep.GetNetwork() && maps.Equal(j.GetPorts(), ep.GetPorts())
 			})
 		})
 		c.Endpoints = append(c.Endpoints, joined...)
