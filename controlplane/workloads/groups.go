@@ -67,16 +67,7 @@ func (w *Server) selectors() map[string]registry.WorkloadSelector {
 	out := make(map[string]registry.WorkloadSelector)
 	for _, d := range docs {
 		if se := d.ServiceEntry; se != nil && len(se.GetWorkloadSelector().GetLabels()) > 0 {
-			sel := registry.WorkloadSelector{Labels: se.GetWorkloadSelector().GetLabels()}
-			for _, p := range se.GetPorts() {
-				if t := p.GetTargetPort(); t != 0 {
-					if sel.TargetPorts == nil {
-						sel.TargetPorts = make(map[string]uint32)
-					}
-					sel.TargetPorts[p.GetName()] = t
-				}
-			}
-			out[se.GetHosts()[0]] = sel
+			out[se.GetHosts()[0]] = file.WorkloadSelector(se)
 		}
 	}
 	c.good = out

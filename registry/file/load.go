@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networkingpb "istio.io/api/networking/v1alpha3"
 
+	"github.com/federate/federate/registry"
 	"github.com/federate/federate/registry/registrypb"
 )
 
@@ -156,6 +157,21 @@ func build(cfg Config, td spiffeid.TrustDomain, docs []*Document) (serviceSet, e
 	})
 	slices.SortFunc(set.notExported, func(a, b NotExported) int { return strings.Compare(a.Ref, b.Ref) })
 	return set, nil
+}
+
+// WorkloadSelector is how a ServiceEntry picks the workloads that VM
+// agents register: by its workloadSelector, at its ports' targetPorts.
+func WorkloadSelector(se *networkingpb.ServiceEntry) registry.WorkloadSelector {
+	sel := registry.WorkloadSelector{Labels: maps.Clone(se.GetWorkloadSelector().GetLabels())}
+	for _, p := range se.GetPorts() {
+		if t := p.GetTargetPort(); t != 0 {
+			if sel.TargetPorts == nil {
+				sel.TargetPorts = make(map[string]uint32)
+			}
+			sel.TargetPorts[p.GetName()] = t
+		}
+	}
+	return sel
 }
 
 // ConvertServiceEntry converts an exported ServiceEntry and the

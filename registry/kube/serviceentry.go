@@ -3,10 +3,8 @@ package kube
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 
-	networkingpb "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -56,20 +54,5 @@ func (s *Source) serviceEntryVerdict(l *listers, namespace, name string) verdict
 	}
 	return verdict{valid: true, reason: mcsv1beta1.ServiceExportReasonValid,
 		message: "exported the Istio ServiceEntry as " + out.GetHostname(), service: (*registry.Service)(out),
-		selector: serviceEntrySelector(&se.Spec)}
-}
-
-// serviceEntrySelector picks a ServiceEntry's workloads: by its
-// workloadSelector, at its ports' targetPorts.
-func serviceEntrySelector(se *networkingpb.ServiceEntry) registry.WorkloadSelector {
-	sel := registry.WorkloadSelector{Labels: maps.Clone(se.GetWorkloadSelector().GetLabels())}
-	for _, p := range se.GetPorts() {
-		if t := p.GetTargetPort(); t != 0 {
-			if sel.TargetPorts == nil {
-				sel.TargetPorts = make(map[string]uint32)
-			}
-			sel.TargetPorts[p.GetName()] = t
-		}
-	}
-	return sel
+		selector: file.WorkloadSelector(&se.Spec)}
 }
