@@ -358,9 +358,10 @@ func (c *ControlPlane) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	info := &registry.ClusterInfo{Network: cfg.Network, Locality: cfg.Locality, Gateways: gateways}
 	wcfg := workloads.Config{
 		Federation: m, Store: st, ConfigDir: cfg.ConfigDir, Grace: cfg.VMGrace, SVIDTTL: cfg.VMSVIDTTL,
-		Saved: saved, Logger: c.log, Policy: c.routing.AgentPolicy,
+		Saved: saved, Logger: c.log, Policy: c.routing.AgentPolicy, Info: info,
 	}
 	ks, onKube := source.(*kubeSource)
 	if onKube {
@@ -389,7 +390,7 @@ func (c *ControlPlane) run(ctx context.Context) error {
 		g.Go(func() error { cfg.Kube.keepGatewaySecret(ctx, m, cfg.MaxSVIDTTL, c.log); return nil })
 	}
 
-	p := &publisher{member: m, workloads: c.workloads, info: &registry.ClusterInfo{Network: cfg.Network, Locality: cfg.Locality, Gateways: gateways}, log: c.log}
+	p := &publisher{member: m, workloads: c.workloads, info: info, log: c.log}
 	if onKube {
 		p.mirror = make(chan []workloads.EntryStatus, 1)
 		g.Go(func() error {

@@ -99,7 +99,6 @@ func (w *Server) Connect(stream grpc.BidiStreamingServer[agentpb.AgentMessage, a
 
 // connect creates or revives the entry of a registering agent.
 func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *agentpb.Register) string {
-	m := w.cfg.Federation
 	t := g.spec.GetTemplate()
 	name := EntryName(g.Name, address)
 	key := g.Namespace + "/" + name
@@ -114,7 +113,7 @@ func (w *Server) connect(g *workloadGroup, id spiffeid.ID, address string, reg *
 		annotations = make(map[string]string)
 	}
 	annotations[AutoRegistrationAnnotation] = g.Name
-	info := ownInfo(m)
+	info := w.ownInfo()
 	loc := info.GetLocality()
 	if l, err := registry.ParseLocality(t.GetLocality()); err == nil && t.GetLocality() != "" {
 		loc = l

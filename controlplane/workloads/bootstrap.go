@@ -144,7 +144,7 @@ func (w *Server) CreateBootstrap(ctx context.Context, req *agentpb.CreateBootstr
 	}
 	resp.RootCerts = trust.EncodeCertificates(m.MeshCA()...)
 	resp.RootCerts = append(resp.RootCerts, trust.EncodeCertificates(m.Authority().Bundle().X509Authorities()...)...)
-	if info := ownInfo(m); info != nil {
+	if info := w.ownInfo(); info != nil {
 		resp.Network = info.GetNetwork()
 		resp.Locality = registry.FormatLocality(info.GetLocality())
 		if gws := info.GetGateways(); len(gws) > 0 {

@@ -79,6 +79,11 @@ type Config struct {
 	Grace time.Duration
 	// SVIDTTL is the lifetime of the SVIDs agents get (default DefaultSVIDTTL).
 	SVIDTTL time.Duration
+	// Info is the cluster's network, locality and gateways, as it
+	// publishes them: entries and bootstrap tokens take theirs from it,
+	// from the start (an agent may connect before the first publish).
+	// Without it, they come from what the cluster last published.
+	Info *registry.ClusterInfo
 	// Policy returns the locality policy agents apply to an imported
 	// service port (from its DestinationRule); nil means AgentPolicy.
 	Policy func(host string, port uint32) locality.Policy
@@ -363,8 +368,13 @@ func meshTD(f Federation) spiffeid.TrustDomain {
 	return spiffeid.RequireTrustDomainFromString(f.Mesh())
 }
 
-// ownInfo is the ClusterInfo this cluster publishes, or nil.
-func ownInfo(f Federation) *registry.ClusterInfo {
+// ownInfo is the cluster's own ClusterInfo: Config.Info, else what it
+// last published, else nil.
+func (w *Server) ownInfo() *registry.ClusterInfo {
+	if w.cfg.Info != nil {
+		return w.cfg.Info
+	}
+	f := w.cfg.Federation
 	for _, s := range f.Summaries() {
 		if s.Cluster == f.Cluster() {
 			return s.Info
