@@ -123,16 +123,7 @@ func TestLoadSidecarConfigIstioErrors(t *testing.T) {
 // control plane. Listen addresses move to free ports: tests never assume
 // 8081 is free.
 func TestSidecarFromIstioSidecarServes(t *testing.T) {
-	f := startSidecarFrom(t, nil, func(appPort uint32) *SidecarConfig {
-		c, err := LoadSidecarConfig(writeSidecarFile(t, fmt.Sprintf(baristaSidecar, appPort)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Inbound.Listen = "127.0.0.1:0"
-		c.Outbound = c.Outbound[:1]
-		c.Outbound[0].Listen = "127.0.0.1:0"
-		return c
-	})
+	f := startSidecarFrom(t, nil, baristaSidecarOnFreePorts(t))
 	got, err := f.dialInbound(f.east.cred(t, "/ns/shop/sa/order"))
 	if err != nil || got != "barista: one latte\n" {
 		t.Fatalf("east's order calling barista through the defaultEndpoint: %q, %v", got, err)
@@ -146,11 +137,10 @@ func TestSidecarFromIstioSidecarServes(t *testing.T) {
 	}
 }
 
-// The control plane's port mapping wins over the defaultEndpoint where the
-// WorkloadGroup or the service maps the port; where neither does, the
-// defaultEndpoint serves it.
-func TestSidecarDefaultEndpointTakesWhatIsNotMapped(t *testing.T) {
-	f := startSidecarFrom(t, nil, func(appPort uint32) *SidecarConfig {
+// baristaSidecarOnFreePorts loads baristaSidecar for an application on
+// appPort, its listeners moved to free ports, with payment's egress only.
+func baristaSidecarOnFreePorts(t *testing.T) func(appPort uint32) *SidecarConfig {
+	return func(appPort uint32) *SidecarConfig {
 		c, err := LoadSidecarConfig(writeSidecarFile(t, fmt.Sprintf(baristaSidecar, appPort)))
 		if err != nil {
 			t.Fatal(err)
@@ -159,7 +149,14 @@ func TestSidecarDefaultEndpointTakesWhatIsNotMapped(t *testing.T) {
 		c.Outbound = c.Outbound[:1]
 		c.Outbound[0].Listen = "127.0.0.1:0"
 		return c
-	})
+	}
+}
+
+// The control plane's port mapping wins over the defaultEndpoint where the
+// WorkloadGroup or the service maps the port; where neither does, the
+// defaultEndpoint serves it.
+func TestSidecarDefaultEndpointTakesWhatIsNotMapped(t *testing.T) {
+	f := startSidecarFrom(t, nil, baristaSidecarOnFreePorts(t))
 	dead := deadPort(t)
 	for _, tc := range []struct {
 		name   string
