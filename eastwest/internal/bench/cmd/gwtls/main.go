@@ -7,7 +7,8 @@
 //   - connections: 4 workers open connections for -for, each a full
 //     handshake and a 1-byte exchange; the rate, then CPU per connection
 //     of the whole machine (/proc/stat) and of the proxy (its
-//     /proc/<pid>/stat), and the proxy's context switches per connection;
+//     /proc/<pid>/stat, and in brackets the part spent in the kernel),
+//     and the proxy's context switches per connection;
 //   - bulk (-bulk-mib): 4 connections each read that many MiB from the
 //     backend; MB/s, then CPU per MB of the machine and of the proxy, and
 //     the proxy's context switches per MB.
@@ -67,8 +68,8 @@ func run(backend, targets string, rounds int, connsFor time.Duration, bulkMiB in
 		return err
 	}
 	cfg := &tls.Config{InsecureSkipVerify: true, ServerName: serverName, MinVersion: tls.VersionTLS13}
-	conns := map[string][][4]float64{}
-	bulk := map[string][][4]float64{}
+	conns := map[string][][5]float64{}
+	bulk := map[string][][5]float64{}
 	fmt.Printf("median of %d rounds; connections: %d workers for %s each round; bulk: %d × %d MiB\n", rounds, workers, connsFor, workers, bulkMiB)
 	for range rounds {
 		for _, t := range ts {
@@ -90,32 +91,40 @@ func run(backend, targets string, rounds int, connsFor time.Duration, bulkMiB in
 		}
 	}
 	if connsFor > 0 {
-		fmt.Println("\n| path | new TLS conn/s | machine CPU µs/conn | proxy CPU µs/conn | proxy context switches/conn |")
+		fmt.Println("\n| path | new TLS conn/s | machine CPU µs/conn | proxy CPU µs/conn (system) | proxy context switches/conn |")
 		fmt.Println("| --- | --- | --- | --- | --- |")
 		for _, t := range ts {
 			rs := conns[t.name]
 			fmt.Printf("| %s | %.0f | %.0f | %s | %s |\n", t.name, median(rs, 0), 1e6*median(rs, 1),
-				t.proxy(rs, 2, 1e6, "%.0f"), t.proxy(rs, 3, 1, "%.2f"))
+				t.proxyCPU(rs, 1e6, "%.0f"), t.proxy(rs, 3, 1, "%.2f"))
 		}
 	}
 	if bulkMiB > 0 {
-		fmt.Println("\n| path | TLS bulk MB/s | machine CPU ms/MB | proxy CPU ms/MB | proxy context switches/MB |")
+		fmt.Println("\n| path | TLS bulk MB/s | machine CPU ms/MB | proxy CPU ms/MB (system) | proxy context switches/MB |")
 		fmt.Println("| --- | --- | --- | --- | --- |")
 		for _, t := range ts {
 			rs := bulk[t.name]
 			fmt.Printf("| %s | %.0f | %.3f | %s | %s |\n", t.name, median(rs, 0), 1e3*median(rs, 1),
-				t.proxy(rs, 2, 1e3, "%.3f"), t.proxy(rs, 3, 1, "%.2f"))
+				t.proxyCPU(rs, 1e3, "%.3f"), t.proxy(rs, 3, 1, "%.2f"))
 		}
 	}
 	return nil
 }
 
 // proxy formats the median of column i scaled, or a dash for no proxy.
-func (t target) proxy(rs [][4]float64, i int, scale float64, format string) string {
+func (t target) proxy(rs [][5]float64, i int, scale float64, format string) string {
 	if t.pid == 0 {
 		return "—"
 	}
 	return fmt.Sprintf(format, scale*median(rs, i))
+}
+
+// proxyCPU formats the proxy's CPU and, in brackets, its system part.
+func (t target) proxyCPU(rs [][5]float64, scale float64, format string) string {
+	if t.pid == 0 {
+		return "—"
+	}
+	return t.proxy(rs, 2, scale, format) + " (" + t.proxy(rs, 4, scale, format) + ")"
 }
 
 type target struct {
@@ -144,17 +153,20 @@ func parseTargets(s string) ([]target, error) {
 
 // measure runs work, which returns how many units (connections, MB) it
 // did, and returns units per second and, per unit, the machine's CPU
-// seconds, the proxy's, and the proxy's context switches.
-func (t target) measure(work func() (float64, error)) ([4]float64, error) {
-	m0, p0, s0 := machineCPU(), procCPU(t.pid), switches(t.pid)
+// seconds, the proxy's, the proxy's context switches and the proxy's
+// system CPU seconds.
+func (t target) measure(work func() (float64, error)) ([5]float64, error) {
+	m0, s0 := machineCPU(), switches(t.pid)
+	p0, k0 := procCPU(t.pid)
 	start := time.Now()
 	units, err := work()
 	if err != nil {
-		return [4]float64{}, err
+		return [5]float64{}, err
 	}
 	took := time.Since(start).Seconds()
-	m1, p1, s1 := machineCPU(), procCPU(t.pid), switches(t.pid)
-	return [4]float64{units / took, (m1 - m0) / units, (p1 - p0) / units, (s1 - s0) / units}, nil
+	m1, s1 := machineCPU(), switches(t.pid)
+	p1, k1 := procCPU(t.pid)
+	return [5]float64{units / took, (m1 - m0) / units, (p1 - p0) / units, (s1 - s0) / units, (k1 - k0) / units}, nil
 }
 
 // openConns opens connections from 4 workers for d and returns how many.
@@ -274,7 +286,7 @@ func serveBackend(addr string, mib int) error {
 	}
 }
 
-func median(rs [][4]float64, i int) float64 {
+func median(rs [][5]float64, i int) float64 {
 	xs := make([]float64, len(rs))
 	for j, r := range rs {
 		xs[j] = r[i]
@@ -302,20 +314,21 @@ func machineCPU() float64 {
 	return busy / 100 // USER_HZ
 }
 
-// procCPU is utime+stime of pid (all its threads), 0 for pid 0.
-func procCPU(pid int) float64 {
+// procCPU is utime+stime of pid (all its threads) and stime, in seconds;
+// 0 for pid 0.
+func procCPU(pid int) (total, system float64) {
 	if pid == 0 {
-		return 0
+		return 0, 0
 	}
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(raw)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100
+	return (utime + stime) / 100, stime / 100
 }
 
 // switches is the context switches of pid's threads, both kinds.
