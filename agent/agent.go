@@ -56,6 +56,7 @@ type Agent struct {
 
 	health    health
 	readyOnce sync.Once
+	sidecar   atomic.Pointer[Sidecar] // for metrics, once Run made it
 }
 
 // New returns an agent; it does no I/O.
@@ -131,6 +132,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.sidecar.Store(sidecar)
 	renewer := &trust.Renewer{
 		Credential: cred, Logger: a.log,
 		Sign: func(ctx context.Context, csr []byte) ([]*x509.Certificate, error) {

@@ -32,6 +32,7 @@ func (c agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descAgentSVIDExpiry
 	ch <- descAgentRegistered
 	ch <- descAgentProbeHealthy
+	describeSidecar(ch)
 }
 
 func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
@@ -47,6 +48,9 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if known, healthy, _ := c.a.health.get(); known {
 		gauge(descAgentProbeHealthy, oneIf(healthy))
+	}
+	if s := c.a.sidecar.Load(); s != nil {
+		s.stats.collect(ch)
 	}
 }
 

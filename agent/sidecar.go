@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -148,6 +149,8 @@ type Sidecar struct {
 	// AppHost is where the application listens (default 127.0.0.1).
 	appHost string
 
+	stats sidecarStats
+
 	mu      sync.Mutex        // guards the fields below
 	ports   map[uint32]uint32 // service port -> application port
 	pickers map[outboundKey]*Picker
@@ -264,6 +267,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 // handleInbound terminates mTLS, authorizes the caller and forwards to the
 // application port that the SNI's service port maps to.
 func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
+	end := s.stats.inbound.begin()
+	refusal := handshakeFailed // unless the hello says otherwise
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Any caller whose SVID verifies against a federated bundle completes
@@ -274,6 +279,7 @@ func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		var err error
 		if port, target, err = s.inboundTarget(hello.ServerName); err != nil {
+			refusal = unknownPort
 			s.log.Warn("inbound refused", "sni", hello.ServerName, "reason", err)
 			return nil, err
 		}
@@ -281,6 +287,7 @@ func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
 		// whose handshake fails tries its next endpoint, so a stopped
 		// application costs it no request.
 		if app, err = (&net.Dialer{Timeout: time.Second}).DialContext(hctx, "tcp", net.JoinHostPort(s.appHost, strconv.Itoa(int(target)))); err != nil {
+			refusal = appRefused
 			s.log.Warn("inbound: the application does not accept", "port", target, "err", err)
 			return nil, err
 		}
@@ -293,17 +300,21 @@ func (s *Sidecar) handleInbound(ctx context.Context, c net.Conn) {
 	}
 	if err != nil {
 		s.log.Debug("inbound handshake failed", "remote", c.RemoteAddr(), "err", err)
+		end(refusal)
 		return
 	}
 	caller, err := spiffeIDOf(tc.ConnectionState().PeerCertificates)
 	if err != nil {
+		end(handshakeFailed)
 		return
 	}
 	if err := s.policies.Allow(caller, port); err != nil {
 		s.log.Warn("inbound refused", "caller", caller, "port", port, "reason", err)
+		end(denied)
 		return
 	}
-	pipe(ctx, tc, app)
+	pipe(ctx, app, tc, &s.stats.inbound)
+	end(relayed)
 }
 
 // inboundTarget maps the SNI to the service port and application port. An
@@ -335,11 +346,13 @@ func (s *Sidecar) inboundTarget(serverName string) (uint32, uint32, error) {
 
 // handleOutbound originates mTLS with Istio's SNI to the imported service.
 func (s *Sidecar) handleOutbound(ctx context.Context, c net.Conn, o Outbound) {
+	end := s.stats.outbound.begin()
 	s.mu.Lock()
 	picker := s.pickers[outboundKey{o.Host, o.Port}]
 	s.mu.Unlock()
 	if picker == nil {
 		s.log.Warn("outbound: no endpoints known yet", "host", o.Host)
+		end(noEndpoints)
 		return
 	}
 	name := sni.Istio{Port: uint16(o.Port), Host: o.Host}.String()
@@ -358,14 +371,17 @@ func (s *Sidecar) handleOutbound(ctx context.Context, c net.Conn, o Outbound) {
 			continue
 		}
 		defer server.Close()
-		pipe(ctx, c, server)
+		pipe(ctx, c, server, &s.stats.outbound)
+		end(relayed)
 		return
 	}
 	if lastErr == nil {
 		s.log.Warn("outbound: no target may take traffic (none known, or all unhealthy)", "host", o.Host, "port", o.Port)
+		end(noEndpoints)
 		return
 	}
 	s.log.Warn("outbound: no target accepted", "host", o.Host, "port", o.Port, "err", lastErr)
+	end(connectFailed)
 }
 
 // authorizeTarget accepts the SPIFFE IDs the target's endpoints carry, or
@@ -393,12 +409,13 @@ func spiffeIDOf(certs []*x509.Certificate) (spiffeid.ID, error) {
 	return spiffeid.FromURI(certs[0].URIs[0])
 }
 
-// pipe copies both ways until both directions are done, half-closing
-// each side when the other finishes writing.
-func pipe(ctx context.Context, a, b net.Conn) {
+// pipe copies both ways between the local application's connection and
+// the remote side's until both directions are done, half-closing each side
+// when the other finishes writing, and counts the bytes in f.
+func pipe(ctx context.Context, local, remote net.Conn, f *flowStats) {
 	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+	cp := func(dst, src net.Conn, n *atomic.Uint64) {
+		_, _ = io.Copy(countingWriter{dst, n}, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		} else {
@@ -406,15 +423,15 @@ func pipe(ctx context.Context, a, b net.Conn) {
 		}
 		done <- struct{}{}
 	}
-	go cp(a, b)
-	go cp(b, a)
+	go cp(remote, local, &f.sent)
+	go cp(local, remote, &f.received)
 	for n := 0; n < 2; {
 		select {
 		case <-done:
 			n++
 		case <-ctx.Done():
-			a.Close()
-			b.Close()
+			local.Close()
+			remote.Close()
 			for ; n < 2; n++ {
 				<-done
 			}

@@ -228,7 +228,10 @@ func TestSidecarOutboundOriginatesMTLS(t *testing.T) {
 	}
 }
 
-func TestSidecarAppliesAuthorizationPolicy(t *testing.T) {
+// onlyOrderPolicies are barista's policies of a file that allows east's
+// order on port 8083, and holds another workload's policy too.
+func onlyOrderPolicies(t *testing.T) Policies {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), AuthorizationFile)
 	policy := `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -255,6 +258,11 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
+	return policies
+}
+
+func TestSidecarAppliesAuthorizationPolicy(t *testing.T) {
+	policies := onlyOrderPolicies(t)
 	if len(policies) != 1 || policies[0].Name != "shop/only-order" {
 		t.Fatalf("policies = %+v, want only the one that selects barista", policies)
 	}
