@@ -212,6 +212,9 @@ func (s *Server) Subscribe(req *hubpb.SubscribeRequest, stream grpc.ServerStream
 		if last && !scope.All() {
 			resp.SliceVersions = s.sliceVersions(c.Cluster)
 		}
+		if last {
+			resp.Hubs = s.knownHubs()
+		}
 		if first != nil {
 			resp.Removals, resp.ExternalBundles, first = first.Removals, first.ExternalBundles, nil
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/registry/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -68,13 +69,22 @@ func (s *Server) keepListed(ctx context.Context, eb *etcdBackend, key, value str
 }
 
 // replicas lists the serving replicas, this one first; a hub on bbolt is
-// its only replica.
+// its only replica. If etcd cannot say, it is this one alone.
 func (s *Server) replicas(ctx context.Context) []replicaInfo {
+	out, err := s.listReplicas(ctx)
+	if err != nil {
+		s.log.Warn("list hub replicas in etcd", "err", err)
+	}
+	return out
+}
+
+// listReplicas is replicas, with etcd's error.
+func (s *Server) listReplicas(ctx context.Context) ([]replicaInfo, error) {
 	self := replicaInfo{API: s.cfg.Advertise, Gossip: s.gossip.Addr()}
 	out := []replicaInfo{self}
 	eb, ok := s.backend.(*etcdBackend)
 	if !ok {
-		return out
+		return out, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
@@ -84,8 +94,7 @@ func (s *Server) replicas(ctx context.Context) []replicaInfo {
 		return err
 	})
 	if err != nil {
-		s.log.Warn("list hub replicas in etcd", "err", err)
-		return out
+		return out, err
 	}
 	for _, kv := range resp.Kvs {
 		var r replicaInfo
@@ -94,17 +103,68 @@ func (s *Server) replicas(ctx context.Context) []replicaInfo {
 		}
 	}
 	slices.SortFunc(out[1:], func(a, b replicaInfo) int { return strings.Compare(a.API, b.API) })
-	return out
+	return out, nil
 }
 
 // hubAddrs is what tokens name as the hub: every serving replica's
 // address, this one first, separated by commas.
 func (s *Server) hubAddrs(ctx context.Context) string {
+	return strings.Join(apiAddrs(s.replicas(ctx)), ",")
+}
+
+// apiAddrs is the replicas' API addresses, each once, in order.
+func apiAddrs(rs []replicaInfo) []string {
 	var addrs []string
-	for _, r := range s.replicas(ctx) {
+	for _, r := range rs {
 		if !slices.Contains(addrs, r.API) {
 			addrs = append(addrs, r.API)
 		}
 	}
-	return strings.Join(addrs, ",")
+	return addrs
+}
+
+// hubsRefresh is how often a replica on etcd reads the list of replicas,
+// to tell its subscribers when it changed: a replica joins the list once
+// it serves and leaves it when it stops, or replicaTTL after it died.
+const hubsRefresh = 5 * time.Second
+
+// knownHubs is the API address of every serving replica, sorted, as
+// subscribers learn it: on the synced message of each stream, and again
+// whenever it changes.
+func (s *Server) knownHubs() []string {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	return s.hubs
+}
+
+// followReplicas tells every subscriber when the replicas change. A list
+// that etcd could not give is not news.
+func (s *Server) followReplicas(ctx context.Context) error {
+	tick := time.NewTicker(hubsRefresh)
+	defer tick.Stop()
+	for {
+		// etcd's health is logged and reported elsewhere.
+		if rs, err := s.listReplicas(ctx); err == nil {
+			s.setHubs(apiAddrs(rs))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// setHubs makes hubs the list subscribers learn, and sends it to those
+// streaming now if it changed.
+func (s *Server) setHubs(hubs []string) {
+	hubs = slices.Sorted(slices.Values(hubs))
+	s.subMu.Lock()
+	changed := s.hubs != nil && !slices.Equal(s.hubs, hubs)
+	s.hubs = hubs
+	s.subMu.Unlock()
+	if changed {
+		s.log.Info("hub replicas changed; telling the subscribers", "hubs", hubs)
+		s.broadcast(&hubpb.SubscribeResponse{Hubs: hubs}, "")
+	}
 }

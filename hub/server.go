@@ -116,8 +116,9 @@ type Server struct {
 	follower  follower // the etcd watch, with replicas
 	replicaID string   // this replica's key in etcd's list of replicas
 
-	subMu sync.Mutex // guards subs
+	subMu sync.Mutex // guards subs and hubs
 	subs  map[*subscriber]struct{}
+	hubs  []string // what subscribers learn as the hub's replicas
 	// relayEnc encodes each relayed update once for all subscribers.
 	relayEnc relayEncoder
 
@@ -245,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Advertise == "" {
 		s.cfg.Advertise = lis.Addr().String()
 	}
+	s.setHubs([]string{s.cfg.Advertise}) // the other replicas, if any, follow
 	gossipBind := s.cfg.GossipBind
 	if gossipBind == "" {
 		host, _, _ := net.SplitHostPort(lis.Addr().String())
@@ -304,6 +306,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if replicated {
 		g.Go(func() error { return s.announce(ctx, eb) })
+		g.Go(func() error { return s.followReplicas(ctx) })
 	}
 	close(s.ready)
 	s.log.Info("hub serving", "addr", s.Addr(), "gossip", s.GossipAddr(), "mesh", s.cfg.Mesh, "clusters", len(s.set.Clusters()))

@@ -182,6 +182,7 @@ type Member struct {
 	external    map[spiffeid.TrustDomain]*externalState
 	conns       map[string]*grpc.ClientConn
 	hubOrder    string                  // guarded by mu: see hubAddr
+	hubsLearned []string                // the hub's replicas, as it named them last
 	scope       *registry.Scope         // what we import; nil: every service
 	restream    context.CancelCauseFunc // ends the current hub stream
 }
@@ -377,6 +378,9 @@ func (m *Member) load(ctx context.Context) error {
 		}
 	}
 	if err := m.loadTrust(ctx, recs); err != nil {
+		return err
+	}
+	if err := m.loadHubs(); err != nil {
 		return err
 	}
 	inc, err := m.cfg.Store.Get(store.BucketMeta, metaIncarnation)

@@ -86,7 +86,7 @@ func (m *Member) publishLoop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			m.log.Warn("publish to hub failed; retrying", "hub", m.cfg.Hub, "err", err)
+			m.log.Warn("publish to hub failed; retrying", "hub", m.hubAddr(), "err", err)
 			m.mu.Lock()
 			m.acked = nil // resend everything once the hub is back
 			m.mu.Unlock()

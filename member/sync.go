@@ -37,6 +37,7 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 		m.mu.Lock()
 		m.hubSynced, m.hubReplica = false, ""
 		m.mu.Unlock()
+		m.dropStaleHubConns()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -68,7 +69,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 	// Wait for the hub instead of failing fast: the stream resumes as soon
 	// as a restarted hub accepts connections, not after our retry backoff.
 	waiting := time.AfterFunc(membership.CallTimeout, func() {
-		m.log.Warn("hub not reachable; still trying", "hub", m.cfg.Hub, "state", conn.GetState().String())
+		m.log.Warn("hub not reachable; still trying", "hub", m.hubAddr(), "state", conn.GetState().String())
 	})
 	var replica peer.Peer
 	stream, err := hubpb.NewHubClient(conn).Subscribe(ctx, req, grpc.WaitForReady(true), grpc.Peer(&replica))
@@ -92,6 +93,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 		m.mu.Unlock()
 		m.applyRemovals(ctx, resp.GetRemovals())
 		m.applyExternal(resp.GetExternalBundles())
+		m.learnHubs(ctx, resp.GetHubs())
 		m.receive(ctx, resp.GetRecords(), "hub")
 		m.advance(ctx, resp.GetSliceVersions())
 		if resp.GetSynced() {

@@ -617,6 +617,11 @@ type SubscribeResponse struct {
 	// slices whose records this message (or the catch-up it completes)
 	// leaves out. The caller holds every record it imports up to them.
 	SliceVersions *VersionVector `protobuf:"bytes,6,opt,name=slice_versions,json=sliceVersions,proto3" json:"slice_versions,omitempty"`
+	// The API address of every serving hub replica (a hub on bbolt: its
+	// own), on the synced message and whenever the replicas change. The
+	// caller keeps them and dials them after the addresses it joined with,
+	// so that it follows a hub whose replicas move.
+	Hubs          []string `protobuf:"bytes,7,rep,name=hubs,proto3" json:"hubs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,6 +694,13 @@ func (x *SubscribeResponse) GetYourVersion() *registrypb.Version {
 func (x *SubscribeResponse) GetSliceVersions() *VersionVector {
 	if x != nil {
 		return x.SliceVersions
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetHubs() []string {
+	if x != nil {
+		return x.Hubs
 	}
 	return nil
 }
@@ -1978,14 +1990,15 @@ const file_hub_hubpb_hub_proto_rawDesc = "" +
 	"newImports\"\"\n" +
 	"\n" +
 	"ImportList\x12\x14\n" +
-	"\x05hosts\x18\x01 \x03(\tR\x05hosts\"\xf4\x02\n" +
+	"\x05hosts\x18\x01 \x03(\tR\x05hosts\"\x88\x03\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\arecords\x18\x01 \x03(\v2\".federate.registry.v1.SignedRecordR\arecords\x124\n" +
 	"\bremovals\x18\x02 \x03(\v2\x18.federate.hub.v1.RemovalR\bremovals\x12\x16\n" +
 	"\x06synced\x18\x03 \x01(\bR\x06synced\x12J\n" +
 	"\x10external_bundles\x18\x04 \x03(\v2\x1f.federate.hub.v1.ExternalBundleR\x0fexternalBundles\x12@\n" +
 	"\fyour_version\x18\x05 \x01(\v2\x1d.federate.registry.v1.VersionR\vyourVersion\x12E\n" +
-	"\x0eslice_versions\x18\x06 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\rsliceVersions\"B\n" +
+	"\x0eslice_versions\x18\x06 \x01(\v2\x1e.federate.hub.v1.VersionVectorR\rsliceVersions\x12\x12\n" +
+	"\x04hubs\x18\a \x03(\tR\x04hubs\"B\n" +
 	"\aRemoval\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
 	"\n" +
