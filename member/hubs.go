@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -121,12 +122,17 @@ func mergeHubs(current, joined string, learned []string) string {
 }
 
 // validHubs keeps the addresses that are host:port, each once, at most
-// maxLearnedHubs of them.
+// maxLearnedHubs of them. A replica listening on every interface without
+// --advertise names an unspecified address (0.0.0.0, ::), which is no
+// address of it to dial from elsewhere.
 func validHubs(hubs []string) []string {
 	var out []string
 	for _, a := range hubs {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host == "" || port == "" || len(a) > 255 || strings.ContainsAny(a, ", \t\n") || slices.Contains(out, a) {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
 			continue
 		}
 		if out = append(out, a); len(out) == maxLearnedHubs {

@@ -34,7 +34,7 @@ func TestMergeHubs(t *testing.T) {
 
 // What a hub names as its replicas is checked before the member dials it.
 func TestValidHubsDropsWhatIsNotAnAddress(t *testing.T) {
-	got := validHubs([]string{"hub-0.hub:7443", "", "no-port", ":7443", "a,b:1", "a b:1", "hub-0.hub:7443", "[::1]:7443", strings.Repeat("h", 300) + ":1", "10.0.0.1:"})
+	got := validHubs([]string{"hub-0.hub:7443", "", "no-port", ":7443", "a,b:1", "a b:1", "hub-0.hub:7443", "[::1]:7443", strings.Repeat("h", 300) + ":1", "10.0.0.1:", "[::]:7443", "0.0.0.0:7443"})
 	if want := []string{"hub-0.hub:7443", "[::1]:7443"}; !slices.Equal(got, want) {
 		t.Errorf("validHubs = %q, want %q", got, want)
 	}

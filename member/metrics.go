@@ -15,7 +15,7 @@ func (c memberCollector) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
 
 // Describe sends the descriptions of every metric a member exports.
 func Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescHubConnected, metrics.DescHubReplica, metrics.DescRotation, metrics.DescPolicyWarnings,
+	for _, d := range append(append(metrics.Common, metrics.External...), metrics.DescHubConnected, metrics.DescHubReplica, metrics.DescHubAddress, metrics.DescRotation, metrics.DescPolicyWarnings,
 		metrics.DescGossipForeignClaims, metrics.DescGossipClosed, metrics.DescGossipDropped) {
 		ch <- d
 	}
@@ -43,6 +43,9 @@ func (c memberCollector) Collect(ch chan<- prometheus.Metric) {
 	metrics.Gauge(ch, metrics.DescHubConnected, metrics.Bool(m.hubConnected()))
 	if replica := m.hubReplicaAddr(); replica != "" {
 		metrics.Gauge(ch, metrics.DescHubReplica, 1, replica)
+	}
+	for _, a := range m.Hubs() {
+		metrics.Gauge(ch, metrics.DescHubAddress, 1, a)
 	}
 	metrics.Gauge(ch, metrics.DescPolicyWarnings, float64(len(st.GetPolicyWarnings())))
 	metrics.Gossip(ch, m.gossip.Stats())

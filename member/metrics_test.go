@@ -103,6 +103,7 @@ func TestMetricsFollowTheFederation(t *testing.T) {
 		`federate_unhealthy_endpoints{cluster="east"}`:                  0,
 		`federate_hub_connected`:                                        1,
 		`federate_hub_replica{address="` + tm.HubAddr + `"}`:            1,
+		`federate_hub_address{address="` + tm.HubAddr + `"}`:            1,
 		`federate_gossip_members`:                                       3, // hub, east, west
 		`federate_root_rotation_phase{phase="stable"}`:                  1,
 		`federate_liveness_timer_seconds{timer="stale_after"}`:          testTimers.StaleAfter.Seconds(),

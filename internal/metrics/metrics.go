@@ -56,6 +56,8 @@ var (
 		"1 while the stream from the hub is open and synced; 0 while the hub is away and updates flow by gossip and peer fetch.", nil, nil)
 	DescHubReplica = prometheus.NewDesc("federate_hub_replica",
 		"1 for the hub replica (its address) the synced stream comes from; absent while no stream is synced.", []string{"address"}, nil)
+	DescHubAddress = prometheus.NewDesc("federate_hub_address",
+		"1 for each hub address the member dials: those it joined with, then the replicas the hub named.", []string{"address"}, nil)
 	DescRotation = prometheus.NewDesc("federate_root_rotation_phase",
 		"1 for the phase of this cluster's root rotation (stable, added, switched), 0 for the others.", []string{"phase"}, nil)
 	DescPolicyWarnings = prometheus.NewDesc("federate_policy_warnings",
