@@ -44,7 +44,7 @@ func TestHAMemberFollowsReplicasStartedAfterItJoined(t *testing.T) {
 	h.StopMember("west")
 	west = h.StartMember("west")
 	fedtest.Eventually(t, 10*time.Second, "restarted west streams from replica 1 or 2", onNewReplica)
-	if !knowsAll() {
-		t.Errorf("restarted west dials %v, want replica 0's address and then replicas 1 and 2", west.Member.Hubs())
-	}
+	// What the hub names is what etcd lists: a replica whose lease lapsed
+	// under load drops out until it is listed again.
+	fedtest.Eventually(t, 30*time.Second, "restarted west dials replica 0's address, then replicas 1 and 2", knowsAll)
 }
