@@ -3,10 +3,14 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -323,5 +327,125 @@ func TestLoadBootstrapNamesTheBadFile(t *testing.T) {
 	}
 	if _, err := b.ReadToken(); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, TokenFile)) {
 		t.Errorf("missing token: %v", err)
+	}
+}
+
+// The inbound listener forwards nothing for a caller that does not prove
+// a federated identity: plain text, TLS without a client certificate, a
+// certificate whose ID names a federated trust domain its signer does not
+// own, a trust domain the control plane stopped sending (a removed
+// cluster), or bytes that are no TLS at all. The application never
+// answers them, and the sidecar keeps serving.
+func TestSidecarInboundRefusesUnprovenCallers(t *testing.T) {
+	f := startSidecar(t, nil)
+	addr := f.sidecar.inbound.Addr().String()
+	central := trust.UnionBundles{trust.Bundle(f.central.td, f.central.auth.Bundle().X509Authorities()...)}
+	serverOK := tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://central.shop/ns/shop/sa/barista"))
+	serverName := sni.Istio{Port: 8083, Host: "barista.shop.svc.cluster.local"}.String()
+	// answered reports what the application said, if anything, to a
+	// request sent on c.
+	answered := func(c net.Conn) string {
+		got, _ := roundTrip(c, "one latte")
+		return got
+	}
+
+	t.Run("plain text", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := answered(c); strings.Contains(got, "barista") {
+			t.Errorf("a plain-text caller got %q", got)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A TLS handshake record header announcing 64 KiB, then junk.
+		_, _ = c.Write(append([]byte{22, 3, 1, 0xff, 0xff}, make([]byte, 1<<10)...))
+		if got := answered(c); strings.Contains(got, "barista") {
+			t.Errorf("a caller sending junk got %q", got)
+		}
+	})
+	t.Run("no client certificate", func(t *testing.T) {
+		conf := tlsconfig.TLSClientConfig(central, serverOK)
+		conf.ServerName = serverName
+		c, err := tls.Dial("tcp", addr, conf)
+		if err != nil {
+			t.Logf("refused during the handshake: %v", err)
+			return
+		}
+		if got := answered(c); got != "" {
+			t.Errorf("a caller without a certificate got %q", got)
+		}
+	})
+	f.sidecar.mu.Lock()
+	appPort := f.sidecar.ports[8083]
+	f.sidecar.mu.Unlock()
+	setBundles := func(bundles ...*agentpb.TrustBundle) {
+		f.sidecar.Update(&agentpb.AgentConfig{
+			Bundles: bundles,
+			Inbound: []*agentpb.Inbound{{Hostname: "barista.shop.svc.cluster.local", Port: 8083, TargetPort: appPort}},
+		})
+	}
+	t.Run("east's signer claiming a central ID", func(t *testing.T) {
+		// A root the sidecar trusts for east.shop signs a leaf whose ID
+		// is central's cashier: it must not pass as central's.
+		rogue, err := trust.NewCA(f.east.td, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		setBundles(f.central.bundle(), f.east.bundle(), &agentpb.TrustBundle{TrustDomain: "east.shop", Roots: [][]byte{rogue.Cert.Raw}})
+		t.Cleanup(func() { setBundles(f.central.bundle(), f.east.bundle()) })
+		sign := func(id string) *trust.Credential {
+			key, err := trust.GenerateKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl := &x509.Certificate{
+				SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+				KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+				URIs: []*url.URL{spiffeid.RequireFromString(id).URL()},
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, rogue.Cert, key.Public(), rogue.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cred, err := trust.NewCredential([]*x509.Certificate{leaf, rogue.Cert}, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cred
+		}
+		// The same root's leaf for its own trust domain passes, so the
+		// refusal below is about the ID.
+		if got, err := f.dialInbound(sign("spiffe://east.shop/ns/shop/sa/order")); err != nil || got != "barista: one latte\n" {
+			t.Fatalf("an east ID signed by the east root: %q, %v", got, err)
+		}
+		forged := sign("spiffe://central.shop/ns/shop/sa/cashier")
+		got, err := f.dialInbound(forged)
+		if err == nil || got != "" {
+			t.Errorf("central's ID signed by an east root got %q, %v", got, err)
+		}
+		t.Logf("refused: %v", err)
+	})
+
+	// A trust domain the control plane no longer sends is refused at once.
+	if got, err := f.dialInbound(f.east.cred(t, "/ns/shop/sa/order")); err != nil || got != "barista: one latte\n" {
+		t.Fatalf("east's order before east's removal: %q, %v", got, err)
+	}
+	setBundles(f.central.bundle())
+	if got, err := f.dialInbound(f.east.cred(t, "/ns/shop/sa/order")); err == nil || got != "" {
+		t.Errorf("east's order after east's bundle was withdrawn: %q, %v", got, err)
+	}
+	// The sidecar still serves its own trust domain.
+	if got, err := f.dialInbound(f.central.cred(t, "/ns/shop/sa/cashier")); err != nil || got != "barista: one latte\n" {
+		t.Errorf("central's cashier after the refusals: %q, %v", got, err)
 	}
 }
