@@ -25,6 +25,30 @@ import (
 	"github.com/federate/federate/trust"
 )
 
+// closedCounter returns how many connections cp's API closed for a reason.
+func closedCounter(t *testing.T, cp *fedtest.ControlPlane) func(reason string) float64 {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(cp.Collector())
+	return func(reason string) float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != "federate_controlplane_connections_closed_total" {
+				continue
+			}
+			for _, metric := range f.GetMetric() {
+				if metric.GetLabel()[0].GetValue() == reason {
+					return metric.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+}
+
 // Connections to the control plane's API that do not show who they are
 // are closed within seconds, counted by reason and logged once per peer
 // and reason: a TCP connection that never starts TLS, a TLS connection
@@ -47,26 +71,7 @@ func TestAPIClosesUnauthenticatedAndIdleConnections(t *testing.T) {
 	})
 	m := cp.Member()
 	addr := m.Addr()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(cp.Collector())
-	closed := func(reason string) float64 {
-		t.Helper()
-		families, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range families {
-			if f.GetName() != "federate_controlplane_connections_closed_total" {
-				continue
-			}
-			for _, metric := range f.GetMetric() {
-				if metric.GetLabel()[0].GetValue() == reason {
-					return metric.GetCounter().GetValue()
-				}
-			}
-		}
-		return 0
-	}
+	closed := closedCounter(t, cp)
 	mesh := spiffeid.RequireTrustDomainFromString(m.Mesh())
 	bundle := trust.Bundle(mesh, m.MeshCA()...)
 	gatewayCred, err := m.Authority().IssueCredential(spiffeid.RequireFromPath(m.Authority().TrustDomain(), controlplane.GatewayPath), time.Hour)

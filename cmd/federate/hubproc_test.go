@@ -99,7 +99,13 @@ func (h *hubProcess) federate(ctx context.Context, args ...string) (string, erro
 // the peak resident size.
 func (h *hubProcess) memoryKiB(t *testing.T, field string) int {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", h.cmd.Process.Pid))
+	return processMemoryKiB(t, h.cmd.Process.Pid, field)
+}
+
+// processMemoryKiB reads a field of process pid's /proc status.
+func processMemoryKiB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 // Package connguard bounds what a connection to the control plane's API
-// may cost before it proves who it is: the TLS handshake has a deadline,
-// a connection without a client certificate (a VM agent trading its token)
-// lives a few seconds, and a connection without an open stream is closed
-// after a short idle time. Every such close is counted by reason and
+// may cost before it proves who it is: the TLS handshake has a deadline;
+// connections without a client certificate (a VM agent trading its token)
+// are few, live a few seconds and may send a few hundred KiB; and a
+// connection without an open stream is closed after a short idle time. Every such close is counted by reason and
 // logged once per peer.
 package connguard
 
@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,10 @@ const (
 	DefaultHandshakeTimeout       = 5 * time.Second
 	DefaultUnauthenticatedTimeout = 10 * time.Second
 	DefaultIdleTimeout            = 30 * time.Second
+	// A Bootstrap, the one call without a certificate, is a token and a
+	// CSR: a few KiB.
+	DefaultUnauthenticatedBytes = 256 << 10
+	DefaultMaxUnauthenticated   = 64
 	// relogAfter is how long a peer's refusals for one reason stay quiet
 	// in the log after the first.
 	relogAfter = 10 * time.Minute
@@ -40,6 +45,8 @@ const (
 	ReasonHandshakeTimeout    = "handshake_timeout"
 	ReasonHandshakeFailed     = "handshake_failed"
 	ReasonNoClientCertificate = "no_client_certificate"
+	ReasonTooMuchData         = "unauthenticated_too_much_data"
+	ReasonTooManyConnections  = "unauthenticated_too_many"
 	ReasonNeverOpenedAStream  = "never_opened_a_stream"
 	ReasonIdle                = "idle"
 )
@@ -51,6 +58,14 @@ type Config struct {
 	// UnauthenticatedTimeout is how long a connection without a client
 	// certificate stays open: long enough for a token's one call.
 	UnauthenticatedTimeout time.Duration
+	// UnauthenticatedBytes bounds what a connection without a client
+	// certificate may send in all; past it the connection is closed.
+	// grpc-go reads a whole message, up to the server's one limit for
+	// every caller, before any handler sees who sent it.
+	UnauthenticatedBytes int64
+	// MaxUnauthenticated bounds the connections without a client
+	// certificate open at once; more are closed after their handshake.
+	MaxUnauthenticated int
 	// IdleTimeout closes a connection with no open stream, from its start
 	// or its last stream's end (gRPC's MaxConnectionIdle, a GOAWAY
 	// followed by the close).
@@ -70,6 +85,7 @@ type Guard struct {
 
 	mu     sync.Mutex           // guards the fields below
 	live   map[string]*conn     // by remote address
+	unauth int                  // of live, those without a client certificate
 	logged map[string]time.Time // peer host and reason -> when last logged
 }
 
@@ -83,6 +99,12 @@ func New(cfg Config) *Guard {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.UnauthenticatedBytes <= 0 {
+		cfg.UnauthenticatedBytes = DefaultUnauthenticatedBytes
+	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = DefaultMaxUnauthenticated
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -202,16 +224,32 @@ func (c guardedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	tlsInfo, ok := info.(credentials.TLSInfo)
 	gc := &conn{Conn: out, g: c.g, key: raw.RemoteAddr().String(), idleSince: time.Now(),
 		authenticated: ok && len(tlsInfo.State.PeerCertificates) > 0}
+	c.g.mu.Lock()
+	full := !gc.authenticated && c.g.unauth >= c.g.cfg.MaxUnauthenticated
+	if !full {
+		c.g.live[gc.key] = gc
+		if !gc.authenticated {
+			c.g.unauth++
+		}
+	}
+	c.g.mu.Unlock()
+	if full {
+		out.Close()
+		c.g.refused(raw.RemoteAddr(), ReasonTooManyConnections, nil)
+		return nil, nil, errTooManyUnauthenticated
+	}
 	if !gc.authenticated {
 		gc.mu.Lock()
 		gc.timer = time.AfterFunc(c.g.cfg.UnauthenticatedTimeout, func() { gc.closeFor(ReasonNoClientCertificate) })
 		gc.mu.Unlock()
 	}
-	c.g.mu.Lock()
-	c.g.live[gc.key] = gc
-	c.g.mu.Unlock()
 	return gc, info, nil
 }
+
+var (
+	errTooManyUnauthenticated = errors.New("connguard: too many connections without a client certificate")
+	errTooMuchData            = errors.New("connguard: a connection without a client certificate sent too much")
+)
 
 func (c guardedCreds) Clone() credentials.TransportCredentials {
 	return guardedCreds{c.TransportCredentials.Clone(), c.g}
@@ -224,6 +262,7 @@ type conn struct {
 	key           string
 	authenticated bool
 	once          sync.Once
+	read          atomic.Int64 // bytes, counted without a client certificate
 
 	mu        sync.Mutex  // guards the fields below
 	timer     *time.Timer // closes a connection without a certificate
@@ -238,6 +277,17 @@ func (c *conn) closeFor(reason string) {
 	c.closedFor = reason
 	c.mu.Unlock()
 	c.Close()
+}
+
+// Read closes a connection without a client certificate once it has sent
+// more than UnauthenticatedBytes.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.authenticated && c.read.Add(int64(n)) > c.g.cfg.UnauthenticatedBytes {
+		c.closeFor(ReasonTooMuchData)
+		return 0, errTooMuchData
+	}
+	return n, err
 }
 
 // Close accounts for the connection once, then closes it.
@@ -256,6 +306,9 @@ func (c *conn) ended() {
 	g.mu.Lock()
 	if g.live[c.key] == c {
 		delete(g.live, c.key)
+		if !c.authenticated {
+			g.unauth--
+		}
 	}
 	g.mu.Unlock()
 	c.mu.Lock()
