@@ -66,6 +66,10 @@ func (s *Server) Join(ctx context.Context, req *hubpb.JoinRequest) (*hubpb.JoinR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := s.claimServingNames(ctx, rec.Cluster, names); err != nil {
+		s.log.Warn("join refused", "cluster", rec.Cluster, "err", err)
+		return nil, err
+	}
 	cert, err := s.ca.IssueCSR(req.GetCsr(), id, s.cfg.CredentialTTL, s.issueTime(rec.Cluster, now), names...)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -132,6 +136,10 @@ func (s *Server) Renew(ctx context.Context, req *hubpb.RenewRequest) (*hubpb.Ren
 	if err != nil {
 		s.log.Warn("renewal refused", "cluster", c.Cluster, "err", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.claimServingNames(ctx, c.Cluster, names); err != nil {
+		s.log.Warn("renewal refused", "cluster", c.Cluster, "err", err)
+		return nil, err
 	}
 	cert, err := s.ca.IssueCSR(req.GetCsr(), c.ID, s.cfg.CredentialTTL, now, names...)
 	if err != nil {

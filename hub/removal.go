@@ -147,6 +147,11 @@ func (s *Server) removeLocked(ctx context.Context, cluster string, issued []issu
 	for _, id := range unused {
 		ops = append(ops, store.Op{Bucket: store.BucketTokens, Key: id})
 	}
+	names, err := s.servingNameOps(ctx, cluster)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read serving names: %v", err)
+	}
+	ops = append(ops, names...)
 	if err := s.write(ctx, ops...); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store removal: %v", err)
 	}
