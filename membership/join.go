@@ -72,7 +72,7 @@ func Join(ctx context.Context, token string) (*Membership, error) {
 		s := status.Convert(err)
 		if s.Code() == codes.Unavailable {
 			// Includes a hub whose CA does not match the token's pin.
-			return nil, fmt.Errorf("cannot reach a trusted hub at %s: %s", tok.Hub, s.Message())
+			return nil, fmt.Errorf("cannot reach a trusted hub at %s: %s", tok.Hub, ExplainUnreachable("hub", tok.Hub, s.Message()))
 		}
 		return nil, fmt.Errorf("hub %s refused the join: %s", tok.Hub, s.Message())
 	}

@@ -107,6 +107,9 @@ func LoadCredential(path string) (*Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust: credential %s: %w", path, err)
 	}
+	if len(certs) == 0 || key == nil {
+		return nil, fmt.Errorf("trust: %s is not a credential: want a certificate chain and its private key in one PEM file", path)
+	}
 	c, err := NewCredential(certs, key)
 	if err != nil {
 		return nil, fmt.Errorf("trust: credential %s: %w", path, err)

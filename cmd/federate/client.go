@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -47,8 +49,35 @@ func (c *clientFlags) requireHub(cmd *cobra.Command) error {
 	if c.hubAddr() == "" {
 		return cli.Usagef("--hub is required, or set FEDERATE_HUB (see '%s --help')", cmd.CommandPath())
 	}
+	return c.checkHub()
+}
+
+// checkHub is a usage error when --hub or $FEDERATE_HUB, if set, is not
+// HOST:PORT (or a comma-separated list of them, every hub replica's).
+func (c *clientFlags) checkHub() error {
+	if c.hub != "" {
+		return checkAddr("--hub", c.hub, exampleHub)
+	}
+	return checkAddr("$FEDERATE_HUB", os.Getenv("FEDERATE_HUB"), exampleHub)
+}
+
+// checkAddr is a usage error when addr, one address or several separated
+// by commas, is not HOST:PORT; source names the flag or variable, example
+// is a good address.
+func checkAddr(source, addr, example string) error {
+	for _, a := range membership.HubAddrs(addr) {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			return cli.Usagef("%s %q: want HOST:PORT, e.g. %s", source, a, example)
+		}
+	}
 	return nil
 }
+
+// Examples of good addresses, for checkAddr.
+const (
+	exampleHub          = "203.0.113.10:15012"
+	exampleControlPlane = "10.0.0.5:15013"
+)
 
 // server names what a CLI command talks to, for its error messages.
 type server struct {
@@ -114,17 +143,58 @@ func (s server) callError(what string, err error) error {
 	if status.Code(err) == codes.DeadlineExceeded {
 		return fmt.Errorf("%s: %w", what, s.noAnswer(fmt.Sprintf("no reply within %s", callTimeout)))
 	}
-	return fmt.Errorf("%s: %s", what, status.Convert(err).Message())
+	return fmt.Errorf("%s: %s", what, s.explain(err))
+}
+
+// explain is the message of a failed call's status; for a call that never
+// reached the server, what went wrong and what to check.
+func (s server) explain(err error) string {
+	st := status.Convert(err)
+	if st.Code() == codes.Unavailable {
+		return membership.ExplainUnreachable(s.role, s.addr, st.Message())
+	}
+	return st.Message()
 }
 
 func (c *clientFlags) files() (credential, ca string, err error) {
-	credential = cmp.Or(c.credential, os.Getenv("FEDERATE_CREDENTIAL"))
+	credential, credSource := c.credential, "--credential"
+	if credential == "" {
+		credential, credSource = os.Getenv("FEDERATE_CREDENTIAL"), "$FEDERATE_CREDENTIAL"
+	}
 	if credential == "" {
 		return "", "", cli.Usagef("no credential: pass --credential with the hub's %s (in its data directory) or set FEDERATE_CREDENTIAL", hub.AdminCredFile)
 	}
-	ca = c.ca
+	if err := checkReadable(credSource+" "+credential, credential, fmt.Sprintf("the hub's %s (in its data directory) or a cluster's %s (in its control plane's data directory)",
+		hub.AdminCredFile, membership.CredentialFile)); err != nil {
+		return "", "", err
+	}
+	ca, caSource := c.ca, "--ca "+c.ca
 	if ca == "" {
 		ca = filepath.Join(filepath.Dir(credential), membership.CAFile)
+		caSource = "the mesh CA " + ca + " (beside the credential; --ca names another)"
+	}
+	if err := checkReadable(caSource, ca, "the mesh CA, "+membership.CAFile+" in the hub's or the cluster's data directory"); err != nil {
+		return "", "", err
 	}
 	return credential, ca, nil
+}
+
+// checkReadable says why the command cannot read the file at path:
+// missing, a directory, or not readable by this user. what names the file
+// and where it came from; want says what the file should be.
+func checkReadable(what, path, want string) error {
+	f, err := os.Open(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist: want %s", what, want)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s: permission denied: it is private to the user that wrote it (mode 0600); run as that user (or with sudo), or use a copy you may read", what)
+	case err != nil:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return fmt.Errorf("%s is a directory: want %s", what, want)
+	}
+	return nil
 }

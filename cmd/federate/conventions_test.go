@@ -16,6 +16,8 @@ import (
 func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 	t.Parallel()
 	xds := []string{"xds", "bootstrap", "--control-plane", "a:1", "--namespace", "shop", "--name", "c"}
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
 	cases := []struct {
 		args     []string
 		code     int
@@ -34,7 +36,11 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"cluster", "remove", "a", "b", "--hub", "h:1"}, cli.ExitUsage, `unexpected argument "b"`, "federate cluster remove"},
 		{append(xds, "extra"), cli.ExitUsage, `unexpected argument "extra"`, "federate xds bootstrap"},
 		{[]string{"hub", "--listen", "x", "--data-dir", "d", "--mesh", "m", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml": want text or json`, "federate hub"},
-		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", filepath.Join(t.TempDir(), "missing.pem")}, 1, "trust: read credential: open ", ""},
+		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", missing}, 1, "--credential " + missing + " does not exist: want the hub's admin.pem", ""},
+		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", dir}, 1, "--credential " + dir + " is a directory", ""},
+		{[]string{"status", "--hub", "nohost", "--credential", missing}, cli.ExitUsage, `--hub "nohost": want HOST:PORT`, "federate status"},
+		{[]string{"status", "--server", "10.0.0.5", "--credential", missing}, cli.ExitUsage, `--server "10.0.0.5": want HOST:PORT`, "federate status"},
+		{[]string{"token", "create", "--hub", "h:1,h2", "--cluster", "east"}, cli.ExitUsage, `--hub "h2": want HOST:PORT`, "federate token create"},
 	}
 	for _, tc := range cases {
 		stdout, stderr, code := clitest.Run(t, nil, tc.args...)

@@ -44,6 +44,13 @@ func runStatus(c *cobra.Command, server string, client *clientFlags, out *cli.Ou
 	if addr == "" {
 		return cli.Usagef("pass --hub ADDR or --server ADDR (or set FEDERATE_HUB)")
 	}
+	if server != "" {
+		if err := checkAddr("--server", server, exampleControlPlane); err != nil {
+			return err
+		}
+	} else if err := client.checkHub(); err != nil {
+		return err
+	}
 	conn, err := client.connectTo(c.Context(), srv)
 	if err != nil {
 		return err

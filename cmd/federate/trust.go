@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/status"
 
 	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/hub/hubpb"
@@ -75,7 +74,7 @@ func rotate(c *cobra.Command, client *clientFlags, out *cli.Output, cluster stri
 	defer conn.Close()
 	stream, err := hubpb.NewControlPlaneClient(conn).RotateRoot(ctx, &hubpb.RotateRootRequest{Wait: wait})
 	if err != nil {
-		return fmt.Errorf("rotate %s: %s", cluster, status.Convert(err).Message())
+		return fmt.Errorf("rotate %s: %s", cluster, serverAt("control plane", addr).explain(err))
 	}
 	start := time.Now()
 	for n := 0; ; n++ {
@@ -87,7 +86,7 @@ func rotate(c *cobra.Command, client *clientFlags, out *cli.Output, cluster stri
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("rotate %s: %s", cluster, status.Convert(err).Message())
+			return fmt.Errorf("rotate %s: %s", cluster, serverAt("control plane", addr).explain(err))
 		}
 		elapsed := time.Since(start).Round(time.Millisecond)
 		v := rotationJSON{Cluster: cluster, ElapsedMs: elapsed.Milliseconds(), Phase: p.GetPhase(), BundleSequence: p.GetBundleSequence(), Message: p.GetMessage()}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc/status"
 
 	"github.com/federate/federate/agent"
 	"github.com/federate/federate/agent/agentpb"
@@ -72,6 +71,13 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 	if hubAddr == "" && f.cpAddr == "" {
 		return cli.Usagef("--hub (or $FEDERATE_HUB) or --control-plane is required (see 'federate vm configure --help')")
 	}
+	if f.cpAddr != "" {
+		if err := checkAddr("--control-plane", f.cpAddr, exampleControlPlane); err != nil {
+			return err
+		}
+	} else if err := f.client.checkHub(); err != nil {
+		return err
+	}
 	if f.internalIP != "" {
 		if _, err := netip.ParseAddr(f.internalIP); err != nil {
 			return cli.Usagef("--internal-ip %q is not an IP address", f.internalIP)
@@ -102,7 +108,7 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 		Namespace: ns, Name: name, SpecJson: spec, TtlSeconds: int64(f.ttl / time.Second),
 	})
 	if err != nil {
-		return fmt.Errorf("control plane of %s: %s", f.cluster, status.Convert(err).Message())
+		return fmt.Errorf("control plane of %s: %s", f.cluster, serverAt("control plane", cpAddr).explain(err))
 	}
 	gateway := cmp.Or(f.gateway, resp.GetGateway())
 	if gateway == "" {
