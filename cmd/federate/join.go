@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -58,6 +59,13 @@ func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFl
 	if err != nil {
 		return err
 	}
+	if dir != "" {
+		// The hub spends the token on the first join: find out now, not
+		// after, that the membership cannot be saved.
+		if err := checkWritableDir(dir); err != nil {
+			return fmt.Errorf("--data-dir %s: %w; the token is not used yet: pick a directory this user may write", dir, err)
+		}
+	}
 	fmt.Fprintf(stderr, "Joining cluster %q to the hub at %s...\n", tok.Cluster, tok.Hub)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -67,16 +75,31 @@ func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFl
 	}
 	if kube != nil {
 		if err := kube.SaveMembership(ctx, ms); err != nil {
-			return err
+			return fmt.Errorf("%w; the token is used now: create a new one with 'federate token create' and join again", err)
 		}
 		fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in Secret %s, valid until %s.\n",
 			ms.Cluster, ms.Mesh, ms.Credential.ID(), kube.Namespace+"/"+kube.Secret, ms.Credential.Expiry().UTC().Format(time.RFC3339))
 		return nil
 	}
 	if err := ms.Save(dir); err != nil {
-		return fmt.Errorf("save membership in %s: %w", dir, err)
+		return fmt.Errorf("save membership in %s: %w; the token is used now: create a new one with 'federate token create' and join again", dir, err)
 	}
 	fmt.Fprintf(stdout, "Cluster %q joined mesh %q as %s; credential in %s, valid until %s.\n",
 		ms.Cluster, ms.Mesh, ms.Credential.ID(), filepath.Join(dir, membership.CredentialFile), ms.Credential.Expiry().UTC().Format(time.RFC3339))
 	return nil
+}
+
+// checkWritableDir creates dir if needed (private, as the membership is)
+// and checks that this user may create files in it.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".join-check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
