@@ -63,12 +63,22 @@ func loadCAFile(td spiffeid.TrustDomain, path string) (*trust.CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: CA file %s: %w", path, err)
 	}
-	// A CA from 'federate hub create-ca' names its mesh; one that names
-	// another belongs to another federation.
-	if uris := ca.Cert.URIs; len(uris) > 0 && !slices.ContainsFunc(uris, func(u *url.URL) bool { return u.String() == td.IDString() }) {
-		return nil, fmt.Errorf("hub: CA file %s is the CA of %s, not of mesh %q: pass that mesh's CA file, or --mesh it was created for", path, uris[0], td.Name())
+	if other := otherMesh(ca, td); other != "" {
+		return nil, fmt.Errorf("hub: CA file %s is the CA of %s, not of mesh %q: pass that mesh's CA file, or --mesh it was created for", path, other, td.Name())
 	}
 	return ca, nil
+}
+
+// otherMesh returns the mesh ID a CA names when it is not td's: a CA the
+// hub creates names its mesh, and one that names another belongs to
+// another federation. It returns "" for td's CA and for one that names
+// none.
+func otherMesh(ca *trust.CA, td spiffeid.TrustDomain) string {
+	uris := ca.Cert.URIs
+	if len(uris) == 0 || slices.ContainsFunc(uris, func(u *url.URL) bool { return u.String() == td.IDString() }) {
+		return ""
+	}
+	return uris[0].String()
 }
 
 // WriteAdminCredential issues an admin credential valid for ttl from the

@@ -421,6 +421,12 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 	if s.ca, err = trust.ParseCA(s.td, data); err != nil {
 		return fmt.Errorf("hub: CA in %s: %w", s.backend.Where(), err)
 	}
+	// With another --mesh than the stored CA's, the hub would serve a
+	// trust domain no member and no admin credential can verify.
+	if other := otherMesh(s.ca, s.td); other != "" {
+		return fmt.Errorf("hub: %s holds the CA of %s, not of mesh %q: start the hub with the --mesh it was created for, or give a new --data-dir for a new mesh",
+			s.backend.Where(), other, s.td.Name())
+	}
 	s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
 	return nil
 }
