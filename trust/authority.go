@@ -310,7 +310,12 @@ func (a *Authority) AddRoot() error {
 		return fmt.Errorf("%w: %s uses a plug-in CA: replace its %s files instead", ErrRotation, a.td, CACertFile)
 	}
 	if a.st.Phase != PhaseStable {
-		return fmt.Errorf("%w: a rotation of %s is already in phase %q", ErrRotation, a.td, a.st.Phase)
+		next := "it switches signing once every live member holds the new root"
+		if a.st.Phase == PhaseSwitched {
+			next = "it ends on its own when the old root is dropped, at " + a.st.PhaseSince.Add(a.st.MaxTTL).UTC().Format(time.RFC3339)
+		}
+		return fmt.Errorf("%w: a rotation of %s is already in phase %q: %s; start the next one once 'federate status' shows its ROTATION stable",
+			ErrRotation, a.td, a.st.Phase, next)
 	}
 	ca, err := NewCA(a.td, a.now())
 	if err != nil {

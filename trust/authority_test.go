@@ -101,6 +101,11 @@ func TestAuthorityRotationOverlaps(t *testing.T) {
 	if err := a.DropOldRoots(); !errors.Is(err, ErrRotation) {
 		t.Fatalf("drop before the old SVIDs expired: err = %v", err)
 	}
+	// A second rotation meanwhile is refused with when the first ends.
+	dropAt := clock.t.Add(time.Hour).UTC().Format(time.RFC3339)
+	if err := a.AddRoot(); !errors.Is(err, ErrRotation) || !strings.Contains(err.Error(), dropAt) || !strings.Contains(err.Error(), "stable") {
+		t.Fatalf("rotation during a rotation: err = %v, want it to say the old root is dropped at %s", err, dropAt)
+	}
 	clock.advance(time.Hour + time.Second)
 	if err := a.DropOldRoots(); err != nil {
 		t.Fatal(err)
