@@ -66,6 +66,10 @@ func rootCommand() *cobra.Command {
 	logs.Register(root)
 	_ = root.MarkFlagDirname("config-dir")
 	_ = root.MarkFlagDirname("state-dir")
+	root.Example = "  # as the package's systemd unit runs it: the files in /etc/federate\n" +
+		"  federate-agent\n\n" +
+		"  # the files 'federate vm configure -o payment-vm' wrote, without the package\n" +
+		"  federate-agent --config-dir payment-vm --state-dir /var/lib/federate-agent"
 	root.AddCommand(svidCommand(), cli.VersionCommand("federate-agent"))
 	return root
 }

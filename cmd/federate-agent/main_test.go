@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 
 	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/cmd/internal/clitest"
@@ -56,6 +57,11 @@ func TestAgentCommandLine(t *testing.T) {
 	if code != 0 || stderr != "" || !strings.Contains(stdout, "federate-agent svid") {
 		t.Errorf("--help: exit %d, stderr %q, stdout:\n%s", code, stderr, stdout)
 	}
+	for _, args := range [][]string{{"--help"}, {"svid", "--help"}} {
+		if c := rootCommand(); !strings.Contains(helpOf(t, c, args), "Examples:\n  ") {
+			t.Errorf("federate-agent %s shows no example", strings.Join(args, " "))
+		}
+	}
 	stdout, _, code = agentProcess(t, "version", "-o", "yaml")
 	if code != 0 || !strings.Contains(stdout, "goVersion: "+cli.BuildInfo().GoVersion) {
 		t.Errorf("version -o yaml: exit %d, %q", code, stdout)
@@ -86,4 +92,14 @@ func TestAgentMetricsHaveBuildInfo(t *testing.T) {
 	if !strings.Contains(string(body), want) {
 		t.Errorf("/metrics lacks %s:\n%s", want, body)
 	}
+}
+
+// helpOf is what the command line args print on stdout, in this process.
+func helpOf(t *testing.T, root *cobra.Command, args []string) string {
+	t.Helper()
+	var out strings.Builder
+	if err := cli.Execute(t.Context(), root, args, &out, io.Discard); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out.String()
 }

@@ -56,5 +56,6 @@ func svidCommand() *cobra.Command {
 	fs.StringVar(&cfg.SVIDDir, "svid-dir", agent.DefaultSVIDDir, "directory of the application's SVID files; the application must be able to read it")
 	fs.DurationVar(&cfg.BundleRefresh, "bundle-refresh", agent.DefaultBundleRefresh, "how often to fetch the federated roots")
 	logs.Register(cmd)
+	cmd.Example = "  federate-agent svid --config-dir ./payment-client --svid-dir /var/run/federate/svid"
 	return cmd
 }

@@ -49,6 +49,8 @@ func clusterRemoveCommand() *cobra.Command {
 		}
 		return client.completeClusters(c, args, toComplete)
 	}
+	cmd.Example = "  federate cluster remove central --hub 203.0.113.10:15012 \\\n" +
+		"      --credential /var/lib/federate-hub/admin.pem"
 	return cmd
 }
 

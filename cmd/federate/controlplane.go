@@ -35,7 +35,7 @@ func controlPlaneCommand() *cobra.Command {
 			"learns every other cluster's, keeps them in DIR/"+controlplane.StoreFile+" and serves them at\n"+
 			"once after a restart. DIR must hold what 'federate join' wrote. Services come\n"+
 			"from the YAML files in the config directory (Istio ServiceEntry and\n"+
-			"WorkloadEntry; only entries with a ServiceExport (multicluster.x-k8s.io/v1alpha1)\n"+
+			"WorkloadEntry; only entries with a ServiceExport (multicluster.x-k8s.io/v1beta1)\n"+
 			"of the same name and namespace leave the cluster). Without --config-dir they come\n"+
 			"from the Kubernetes cluster that --kubeconfig, $KUBECONFIG or ~/.kube/config (and\n"+
 			"--context) name, or with --in-cluster the Pod's own.",

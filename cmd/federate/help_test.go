@@ -5,6 +5,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // 'federate <group> --help' lists the group's subcommands with their usage
@@ -42,4 +45,33 @@ func TestSubcommandGroupsHaveHelp(t *testing.T) {
 			t.Errorf("%s takes a subcommand but has no group help", name)
 		}
 	}
+}
+
+// Every command a user runs by hand shows an example in its help; groups
+// that only hold subcommands, the lab's commands and the built-in ones
+// (help, completion, version) need none.
+func TestCommandsHaveExamples(t *testing.T) {
+	t.Parallel()
+	skip := map[string]bool{"lab": true, "help": true, "completion": true, "version": true}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, s := range c.Commands() {
+			if !s.IsAvailableCommand() || skip[s.Name()] {
+				continue
+			}
+			if s.Example == "" && hasOwnFlags(s) {
+				t.Errorf("%s --help shows no example", s.CommandPath())
+			}
+			walk(s)
+		}
+	}
+	walk(rootCommand())
+}
+
+// hasOwnFlags reports whether c takes a flag besides --help: a group that
+// only holds subcommands takes none.
+func hasOwnFlags(c *cobra.Command) bool {
+	own := false
+	c.LocalFlags().VisitAll(func(f *pflag.Flag) { own = own || f.Name != "help" })
+	return own
 }

@@ -110,6 +110,7 @@ func hubCreateCACommand() *cobra.Command {
 		})
 	cmd.Flags().StringVar(&mesh, "mesh", "", "mesh name; also the hub's SPIFFE trust domain")
 	cmd.Flags().StringVar(&out, "out", "", "file to create")
+	cmd.Example = "  federate hub create-ca --mesh shop --out mesh-ca.pem"
 	return cmd
 }
 
@@ -143,5 +144,7 @@ func hubAdminCredentialCommand() *cobra.Command {
 	fs.DurationVar(&validFor, "valid-for", 24*time.Hour, "how long the credential is valid")
 	_ = cmd.MarkFlagFilename("ca-file")
 	_ = cmd.MarkFlagDirname("out")
+	cmd.Example = "  federate hub admin-credential --mesh shop --ca-file mesh-ca.pem --out ~/.federate --valid-for 8h\n" +
+		"  federate status --hub 10.0.0.1:15012,10.0.0.2:15012 --credential ~/.federate/admin.pem"
 	return cmd
 }

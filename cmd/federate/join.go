@@ -33,6 +33,10 @@ func joinCommand() *cobra.Command {
 	fs.StringVar(&dir, "data-dir", "", "the control plane's data directory")
 	kf.register(cmd, false)
 	logs.Register(cmd)
+	cmd.Example = "  # into the control plane's data directory\n" +
+		"  federate join --token fedjoin1.... --data-dir /var/lib/federate\n\n" +
+		"  # into a Secret of a Kubernetes cluster\n" +
+		"  federate join --token fedjoin1.... --context east -n federate-system"
 	return cmd
 }
 

@@ -30,6 +30,10 @@ func statusCommand() *cobra.Command {
 	cmd.Flags().StringVar(&server, "server", "", "ask this control plane instead of the hub")
 	client.register(cmd, "hub address")
 	out.Register(cmd)
+	cmd.Example = "  # the hub's view, with the hub's admin credential\n" +
+		"  federate status --hub 203.0.113.10:15012 --credential /var/lib/federate-hub/admin.pem\n\n" +
+		"  # one control plane's view, with its locality policy warnings, as JSON\n" +
+		"  federate status --server 127.0.0.1:15013 --credential /var/lib/federate/credential.pem -o json"
 	return cmd
 }
 

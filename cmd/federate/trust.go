@@ -58,6 +58,10 @@ func trustRotateCommand() *cobra.Command {
 	client.register(cmd, "hub address, to find the cluster's control plane")
 	out.Register(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("cluster", client.completeClusters)
+	cmd.Example = "  federate trust rotate --cluster east --hub 203.0.113.10:15012 \\\n" +
+		"      --credential /var/lib/federate-hub/admin.pem\n\n" +
+		"  # return once the old root is dropped (after the control plane's --max-svid-ttl)\n" +
+		"  federate trust rotate --cluster east --wait"
 	return cmd
 }
 

@@ -59,6 +59,8 @@ func vmConfigureCommand() *cobra.Command {
 	_ = cmd.RegisterFlagCompletionFunc("cluster", f.client.completeClusters)
 	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
 	_ = cmd.MarkFlagDirname("output")
+	cmd.Example = "  federate vm configure -f payment-vms.yaml --cluster west -o ./payment-vm \\\n" +
+		"      --hub 203.0.113.10:15012 --credential /var/lib/federate-hub/admin.pem"
 	return cmd
 }
 

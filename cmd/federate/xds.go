@@ -46,6 +46,8 @@ func xdsBootstrapCommand() *cobra.Command {
 	fs.StringVar(&svidDir, "svid-dir", agent.DefaultSVIDDir, "the directory 'federate-agent svid --svid-dir' keeps the SVID files in")
 	fs.DurationVar(&b.RefreshInterval, "refresh-interval", xds.DefaultRefreshInterval, "how often the application rereads the SVID files")
 	fs.StringVarP(&out, "output", "o", "-", "file to write the bootstrap to; - is standard output")
+	cmd.Example = "  federate xds bootstrap --control-plane controlplane.east.federate.internal:15443 \\\n" +
+		"      --namespace shop --name checkout -o bootstrap.json"
 	return cmd
 }
 
