@@ -173,8 +173,8 @@ func (s *Server) CreateToken(ctx context.Context, req *hubpb.CreateTokenRequest)
 	if ttl <= 0 {
 		ttl = membership.DefaultTokenTTL
 	}
-	if ttl > maxTokenTTL {
-		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, maxTokenTTL)
+	if ttl > MaxTokenTTL {
+		return nil, status.Errorf(codes.InvalidArgument, "token ttl %s exceeds the limit of %s", ttl, MaxTokenTTL)
 	}
 	tok, err := membership.NewToken(req.GetCluster(), s.hubAddrs(ctx), trust.Fingerprint(s.ca.Cert), s.cfg.Now().Add(ttl))
 	if err != nil {

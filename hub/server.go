@@ -31,7 +31,8 @@ const (
 	DefaultCredentialTTL = 24 * time.Hour
 	hubCredentialTTL     = 30 * 24 * time.Hour
 	subscriberBuffer     = 1024
-	maxTokenTTL          = 7 * 24 * time.Hour
+	// MaxTokenTTL is the longest lifetime of a join token.
+	MaxTokenTTL = 7 * 24 * time.Hour
 )
 
 // Files the hub writes into its data directory.

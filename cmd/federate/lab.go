@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,12 @@ func labUpCommand() *cobra.Command {
 		func(c *cobra.Command) error {
 			if opts.LogFormat != "text" && opts.LogFormat != "json" {
 				return cli.Usagef("--log-format %q: want text or json", opts.LogFormat)
+			}
+			if lv := new(slog.Level); lv.UnmarshalText([]byte(opts.LogLevel)) != nil {
+				return cli.Usagef("--log-level %q: want debug, info, warn or error", opts.LogLevel)
+			}
+			if opts.Clusters < 2 {
+				return cli.Usagef("--clusters %d: a federation needs at least 2", opts.Clusters)
 			}
 			opts.Dir = dir
 			return labUp(c, opts)

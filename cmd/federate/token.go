@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/federate/federate/cmd/internal/cli"
+	"github.com/federate/federate/hub"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/membership"
 )
@@ -47,13 +48,16 @@ func tokenCreateCommand() *cobra.Command {
 			if ttl < time.Second {
 				return cli.Usagef("--ttl %s is too short", ttl)
 			}
+			if ttl > hub.MaxTokenTTL {
+				return cli.Usagef("--ttl %s is longer than the hub grants, %s: the token is a bearer secret, keep it short", ttl, hub.MaxTokenTTL)
+			}
 			return createToken(c, &client, &out, &hubpb.CreateTokenRequest{Cluster: cluster, TtlSeconds: int64(ttl / time.Second), TrustDomain: trustDomain})
 		})
 	cmd.Example = "  federate token create --hub 203.0.113.10:15012 --cluster east \\\n" +
 		"      --credential /var/lib/federate-hub/admin.pem"
 	fs := cmd.Flags()
 	fs.StringVar(&cluster, "cluster", "", "name of the cluster the token admits")
-	fs.DurationVar(&ttl, "ttl", membership.DefaultTokenTTL, "how long the token is valid")
+	fs.DurationVar(&ttl, "ttl", membership.DefaultTokenTTL, "how long the token is valid, at most "+hub.MaxTokenTTL.String())
 	fs.StringVar(&trustDomain, "trust-domain", "", "the trust domain the cluster may speak for (default <cluster>.<mesh>; clusters sharing a plug-in root use one)")
 	client.register(cmd, "hub address")
 	out.Register(cmd)
