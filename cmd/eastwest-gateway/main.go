@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -104,6 +105,13 @@ type options struct {
 func serve(ctx context.Context, o options, log *slog.Logger) error {
 	controlPlane, credPath, caPath, listen, health, nodeID := o.controlPlane, o.credPath, o.caPath, o.listen, o.health, o.nodeID
 	cred, err := trust.LoadCredential(credPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("--credential %s does not exist: the control plane writes the gateway's first SVID when it starts "+
+			"(gateway.pem in its --data-dir, or its --gateway-credential): start it first, or pass that file", credPath)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("--credential %s: permission denied: run the gateway as the user the control plane wrote it as, or give the gateway's user read access (mode 0600 by default)", credPath)
+	}
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func TestGatewayCommandLine(t *testing.T) {
 		{[]string{"--control-plane", "a:1", "--credential", "c.pem", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml"`},
 		{[]string{"--listen"}, cli.ExitUsage, "flag needs an argument: --listen"},
 		{[]string{"serve"}, cli.ExitUsage, `unexpected argument "serve"`},
-		{[]string{"--control-plane", "a:1", "--credential", "/nonexistent/gateway.pem"}, 1, "/nonexistent/gateway.pem"},
+		{[]string{"--control-plane", "a:1", "--credential", "/nonexistent/gateway.pem"}, 1, "--credential /nonexistent/gateway.pem does not exist: the control plane writes"},
 	} {
 		stdout, stderr, code := gatewayProcess(t, tc.args...)
 		if code != tc.code || stdout != "" || !strings.Contains(stderr, tc.want) {
