@@ -49,6 +49,17 @@ func AuthorizeMember(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 	}
 }
 
+// authorizeControlPlane accepts only cluster's control plane.
+func authorizeControlPlane(td spiffeid.TrustDomain, cluster string) tlsconfig.Authorizer {
+	want := ClusterID(td, cluster)
+	return func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if id != want {
+			return fmt.Errorf("membership: the server is %s, not the control plane of cluster %q", id, cluster)
+		}
+		return nil
+	}
+}
+
 // Caller identifies a gRPC Caller: its cluster name (empty for the hub and
 // the admin) and whether it is the admin.
 type Caller struct {

@@ -141,17 +141,21 @@ func LoadMembership(dir string) (*Membership, error) {
 // Dial opens an mTLS connection to a federation API (hub or control plane)
 // with a credential file, trusting the CA file.
 func Dial(addr, credentialPath, caPath string) (*grpc.ClientConn, error) {
-	return dial(addr, "", credentialPath, caPath)
+	return dial(addr, "", "", credentialPath, caPath)
 }
 
 // DialControlPlane opens an mTLS connection to cluster's control plane at
 // addr: its own listener, or its gateway, which routes the connection by
 // the internal name controlplane.<cluster>.federate.internal.
+// The server must present that cluster's credential: an address that
+// reaches another cluster's control plane is refused in the handshake.
 func DialControlPlane(addr, cluster, credentialPath, caPath string) (*grpc.ClientConn, error) {
-	return dial(addr, sni.Internal(sni.ControlPlane, cluster), credentialPath, caPath)
+	return dial(addr, sni.Internal(sni.ControlPlane, cluster), cluster, credentialPath, caPath)
 }
 
-func dial(addr, serverName, credentialPath, caPath string) (*grpc.ClientConn, error) {
+// dial connects with the credential and CA files; with cluster set, only
+// that cluster's control plane is accepted, else any member of the mesh.
+func dial(addr, serverName, cluster, credentialPath, caPath string) (*grpc.ClientConn, error) {
 	cred, err := trust.LoadCredential(credentialPath)
 	if err != nil {
 		return nil, err
@@ -161,7 +165,11 @@ func dial(addr, serverName, credentialPath, caPath string) (*grpc.ClientConn, er
 		return nil, err
 	}
 	td := cred.ID().TrustDomain()
-	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), AuthorizeMember(td))
+	authorize := AuthorizeMember(td)
+	if cluster != "" {
+		authorize = authorizeControlPlane(td, cluster)
+	}
+	tlsConf := trust.ClientTLS(cred, trust.Bundle(td, cas...), authorize)
 	tlsConf.ServerName = serverName
 	return NewHubClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))

@@ -12,6 +12,9 @@ import (
 // escaped.
 var bundleTD = regexp.MustCompile(`no X\.509 bundle found for trust domain: \\?"([^"\\]*)\\?"`)
 
+// notControlPlane finds authorizeControlPlane's refusal.
+var notControlPlane = regexp.MustCompile(`the server is (\S+), not the control plane of cluster \\?"([^"\\]*)\\?"`)
+
 // ExplainUnreachable turns the message of a call that never reached the
 // server (gRPC's Unavailable: refused, not TLS, not gRPC, another mesh)
 // into what went wrong and what to check. role names the server ("hub",
@@ -19,6 +22,10 @@ var bundleTD = regexp.MustCompile(`no X\.509 bundle found for trust domain: \\?"
 // recognise comes back as it is.
 func ExplainUnreachable(role, addr, msg string) string {
 	switch {
+	case notControlPlane.MatchString(msg):
+		m := notControlPlane.FindStringSubmatch(msg)
+		return fmt.Sprintf("%s answers as %s, not as the control plane of cluster %q: pass the address of %s's control plane (or of its gateway), or the cluster that address belongs to",
+			addr, m[1], m[2], m[2])
 	case strings.Contains(msg, "connection refused"):
 		return fmt.Sprintf("nothing listens at %s (connection refused): check that the %s runs and that %s is its gRPC address (%s)",
 			addr, role, addr, listenFlag(role))

@@ -25,6 +25,8 @@ func TestExplainUnreachable(t *testing.T) {
 		{"no SPIFFE ID", "hub", `connection error: desc = "transport: authentication handshake failed: x509svid: could not get leaf SPIFFE ID: certificate contains no URI SAN"`,
 			[]string{"is not a federate hub", "check the address"}},
 		{"unresolved", "hub", `name resolver error: produced zero addresses`, []string{"does not resolve"}},
+		{"another cluster", "control plane", `connection error: desc = "transport: authentication handshake failed: membership: the server is spiffe://shop/cluster/east, not the control plane of cluster \"west\""`,
+			[]string{"answers as spiffe://shop/cluster/east", `not as the control plane of cluster "west"`}},
 		{"other", "hub", `something else`, []string{"something else"}},
 	}
 	for _, tc := range cases {
