@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,6 +52,11 @@ func rootCommand() *cobra.Command {
 			"'federate-agent svid' keeps a proxyless gRPC application's SVID files instead.",
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if cfg.Address != "" {
+				if _, err := netip.ParseAddr(cfg.Address); err != nil {
+					return cli.Usagef("--address %q: want this VM's IP address, e.g. 10.0.2.7", cfg.Address)
+				}
+			}
 			log, err := logs.Logger(c.ErrOrStderr())
 			if err != nil {
 				return err

@@ -41,6 +41,7 @@ func TestAgentCommandLine(t *testing.T) {
 		{[]string{"svid", "--svid-dir", dir, "--state-dir", dir}, cli.ExitUsage, "are both"},
 		{[]string{"--bogus"}, cli.ExitUsage, "unknown flag: --bogus"},
 		{[]string{"extra"}, cli.ExitUsage, `unexpected argument "extra"`},
+		{[]string{"--address", "vm-1"}, cli.ExitUsage, `--address "vm-1": want this VM's IP address`},
 		{[]string{"svid", "--config-dir", dir + "/none", "--state-dir", dir + "/state", "--svid-dir", dir + "/svid"}, 1, "cluster.env: missing"},
 	} {
 		stdout, stderr, code := agentProcess(t, tc.args...)
