@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 	"github.com/federate/federate/cmd/internal/cli"
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
 )
 
 // callTimeout bounds one CLI call once the server answered the handshake.
@@ -69,6 +71,15 @@ func checkAddr(source, addr, example string) error {
 		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
 			return cli.Usagef("%s %q: want HOST:PORT, e.g. %s", source, a, example)
 		}
+	}
+	return nil
+}
+
+// checkCluster is a usage error when name cannot be a cluster's name;
+// source names the flag or argument.
+func checkCluster(source, name string) error {
+	if err := registry.ValidClusterName(name); err != nil {
+		return cli.Usagef("%s: %s", source, strings.TrimPrefix(err.Error(), "registry: "))
 	}
 	return nil
 }

@@ -32,6 +32,9 @@ func clusterRemoveCommand() *cobra.Command {
 			return cli.NoArgs(nil, args[1:])
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkCluster("NAME", args[0]); err != nil {
+				return err
+			}
 			if err := client.requireHub(c); err != nil {
 				return err
 			}

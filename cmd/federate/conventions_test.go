@@ -34,6 +34,8 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"hub", "--listen", "127.0.0.1:0"}, cli.ExitUsage, "--data-dir is required", "federate hub"},
 		{[]string{"cluster", "remove", "--hub", "h:1"}, cli.ExitUsage, "name the cluster to remove", "federate cluster remove"},
 		{[]string{"cluster", "remove", "a", "b", "--hub", "h:1"}, cli.ExitUsage, `unexpected argument "b"`, "federate cluster remove"},
+		{[]string{"cluster", "remove", "Central", "--hub", "h:1"}, cli.ExitUsage, `NAME: cluster name "Central" must be lowercase letters`, "federate cluster remove"},
+		{[]string{"token", "create", "--hub", "h:1", "--cluster", "east_1"}, cli.ExitUsage, `--cluster: cluster name "east_1" must be lowercase letters`, "federate token create"},
 		{append(xds, "extra"), cli.ExitUsage, `unexpected argument "extra"`, "federate xds bootstrap"},
 		{[]string{"hub", "--listen", "x", "--data-dir", "d", "--mesh", "m", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml": want text or json`, "federate hub"},
 		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", missing}, 1, "--credential " + missing + " does not exist: want the hub's admin.pem", ""},

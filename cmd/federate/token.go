@@ -42,6 +42,9 @@ func tokenCreateCommand() *cobra.Command {
 			if err := cli.Required(c, "cluster"); err != nil {
 				return err
 			}
+			if err := checkCluster("--cluster", cluster); err != nil {
+				return err
+			}
 			if err := out.Check(); err != nil {
 				return err
 			}

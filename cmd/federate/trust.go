@@ -44,6 +44,9 @@ func trustRotateCommand() *cobra.Command {
 			if err := cli.Required(c, "cluster"); err != nil {
 				return err
 			}
+			if err := checkCluster("--cluster", cluster); err != nil {
+				return err
+			}
 			if err := client.requireHub(c); err != nil {
 				return err
 			}

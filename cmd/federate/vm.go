@@ -69,6 +69,9 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 	if err := cli.Required(c, "file", "cluster", "output"); err != nil {
 		return err
 	}
+	if err := checkCluster("--cluster", f.cluster); err != nil {
+		return err
+	}
 	hubAddr := f.client.hubAddr()
 	if hubAddr == "" && f.cpAddr == "" {
 		return cli.Usagef("--hub (or $FEDERATE_HUB) or --control-plane is required (see 'federate vm configure --help')")
