@@ -39,7 +39,7 @@ func TestClientCommandsTakeEnvAndFlagsAnywhere(t *testing.T) {
 	}
 	// east runs a control plane, so that the hub lists it.
 	background(t, "controlplane", "--cluster", "east", "--network", "net-east", "--locality", "r/z", "--data-dir", dirs["east"],
-		"--config-dir", t.TempDir(), "--listen", testport.Addr(t), "--gossip", testport.Addr(t), "--log-level", "warn")
+		"--config-dir", t.TempDir(), "--listen", testport.Addr(t), "--gossip", testport.Addr(t), "--metrics-listen", "127.0.0.1:0", "--log-level", "warn")
 	fedtest.EventuallyNil(t, 30*time.Second, "the hub lists east", func() error {
 		if out, err := runErr(t, "status"); err != nil || !strings.Contains(out, "east") {
 			return fmt.Errorf("status: %v\n%s", err, out)
