@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -407,6 +409,9 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 		return err
 	}
 	if data == nil {
+		if err := s.checkNoEarlierCA(); err != nil {
+			return err
+		}
 		ca, err := trust.NewCA(s.td, s.cfg.Now())
 		if err != nil {
 			return err
@@ -430,6 +435,25 @@ func (s *Server) loadIdentity(ctx context.Context) error {
 	}
 	s.verifier = registry.NewVerifier(s.cfg.Mesh, []*x509.Certificate{s.ca.Cert})
 	return nil
+}
+
+// checkNoEarlierCA refuses to create the mesh CA in a data directory
+// whose ca.pem shows that this hub created one before: its store was
+// lost, emptied or replaced, and a new CA would cut off every cluster
+// that joined.
+func (s *Server) checkNoEarlierCA() error {
+	caPath := filepath.Join(s.cfg.DataDir, membership.CAFile)
+	if _, err := os.Stat(caPath); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	certs, err := trust.LoadCertificates(caPath)
+	if err != nil {
+		return nil // not a certificate this hub wrote
+	}
+	return fmt.Errorf("hub: %s holds no mesh CA, but %s shows that this hub created one (%s): the store was lost or replaced, "+
+		"and a new CA would cut off every cluster that joined. Stop the hub and restore %s from a backup; "+
+		"or, to start a new mesh that every cluster must join again, move %s and %s aside",
+		s.backend.Where(), caPath, trust.Fingerprint(certs[0]), filepath.Join(s.cfg.DataDir, StoreFile), caPath, filepath.Join(s.cfg.DataDir, AdminCredFile))
 }
 
 func (s *Server) loadRecords(ctx context.Context) error {

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -33,6 +34,10 @@ func (s *Server) openBackend(ctx context.Context) (backend, error) {
 		return openEtcd(ctx, s.cfg.Etcd)
 	}
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, StoreFile))
+	if de, ok := errors.AsType[*store.DamagedError](err); ok {
+		return nil, fmt.Errorf("hub: store %s is damaged (%v); it holds the mesh CA, the cluster credentials and the join tokens: "+
+			"stop the hub and restore the file from a backup. Moving it aside starts a new mesh, which every cluster must join again", de.Path, de.Cause)
+	}
 	if err != nil {
 		return nil, err
 	}

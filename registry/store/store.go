@@ -130,8 +130,22 @@ func checkLength(path string) error {
 	})
 }
 
+// DamagedError is a store file that does not read as a sound bbolt file.
+// Its message gives a control plane's remedy; the hub, whose store holds
+// the mesh CA, gives its own from Path and Cause.
+type DamagedError struct {
+	Path  string
+	Cause error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("store: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", e.Path, e.Cause)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Cause }
+
 func damaged(path string, err error) error {
-	return fmt.Errorf("store: store %s is damaged (%v); move it aside and restart: remote state is resynced from the federation", path, err)
+	return &DamagedError{Path: path, Cause: err}
 }
 
 func check(db *bolt.DB) error {
