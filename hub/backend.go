@@ -69,6 +69,8 @@ func (b *boltBackend) WriteIf(ctx context.Context, bucket, key string, want []by
 	return true, b.st.Write(ctx, ops...)
 }
 
-func (b *boltBackend) Where() string  { return "store " + b.st.Path() }
-func (b *boltBackend) Remedy() string { return "free space on the disk of " + b.st.Path() }
-func (b *boltBackend) Close() error   { return b.st.Close() }
+func (b *boltBackend) Where() string { return "store " + b.st.Path() }
+func (b *boltBackend) Remedy() string {
+	return "if its disk is full, free space on the disk of " + b.st.Path() + "; if the file was removed, put it back as the error says"
+}
+func (b *boltBackend) Close() error { return b.st.Close() }

@@ -2,8 +2,10 @@ package hub_test
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/federate/federate/hub"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/membership"
+	"github.com/federate/federate/registry"
 )
 
 // A hub whose store is gone or damaged, while its data directory still
@@ -80,5 +83,65 @@ func TestHubWithLostStoreKeepsItsCA(t *testing.T) {
 	}
 	if tm.Hub.SliceVersion("east") == nil {
 		t.Error("the restored hub lost east's slice")
+	}
+}
+
+// A hub whose store file is removed while it runs refuses the changes it
+// could no longer keep, is not ready, and says how to put the file back;
+// put back and restarted, it holds everything it acknowledged, and its
+// members' refused changes arrive.
+func TestHubStoreRemovedWhileRunning(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	var cfg hub.Config
+	tm := fedtest.NewMeshWith(t, gossip.Timers{}, func(c *hub.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		cfg = *c
+	})
+	east := tm.AddCluster("east")
+	east.Update(t, fedtest.CoffeeService("east", "order", 1, 18080))
+	fedtest.Eventually(t, 10*time.Second, "the hub holds east", func() bool { return tm.Hub.SliceVersion("east") != nil })
+	held := tm.Hub.SliceVersion("east")
+
+	storePath := filepath.Join(cfg.DataDir, hub.StoreFile)
+	if err := os.Remove(storePath); err != nil {
+		t.Fatal(err)
+	}
+	east.Update(t, fedtest.CoffeeService("east", "order", 2, 18080))
+	want := east.Member.Version("east")
+	fedtest.Eventually(t, 15*time.Second, "the hub notices its store is gone", func() bool { return tm.Hub.StoreError() != nil })
+	storeErr := tm.Hub.StoreError()
+	if !strings.Contains(storeErr.Error(), storePath) || !strings.Contains(storeErr.Error(), "removed") {
+		t.Errorf("StoreError %q does not say that %s was removed", storeErr, storePath)
+	}
+	if err := tm.Hub.Readiness(); err == nil {
+		t.Error("the hub is ready while its store is gone")
+	}
+	if !strings.Contains(logs.String(), "store write failed") {
+		t.Errorf("the hub's log does not report the refused write:\n%s", logs.String())
+	}
+	if v := tm.Hub.SliceVersion("east"); registry.Compare(v, held) != 0 {
+		t.Errorf("the hub applied east's change (%s) that it could not keep", registry.FormatVersion(v))
+	}
+
+	// Put back from the copy the error names, as it says, and restart.
+	open := regexp.MustCompile(`/proc/\d+/fd/\d+`).FindString(storeErr.Error())
+	if open == "" {
+		t.Fatalf("StoreError %q names no copy of the open file", storeErr)
+	}
+	data, err := os.ReadFile(open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(storePath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tm.StopHub()
+	tm.StartHub()
+	fedtest.Eventually(t, 20*time.Second, "east's change stored once the store is back", func() bool {
+		return registry.Compare(tm.Hub.SliceVersion("east"), want) == 0
+	})
+	if err := tm.Hub.StoreError(); err != nil {
+		t.Errorf("StoreError after the store is back: %v", err)
 	}
 }

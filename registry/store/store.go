@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -17,6 +19,11 @@ import (
 
 // ErrClosed is returned by writes after Close.
 var ErrClosed = errors.New("store: closed")
+
+// ErrFileGone is returned by writes once the store's file was removed or
+// replaced while the store is open: they would go to a file that no one
+// opens again.
+var ErrFileGone = errors.New("store: the store's file was removed or replaced while in use")
 
 // Store buckets.
 const (
@@ -51,6 +58,7 @@ func RecordKey(cluster, key string) string { return cluster + "\x00" + key }
 // batched into one transaction, and every write returns once it is on disk.
 type Store struct {
 	path   string
+	opened os.FileInfo // the file as opened, to notice it removed or replaced
 	db     *bolt.DB
 	writes chan *writeReq
 
@@ -95,7 +103,12 @@ func Open(path string) (s *Store, err error) {
 		db.Close()
 		return nil, fmt.Errorf("store: store %s: %w", path, err)
 	}
-	s = &Store{path: path, db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
+	opened, err := os.Stat(path)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: store %s: %w", path, err)
+	}
+	s = &Store{path: path, opened: opened, db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -209,23 +222,72 @@ func (s *Store) writer() {
 				break drain
 			}
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, req := range batch {
-				for _, op := range req.ops {
-					if err := apply(tx, op); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			err = fmt.Errorf("store: write store %s: %w", s.path, err)
+		err := s.checkFile()
+		if err == nil {
+			err = s.update(batch)
 		}
 		for _, req := range batch {
 			req.err <- err
 		}
 	}
+}
+
+// update applies a batch in one transaction.
+func (s *Store) update(batch []*writeReq) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, req := range batch {
+			for _, op := range req.ops {
+				if err := apply(tx, op); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: write store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// checkFile reports whether the store's path still names the file it
+// opened. Once it does not, every write is refused: it would go to a file
+// that the next start does not open.
+func (s *Store) checkFile() error {
+	info, err := os.Stat(s.path)
+	if err == nil && os.SameFile(info, s.opened) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: check store %s: %w", s.path, err)
+	}
+	if open := openCopy(s.path); open != "" {
+		return fmt.Errorf("%w: %s; writes are refused, since they would be lost at the next start. "+
+			"While this process runs, its content is readable at %s: put it back with 'cp %s %s', then restart the process",
+			ErrFileGone, s.path, open, open, s.path)
+	}
+	return fmt.Errorf("%w: %s; writes are refused, since they would be lost at the next start. "+
+		"Restore the file from a backup and restart the process", ErrFileGone, s.path)
+}
+
+// openCopy names the link under /proc through which this process still
+// reads path's file after it was removed, or "" if there is none (not
+// Linux).
+func openCopy(path string) string {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && (target == path+" (deleted)" || target == path) {
+			return fmt.Sprintf("/proc/%d/fd/%s", os.Getpid(), e.Name())
+		}
+	}
+	return ""
 }
 
 func apply(tx *bolt.Tx, op Op) error {
