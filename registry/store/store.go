@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sync"
 	"time"
@@ -116,6 +117,15 @@ func Open(path string) (s *Store, err error) {
 func openError(path string, err error) error {
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store: store %s is locked by another process; stop it first", path)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		who := fmt.Sprintf("uid %d", os.Geteuid())
+		if u, uerr := user.Current(); uerr == nil {
+			who = "user " + u.Username
+		}
+		return fmt.Errorf("store: store %s: %w: this process runs as %s, which may not read and write it; "+
+			"give that user the file and its directory (chown), or run as the user that owns them. "+
+			"The file is not damaged: do not move it aside", path, err, who)
 	}
 	return damaged(path, err)
 }
