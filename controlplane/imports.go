@@ -158,6 +158,7 @@ func (c *ControlPlane) followImportFile(ctx context.Context, dir *file.ImportDir
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var failing string // the listing error logged, until the directory lists again
 	for {
 		select {
 		case <-ctx.Done():
@@ -166,8 +167,15 @@ func (c *ControlPlane) followImportFile(ctx context.Context, dir *file.ImportDir
 		}
 		imports, err := dir.Read()
 		if err != nil {
-			c.log.Warn("imports: the config directory does not list; its imports stay as they were", "dir", c.cfg.ConfigDir, "err", err)
+			if msg := err.Error(); msg != failing {
+				failing = msg
+				c.log.Warn("imports: the config directory does not list; its imports stay as they were", "dir", c.cfg.ConfigDir, "err", err)
+			}
 			continue
+		}
+		if failing != "" {
+			failing = ""
+			c.log.Info("imports: the config directory lists again", "dir", c.cfg.ConfigDir)
 		}
 		c.imports.mu.Lock()
 		same := imports.Named == c.imports.file.Named && slices.Equal(imports.Hosts, c.imports.file.Hosts)
