@@ -26,6 +26,11 @@ var ErrClosed = errors.New("store: closed")
 // opens again.
 var ErrFileGone = errors.New("store: the store's file was removed or replaced while in use")
 
+// ErrFileTruncated is returned by writes once the store's file was cut
+// shorter while the store is open: bbolt would fault (SIGBUS) reading the
+// pages that are gone.
+var ErrFileTruncated = errors.New("store: the store's file was truncated while in use")
+
 // Store buckets.
 const (
 	BucketRecords = "records" // <cluster>\x00<key> -> SignedRecord
@@ -60,6 +65,7 @@ func RecordKey(cluster, key string) string { return cluster + "\x00" + key }
 type Store struct {
 	path   string
 	opened os.FileInfo // the file as opened, to notice it removed or replaced
+	size   int64       // the file's size after the last write; the writer's own
 	db     *bolt.DB
 	writes chan *writeReq
 
@@ -109,7 +115,7 @@ func Open(path string) (s *Store, err error) {
 		db.Close()
 		return nil, fmt.Errorf("store: store %s: %w", path, err)
 	}
-	s = &Store{path: path, opened: opened, db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
+	s = &Store{path: path, opened: opened, size: opened.Size(), db: db, writes: make(chan *writeReq, 256), done: make(chan struct{}), stopped: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -236,6 +242,9 @@ func (s *Store) writer() {
 		if err == nil {
 			err = s.update(batch)
 		}
+		if info, serr := os.Stat(s.path); err == nil && serr == nil {
+			s.size = info.Size()
+		}
 		for _, req := range batch {
 			req.err <- err
 		}
@@ -266,6 +275,10 @@ func (s *Store) update(batch []*writeReq) error {
 func (s *Store) checkFile() error {
 	info, err := os.Stat(s.path)
 	if err == nil && os.SameFile(info, s.opened) {
+		if info.Size() < s.size {
+			return fmt.Errorf("%w: %s is %d bytes, and was %d; writes are refused. Stop the process, restore the file from a backup and restart",
+				ErrFileTruncated, s.path, info.Size(), s.size)
+		}
 		return nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
