@@ -57,6 +57,7 @@ type Agent struct {
 	health    health
 	readyOnce sync.Once
 	sidecar   atomic.Pointer[Sidecar] // for metrics, once Run made it
+	saver     *svidSaver
 }
 
 // New returns an agent; it does no I/O.
@@ -64,7 +65,10 @@ func New(cfg Config) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, health: health{changed: make(chan struct{}, 1)}}
+	return &Agent{
+		cfg: cfg, log: cfg.Logger, health: health{changed: make(chan struct{}, 1)},
+		saver: &svidSaver{path: filepath.Join(cfg.StateDir, SVIDFile), log: cfg.Logger},
+	}
 }
 
 // health is the probe's latest result.
@@ -142,11 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return trust.ParseCertificates(resp.GetCertificates())
 		},
-		OnRenew: func(c *trust.Credential) {
-			if err := c.Save(filepath.Join(a.cfg.StateDir, SVIDFile)); err != nil {
-				a.log.Error("save the renewed SVID", "err", err)
-			}
-		},
+		OnRenew: func(c *trust.Credential) { a.saver.save(c) },
 	}
 	reg := &agentpb.Register{
 		Address: address, InboundPort: sidecar.InboundPort(), Imports: sidecar.Imports(),
@@ -155,6 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { a.saver.run(ctx); return nil })
 	g.Go(func() error { return sidecar.Run(ctx) })
 	if b.Probe != nil {
 		prober := NewProber(b.Probe)
@@ -207,9 +208,8 @@ func (a *Agent) credential(ctx context.Context, b *Bootstrap) (*trust.Credential
 	if cred.ID() != b.ID {
 		return nil, fmt.Errorf("agent: the control plane issued %s, but cluster.env says %s", cred.ID(), b.ID)
 	}
-	if err := cred.Save(path); err != nil {
-		return nil, fmt.Errorf("agent: save the SVID in the state directory: %w", err)
-	}
+	// The token is spent: a save that fails is retried, not fatal.
+	a.saver.save(cred)
 	a.log.Info("bootstrapped with the token", "id", cred.ID(), "expires", cred.Expiry())
 	return cred, nil
 }

@@ -66,9 +66,7 @@ func (a *Agent) RunSVID(ctx context.Context) error {
 			return trust.ParseCertificates(resp.GetCertificates())
 		},
 		OnRenew: func(c *trust.Credential) {
-			if err := c.Save(filepath.Join(a.cfg.StateDir, SVIDFile)); err != nil {
-				a.log.Error("save the renewed SVID", "err", err)
-			}
+			a.saver.save(c)
 			if err := files.WriteSVID(c); err != nil {
 				a.log.Error("write the renewed SVID for the application", "err", err)
 				return
@@ -82,6 +80,7 @@ func (a *Agent) RunSVID(ctx context.Context) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { a.saver.run(ctx); return nil })
 	g.Go(func() error { a.refreshBundles(ctx, cp, files); return nil })
 	return g.Wait()
 }

@@ -1,0 +1,69 @@
+package workloads_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/federate/federate/agent"
+	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/internal/tmpfs"
+)
+
+// An agent whose state directory is on a full disk (a real, small tmpfs)
+// at its first start has used its one-time token by the time it finds it
+// cannot save the SVID: it runs on the SVID it holds, saves it once there
+// is space, and starts again from it without a new token.
+func TestIntegrationAgentFirstStartOnAFullDisk(t *testing.T) {
+	t.Parallel()
+	buildBinaries()
+	tm := fedtest.NewMesh(t, testTimers)
+	central := startVMCluster(t, tm, "central", 3*time.Second, time.Minute)
+	app := startProbedApp(t)
+	dir := t.TempDir()
+	federate, agentBin := binaries(t)
+	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
+		t.Fatalf("vm configure: %v\n%s", err, out)
+	}
+	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")
+	state := t.TempDir()
+	tmpfs.Mount(t, state, 1<<20)
+	filler := tmpfs.Fill(t, state)
+
+	connected := func() bool {
+		es := central.cp.Workloads().Entries()
+		return len(es) == 1 && es[0].Connected
+	}
+	first := startAgent(t, agentBin, dir, state)
+	fedtest.Eventually(t, 20*time.Second, "the agent registers while its disk is full", func() bool {
+		select {
+		case <-first.done:
+			t.Fatalf("the agent exited on a full disk, its token spent:\n%s", first.out)
+		default:
+		}
+		return connected()
+	})
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	svid := filepath.Join(state, agent.SVIDFile)
+	fedtest.Eventually(t, 20*time.Second, "the SVID saved once there is space", func() bool {
+		_, err := os.Stat(svid)
+		return err == nil
+	})
+	first.stop()
+	fedtest.Eventually(t, 20*time.Second, "the control plane to see the agent go", func() bool { return !connected() })
+
+	again := startAgent(t, agentBin, dir, state)
+	fedtest.Eventually(t, 20*time.Second, "the agent starts again from its saved SVID", func() bool {
+		select {
+		case <-again.done:
+			t.Fatalf("the agent did not start again:\n%s", again.out)
+		default:
+		}
+		return connected()
+	})
+}
