@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -170,13 +171,28 @@ func (a *Agent) Run(ctx context.Context) error {
 // token for a new one.
 func (a *Agent) credential(ctx context.Context, b *Bootstrap) (*trust.Credential, error) {
 	path := filepath.Join(a.cfg.StateDir, SVIDFile)
-	if c, err := trust.LoadCredential(path); err == nil {
-		if c.ID() == b.ID && time.Now().Before(c.Expiry()) {
-			a.log.Info("using the saved SVID", "id", c.ID(), "expires", c.Expiry())
-			return c, nil
-		}
+	c, loadErr := trust.LoadCredential(path)
+	switch {
+	case loadErr == nil && c.ID() == b.ID && time.Now().Before(c.Expiry()):
+		a.log.Info("using the saved SVID", "id", c.ID(), "expires", c.Expiry())
+		return c, nil
+	case loadErr == nil:
 		a.log.Warn("the saved SVID is expired or for another identity; using the token", "path", path, "id", c.ID(), "expires", c.Expiry())
+	case errors.Is(loadErr, fs.ErrNotExist):
+		loadErr = nil // a first start
+	default:
+		a.log.Warn("the saved SVID does not load; using the token", "path", path, "err", loadErr)
 	}
+	cred, err := a.bootstrap(ctx, b)
+	if err != nil && loadErr != nil {
+		// The token is most likely spent: say what failed first.
+		return nil, fmt.Errorf("agent: the saved SVID %s does not load (%v), and the token does not replace it: %w", path, loadErr, err)
+	}
+	return cred, err
+}
+
+// bootstrap trades the token for an SVID and saves it.
+func (a *Agent) bootstrap(ctx context.Context, b *Bootstrap) (*trust.Credential, error) {
 	token, err := b.ReadToken()
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,4 +67,41 @@ func TestIntegrationAgentFirstStartOnAFullDisk(t *testing.T) {
 		}
 		return connected()
 	})
+}
+
+// An agent whose saved SVID no longer loads (cut short by a disk fault)
+// falls back to its token, which is spent: the error it stops with names
+// the saved SVID and why it did not load, not only the token.
+func TestIntegrationAgentDamagedSavedSVID(t *testing.T) {
+	t.Parallel()
+	buildBinaries()
+	tm := fedtest.NewMesh(t, testTimers)
+	central := startVMCluster(t, tm, "central", 3*time.Second, time.Minute)
+	app := startProbedApp(t)
+	dir := t.TempDir()
+	federate, agentBin := binaries(t)
+	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
+		t.Fatalf("vm configure: %v\n%s", err, out)
+	}
+	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")
+	state := t.TempDir()
+	first := startAgent(t, agentBin, dir, state)
+	fedtest.Eventually(t, 20*time.Second, "the agent registers", func() bool {
+		es := central.cp.Workloads().Entries()
+		return len(es) == 1 && es[0].Connected
+	})
+	first.stop()
+
+	svid := filepath.Join(state, agent.SVIDFile)
+	data, err := os.ReadFile(svid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(svid, data[:len(data)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := startAgent(t, agentBin, dir, state).exitError(t)
+	if !strings.Contains(out, svid) {
+		t.Errorf("the agent stopped without naming its saved SVID %s:\n%s", svid, out)
+	}
 }
