@@ -169,6 +169,9 @@ type Member struct {
 	// held is the scope the stored records of other clusters are whole
 	// for, up to the set's versions; guarded by writeMu.
 	held *registry.Scope
+	// storeFailing is the store write error last logged, until a write
+	// succeeds; guarded by writeMu.
+	storeFailing error
 
 	mu          sync.Mutex // guards the fields below; never held across I/O
 	incarnation uint64

@@ -143,9 +143,10 @@ func (m *Member) receive(ctx context.Context, signed []*registrypb.SignedRecord,
 		return
 	}
 	if err := m.cfg.Store.Write(ctx, store.RecordOps(m.set, fresh)...); err != nil {
-		m.log.Error("persist remote records", "err", err)
+		m.storeFailedLocked("persist remote records", err)
 		return
 	}
+	m.storeSucceedsLocked()
 	// Bundles first: whoever sees the new record version also sees its bundle.
 	registry.ApplyBundles(m.bundles, m.set, fresh, m.log)
 	applied := m.set.Apply(fresh)
@@ -224,9 +225,10 @@ func (m *Member) dropCluster(ctx context.Context, cluster string, extra ...store
 	defer m.writeMu.Unlock()
 	ops := append([]store.Op{{Bucket: store.BucketRecords, Key: cluster + "\x00", Prefix: true}}, extra...)
 	if err := m.cfg.Store.Write(ctx, ops...); err != nil {
-		m.log.Error("drop cluster", "peer", cluster, "err", err)
+		m.storeFailedLocked("drop cluster "+cluster, err)
 		return false
 	}
+	m.storeSucceedsLocked()
 	if e := m.set.Entries(cluster)[registry.InfoKey]; e != nil && e.Info != nil {
 		if td, err := spiffeid.TrustDomainFromString(e.Info.GetTrustDomain()); err == nil {
 			m.bundles.Remove(td)
@@ -347,4 +349,27 @@ func (m *Member) newConn(addr string, id spiffeid.ID) (*grpc.ClientConn, error) 
 		return nil, fmt.Errorf("member: dial %s: %w", addr, err)
 	}
 	return c, nil
+}
+
+// storeFailedLocked logs a failed store write of remote state once, with
+// what to do, until a write succeeds: the hub stream and gossip retry it
+// every few hundred milliseconds. m.writeMu must be held.
+func (m *Member) storeFailedLocked(what string, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, store.ErrClosed) {
+		return
+	}
+	if m.storeFailing == nil {
+		m.log.Error("store write failed: remote changes wait, and the last stored state is served, until writes succeed; "+
+			"free space on the disk of the store (other failures are in err)", "what", what, "store", m.cfg.Store.Path(), "err", err)
+	}
+	m.storeFailing = err
+}
+
+// storeSucceedsLocked notes a store write that succeeded. m.writeMu must
+// be held.
+func (m *Member) storeSucceedsLocked() {
+	if m.storeFailing != nil {
+		m.log.Info("store writes succeed again", "store", m.cfg.Store.Path())
+		m.storeFailing = nil
+	}
 }
