@@ -173,21 +173,22 @@ type Member struct {
 	// succeeds; guarded by writeMu.
 	storeFailing error
 
-	mu          sync.Mutex // guards the fields below; never held across I/O
-	incarnation uint64
-	counter     uint64
-	acked       *registry.Version // newest own version the hub confirmed
-	hubSynced   bool
-	hubHeard    time.Time            // when the hub stream last brought anything
-	hubReplica  string               // the address the synced stream comes from
-	due         map[string]time.Time // cluster -> when to fetch from peers
-	changed     chan struct{}        // closed on the next change of the view
-	external    map[spiffeid.TrustDomain]*externalState
-	conns       map[string]*grpc.ClientConn
-	hubOrder    string                  // guarded by mu: see hubAddr
-	hubsLearned []string                // the hub's replicas, as it named them last
-	scope       *registry.Scope         // what we import; nil: every service
-	restream    context.CancelCauseFunc // ends the current hub stream
+	mu            sync.Mutex // guards the fields below; never held across I/O
+	incarnation   uint64
+	counter       uint64
+	acked         *registry.Version // newest own version the hub confirmed
+	hubSynced     bool
+	hubHeard      time.Time            // when the hub stream last brought anything
+	hubReplica    string               // the address the synced stream comes from
+	due           map[string]time.Time // cluster -> when to fetch from peers
+	changed       chan struct{}        // closed on the next change of the view
+	external      map[spiffeid.TrustDomain]*externalState
+	conns         map[string]*grpc.ClientConn
+	hubOrder      string                  // guarded by mu: see hubAddr
+	hubsLearned   []string                // the hub's replicas, as it named them last
+	refusedLogged time.Time               // when the hub's refusal was last logged; zero once it accepts
+	scope         *registry.Scope         // what we import; nil: every service
+	restream      context.CancelCauseFunc // ends the current hub stream
 }
 
 // New validates cfg; it does no I/O.

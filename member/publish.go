@@ -86,10 +86,16 @@ func (m *Member) publishLoop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			m.log.Warn("publish to hub failed; retrying", "hub", m.hubAddr(), "err", err)
 			m.mu.Lock()
 			m.acked = nil // resend everything once the hub is back
 			m.mu.Unlock()
+			if m.hubRefused(err) {
+				if !waitRefused(ctx, m.publishNow) {
+					return nil
+				}
+				continue
+			}
+			m.log.Warn("publish to hub failed; retrying", "hub", m.hubAddr(), "err", err)
 			// The hub stream's resync wakes us: no need to sleep out the
 			// backoff once the hub is back.
 			if !backoff.Wait(ctx, m.publishNow) {

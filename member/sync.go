@@ -44,6 +44,12 @@ func (m *Member) subscribeLoop(ctx context.Context) error {
 		if errors.Is(err, errImportsChanged) {
 			continue // subscribe again at once, for the new imports
 		}
+		if m.hubRefused(err) {
+			if !waitRefused(ctx, nil) {
+				return nil
+			}
+			continue
+		}
 		m.log.Warn("hub stream ended; reconnecting", "hub", m.hubAddr(), "err", err)
 		if errors.Is(err, errReplicaLeft) {
 			continue // another replica is tried first, at once
@@ -101,6 +107,7 @@ func (m *Member) subscribe(ctx context.Context, backoff *retry.Backoff) error {
 			backoff.Reset()
 			m.mu.Lock()
 			m.hubSynced = true
+			m.refusedLogged = time.Time{}
 			// grpc.Peer fills replica only when the stream ends.
 			if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil {
 				m.hubReplica = p.Addr.String()
