@@ -3,12 +3,14 @@ package hub_test
 import (
 	"crypto/x509"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/federate/federate/gossip"
 	"github.com/federate/federate/hub/hubpb"
 	"github.com/federate/federate/internal/fedtest"
+	"github.com/federate/federate/membership"
 	"github.com/federate/federate/trust"
 	"google.golang.org/grpc/codes"
 )
@@ -81,6 +83,38 @@ func TestSecurityServingNamesBelongToOneCluster(t *testing.T) {
 	if err := cert.VerifyHostname("cp.west.example"); err != nil {
 		t.Errorf("east's credential: %v", err)
 	}
+}
+
+// Replicas on etcd keep who holds each serving name there: a replica that
+// starts after a claim reads it as the federation's own, and refuses the
+// name to another cluster as the first replica does.
+func TestHAServingNamesAreKeptInEtcd(t *testing.T) {
+	h := newHAMesh(t, 1)
+	h.Join("east")
+	h.Join("west")
+	ctx := fedtest.DeadlineContext(t, 30*time.Second)
+	renew := func(cluster, addr string) error {
+		key, err := trust.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := trust.NewCSR(key, "cp.west.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := membership.Dial(addr, filepath.Join(h.Dir, cluster, membership.CredentialFile), filepath.Join(h.Dir, cluster, membership.CAFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = hubpb.NewHubClient(conn).Renew(ctx, &hubpb.RenewRequest{Csr: csr})
+		return err
+	}
+	if err := renew("west", h.Addr(0)); err != nil {
+		t.Fatalf("west renewing with its serving name: %v", err)
+	}
+	h.StartReplica(1)
+	fedtest.WantCode(t, renew("east", h.Addr(1)), "east asking replica 1 for west's serving name", codes.PermissionDenied)
 }
 
 // hostOf is name as x509.VerifyOptions.DNSName takes it: IP addresses

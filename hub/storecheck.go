@@ -142,6 +142,10 @@ func (s *Server) checkValue(bucket, key string, value []byte) error {
 		if _, err := trust.ParseBundle(td, value); err != nil {
 			return err
 		}
+	case strings.HasPrefix(key, metaServingNamePrefix):
+		if registry.ValidClusterName(string(value)) != nil {
+			return errors.New("it does not name the cluster that holds a serving name")
+		}
 	case strings.HasPrefix(key, metaReplicaPrefix):
 		var r replicaInfo
 		if err := json.Unmarshal(value, &r); err != nil || r.API == "" {
