@@ -44,7 +44,7 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"status", "--server", "10.0.0.5", "--credential", missing}, cli.ExitUsage, `--server "10.0.0.5": want HOST:PORT`, "federate status"},
 		{[]string{"token", "create", "--hub", "h:1,h2", "--cluster", "east"}, cli.ExitUsage, `--hub "h2": want HOST:PORT`, "federate token create"},
 		{[]string{"token", "create", "--hub", "h:1", "--cluster", "east", "--ttl", "200h"}, cli.ExitUsage, "--ttl 200h0m0s is longer than the hub grants, 168h0m0s", "federate token create"},
-		{[]string{"lab", "up", "--dir", dir, "--clusters", "1"}, cli.ExitUsage, "--clusters 1: a federation needs at least 2", "federate lab up"},
+		{[]string{"lab", "up", "--dir", dir, "--clusters", "1"}, cli.ExitUsage, "--clusters 1: a lab has 2 to 50 clusters", "federate lab up"},
 		{[]string{"lab", "up", "--dir", dir, "--log-level", "loud"}, cli.ExitUsage, `--log-level "loud": want debug, info, warn or error`, "federate lab up"},
 	}
 	for _, tc := range cases {

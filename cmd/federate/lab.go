@@ -46,15 +46,15 @@ func labUpCommand() *cobra.Command {
 			if lv := new(slog.Level); lv.UnmarshalText([]byte(opts.LogLevel)) != nil {
 				return cli.Usagef("--log-level %q: want debug, info, warn or error", opts.LogLevel)
 			}
-			if opts.Clusters < 2 {
-				return cli.Usagef("--clusters %d: a federation needs at least 2", opts.Clusters)
+			if opts.Clusters < 2 || opts.Clusters > lab.MaxClusters {
+				return cli.Usagef("--clusters %d: a lab has 2 to %d clusters", opts.Clusters, lab.MaxClusters)
 			}
 			opts.Dir = dir
 			return labUp(c, opts)
 		})
 	labDirFlag(cmd, &dir)
 	fs := cmd.Flags()
-	fs.IntVar(&opts.Clusters, "clusters", lab.DefaultClusters, "number of clusters")
+	fs.IntVar(&opts.Clusters, "clusters", lab.DefaultClusters, "number of clusters, 2 to 50")
 	fs.StringVar(&opts.LogLevel, "log-level", "info", "log level of the lab's processes: debug, info, warn or error")
 	fs.StringVar(&opts.LogFormat, "log-format", "text", "log format of the lab's processes: text (logfmt) or json")
 	fs.BoolVar(&opts.HA, "ha", false, "run the hub as 3 replicas on a 3-member etcd, each member a separate process with\nclient mTLS on free loopback ports; 'lab verify' then kills replicas and etcd members")

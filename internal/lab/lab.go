@@ -133,8 +133,8 @@ type GatewayState struct {
 
 // Up starts the lab and returns once every cluster sees every other.
 func Up(ctx context.Context, opts Options) (_ *State, err error) {
-	if opts.Clusters < 2 {
-		return nil, fmt.Errorf("lab: --clusters %d: a federation needs at least 2", opts.Clusters)
+	if opts.Clusters < 2 || opts.Clusters > MaxClusters {
+		return nil, fmt.Errorf("lab: --clusters %d: a lab has 2 to %d clusters", opts.Clusters, MaxClusters)
 	}
 	if opts.HA && opts.Isolate {
 		return nil, fmt.Errorf("lab: --ha and --isolate cannot be combined yet: run one of them")

@@ -128,7 +128,9 @@ func (st *State) joinClusters(ctx context.Context, conn *grpc.ClientConn, cs []c
 			gateway = net.JoinHostPort(sharedIP(i), GatewayPort)
 		}
 		st.Clusters = append(st.Clusters, ClusterState{
-			Process: Process{Addr: st.freeAddr(st.ip(1)), Gossip: st.freeAddr(st.ip(1)), DataDir: cdir, Log: filepath.Join(st.Dir, c.Name+".log")},
+			// Each control plane's API on an address of its own: its
+			// serving name, which the hub gives to one cluster only.
+			Process: Process{Addr: st.freeAddr(st.ip(firstControlPlaneIP + i)), Gossip: st.freeAddr(st.ip(1)), DataDir: cdir, Log: filepath.Join(st.Dir, c.Name+".log")},
 			Metrics: st.freeAddr(st.ip(1)),
 			Name:    c.Name, Network: c.Network, Locality: c.Locality, ConfigDir: cfg,
 			Gateway: GatewayState{Addr: gateway, Health: st.freeAddr(st.ip(1)), Log: filepath.Join(st.Dir, c.Name+"-gateway.log")},

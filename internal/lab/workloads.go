@@ -139,8 +139,14 @@ func oldSidecarYAML(w *WorkloadState) string {
 	return b.String()
 }
 
-// firstWorkloadIP is the first workload's address in the lab's /24.
-const firstWorkloadIP = 10
+// firstWorkloadIP is the first workload's address in the lab's /24, and
+// firstControlPlaneIP the first cluster's control plane's: a lab has at
+// most MaxClusters.
+const (
+	firstWorkloadIP     = 10
+	firstControlPlaneIP = 200
+	MaxClusters         = 50
+)
 
 // startWorkload onboards one instance with 'federate vm configure' and
 // starts its app and its agent.
