@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -22,6 +23,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -75,16 +78,38 @@ func NewClient(cfg ClientConfig) *Client {
 	return &Client{cfg: cfg, log: cfg.Logger.With("component", "xds-client")}
 }
 
+// A control plane that refuses the gateway's credential (a credential of
+// another cluster, or of a cluster removed from the federation) will not
+// change its mind soon: the client tries again every refusedRetry, and
+// says so once every refusedRelog.
+const (
+	refusedRetry = 30 * time.Second
+	refusedRelog = 10 * time.Minute
+)
+
 // Run follows the configuration until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
 	// Jittered: every gateway of a cluster loses its stream when the
 	// control plane restarts.
 	backoff := retry.New(100*time.Millisecond, 5*time.Second)
+	var refusedLogged time.Time
 	for {
 		err := c.stream(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if status.Code(err) == codes.PermissionDenied {
+			if refusedLogged.IsZero() || time.Since(refusedLogged) >= refusedRelog {
+				refusedLogged = time.Now()
+				c.log.Error("the control plane refuses this gateway's credential; keeping the last configuration and trying again every 30s: check that the gateway's --credential is the gateway.pem its own cluster's control plane wrote",
+					"err", err)
+			}
+			if !retry.Sleep(ctx, refusedRetry, nil) {
+				return nil
+			}
+			continue
+		}
+		refusedLogged = time.Time{}
 		wait := backoff.Next()
 		c.log.Warn("xDS stream ended; keeping the last configuration and reconnecting", "retry_in", wait, "err", err)
 		if !retry.Sleep(ctx, wait, nil) {
@@ -116,10 +141,19 @@ func (c *Client) stream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A stream the control plane ended says io.EOF to a Send; Recv says
+	// why (a refused credential, say).
+	send := func(req *discoverypb.DiscoveryRequest) error {
+		err := stream.Send(req)
+		if errors.Is(err, io.EOF) {
+			_, err = stream.Recv()
+		}
+		return err
+	}
 	node := &corepb.Node{Id: c.cfg.NodeID}
 	st := newState()
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
-		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
+		if err := send(&discoverypb.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
 			return err
 		}
 	}
@@ -142,7 +176,7 @@ func (c *Client) stream(ctx context.Context) error {
 		if typ == resourcev3.EndpointType {
 			req.ResourceNames = st.clusters
 		}
-		if err := stream.Send(req); err != nil {
+		if err := send(req); err != nil {
 			return err
 		}
 		// A new set of clusters needs their endpoints.
@@ -151,7 +185,7 @@ func (c *Client) stream(ctx context.Context) error {
 				TypeUrl: resourcev3.EndpointType, ResourceNames: st.clusters,
 				VersionInfo: st.versions[resourcev3.EndpointType], ResponseNonce: st.nonces[resourcev3.EndpointType],
 			}
-			if err := stream.Send(eds); err != nil {
+			if err := send(eds); err != nil {
 				return err
 			}
 		}
