@@ -279,8 +279,8 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.gossip.Run(ctx) })
 	g.Go(func() error { return s.split.run(ctx) })
-	g.Go(func() error { return members.Serve(s.split.members) })
-	g.Go(func() error { return admission.Serve(s.split.admission) })
+	g.Go(func() error { return serveUntilStopped(members, s.split.members) })
+	g.Go(func() error { return serveUntilStopped(admission, s.split.admission) })
 	g.Go(func() error {
 		<-ctx.Done()
 		// Subscribe streams never end on their own: end them, so that the
@@ -314,6 +314,15 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("hub serving", "addr", s.Addr(), "gossip", s.GossipAddr(), "mesh", s.cfg.Mesh, "clusters", len(s.set.Clusters()))
 	return g.Wait() // before the store closes
+}
+
+// serveUntilStopped serves lis until srv is stopped, also when the stop
+// came first: a hub stopped as soon as it is ready stops cleanly.
+func serveUntilStopped(srv *grpc.Server, lis net.Listener) error {
+	if err := srv.Serve(lis); !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
 }
 
 // newServers returns the gRPC server for members (callers with a mesh
