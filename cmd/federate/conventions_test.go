@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,10 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 	xds := []string{"xds", "bootstrap", "--control-plane", "a:1", "--namespace", "shop", "--name", "c"}
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
+	group := filepath.Join(dir, "barista.yaml")
+	if err := os.WriteFile(group, []byte("apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: barista, namespace: shop}\nspec:\n  metadata: {labels: {app: barista}}\n  template: {serviceAccount: barista}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args     []string
 		code     int
@@ -46,6 +51,8 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"token", "create", "--hub", "h:1", "--cluster", "east", "--ttl", "200h"}, cli.ExitUsage, "--ttl 200h0m0s is longer than the hub grants, 168h0m0s", "federate token create"},
 		{[]string{"lab", "up", "--dir", dir, "--clusters", "1"}, cli.ExitUsage, "--clusters 1: a lab has 2 to 50 clusters", "federate lab up"},
 		{[]string{"lab", "up", "--dir", dir, "--log-level", "loud"}, cli.ExitUsage, `--log-level "loud": want debug, info, warn or error`, "federate lab up"},
+		// Before the control plane is asked for a token: none is made.
+		{[]string{"vm", "configure", "-f", group, "--cluster", "east", "--control-plane", "127.0.0.1:1", "-o", filepath.Join(group, "out")}, 1, "--output " + filepath.Join(group, "out") + ": ", ""},
 	}
 	for _, tc := range cases {
 		stdout, stderr, code := clitest.Run(t, nil, tc.args...)

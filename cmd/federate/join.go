@@ -66,7 +66,7 @@ func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFl
 	if dir != "" {
 		// The hub spends the token on the first join: find out now, not
 		// after, that the membership cannot be saved.
-		if err := checkWritableDir(dir); err != nil {
+		if err := checkWritableDir(dir, 0o700); err != nil { // private, as the membership is
 			return fmt.Errorf("--data-dir %s: %w; the token is not used yet: pick a directory this user may write", dir, err)
 		}
 	}
@@ -93,13 +93,13 @@ func runJoin(c *cobra.Command, token, dir string, kf *kubeFlags, logs *cli.LogFl
 	return nil
 }
 
-// checkWritableDir creates dir if needed (private, as the membership is)
-// and checks that this user may create files in it.
-func checkWritableDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// checkWritableDir creates dir with perm if needed and checks that this
+// user may create files in it.
+func checkWritableDir(dir string, perm os.FileMode) error {
+	if err := os.MkdirAll(dir, perm); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".join-check-*")
+	f, err := os.CreateTemp(dir, ".write-check-*")
 	if err != nil {
 		return err
 	}

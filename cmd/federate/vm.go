@@ -96,6 +96,11 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.groupFile, err)
 	}
+	// The control plane makes a token for each call: find out now, not
+	// after, that the files cannot be written.
+	if err := checkWritableDir(f.outDir, 0o755); err != nil {
+		return fmt.Errorf("--output %s: %w; no token was made: pick a directory this user may write", f.outDir, err)
+	}
 	cpAddr := f.cpAddr
 	if cpAddr == "" {
 		if cpAddr, err = controlPlaneAddr(ctx, &f.client, hubAddr, f.cluster); err != nil {
