@@ -42,7 +42,7 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"cluster", "remove", "Central", "--hub", "h:1"}, cli.ExitUsage, `NAME: cluster name "Central" must be lowercase letters`, "federate cluster remove"},
 		{[]string{"token", "create", "--hub", "h:1", "--cluster", "east_1"}, cli.ExitUsage, `--cluster: cluster name "east_1" must be lowercase letters`, "federate token create"},
 		{append(xds, "extra"), cli.ExitUsage, `unexpected argument "extra"`, "federate xds bootstrap"},
-		{[]string{"hub", "--listen", "x", "--data-dir", "d", "--mesh", "m", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml": want text or json`, "federate hub"},
+		{[]string{"hub", "--listen", ":15012", "--data-dir", "d", "--mesh", "m", "--log-format", "xml"}, cli.ExitUsage, `--log-format "xml": want text or json`, "federate hub"},
 		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", missing}, 1, "--credential " + missing + " does not exist: want the hub's admin.pem", ""},
 		{[]string{"status", "--hub", "127.0.0.1:1", "--credential", dir}, 1, "--credential " + dir + " is a directory", ""},
 		{[]string{"status", "--hub", "nohost", "--credential", missing}, cli.ExitUsage, `--hub "nohost": want HOST:PORT`, "federate status"},
@@ -51,6 +51,9 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		{[]string{"token", "create", "--hub", "h:1", "--cluster", "east", "--ttl", "200h"}, cli.ExitUsage, "--ttl 200h0m0s is longer than the hub grants, 168h0m0s", "federate token create"},
 		{[]string{"lab", "up", "--dir", dir, "--clusters", "1"}, cli.ExitUsage, "--clusters 1: a lab has 2 to 50 clusters", "federate lab up"},
 		{[]string{"lab", "up", "--dir", dir, "--log-level", "loud"}, cli.ExitUsage, `--log-level "loud": want debug, info, warn or error`, "federate lab up"},
+		// Before the data directory gets its CA (checked below).
+		{[]string{"hub", "--listen", "15012", "--data-dir", filepath.Join(dir, "hub"), "--mesh", "m"}, cli.ExitUsage, `--listen "15012": want [HOST]:PORT, e.g. 0.0.0.0:15012`, "federate hub"},
+		{[]string{"hub", "--listen", ":15012", "--advertise", "15012", "--data-dir", filepath.Join(dir, "hub"), "--mesh", "m"}, cli.ExitUsage, `--advertise "15012": want HOST:PORT`, "federate hub"},
 		// Before the control plane is asked for a token: none is made.
 		{[]string{"vm", "configure", "-f", group, "--cluster", "east", "--control-plane", "127.0.0.1:1", "-o", filepath.Join(group, "out")}, 1, "--output " + filepath.Join(group, "out") + ": ", ""},
 	}
@@ -68,6 +71,9 @@ func TestUsageErrorsExitTwoOnStderr(t *testing.T) {
 		if hint := "Run '" + tc.wantHelp + " --help' for usage."; tc.wantHelp != "" && !strings.Contains(stderr, hint) {
 			t.Errorf("federate %v: stderr %q lacks %q", tc.args, stderr, hint)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "hub")); !os.IsNotExist(err) {
+		t.Errorf("a hub refused for its flags left a data directory behind (%v)", err)
 	}
 	// Without a command, the commands are listed on stderr.
 	if _, stderr, _ := clitest.Run(t, nil); !strings.Contains(stderr, "Available Commands:\n  cluster") {

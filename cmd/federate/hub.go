@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -30,6 +31,15 @@ func hubCommand() *cobra.Command {
 		func(c *cobra.Command) error {
 			if err := cli.Required(c, "listen", "data-dir", "mesh"); err != nil {
 				return err
+			}
+			// Before the data directory gets its CA: a typo leaves nothing behind.
+			if _, port, err := net.SplitHostPort(cfg.Listen); err != nil || port == "" {
+				return cli.Usagef("--listen %q: want [HOST]:PORT, e.g. 0.0.0.0:15012", cfg.Listen)
+			}
+			if cfg.Advertise != "" {
+				if err := checkAddr("--advertise", cfg.Advertise, "203.0.113.10:15012"); err != nil {
+					return err
+				}
 			}
 			if err := timers.validate(); err != nil {
 				return err
