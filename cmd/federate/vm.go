@@ -3,7 +3,9 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"strings"
@@ -64,7 +66,7 @@ func vmConfigureCommand() *cobra.Command {
 	return cmd
 }
 
-func runVMConfigure(c *cobra.Command, f *vmFlags) error {
+func runVMConfigure(c *cobra.Command, f *vmFlags) (err error) {
 	ctx, stdout := c.Context(), c.OutOrStdout()
 	if err := cli.Required(c, "file", "cluster", "output"); err != nil {
 		return err
@@ -98,8 +100,17 @@ func runVMConfigure(c *cobra.Command, f *vmFlags) error {
 	}
 	// The control plane makes a token for each call: find out now, not
 	// after, that the files cannot be written.
+	_, statErr := os.Stat(f.outDir)
 	if err := checkWritableDir(f.outDir, 0o755); err != nil {
 		return fmt.Errorf("--output %s: %w; no token was made: pick a directory this user may write", f.outDir, err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// Made for the check: gone again unless the files are written.
+		defer func() {
+			if err != nil {
+				os.Remove(f.outDir)
+			}
+		}()
 	}
 	cpAddr := f.cpAddr
 	if cpAddr == "" {
