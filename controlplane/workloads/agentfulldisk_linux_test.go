@@ -19,16 +19,7 @@ import (
 // is space, and starts again from it without a new token.
 func TestIntegrationAgentFirstStartOnAFullDisk(t *testing.T) {
 	t.Parallel()
-	buildBinaries()
-	tm := fedtest.NewMesh(t, testTimers)
-	central := startVMCluster(t, tm, "central", 3*time.Second, time.Minute)
-	app := startProbedApp(t)
-	dir := t.TempDir()
-	federate, agentBin := binaries(t)
-	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
-		t.Fatalf("vm configure: %v\n%s", err, out)
-	}
-	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")
+	central, dir, agentBin := configuredBaristaVM(t)
 	state := t.TempDir()
 	tmpfs.Mount(t, state, 1<<20)
 	filler := tmpfs.Fill(t, state)
@@ -74,16 +65,7 @@ func TestIntegrationAgentFirstStartOnAFullDisk(t *testing.T) {
 // the saved SVID and why it did not load, not only the token.
 func TestIntegrationAgentDamagedSavedSVID(t *testing.T) {
 	t.Parallel()
-	buildBinaries()
-	tm := fedtest.NewMesh(t, testTimers)
-	central := startVMCluster(t, tm, "central", 3*time.Second, time.Minute)
-	app := startProbedApp(t)
-	dir := t.TempDir()
-	federate, agentBin := binaries(t)
-	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
-		t.Fatalf("vm configure: %v\n%s", err, out)
-	}
-	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")
+	central, dir, agentBin := configuredBaristaVM(t)
 	state := t.TempDir()
 	first := startAgent(t, agentBin, dir, state)
 	fedtest.Eventually(t, 20*time.Second, "the agent registers", func() bool {
@@ -104,4 +86,22 @@ func TestIntegrationAgentDamagedSavedSVID(t *testing.T) {
 	if !strings.Contains(out, svid) {
 		t.Errorf("the agent stopped without naming its saved SVID %s:\n%s", svid, out)
 	}
+}
+
+// configuredBaristaVM starts cluster central with a probed barista
+// application and writes a barista VM's bootstrap files and sidecar: it
+// returns central, the VM's config directory and the agent binary.
+func configuredBaristaVM(t *testing.T) (central *vmCluster, dir, agentBin string) {
+	t.Helper()
+	buildBinaries()
+	tm := fedtest.NewMesh(t, testTimers)
+	central = startVMCluster(t, tm, "central", 3*time.Second, time.Minute)
+	app := startProbedApp(t)
+	dir = t.TempDir()
+	federate, agentBin := binaries(t)
+	if out, err := central.configure(t, tm, federate, baristaGroup(app.Addr().(*net.TCPAddr).Port), dir, time.Minute); err != nil {
+		t.Fatalf("vm configure: %v\n%s", err, out)
+	}
+	writeSidecar(t, dir, "inbound: {listen: 127.0.0.1:0}\n")
+	return central, dir, agentBin
 }
