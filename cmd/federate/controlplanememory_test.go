@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,9 +13,7 @@ import (
 	"github.com/federate/federate/internal/childproc"
 	"github.com/federate/federate/internal/fedtest"
 	"github.com/federate/federate/internal/testport"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -83,21 +79,7 @@ func TestControlPlaneBoundsUnauthenticatedBootstraps(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Each on its own connection, as an attacker would.
-			conn := fedtest.DialWith(t, addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))
-			errs[i] = conn.Invoke(ctx, agentpb.Workloads_Bootstrap_FullMethodName, preEncoded(bootstrap), new(agentpb.BootstrapResponse),
-				grpc.ForceCodecV2(preEncodedCodec{}))
-		}()
-	}
-	wg.Wait()
-	took := time.Since(start)
+	errs, took := callWithoutCertificate(ctx, t, addr, agentpb.Workloads_Bootstrap_FullMethodName, bootstrap, callers, func() any { return new(agentpb.BootstrapResponse) })
 	rssAfter, peakAfter := processMemoryKiB(t, pid, "VmRSS"), processMemoryKiB(t, pid, "VmHWM")
 	t.Logf("%d concurrent %d MiB Bootstraps without a certificate answered in %s; control plane VmRSS %d MiB before, %d MiB after; peak (VmHWM) %d MiB before, %d MiB after",
 		callers, size>>20, took.Round(time.Millisecond), rssBefore>>10, rssAfter>>10, peakBefore>>10, peakAfter>>10)

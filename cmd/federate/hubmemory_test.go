@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"strings"
@@ -55,20 +56,7 @@ func TestHubBoundsUnauthenticatedJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	errs := make([]error, callers)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Each on its own connection, as an attacker would.
-			conn := fedtest.DialWith(t, h.Addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))
-			errs[i] = conn.Invoke(ctx, hubpb.Hub_Join_FullMethodName, preEncoded(join), new(hubpb.JoinResponse), grpc.ForceCodecV2(preEncodedCodec{}))
-		}()
-	}
-	wg.Wait()
-	took := time.Since(start)
+	errs, took := callWithoutCertificate(ctx, t, h.Addr, hubpb.Hub_Join_FullMethodName, join, callers, func() any { return new(hubpb.JoinResponse) })
 	rssAfter, peakAfter := h.memoryKiB(t, "VmRSS"), h.memoryKiB(t, "VmHWM")
 	t.Logf("%d concurrent %d MiB Joins refused in %s; hub VmRSS %d MiB before, %d MiB after; peak (VmHWM) %d MiB before, %d MiB after",
 		callers, size>>20, took.Round(time.Millisecond), rssBefore>>10, rssAfter>>10, peakBefore>>10, peakAfter>>10)
@@ -89,4 +77,23 @@ func TestHubBoundsUnauthenticatedJoins(t *testing.T) {
 	if _, err := membership.Join(ctx, strings.Fields(token)[0]); err != nil {
 		t.Fatalf("a real join after the flood: %v", err)
 	}
+}
+
+// callWithoutCertificate makes callers concurrent calls of method with the
+// encoded request req, each on its own TLS connection without a client
+// certificate, as an attacker would; it returns each call's error and how
+// long they all took.
+func callWithoutCertificate(ctx context.Context, t *testing.T, addr, method string, req []byte, callers int, reply func() any) ([]error, time.Duration) {
+	t.Helper()
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range callers {
+		wg.Go(func() {
+			conn := fedtest.DialWith(t, addr, credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))
+			errs[i] = conn.Invoke(ctx, method, preEncoded(req), reply(), grpc.ForceCodecV2(preEncodedCodec{}))
+		})
+	}
+	wg.Wait()
+	return errs, time.Since(start)
 }
